@@ -1,0 +1,132 @@
+"""The one error tree of packfleet.
+
+Every error packfleet raises on purpose derives from :class:`PackfleetError`, one base per layer.
+Each carries a message a person can act on and, where there is one, ``fix``: the command that
+mends it. The CLI prints both and exits with ``exit_code``.
+
+    PackfleetError
+    ├── SettingsError            config: settings files, bindings file, homes
+    ├── PkiError                 pki: certificates, keys, stores
+    │   ├── CertificateNotFound
+    │   └── UnsupportedKey
+    ├── TransportError           TLS and HTTP between nodes
+    │   ├── TlsError
+    │   └── ApiError             the peer answered with a problem document
+    ├── CatalogError             catalog: database, migrations, records
+    │   └── NotFound
+    ├── PackageError             projects, archives, package runs
+    │   └── ArchiveError
+    └── UsageError               a command line that cannot be carried out
+"""
+
+from __future__ import annotations
+
+
+class PackfleetError(Exception):
+    """Raised when packfleet refuses or fails to do something, with a reason a person can act on."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        if self.fix:
+            return f"{self.message}\n  fix: {self.fix}"
+        return self.message
+
+
+class SettingsError(PackfleetError):
+    """Raised when a settings or bindings file is missing, malformed, or names an unknown key or bad value."""
+
+    exit_code = 3
+
+
+class PkiError(PackfleetError):
+    """Raised when a certificate, key or store cannot be created, read, written or used."""
+
+    exit_code = 4
+
+
+class CertificateNotFound(PkiError):
+    """Raised when no certificate in a store matches the thumbprint or CN asked for."""
+
+
+class UnsupportedKey(PkiError):
+    """Raised when a key is of a kind or size that OpenSSL 3 or packfleet's TLS policy will not use."""
+
+
+class TransportError(PackfleetError):
+    """Raised when a node cannot reach, authenticate or talk to another node."""
+
+    exit_code = 5
+
+
+class TlsError(TransportError):
+    """Raised when a TLS handshake fails; the message says which side, which certificate, which check."""
+
+
+class ApiError(TransportError):
+    """Raised when the master answers with an RFC 9457 problem document."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        problem_type: str = "about:blank",
+        fix: str | None = None,
+    ) -> None:
+        super().__init__(message, fix=fix)
+        self.status = status
+        self.problem_type = problem_type
+
+
+class CatalogError(PackfleetError):
+    """Raised when the catalog database cannot be reached, migrated, or holds no such record."""
+
+    exit_code = 6
+
+
+class NotFound(CatalogError):
+    """Raised when a catalog record (worker, execution, project, token...) does not exist."""
+
+
+class Conflict(CatalogError):
+    """Raised when a change would break an invariant, e.g. a thumbprint already bound to another worker."""
+
+
+class PackageError(PackfleetError):
+    """Raised when a project is invalid, or a package cannot be loaded or run."""
+
+    exit_code = 7
+
+
+class ArchiveError(PackageError):
+    """Raised when a project archive is corrupt, too large, or holds absolute paths, '..' or links."""
+
+
+class UsageError(PackfleetError):
+    """Raised when a command line names things that cannot go together or do not exist."""
+
+    exit_code = 2
+
+
+__all__ = [
+    "ApiError",
+    "ArchiveError",
+    "CatalogError",
+    "CertificateNotFound",
+    "Conflict",
+    "NotFound",
+    "PackageError",
+    "PackfleetError",
+    "PkiError",
+    "SettingsError",
+    "TlsError",
+    "TransportError",
+    "UnsupportedKey",
+    "UsageError",
+]
