@@ -1,0 +1,3 @@
+"""Every command module, imported once so that each attaches its group to the root ``cli``."""
+
+# Each module below defines click commands on `packfleet.cli._main.cli`; add new ones here.

@@ -1,0 +1,50 @@
+"""Thumbprints as people type them.
+
+A thumbprint is the SHA-1 of a certificate's DER encoding in uppercase hex, as Windows and SSIS show
+it. People paste it from Windows' certificate dialog (which prefixes an invisible U+200E LEFT-TO-RIGHT
+MARK), from ``openssl x509 -fingerprint -sha1`` (colons) or type it in lowercase with spaces. All of
+those name the same certificate:
+
+>>> normalize_thumbprint("\u200ea9 4b:0c 12 ef" + "00" * 16)
+'A94B0C12EF00000000000000000000000000000000'
+"""
+
+from __future__ import annotations
+
+import re
+
+from packfleet.errors import PkiError
+
+# Characters people's tools put between or around hex digits; none of them carries meaning.
+_SEPARATORS = re.compile(r"[\s:\u200e\u200f\ufeff-]+")
+_HEX40 = re.compile(r"[0-9A-F]{40}")
+
+
+def normalize_thumbprint(text: str, *, what: str = "thumbprint") -> str:
+    """Return ``text`` as 40 uppercase hex digits, or raise :class:`PkiError` saying what is wrong."""
+    cleaned = _SEPARATORS.sub("", text).upper()
+    if cleaned.startswith("SHA1FINGERPRINT="):  # pasted straight from `openssl x509 -fingerprint`
+        cleaned = cleaned.removeprefix("SHA1FINGERPRINT=")
+    if _HEX40.fullmatch(cleaned):
+        return cleaned
+    bad = sorted({c for c in cleaned if c not in "0123456789ABCDEF"})
+    if bad:
+        reason = f"it contains {', '.join(repr(c) for c in bad)}, which are not hex digits"
+    else:
+        reason = f"it has {len(cleaned)} hex digits; a SHA-1 thumbprint has 40"
+    raise PkiError(
+        f"{text!r} is not a valid {what}: {reason}",
+        fix="copy the thumbprint from `packfleet cert list` (spaces, colons and lowercase are fine)",
+    )
+
+
+def is_thumbprint(text: str) -> bool:
+    """Tell whether ``text`` names a thumbprint (in any of the accepted spellings)."""
+    try:
+        normalize_thumbprint(text)
+    except PkiError:
+        return False
+    return True
+
+
+__all__ = ["is_thumbprint", "normalize_thumbprint"]
