@@ -11,6 +11,7 @@ mends it. The CLI prints both and exits with ``exit_code``.
     │   └── UnsupportedKey
     ├── TransportError           TLS and HTTP between nodes
     │   ├── TlsError
+    │   ├── ProtocolError        a message does not match its schema
     │   └── ApiError             the peer answered with a problem document
     ├── CatalogError             catalog: database, migrations, records
     │   └── NotFound
@@ -66,6 +67,10 @@ class TransportError(PackfleetError):
 
 class TlsError(TransportError):
     """Raised when a TLS handshake fails; the message says which side, which certificate, which check."""
+
+
+class ProtocolError(TransportError):
+    """Raised when a message on the wire does not match its schema (a bug or a version mismatch)."""
 
 
 class ApiError(TransportError):
@@ -124,6 +129,7 @@ __all__ = [
     "PackageError",
     "PackfleetError",
     "PkiError",
+    "ProtocolError",
     "SettingsError",
     "TlsError",
     "TransportError",

@@ -5,8 +5,8 @@ it. People paste it from Windows' certificate dialog (which prefixes an invisibl
 MARK), from ``openssl x509 -fingerprint -sha1`` (colons) or type it in lowercase with spaces. All of
 those name the same certificate:
 
->>> normalize_thumbprint("\u200ea9 4b:0c 12 ef" + "00" * 16)
-'A94B0C12EF00000000000000000000000000000000'
+>>> normalize_thumbprint("\u200ea9 4b:0c 12 ef" + "00" * 15)
+'A94B0C12EF000000000000000000000000000000'
 """
 
 from __future__ import annotations

@@ -1,0 +1,30 @@
+"""Route paths, shared so that a renamed route breaks both ends at import time, not at run time."""
+
+from __future__ import annotations
+
+API = "/api/v1"
+
+HEALTH = f"{API}/health"
+OPENAPI = f"{API}/openapi.json"
+JOIN = f"{API}/join"
+
+WORKER_HEARTBEAT = f"{API}/worker/heartbeat"
+WORKER_LEASE = f"{API}/worker/lease"
+WORKER_TASK_HEARTBEAT = f"{API}/worker/tasks/heartbeat"
+WORKER_EVENTS = f"{API}/worker/events"
+WORKER_COMPLETE = f"{API}/worker/tasks/complete"
+WORKER_PROJECT = f"{API}/worker/projects/{{sha256}}"
+
+ADMIN = f"{API}/admin"
+ADMIN_WORKERS = f"{ADMIN}/workers"
+ADMIN_WORKER = f"{ADMIN}/workers/{{ref}}"
+ADMIN_WORKER_ENABLE = f"{ADMIN}/workers/{{ref}}/enable"
+ADMIN_WORKER_DISABLE = f"{ADMIN}/workers/{{ref}}/disable"
+ADMIN_PROJECTS = f"{ADMIN}/projects"
+ADMIN_EXECUTIONS = f"{ADMIN}/executions"
+ADMIN_EXECUTION = f"{ADMIN}/executions/{{execution_id}}"
+ADMIN_EXECUTION_EVENTS = f"{ADMIN}/executions/{{execution_id}}/events"
+ADMIN_EXECUTION_CANCEL = f"{ADMIN}/executions/{{execution_id}}/cancel"
+ADMIN_AUDIT = f"{ADMIN}/audit"
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"

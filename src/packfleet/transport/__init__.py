@@ -1,0 +1,28 @@
+"""TLS policy and HTTPS transport between nodes: one place for every SSLContext and TLS explanation."""
+
+from packfleet.transport._client import MasterClient, parse_endpoint
+from packfleet.transport._explain import (
+    PeerCertificate,
+    explain_client_failure,
+    fetch_server_certificate,
+)
+from packfleet.transport._policy import (
+    HotSwapServerContext,
+    client_context,
+    master_server_context,
+    probe_context,
+    tls_version,
+)
+
+__all__ = [
+    "HotSwapServerContext",
+    "MasterClient",
+    "PeerCertificate",
+    "client_context",
+    "explain_client_failure",
+    "fetch_server_certificate",
+    "master_server_context",
+    "parse_endpoint",
+    "probe_context",
+    "tls_version",
+]

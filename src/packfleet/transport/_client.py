@@ -1,0 +1,208 @@
+"""The HTTPS client every node uses to talk to the master (workers and the manager alike).
+
+One keep-alive connection pool per client; every failure leaves as a packfleet error: TLS failures
+explained by :mod:`packfleet.transport._explain`, problem documents as :class:`ApiError`, the rest as
+:class:`TransportError` naming the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from packfleet.errors import ApiError, SettingsError, TlsError, TransportError
+from packfleet.protocol import routes
+from packfleet.transport._explain import explain_client_failure, fetch_server_certificate
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """Split ``https://host:port`` into host and port, refusing anything but HTTPS."""
+    url = URL(endpoint)
+    if url.scheme != "https" or not url.host:
+        raise SettingsError(
+            f"master endpoint {endpoint!r} is not an https://host:port URL",
+            fix="packfleet settings set worker MasterEndpoint https://MASTER:8391",
+        )
+    return url.host, url.port or 443
+
+
+def _ssl_cause(exc: BaseException) -> BaseException | None:
+    """Find the ssl.SSLError (or certificate error) that aiohttp wrapped, however deep."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError | ssl.CertificateError):
+            return current
+        stack += [
+            getattr(current, "certificate_error", None),
+            getattr(current, "os_error", None),
+            current.__cause__,
+            current.__context__,
+        ]
+    return None
+
+
+class MasterClient:
+    """JSON over HTTPS to one master, with the identity and pins of one node.
+
+    >>> client = MasterClient("https://127.0.0.1:8391", ctx, role="worker", pins=[T])  # doctest: +SKIP
+    >>> await client.request("POST", routes.WORKER_HEARTBEAT, json=beat)               # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        ssl_context: ssl.SSLContext,
+        *,
+        role: str,
+        pins: list[str],
+        own_thumbprint: str | None = None,
+        timeout: float = 60.0,
+        connections: int = 8,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.host, self.port = parse_endpoint(self.endpoint)
+        self.role = role
+        self.pins = pins
+        self.own_thumbprint = own_thumbprint
+        self._ssl_context = ssl_context
+        self._timeout = timeout
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []
+
+    async def __aenter__(self) -> MasterClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                ssl=self._ssl_context, limit=self._connections, keepalive_timeout=75
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                raise_for_status=False,
+            )
+        return self._session
+
+    def replace_context(
+        self, ssl_context: ssl.SSLContext, *, pins: list[str], own_thumbprint: str | None
+    ) -> None:
+        """Use new certificates or pins from the next request on; requests in flight finish first."""
+        self._ssl_context = ssl_context
+        self.pins = pins
+        self.own_thumbprint = own_thumbprint
+        if self._session is not None:
+            self._retired.append(self._session)
+            self._session = None
+
+    async def close(self) -> None:
+        for session in [*self._retired, self._session]:
+            if session is not None and not session.closed:
+                await session.close()
+        self._retired.clear()
+        self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        raw: bool = False,
+    ) -> Any:
+        """Send one request; return parsed JSON (or bytes with ``raw``), raise packfleet errors."""
+        await self._drop_retired()
+        session = self._get_session()
+        headers = {"Accept": f"application/json, {routes.PROBLEM_CONTENT_TYPE}"}
+        body: bytes | None = data
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        elif data is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        try:
+            async with session.request(
+                method,
+                self.endpoint + path,
+                data=body,
+                params=params,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout or self._timeout, sock_connect=10),
+            ) as response:
+                payload = await response.read()
+                if response.status >= 400:
+                    raise _problem(response.status, payload, method, path)
+        except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
+            raise await self._translate(exc) from exc
+        except TimeoutError as exc:
+            raise TransportError(
+                f"the master at {self.host}:{self.port} did not answer {method} {path} within "
+                f"{timeout or self._timeout:.0f} s"
+            ) from exc
+        if raw:
+            return payload
+        return json.loads(payload) if payload else None
+
+    async def _drop_retired(self) -> None:
+        while self._retired:
+            await self._retired.pop().close()
+
+    async def _translate(self, exc: BaseException) -> TransportError:
+        cause = _ssl_cause(exc)
+        if cause is None:
+            if isinstance(exc, aiohttp.ServerDisconnectedError):
+                return TransportError(f"the master at {self.host}:{self.port} closed the connection")
+            return TransportError(
+                f"cannot reach the master at {self.host}:{self.port}: {exc}",
+                fix="check that the master runs (packfleet master run) and that MasterEndpoint names it",
+            )
+        peer = None
+        if getattr(cause, "verify_code", None) is not None:
+            try:
+                peer = await asyncio.to_thread(fetch_server_certificate, self.host, self.port)
+            except (OSError, TlsError, ValueError):
+                peer = None
+        return explain_client_failure(
+            cause,
+            role=self.role,
+            host=self.host,
+            port=self.port,
+            pins=self.pins,
+            own_thumbprint=self.own_thumbprint,
+            peer=peer,
+        )
+
+
+def _problem(status: int, payload: bytes, method: str, path: str) -> ApiError:
+    """Turn an RFC 9457 problem document (or any error body) into :class:`ApiError`."""
+    try:
+        doc = json.loads(payload) if payload else {}
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+    detail = doc.get("detail") or doc.get("title") or payload[:200].decode(errors="replace")
+    return ApiError(
+        f"{method} {path}: {detail or f'HTTP {status}'}",
+        status=status,
+        problem_type=str(doc.get("type", "about:blank")),
+        fix=doc.get("fix"),
+    )

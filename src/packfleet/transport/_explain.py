@@ -1,0 +1,181 @@
+"""Turn OpenSSL's verdicts into sentences a person can act on.
+
+Every TLS failure a worker or the CLI meets goes through :func:`explain_client_failure`, which says
+which side refused, which certificate, which check failed, and the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from ipaddress import ip_address
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from packfleet.errors import TlsError
+from packfleet.transport._policy import probe_context
+
+# OpenSSL X509_V_ERR_* codes that a pinned, self-signed setup meets (openssl/x509_vfy.h).
+_EXPIRED = 10
+_NOT_YET_VALID = 9
+_UNTRUSTED = {18, 19, 20, 21}
+_HOST_MISMATCH = {62, 64}
+_PURPOSE = 26
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    """What a server presented, read without trusting it (for explanations only)."""
+
+    thumbprint: str
+    sha256: str
+    names: list[str]
+    not_before: datetime
+    not_after: datetime
+
+    @classmethod
+    def from_der(cls, der: bytes) -> PeerCertificate:
+        import hashlib
+
+        cert = x509.load_der_x509_certificate(der)
+        names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names += [str(v) for v in san.get_values_for_type(x509.DNSName)]
+            names += [str(v) for v in san.get_values_for_type(x509.IPAddress)]
+        except x509.ExtensionNotFound:
+            pass
+        return cls(
+            thumbprint=hashlib.sha1(der, usedforsecurity=False).hexdigest().upper(),
+            sha256=hashlib.sha256(der).hexdigest().upper(),
+            names=list(dict.fromkeys(names)),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+        )
+
+
+def fetch_server_certificate(host: str, port: int, *, timeout: float = 5.0) -> PeerCertificate:
+    """Handshake with ``host:port`` only to read the certificate it serves; nothing else is sent."""
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        server_name = None if _is_ip(host) else host
+        with probe_context().wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise TlsError(f"the server at {host}:{port} presented no certificate")
+    return PeerCertificate.from_der(der)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_in(host: str, names: list[str]) -> bool:
+    host = host.lower()
+    return any(host == n.lower() for n in names)
+
+
+def explain_client_failure(
+    exc: BaseException,
+    *,
+    role: str,
+    host: str,
+    port: int,
+    pins: list[str],
+    own_thumbprint: str | None,
+    peer: PeerCertificate | None = None,
+    now: datetime | None = None,
+) -> TlsError:
+    """Explain a failed TLS connection from a worker or admin client to the master.
+
+    ``peer`` is the certificate the master actually presented (see :func:`fetch_server_certificate`),
+    when it could be read; with it the explanation names the thumbprint and the check that failed.
+    """
+    now = now or datetime.now(UTC)
+    where = f"the master at {host}:{port}"
+    pinned = " or ".join(pins) if pins else "(none)"
+    verify_code = getattr(exc, "verify_code", None)
+    reason = (getattr(exc, "reason", None) or "").upper()
+    text = str(exc)
+
+    if peer is not None and (verify_code is not None or "CERTIFICATE_VERIFY_FAILED" in text):
+        if peer.not_after < now:
+            return TlsError(
+                f"{where} presented certificate {peer.thumbprint}, which expired on "
+                f"{peer.not_after:%Y-%m-%d %H:%M} UTC",
+                fix="on the master: packfleet manager rotate master-cert "
+                "(or the seed's manual 'change the master certificate' steps)",
+            )
+        if peer.not_before > now:
+            return TlsError(
+                f"{where} presented certificate {peer.thumbprint}, which is not valid before "
+                f"{peer.not_before:%Y-%m-%d %H:%M} UTC: check this machine's clock",
+                fix="synchronise the clocks (timedatectl set-ntp true)",
+            )
+        if peer.thumbprint not in pins:
+            return TlsError(
+                f"{where} presented certificate {peer.thumbprint} but this {role} pins "
+                f"MasterHttpsCertThumbprint {pinned}",
+                fix=f"if the master certificate was changed: packfleet cert import master.cer --store "
+                f"Root && packfleet settings set {role} MasterHttpsCertThumbprint {peer.thumbprint}",
+            )
+        if not _host_in(host, peer.names):
+            return TlsError(
+                f"the endpoint host {host!r} is not among the names of the master certificate "
+                f"{peer.thumbprint} ({', '.join(peer.names) or 'no names'})",
+                fix="use an endpoint whose host is one of those names, or re-create the master "
+                "certificate with it: packfleet manager rotate master-cert --cn " + host,
+            )
+    if verify_code == _EXPIRED:
+        return TlsError(f"{where} presented an expired certificate", fix="packfleet doctor")
+    if verify_code == _NOT_YET_VALID:
+        return TlsError(f"{where} presented a certificate that is not valid yet: check the clocks")
+    if verify_code in _HOST_MISMATCH:
+        return TlsError(
+            f"the endpoint host {host!r} is not among the names of the master's certificate",
+            fix="packfleet doctor",
+        )
+    if verify_code in _UNTRUSTED:
+        return TlsError(
+            f"{where} presented a certificate that is not the pinned MasterHttpsCertThumbprint "
+            f"{pinned} in this {role}'s Root store",
+            fix="packfleet cert import master.cer --store Root (and check MasterHttpsCertThumbprint)",
+        )
+    if verify_code == _PURPOSE:
+        return TlsError(
+            f"{where} presented a certificate without the serverAuth purpose "
+            "(OpenSSL: 'unsuitable certificate purpose')",
+            fix="re-create it with packfleet cert create, which sets serverAuth and clientAuth",
+        )
+    mine = own_thumbprint or "(none)"
+    if "UNKNOWN_CA" in reason or "UNKNOWN_CA" in text or "BAD_CERTIFICATE" in reason + text:
+        return TlsError(
+            f"{where} refused this {role}'s certificate {mine}: it is not in the master's Root store",
+            fix="on the master: packfleet manager worker add --cert worker.cer "
+            "(or packfleet cert import worker.cer --store Root)"
+            if role == "worker"
+            else "on the master: packfleet cert import admin.cer --store Root",
+        )
+    if "CERTIFICATE_EXPIRED" in reason + text:
+        return TlsError(
+            f"{where} refused this {role}'s certificate {mine}: it has expired",
+            fix="packfleet worker rotate-cert, or a new join token: packfleet worker join TOKEN"
+            if role == "worker"
+            else "packfleet master init --admin-only",
+        )
+    if "CERTIFICATE_REQUIRED" in reason + text:
+        return TlsError(
+            f"{where} requires a client certificate and this {role} presented none",
+            fix="packfleet doctor",
+        )
+    if "WRONG_VERSION_NUMBER" in reason + text or "UNSUPPORTED_PROTOCOL" in reason + text:
+        return TlsError(
+            f"{where} does not speak the same TLS version (packfleet defaults to TLS 1.3): is it a "
+            "packfleet master, and does TlsMinimumVersion match on both sides?",
+        )
+    return TlsError(f"TLS with {where} failed: {text}", fix="packfleet doctor")

@@ -1,0 +1,153 @@
+"""The one TLS policy: every SSLContext packfleet uses is built here, keyed by role.
+
+Each choice carries its reason, because each one is a place where a cluster either stays secure or
+silently stops being so.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from threading import Lock
+
+from packfleet.errors import PkiError, SettingsError
+
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+# Forward-secret AEAD suites only, for deployments that opt into TLS 1.2 (TLS 1.3's suites are all AEAD).
+_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+def tls_version(text: str) -> ssl.TLSVersion:
+    """Map the ``TlsMinimumVersion`` setting ("1.3" or "1.2") to :class:`ssl.TLSVersion`."""
+    try:
+        return _VERSIONS[text]
+    except KeyError:
+        raise SettingsError(
+            f'TlsMinimumVersion {text!r} is not supported; use "1.3" (default) or "1.2"',
+            fix="packfleet settings set master TlsMinimumVersion 1.3",
+        ) from None
+
+
+def _harden(ctx: ssl.SSLContext, minimum_version: str) -> None:
+    ctx.minimum_version = tls_version(minimum_version)
+    if ctx.minimum_version < ssl.TLSVersion.TLSv1_3:
+        ctx.set_ciphers(_TLS12_CIPHERS)
+    # No compression (CRIME) and no TLS 1.2 session tickets: a resumed session skips the certificate
+    # check, which would let a revoked worker back in on a ticket issued before the revocation.
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_TICKET
+
+
+def _load_trust(ctx: ssl.SSLContext, trusted_pem: str, what: str) -> None:
+    if not trusted_pem.strip():
+        return
+    try:
+        ctx.load_verify_locations(cadata=trusted_pem)
+    except ssl.SSLError as exc:
+        raise PkiError(f"cannot load the {what}: {exc.reason or exc}") from exc
+
+
+def _load_identity(ctx: ssl.SSLContext, cert_file: Path, key_file: Path, what: str) -> None:
+    try:
+        ctx.load_cert_chain(str(cert_file), str(key_file))
+    except (ssl.SSLError, OSError) as exc:
+        raise PkiError(
+            f"cannot load the {what} from {cert_file} and {key_file}: "
+            f"{getattr(exc, 'reason', None) or exc.strerror or exc}",
+            fix="packfleet doctor",
+        ) from exc
+
+
+def master_server_context(
+    cert_file: Path, key_file: Path, trusted_pem: str, *, minimum_version: str = "1.3"
+) -> ssl.SSLContext:
+    """The master's server context: its bound certificate, clients checked against its Root store.
+
+    CERT_OPTIONAL, not CERT_REQUIRED: the join and health routes must be reachable by a machine that
+    has no certificate yet. A certificate that *is* presented must chain to the Root store or the
+    handshake fails; every route other than join and health then refuses a request without one.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _harden(ctx, minimum_version)
+    # TLS 1.3 tickets are the only resumption mechanism there; with none issued, every connection
+    # presents and re-verifies its certificate.
+    ctx.num_tickets = 0
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    _load_identity(ctx, cert_file, key_file, "master certificate")
+    _load_trust(ctx, trusted_pem, "master's Root store")
+    return ctx
+
+
+def client_context(
+    cert_file: Path | None,
+    key_file: Path | None,
+    pinned_master_pem: str,
+    *,
+    minimum_version: str = "1.3",
+) -> ssl.SSLContext:
+    """A worker's or admin's client context: trust only the pinned master certificate(s).
+
+    The trust anchors are exactly the Root-store certificates whose thumbprints are pinned
+    (``MasterHttpsCertThumbprint`` and, during a rotation, the next one). Since packfleet's
+    certificates are CA:FALSE, such an anchor can vouch only for itself, so a successful handshake
+    *is* the pin check, and the host name check still applies on top.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _harden(ctx, minimum_version)
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if not pinned_master_pem.strip():
+        raise PkiError(
+            "no pinned master certificate is in this node's Root store",
+            fix="packfleet cert import master.cer --store Root",
+        )
+    _load_trust(ctx, pinned_master_pem, "pinned master certificate")
+    if cert_file is not None and key_file is not None:
+        _load_identity(ctx, cert_file, key_file, "client certificate")
+    return ctx
+
+
+def probe_context() -> ssl.SSLContext:
+    """A context that completes a handshake with any server, used only to *read* its certificate.
+
+    It never carries application data: :func:`packfleet.transport.fetch_server_certificate` uses it
+    to show a person which certificate a master presented after a verified connection failed, and
+    the join flow uses it to compare the SHA-256 pin before it sends anything.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # noqa: S323 - reading the peer's certificate, nothing is trusted
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+class HotSwapServerContext:
+    """A server context whose certificate and trust can be replaced without restarting the listener.
+
+    The listening socket keeps :attr:`base`; OpenSSL calls its servername callback for every
+    ClientHello (with ``None`` when the client sends no SNI, as for IP endpoints), and the callback
+    moves the connection onto the current context. ``SSL_set_SSL_CTX`` swaps the certificate and the
+    verify store; the verify mode stays that of the base, which is the same for every master context.
+    """
+
+    def __init__(self, initial: ssl.SSLContext) -> None:
+        self._lock = Lock()
+        self._current = initial
+        self.base = initial
+        self.base.sni_callback = self._select
+
+    @property
+    def current(self) -> ssl.SSLContext:
+        return self._current
+
+    def swap(self, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        """Build a new context and make it current; if building fails, keep the last good one."""
+        new = build()  # raises before anything changes: the last good context stays
+        with self._lock:
+            self._current = new
+        return new
+
+    def _select(self, ssl_object: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        current = self._current
+        if ssl_object.context is not current:
+            ssl_object.context = current
