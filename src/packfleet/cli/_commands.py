@@ -1,3 +1,10 @@
 """Every command module, imported once so that each attaches its group to the root ``cli``."""
 
 # Each module below defines click commands on `packfleet.cli._main.cli`; add new ones here.
+from packfleet.cli import (  # noqa: F401
+    _binding,
+    _cert,
+    _master,
+    _settings,
+    _worker,
+)

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a :class:`PackfleetError` becomes a message on stderr and its exit code."""
     _register_commands()
     try:
-        cli.main(args=argv, prog_name="packfleet", standalone_mode=False)
+        # standalone_mode=False: click returns instead of calling sys.exit, so tests can call main().
+        result = cli.main(args=argv, prog_name="packfleet", standalone_mode=False)
     except PackfleetError as exc:
         click.echo(f"error: {exc.message}", err=True)
         if exc.fix:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

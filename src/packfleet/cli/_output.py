@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+from packfleet.config import resolve_home
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -54,6 +56,10 @@ class CliState:
     @property
     def err(self) -> Console:
         return Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def home(self) -> Path:
+        """The node home: ``--home`` > ``$PACKFLEET_HOME`` > the default of ``--location``."""
+        return resolve_home(self.home_option, self.location_option)
 
     def emit(self, data: Any, human: Callable[[Console], None] | None = None) -> None:
         """Print ``data`` as JSON when ``--json`` was given, else call ``human`` (or print it plainly)."""
