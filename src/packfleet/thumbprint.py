@@ -20,20 +20,29 @@ _SEPARATORS = re.compile(r"[\s:\u200e\u200f\ufeff-]+")
 _HEX40 = re.compile(r"[0-9A-F]{40}")
 
 
-def normalize_thumbprint(text: str, *, what: str = "thumbprint") -> str:
-    """Return ``text`` as 40 uppercase hex digits, or raise :class:`PkiError` saying what is wrong."""
+def _clean(text: str) -> str:
     cleaned = _SEPARATORS.sub("", text).upper()
-    if cleaned.startswith("SHA1FINGERPRINT="):  # pasted straight from `openssl x509 -fingerprint`
-        cleaned = cleaned.removeprefix("SHA1FINGERPRINT=")
+    return cleaned.removeprefix("SHA1FINGERPRINT=")  # pasted straight from `openssl x509 -fingerprint`
+
+
+def thumbprint_problem(text: str) -> str | None:
+    """Say what keeps ``text`` from being a thumbprint ("it contains 'G', ..."), or None if it is one."""
+    cleaned = _clean(text)
     if _HEX40.fullmatch(cleaned):
-        return cleaned
+        return None
     bad = sorted({c for c in cleaned if c not in "0123456789ABCDEF"})
     if bad:
-        reason = f"it contains {', '.join(repr(c) for c in bad)}, which are not hex digits"
-    else:
-        reason = f"it has {len(cleaned)} hex digits; a SHA-1 thumbprint has 40"
+        return f"it contains {', '.join(repr(c) for c in bad)}, which are not hex digits"
+    return f"it has {len(cleaned)} hex digits; a SHA-1 thumbprint has 40"
+
+
+def normalize_thumbprint(text: str, *, what: str = "thumbprint") -> str:
+    """Return ``text`` as 40 uppercase hex digits, or raise :class:`PkiError` saying what is wrong."""
+    problem = thumbprint_problem(text)
+    if problem is None:
+        return _clean(text)
     raise PkiError(
-        f"{text!r} is not a valid {what}: {reason}",
+        f"{text!r} is not a valid {what}: {problem}",
         fix="copy the thumbprint from `packfleet cert list` (spaces, colons and lowercase are fine)",
     )
 
@@ -47,4 +56,4 @@ def is_thumbprint(text: str) -> bool:
     return True
 
 
-__all__ = ["is_thumbprint", "normalize_thumbprint"]
+__all__ = ["is_thumbprint", "normalize_thumbprint", "thumbprint_problem"]

@@ -18,8 +18,8 @@ from typing import Any
 
 from packfleet.config._home import StoreLocation
 from packfleet.config._timespan import TIMESPAN_FORM, format_timespan, parse_timespan
-from packfleet.errors import PkiError, SettingsError
-from packfleet.thumbprint import normalize_thumbprint
+from packfleet.errors import SettingsError
+from packfleet.thumbprint import normalize_thumbprint, thumbprint_problem
 
 Reader = Callable[[object], Any]
 Writer = Callable[[Any], object]
@@ -118,10 +118,10 @@ def read_thumbprint(value: object) -> str:
     text = read_text_as(value, expected)
     if not text.strip():
         return ""
-    try:
-        return normalize_thumbprint(text)
-    except PkiError:
-        raise Invalid(expected) from None
+    problem = thumbprint_problem(text)
+    if problem is not None:
+        raise Invalid(f"{expected}; {problem}")
+    return normalize_thumbprint(text)
 
 
 def read_https_endpoint(value: object) -> str:
