@@ -16,7 +16,9 @@ mends it. The CLI prints both and exits with ``exit_code``.
     ├── CatalogError             catalog: database, migrations, records
     │   └── NotFound
     ├── PackageError             projects, archives, package runs
-    │   └── ArchiveError
+    │   ├── ArchiveError
+    │   └── ExecutionFailed      run --wait saw the execution fail
+    ├── ClusterError             a local cluster (demo, tests, bench) step failed
     └── UsageError               a command line that cannot be carried out
 """
 
@@ -109,8 +111,18 @@ class PackageError(PackfleetError):
     exit_code = 7
 
 
+class ExecutionFailed(PackageError):
+    """Raised by ``run --wait`` when the execution ended in any state but succeeded."""
+
+    exit_code = 8
+
+
 class ArchiveError(PackageError):
     """Raised when a project archive is corrupt, too large, or holds absolute paths, '..' or links."""
+
+
+class ClusterError(PackfleetError):
+    """Raised when a step of a local cluster (demo, end-to-end tests, benchmarks) fails, with its output."""
 
 
 class UsageError(PackfleetError):
@@ -124,7 +136,9 @@ __all__ = [
     "ArchiveError",
     "CatalogError",
     "CertificateNotFound",
+    "ClusterError",
     "Conflict",
+    "ExecutionFailed",
     "NotFound",
     "PackageError",
     "PackfleetError",

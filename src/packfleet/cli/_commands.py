@@ -4,7 +4,11 @@
 from packfleet.cli import (  # noqa: F401
     _binding,
     _cert,
+    _executions,
+    _manager,
     _master,
+    _master_run,
     _settings,
     _worker,
+    _worker_run,
 )

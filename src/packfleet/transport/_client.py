@@ -8,6 +8,7 @@ explained by :mod:`packfleet.transport._explain`, problem documents as :class:`A
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import ssl
 from collections.abc import Mapping
@@ -41,7 +42,11 @@ def _ssl_cause(exc: BaseException) -> BaseException | None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, ssl.SSLError | ssl.CertificateError):
+        # aiohttp's ClientConnectorCertificateError is itself an ssl.CertificateError but carries no
+        # verify_code: look through it to the OpenSSL error it wraps.
+        if isinstance(current, ssl.SSLError | ssl.CertificateError) and not isinstance(
+            current, aiohttp.ClientError
+        ):
             return current
         stack += [
             getattr(current, "certificate_error", None),
@@ -142,7 +147,8 @@ class MasterClient:
             async with session.request(
                 method,
                 self.endpoint + path,
-                data=body,
+                # aiohttp warns (ResourceWarning) on raw bytes over 1 MiB; a stream sends the same bytes.
+                data=io.BytesIO(body) if body is not None else None,
                 params=params,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout or self._timeout, sock_connect=10),

@@ -1,0 +1,212 @@
+"""``packfleet manager``: the Scale Out Manager — connect, enable, disable and remove workers.
+
+Every command talks to the master's admin API with the admin certificate named in this home's
+ManagerSettings.config (``master init`` writes one on the master machine).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from packfleet.cli._client import call, state
+from packfleet.cli._main import cli
+from packfleet.cli._output import json_option
+from packfleet.pki import load_credential
+
+# Warn when a worker certificate has this little life left (days), as `manager certs` does.
+_EXPIRY_WARNING_DAYS = 30
+
+
+@cli.group("manager")
+def manager_group() -> None:
+    """The Scale Out Manager: administer the master's workers from the master or any machine.
+
+    \b
+    packfleet manager worker add --cert worker.cer --enable   # seed: install the worker cert on the master
+    packfleet manager worker list
+    packfleet manager worker disable AGENT_ID
+    """
+
+
+@manager_group.group("worker")
+def worker_admin() -> None:
+    """Connect, list, enable, disable, describe and delete workers."""
+
+
+def _days_left(not_after: str | None) -> float | None:
+    if not not_after:
+        return None
+    return (datetime.fromisoformat(not_after) - datetime.now(UTC)).total_seconds() / 86400
+
+
+def _active_cert(worker: dict[str, Any]) -> dict[str, Any] | None:
+    certs = [c for c in worker.get("certificates", []) if c.get("status") == "active"]
+    return max(certs, key=lambda c: c.get("not_after") or "", default=None)
+
+
+def _online(worker: dict[str, Any], window_s: float = 180) -> str:
+    seen = worker.get("last_online_time")
+    if not seen:
+        return "never"
+    age = (datetime.now(UTC) - datetime.fromisoformat(seen)).total_seconds()
+    return "online" if age <= window_s else f"offline {int(age // 60)} min"
+
+
+def _workers_table(out: Console, workers: list[dict[str, Any]]) -> None:
+    table = Table("agent id", "name", "enabled", "state", "machine", "tags", "certificate", "expires")
+    for w in workers:
+        cert = _active_cert(w)
+        days = _days_left(cert.get("not_after") if cert else None)
+        expiry = "-" if days is None else f"{days:.0f} days"
+        if days is not None and days < _EXPIRY_WARNING_DAYS:
+            expiry = f"[red]{expiry}[/]"
+        table.add_row(
+            w["agent_id"],
+            w.get("display_name", ""),
+            "yes" if w.get("is_enabled") else "[yellow]no[/]",
+            _online(w),
+            w.get("machine_name", ""),
+            w.get("tags", ""),
+            (cert or {}).get("thumbprint", "-"),
+            expiry,
+        )
+    out.print(table)
+
+
+@worker_admin.command("add")
+@click.option(
+    "--cert",
+    "cert_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The worker's public certificate (worker.cer from its home).",
+)
+@click.option("--name", help="Display name until the worker reports its own.")
+@click.option("--enable", is_flag=True, help="Enable the worker as soon as it connects.")
+@json_option
+def worker_add(cert_file: Path, name: str | None, enable: bool) -> None:
+    """Install a worker certificate into the master's Root store and register it.
+
+    The seed's step "install the client certificate into the Root store of the master machine",
+    done through the master so it takes effect without a restart. The worker appears in
+    `manager worker list` at its first heartbeat; with --enable it may run tasks at once.
+
+    \b
+    packfleet manager worker add --cert /srv/w/worker.cer --name worker1 --enable
+    """
+    pem = load_credential(cert_file).cert_pem().decode()
+    record = call(lambda c: c.add_worker(pem, display_name=name, enable=enable))
+    st = state()
+    st.emit(
+        record,
+        lambda out: out.print(
+            f"certificate {record['thumbprint']} installed in the master's Root store; "
+            + (
+                "the worker will be enabled when it connects"
+                if enable
+                else "enable the worker when it has connected: packfleet manager worker enable NAME"
+            )
+        ),
+    )
+
+
+@worker_admin.command("list")
+@json_option
+def worker_list() -> None:
+    """List workers: SSIS catalog.worker_agents columns, online state and certificate expiry."""
+    workers = call(lambda c: c.list_workers())
+    state().emit(workers, lambda out: _workers_table(out, workers))
+
+
+@worker_admin.command("show")
+@click.argument("ref")
+@json_option
+def worker_show(ref: str) -> None:
+    """Show one worker, by agent id, display name or certificate thumbprint."""
+    worker = call(lambda c: c.get_worker(ref))
+
+    def human(out: Console) -> None:
+        _workers_table(out, [worker])
+        info = worker.get("machine_info") or {}
+        if info:
+            out.print(", ".join(f"{k}: {v}" for k, v in info.items()))
+
+    state().emit(worker, human)
+
+
+def _toggle(ref: str, enable: bool) -> None:
+    worker = call(lambda c: c.enable_worker(ref) if enable else c.disable_worker(ref))
+    word = "enabled" if enable else "disabled"
+    state().emit(
+        worker, lambda out: out.print(f"worker {worker['agent_id']} ({worker.get('display_name')}) {word}")
+    )
+
+
+@worker_admin.command("enable")
+@click.argument("ref")
+@json_option
+def worker_enable(ref: str) -> None:
+    """Let a worker take tasks (SSIS: Enable Worker)."""
+    _toggle(ref, True)
+
+
+@worker_admin.command("disable")
+@click.argument("ref")
+@json_option
+def worker_disable(ref: str) -> None:
+    """Stop giving a worker tasks; its open connections are closed (SSIS: Disable Worker)."""
+    _toggle(ref, False)
+
+
+@worker_admin.command("delete")
+@click.argument("ref")
+@json_option
+def worker_delete(ref: str) -> None:
+    """Remove a worker and its certificates from the master's Root store and catalog.
+
+    The seed's "delete the worker and add it again" starts here; then `manager worker add`.
+    """
+    result = call(lambda c: c.delete_worker(ref))
+    state().emit(result, lambda out: out.print(f"worker {ref} deleted"))
+
+
+@worker_admin.command("set")
+@click.argument("ref")
+@click.option("--description", help="Free text, as SSIS's Description.")
+@click.option("--tags", help="Comma-separated tags.")
+@click.option("--name", "display_name", help="Display name.")
+@json_option
+def worker_set(ref: str, description: str | None, tags: str | None, display_name: str | None) -> None:
+    """Change a worker's description, tags or display name."""
+    worker = call(
+        lambda c: c.update_worker(ref, description=description, tags=tags, display_name=display_name)
+    )
+    state().emit(worker, lambda out: _workers_table(out, [worker]))
+
+
+@manager_group.command("audit")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@json_option
+def audit(limit: int) -> None:
+    """Show the audit log: every certificate, binding, worker and role change, newest last."""
+    rows = call(lambda c: c.audit(limit=limit))
+
+    def human(out: Console) -> None:
+        table = Table("time", "actor", "action", "target", "details")
+        for row in rows:
+            table.add_row(
+                row.get("time", ""),
+                row.get("actor", ""),
+                row.get("action", ""),
+                row.get("target", ""),
+                str(row.get("details") or ""),
+            )
+        out.print(table)
+
+    state().emit(rows, human)

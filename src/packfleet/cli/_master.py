@@ -1,0 +1,112 @@
+"""``packfleet master``: set up (``init``) and run a Scale Out Master."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+
+from packfleet.cli._main import cli
+from packfleet.cli._output import CliState, json_option
+from packfleet.pki import KEY_TYPES
+
+if TYPE_CHECKING:
+    from packfleet.provision import MasterInit
+
+
+def _state() -> CliState:
+    return click.get_current_context().ensure_object(CliState)
+
+
+@cli.group("master")
+def master_group() -> None:
+    """The Scale Out Master: the node that hands package executions to workers.
+
+    \b
+    packfleet master init --cn 127.0.0.1          # certificate, binding, settings, admin identity
+    packfleet master run                          # serve on PortNumber (8391)
+    packfleet master install-service              # systemd unit
+    """
+
+
+@master_group.command("init")
+@click.option(
+    "--cn",
+    "cns",
+    multiple=True,
+    metavar="NAME",
+    help="A name workers will use to reach the master (repeatable). Default: this machine's name and IPs.",
+)
+@click.option("--port", default=8391, show_default=True, type=click.IntRange(1, 65535), help="HTTPS port.")
+@click.option(
+    "--catalog",
+    "catalog_url",
+    metavar="URL",
+    help="SQLAlchemy URL of the catalog. Default: sqlite:///<home>/catalog.db. "
+    "For HA: postgresql+psycopg://user@host/db.",
+)
+@click.option(
+    "--address",
+    metavar="URL",
+    help="The URL workers will use (SSIS MASTER_ADDRESS). Default: https://<first CN>:<port>.",
+)
+@click.option(
+    "--existing-cert",
+    metavar="THUMBPRINT",
+    help="Use a certificate already in the Root store (with its key) instead of creating one.",
+)
+@click.option("--key", "key_type", type=click.Choice(KEY_TYPES), default="ecdsa-p256", show_default=True)
+@click.option("--days", default=365, show_default=True, type=click.IntRange(1, 3650))
+@json_option
+def master_init(
+    cns: tuple[str, ...],
+    port: int,
+    catalog_url: str | None,
+    address: str | None,
+    existing_cert: str | None,
+    key_type: str,
+    days: int,
+) -> None:
+    """Set up this machine as the master, as SSIS setup's "Scale Out Configuration - Master Node".
+
+    Creates a self-signed master certificate (every --cn is a CN and a SAN entry) in the Root store
+    with its key (MakeCert -r -ss Root -sr LocalMachine), binds it to 0.0.0.0:PORT (netsh http add
+    sslcert), writes MasterSettings.config (SSLCertThumbprint), exports master.cer for the workers
+    and creates the admin certificate the manager commands use. Running it again replaces the
+    certificate and keeps the binding's appid.
+
+    \b
+    packfleet --home /srv/m master init --cn master.example.com --cn 10.0.0.5
+    """
+    # Imported here: set-up pulls in the catalog layer, which `packfleet --help` need not load.
+    from packfleet.provision import init_master
+
+    state = _state()
+    result = init_master(
+        state.home(),
+        cns=cns,
+        port=port,
+        catalog_url=catalog_url,
+        address=address,
+        existing_cert=existing_cert,
+        key_type=key_type,
+        days=days,
+    )
+    state.emit(result.to_dict(), lambda out: _print_master(out, result))
+
+
+def _print_master(out: Console, result: MasterInit) -> None:
+    out.print(f"master certificate  {result.thumbprint}")
+    out.print(f"bound to            {result.binding.ipport} (store Root, appid {result.binding.appid})")
+    out.print(f"workers connect to  {result.address}")
+    out.print(f"public certificate  {result.master_cer}   <- copy to each worker (worker init --master-cert)")
+    out.print(f"admin certificate   {result.admin_thumbprint}")
+    out.print(f"catalog             {result.catalog_url}")
+    out.print(f"next: packfleet --home {_quoted(result.home)} master run")
+
+
+def _quoted(path: Path) -> str:
+    text = str(path)
+    return f"'{text}'" if " " in text else text

@@ -1,0 +1,83 @@
+"""``make demo``: a master and two workers on this machine, connected by hand as the seed does.
+
+Every step is a real ``packfleet`` command, printed before it runs, so the demo doubles as a
+walk-through. The state (homes, stores, settings, catalog, logs) stays behind for inspection.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from packfleet.errors import PackfleetError
+from packfleet.localcluster import LocalCluster
+
+
+def _project_dir() -> Path:
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = base / "examples" / "etl"
+        if (candidate / "packfleet.toml").exists():
+            return candidate
+    raise SystemExit("examples/etl not found: run the demo from the packfleet checkout (make demo)")
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _step(title: str) -> None:
+    _say(f"\n== {title}")
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="packfleet-demo-"))
+    project = _project_dir()
+    _say(f"packfleet demo: state in {root}  (shown below as $STATE)")
+    with LocalCluster(root, echo=_say) as cluster:
+        try:
+            _step("1. Master: certificate, binding, settings (SSIS setup's master page)")
+            cluster.init_master()
+            cluster.cli(cluster.master.home, "binding", "show", "--port", str(cluster.port))
+            cluster.start_master()
+
+            _step("2. Workers: certificate CN=name;CN=ip, master.cer into Root, then added on the master")
+            for name, ip in (("worker1", "127.0.0.2"), ("worker2", "127.0.0.3")):
+                cluster.add_worker(name, ip)
+                cluster.start_worker(name)
+            cluster.wait_for_workers(["worker1", "worker2"])
+            cluster.cli(cluster.master.home, "manager", "worker", "list")
+
+            _step("3. Deploy the sample project")
+            cluster.cli(cluster.master.home, "deploy", str(project))
+
+            _step("4. Run the ETL on any worker, following its logs")
+            cluster.cli(cluster.master.home, "run", "default/etl/load", "--wait")
+
+            _step("5. Run it on a chosen worker (worker2), then the SQL summary")
+            worker2 = cluster.agent_id("worker2")
+            cluster.cli(cluster.master.home, "run", "default/etl/load", "--worker", worker2, "--wait")
+            cluster.cli(cluster.master.home, "run", "default/etl/summary", "--worker", worker2, "--wait")
+
+            _step("6. A package that fails on purpose: run --wait exits non-zero")
+            failed = cluster.cli(cluster.master.home, "run", "default/etl/fail", "--wait", check=False)
+            _say(f"  (exit code {failed.returncode}, as expected)")
+
+            _step("7. Executions and the audit log")
+            cluster.cli(cluster.master.home, "executions", "list")
+            cluster.cli(cluster.master.home, "manager", "audit", "--limit", "12")
+        except PackfleetError as exc:
+            _say(f"\ndemo failed: {exc}")
+            for node in [cluster.master, *cluster.workers.values()]:
+                _say(f"--- {node.name} log (last lines)\n{cluster.tail(node)}")
+            return 1
+        _step("8. Stopping the workers and the master (SIGTERM)")
+    _say(f"\nDone. State left in {root}:")
+    _say("  master/  MasterSettings.config, bindings.json, certs/{My,Root}, catalog.db, master.cer")
+    _say("  worker1/ worker2/  WorkerSettings.config, certs/{My,Root}, tasks/, logcache/, worker.cer")
+    _say("  *.log    each node's log")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

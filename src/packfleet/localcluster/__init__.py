@@ -1,0 +1,19 @@
+"""A whole cluster on one machine, in real processes: the demo, the end-to-end tests and the benchmarks."""
+
+from packfleet.errors import ClusterError
+from packfleet.localcluster._cluster import (
+    FAST_MASTER_SETTINGS,
+    FAST_WORKER_SETTINGS,
+    LocalCluster,
+    Node,
+    free_port,
+)
+
+__all__ = [
+    "FAST_MASTER_SETTINGS",
+    "FAST_WORKER_SETTINGS",
+    "ClusterError",
+    "LocalCluster",
+    "Node",
+    "free_port",
+]

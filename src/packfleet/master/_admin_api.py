@@ -1,0 +1,471 @@
+"""The admin routes: workers, projects, executions and the audit log, as SSIS Manager and the
+``catalog.*`` stored procedures offer them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from packfleet.catalog import ExecutionRecord
+from packfleet.errors import CertificateNotFound, PackfleetError
+from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
+from packfleet.master._problems import bad_request
+from packfleet.master._state import Call, MasterState, json_response, query_float, query_int
+from packfleet.master._wakeup import EVENTS, TASKS
+from packfleet.packages import Project, inspect_archive, mask_parameters, resolve_parameters
+from packfleet.pki import CertStore, Credential, load_credential_bytes
+from packfleet.protocol import routes
+
+log = logging.getLogger("packfleet.master")
+
+_LIST_LIMIT = 10_000
+_EVENTS_LIMIT = 1000
+
+
+# --- bodies -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddWorker:
+    """Trust a worker certificate: install it in the master's Root store and record it (pending)."""
+
+    cert_pem: str
+    display_name: str | None = None
+    enable: bool = False
+
+
+@dataclass(frozen=True)
+class UpdateWorker:
+    """What an administrator may change on a worker; absent fields stay as they are."""
+
+    description: str | None = None
+    tags: str | None = None
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class RunPackage:
+    """Start one execution (SSIS ``create_execution`` + ``add_execution_worker`` + ``start_execution``)."""
+
+    folder: str
+    project: str
+    package: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    workers: list[str] = field(default_factory=list)
+    retry_count: int = 0
+
+
+# --- workers ------------------------------------------------------------------------------------
+
+
+async def list_workers(call: Call) -> web.StreamResponse:
+    workers = await call.state.db(call.state.catalog.list_workers)
+    return json_response([w.to_dict() for w in workers])
+
+
+async def add_worker(call: Call) -> web.StreamResponse:
+    """The seed's "install the client certificate into the Root store of the master", plus the record."""
+    state = call.state
+    ask = await call.message(AddWorker)
+    try:
+        cred = load_credential_bytes(ask.cert_pem.encode())
+    except PackfleetError as exc:
+        raise bad_request(f"cert_pem: {exc.message}", fix=exc.fix) from None
+    public = Credential(cred.certificate)  # never store a key that came along with the certificate
+    record = await state.db(
+        state.catalog.add_worker_certificate,
+        public.cert_pem(),
+        actor=call.caller.actor,
+        display_name=ask.display_name,
+        enable=ask.enable,
+    )
+    await state.db(CertStore(state.home, "Root").add, public)
+    state.principals.invalidate([record.thumbprint])
+    log.info("certificate %s added to the Root store by %s", record.thumbprint, call.caller.actor)
+    await state.reload_trust()
+    return json_response(record.to_dict(), status=201)
+
+
+async def get_worker(call: Call) -> web.StreamResponse:
+    worker = await call.state.db(call.state.catalog.get_worker, call.request.match_info["ref"])
+    return json_response(worker.to_dict())
+
+
+async def _set_enabled(call: Call, enabled: bool) -> web.StreamResponse:
+    state = call.state
+    ref = call.request.match_info["ref"]
+    found = await state.db(state.catalog.get_worker, ref)
+    worker = await state.db(
+        state.catalog.set_worker_enabled, found.agent_id, enabled, actor=call.caller.actor
+    )
+    thumbprints = [c.thumbprint for c in worker.certificates]
+    state.principals.invalidate(thumbprints)
+    if not enabled:
+        _cut_off(state, thumbprints, f"worker {worker.agent_id} disabled")
+    state.wakeups.notify(TASKS)
+    return json_response(worker.to_dict())
+
+
+async def enable_worker(call: Call) -> web.StreamResponse:
+    return await _set_enabled(call, True)
+
+
+async def disable_worker(call: Call) -> web.StreamResponse:
+    return await _set_enabled(call, False)
+
+
+async def update_worker(call: Call) -> web.StreamResponse:
+    state = call.state
+    ask = await call.message(UpdateWorker)
+    found = await state.db(state.catalog.get_worker, call.request.match_info["ref"])
+    worker = await state.db(
+        state.catalog.update_worker,
+        found.agent_id,
+        actor=call.caller.actor,
+        description=ask.description,
+        tags=ask.tags,
+        display_name=ask.display_name,
+    )
+    state.principals.invalidate([c.thumbprint for c in worker.certificates])
+    return json_response(worker.to_dict())
+
+
+async def delete_worker(call: Call) -> web.StreamResponse:
+    """SSIS Manager's "Delete Worker": forget it, drop its certificates from the Root store."""
+    state = call.state
+    found = await state.db(state.catalog.get_worker, call.request.match_info["ref"])
+    thumbprints = await state.db(state.catalog.delete_worker, found.agent_id, actor=call.caller.actor)
+    removed = await state.db(_remove_from_root, state, thumbprints)
+    state.principals.invalidate(thumbprints)
+    _cut_off(state, thumbprints, f"worker {found.agent_id} deleted")
+    state.wakeups.notify(TASKS)
+    if removed:
+        await state.reload_trust()
+    return json_response(
+        {"agent_id": found.agent_id, "thumbprints": thumbprints, "removed_from_root": removed}
+    )
+
+
+def _remove_from_root(state: MasterState, thumbprints: list[str]) -> list[str]:
+    store = CertStore(state.home, "Root")
+    removed = []
+    for thumbprint in thumbprints:
+        try:
+            store.delete(thumbprint)
+        except CertificateNotFound:
+            continue
+        removed.append(thumbprint)
+    return removed
+
+
+async def revoke_certificate(call: Call) -> web.StreamResponse:
+    """Revoke one certificate; it still completes a handshake, so its worker hears why it is refused."""
+    state = call.state
+    thumbprint = call.request.match_info["thumbprint"]
+    record = await state.db(state.catalog.revoke_certificate, thumbprint, actor=call.caller.actor)
+    state.principals.invalidate([record.thumbprint])
+    _cut_off(state, [record.thumbprint], f"certificate {record.thumbprint} revoked")
+    state.wakeups.notify(TASKS)
+    return json_response(record.to_dict())
+
+
+def _cut_off(state: MasterState, thumbprints: list[str], why: str) -> None:
+    closed = state.connections.close(thumbprints)
+    if closed:
+        log.info("%s: closed %d open connection(s)", why, closed)
+
+
+# --- projects -----------------------------------------------------------------------------------
+
+
+async def deploy(call: Call) -> web.StreamResponse:
+    """Deploy a project archive into ``folder``; the catalog keeps every version."""
+    state = call.state
+    folder = call.request.query.get("folder", "").strip()
+    if not folder:
+        raise bad_request("query parameter folder is missing", fix="packfleet deploy DIR --folder default")
+    archive = await call.body()
+    if not archive:
+        raise bad_request("the body must be the project's zip archive, and it is empty")
+    loop = asyncio.get_running_loop()
+    project = await loop.run_in_executor(None, inspect_archive, archive)  # CPU-bound, not the catalog's
+    record = await state.db(
+        state.catalog.deploy_project, folder, project.to_dict(), archive, actor=call.caller.actor
+    )
+    log.info(
+        "project %s/%s version %d deployed by %s", folder, project.name, record.version, call.caller.actor
+    )
+    return json_response(record.to_dict(), status=201)
+
+
+async def list_projects(call: Call) -> web.StreamResponse:
+    folder = call.request.query.get("folder") or None
+    projects = await call.state.db(call.state.catalog.list_projects, folder)
+    return json_response([p.to_dict() for p in projects])
+
+
+# --- executions ---------------------------------------------------------------------------------
+
+
+class _Manifests:
+    """Deployed manifests by project, to mask sensitive parameters in what admin routes return."""
+
+    def __init__(self, state: MasterState) -> None:
+        self._state = state
+        self._seen: dict[tuple[str, str], Project | None] = {}
+
+    async def project(self, folder: str, name: str) -> Project | None:
+        key = (folder, name)
+        if key not in self._seen:
+            try:
+                version = await self._state.db(self._state.catalog.get_project_version, folder, name)
+                self._seen[key] = Project.from_dict(version.manifest)
+            except PackfleetError:
+                self._seen[key] = None
+        return self._seen[key]
+
+    async def shown(self, record: ExecutionRecord) -> dict[str, Any]:
+        data = record.to_dict()
+        project = await self.project(record.folder, record.project)
+        if project is not None:
+            try:
+                data["parameters"] = mask_parameters(project, record.package, record.parameters)
+            except PackfleetError:
+                data["parameters"] = {name: "********" for name in record.parameters}
+        else:
+            data["parameters"] = {name: "********" for name in record.parameters}
+        return data
+
+
+def _agent_ids(workers: list[str]) -> tuple[str, ...]:
+    ids = []
+    for worker in workers:
+        try:
+            ids.append(str(uuid.UUID(worker.strip())))
+        except ValueError:
+            raise bad_request(
+                f"workers: {worker!r} is not a worker agent id (a UUID)",
+                fix="packfleet manager worker list (shows each worker's agent id)",
+            ) from None
+    return tuple(ids)
+
+
+async def run(call: Call) -> web.StreamResponse:
+    """Create an execution; its task is ready at once and a waiting worker's long-poll answers."""
+    state = call.state
+    ask = await call.message(RunPackage)
+    if ask.retry_count < 0:
+        raise bad_request(f"retry_count must be 0 or more, not {ask.retry_count}")
+    version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
+    project = Project.from_dict(version.manifest)
+    parameters = resolve_parameters(project, ask.package, ask.parameters)
+    record = await state.db(
+        state.catalog.create_execution,
+        ask.folder,
+        ask.project,
+        ask.package,
+        parameters=parameters,
+        actor=call.caller.actor,
+        allowed_workers=_agent_ids(ask.workers),
+        retry_count=ask.retry_count,
+    )
+    state.wakeups.notify(TASKS)
+    log.info(
+        "execution %d of %s/%s/%s created by %s",
+        record.execution_id,
+        ask.folder,
+        ask.project,
+        ask.package,
+        call.caller.actor,
+    )
+    return json_response(await _Manifests(state).shown(record), status=201)
+
+
+async def list_executions(call: Call) -> web.StreamResponse:
+    request = call.request
+    limit = query_int(request, "limit", 50, minimum=1, maximum=_LIST_LIMIT)
+    status = query_int(request, "status", 0, minimum=0, maximum=9) or None
+    records = await call.state.db(call.state.catalog.list_executions, limit=limit, status=status)
+    manifests = _Manifests(call.state)
+    return json_response([await manifests.shown(r) for r in records])
+
+
+def _execution_id(call: Call) -> int:
+    raw = call.request.match_info["execution_id"]
+    try:
+        return int(raw)
+    except ValueError:
+        raise bad_request(f"{raw!r} is not an execution id (a whole number)") from None
+
+
+async def get_execution(call: Call) -> web.StreamResponse:
+    record = await call.state.db(call.state.catalog.get_execution, _execution_id(call))
+    return json_response(await _Manifests(call.state).shown(record))
+
+
+async def execution_events(call: Call) -> web.StreamResponse:
+    """Events after ``after_id``; with ``wait``, hold the request until there are some or the run ends.
+
+    This is what ``executions logs --follow`` and ``run --wait`` poll: each answer carries the
+    execution too, so the follower knows when to stop.
+    """
+    state = call.state
+    execution_id = _execution_id(call)
+    after_id = query_int(call.request, "after_id", 0, minimum=0, maximum=2**62)
+    limit = query_int(call.request, "limit", _EVENTS_LIMIT, minimum=1, maximum=_LIST_LIMIT)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.wait_seconds(query_float(call.request, "wait", 0.0))
+    while True:
+        ticket = state.wakeups.ticket(EVENTS)
+        record = await state.db(state.catalog.get_execution, execution_id)
+        found = await state.db(state.catalog.get_events, execution_id, after_id=after_id, limit=limit)
+        remaining = deadline - loop.time()
+        if found or record.status.finished or remaining <= 0 or state.closing:
+            break
+        await ticket.wait(remaining)
+    return json_response(
+        {
+            "execution": await _Manifests(state).shown(record),
+            "events": [e.to_dict() for e in found],
+            "last_id": found[-1].id if found else after_id,
+            "finished": record.status.finished,
+        }
+    )
+
+
+async def cancel(call: Call) -> web.StreamResponse:
+    state = call.state
+    record = await state.db(state.catalog.cancel_execution, _execution_id(call), actor=call.caller.actor)
+    state.wakeups.notify(TASKS)
+    state.wakeups.notify(EVENTS)
+    return json_response(await _Manifests(state).shown(record))
+
+
+async def audit(call: Call) -> web.StreamResponse:
+    limit = query_int(call.request, "limit", 100, minimum=1, maximum=_LIST_LIMIT)
+    after_id = query_int(call.request, "after_id", 0, minimum=0, maximum=2**62)
+    records = await call.state.db(call.state.catalog.list_audit, limit=limit, after_id=after_id)
+    return json_response([r.to_dict() for r in records])
+
+
+ENDPOINTS = (
+    Endpoint("GET", routes.ADMIN_WORKERS, list_workers, "admin", "List workers", answer="array"),
+    Endpoint(
+        "POST",
+        routes.ADMIN_WORKERS,
+        add_worker,
+        "admin",
+        "Trust a worker certificate: Root store of the master + catalog (pending until its heartbeat)",
+        body=AddWorker,
+        status=201,
+    ),
+    Endpoint("GET", routes.ADMIN_WORKER, get_worker, "admin", "Show a worker (agent id or display name)"),
+    Endpoint(
+        "PATCH",
+        routes.ADMIN_WORKER,
+        update_worker,
+        "admin",
+        "Change a worker's description, tags or display name",
+        body=UpdateWorker,
+    ),
+    Endpoint(
+        "DELETE",
+        routes.ADMIN_WORKER,
+        delete_worker,
+        "admin",
+        "Delete a worker; its certificates leave the Root store and its connections are closed",
+    ),
+    Endpoint("POST", routes.ADMIN_WORKER_ENABLE, enable_worker, "admin", "Enable a worker"),
+    Endpoint(
+        "POST",
+        routes.ADMIN_WORKER_DISABLE,
+        disable_worker,
+        "admin",
+        "Disable a worker; its open connections are closed",
+    ),
+    Endpoint(
+        "POST",
+        routes.ADMIN_CERTIFICATE_REVOKE,
+        revoke_certificate,
+        "admin",
+        "Revoke a worker certificate; its open connections are closed",
+    ),
+    Endpoint(
+        "POST",
+        routes.ADMIN_PROJECTS,
+        deploy,
+        "admin",
+        "Deploy a project archive (zip) into a folder",
+        body="zip",
+        status=201,
+        params=(Param("folder", "string", "Catalog folder to deploy into", required=True),),
+        max_body=DEPLOY_MAX_BODY,
+    ),
+    Endpoint(
+        "GET",
+        routes.ADMIN_PROJECTS,
+        list_projects,
+        "executor",
+        "List the newest version of every project",
+        answer="array",
+        params=(Param("folder", "string", "Only this folder"),),
+    ),
+    Endpoint(
+        "POST",
+        routes.ADMIN_EXECUTIONS,
+        run,
+        "executor",
+        "Run a package: create an execution whose task is ready at once",
+        body=RunPackage,
+        status=201,
+    ),
+    Endpoint(
+        "GET",
+        routes.ADMIN_EXECUTIONS,
+        list_executions,
+        "executor",
+        "List executions, newest first",
+        answer="array",
+        params=(
+            Param("limit", "integer", "At most this many (default 50)"),
+            Param("status", "integer", "Only this SSIS status code (1-9)"),
+        ),
+    ),
+    Endpoint("GET", routes.ADMIN_EXECUTION, get_execution, "executor", "Show an execution and its task"),
+    Endpoint(
+        "GET",
+        routes.ADMIN_EXECUTION_EVENTS,
+        execution_events,
+        "executor",
+        "Event messages of an execution; long-polls up to wait seconds for new ones or its end",
+        params=(
+            Param("after_id", "integer", "Only events with a greater id"),
+            Param("wait", "number", "Seconds to wait for news (at most 30)"),
+            Param("limit", "integer", "At most this many events (default 1000)"),
+        ),
+    ),
+    Endpoint(
+        "POST",
+        routes.ADMIN_EXECUTION_CANCEL,
+        cancel,
+        "executor",
+        "Cancel an execution (stopping until its worker confirms)",
+    ),
+    Endpoint(
+        "GET",
+        routes.ADMIN_AUDIT,
+        audit,
+        "admin",
+        "The audit log, oldest first, after an id",
+        answer="array",
+        params=(
+            Param("limit", "integer", "At most this many (default 100)"),
+            Param("after_id", "integer", "Only entries with a greater id"),
+        ),
+    ),
+)

@@ -1,0 +1,443 @@
+"""The master: an aiohttp HTTPS server over the catalog, with hot-swappable TLS and periodic jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler as AiohttpHandler
+
+from packfleet import __version__
+from packfleet.catalog import Catalog, utc_now
+from packfleet.errors import PackfleetError
+from packfleet.master import _admin_api, _worker_api
+from packfleet.master._api import Endpoint, openapi_document
+from packfleet.master._auth import (
+    Caller,
+    ConnectionRegistry,
+    PrincipalCache,
+    check_access,
+    peer_certificate,
+    thumbprint_of_der,
+)
+from packfleet.master._jobs import Job, JobRunner
+from packfleet.master._problems import (
+    Problem,
+    forbidden,
+    from_http_exception,
+    from_packfleet_error,
+    internal_error,
+)
+from packfleet.master._state import STATE, Call, MasterState, json_response
+from packfleet.master._tls import WILDCARD, TlsMaterial, load_tls_material
+from packfleet.master._wakeup import EVENTS, TASKS, LocalWakeups
+from packfleet.protocol import routes
+from packfleet.transport import HotSwapServerContext
+
+log = logging.getLogger("packfleet.master")
+
+
+async def _health(call: Call) -> web.StreamResponse:
+    return json_response({"status": "ok", "version": __version__})
+
+
+@functools.cache
+def _served_document() -> dict[str, Any]:
+    return openapi_document(ENDPOINTS)
+
+
+async def _openapi(call: Call) -> web.StreamResponse:
+    return json_response(_served_document())
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", routes.HEALTH, _health, "open", "Liveness: status and version"),
+    Endpoint("GET", routes.OPENAPI, _openapi, "open", "This OpenAPI 3.1 document"),
+    *_worker_api.ENDPOINTS,
+    *_admin_api.ENDPOINTS,
+)
+
+
+def _guard(endpoint: Endpoint) -> AiohttpHandler:
+    """Wrap a handler with the access check of its route; every caller is identified first."""
+    where = f"{endpoint.method} {endpoint.path}"
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        der = peer_certificate(request)
+        thumbprint = thumbprint_of_der(der) if der else None
+        principal = None
+        if thumbprint is not None:
+            if request.transport is not None:
+                state.connections.add(thumbprint, request.transport)
+            if endpoint.access != "open":
+                principal = await state.principals.get(thumbprint)
+        caller = Caller(thumbprint, der, principal)
+        check_access(endpoint.access, caller, where)
+        return await endpoint.handler(Call(request, caller, state, endpoint.max_body))
+
+    return handle
+
+
+@web.middleware
+async def _problems(request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+    """Turn every failure into an RFC 9457 problem document, and log each refusal on one line."""
+    try:
+        return await handler(request)
+    except Problem as exc:
+        refusal = exc
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        refusal = _http_problem(exc, request)
+    except PackfleetError as exc:
+        refusal = from_packfleet_error(exc)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return internal_error(request).response()
+    _log_refusal(request, refusal)
+    return refusal.response()
+
+
+def _http_problem(exc: web.HTTPException, request: web.Request) -> Problem:
+    if exc.status in (404, 405) and peer_certificate(request) is None:
+        # Without a certificate only the open routes exist; the rest is not mapped for strangers.
+        return forbidden(
+            f"{request.method} {request.path} needs a client certificate and this connection presented none",
+            thumbprint=None,
+            fix="connect with a worker or admin certificate",
+        )
+    return from_http_exception(exc, request)
+
+
+def _log_refusal(request: web.Request, problem: Problem) -> None:
+    who = problem.thumbprint or "no certificate"
+    log.warning(
+        "refused %s %s (%s): %d %s", request.method, request.path, who, problem.status, problem.detail
+    )
+
+
+def build_app(state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS) -> web.Application:
+    """The aiohttp application: one guarded route per endpoint, problem documents for every error."""
+    # Bodies are read (and bounded per route) by the handlers; this is only the outer backstop.
+    largest = max(ep.max_body for ep in endpoints)
+    app = web.Application(middlewares=[_problems], client_max_size=largest)
+    app[STATE] = state
+    for endpoint in endpoints:
+        app.router.add_route(endpoint.method, endpoint.path, _guard(endpoint))
+
+    async def wake_long_polls(_app: web.Application) -> None:
+        state.closing = True
+        state.wakeups.notify_all()
+
+    app.on_shutdown.append(wake_long_polls)
+    return app
+
+
+def _store_fingerprint(home: Path) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and mtimes of what the TLS material is read from, to notice edits cheaply."""
+    paths = [home / "MasterSettings.config", home / "bindings.json"]
+    for store in ("My", "Root"):
+        folder = home / "certs" / store
+        with contextlib.suppress(FileNotFoundError):
+            paths += sorted(folder.iterdir())
+    seen = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        seen.append((str(path), st.st_size, st.st_mtime_ns))
+    return tuple(seen)
+
+
+class MasterServer:
+    """The master of one home: ``await start()``, serve, ``await reload()`` on SIGHUP, ``await stop()``.
+
+    >>> server = MasterServer(home, host="127.0.0.1", port=0)   # doctest: +SKIP
+    >>> await server.start(); server.port                      # doctest: +SKIP
+    40211
+
+    ``port`` overrides PortNumber for the listening socket only (0 picks a free port, for tests);
+    the binding is still looked up for ``0.0.0.0:<PortNumber>``, as HTTP.SYS would.
+    ``watch_interval`` is how often the settings, bindings file and stores are checked for edits made
+    by other processes (``packfleet binding add``, ``cert import``); an edit reloads the TLS material.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        host: str = WILDCARD,
+        port: int | None = None,
+        watch_interval: float = 2.0,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self.home = Path(home)
+        self.host = host
+        self._port_override = port
+        self._clock = clock or utc_now
+        self._watch_interval = watch_interval
+        self._shutdown_timeout = shutdown_timeout
+        self._material: TlsMaterial | None = None
+        self._tls: HotSwapServerContext | None = None
+        self._state: MasterState | None = None
+        self._runner: web.AppRunner | None = None
+        self._jobs = JobRunner()
+        self._reload_lock = asyncio.Lock()
+        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self.port = 0
+
+    @property
+    def state(self) -> MasterState:
+        if self._state is None:
+            raise RuntimeError("the master is not started")
+        return self._state
+
+    @property
+    def app(self) -> web.Application:
+        """The aiohttp application being served (its router is what the OpenAPI document describes)."""
+        if self._runner is None:
+            raise RuntimeError("the master is not started")
+        return self._runner.app
+
+    @property
+    def serving_thumbprint(self) -> str:
+        """The thumbprint of the certificate new connections are served."""
+        if self._material is None:
+            raise RuntimeError("the master is not started")
+        return self._material.thumbprint
+
+    async def start(self) -> None:
+        """Read settings, binding and stores, open (and upgrade) the catalog, and listen."""
+        loop = asyncio.get_running_loop()
+        self._fingerprint = await loop.run_in_executor(None, _store_fingerprint, self.home)
+        material = await loop.run_in_executor(None, load_tls_material, self.home)
+        self._tls = HotSwapServerContext(material.context())
+        self._material = material
+        settings = material.settings
+        url = settings.resolved_catalog_url(self.home)
+        # SQLite allows one writer: one thread keeps catalog calls in order instead of contending.
+        threads = 1 if url.startswith("sqlite") else 4
+        executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="packfleet-catalog")
+        try:
+            catalog = await loop.run_in_executor(
+                executor,
+                lambda: Catalog.open(
+                    url, connect_timeout=settings.sql_connection_timeout_secs, upgrade=True, clock=self._clock
+                ),
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        state = MasterState(
+            home=self.home,
+            catalog=catalog,
+            executor=executor,
+            wakeups=LocalWakeups(),
+            principals=PrincipalCache(lambda t: state.db(catalog.authorize, t)),
+            connections=ConnectionRegistry(),
+            clock=self._clock,
+            reload_trust=self.try_reload,
+        )
+        self._state = state
+        port = settings.port_number if self._port_override is None else self._port_override
+        try:
+            sock = socket.create_server((self.host, port), backlog=512)
+        except OSError as exc:
+            await self._close_catalog()
+            raise PackfleetError(
+                f"cannot listen on {self.host}:{port}: {exc.strerror or exc}",
+                fix=f"stop what uses port {port} (ss -ltnp 'sport = :{port}') or change it: "
+                "packfleet settings set master PortNumber N",
+            ) from exc
+        self._runner = web.AppRunner(
+            build_app(state), handle_signals=False, access_log=None, shutdown_timeout=self._shutdown_timeout
+        )
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock, ssl_context=self._tls.base).start()
+        self.port = sock.getsockname()[1]
+        self._jobs.start(self._job_list())
+        log.info(
+            "master started on %s:%d serving certificate %s (binding %s, %s store); catalog %s",
+            self.host,
+            self.port,
+            material.thumbprint,
+            material.binding.ipport,
+            material.binding.certstorename,
+            catalog.url,
+        )
+
+    def _job_list(self) -> list[Job]:
+        assert self._material is not None  # noqa: S101 - only called once started
+        settings = self._material.settings
+        jobs = [
+            Job("sweep-expired-leases", settings.deal_with_expired_tasks_interval_ms / 1000, self.sweep_once),
+            Job("cleanup-completed", settings.cleanup_completed_jobs_interval_ms / 1000, self.cleanup_once),
+            Job("master-heartbeat", settings.master_heartbeat_interval_ms / 1000, self.heartbeat_once),
+        ]
+        if self._watch_interval > 0:
+            jobs.append(Job("watch-files", self._watch_interval, self._watch_once))
+        return jobs
+
+    async def sweep_once(self) -> None:
+        """DealWithExpiredTasks: requeue (or end) tasks whose lease expired, and wake long-polls."""
+        state = self.state
+        result = await state.db(state.catalog.sweep_expired_leases)
+        if result.requeued:
+            state.wakeups.notify(TASKS)
+        if result.requeued or result.ended or result.canceled:
+            state.wakeups.notify(EVENTS)
+            log.info(
+                "expired leases: requeued %s, ended %s, canceled %s",
+                result.requeued,
+                result.ended,
+                result.canceled,
+            )
+
+    async def cleanup_once(self) -> None:
+        """CleanupCompletedJobs: delete finished executions older than RetentionWindowInDays."""
+        assert self._material is not None  # noqa: S101 - only called once started
+        retention = timedelta(days=self._material.settings.retention_window_days)
+        removed = await self.state.db(self.state.catalog.cleanup_completed, retention)
+        if removed:
+            log.info("cleaned up %d finished execution(s) older than %s", removed, retention)
+
+    async def heartbeat_once(self) -> None:
+        """The master's own heartbeat: its last online time, under ``master.<host:port>.last_online``."""
+        key = f"master.{socket.gethostname()}:{self.port}.last_online"
+        await self.state.db(self.state.catalog.set_property, key, self._clock().isoformat())
+
+    async def _watch_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        fingerprint = await loop.run_in_executor(None, _store_fingerprint, self.home)
+        if fingerprint != self._fingerprint:
+            self._fingerprint = fingerprint
+            await self.try_reload()
+
+    async def reload(self) -> None:
+        """Re-read settings, binding and stores and serve them to new connections.
+
+        Open connections stay up. Invalid new material (a mismatch between binding and
+        SSLCertThumbprint, a missing key, an unreadable store) raises, and the last good context
+        keeps serving.
+        """
+        async with self._reload_lock:
+            if self._tls is None or self._material is None:
+                raise RuntimeError("the master is not started")
+            loop = asyncio.get_running_loop()
+            try:
+                material = await loop.run_in_executor(None, load_tls_material, self.home)
+                self._tls.swap(material.context)
+            except PackfleetError as exc:
+                log.error(
+                    "reload refused, still serving certificate %s: %s",
+                    self._material.thumbprint,
+                    str(exc).replace("\n", " "),
+                )
+                raise
+            old = self._material
+            self._material = material
+            if material.settings.port_number != old.settings.port_number and self._port_override is None:
+                log.warning(
+                    "PortNumber changed from %d to %d: restart the master to listen on the new port",
+                    old.settings.port_number,
+                    material.settings.port_number,
+                )
+            new_url = material.settings.resolved_catalog_url(self.home)
+            if new_url != old.settings.resolved_catalog_url(self.home):
+                log.warning("CatalogUrl changed: restart the master to use the new catalog")
+            self.state.principals.invalidate()
+            await self._jobs.replace(self._job_list())
+            trusted = material.trusted_pem.count("BEGIN CERTIFICATE")
+            log.info(
+                "reloaded: serving certificate %s, trusting %d certificate(s)", material.thumbprint, trusted
+            )
+
+    async def try_reload(self) -> None:
+        """:meth:`reload`, logging a refusal instead of raising it (SIGHUP, file watcher, admin changes)."""
+        with contextlib.suppress(PackfleetError):
+            await self.reload()
+
+    async def stop(self) -> None:
+        """Stop accepting, answer long-polls at once, let requests in flight finish, close the catalog."""
+        if self._runner is None and self._state is None:
+            return
+        await self._jobs.stop()
+        if self._state is not None:
+            self._state.closing = True
+            self._state.wakeups.notify_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self._close_catalog()
+        log.info("master stopped (port %d)", self.port)
+
+    async def _close_catalog(self) -> None:
+        state = self._state
+        if state is None:
+            return
+        self._state = None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(state.executor, state.catalog.close)
+        state.executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> MasterServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(os.environ.get("PACKFLEET_LOG_LEVEL", "INFO").upper())
+
+
+async def serve(server: MasterServer) -> None:
+    """Run ``server`` until SIGTERM or SIGINT (graceful stop); SIGHUP reloads it."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        log.info("SIGHUP: reloading")
+        task = loop.create_task(server.try_reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    await server.start()
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        await stopping.wait()
+        log.info("stopping: finishing requests in flight")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await server.stop()
+
+
+def run_master(home: Path, *, host: str = WILDCARD, port: int | None = None) -> None:
+    """Run the master of ``home`` in this process until SIGTERM/SIGINT (``packfleet master run``)."""
+    _configure_logging()
+    asyncio.run(serve(MasterServer(home, host=host, port=port)))

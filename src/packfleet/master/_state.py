@@ -1,0 +1,150 @@
+"""What every handler shares: the catalog behind its executor, wake-ups, caches, and body helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from aiohttp import web
+
+from packfleet.catalog import Catalog
+from packfleet.master._auth import Caller, ConnectionRegistry, PrincipalCache
+from packfleet.master._problems import Problem, bad_request
+from packfleet.master._wakeup import Wakeups
+from packfleet.protocol import decode
+
+P = ParamSpec("P")
+T = TypeVar("T")
+M = TypeVar("M")
+
+#: The longest a long-poll (task lease, event follow) is held open, whatever the client asks: long
+#: enough to make polling cheap, short enough for proxies and for a restart to drain quickly.
+MAX_WAIT_SECONDS = 30.0
+
+
+@dataclass
+class MasterState:
+    """The master's live parts, built by :class:`~packfleet.master.MasterServer` at start."""
+
+    home: Path
+    catalog: Catalog
+    executor: ThreadPoolExecutor
+    wakeups: Wakeups
+    principals: PrincipalCache
+    connections: ConnectionRegistry
+    clock: Callable[[], datetime]
+    reload_trust: Callable[[], Awaitable[None]]
+    closing: bool = False
+    max_wait: float = MAX_WAIT_SECONDS
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a synchronous catalog call on the catalog's executor, never on the event loop.
+
+        SQLite has one writer, so its executor has one thread and calls queue up in order; on
+        PostgreSQL a few threads let slow queries overlap.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
+
+    def wait_seconds(self, asked: float) -> float:
+        """How long a long-poll may wait: what the client asked, within ``0..max_wait``."""
+        if asked != asked:  # NaN: treat as "do not wait"
+            return 0.0
+        return max(0.0, min(float(asked), self.max_wait))
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as a handler sees it: who calls, the master's state, the route's body limit."""
+
+    request: web.Request
+    caller: Caller
+    state: MasterState
+    max_body: int
+
+    async def body(self) -> bytes:
+        return await read_body(self.request, self.max_body)
+
+    async def json(self) -> Any:
+        return await read_json(self.request, self.max_body)
+
+    async def message(self, cls: type[M]) -> M:
+        """The body decoded strictly as wire message ``cls``; a bad field is a 400 naming it."""
+        return decode(cls, await self.json())
+
+
+STATE: web.AppKey[MasterState] = web.AppKey("packfleet_master_state", MasterState)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with 413 once it passes ``limit`` bytes (declared or streamed)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(request, declared, limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(request, size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(request: web.Request, size: int, limit: int) -> Problem:
+    return Problem(
+        413,
+        "payload-too-large",
+        f"the body of {request.method} {request.path} has at least {size} bytes; this route takes at "
+        f"most {limit} bytes",
+    )
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    body = await read_body(request, limit)
+    if not body:
+        raise bad_request(f"{request.method} {request.path} needs a JSON body")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the body of {request.method} {request.path} is not JSON: {exc}") from None
+
+
+def json_response(data: Any, *, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(data, separators=(",", ":")).encode(),
+        content_type="application/json",
+    )
+
+
+def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0, maximum: int) -> int:
+    """An integer query parameter within bounds; anything else is a 400 naming it."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"query parameter {name}={raw!r} is not a whole number") from None
+    if not minimum <= value <= maximum:
+        raise bad_request(f"query parameter {name}={value} is out of range {minimum}..{maximum}")
+    return value
+
+
+def query_float(request: web.Request, name: str, default: float) -> float:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise bad_request(f"query parameter {name}={raw!r} is not a number") from None

@@ -1,0 +1,250 @@
+"""The worker routes of :mod:`packfleet.protocol`: heartbeat, lease (long-poll), task heartbeat,
+events, completion and project download."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from packfleet import protocol
+from packfleet.catalog import CompletionReport, EventInput, WorkerInfo
+from packfleet.errors import ProtocolError
+from packfleet.master._api import Endpoint
+from packfleet.master._auth import Caller, require_agent
+from packfleet.master._problems import bad_request
+from packfleet.master._state import Call, MasterState, json_response
+from packfleet.master._wakeup import EVENTS, TASKS
+from packfleet.protocol import routes
+
+log = logging.getLogger("packfleet.master")
+
+#: Bounds on what a worker may ask for in one request; SSIS's MaxTaskCount defaults to 10.
+MAX_CAPACITY = 100
+MIN_LEASE_SECONDS = 5.0
+MAX_LEASE_SECONDS = 3600.0
+
+
+def _lease_seconds(asked: float) -> float:
+    return max(MIN_LEASE_SECONDS, min(float(asked), MAX_LEASE_SECONDS))
+
+
+def _pem(der: bytes | None) -> bytes | None:
+    if der is None:
+        return None
+    return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
+
+
+async def heartbeat(call: Call) -> web.StreamResponse:
+    """Record a worker's heartbeat; for an unknown certificate this registers a disabled worker."""
+    state, caller = call.state, call.caller
+    beat = await call.message(protocol.Heartbeat)
+    assert caller.thumbprint is not None  # noqa: S101 - the "certificate" access rule guarantees it
+    info = WorkerInfo(
+        agent_id=beat.agent_id,
+        display_name=beat.display_name,
+        machine_name=beat.machine_name,
+        user_account=beat.user_account,
+        ips=tuple(beat.ips),
+        cpu_percent=beat.cpu_percent,
+        memory_free_mb=beat.memory_free_mb,
+        running_tasks=beat.running_tasks,
+        version=beat.version,
+    )
+    outcome = await state.db(state.catalog.worker_heartbeat, caller.thumbprint, info, pem=_pem(caller.der))
+    # The heartbeat may have bound this certificate to a worker: the next request must see that.
+    state.principals.invalidate([caller.thumbprint])
+    if outcome.state != "enabled":
+        log.info("heartbeat of %s (certificate %s): %s", beat.agent_id, caller.thumbprint, outcome.message)
+    reply = protocol.HeartbeatReply(
+        state=outcome.state,
+        message=outcome.message,
+        master_time=state.clock().isoformat(),
+        agent_id=outcome.worker.agent_id if outcome.worker is not None else beat.agent_id,
+    )
+    return json_response(protocol.encode(reply))
+
+
+async def lease(call: Call) -> web.StreamResponse:
+    """Lease up to ``capacity`` tasks, holding the request until one is ready or the wait ends.
+
+    The loop takes a wake-up ticket *before* looking in the catalog, so an execution created between
+    the look and the wait still wakes it: the answer comes as soon as a task is ready, with no fixed
+    polling delay.
+    """
+    state, caller = call.state, call.caller
+    ask = await call.message(protocol.LeaseRequest)
+    require_agent(caller, ask.agent_id)
+    capacity = max(0, min(ask.capacity, MAX_CAPACITY))
+    lease_seconds = _lease_seconds(ask.lease_seconds)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.wait_seconds(ask.wait_seconds)
+    tasks: list[protocol.TaskAssignment] = []
+    while capacity > 0 and not state.closing:
+        ticket = state.wakeups.ticket(TASKS)
+        leased = await state.db(state.catalog.lease_tasks, ask.agent_id, capacity, lease_seconds)
+        if leased:
+            tasks = [protocol.decode(protocol.TaskAssignment, t.to_dict()) for t in leased]
+            break
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        await ticket.wait(remaining)
+        if _gone(call.request) or not await _still_enabled(state, caller):
+            # The worker hung up, or was disabled or revoked while it waited: leasing now would hand
+            # a task to nobody, to sit until its lease expires.
+            break
+    if tasks:
+        leased_text = ", ".join(f"task {t.task_id}#{t.attempt}" for t in tasks)
+        log.info("leased %s to %s", leased_text, caller.worker_label)
+    return json_response(protocol.encode(protocol.LeaseReply(tasks=tasks)))
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _still_enabled(state: MasterState, caller: Caller) -> bool:
+    assert caller.thumbprint is not None  # noqa: S101 - worker routes always have a certificate
+    principal = await state.principals.get(caller.thumbprint)
+    return principal is not None and principal.enabled and principal.cert_status == "active"
+
+
+async def task_heartbeat(call: Call) -> web.StreamResponse:
+    """Extend the leases a worker still runs; tell it which to cancel and which it lost."""
+    state, caller = call.state, call.caller
+    beat = await call.message(protocol.TaskHeartbeat)
+    require_agent(caller, beat.agent_id)
+    leases = [(ref.task_id, ref.attempt) for ref in beat.leases]
+    status = await state.db(
+        state.catalog.extend_leases, beat.agent_id, leases, _lease_seconds(beat.lease_seconds)
+    )
+    reply = protocol.TaskHeartbeatReply(
+        extended=list(status.extended), cancel=list(status.cancel), lost=list(status.lost)
+    )
+    return json_response(protocol.encode(reply))
+
+
+def _event_time(text: str, where: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ProtocolError(f"{where}: {text!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise ProtocolError(f"{where}: {text!r} has no UTC offset")
+    return moment
+
+
+async def events(call: Call) -> web.StreamResponse:
+    """Store a batch of event messages; a resent batch is acknowledged again and stored once."""
+    state, caller = call.state, call.caller
+    batch = await call.message(protocol.EventBatch)
+    require_agent(caller, batch.agent_id)
+    inputs = [
+        EventInput(
+            execution_id=e.execution_id,
+            task_id=e.task_id,
+            attempt=e.attempt,
+            seq=e.seq,
+            time=_event_time(e.time, f"EventBatch.events[{i}].time"),
+            level=e.level,
+            source=e.source,
+            message=e.message,
+        )
+        for i, e in enumerate(batch.events)
+    ]
+    stored = await state.db(state.catalog.add_events, inputs) if inputs else 0
+    if stored:
+        state.wakeups.notify(EVENTS)
+    return json_response(protocol.encode(protocol.EventAck(acknowledged=len(inputs), stored=stored)))
+
+
+async def complete(call: Call) -> web.StreamResponse:
+    """Record task outcomes; a repeated report of the same lease is accepted again, harmlessly."""
+    state, caller = call.state, call.caller
+    batch = await call.message(protocol.CompletionBatch)
+    require_agent(caller, batch.agent_id)
+    reports = [
+        CompletionReport(
+            task_id=r.task_id, attempt=r.attempt, outcome=r.outcome, exit_code=r.exit_code, message=r.message
+        )
+        for r in batch.reports
+    ]
+    results = await state.db(state.catalog.complete_tasks, batch.agent_id, reports) if reports else []
+    state.wakeups.notify(EVENTS)
+    reply = protocol.CompletionReply(
+        results=[protocol.CompletionResult(r.task_id, r.accepted, r.stale) for r in results]
+    )
+    return json_response(protocol.encode(reply))
+
+
+async def project(call: Call) -> web.StreamResponse:
+    """The deployed project archive with this SHA-256, for a worker about to run one of its packages."""
+    state = call.state
+    sha256 = call.request.match_info["sha256"]
+    if len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256):
+        raise bad_request(f"{sha256!r} is not a SHA-256 (64 hex digits)")
+    data = await state.db(state.catalog.get_archive, sha256)
+    return web.Response(body=data, content_type="application/zip")
+
+
+ENDPOINTS = (
+    Endpoint(
+        "POST",
+        routes.WORKER_HEARTBEAT,
+        heartbeat,
+        "certificate",
+        "Worker heartbeat; registers an unknown worker (disabled) and says whether it may lease",
+        body=protocol.Heartbeat,
+        answer=protocol.HeartbeatReply,
+    ),
+    Endpoint(
+        "POST",
+        routes.WORKER_LEASE,
+        lease,
+        "worker",
+        "Lease ready tasks; long-polls up to wait_seconds (at most 30) until one is ready",
+        body=protocol.LeaseRequest,
+        answer=protocol.LeaseReply,
+    ),
+    Endpoint(
+        "POST",
+        routes.WORKER_TASK_HEARTBEAT,
+        task_heartbeat,
+        "worker",
+        "Extend task leases; lists leases to cancel and leases lost",
+        body=protocol.TaskHeartbeat,
+        answer=protocol.TaskHeartbeatReply,
+    ),
+    Endpoint(
+        "POST",
+        routes.WORKER_EVENTS,
+        events,
+        "worker",
+        "Store event messages (idempotent per task attempt and seq)",
+        body=protocol.EventBatch,
+        answer=protocol.EventAck,
+    ),
+    Endpoint(
+        "POST",
+        routes.WORKER_COMPLETE,
+        complete,
+        "worker",
+        "Report task outcomes (idempotent per lease)",
+        body=protocol.CompletionBatch,
+        answer=protocol.CompletionReply,
+    ),
+    Endpoint(
+        "GET",
+        routes.WORKER_PROJECT,
+        project,
+        "worker",
+        "Download a deployed project archive by SHA-256",
+        answer="zip",
+    ),
+)

@@ -1,0 +1,22 @@
+"""Node set-up, as SSIS setup's Scale Out pages do it: ``master init`` and ``worker init``."""
+
+from packfleet.provision._master import ADMIN_CN, MASTER_CER, MasterInit, init_master
+from packfleet.provision._worker import (
+    WORKER_CER,
+    WorkerInit,
+    host_matches,
+    init_worker,
+    trust_master_certificate,
+)
+
+__all__ = [
+    "ADMIN_CN",
+    "MASTER_CER",
+    "WORKER_CER",
+    "MasterInit",
+    "WorkerInit",
+    "host_matches",
+    "init_master",
+    "init_worker",
+    "trust_master_certificate",
+]

@@ -1,0 +1,187 @@
+"""Executions end to end: master and workers as real processes over real mutual TLS (issue 3).
+
+One cluster per catalog backend serves the whole module; tests that stop or kill a node bring it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from packfleet.config import load_worker_settings
+from packfleet.errors import ApiError, TlsError
+from packfleet.localcluster import LocalCluster
+from packfleet.pki import CertStore, create_self_signed
+from packfleet.protocol import LeaseRequest, encode, routes
+from packfleet.transport import MasterClient, client_context
+
+from .conftest import execution, logs, run, wait_finished, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SUCCEEDED, FAILED, CANCELED, RUNNING, PENDING = 7, 4, 3, 2, 5
+
+
+def _client_for(
+    cluster: LocalCluster, name: str, *, cert_home=None, thumbprint: str | None = None
+) -> MasterClient:
+    """A client holding worker ``name``'s certificate (or another one), pinned like the worker."""
+    home = cluster.workers[name].home
+    settings = load_worker_settings(home)
+    own = thumbprint or settings.worker_https_cert_thumbprint
+    my = CertStore(cert_home or home, "My")
+    master_pem = CertStore(home, "Root").get(settings.master_https_cert_thumbprint).cert_pem().decode()
+    ctx = client_context(my.cert_path(own), my.key_path(own), master_pem)
+    return MasterClient(
+        settings.master_endpoint,
+        ctx,
+        role="worker",
+        pins=[settings.master_https_cert_thumbprint],
+        own_thumbprint=own,
+    )
+
+
+async def _call(client: MasterClient, method: str, path: str, body: object = None) -> object:
+    try:
+        return await client.request(method, path, json_body=body, timeout=10)
+    finally:
+        await client.close()
+
+
+def test_a_package_runs_and_its_logs_arrive(cluster: LocalCluster) -> None:
+    record = run(cluster, "default/etl/load")
+    done = wait_finished(cluster, record["execution_id"])
+    assert done["status"] == SUCCEEDED, done
+    events = logs(cluster, record["execution_id"])
+    assert events, "no event messages arrived"
+    sources = {e["message_source"] for e in events}
+    assert "log" in sources and "stdout" in sources
+    seqs = [
+        e["seq"]
+        for e in events
+        if e["attempt"] == done["task"]["attempt"] and e["message_source"] != "system"
+    ]
+    assert sorted(seqs) == list(range(1, len(seqs) + 1)), "event sequence has gaps or duplicates"
+
+
+def test_run_wait_exits_zero_only_on_success(cluster: LocalCluster) -> None:
+    ok = cluster.cli(cluster.master.home, "run", "default/etl/load", "--wait", check=False)
+    assert ok.returncode == 0, ok.stderr.decode()
+    failed = cluster.cli(cluster.master.home, "run", "default/etl/fail", "--wait", check=False)
+    assert failed.returncode != 0
+    assert "failed" in failed.stderr.decode() + failed.stdout.decode()
+
+
+def test_a_failing_package_fails_with_its_traceback_in_the_log(cluster: LocalCluster) -> None:
+    record = run(cluster, "default/etl/fail", "--retry", "2")
+    done = wait_finished(cluster, record["execution_id"])
+    assert done["status"] == FAILED
+    assert done["task"]["attempt"] == 1, "a package failure must not be retried (only worker loss is)"
+    errors = [e for e in logs(cluster, record["execution_id"]) if e["message_type"] == 120]
+    assert any("Traceback" in e["message"] or "Error" in e["message"] for e in errors), errors
+
+
+def test_a_chosen_worker_runs_it(cluster: LocalCluster) -> None:
+    worker2 = cluster.agent_id("worker2")
+    for _ in range(3):
+        record = run(cluster, "default/etl/load", "--worker", worker2)
+        done = wait_finished(cluster, record["execution_id"])
+        assert done["status"] == SUCCEEDED
+        assert done["task"]["agent_id"] == worker2
+
+
+def test_cancel_stops_a_running_package(cluster: LocalCluster) -> None:
+    record = run(cluster, "default/etl/sleep", "--param", "seconds=120")
+    eid = record["execution_id"]
+    wait_until(lambda: logs(cluster, eid), what="the sleep package to print")
+    started = time.monotonic()
+    cluster.cli(cluster.master.home, "executions", "cancel", str(eid), as_json=True)
+    done = wait_finished(cluster, eid, timeout=30)
+    assert done["status"] == CANCELED
+    assert time.monotonic() - started < 20
+
+
+def test_a_disabled_worker_gets_no_tasks_and_a_clear_refusal(cluster: LocalCluster) -> None:
+    worker2 = cluster.agent_id("worker2")
+    cluster.cli(cluster.master.home, "manager", "worker", "disable", worker2, as_json=True)
+    try:
+        record = run(cluster, "default/etl/load", "--worker", worker2)
+        time.sleep(3)  # several heartbeats and long-polls of worker2
+        assert execution(cluster, record["execution_id"])["status"] == PENDING
+
+        request = encode(LeaseRequest(agent_id=worker2, capacity=1, wait_seconds=0, lease_seconds=5))
+        with pytest.raises(ApiError) as refused:
+            asyncio.run(_call(_client_for(cluster, "worker2"), "POST", routes.WORKER_LEASE, request))
+        thumb = load_worker_settings(cluster.workers["worker2"].home).worker_https_cert_thumbprint
+        assert refused.value.status == 403
+        assert thumb in str(refused.value) and "enable" in str(refused.value)
+    finally:
+        cluster.cli(cluster.master.home, "manager", "worker", "enable", worker2, as_json=True)
+    assert wait_finished(cluster, record["execution_id"])["status"] == SUCCEEDED
+
+
+def test_a_certificate_the_master_does_not_trust_is_refused_in_plain_words(
+    cluster: LocalCluster, tmp_path
+) -> None:
+    stranger = create_self_signed(["stranger", "127.0.0.9"])
+    CertStore(tmp_path, "My").add(stranger)
+    client = _client_for(cluster, "worker1", cert_home=tmp_path, thumbprint=stranger.thumbprint)
+    with pytest.raises(TlsError) as refused:
+        asyncio.run(_call(client, "POST", routes.WORKER_HEARTBEAT, {}))
+    assert "Root store" in str(refused.value) and stranger.thumbprint in str(refused.value)
+
+
+def test_a_worker_certificate_is_refused_on_admin_routes(cluster: LocalCluster) -> None:
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(_call(_client_for(cluster, "worker1"), "GET", routes.ADMIN_WORKERS))
+    assert refused.value.status == 403
+    assert "worker" in str(refused.value).lower()
+
+
+def test_kill_9_mid_task_retries_on_the_other_worker(cluster: LocalCluster) -> None:
+    record = run(cluster, "default/etl/sleep", "--param", "seconds=4", "--retry", "1")
+    eid = record["execution_id"]
+    first = wait_until(
+        lambda: (e := execution(cluster, eid))["status"] == RUNNING and e["task"]["agent_id"],
+        what="the task to start",
+    )
+    victim = next(n for n in cluster.workers if cluster.agent_id(n) == first)
+    cluster.kill(cluster.workers[victim])
+    try:
+        done = wait_finished(cluster, eid, timeout=90)
+        assert done["status"] == SUCCEEDED, done
+        assert done["task"]["agent_id"] != first
+        assert done["task"]["attempt"] == 2
+    finally:
+        cluster.start_worker(victim)
+        cluster.wait_for_workers([victim])
+
+
+def test_master_restart_mid_run_loses_nothing(cluster: LocalCluster) -> None:
+    ids = [run(cluster, "default/etl/sleep", "--param", "seconds=2")["execution_id"] for _ in range(6)]
+    wait_until(lambda: any(execution(cluster, i)["status"] == RUNNING for i in ids), what="a task to run")
+    cluster.stop(cluster.master)
+    time.sleep(2)
+    cluster.start_master()
+    for eid in ids:
+        done = wait_finished(cluster, eid, timeout=90)
+        assert done["status"] == SUCCEEDED, done
+        printed = [e for e in logs(cluster, eid) if e["message_source"] == "stdout"]
+        assert len(printed) >= 2, f"execution {eid} lost log lines: {printed}"
+
+
+def test_log_lines_all_arrive_after_the_master_was_away(cluster: LocalCluster) -> None:
+    record = run(cluster, "default/etl/sleep", "--param", "seconds=6")
+    eid = record["execution_id"]
+    wait_until(lambda: logs(cluster, eid), what="the first line")
+    cluster.stop(cluster.master)
+    time.sleep(5)  # the package goes on printing into the worker's log cache
+    cluster.start_master()
+    done = wait_finished(cluster, eid, timeout=90)
+    assert done["status"] == SUCCEEDED
+    events = [e for e in logs(cluster, eid) if e["message_source"] != "system"]
+    seqs = sorted(e["seq"] for e in events)
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len([e for e in events if e["message_source"] == "stdout"]) >= 6

@@ -1,0 +1,219 @@
+"""The worker protocol end to end over real HTTPS: long-poll lease, task heartbeat, events, completion."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from master.support import FakeClock, MasterHome, heartbeat_body, new_agent_id, project_archive
+from packfleet.manager import ManagerClient
+from packfleet.master import MasterServer
+from packfleet.pki import Credential
+from packfleet.protocol import routes
+from packfleet.transport import MasterClient
+
+Connect = Callable[[Credential | None], MasterClient]
+
+
+async def enabled_worker(
+    mh: MasterHome, manager: ManagerClient, connect: Connect
+) -> tuple[MasterClient, str]:
+    agent = new_agent_id()
+    worker = connect(mh.worker)
+    await worker.request("POST", routes.WORKER_HEARTBEAT, json_body=heartbeat_body(agent))
+    await manager.enable_worker(agent)
+    beat = await worker.request("POST", routes.WORKER_HEARTBEAT, json_body=heartbeat_body(agent))
+    assert beat["state"] == "enabled"
+    return worker, agent
+
+
+def lease_body(
+    agent: str, *, wait: float = 0.0, capacity: int = 2, lease_seconds: float = 60
+) -> dict[str, Any]:
+    return {"agent_id": agent, "capacity": capacity, "wait_seconds": wait, "lease_seconds": lease_seconds}
+
+
+async def test_a_waiting_lease_answers_as_soon_as_an_execution_is_created(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    answered: list[float] = []
+
+    async def wait_for_task() -> Any:
+        reply = await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=20))
+        answered.append(time.monotonic())
+        return reply
+
+    waiting = asyncio.create_task(wait_for_task())
+    await asyncio.sleep(0.3)  # the lease is parked in its long-poll by now
+    assert not waiting.done()
+    execution = await manager.run("default", "etl", "load", {"rows": "5"})
+    created = time.monotonic()
+    reply = await asyncio.wait_for(waiting, 5)
+    assert answered[0] - created < 0.1
+    [task] = reply["tasks"]
+    assert task["execution_id"] == execution["execution_id"] and task["attempt"] == 1
+    assert task["parameters"] == {"rows": 5, "password": "s3cret"}  # typed, and clear for the worker
+    assert execution["parameters"]["password"] == "********"  # masked for people
+
+
+async def test_an_empty_lease_waits_its_wait_seconds_then_answers_empty(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    started = time.monotonic()
+    assert await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=0.3)) == {
+        "tasks": []
+    }
+    assert 0.25 < time.monotonic() - started < 2
+
+
+async def test_the_whole_task_protocol_with_idempotent_retries(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    archive = project_archive(tmp_path)
+    deployed = await manager.deploy("default", archive)
+    execution = await manager.run("default", "etl", "load")
+    [task] = (await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent)))["tasks"]
+    lease = {"task_id": task["task_id"], "attempt": task["attempt"]}
+
+    sha = task["project_sha256"]
+    assert sha == deployed["sha256"] == hashlib.sha256(archive).hexdigest()
+    downloaded = await worker.request("GET", routes.WORKER_PROJECT.format(sha256=sha), raw=True)
+    assert downloaded == archive
+
+    beat = {"agent_id": agent, "leases": [lease], "lease_seconds": 60}
+    assert await worker.request("POST", routes.WORKER_TASK_HEARTBEAT, json_body=beat) == {
+        "extended": [task["task_id"]],
+        "cancel": [],
+        "lost": [],
+    }
+
+    events = {
+        "agent_id": agent,
+        "events": [
+            {
+                **lease,
+                "execution_id": task["execution_id"],
+                "seq": seq,
+                "time": "2024-06-01T12:00:00+00:00",
+                "level": 20,
+                "source": "stdout",
+                "message": f"line {seq}",
+            }
+            for seq in (1, 2)
+        ],
+    }
+    assert await worker.request("POST", routes.WORKER_EVENTS, json_body=events) == {
+        "acknowledged": 2,
+        "stored": 2,
+    }
+    # A resend after a lost answer: acknowledged again, stored once.
+    assert await worker.request("POST", routes.WORKER_EVENTS, json_body=events) == {
+        "acknowledged": 2,
+        "stored": 0,
+    }
+
+    done = {
+        "agent_id": agent,
+        "reports": [{**lease, "outcome": "succeeded", "exit_code": 0, "message": "ok"}],
+    }
+    first = await worker.request("POST", routes.WORKER_COMPLETE, json_body=done)
+    again = await worker.request("POST", routes.WORKER_COMPLETE, json_body=done)
+    expected = {"results": [{"task_id": task["task_id"], "accepted": True, "stale": False}]}
+    assert first == again == expected
+
+    shown = await manager.get_execution(execution["execution_id"])
+    assert shown["status_name"] == "succeeded"
+    log = await manager.events(execution["execution_id"])
+    assert [(e["seq"], e["message"], e["message_source"]) for e in log["events"]] == [
+        (1, "line 1", "stdout"),
+        (2, "line 2", "stdout"),
+    ]
+    assert log["finished"] is True
+
+
+async def test_following_events_answers_when_the_worker_sends_some(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    execution = await manager.run("default", "etl", "load")
+    [task] = (await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent)))["tasks"]
+    first = await manager.events(execution["execution_id"])
+    follow = asyncio.create_task(
+        manager.events(execution["execution_id"], after_id=first["last_id"], wait=20)
+    )
+    await asyncio.sleep(0.3)
+    assert not follow.done()
+    event = {
+        "execution_id": task["execution_id"],
+        "task_id": task["task_id"],
+        "attempt": task["attempt"],
+        "seq": 1,
+        "time": "2024-06-01T12:00:00+00:00",
+        "level": 40,
+        "source": "stderr",
+        "message": "disk almost full",
+    }
+    await worker.request("POST", routes.WORKER_EVENTS, json_body={"agent_id": agent, "events": [event]})
+    news = await asyncio.wait_for(follow, 5)
+    assert [e["message"] for e in news["events"]] == ["disk almost full"]
+    assert news["finished"] is False
+
+
+async def test_a_stale_completion_is_marked_stale(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    clock: FakeClock,
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    await manager.run("default", "etl", "load", retry_count=1)
+    [task] = (
+        await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, lease_seconds=5))
+    )["tasks"]
+    clock.advance(60)
+    await server.sweep_once()  # the lease expired: requeued for attempt 2
+    [again] = (await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent)))["tasks"]
+    assert (again["task_id"], again["attempt"]) == (task["task_id"], 2)
+    old = {"task_id": task["task_id"], "attempt": 1, "outcome": "succeeded"}
+    reply = await worker.request(
+        "POST", routes.WORKER_COMPLETE, json_body={"agent_id": agent, "reports": [old]}
+    )
+    assert reply == {"results": [{"task_id": task["task_id"], "accepted": False, "stale": True}]}
+
+
+@pytest.mark.parametrize("wait", [0.0, 20.0])
+async def test_the_sweep_wakes_a_waiting_lease_when_it_requeues(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    clock: FakeClock,
+    wait: float,
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    await manager.run("default", "etl", "load", retry_count=1)
+    await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, lease_seconds=5))
+    waiting = asyncio.create_task(
+        worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=wait))
+    )
+    await asyncio.sleep(0.2)
+    clock.advance(60)
+    await server.sweep_once()
+    reply = await asyncio.wait_for(waiting, 5)
+    assert [t["attempt"] for t in reply["tasks"]] == ([] if wait == 0 else [2])
