@@ -153,7 +153,7 @@ class LocalCluster:
         return self.master.info
 
     def start_master(self, *, wait: float = 30) -> Node:
-        self._spawn(self.master, "master", "run")
+        self._spawn(self.master, "master", "run", "--host", self.host)
         self.wait_for_master(wait)
         return self.master
 

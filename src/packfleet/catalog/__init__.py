@@ -1,0 +1,75 @@
+"""The master's database: projects, executions, tasks, event messages, workers, trust and audit.
+
+SQLAlchemy 2 and Alembic on SQLite (WAL; the default ``sqlite:///<home>/catalog.db``) or PostgreSQL
+(``postgresql+psycopg://...``, several masters sharing one database). The schema follows SSIS's
+catalog (``SSISDB``): its status codes, the ``worker_agents`` columns, the event message types.
+A typical round trip, as the master's handlers make it::
+
+    catalog = Catalog.open(settings.catalog_url, connect_timeout=15)   # migrates to the newest schema
+    catalog.worker_heartbeat(thumbprint, WorkerInfo(agent_id, "etl-1", "etl-1", "svc"))  # -> "disabled"
+    catalog.set_worker_enabled(agent_id, True, actor="admin")
+    catalog.create_execution("default", "etl", "load", parameters={}, actor="admin")
+    [task] = catalog.lease_tasks(agent_id, capacity=10, lease_seconds=60)
+    catalog.complete_task(agent_id, task.task_id, task.attempt, "succeeded", exit_code=0)
+"""
+
+from packfleet.catalog._base import TASKS_CHANNEL, Clock, canonical_agent_id, utc_now
+from packfleet.catalog._catalog import Catalog
+from packfleet.catalog._records import (
+    AuditRecord,
+    CertificateRecord,
+    CompletionReport,
+    CompletionResult,
+    EventInput,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionRequest,
+    ExecutionStatus,
+    HeartbeatOutcome,
+    JoinTokenRecord,
+    LeaseStatus,
+    MessageType,
+    PackageRecord,
+    Principal,
+    PrincipalRecord,
+    ProjectVersionRecord,
+    SweepResult,
+    TaskAssignment,
+    TaskRecord,
+    TaskStatus,
+    WorkerCertificate,
+    WorkerInfo,
+    WorkerRecord,
+)
+
+__all__ = [
+    "TASKS_CHANNEL",
+    "AuditRecord",
+    "Catalog",
+    "CertificateRecord",
+    "Clock",
+    "CompletionReport",
+    "CompletionResult",
+    "EventInput",
+    "EventRecord",
+    "ExecutionRecord",
+    "ExecutionRequest",
+    "ExecutionStatus",
+    "HeartbeatOutcome",
+    "JoinTokenRecord",
+    "LeaseStatus",
+    "MessageType",
+    "PackageRecord",
+    "Principal",
+    "PrincipalRecord",
+    "ProjectVersionRecord",
+    "SweepResult",
+    "TaskAssignment",
+    "TaskRecord",
+    "TaskStatus",
+    "WorkerCertificate",
+    "WorkerInfo",
+    "WorkerRecord",
+    "canonical_agent_id",
+    "utc_now",
+]

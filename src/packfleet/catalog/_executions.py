@@ -1,0 +1,394 @@
+"""Executions and their event messages (SSIS ``catalog.executions``, ``catalog.event_messages``).
+
+An execution is created *pending* with one *ready* task, like SSIS's ``[catalog].[start_execution]``
+with ``@runinscaleout = 1``; a worker's lease (``_leases.py``) moves it on. Executions are pinned to
+the project version that was newest at creation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, Select, delete, select, update
+
+from packfleet.catalog._base import (
+    SEQ_CANCEL,
+    CatalogBase,
+    SystemEvent,
+    canonical_agent_id,
+)
+from packfleet.catalog._records import (
+    FINISHED_EXECUTION,
+    MESSAGE_SOURCES,
+    EventInput,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionRequest,
+    ExecutionStatus,
+    MessageType,
+    TaskRecord,
+    TaskStatus,
+)
+from packfleet.catalog._schema import (
+    event_messages,
+    execution_workers,
+    executions,
+    folders,
+    packages,
+    project_versions,
+    projects,
+    tasks,
+    worker_agents,
+)
+from packfleet.errors import CatalogError, Conflict, NotFound
+
+
+def _execution_query() -> Select[Any]:
+    return select(
+        executions,
+        tasks.c.id.label("task_id"),
+        tasks.c.status.label("task_status"),
+        tasks.c.attempt,
+        tasks.c.agent_id,
+        tasks.c.lease_expires_at,
+        tasks.c.created_at.label("task_created_at"),
+        tasks.c.started_at.label("task_started_at"),
+        tasks.c.ended_at.label("task_ended_at"),
+        tasks.c.exit_code,
+        tasks.c.message,
+    ).outerjoin(tasks, tasks.c.execution_id == executions.c.id)
+
+
+def _task(row: Row[Any]) -> TaskRecord | None:
+    if row.task_id is None:
+        return None
+    return TaskRecord(
+        task_id=row.task_id,
+        status=TaskStatus(row.task_status),
+        attempt=row.attempt,
+        agent_id=row.agent_id,
+        lease_expires_at=row.lease_expires_at,
+        created_at=row.task_created_at,
+        started_at=row.task_started_at,
+        ended_at=row.task_ended_at,
+        exit_code=row.exit_code,
+        message=row.message,
+    )
+
+
+def _clean_text(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; a package printing binary to stdout must not lose its batch.
+    return text.replace("\x00", "\ufffd")
+
+
+class ExecutionCatalog(CatalogBase):
+    """Creating, canceling, reading and cleaning up executions; storing their event messages."""
+
+    def _execution_records(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[ExecutionRecord]:
+        allowed: dict[int, list[str]] = {row.id: [] for row in rows}
+        if allowed:
+            for ew in conn.execute(
+                select(execution_workers)
+                .where(execution_workers.c.execution_id.in_(list(allowed)))
+                .order_by(execution_workers.c.agent_id)
+            ):
+                allowed[ew.execution_id].append(ew.agent_id)
+        return [
+            ExecutionRecord(
+                execution_id=row.id,
+                folder=row.folder,
+                project=row.project,
+                package=row.package,
+                project_version_id=row.project_version_id,
+                status=ExecutionStatus(row.status),
+                parameters=dict(row.parameters),
+                retry_count=row.retry_count,
+                created_by=row.created_by,
+                created_at=row.created_at,
+                started_at=row.started_at,
+                ended_at=row.ended_at,
+                allowed_workers=tuple(allowed[row.id]),
+                task=_task(row),
+            )
+            for row in rows
+        ]
+
+    def _load_execution(self, conn: Connection, execution_id: int) -> ExecutionRecord:
+        row = conn.execute(_execution_query().where(executions.c.id == execution_id)).first()
+        if row is None:
+            raise NotFound(
+                f"no execution {execution_id}",
+                fix="packfleet execution list (finished executions are removed after the retention)",
+            )
+        return self._execution_records(conn, [row])[0]
+
+    # --- creating ------------------------------------------------------------------------------
+
+    def create_execution(
+        self,
+        folder: str,
+        project: str,
+        package: str,
+        *,
+        parameters: Mapping[str, Any],
+        actor: str,
+        allowed_workers: Sequence[str] = (),
+        retry_count: int = 0,
+    ) -> ExecutionRecord:
+        """Queue one run of ``folder/project/package``: execution *pending*, task *ready*.
+
+        ``allowed_workers`` are agent ids (SSIS ``[catalog].[add_execution_worker]``); none means
+        any enabled worker. ``retry_count`` is how many times a task whose worker vanished (its lease
+        expired) is requeued; a package that fails is never retried.
+        """
+        request = ExecutionRequest(
+            folder, project, package, dict(parameters), tuple(allowed_workers), retry_count
+        )
+        with self._write() as conn:
+            (execution_id,) = self._create(conn, [request], actor)
+            return self._load_execution(conn, execution_id)
+
+    def create_executions(self, requests: Sequence[ExecutionRequest], *, actor: str) -> list[int]:
+        """Queue many executions in one transaction (all or none); return their ids in order."""
+        if not requests:
+            return []
+        with self._write() as conn:
+            return self._create(conn, requests, actor)
+
+    def _latest_version(self, conn: Connection, folder: str, project: str) -> tuple[int, set[str]]:
+        version_id = conn.scalar(
+            select(project_versions.c.id)
+            .join(projects, projects.c.id == project_versions.c.project_id)
+            .join(folders, folders.c.id == projects.c.folder_id)
+            .where(folders.c.name == folder, projects.c.name == project)
+            .order_by(project_versions.c.version.desc())
+            .limit(1)
+        )
+        if version_id is None:
+            raise NotFound(
+                f"no project {project!r} is deployed in folder {folder!r}",
+                fix="packfleet project list, or deploy it: packfleet deploy <project folder>",
+            )
+        names = conn.scalars(select(packages.c.name).where(packages.c.project_version_id == version_id)).all()
+        return int(version_id), set(names)
+
+    def _create(self, conn: Connection, requests: Sequence[ExecutionRequest], actor: str) -> list[int]:
+        versions: dict[tuple[str, str], tuple[int, set[str]]] = {}
+        wanted_workers: set[str] = set()
+        allowed: list[list[str]] = []
+        for request in requests:
+            key = (request.folder, request.project)
+            if key not in versions:
+                versions[key] = self._latest_version(conn, *key)
+            names = versions[key][1]
+            if request.package not in names:
+                raise NotFound(
+                    f"project {request.folder}/{request.project} has no package "
+                    f"{request.package!r}; its packages: {', '.join(sorted(names))}",
+                    fix=f"packfleet run {request.folder}/{request.project}/<package>",
+                )
+            if request.retry_count < 0:
+                raise CatalogError(f"retry_count must be 0 or more, not {request.retry_count}")
+            ids = sorted({canonical_agent_id(a) for a in request.allowed_workers})
+            wanted_workers.update(ids)
+            allowed.append(ids)
+        if wanted_workers:
+            known = set(
+                conn.scalars(
+                    select(worker_agents.c.agent_id).where(
+                        worker_agents.c.agent_id.in_(sorted(wanted_workers))
+                    )
+                )
+            )
+            missing = sorted(wanted_workers - known)
+            if missing:
+                raise NotFound(
+                    f"no worker with agent id {', '.join(missing)}; an execution limited to "
+                    "unknown workers would never run",
+                    fix="packfleet manager worker list",
+                )
+        now = self.now()
+        execution_ids = list(
+            conn.scalars(
+                executions.insert().returning(executions.c.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "folder": r.folder,
+                        "project": r.project,
+                        "package": r.package,
+                        "project_version_id": versions[(r.folder, r.project)][0],
+                        "status": int(ExecutionStatus.PENDING),
+                        "parameters": dict(r.parameters),
+                        "retry_count": r.retry_count,
+                        "created_by": actor,
+                        "created_at": now,
+                    }
+                    for r in requests
+                ],
+            )
+        )
+        conn.execute(
+            tasks.insert(),
+            [
+                {
+                    "execution_id": execution_id,
+                    "status": int(TaskStatus.READY),
+                    "attempt": 0,
+                    "created_at": now,
+                }
+                for execution_id in execution_ids
+            ],
+        )
+        rows = [
+            {"execution_id": execution_id, "agent_id": agent_id}
+            for execution_id, ids in zip(execution_ids, allowed, strict=True)
+            for agent_id in ids
+        ]
+        if rows:
+            conn.execute(execution_workers.insert(), rows)
+        self._notify_tasks(conn)
+        return execution_ids
+
+    # --- changing --------------------------------------------------------------------------------
+
+    def cancel_execution(self, execution_id: int, *, actor: str) -> ExecutionRecord:
+        """Cancel an execution (SSIS ``[catalog].[stop_operation]``).
+
+        Not yet leased: canceled at once. Leased: *stopping*; the worker learns it from the
+        ``cancel`` list of its next task heartbeat, stops the package and reports ``canceled``
+        (or the lease sweep finishes the cancel if the worker is gone). Finished: Conflict.
+        """
+        with self._write() as conn:
+            current = self._load_execution(conn, execution_id)
+            task = current.task
+            if current.status in FINISHED_EXECUTION:
+                raise Conflict(f"execution {execution_id} already {current.status.label}; nothing to cancel")
+            if current.status == ExecutionStatus.STOPPING or task is None:
+                return current
+            now = self.now()
+            if task.status == TaskStatus.READY:
+                conn.execute(
+                    update(executions)
+                    .where(executions.c.id == execution_id)
+                    .values(status=int(ExecutionStatus.CANCELED), ended_at=now)
+                )
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == task.task_id)
+                    .values(status=int(TaskStatus.CANCELED), ended_at=now)
+                )
+                text = f"canceled by {actor} before a worker picked it up"
+            else:
+                conn.execute(
+                    update(executions)
+                    .where(executions.c.id == execution_id)
+                    .values(status=int(ExecutionStatus.STOPPING))
+                )
+                text = f"stop requested by {actor}; worker {task.agent_id} is told on its next task heartbeat"
+            event = SystemEvent(
+                execution_id, task.task_id, task.attempt, SEQ_CANCEL, MessageType.STATUS_CHANGE, text
+            )
+            self._system_events(conn, [event])
+            self._audit(conn, actor, "execution.cancel", str(execution_id), {"status": current.status})
+            return self._load_execution(conn, execution_id)
+
+    def cleanup_completed(self, retention: timedelta) -> int:
+        """Delete finished executions that ended before now - ``retention``, events and all.
+
+        The master runs it every ``CleanupCompletedJobsIntervalInMs`` (SSIS: 12 hours).
+        """
+        cutoff = self.now() - retention
+        with self._write() as conn:
+            result = conn.execute(
+                delete(executions).where(
+                    executions.c.status.in_([int(s) for s in FINISHED_EXECUTION]),
+                    executions.c.ended_at < cutoff,
+                )
+            )
+            return int(result.rowcount)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def list_executions(self, *, limit: int = 50, status: int | None = None) -> list[ExecutionRecord]:
+        """The newest executions first, optionally only those with SSIS status code ``status``."""
+        query = _execution_query().order_by(executions.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(executions.c.status == int(status))
+        with self._read() as conn:
+            return self._execution_records(conn, conn.execute(query).all())
+
+    def get_execution(self, execution_id: int) -> ExecutionRecord:
+        """One execution with its task (status, attempt, worker, lease) and allowed workers."""
+        with self._read() as conn:
+            return self._load_execution(conn, execution_id)
+
+    # --- event messages --------------------------------------------------------------------------
+
+    def add_events(self, events: Sequence[EventInput]) -> int:
+        """Store event messages; a message already stored (same task, attempt, seq) is skipped.
+
+        Returns how many were new. Events of a task the catalog no longer has (its execution was
+        cleaned up) are dropped, so the worker can still empty its log cache.
+        """
+        if not events:
+            return 0
+        for event in events:
+            if event.source not in MESSAGE_SOURCES:
+                raise CatalogError(
+                    f"event source {event.source!r} is not one of {', '.join(sorted(MESSAGE_SOURCES))}"
+                )
+        with self._write() as conn:
+            found = conn.execute(
+                select(tasks.c.id, tasks.c.execution_id).where(
+                    tasks.c.id.in_(sorted({e.task_id for e in events}))
+                )
+            )
+            owners = {row.id: row.execution_id for row in found}
+            rows = [
+                {
+                    "execution_id": owners[e.task_id],
+                    "task_id": e.task_id,
+                    "attempt": e.attempt,
+                    "seq": e.seq,
+                    "message_time": e.time,
+                    "message_type": int(MessageType.from_level(e.level)),
+                    "message_source": e.source,
+                    "message": _clean_text(e.message),
+                }
+                for e in events
+                if e.task_id in owners
+            ]
+            if not rows:
+                return 0
+            stmt = (
+                self._insert(event_messages)
+                .on_conflict_do_nothing(index_elements=["task_id", "attempt", "seq"])
+                .returning(event_messages.c.id)
+            )
+            return len(conn.execute(stmt, rows).all())
+
+    def get_events(self, execution_id: int, *, after_id: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """Event messages of an execution in arrival order, paged by ``after_id`` (the last id seen)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(event_messages)
+                .where(event_messages.c.execution_id == execution_id, event_messages.c.id > after_id)
+                .order_by(event_messages.c.id)
+                .limit(limit)
+            ).all()
+        return [
+            EventRecord(
+                id=row.id,
+                execution_id=row.execution_id,
+                task_id=row.task_id,
+                attempt=row.attempt,
+                seq=row.seq,
+                message_time=row.message_time,
+                message_type=MessageType(row.message_type),
+                message_source=row.message_source,
+                message=row.message,
+            )
+            for row in rows
+        ]

@@ -1,0 +1,405 @@
+"""Task leases: the hot path between the master and its workers.
+
+A lease is ``(task_id, attempt)``: leasing a task bumps its attempt, so every later report names the
+lease it belongs to and a report from an older lease (the worker was presumed gone and the task
+requeued) is recognisably stale. Each call is a few set-based statements in one transaction:
+PostgreSQL picks ready tasks with ``FOR UPDATE SKIP LOCKED`` (masters sharing the database never hand
+out the same task, nor wait on each other); SQLite serializes writers with ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, get_args
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    exists,
+    func,
+    not_,
+    or_,
+    select,
+    update,
+)
+
+from packfleet.catalog._base import SEQ_LEASE_EXPIRED, CatalogBase, SystemEvent, canonical_agent_id
+from packfleet.catalog._records import (
+    LEASED_TASK,
+    CompletionReport,
+    CompletionResult,
+    ExecutionStatus,
+    LeaseStatus,
+    MessageType,
+    Outcome,
+    SweepResult,
+    TaskAssignment,
+    TaskStatus,
+)
+from packfleet.catalog._schema import (
+    UtcDateTime,
+    execution_workers,
+    executions,
+    packages,
+    project_versions,
+    tasks,
+    worker_agents,
+)
+from packfleet.errors import CatalogError
+
+# outcome -> (task status, execution status), as SSIS reports a Scale Out run.
+_OUTCOMES: dict[str, tuple[TaskStatus, ExecutionStatus]] = {
+    "succeeded": (TaskStatus.SUCCEEDED, ExecutionStatus.SUCCEEDED),
+    "failed": (TaskStatus.FAILED, ExecutionStatus.FAILED),
+    "canceled": (TaskStatus.CANCELED, ExecutionStatus.CANCELED),
+}
+_LEASED = [int(s) for s in LEASED_TASK]
+
+
+def _allowed_for(agent_id: str) -> ColumnElement[bool]:
+    """No ``execution_workers`` row for the task's execution (any worker), or one for this agent."""
+    ew = execution_workers.c
+    return or_(
+        not_(exists().where(ew.execution_id == tasks.c.execution_id)),
+        exists().where(ew.execution_id == tasks.c.execution_id, ew.agent_id == agent_id),
+    )
+
+
+class LeaseCatalog(CatalogBase):
+    """Leasing, extending, completing and sweeping tasks."""
+
+    def _lock(self, query: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
+        # SQLite has no row locks (BEGIN IMMEDIATE already made this transaction the only writer);
+        # on PostgreSQL lock the task rows only, never the joined execution rows.
+        if self.dialect == "postgresql":
+            return query.with_for_update(of=tasks, skip_locked=skip_locked)
+        return query
+
+    def _enabled(self, conn: Connection, agent_id: str) -> bool:
+        return bool(
+            conn.scalar(select(worker_agents.c.is_enabled).where(worker_agents.c.agent_id == agent_id))
+        )
+
+    def has_ready_tasks(self, agent_id: str) -> bool:
+        """Whether :meth:`lease_tasks` would give ``agent_id`` anything now (the long-poll check)."""
+        agent_id = canonical_agent_id(agent_id)
+        with self._read() as conn:
+            if not self._enabled(conn, agent_id):
+                return False
+            query = select(exists().where(tasks.c.status == int(TaskStatus.READY), _allowed_for(agent_id)))
+            return bool(conn.scalar(query))
+
+    def lease_tasks(self, agent_id: str, capacity: int, lease_seconds: float) -> list[TaskAssignment]:
+        """Lease up to ``capacity`` of the oldest ready tasks ``agent_id`` may run.
+
+        Nothing for a disabled or unknown worker. Each leased task is *picked up* with its attempt
+        increased and a lease of ``lease_seconds`` (the worker's ``LeaseInterval``); its execution
+        becomes *running*.
+        """
+        agent_id = canonical_agent_id(agent_id)
+        if capacity <= 0:
+            return []
+        now = self.now()
+        expires = now + timedelta(seconds=lease_seconds)
+        with self._write() as conn:
+            if not self._enabled(conn, agent_id):
+                return []
+            picked = conn.execute(
+                self._lock(
+                    select(tasks.c.id, tasks.c.execution_id)
+                    .where(tasks.c.status == int(TaskStatus.READY), _allowed_for(agent_id))
+                    .order_by(tasks.c.id)
+                    .limit(capacity),
+                    skip_locked=True,
+                )
+            ).all()
+            if not picked:
+                return []
+            task_ids = [row.id for row in picked]
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id.in_(task_ids))
+                .values(
+                    status=int(TaskStatus.PICKED_UP),
+                    agent_id=agent_id,
+                    attempt=tasks.c.attempt + 1,
+                    lease_expires_at=expires,
+                    started_at=now,
+                )
+            )
+            conn.execute(
+                update(executions)
+                .where(executions.c.id.in_([row.execution_id for row in picked]))
+                .values(
+                    status=int(ExecutionStatus.RUNNING),
+                    started_at=func.coalesce(executions.c.started_at, now),
+                )
+            )
+            rows = conn.execute(
+                select(
+                    tasks.c.id,
+                    tasks.c.attempt,
+                    executions.c.id.label("execution_id"),
+                    executions.c.folder,
+                    executions.c.project,
+                    executions.c.package,
+                    executions.c.parameters,
+                    project_versions.c.sha256,
+                    packages.c.spec,
+                )
+                .join(executions, executions.c.id == tasks.c.execution_id)
+                .join(project_versions, project_versions.c.id == executions.c.project_version_id)
+                .join(
+                    packages,
+                    and_(
+                        packages.c.project_version_id == executions.c.project_version_id,
+                        packages.c.name == executions.c.package,
+                    ),
+                )
+                .where(tasks.c.id.in_(task_ids))
+                .order_by(tasks.c.id)
+            ).all()
+        return [
+            TaskAssignment(
+                execution_id=row.execution_id,
+                task_id=row.id,
+                attempt=row.attempt,
+                folder=row.folder,
+                project=row.project,
+                package=row.package,
+                package_spec=dict(row.spec),
+                parameters=dict(row.parameters),
+                project_sha256=row.sha256,
+                lease_expires_at=expires,
+            )
+            for row in rows
+        ]
+
+    def extend_leases(
+        self, agent_id: str, leases: Sequence[tuple[int, int]], lease_seconds: float
+    ) -> LeaseStatus:
+        """Renew the leases a worker still holds (its task heartbeat) and mark them *running*.
+
+        ``cancel`` lists held leases whose execution is *stopping*; they are extended too, so the
+        worker has time to stop the package and report. ``lost`` lists leases the worker no longer
+        holds (requeued, finished, another attempt or worker): it must abandon those tasks.
+        """
+        agent_id = canonical_agent_id(agent_id)
+        now = self.now()
+        with self._write() as conn:
+            rows = conn.execute(
+                self._lock(
+                    select(
+                        tasks.c.id,
+                        tasks.c.attempt,
+                        tasks.c.agent_id,
+                        tasks.c.status,
+                        executions.c.status.label("execution_status"),
+                    )
+                    .join(executions, executions.c.id == tasks.c.execution_id)
+                    .where(tasks.c.id.in_(sorted({task_id for task_id, _ in leases})))
+                )
+            ).all()
+            by_id = {row.id: row for row in rows}
+            known = conn.scalar(select(worker_agents.c.agent_id).where(worker_agents.c.agent_id == agent_id))
+            extended: list[int] = []
+            cancel: list[int] = []
+            lost: list[int] = []
+            for task_id, attempt in leases:
+                row = by_id.get(task_id)
+                held = (
+                    known is not None
+                    and row is not None
+                    and row.agent_id == agent_id
+                    and row.attempt == attempt
+                    and row.status in _LEASED
+                )
+                if not held:
+                    lost.append(task_id)
+                    continue
+                extended.append(task_id)
+                if row is not None and row.execution_status == ExecutionStatus.STOPPING:
+                    cancel.append(task_id)
+            if extended:
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id.in_(extended))
+                    .values(
+                        status=int(TaskStatus.RUNNING),
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    )
+                )
+        return LeaseStatus(extended=extended, cancel=cancel, lost=lost)
+
+    def complete_task(
+        self,
+        agent_id: str,
+        task_id: int,
+        attempt: int,
+        outcome: Outcome,
+        *,
+        exit_code: int | None = None,
+        message: str = "",
+    ) -> CompletionResult:
+        """Record how the task of lease ``(task_id, attempt)`` ended; see :meth:`complete_tasks`."""
+        report = CompletionReport(task_id, attempt, outcome, exit_code, message)
+        return self.complete_tasks(agent_id, [report])[0]
+
+    def complete_tasks(self, agent_id: str, reports: Sequence[CompletionReport]) -> list[CompletionResult]:
+        """Record completion reports in one transaction, one result per report.
+
+        Idempotent per lease: a report repeated after a lost answer is accepted again and changes
+        nothing. A report for an older attempt or another worker's lease is not accepted and marked
+        ``stale``: the task was requeued and belongs to someone else now.
+        """
+        agent_id = canonical_agent_id(agent_id)
+        for report in reports:
+            if report.outcome not in _OUTCOMES:
+                raise CatalogError(
+                    f"task outcome {report.outcome!r} is not one of {', '.join(get_args(Outcome))}"
+                )
+        if not reports:
+            return []
+        now = self.now()
+        with self._write() as conn:
+            rows = conn.execute(
+                self._lock(
+                    select(tasks.c.id, tasks.c.execution_id, tasks.c.attempt, tasks.c.agent_id)
+                    .add_columns(tasks.c.status)
+                    .where(tasks.c.id.in_(sorted({r.task_id for r in reports})))
+                )
+            ).all()
+            by_id = {row.id: row for row in rows}
+            final: dict[int, int] = {row.id: row.status for row in rows}
+            changes: list[dict[str, Any]] = []
+            results: list[CompletionResult] = []
+            for report in reports:
+                row = by_id.get(report.task_id)
+                task_status, execution_status = _OUTCOMES[report.outcome]
+                mine = row is not None and row.agent_id == agent_id and row.attempt == report.attempt
+                if row is not None and mine and final[row.id] in _LEASED:
+                    final[row.id] = int(task_status)
+                    changes.append(
+                        {
+                            "_task": row.id,
+                            "_execution": row.execution_id,
+                            "_task_status": int(task_status),
+                            "_execution_status": int(execution_status),
+                            "_exit_code": report.exit_code,
+                            "_message": report.message,
+                            "_ended": now,
+                        }
+                    )
+                    results.append(CompletionResult(report.task_id, True, False))
+                elif row is not None and mine and final[row.id] == task_status:
+                    results.append(CompletionResult(report.task_id, True, False))
+                else:
+                    results.append(CompletionResult(report.task_id, False, True))
+            if changes:
+                self._apply_completions(conn, changes)
+        return results
+
+    def _apply_completions(self, conn: Connection, changes: list[dict[str, Any]]) -> None:
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == bindparam("_task"))
+            .values(
+                status=bindparam("_task_status"),
+                exit_code=bindparam("_exit_code", type_=Integer),
+                message=bindparam("_message", type_=Text),
+                ended_at=bindparam("_ended", type_=UtcDateTime),
+                lease_expires_at=None,
+            ),
+            changes,
+        )
+        conn.execute(
+            update(executions)
+            .where(executions.c.id == bindparam("_execution"))
+            .values(
+                status=bindparam("_execution_status"),
+                ended_at=bindparam("_ended", type_=UtcDateTime),
+            ),
+            changes,
+        )
+
+    def sweep_expired_leases(self) -> SweepResult:
+        """Deal with tasks whose worker stopped renewing the lease (SSIS DealWithExpiredTasks).
+
+        While attempts remain (``attempt < retry_count + 1``) the task is *ready* again with its
+        attempt count kept and the execution *pending*; otherwise the task *failed* and the
+        execution *ended unexpectedly*. A *stopping* execution whose lease expired is *canceled*.
+        Each gets a ``system`` event saying why.
+        """
+        now = self.now()
+        with self._write() as conn:
+            expired = conn.execute(
+                self._lock(
+                    select(
+                        tasks.c.id,
+                        tasks.c.execution_id,
+                        tasks.c.attempt,
+                        tasks.c.agent_id,
+                        tasks.c.lease_expires_at,
+                        executions.c.status.label("execution_status"),
+                        executions.c.retry_count,
+                    )
+                    .join(executions, executions.c.id == tasks.c.execution_id)
+                    .where(tasks.c.status.in_(_LEASED), tasks.c.lease_expires_at < now)
+                    .order_by(tasks.c.id),
+                    skip_locked=True,
+                )
+            ).all()
+            result = SweepResult(requeued=[], ended=[], canceled=[])
+            events: list[SystemEvent] = []
+            for row in expired:
+                lost = (
+                    f"worker {row.agent_id} stopped renewing the lease of attempt {row.attempt} "
+                    f"(expired {row.lease_expires_at.isoformat()})"
+                )
+                max_attempts = row.retry_count + 1
+                if row.execution_status == ExecutionStatus.STOPPING:
+                    result.canceled.append(row.execution_id)
+                    kind, text = MessageType.STATUS_CHANGE, f"{lost}; the stop request is complete"
+                elif row.attempt < max_attempts:
+                    result.requeued.append(row.execution_id)
+                    kind = MessageType.WARNING
+                    text = f"{lost}; requeued for attempt {row.attempt + 1} of {max_attempts}"
+                else:
+                    result.ended.append(row.execution_id)
+                    kind = MessageType.ERROR
+                    text = f"{lost}; no attempts left ({max_attempts}), ended unexpectedly"
+                events.append(
+                    SystemEvent(row.execution_id, row.id, row.attempt, SEQ_LEASE_EXPIRED, kind, text)
+                )
+            self._settle(conn, result, now)
+            self._system_events(conn, events)
+            if result.requeued:
+                self._notify_tasks(conn)
+        return result
+
+    def _settle(self, conn: Connection, result: SweepResult, now: datetime) -> None:
+        groups = (
+            (result.requeued, TaskStatus.READY, ExecutionStatus.PENDING, None),
+            (result.ended, TaskStatus.FAILED, ExecutionStatus.ENDED_UNEXPECTEDLY, now),
+            (result.canceled, TaskStatus.CANCELED, ExecutionStatus.CANCELED, now),
+        )
+        for execution_ids, task_status, execution_status, ended in groups:
+            if not execution_ids:
+                continue
+            task_values: dict[str, Any] = {"status": int(task_status), "lease_expires_at": None}
+            if task_status == TaskStatus.READY:
+                task_values["agent_id"] = None
+            else:
+                task_values["ended_at"] = ended
+            conn.execute(update(tasks).where(tasks.c.execution_id.in_(execution_ids)).values(**task_values))
+            conn.execute(
+                update(executions)
+                .where(executions.c.id.in_(execution_ids))
+                .values(status=int(execution_status), ended_at=ended)
+            )

@@ -1,0 +1,447 @@
+"""What the catalog hands out and takes in: status codes and frozen records.
+
+Records are plain frozen dataclasses, never ORM rows, so callers on other threads (the master's
+aiohttp handlers, the CLI) cannot lazily load or mutate database state by accident. ``to_dict()`` gives
+the JSON-ready form used on the wire: times as ISO 8601 with offset, status codes as their SSIS
+number plus a ``*_name``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from enum import Enum, IntEnum
+from typing import Any, ClassVar, Literal
+
+
+class ExecutionStatus(IntEnum):
+    """An execution's status, with the codes of SSIS ``catalog.executions.status``."""
+
+    CREATED = 1
+    RUNNING = 2
+    CANCELED = 3
+    FAILED = 4
+    PENDING = 5
+    ENDED_UNEXPECTEDLY = 6
+    SUCCEEDED = 7
+    STOPPING = 8
+    COMPLETED = 9
+
+    @property
+    def finished(self) -> bool:
+        """Whether the execution can no longer change (SSIS lets only these be cleaned up)."""
+        return self in FINISHED_EXECUTION
+
+    @property
+    def label(self) -> str:
+        """The status as SSIS's reports spell it: ``ended unexpectedly``."""
+        return self.name.lower().replace("_", " ")
+
+
+FINISHED_EXECUTION = frozenset(
+    {
+        ExecutionStatus.CANCELED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.ENDED_UNEXPECTEDLY,
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.COMPLETED,
+    }
+)
+
+
+class TaskStatus(IntEnum):
+    """A task's status, with the codes of SSIS Scale Out's ``[internal].[tasks]``."""
+
+    READY = 1
+    PICKED_UP = 2
+    RUNNING = 3
+    FAILED = 4
+    SUCCEEDED = 5
+    CANCELED = 6
+
+    @property
+    def label(self) -> str:
+        """The status in words: ``picked up``."""
+        return self.name.lower().replace("_", " ")
+
+
+LEASED_TASK = (TaskStatus.PICKED_UP, TaskStatus.RUNNING)
+
+
+class MessageType(IntEnum):
+    """``catalog.event_messages.message_type`` codes, as SSIS numbers them."""
+
+    PRE_VALIDATE = 10
+    POST_VALIDATE = 20
+    PRE_EXECUTE = 30
+    POST_EXECUTE = 40
+    STATUS_CHANGE = 50
+    PROGRESS = 60
+    INFORMATION = 70
+    VARIABLE_VALUE_CHANGED = 80
+    DIAGNOSTIC = 90
+    QUERY_CANCEL = 100
+    WARNING = 110
+    ERROR = 120
+    TASK_FAILED = 130
+    CUSTOM = 200
+
+    @classmethod
+    def from_level(cls, level: int) -> MessageType:
+        """Map a :mod:`logging` level to the SSIS type: ERROR and above 120, WARNING 110, else 70.
+
+        >>> MessageType.from_level(logging.CRITICAL), MessageType.from_level(logging.DEBUG)
+        (<MessageType.ERROR: 120>, <MessageType.INFORMATION: 70>)
+        """
+        if level >= logging.ERROR:
+            return cls.ERROR
+        if level >= logging.WARNING:
+            return cls.WARNING
+        return cls.INFORMATION
+
+
+MessageSource = Literal["stdout", "stderr", "log", "system"]
+MESSAGE_SOURCES: frozenset[str] = frozenset({"stdout", "stderr", "log", "system"})
+Outcome = Literal["succeeded", "failed", "canceled"]
+Role = Literal["admin", "executor", "worker"]
+ROLES: frozenset[str] = frozenset({"admin", "executor", "worker"})
+CertificateStatus = Literal["active", "revoked", "retired"]
+HeartbeatState = Literal["enabled", "disabled", "revoked", "conflict", "deleted"]
+
+
+def plain(value: Any) -> Any:
+    """Turn a record field into JSON-ready data (ISO times, enum numbers, lists, nested records)."""
+    if isinstance(value, _Record):
+        return value.to_dict()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | frozenset | set):
+        return [plain(v) for v in value]
+    return value
+
+
+class _Record:
+    """Mixin giving frozen dataclasses ``to_dict()``; ``_hidden`` names fields kept off the wire."""
+
+    __slots__ = ()
+    _hidden: ClassVar[frozenset[str]] = frozenset()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data; enum fields gain a ``<field>_name`` beside the code."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            if field.name in self._hidden:
+                continue
+            value = getattr(self, field.name)
+            out[field.name] = plain(value)
+            if isinstance(value, ExecutionStatus | TaskStatus | MessageType):
+                out[f"{field.name}_name"] = getattr(value, "label", value.name.lower())
+        return out
+
+
+# --- workers, certificates, principals -------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerInfo(_Record):
+    """What a worker says about itself in each heartbeat (SSIS ``worker_agents`` + machine facts)."""
+
+    agent_id: str
+    display_name: str
+    machine_name: str
+    user_account: str
+    ips: tuple[str, ...] = ()
+    cpu_percent: float = 0.0
+    memory_free_mb: float = 0.0
+    running_tasks: int = 0
+    version: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerCertificate(_Record):
+    """One certificate of a worker, as ``list_workers`` shows it."""
+
+    thumbprint: str
+    sha256: str | None
+    not_after: datetime | None
+    status: CertificateStatus
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerRecord(_Record):
+    """A worker agent: the columns of SSIS ``catalog.worker_agents`` plus its certificates."""
+
+    agent_id: str
+    display_name: str
+    description: str
+    machine_name: str
+    tags: str
+    user_account: str
+    is_enabled: bool
+    last_online_time: datetime | None
+    machine_info: Mapping[str, Any]
+    created_at: datetime
+    certificates: tuple[WorkerCertificate, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CertificateRecord(_Record):
+    """A worker certificate the master knows; ``agent_id`` is None while pending or once retired."""
+
+    thumbprint: str
+    sha256: str | None
+    agent_id: str | None
+    display_name: str | None
+    enable_on_bind: bool
+    subject: str | None
+    not_before: datetime | None
+    not_after: datetime | None
+    status: CertificateStatus
+    created_at: datetime
+    pem: str | None
+
+    _hidden: ClassVar[frozenset[str]] = frozenset({"pem"})
+
+    @property
+    def pending(self) -> bool:
+        """Added by an administrator, waiting for its worker's first heartbeat."""
+        return self.agent_id is None and self.status == "active"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeartbeatOutcome(_Record):
+    """The master's verdict on a worker heartbeat; ``message`` says why and what fixes it."""
+
+    state: HeartbeatState
+    worker: WorkerRecord | None
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal(_Record):
+    """Who a client certificate belongs to, as the master's authorization sees it."""
+
+    kind: Role
+    name: str
+    agent_id: str | None
+    enabled: bool
+    thumbprint: str
+    cert_status: CertificateStatus
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrincipalRecord(_Record):
+    """A row of ``principals``: an admin or executor identity (certificate and/or password)."""
+
+    id: int
+    name: str
+    role: Role
+    thumbprint: str | None
+    password_hash: str | None
+    created_at: datetime
+
+    _hidden: ClassVar[frozenset[str]] = frozenset({"password_hash"})
+
+
+# --- projects ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PackageRecord(_Record):
+    """A package of a deployed project version."""
+
+    name: str
+    kind: str
+    spec: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProjectVersionRecord(_Record):
+    """One deployed version of a project; the archive itself is fetched by ``sha256``."""
+
+    id: int
+    folder: str
+    project: str
+    version: int
+    description: str
+    sha256: str
+    size: int
+    manifest: Mapping[str, Any]
+    packages: tuple[PackageRecord, ...]
+    deployed_at: datetime
+    deployed_by: str
+
+
+# --- executions, tasks, events ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExecutionRequest(_Record):
+    """One execution to create with :meth:`Catalog.create_executions`."""
+
+    folder: str
+    project: str
+    package: str
+    parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    allowed_workers: tuple[str, ...] = ()
+    retry_count: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskRecord(_Record):
+    """The task of an execution: who runs it, which attempt, until when the lease holds."""
+
+    task_id: int
+    status: TaskStatus
+    attempt: int
+    agent_id: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    message: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExecutionRecord(_Record):
+    """An execution (SSIS ``catalog.executions``) with its task and allowed workers."""
+
+    execution_id: int
+    folder: str
+    project: str
+    package: str
+    project_version_id: int
+    status: ExecutionStatus
+    parameters: Mapping[str, Any]
+    retry_count: int
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    allowed_workers: tuple[str, ...]
+    task: TaskRecord | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskAssignment(_Record):
+    """A leased task, with everything a worker needs to run it."""
+
+    execution_id: int
+    task_id: int
+    attempt: int
+    folder: str
+    project: str
+    package: str
+    package_spec: Mapping[str, Any]
+    parameters: Mapping[str, Any]
+    project_sha256: str
+    lease_expires_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LeaseStatus(_Record):
+    """Answer to a task heartbeat. ``cancel`` leases are also extended, so the worker has time to
+    stop the package and report ``canceled``; ``lost`` leases must be abandoned."""
+
+    extended: list[int]
+    cancel: list[int]
+    lost: list[int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompletionReport(_Record):
+    """A worker's report that the task of lease ``(task_id, attempt)`` finished."""
+
+    task_id: int
+    attempt: int
+    outcome: Outcome
+    exit_code: int | None = None
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompletionResult(_Record):
+    """``accepted`` when the report belongs to the current lease (also on a repeat);
+    ``stale`` when it names an older attempt or another worker's lease."""
+
+    task_id: int
+    accepted: bool
+    stale: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventInput(_Record):
+    """An event message as a worker sends it; ``(task_id, attempt, seq)`` makes resends harmless."""
+
+    execution_id: int
+    task_id: int
+    attempt: int
+    seq: int
+    time: datetime
+    level: int
+    source: MessageSource
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventRecord(_Record):
+    """A stored event message (SSIS ``catalog.event_messages``)."""
+
+    id: int
+    execution_id: int
+    task_id: int
+    attempt: int
+    seq: int
+    message_time: datetime
+    message_type: MessageType
+    message_source: MessageSource
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SweepResult(_Record):
+    """Execution ids the lease sweep requeued, ended unexpectedly, or finished canceling."""
+
+    requeued: list[int]
+    ended: list[int]
+    canceled: list[int] = dataclasses.field(default_factory=list)
+
+
+# --- audit, tokens -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditRecord(_Record):
+    """One row of the audit log: who changed what, when."""
+
+    id: int
+    time: datetime
+    actor: str
+    action: str
+    target: str
+    details: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JoinTokenRecord(_Record):
+    """A join token; the secret itself is never stored, only its hash (kept off ``to_dict``)."""
+
+    id: int
+    token_id: str
+    secret_hash: str
+    expires_at: datetime
+    uses_left: int
+    enable: bool
+    endpoint: str
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    _hidden: ClassVar[frozenset[str]] = frozenset({"secret_hash"})

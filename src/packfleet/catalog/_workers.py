@@ -1,0 +1,550 @@
+"""Workers and their certificates: the catalog half of DESIGN.md "Certificates and trust".
+
+The TLS handshake already proved that a worker's certificate sits in the master's Root store; the
+catalog decides what that certificate *means*: which worker (``AgentId``) it belongs to, and whether
+that worker is enabled. SSIS keeps one certificate per worker and the seed's "change the worker
+certificate" procedure swaps it by hand; here a worker may hold several, each ``active``, ``revoked``
+or ``retired`` (its worker was deleted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+
+from packfleet.catalog._base import CatalogBase, canonical_agent_id
+from packfleet.catalog._certificates import CertificateFacts, certificate_facts
+from packfleet.catalog._records import (
+    CertificateRecord,
+    HeartbeatOutcome,
+    Principal,
+    WorkerCertificate,
+    WorkerInfo,
+    WorkerRecord,
+)
+from packfleet.catalog._schema import principals, worker_agents, worker_certificates
+from packfleet.errors import CatalogError, Conflict, NotFound
+from packfleet.thumbprint import is_thumbprint, normalize_thumbprint
+
+_ADD_FIX = "packfleet manager worker add --cert <worker.cer> [--name NAME] [--enable]"
+_LIST_FIX = "packfleet manager worker list"
+_NEW_CERT = '`packfleet cert create -n "CN=<worker>" --store My` on the worker'
+
+
+def _certificate(row: Row[Any]) -> CertificateRecord:
+    return CertificateRecord(
+        thumbprint=row.thumbprint,
+        sha256=row.sha256,
+        agent_id=row.agent_id,
+        display_name=row.display_name,
+        enable_on_bind=row.enable_on_bind,
+        subject=row.subject,
+        not_before=row.not_before,
+        not_after=row.not_after,
+        status=row.status,
+        created_at=row.created_at,
+        pem=row.pem,
+    )
+
+
+def _worker(row: Row[Any], certs: Sequence[Row[Any]]) -> WorkerRecord:
+    return WorkerRecord(
+        agent_id=row.agent_id,
+        display_name=row.display_name,
+        description=row.description,
+        machine_name=row.machine_name,
+        tags=row.tags,
+        user_account=row.user_account,
+        is_enabled=row.is_enabled,
+        last_online_time=row.last_online_time,
+        machine_info=dict(row.machine_info),
+        created_at=row.created_at,
+        certificates=tuple(WorkerCertificate(c.thumbprint, c.sha256, c.not_after, c.status) for c in certs),
+    )
+
+
+def _machine_info(info: WorkerInfo) -> dict[str, Any]:
+    return {
+        "ips": list(info.ips),
+        "cpu_percent": info.cpu_percent,
+        "memory_free_mb": info.memory_free_mb,
+        "running_tasks": info.running_tasks,
+        "version": info.version,
+    }
+
+
+class WorkerCatalog(CatalogBase):
+    """Worker agents, their certificates, and who a client certificate belongs to."""
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _load_worker(self, conn: Connection, agent_id: str) -> WorkerRecord | None:
+        row = conn.execute(select(worker_agents).where(worker_agents.c.agent_id == agent_id)).first()
+        if row is None:
+            return None
+        certs = conn.execute(
+            select(worker_certificates)
+            .where(worker_certificates.c.agent_id == agent_id)
+            .order_by(worker_certificates.c.created_at, worker_certificates.c.thumbprint)
+        ).all()
+        return _worker(row, certs)
+
+    def _require_worker(self, conn: Connection, agent_id: str) -> WorkerRecord:
+        worker = self._load_worker(conn, agent_id)
+        if worker is None:
+            raise NotFound(f"no worker with agent id {agent_id}", fix=_LIST_FIX)
+        return worker
+
+    def list_workers(self) -> list[WorkerRecord]:
+        """Every worker (SSIS ``catalog.worker_agents``) with its certificates, by display name."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(worker_agents).order_by(worker_agents.c.display_name, worker_agents.c.agent_id)
+            ).all()
+            certs = conn.execute(
+                select(worker_certificates)
+                .where(worker_certificates.c.agent_id.is_not(None))
+                .order_by(worker_certificates.c.created_at, worker_certificates.c.thumbprint)
+            ).all()
+        by_agent: dict[str, list[Row[Any]]] = {}
+        for cert in certs:
+            by_agent.setdefault(cert.agent_id, []).append(cert)
+        return [_worker(row, by_agent.get(row.agent_id, [])) for row in rows]
+
+    def get_worker(self, ref: str) -> WorkerRecord:
+        """Find a worker by agent id, by one of its thumbprints, or by its (unique) display name."""
+        with self._read() as conn:
+            agent_id = self._resolve_worker(conn, ref)
+            return self._require_worker(conn, agent_id)
+
+    def _resolve_worker(self, conn: Connection, ref: str) -> str:
+        try:
+            agent_id = canonical_agent_id(ref)
+        except CatalogError:  # not an agent id; try the other spellings
+            agent_id = None
+        if agent_id is not None:
+            return agent_id
+        if is_thumbprint(ref):
+            thumbprint = normalize_thumbprint(ref)
+            cert = conn.execute(
+                select(worker_certificates).where(worker_certificates.c.thumbprint == thumbprint)
+            ).first()
+            if cert is not None and cert.agent_id is not None:
+                return str(cert.agent_id)
+            state = "is pending (its worker has not sent a heartbeat yet)" if cert else "is unknown"
+            raise NotFound(f"certificate {thumbprint} {state}; no worker has it", fix=_LIST_FIX)
+        ids = conn.scalars(select(worker_agents.c.agent_id).where(worker_agents.c.display_name == ref)).all()
+        if len(ids) == 1:
+            return str(ids[0])
+        if ids:
+            raise Conflict(
+                f"{len(ids)} workers are named {ref!r} ({', '.join(ids)}); name one by agent id",
+                fix=_LIST_FIX,
+            )
+        raise NotFound(f"no worker has the agent id, thumbprint or name {ref!r}", fix=_LIST_FIX)
+
+    def certificates(self) -> list[CertificateRecord]:
+        """Every worker certificate the master knows, pending, bound, revoked or retired."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(worker_certificates).order_by(
+                    worker_certificates.c.created_at, worker_certificates.c.thumbprint
+                )
+            ).all()
+        return [_certificate(row) for row in rows]
+
+    def authorize(self, thumbprint: str) -> Principal | None:
+        """Tell who the client certificate ``thumbprint`` belongs to, or None if nobody.
+
+        Admin and executor certificates come from ``principals``; a worker certificate counts as
+        enabled only while it is active, bound, and its worker is enabled (DESIGN.md: "the catalog
+        has that thumbprint bound to an enabled worker").
+        """
+        thumbprint = normalize_thumbprint(thumbprint)
+        with self._read() as conn:
+            person = conn.execute(select(principals).where(principals.c.thumbprint == thumbprint)).first()
+            if person is not None:
+                return Principal(person.role, person.name, None, True, thumbprint, "active")
+            row = conn.execute(
+                select(
+                    worker_certificates,
+                    worker_agents.c.display_name.label("worker_name"),
+                    worker_agents.c.is_enabled,
+                )
+                .outerjoin(worker_agents)
+                .where(worker_certificates.c.thumbprint == thumbprint)
+            ).first()
+        if row is None:
+            return None
+        enabled = row.status == "active" and bool(row.is_enabled)
+        name = row.worker_name or row.display_name or thumbprint
+        return Principal("worker", name, row.agent_id, enabled, thumbprint, row.status)
+
+    # --- administrator changes -----------------------------------------------------------------
+
+    def add_worker_certificate(
+        self,
+        pem: bytes,
+        *,
+        actor: str,
+        display_name: str | None = None,
+        agent_id: str | None = None,
+        enable: bool = False,
+    ) -> CertificateRecord:
+        """Record a worker certificate, as ``manager worker add`` does (SSIS Manager's "Connect").
+
+        Without ``agent_id`` the certificate stays *pending* until the worker that holds it sends its
+        first heartbeat; ``enable`` then enables that worker on the spot. With ``agent_id`` it is bound
+        now (the worker is created if the catalog does not know it yet). Adding a retired certificate
+        (its worker was deleted) makes it pending again, which is how a deleted worker is re-added.
+        """
+        facts = certificate_facts(pem)
+        wanted = canonical_agent_id(agent_id) if agent_id is not None else None
+        now = self.now()
+        with self._write() as conn:
+            self._refuse_principal_cert(conn, facts.thumbprint)
+            existing = conn.execute(
+                select(worker_certificates)
+                .where(worker_certificates.c.thumbprint == facts.thumbprint)
+                .with_for_update()
+            ).first()
+            if existing is not None:
+                self._check_readd(existing, wanted)
+            if wanted is not None and self._load_worker(conn, wanted) is None:
+                self._create_worker(conn, wanted, display_name or facts.name, enable, now, "")
+            elif wanted is not None and enable:
+                conn.execute(
+                    update(worker_agents).where(worker_agents.c.agent_id == wanted).values(is_enabled=True)
+                )
+            values = {
+                "sha256": facts.sha256,
+                "agent_id": wanted,
+                "display_name": display_name,
+                "enable_on_bind": enable,
+                "pem": facts.pem,
+                "subject": facts.subject,
+                "not_before": facts.not_before,
+                "not_after": facts.not_after,
+                "status": "active",
+            }
+            if existing is None:
+                conn.execute(
+                    worker_certificates.insert().values(thumbprint=facts.thumbprint, created_at=now, **values)
+                )
+            else:
+                conn.execute(
+                    update(worker_certificates)
+                    .where(worker_certificates.c.thumbprint == facts.thumbprint)
+                    .values(**values)
+                )
+            details: dict[str, Any] = {"display_name": display_name, "agent_id": wanted, "enable": enable}
+            details |= {"sha256": facts.sha256, "subject": facts.subject, "not_after": facts.not_after}
+            self._audit(conn, actor, "certificate.add", facts.thumbprint, details)
+            row = conn.execute(
+                select(worker_certificates).where(worker_certificates.c.thumbprint == facts.thumbprint)
+            ).one()
+        return _certificate(row)
+
+    @staticmethod
+    def _check_readd(existing: Row[Any], wanted: str | None) -> None:
+        thumbprint = existing.thumbprint
+        if existing.status == "revoked":
+            raise Conflict(
+                f"certificate {thumbprint} was revoked and cannot be added again",
+                fix=f"give the worker a new certificate ({_NEW_CERT}), then {_ADD_FIX}",
+            )
+        if existing.agent_id is not None and existing.agent_id != wanted:
+            raise Conflict(
+                f"certificate {thumbprint} is already bound to worker {existing.agent_id}",
+                fix=f"delete that worker first (`packfleet manager worker delete "
+                f"{existing.agent_id}`) or give this worker its own certificate",
+            )
+
+    def _refuse_principal_cert(self, conn: Connection, thumbprint: str) -> None:
+        # A worker certificate is never accepted for admin routes; keep the two sets disjoint.
+        owner = conn.scalar(select(principals.c.name).where(principals.c.thumbprint == thumbprint))
+        if owner is not None:
+            raise Conflict(
+                f"certificate {thumbprint} is the certificate of {owner!r}, not of a worker",
+                fix=f"give the worker its own certificate: {_NEW_CERT}",
+            )
+
+    def set_worker_enabled(self, agent_id: str, enabled: bool, *, actor: str) -> WorkerRecord:
+        """Enable or disable a worker (SSIS ``[catalog].[enable_worker_agent]``/``disable_...``).
+
+        A disabled worker keeps sending heartbeats but leases no new task; its running tasks finish.
+        """
+        agent_id = canonical_agent_id(agent_id)
+        with self._write() as conn:
+            self._require_worker(conn, agent_id)
+            conn.execute(
+                update(worker_agents).where(worker_agents.c.agent_id == agent_id).values(is_enabled=enabled)
+            )
+            self._audit(conn, actor, "worker.enable" if enabled else "worker.disable", agent_id)
+            return self._require_worker(conn, agent_id)
+
+    def update_worker(
+        self,
+        agent_id: str,
+        *,
+        actor: str,
+        description: str | None = None,
+        tags: str | None = None,
+        display_name: str | None = None,
+    ) -> WorkerRecord:
+        """Change what an administrator may set on a worker; None leaves a field as it is."""
+        agent_id = canonical_agent_id(agent_id)
+        changes = {
+            key: value
+            for key, value in (
+                ("description", description),
+                ("tags", tags),
+                ("display_name", display_name),
+            )
+            if value is not None
+        }
+        with self._write() as conn:
+            self._require_worker(conn, agent_id)
+            if changes:
+                conn.execute(
+                    update(worker_agents).where(worker_agents.c.agent_id == agent_id).values(**changes)
+                )
+                self._audit(conn, actor, "worker.update", agent_id, changes)
+            return self._require_worker(conn, agent_id)
+
+    def delete_worker(self, agent_id: str, *, actor: str) -> list[str]:
+        """Delete a worker and retire its certificates; return their thumbprints.
+
+        The master should drop those thumbprints from its Root store (SSIS Manager's "Delete Worker").
+        Tasks the worker had leased keep its id until the lease sweep requeues them.
+        """
+        agent_id = canonical_agent_id(agent_id)
+        with self._write() as conn:
+            worker = self._require_worker(conn, agent_id)
+            thumbprints = [c.thumbprint for c in worker.certificates]
+            # Keep the worker's name on its retired certificates: they outlive the worker row.
+            for cert in worker.certificates:
+                conn.execute(
+                    update(worker_certificates)
+                    .where(worker_certificates.c.thumbprint == cert.thumbprint)
+                    .where(worker_certificates.c.display_name.is_(None))
+                    .values(display_name=worker.display_name)
+                )
+            conn.execute(
+                update(worker_certificates)
+                .where(worker_certificates.c.agent_id == agent_id)
+                .where(worker_certificates.c.status == "active")
+                .values(status="retired")
+            )
+            conn.execute(worker_agents.delete().where(worker_agents.c.agent_id == agent_id))
+            details = {"display_name": worker.display_name, "thumbprints": thumbprints}
+            self._audit(conn, actor, "worker.delete", agent_id, details)
+        return thumbprints
+
+    def revoke_certificate(self, thumbprint: str, *, actor: str) -> CertificateRecord:
+        """Revoke a worker certificate for good; its worker (if any) stays, with its other certs.
+
+        The master must also close open connections of this thumbprint: TLS session tickets are
+        off (``num_tickets=0``), so no resumed session can bring it back.
+        """
+        thumbprint = normalize_thumbprint(thumbprint)
+        with self._write() as conn:
+            row = conn.execute(
+                select(worker_certificates)
+                .where(worker_certificates.c.thumbprint == thumbprint)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise NotFound(f"no worker certificate {thumbprint}", fix=_LIST_FIX)
+            if row.status != "revoked":
+                conn.execute(
+                    update(worker_certificates)
+                    .where(worker_certificates.c.thumbprint == thumbprint)
+                    .values(status="revoked")
+                )
+                details = {"agent_id": row.agent_id, "previous_status": row.status}
+                self._audit(conn, actor, "certificate.revoke", thumbprint, details)
+            row = conn.execute(
+                select(worker_certificates).where(worker_certificates.c.thumbprint == thumbprint)
+            ).one()
+        return _certificate(row)
+
+    # --- the worker's heartbeat ----------------------------------------------------------------
+
+    def worker_heartbeat(
+        self, thumbprint: str, info: WorkerInfo, *, pem: bytes | None = None
+    ) -> HeartbeatOutcome:
+        """Apply a worker heartbeat presented with client certificate ``thumbprint``.
+
+        The certificate passed the TLS handshake, so it is in the master's Root store. Then:
+        bound to this agent -> record it online; pending -> bind it (creating the worker, enabled
+        as the administrator asked); unknown -> bind it to this agent if the agent exists (the
+        seed's manual "change the worker certificate"), else register a new *disabled* worker;
+        bound to another agent -> ``conflict``; revoked -> ``revoked``; its worker was deleted ->
+        ``deleted``. ``pem`` (the peer certificate, if the caller has it) fills in subject and
+        validity for certificates the catalog first hears of here.
+        """
+        thumbprint = normalize_thumbprint(thumbprint)
+        agent_id = canonical_agent_id(info.agent_id)
+        facts = certificate_facts(pem) if pem is not None else None
+        if facts is not None and facts.thumbprint != thumbprint:
+            facts = None  # not the certificate of this connection; do not record it
+        now = self.now()
+        with self._write() as conn:
+            cert = conn.execute(
+                select(worker_certificates)
+                .where(worker_certificates.c.thumbprint == thumbprint)
+                .with_for_update()
+            ).first()
+            refusal = self._refusal(conn, cert, thumbprint, agent_id)
+            if refusal is not None:
+                return refusal
+            if cert is None:
+                self._bind_unknown(conn, thumbprint, facts, info, agent_id)
+            elif cert.agent_id is None:
+                self._bind_pending(conn, cert, info, agent_id)
+            conn.execute(
+                update(worker_agents)
+                .where(worker_agents.c.agent_id == agent_id)
+                .values(
+                    last_online_time=now,
+                    machine_name=info.machine_name,
+                    user_account=info.user_account,
+                    machine_info=_machine_info(info),
+                )
+            )
+            worker = self._require_worker(conn, agent_id)
+        name = f"worker {worker.display_name!r} ({agent_id})"
+        if worker.is_enabled:
+            return HeartbeatOutcome("enabled", worker, f"{name} is enabled")
+        return HeartbeatOutcome(
+            "disabled",
+            worker,
+            f"{name} is registered with certificate {thumbprint} but disabled; an administrator "
+            f"must enable it: packfleet manager worker enable {agent_id}",
+        )
+
+    def _refusal(
+        self, conn: Connection, cert: Row[Any] | None, thumbprint: str, agent_id: str
+    ) -> HeartbeatOutcome | None:
+        if cert is None:
+            owner = conn.scalar(select(principals.c.name).where(principals.c.thumbprint == thumbprint))
+            if owner is None:
+                return None
+            return HeartbeatOutcome(
+                "conflict",
+                None,
+                f"certificate {thumbprint} is the certificate of {owner!r}, not of a worker; "
+                f"give the worker its own certificate: {_NEW_CERT}",
+            )
+        if cert.status == "revoked":
+            worker = self._load_worker(conn, cert.agent_id) if cert.agent_id else None
+            return HeartbeatOutcome(
+                "revoked",
+                worker,
+                f"certificate {thumbprint} was revoked; give worker {agent_id} a new certificate "
+                f"and add it: {_ADD_FIX}",
+            )
+        if cert.status == "retired":
+            return HeartbeatOutcome(
+                "deleted",
+                None,
+                f"the worker that had certificate {thumbprint} was deleted; to add it again: {_ADD_FIX}",
+            )
+        if cert.agent_id is not None and cert.agent_id != agent_id:
+            return HeartbeatOutcome(
+                "conflict",
+                None,
+                f"certificate {thumbprint} belongs to worker {cert.agent_id}, not to agent "
+                f"{agent_id}; a certificate identifies one worker. Give this worker its own "
+                f"certificate, or delete the other: packfleet manager worker delete {cert.agent_id}",
+            )
+        return None
+
+    def _bind_unknown(
+        self,
+        conn: Connection,
+        thumbprint: str,
+        facts: CertificateFacts | None,
+        info: WorkerInfo,
+        agent_id: str,
+    ) -> None:
+        worker = self._load_worker(conn, agent_id)
+        if worker is None:
+            name = info.display_name or info.machine_name
+            self._create_worker(conn, agent_id, name, False, self.now(), info.machine_name)
+        conn.execute(
+            worker_certificates.insert().values(
+                thumbprint=thumbprint,
+                sha256=facts.sha256 if facts else None,
+                agent_id=agent_id,
+                display_name=None,
+                enable_on_bind=False,
+                pem=facts.pem if facts else None,
+                subject=facts.subject if facts else None,
+                not_before=facts.not_before if facts else None,
+                not_after=facts.not_after if facts else None,
+                status="active",
+                created_at=self.now(),
+            )
+        )
+        actor = f"worker:{agent_id}"
+        details: dict[str, Any]
+        if worker is None:
+            details = {"display_name": info.display_name, "machine_name": info.machine_name}
+            self._audit(conn, actor, "worker.register", agent_id, details | {"thumbprint": thumbprint})
+        else:
+            old = [c.thumbprint for c in worker.certificates]
+            details = {"agent_id": agent_id, "old_thumbprints": old, "new_thumbprint": thumbprint}
+            self._audit(conn, actor, "certificate.bind", thumbprint, details)
+
+    def _bind_pending(self, conn: Connection, cert: Row[Any], info: WorkerInfo, agent_id: str) -> None:
+        worker = self._load_worker(conn, agent_id)
+        if worker is None:
+            # As `manager worker add --name` promises: the name holds until the worker reports its own.
+            name = info.display_name or cert.display_name or info.machine_name
+            enabled = bool(cert.enable_on_bind)
+            self._create_worker(conn, agent_id, name, enabled, self.now(), info.machine_name)
+        elif cert.enable_on_bind:
+            conn.execute(
+                update(worker_agents).where(worker_agents.c.agent_id == agent_id).values(is_enabled=True)
+            )
+        conn.execute(
+            update(worker_certificates)
+            .where(worker_certificates.c.thumbprint == cert.thumbprint)
+            .values(agent_id=agent_id)
+        )
+        details: Mapping[str, Any] = {
+            "agent_id": agent_id,
+            "old_thumbprints": [c.thumbprint for c in worker.certificates] if worker else [],
+            "new_thumbprint": cert.thumbprint,
+            "enabled": bool(cert.enable_on_bind) or bool(worker and worker.is_enabled),
+        }
+        self._audit(conn, f"worker:{agent_id}", "certificate.bind", cert.thumbprint, details)
+
+    def _create_worker(
+        self,
+        conn: Connection,
+        agent_id: str,
+        display_name: str,
+        enabled: bool,
+        now: datetime,
+        machine_name: str,
+    ) -> None:
+        conn.execute(
+            worker_agents.insert().values(
+                agent_id=agent_id,
+                display_name=display_name,
+                description="",
+                machine_name=machine_name,
+                tags="",
+                user_account="",
+                is_enabled=enabled,
+                last_online_time=None,
+                machine_info={},
+                created_at=now,
+            )
+        )

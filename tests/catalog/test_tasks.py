@@ -1,0 +1,374 @@
+"""Executions and tasks: create, lease, heartbeat, complete, event messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from packfleet.catalog import (
+    TASKS_CHANNEL,
+    Catalog,
+    CompletionReport,
+    CompletionResult,
+    EventInput,
+    ExecutionRequest,
+    ExecutionStatus,
+    LeaseStatus,
+    MessageType,
+    TaskStatus,
+)
+from packfleet.errors import CatalogError, NotFound
+
+from .conftest import MANIFEST, FakeClock, empty_database, new_agent
+
+Register = Callable[..., str]
+
+
+def _run(catalog: Catalog, package: str = "extract", **kwargs: object) -> int:
+    record = catalog.create_execution(
+        "default",
+        "etl",
+        package,
+        parameters={"rows": 5},
+        actor="admin",
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return record.execution_id
+
+
+def test_full_life_cycle_with_ssis_status_codes(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    catalog = deployed
+    agent_id = worker()
+    created = catalog.create_execution(
+        "default", "etl", "load", parameters={"rows": 5}, actor="alice", retry_count=2
+    )
+    assert created.status == ExecutionStatus.PENDING and int(created.status) == 5
+    assert created.task is not None and created.task.status == TaskStatus.READY
+    assert int(created.task.status) == 1
+    assert created.task.attempt == 0 and created.created_by == "alice"
+    assert created.retry_count == 2 and created.parameters == {"rows": 5}
+
+    clock.advance(1)
+    [task] = catalog.lease_tasks(agent_id, 10, lease_seconds=60)
+    assert (task.execution_id, task.attempt, task.package) == (created.execution_id, 1, "load")
+    assert task.package_spec == MANIFEST["packages"][1]
+    assert task.parameters == {"rows": 5}
+    assert task.project_sha256 == catalog.list_projects()[0].sha256
+    assert task.lease_expires_at == clock.now + timedelta(seconds=60)
+    picked = catalog.get_execution(created.execution_id)
+    assert picked.status == ExecutionStatus.RUNNING and picked.started_at == clock.now
+    assert picked.task is not None and picked.task.status == TaskStatus.PICKED_UP
+    assert picked.task.agent_id == agent_id
+
+    clock.advance(20)
+    status = catalog.extend_leases(agent_id, [(task.task_id, 1)], lease_seconds=60)
+    assert status == LeaseStatus(extended=[task.task_id], cancel=[], lost=[])
+    running = catalog.get_execution(created.execution_id)
+    assert running.task is not None and running.task.status == TaskStatus.RUNNING
+    assert running.task.lease_expires_at == clock.now + timedelta(seconds=60)
+
+    clock.advance(5)
+    result = catalog.complete_task(agent_id, task.task_id, 1, "succeeded", exit_code=0, message="ok")
+    assert result == CompletionResult(task.task_id, accepted=True, stale=False)
+    done = catalog.get_execution(created.execution_id)
+    assert done.status == ExecutionStatus.SUCCEEDED and int(done.status) == 7 and done.ended_at == clock.now
+    assert done.task is not None and done.task.status == TaskStatus.SUCCEEDED
+    assert (done.task.exit_code, done.task.message, done.task.lease_expires_at) == (0, "ok", None)
+    assert done.status.finished
+    assert done.to_dict()["status_name"] == "succeeded"
+    assert done.to_dict()["task"]["status_name"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "task_status", "execution_status"),
+    [
+        ("failed", TaskStatus.FAILED, ExecutionStatus.FAILED),
+        ("canceled", TaskStatus.CANCELED, ExecutionStatus.CANCELED),
+    ],
+)
+def test_other_outcomes_map_to_ssis_codes(
+    deployed: Catalog,
+    worker: Register,
+    outcome: str,
+    task_status: TaskStatus,
+    execution_status: ExecutionStatus,
+) -> None:
+    agent_id = worker()
+    execution_id = _run(deployed)
+    [task] = deployed.lease_tasks(agent_id, 1, 60)
+    deployed.complete_task(agent_id, task.task_id, task.attempt, outcome, exit_code=3)  # type: ignore[arg-type]
+    record = deployed.get_execution(execution_id)
+    assert record.status == execution_status
+    assert record.task is not None and record.task.status == task_status and record.task.exit_code == 3
+
+
+def test_unknown_outcome_is_refused(deployed: Catalog, worker: Register) -> None:
+    agent_id = worker()
+    _run(deployed)
+    [task] = deployed.lease_tasks(agent_id, 1, 60)
+    with pytest.raises(CatalogError, match="'exploded' is not one of succeeded, failed, canceled"):
+        deployed.complete_task(agent_id, task.task_id, 1, "exploded")  # type: ignore[arg-type]
+
+
+def test_lease_takes_the_oldest_ready_tasks_up_to_capacity(deployed: Catalog, worker: Register) -> None:
+    agent_id = worker()
+    ids = [_run(deployed) for _ in range(5)]
+    first = deployed.lease_tasks(agent_id, 2, 60)
+    assert [t.execution_id for t in first] == ids[:2]
+    second = deployed.lease_tasks(agent_id, 10, 60)
+    assert [t.execution_id for t in second] == ids[2:]
+    assert deployed.lease_tasks(agent_id, 10, 60) == []
+    assert deployed.lease_tasks(agent_id, 0, 60) == []
+    assert not deployed.has_ready_tasks(agent_id)
+
+
+def test_disabled_or_unknown_workers_lease_nothing(deployed: Catalog, worker: Register) -> None:
+    disabled = worker("off", enabled=False)
+    _run(deployed)
+    assert deployed.lease_tasks(disabled, 5, 60) == []
+    assert deployed.lease_tasks(new_agent(), 5, 60) == []
+    assert not deployed.has_ready_tasks(disabled)
+    deployed.set_worker_enabled(disabled, True, actor="admin")
+    assert deployed.has_ready_tasks(disabled)
+    assert len(deployed.lease_tasks(disabled, 5, 60)) == 1
+
+
+def test_allowed_workers_limit_who_may_lease(deployed: Catalog, worker: Register) -> None:
+    one, two = worker("one"), worker("two")
+    only_two = _run(deployed, allowed_workers=[two.upper()])
+    anyone = _run(deployed)
+    assert deployed.get_execution(only_two).allowed_workers == (two,)
+    assert [t.execution_id for t in deployed.lease_tasks(one, 5, 60)] == [anyone]
+    assert not deployed.has_ready_tasks(one)
+    assert deployed.has_ready_tasks(two)
+    assert [t.execution_id for t in deployed.lease_tasks(two, 5, 60)] == [only_two]
+
+
+def test_creating_for_an_unknown_worker_or_package_says_what_exists(deployed: Catalog) -> None:
+    with pytest.raises(NotFound) as caught:
+        _run(deployed, "transform")
+    assert "'transform'" in caught.value.message and "extract, load" in caught.value.message
+    ghost = new_agent()
+    with pytest.raises(NotFound, match=ghost):
+        _run(deployed, allowed_workers=[ghost])
+    with pytest.raises(NotFound, match="no project 'nope'"):
+        deployed.create_execution("default", "nope", "x", parameters={}, actor="admin")
+    with pytest.raises(CatalogError, match="retry_count"):
+        _run(deployed, retry_count=-1)
+    assert deployed.list_executions() == []
+
+
+def test_executions_are_pinned_to_the_version_newest_at_creation(deployed: Catalog, worker: Register) -> None:
+    agent_id = worker()
+    first = _run(deployed)
+    v2 = deployed.deploy_project("default", MANIFEST, b"version two", actor="admin")
+    second = _run(deployed)
+    tasks = {t.execution_id: t for t in deployed.lease_tasks(agent_id, 5, 60)}
+    assert tasks[first].project_sha256 != v2.sha256
+    assert tasks[second].project_sha256 == v2.sha256
+
+
+def test_create_executions_is_one_transaction(deployed: Catalog, worker: Register) -> None:
+    two = worker("two")
+    ids = deployed.create_executions(
+        [
+            ExecutionRequest("default", "etl", "extract", {"rows": 1}),
+            ExecutionRequest("default", "etl", "load", {}, (two,), 1),
+        ],
+        actor="bulk",
+    )
+    assert len(ids) == 2 and ids[0] < ids[1]
+    records = {r.execution_id: r for r in deployed.list_executions()}
+    assert records[ids[0]].parameters == {"rows": 1} and records[ids[0]].allowed_workers == ()
+    assert records[ids[1]].allowed_workers == (two,) and records[ids[1]].retry_count == 1
+    with pytest.raises(NotFound):
+        deployed.create_executions(
+            [ExecutionRequest("default", "etl", "extract"), ExecutionRequest("default", "etl", "nope")],
+            actor="bulk",
+        )
+    assert len(deployed.list_executions()) == 2  # the failed batch left nothing behind
+    assert deployed.create_executions([], actor="bulk") == []
+
+
+def test_list_executions_newest_first_and_by_status(deployed: Catalog, worker: Register) -> None:
+    agent_id = worker()
+    ids = [_run(deployed) for _ in range(3)]
+    deployed.lease_tasks(agent_id, 1, 60)
+    assert [r.execution_id for r in deployed.list_executions()] == ids[::-1]
+    assert [r.execution_id for r in deployed.list_executions(limit=2)] == ids[:0:-1]
+    running = deployed.list_executions(status=ExecutionStatus.RUNNING)
+    assert [r.execution_id for r in running] == ids[:1]
+    with pytest.raises(NotFound):
+        deployed.get_execution(999)
+
+
+# --- task heartbeats and completions ------------------------------------------------------------------
+
+
+def test_extend_leases_sorts_held_lost_and_canceled(deployed: Catalog, worker: Register) -> None:
+    me, other = worker("me"), worker("other")
+    a, b, c = _run(deployed), _run(deployed), _run(deployed)
+    mine = {t.execution_id: t for t in deployed.lease_tasks(me, 2, 60)}
+    [theirs] = deployed.lease_tasks(other, 1, 60)
+    deployed.cancel_execution(b, actor="admin")
+    status = deployed.extend_leases(
+        me,
+        [
+            (mine[a].task_id, 1),
+            (mine[b].task_id, 1),
+            (mine[a].task_id + 1000, 1),  # no such task
+            (theirs.task_id, 1),  # another worker's lease
+        ],
+        60,
+    )
+    assert status.extended == [mine[a].task_id, mine[b].task_id]
+    assert status.cancel == [mine[b].task_id]
+    assert status.lost == [mine[a].task_id + 1000, theirs.task_id]
+    assert theirs.execution_id == c
+    old = deployed.extend_leases(me, [(mine[a].task_id, 0)], 60)  # an attempt it never had
+    assert old.lost == [mine[a].task_id]
+    deleted = deployed.extend_leases(new_agent(), [(mine[a].task_id, 1)], 60)
+    assert deleted.lost == [mine[a].task_id]
+
+
+def test_completion_is_idempotent_per_lease(deployed: Catalog, worker: Register, clock: FakeClock) -> None:
+    agent_id = worker()
+    execution_id = _run(deployed)
+    [task] = deployed.lease_tasks(agent_id, 1, 60)
+    first = deployed.complete_task(agent_id, task.task_id, 1, "failed", exit_code=2, message="boom")
+    ended = deployed.get_execution(execution_id)
+    clock.advance(30)
+    again = deployed.complete_task(agent_id, task.task_id, 1, "failed", exit_code=2, message="boom")
+    assert first == again == CompletionResult(task.task_id, True, False)
+    assert deployed.get_execution(execution_id) == ended  # ended_at did not move
+    contradicting = deployed.complete_task(agent_id, task.task_id, 1, "succeeded")
+    assert contradicting == CompletionResult(task.task_id, False, True)
+    assert deployed.get_execution(execution_id).status == ExecutionStatus.FAILED
+
+
+def test_another_workers_report_is_stale(deployed: Catalog, worker: Register) -> None:
+    me, other = worker("me"), worker("other")
+    _run(deployed)
+    [task] = deployed.lease_tasks(me, 1, 60)
+    assert deployed.complete_task(other, task.task_id, 1, "succeeded").stale
+    assert deployed.complete_task(me, task.task_id + 99, 1, "succeeded").stale
+
+
+def test_complete_tasks_batches_reports_with_one_result_each(deployed: Catalog, worker: Register) -> None:
+    agent_id = worker()
+    a, b = _run(deployed), _run(deployed)
+    ta, tb = deployed.lease_tasks(agent_id, 2, 60)
+    results = deployed.complete_tasks(
+        agent_id,
+        [
+            CompletionReport(ta.task_id, 1, "succeeded", 0),
+            CompletionReport(tb.task_id, 1, "failed", 1, "bad row"),
+            CompletionReport(ta.task_id, 1, "succeeded", 0),  # a repeat inside the batch
+            CompletionReport(tb.task_id, 0, "failed"),  # an older attempt
+        ],
+    )
+    assert [(r.task_id, r.accepted, r.stale) for r in results] == [
+        (ta.task_id, True, False),
+        (tb.task_id, True, False),
+        (ta.task_id, True, False),
+        (tb.task_id, False, True),
+    ]
+    assert deployed.get_execution(a).status == ExecutionStatus.SUCCEEDED
+    record = deployed.get_execution(b)
+    assert record.status == ExecutionStatus.FAILED
+    assert record.task is not None and record.task.message == "bad row"
+    assert deployed.complete_tasks(agent_id, []) == []
+
+
+# --- event messages ----------------------------------------------------------------------------------
+
+
+def _event(execution_id: int, task_id: int, seq: int, clock: FakeClock, **kw: object) -> EventInput:
+    values: dict[str, object] = {
+        "execution_id": execution_id,
+        "task_id": task_id,
+        "attempt": 1,
+        "seq": seq,
+        "time": clock.now + timedelta(milliseconds=seq),
+        "level": 20,
+        "source": "stdout",
+        "message": f"line {seq}",
+    }
+    values.update(kw)
+    return EventInput(**values)  # type: ignore[arg-type]
+
+
+def test_events_are_stored_once_per_task_attempt_and_seq(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    agent_id = worker()
+    execution_id = _run(deployed)
+    [task] = deployed.lease_tasks(agent_id, 1, 60)
+    batch = [_event(execution_id, task.task_id, seq, clock) for seq in range(3)]
+    assert deployed.add_events(batch) == 3
+    assert deployed.add_events(batch) == 0  # the worker resent a batch it had no answer for
+    resent = batch[1:] + [_event(execution_id, task.task_id, 3, clock), batch[0]]
+    assert deployed.add_events(resent) == 1
+    events = deployed.get_events(execution_id)
+    assert [e.seq for e in events] == [0, 1, 2, 3]
+    assert events[0].message == "line 0" and events[0].message_time == batch[0].time
+    page = deployed.get_events(execution_id, after_id=events[1].id, limit=1)
+    assert [e.seq for e in page] == [2]
+    assert deployed.add_events([]) == 0
+
+
+def test_event_levels_map_to_ssis_message_types(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    agent_id = worker()
+    execution_id = _run(deployed)
+    [task] = deployed.lease_tasks(agent_id, 1, 60)
+    levels = [50, 40, 30, 20, 10]
+    deployed.add_events(
+        [_event(execution_id, task.task_id, i, clock, level=lvl) for i, lvl in enumerate(levels)]
+    )
+    types = [e.message_type for e in deployed.get_events(execution_id)]
+    assert types == [120, 120, 110, 70, 70]
+    assert types[0] is MessageType.ERROR
+    assert deployed.get_events(execution_id)[2].to_dict()["message_type_name"] == "warning"
+
+
+def test_events_keep_odd_text_and_drop_unknown_tasks(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    agent_id = worker()
+    execution_id = _run(deployed)
+    [task] = deployed.lease_tasks(agent_id, 1, 60)
+    stored = deployed.add_events(
+        [
+            _event(execution_id, task.task_id, 0, clock, message="bin\x00ary é ✓", source="stderr"),
+            _event(execution_id, task.task_id + 50, 0, clock),  # its execution was cleaned up
+        ]
+    )
+    assert stored == 1
+    [event] = deployed.get_events(execution_id)
+    assert event.message == "bin\ufffdary é ✓" and event.message_source == "stderr"
+    with pytest.raises(CatalogError, match="event source 'printer'"):
+        deployed.add_events([_event(execution_id, task.task_id, 1, clock, source="printer")])
+
+
+@pytest.mark.postgres
+def test_new_ready_tasks_wake_listeners_on_postgresql(migrated_pg: str, clock: FakeClock) -> None:
+    """Another master LISTENing on TASKS_CHANNEL hears of each execution created (on commit)."""
+    empty_database(migrated_pg)
+    plain = migrated_pg.replace("postgresql+psycopg://", "postgresql://")
+    with (
+        Catalog.open(migrated_pg, clock=clock, connect_timeout=5) as catalog,
+        psycopg.connect(plain, autocommit=True, connect_timeout=5) as listener,
+    ):
+        listener.execute(f"LISTEN {TASKS_CHANNEL}")
+        catalog.deploy_project("default", MANIFEST, b"z", actor="admin")
+        assert list(listener.notifies(timeout=0.2)) == []  # a deploy readies no task
+        catalog.create_execution("default", "etl", "load", parameters={}, actor="admin")
+        heard = list(listener.notifies(timeout=10, stop_after=1))
+    assert [n.channel for n in heard] == [TASKS_CHANNEL]
