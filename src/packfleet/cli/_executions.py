@@ -241,7 +241,12 @@ def executions_logs(execution_id: int, follow: bool) -> None:
     events = call(action)
     if follow and not st.json:
         return
-    st.emit(events, lambda out: [out.print(_event_line(e)) for e in events] and None)
+
+    def human(out: Console) -> None:
+        for event in events:
+            out.print(_event_line(event))
+
+    st.emit(events, human)
 
 
 @executions_group.command("cancel")

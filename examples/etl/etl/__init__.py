@@ -1,0 +1,1 @@
+"""The sample ETL project's packages."""

@@ -1,0 +1,266 @@
+"""The fork server: a small, preloaded process that forks one child per package task.
+
+SSIS runs each package in a fresh ``ISServerExec`` process. Starting an interpreter per task costs
+tens of milliseconds; forking a process that has already imported what a task needs costs about one,
+and the cost grows with the parent's memory (page tables are copied), so this process imports the
+standard library modules it uses and nothing else (``python -X importtime`` shows the list; its RSS
+stays near 12 MB). The runner starts it once::
+
+    python -c "from packfleet.packages._forkserver import main; main()" <socket fd>
+
+and talks to it over a ``SOCK_SEQPACKET`` socketpair (one JSON message per packet; pipe descriptors
+travel beside it as ``SCM_RIGHTS`` ancillary data):
+
+- ``{"op": "spawn", "id", "request"}`` + [stdout, stderr, event] fds: fork a task process;
+- ``{"op": "pool", "id"}`` + [control socket]: fork a pooled process that runs tasks sent to it;
+- ``{"op": "kill", "pid", "signal"}``: signal a child's process group;
+
+and answers ``started``/``error`` per ``id`` and ``exited`` per pid. Only the parent of a process can
+signal it without racing pid reuse (it alone knows whether it has reaped it), so every kill goes
+through here. On an exit the server first collects the exit status with ``WNOWAIT``, then kills what
+is left of the child's process group (the zombie leader keeps the group id from being reused), then
+reaps: a package's helpers never outlive its task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+# Preloaded, not used here: nearly every package imports typing (2-3 ms per child otherwise) and
+# it adds 0.3 MB to the process.
+import typing  # noqa: F401
+
+from packfleet.packages import _child
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any
+
+MAX_MESSAGE = 256 * 1024
+POOL_CONTROL_FD = 4
+# How long a shutdown lets children end after SIGTERM before SIGKILL.
+SHUTDOWN_GRACE = 5.0
+# Blocked across fork() until the child has dropped the fork server's handlers: a cancel's SIGTERM
+# that lands in between must end the child, not run the server's handler in it and be lost.
+_BLOCKED = {signal.SIGTERM, signal.SIGCHLD}
+
+
+def _devnull_onto(*fds: int) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in fds:
+        os.dup2(null, fd)
+    if null not in fds:
+        os.close(null)
+
+
+def _become_child(onto: dict[int, int], keep: int) -> None:
+    """Start a new session (cancel signals the whole group), place ``onto``'s fds, close the rest."""
+    os.setsid()
+    signal.set_wakeup_fd(-1)
+    for signum in _BLOCKED:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+    # Move sources out of the way first, so placing one never overwrites another not yet placed.
+    moved = {os.dup(source): target for source, target in onto.items()}
+    for source in onto:
+        os.close(source)
+    for source, target in moved.items():
+        os.dup2(source, target)
+        os.close(source)
+    if 0 not in onto.values():
+        _devnull_onto(0)
+    os.closerange(keep, 1 << 16)
+
+
+class ForkServer:
+    """The fork server's loop; one instance per process, single-threaded."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._children: set[int] = set()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stopping = False
+        self._connected = True
+
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self._wake_w)
+        # A Python-level handler is needed for the wakeup fd to be written on SIGCHLD.
+        signal.signal(signal.SIGCHLD, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides when we stop
+        self._selector.register(self._sock, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._send({"op": "ready", "pid": os.getpid()})
+        while not self._stopping:
+            for key, _ in self._selector.select():
+                if key.fileobj is self._sock:
+                    self._on_request()
+                else:
+                    self._drain_wakeups()
+            self._reap()
+        self._shutdown()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGTERM:
+            self._stopping = True
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if not self._connected:
+            return
+        try:
+            self._sock.send(json.dumps(message).encode())
+        except OSError:
+            self._connected = False
+            self._stopping = True
+
+    def _on_request(self) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self._sock, MAX_MESSAGE, 4)
+        except OSError:
+            data, fds = b"", []
+        if not data:  # the runner closed its end or died: end every task with it
+            self._connected = False
+            self._stopping = True
+            return
+        try:
+            message = json.loads(data)
+            op = message["op"]
+            if op == "kill":
+                self._kill(message["pid"], message["signal"])
+            elif op in ("spawn", "pool"):
+                self._fork(message, fds)
+            else:
+                self._send({"op": "error", "id": message.get("id"), "message": f"unknown op {op!r}"})
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _fork(self, message: dict[str, Any], fds: list[int]) -> None:
+        expected = 3 if message["op"] == "spawn" else 1
+        if len(fds) != expected:
+            error = f"expected {expected} descriptors, got {len(fds)}"
+            self._send({"op": "error", "id": message["id"], "message": error})
+            return
+        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._in_child(message, fds)
+        except OSError as exc:
+            self._send({"op": "error", "id": message["id"], "message": f"fork failed: {exc}"})
+            return
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+        self._children.add(pid)
+        self._send({"op": "started", "id": message["id"], "pid": pid})
+
+    def _in_child(self, message: dict[str, Any], fds: list[int]) -> None:
+        code = 70  # EX_SOFTWARE: the child failed before the package could start
+        try:
+            self._selector.close()
+            self._sock.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            if message["op"] == "spawn":
+                _become_child({fds[0]: 1, fds[1]: 2, fds[2]: _child.EVENT_FD}, _child.EVENT_FD + 1)
+                code = _child.run_task(message["request"])
+            else:
+                _become_child({fds[0]: POOL_CONTROL_FD}, POOL_CONTROL_FD + 1)
+                _devnull_onto(1, 2, _child.EVENT_FD)
+                code = _serve_pool(socket.socket(fileno=POOL_CONTROL_FD))
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    if stream is not None:
+                        stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(code)
+
+    def _kill(self, pid: int, signum: int) -> None:
+        if pid not in self._children:  # already reaped: the pid may belong to someone else now
+            return
+        try:
+            os.killpg(pid, signum)
+        except ProcessLookupError:
+            # The child has not reached setsid() yet, so its group does not exist: signal it alone.
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def _reap(self) -> None:
+        for _ in range(len(self._children) + 1):
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == 0:
+                return
+            pid = info.si_pid
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            os.waitpid(pid, 0)
+            self._children.discard(pid)
+            code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+            self._send({"op": "exited", "pid": pid, "code": code})
+
+    def _shutdown(self) -> None:
+        if self._sock.fileno() >= 0:
+            self._selector.unregister(self._sock)  # a closed peer would keep it readable
+        for signum, wait in ((signal.SIGTERM, SHUTDOWN_GRACE), (signal.SIGKILL, SHUTDOWN_GRACE)):
+            for pid in list(self._children):
+                self._kill(pid, signum)
+            deadline = time.monotonic() + wait
+            while self._children and (left := deadline - time.monotonic()) > 0:
+                self._selector.select(min(left, 0.5))
+                self._drain_wakeups()
+                self._reap()
+
+
+def _serve_pool(control: socket.socket) -> int:
+    """A pooled process: run each task sent over ``control`` until the runner closes it."""
+    while True:
+        data, fds, _flags, _addr = socket.recv_fds(control, MAX_MESSAGE, 3)
+        if not data:
+            return 0
+        if len(fds) != 3:
+            return 70
+        for source, target in zip(fds, (1, 2, _child.EVENT_FD), strict=True):
+            os.dup2(source, target)
+            os.close(source)
+        code = _child.run_task(json.loads(data))
+        # Release the task's pipes so the runner sees end-of-file before the reply.
+        _devnull_onto(1, 2, _child.EVENT_FD)
+        control.send(json.dumps({"exit_code": code}).encode())
+        if code == _child.TERMINATED_EXIT_CODE:
+            return code
+
+
+def main() -> None:
+    """Entry point: ``sys.argv[1]`` is the inherited socket's descriptor."""
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        # `python -c` puts the current folder first; tasks must import from their project only.
+        del sys.path[0]
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    ForkServer(sock).serve()

@@ -1,0 +1,1 @@
+"""Tests of packfleet.packages: projects, archives and the package runner."""
