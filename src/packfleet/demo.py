@@ -6,6 +6,8 @@ walk-through. The state (homes, stores, settings, catalog, logs) stays behind fo
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -30,11 +32,20 @@ def _step(title: str) -> None:
     _say(f"\n== {title}")
 
 
+def _show_summary(warehouse: Path) -> None:
+    with contextlib.closing(sqlite3.connect(warehouse)) as db:
+        rows = db.execute("SELECT region, orders, revenue FROM region_summary ORDER BY region").fetchall()
+    _say("  region_summary in $STATE/warehouse.db:")
+    for region, orders, revenue in rows:
+        _say(f"    {region:<8} {orders:>3} orders  {revenue:>10.2f}")
+
+
 def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="packfleet-demo-"))
     project = _project_dir()
+    warehouse = root / "warehouse.db"
     _say(f"packfleet demo: state in {root}  (shown below as $STATE)")
-    with LocalCluster(root, echo=_say) as cluster:
+    with LocalCluster(root, echo=_say, env={"COLUMNS": "150"}) as cluster:
         try:
             _step("1. Master: certificate, binding, settings (SSIS setup's master page)")
             cluster.init_master()
@@ -52,12 +63,19 @@ def main() -> int:
             cluster.cli(cluster.master.home, "deploy", str(project))
 
             _step("4. Run the ETL on any worker, following its logs")
-            cluster.cli(cluster.master.home, "run", "default/etl/load", "--wait")
+            # Both workers run on this machine, so one warehouse file can collect every run's rows.
+            target = ("--param", f"target_db=sqlite:///{warehouse}")
+            cluster.cli(cluster.master.home, "run", "default/etl/load", *target, "--wait")
 
             _step("5. Run it on a chosen worker (worker2), then the SQL summary")
             worker2 = cluster.agent_id("worker2")
-            cluster.cli(cluster.master.home, "run", "default/etl/load", "--worker", worker2, "--wait")
-            cluster.cli(cluster.master.home, "run", "default/etl/summary", "--worker", worker2, "--wait")
+            cluster.cli(
+                cluster.master.home, "run", "default/etl/load", *target, "--worker", worker2, "--wait"
+            )
+            cluster.cli(
+                cluster.master.home, "run", "default/etl/summary", *target, "--worker", worker2, "--wait"
+            )
+            _show_summary(warehouse)
 
             _step("6. A package that fails on purpose: run --wait exits non-zero")
             failed = cluster.cli(cluster.master.home, "run", "default/etl/fail", "--wait", check=False)
@@ -75,7 +93,7 @@ def main() -> int:
     _say(f"\nDone. State left in {root}:")
     _say("  master/  MasterSettings.config, bindings.json, certs/{My,Root}, catalog.db, master.cer")
     _say("  worker1/ worker2/  WorkerSettings.config, certs/{My,Root}, tasks/, logcache/, worker.cer")
-    _say("  *.log    each node's log")
+    _say("  *.log    each node's log;  warehouse.db  the ETL's output")
     return 0
 
 

@@ -328,6 +328,22 @@ class LeaseCatalog(CatalogBase):
             changes,
         )
 
+    def renew_leases(self, grace: timedelta) -> int:
+        """Give every held lease at least ``grace`` from now; return how many were renewed.
+
+        A master calls this when it starts: while it was away no worker *could* renew a lease, so
+        an expiry that fell in that gap says nothing about the worker. Counting leases from the
+        moment the master is back keeps a master restart from ending healthy tasks.
+        """
+        until = self.now() + grace
+        with self._write() as conn:
+            renewed = conn.execute(
+                update(tasks)
+                .where(tasks.c.status.in_(_LEASED), tasks.c.lease_expires_at < until)
+                .values(lease_expires_at=until)
+            )
+        return int(renewed.rowcount or 0)
+
     def sweep_expired_leases(self) -> SweepResult:
         """Deal with tasks whose worker stopped renewing the lease (SSIS DealWithExpiredTasks).
 

@@ -200,12 +200,13 @@ def audit(limit: int) -> None:
     def human(out: Console) -> None:
         table = Table("time", "actor", "action", "target", "details")
         for row in rows:
+            details = ", ".join(f"{k}={v}" for k, v in (row.get("details") or {}).items())
             table.add_row(
-                row.get("time", ""),
+                str(row.get("time", ""))[:19],
                 row.get("actor", ""),
                 row.get("action", ""),
                 row.get("target", ""),
-                str(row.get("details") or ""),
+                details if len(details) <= 90 else details[:87] + "...",
             )
         out.print(table)
 

@@ -127,10 +127,19 @@ class LocalCluster:
         argv = self.command(home, *args, *(["--json"] if as_json else []))
         if self.echo:
             self.echo("$ packfleet " + " ".join(_shorten(a, self.root) for a in argv[3:]))
-        done = subprocess.run(argv, capture_output=True, env=self.env, timeout=timeout, check=False)
-        out, err = done.stdout.decode(), done.stderr.decode()
-        if self.echo and not as_json:
-            for line in (out + err).rstrip().splitlines():
+        # Shown to a person: one stream, in the order the command wrote it. Parsed: stdout alone.
+        interleave = self.echo is not None and not as_json
+        done = subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if interleave else subprocess.PIPE,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+        out, err = done.stdout.decode(), (done.stderr or b"").decode()
+        if interleave and self.echo is not None:
+            for line in out.rstrip().splitlines():
                 self.echo("  " + line)
         if check and done.returncode != 0:
             raise ClusterError(

@@ -48,6 +48,10 @@ from packfleet.transport import HotSwapServerContext
 
 log = logging.getLogger("packfleet.master")
 
+#: Leases held when the master starts get at least this long: while the master was away no worker
+#: could renew them, and a worker's default LeaseInterval (SSIS) is one minute.
+LEASE_GRACE_AFTER_START = timedelta(minutes=1)
+
 
 async def _health(call: Call) -> web.StreamResponse:
     return json_response({"status": "ok", "version": __version__})
@@ -254,6 +258,9 @@ class MasterServer:
             reload_trust=self.try_reload,
         )
         self._state = state
+        renewed = await state.db(catalog.renew_leases, LEASE_GRACE_AFTER_START)
+        if renewed:
+            log.info("renewed %d lease(s) held while the master was away", renewed)
         port = settings.port_number if self._port_override is None else self._port_override
         try:
             sock = socket.create_server((self.host, port), backlog=512)

@@ -19,7 +19,17 @@ from yarl import URL
 
 from packfleet.errors import ApiError, SettingsError, TlsError, TransportError
 from packfleet.protocol import routes
-from packfleet.transport._explain import explain_client_failure, fetch_server_certificate
+from packfleet.transport._explain import (
+    explain_client_failure,
+    fetch_server_certificate,
+    master_accepts_client_certificate,
+)
+
+_REFUSED_FIX = {
+    "worker": "on the master: packfleet manager worker add --cert worker.cer "
+    "(the seed's 'install the client certificate into the Root store of the master')",
+    "manager": "on the master: packfleet cert import admin.cer --store Root",
+}
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -173,6 +183,17 @@ class MasterClient:
 
     async def _translate(self, exc: BaseException) -> TransportError:
         cause = _ssl_cause(exc)
+        if cause is None and self.own_thumbprint and isinstance(exc, aiohttp.ClientConnectionError):
+            accepted = await asyncio.to_thread(
+                master_accepts_client_certificate, self.host, self.port, self._ssl_context
+            )
+            if accepted is False:
+                return TlsError(
+                    f"the master at {self.host}:{self.port} refused this {self.role}'s certificate "
+                    f"{self.own_thumbprint} during the TLS handshake: it is not in the master's Root "
+                    "store, or it has expired",
+                    fix=_REFUSED_FIX.get(self.role, "packfleet doctor"),
+                )
         if cause is None:
             if isinstance(exc, aiohttp.ServerDisconnectedError):
                 return TransportError(f"the master at {self.host}:{self.port} closed the connection")

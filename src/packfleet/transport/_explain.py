@@ -7,6 +7,7 @@ which side refused, which certificate, which check failed, and the command that 
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import ip_address
@@ -65,6 +66,31 @@ def fetch_server_certificate(host: str, port: int, *, timeout: float = 5.0) -> P
     if not der:
         raise TlsError(f"the server at {host}:{port} presented no certificate")
     return PeerCertificate.from_der(der)
+
+
+def master_accepts_client_certificate(
+    host: str, port: int, context: ssl.SSLContext, *, timeout: float = 5.0
+) -> bool | None:
+    """Whether the master keeps a connection that presents ``context``'s client certificate.
+
+    With TLS 1.3 the server checks the client certificate *after* the client considers the
+    handshake done, and asyncio servers then close the connection without sending OpenSSL's alert.
+    So a refused certificate looks like a dropped connection. This probe tells the two apart: it
+    asks for ``/api/v1/health`` (open to anyone) with the certificate; a master that trusts it
+    answers, one that does not closes the connection unanswered. None: the master is unreachable.
+    """
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return None
+    try:
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(f"GET /api/v1/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            return tls.recv(12).startswith(b"HTTP/1.1")
+    except (OSError, ssl.SSLError):
+        return False
+    finally:
+        raw.close()
 
 
 def _is_ip(host: str) -> bool:
