@@ -1,0 +1,32 @@
+"""The Scale Out Worker: leases tasks from the master, runs their packages, reports every event.
+
+A worker is its home (WorkerSettings.config, the My and Root stores) and one asyncio agent::
+
+    agent = WorkerAgent(home)              # settings, certificates and pins checked here
+    async with agent:
+        await agent.run_burst()            # heartbeat, lease, run, report until no work is left
+
+or ``await run_worker(home)`` to serve until SIGTERM (SIGHUP reloads settings and certificates).
+Nothing here imports the master: the two share only :mod:`packfleet.protocol`.
+"""
+
+from packfleet.worker._agent import AgentTiming, WorkerAgent, run_worker
+from packfleet.worker._identity import WorkerIdentity, certificate_names, host_matches, load_identity
+from packfleet.worker._logcache import LogCache
+from packfleet.worker._machine import MachineProbe, PsutilProbe
+from packfleet.worker._service import install_hint, render_unit
+
+__all__ = [
+    "AgentTiming",
+    "LogCache",
+    "MachineProbe",
+    "PsutilProbe",
+    "WorkerAgent",
+    "WorkerIdentity",
+    "certificate_names",
+    "host_matches",
+    "install_hint",
+    "load_identity",
+    "render_unit",
+    "run_worker",
+]

@@ -1,0 +1,177 @@
+"""Delivery of cached event messages and completion reports to the master.
+
+Events go out in batches of at most ``ExecutionLogMaxBufferLogCount`` (and never more than
+:data:`MAX_BATCH` per request, so one request stays small enough to be answered within its
+timeout); a task's completion report goes out only once all of that task's events were
+acknowledged, so the master never closes an execution whose log is still on its way.
+
+While the master is away every send fails and the data waits in the cache. SSIS gives up on an
+execution log after ``ExecutionLogRetryCount`` failed sends and ``ExecutionLogRetryTimeout``; here an
+event is dropped (with a warning naming the task) only when both are exceeded, so a short outage
+never loses a line and a week-long one does not fill the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from packfleet.errors import ApiError, TransportError
+from packfleet.protocol import (
+    CompletionBatch,
+    CompletionReply,
+    EventAck,
+    EventBatch,
+    EventMessage,
+    decode,
+    encode,
+    routes,
+)
+from packfleet.worker._logcache import LogCache
+
+log = logging.getLogger("packfleet.worker")
+
+MAX_BATCH = 500
+
+Send = Callable[[str, Any], Awaitable[Any]]
+
+
+class Reporter:
+    """Sends what :class:`LogCache` holds; :meth:`report` is one pass, safe to call at any time."""
+
+    def __init__(
+        self,
+        cache: LogCache,
+        send: Send,
+        *,
+        agent_id: str,
+        max_buffer: int,
+        retry_count: int,
+        retry_timeout: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.cache = cache
+        self._send = send
+        self.agent_id = agent_id
+        self.batch_size = max(1, min(MAX_BATCH, max_buffer))
+        self.retry_count = retry_count
+        self.retry_timeout = retry_timeout
+        self._clock = clock
+        self.failures = 0
+        self._last_error = ""
+        self.refused: ApiError | None = None
+        # One pass at a time: two concurrent passes would send the same events twice.
+        self._lock = asyncio.Lock()
+
+    async def report(self) -> bool:
+        """Send pending events, then the completions they unblock; True when nothing is left to send.
+
+        Returns False after the first failed request: the caller backs off and calls again.
+        """
+        async with self._lock:
+            return await self._report()
+
+    async def _report(self) -> bool:
+        self.cache.sync()
+        sent_any = True
+        while sent_any:
+            sent_any = False
+            batch = self.cache.pending_events(self.batch_size)
+            if batch:
+                if not await self._send_events(batch):
+                    return False
+                sent_any = True
+            reports = self.cache.pending_completions()
+            if reports:
+                if not await self._send_completions(reports):
+                    return False
+                sent_any = True
+        return self.cache.waiting_events == 0 and not self.cache.pending_completions()
+
+    async def _send_events(self, batch: list[EventMessage]) -> bool:
+        body = encode(EventBatch(agent_id=self.agent_id, events=batch))
+        try:
+            ack = decode(EventAck, await self._send(routes.WORKER_EVENTS, body))
+        except TransportError as exc:
+            self._failed(exc, f"{len(batch)} event message(s)")
+            self._give_up_old(batch)
+            return False
+        self._recovered()
+        # The master acknowledges a prefix of the batch: all of it in practice, fewer only if it
+        # stored part of it before failing. Duplicates count as acknowledged (idempotent seq).
+        self.cache.acknowledge(batch[: max(0, min(ack.acknowledged, len(batch)))])
+        return ack.acknowledged > 0
+
+    async def _send_completions(self, reports: list[Any]) -> bool:
+        body = encode(CompletionBatch(agent_id=self.agent_id, reports=reports))
+        try:
+            reply = decode(CompletionReply, await self._send(routes.WORKER_COMPLETE, body))
+        except TransportError as exc:
+            self._failed(exc, f"{len(reports)} completion report(s)")
+            return False
+        self._recovered()
+        answered = {result.task_id: result for result in reply.results}
+        for report in reports:
+            result = answered.get(report.task_id)
+            if result is None:
+                continue
+            if result.stale:
+                log.info(
+                    "the master called the report of task %s attempt %s stale (the task was leased "
+                    "again elsewhere)",
+                    report.task_id,
+                    report.attempt,
+                )
+            self.cache.settle(report.task_id, report.attempt)
+        return bool(answered)
+
+    def _failed(self, exc: TransportError, what: str) -> None:
+        self.failures += 1
+        self.refused = exc if isinstance(exc, ApiError) and exc.status == 403 else None
+        text = str(exc)
+        if text != self._last_error:
+            log.warning("cannot deliver %s; they stay in the log cache and are retried: %s", what, text)
+            self._last_error = text
+
+    def _recovered(self) -> None:
+        if self.failures:
+            log.info("the master takes event messages again after %d failed attempt(s)", self.failures)
+        self.failures = 0
+        self._last_error = ""
+        self.refused = None
+
+    def _give_up_old(self, batch: list[EventMessage]) -> None:
+        """Drop events past both ExecutionLogRetryCount failures and ExecutionLogRetryTimeout of age."""
+        if self.failures < max(1, self.retry_count):
+            return
+        now = self._clock()
+        expired: list[EventMessage] = []
+        young: set[tuple[int, int]] = set()
+        for event in batch:
+            attempt = (event.task_id, event.attempt)
+            # Only a prefix of each attempt's events may go: the cache keeps a position per attempt.
+            if attempt in young or now - _timestamp(event.time, now) <= self.retry_timeout:
+                young.add(attempt)
+            else:
+                expired.append(event)
+        if expired:
+            tasks = sorted({(e.task_id, e.attempt) for e in expired})
+            log.warning(
+                "dropping %d event message(s) of task(s) %s: not delivered within "
+                "ExecutionLogRetryTimeout (%.0f s) after %d attempts",
+                len(expired),
+                ", ".join(f"{t}/{a}" for t, a in tasks),
+                self.retry_timeout,
+                self.failures,
+            )
+            self.cache.acknowledge(expired)
+
+
+def _timestamp(text: str, default: float) -> float:
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return default

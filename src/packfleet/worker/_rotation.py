@@ -1,0 +1,37 @@
+"""Master certificate rotation, the worker's half: trust the next master certificate when told.
+
+During a rotation the master's heartbeat reply carries the PEM of the certificate it will serve
+next. The worker installs it in its Root store and pins it as ``NextMasterHttpsCertThumbprint``
+beside ``MasterHttpsCertThumbprint``, so that the moment the master switches, handshakes go on
+succeeding; this replaces the seed's manual step of importing the new master.cer on every worker.
+The reply travels over the TLS connection authenticated by the current pin, which is what makes
+trusting its content safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from packfleet.config import set_setting
+from packfleet.pki import CertStore, Credential, check_usable, load_credential_bytes
+from packfleet.worker._identity import WorkerIdentity, load_identity
+
+log = logging.getLogger("packfleet.worker")
+
+
+def accept_next_master(home: Path, identity: WorkerIdentity, pem: str) -> WorkerIdentity | None:
+    """Trust the certificate ``pem`` too; return the new identity, or None if it is already pinned."""
+    offered = load_credential_bytes(pem.encode("ascii", "replace"), source="the master's next certificate")
+    public = Credential(offered.certificate)  # a key sent by mistake is never stored
+    if public.thumbprint in identity.pins:
+        return None
+    check_usable(public, purposes=("server",))
+    CertStore(home, "Root").add(public)
+    set_setting(home, "worker", "NextMasterHttpsCertThumbprint", public.thumbprint)
+    log.info(
+        "the master announced its next certificate %s: added to the Root store and pinned as "
+        "NextMasterHttpsCertThumbprint",
+        public.thumbprint,
+    )
+    return load_identity(home)
