@@ -13,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from packfleet._files import atomic_replace
 from packfleet.errors import SettingsError
 
 
@@ -27,26 +27,11 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
     ``path`` is a symlink, its target is replaced and the link kept, so a settings file linked
     from ``/etc`` stays linked. Errors become :class:`SettingsError` naming the file.
     """
-    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        atomic_replace(Path(path), payload, mode)
     except OSError as exc:
-        raise _write_error(target, exc) from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        if isinstance(exc, OSError):
-            raise _write_error(target, exc) from exc
-        raise
-    _fsync_directory(target.parent)
+        raise _write_error(Path(path), exc) from exc
 
 
 @contextlib.contextmanager
@@ -67,20 +52,6 @@ def locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        # Some filesystems (and some container overlays) refuse to open directories for fsync;
-        # the rename has happened, only its durability across a power cut is not guaranteed.
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _write_error(path: Path, exc: OSError) -> SettingsError:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from packfleet._files import atomic_replace
 from packfleet.errors import PkiError
 from packfleet.pki._checks import remake_command, unsupported_kind
 from packfleet.pki._credential import Credential, PrivateKey, key_type_of, subject_cns
@@ -163,27 +161,11 @@ def load_credential(path: Path, password: str | bytes | None = None) -> Credenti
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> Path:
-    """Write ``data`` to ``path`` with ``mode``, never visible half-written or with a wider mode.
+    """Write ``data`` to ``path`` with ``mode``, never half-written nor, for a key, readable by others.
 
-    The temporary file is created with ``O_CREAT | O_EXCL`` and mode 0600 from the start (a key file
-    must never be world-readable, not even for a moment), then given ``mode`` and renamed over
-    ``path`` (``rename(2)`` is atomic within a filesystem).
+    See :func:`packfleet._files.atomic_replace`: the temporary file is 0600 from its creation.
     """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return path
+    return atomic_replace(Path(path), data, mode)
 
 
 def _write_out(path: Path, data: bytes, mode: int) -> Path:
