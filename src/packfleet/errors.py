@@ -12,7 +12,9 @@ mends it. The CLI prints both and exits with ``exit_code``.
     ├── TransportError           TLS and HTTP between nodes
     │   ├── TlsError
     │   ├── ProtocolError        a message does not match its schema
-    │   └── ApiError             the peer answered with a problem document
+    │   ├── ApiError             the peer answered with a problem document
+    │   └── JoinError            `worker join` cannot use its token or the master refused it
+    │       └── PinMismatch      the master presented another certificate than the token pins
     ├── CatalogError             catalog: database, migrations, records
     │   └── NotFound
     ├── PackageError             projects, archives, package runs
@@ -76,7 +78,12 @@ class ProtocolError(TransportError):
 
 
 class ApiError(TransportError):
-    """Raised when the master answers with an RFC 9457 problem document."""
+    """Raised when the master answers with an RFC 9457 problem document.
+
+    The message is the document's ``detail``; ``method`` and ``path`` say which request it answers.
+    A refusal (403) exits like an authorization failure, another 4xx like a usage error (the request
+    cannot be carried out as given), a 5xx like any transport failure.
+    """
 
     def __init__(
         self,
@@ -85,10 +92,18 @@ class ApiError(TransportError):
         status: int,
         problem_type: str = "about:blank",
         fix: str | None = None,
+        method: str = "",
+        path: str = "",
     ) -> None:
         super().__init__(message, fix=fix)
         self.status = status
         self.problem_type = problem_type
+        self.method = method
+        self.path = path
+        if status == 403:
+            self.exit_code = 4
+        elif 400 <= status < 500:
+            self.exit_code = 2
 
 
 class CatalogError(PackfleetError):
@@ -139,9 +154,11 @@ __all__ = [
     "ClusterError",
     "Conflict",
     "ExecutionFailed",
+    "JoinError",
     "NotFound",
     "PackageError",
     "PackfleetError",
+    "PinMismatch",
     "PkiError",
     "ProtocolError",
     "SettingsError",

@@ -95,6 +95,9 @@ class MasterClient:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._retired: list[aiohttp.ClientSession] = []
+        #: Requests in flight per session (by id): a retired session is closed only once it has none,
+        #: since closing an aiohttp session aborts its requests, long-polls included.
+        self._in_flight: dict[int, int] = {}
 
     async def __aenter__(self) -> MasterClient:
         return self
@@ -146,6 +149,28 @@ class MasterClient:
         """Send one request; return parsed JSON (or bytes with ``raw``), raise packfleet errors."""
         await self._drop_retired()
         session = self._get_session()
+        self._in_flight[id(session)] = self._in_flight.get(id(session), 0) + 1
+        try:
+            return await self._send(session, method, path, json_body, data, params, timeout, raw)
+        finally:
+            left = self._in_flight.pop(id(session)) - 1
+            if left:
+                self._in_flight[id(session)] = left
+            elif session in self._retired:
+                self._retired.remove(session)
+                await session.close()
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        json_body: Any,
+        data: bytes | None,
+        params: Mapping[str, str] | None,
+        timeout: float | None,
+        raw: bool,
+    ) -> Any:
         headers = {"Accept": f"application/json, {routes.PROBLEM_CONTENT_TYPE}"}
         body: bytes | None = data
         if json_body is not None:
@@ -178,8 +203,11 @@ class MasterClient:
         return json.loads(payload) if payload else None
 
     async def _drop_retired(self) -> None:
-        while self._retired:
-            await self._retired.pop().close()
+        """Close the retired sessions that carry no request; the others close when their last ends."""
+        idle = [session for session in self._retired if not self._in_flight.get(id(session))]
+        for session in idle:
+            self._retired.remove(session)
+            await session.close()
 
     async def _translate(self, exc: BaseException) -> TransportError:
         cause = _ssl_cause(exc)
@@ -228,8 +256,10 @@ def _problem(status: int, payload: bytes, method: str, path: str) -> ApiError:
         doc = {}
     detail = doc.get("detail") or doc.get("title") or payload[:200].decode(errors="replace")
     return ApiError(
-        f"{method} {path}: {detail or f'HTTP {status}'}",
+        detail or f"the master answered {method} {path} with HTTP {status}",
         status=status,
         problem_type=str(doc.get("type", "about:blank")),
         fix=doc.get("fix"),
+        method=method,
+        path=path,
     )
