@@ -8,6 +8,7 @@ mends it. The CLI prints both and exits with ``exit_code``.
     ├── SettingsError            config: settings files, bindings file, homes
     ├── PkiError                 pki: certificates, keys, stores
     │   ├── CertificateNotFound
+    │   ├── CertificateExpired   a node's own certificate expired: it must be admitted again
     │   └── UnsupportedKey
     ├── TransportError           TLS and HTTP between nodes
     │   ├── TlsError
@@ -59,6 +60,11 @@ class CertificateNotFound(PkiError):
     """Raised when no certificate in a store matches the thumbprint or CN asked for."""
 
 
+class CertificateExpired(PkiError):
+    """Raised when a node's own certificate has expired: the master refuses it during the handshake,
+    so it cannot be renewed over the old one and the node must be admitted again."""
+
+
 class UnsupportedKey(PkiError):
     """Raised when a key is of a kind or size that OpenSSL 3 or packfleet's TLS policy will not use."""
 
@@ -106,6 +112,14 @@ class ApiError(TransportError):
             self.exit_code = 2
 
 
+class JoinError(TransportError):
+    """Raised when ``worker join`` cannot complete: a malformed join token, or a master that refused it."""
+
+
+class PinMismatch(JoinError):
+    """Raised when the master presents a certificate whose SHA-256 is not the one the join token pins."""
+
+
 class CatalogError(PackfleetError):
     """Raised when the catalog database cannot be reached, migrated, or holds no such record."""
 
@@ -150,6 +164,7 @@ __all__ = [
     "ApiError",
     "ArchiveError",
     "CatalogError",
+    "CertificateExpired",
     "CertificateNotFound",
     "ClusterError",
     "Conflict",

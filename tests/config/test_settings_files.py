@@ -192,6 +192,7 @@ def test_manager_round_trip(tmp_path: Path) -> None:
         "MasterEndpoint",
         "MasterHttpsCertThumbprint",
         "AdminCertThumbprint",
+        "NextMasterHttpsCertThumbprint",
     ]
 
 

@@ -157,8 +157,13 @@ def test_kill_9_mid_task_retries_on_the_other_worker(cluster: LocalCluster) -> N
 
 
 def test_master_restart_mid_run_loses_nothing(cluster: LocalCluster) -> None:
-    ids = [run(cluster, "default/etl/sleep", "--param", "seconds=2")["execution_id"] for _ in range(6)]
-    wait_until(lambda: any(execution(cluster, i)["status"] == RUNNING for i in ids), what="a task to run")
+    ids = [run(cluster, "default/etl/sleep", "--param", "seconds=3")["execution_id"] for _ in range(6)]
+
+    def any_running() -> bool:
+        listed = cluster.cli(cluster.master.home, "executions", "list", "--limit", "20", as_json=True)
+        return any(e["status"] == RUNNING and e["execution_id"] in ids for e in listed)
+
+    wait_until(any_running, interval=0.1, what="a task to run")
     cluster.stop(cluster.master)
     time.sleep(2)
     cluster.start_master()

@@ -15,6 +15,7 @@ A typical round trip, as the master's handlers make it::
 
 from packfleet.catalog._base import TASKS_CHANNEL, Clock, canonical_agent_id, utc_now
 from packfleet.catalog._catalog import Catalog
+from packfleet.catalog._joins import ConnectOutcome, JoinOutcome, TokenBinding
 from packfleet.catalog._records import (
     AuditRecord,
     CertificateRecord,
@@ -48,6 +49,7 @@ __all__ = [
     "Catalog",
     "CertificateRecord",
     "Clock",
+    "ConnectOutcome",
     "CompletionReport",
     "CompletionResult",
     "EventInput",
@@ -56,6 +58,7 @@ __all__ = [
     "ExecutionRequest",
     "ExecutionStatus",
     "HeartbeatOutcome",
+    "JoinOutcome",
     "JoinTokenRecord",
     "LeaseStatus",
     "MessageType",
@@ -67,6 +70,7 @@ __all__ = [
     "TaskAssignment",
     "TaskRecord",
     "TaskStatus",
+    "TokenBinding",
     "WorkerCertificate",
     "WorkerInfo",
     "WorkerRecord",

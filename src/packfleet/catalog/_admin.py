@@ -192,12 +192,17 @@ class AdminCatalog(CatalogBase):
         with self._write() as conn:
             self._audit(conn, actor, action, target, details)
 
-    def list_audit(self, *, limit: int = 100, after_id: int = 0) -> list[AuditRecord]:
-        """Audit rows in order, after ``after_id`` (to page or follow the log)."""
+    def list_audit(self, *, limit: int = 100, after_id: int = 0, newest: bool = False) -> list[AuditRecord]:
+        """Audit rows in order, after ``after_id`` (to page or follow the log).
+
+        With ``newest`` the *last* ``limit`` rows (still oldest first), as ``manager audit`` shows them.
+        """
+        query = select(audit_log).where(audit_log.c.id > after_id)
+        query = query.order_by(audit_log.c.id.desc() if newest else audit_log.c.id).limit(limit)
         with self._read() as conn:
-            rows = conn.execute(
-                select(audit_log).where(audit_log.c.id > after_id).order_by(audit_log.c.id).limit(limit)
-            ).all()
+            rows = conn.execute(query).all()
+        if newest:
+            rows = rows[::-1]
         return [
             AuditRecord(row.id, row.time, row.actor, row.action, row.target, dict(row.details))
             for row in rows

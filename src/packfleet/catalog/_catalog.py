@@ -10,12 +10,16 @@ from packfleet.catalog import _engine
 from packfleet.catalog._admin import AdminCatalog
 from packfleet.catalog._base import Clock, utc_now
 from packfleet.catalog._executions import ExecutionCatalog
+from packfleet.catalog._joins import JoinCatalog
 from packfleet.catalog._leases import LeaseCatalog
 from packfleet.catalog._projects import ProjectCatalog
+from packfleet.catalog._rotation import RotationCatalog
 from packfleet.catalog._workers import WorkerCatalog
 
 
-class Catalog(WorkerCatalog, ProjectCatalog, ExecutionCatalog, LeaseCatalog, AdminCatalog):
+class Catalog(
+    JoinCatalog, WorkerCatalog, ProjectCatalog, ExecutionCatalog, LeaseCatalog, AdminCatalog, RotationCatalog
+):
     """The master's database: projects, executions and tasks, workers and trust, audit.
 
     Synchronous and thread-safe: every method is its own transaction on a pooled connection and

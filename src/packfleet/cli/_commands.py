@@ -4,11 +4,16 @@
 from packfleet.cli import (  # noqa: F401
     _binding,
     _cert,
+    _doctor,
     _executions,
+    _join,
     _manager,
+    _manager_certs,
     _master,
     _master_run,
+    _rotate,
     _settings,
+    _tokens,
     _worker,
     _worker_run,
 )

@@ -17,10 +17,11 @@ from rich.table import Table
 from packfleet.cli._client import call, state
 from packfleet.cli._main import cli
 from packfleet.cli._output import json_option
+from packfleet.expiry import expiry_warning
 from packfleet.pki import load_credential
 
-# Warn when a worker certificate has this little life left (days), as `manager certs` does.
-_EXPIRY_WARNING_DAYS = 30
+# The colours of packfleet.expiry's warnings, shared with `manager certs`.
+EXPIRY_STYLE = {"30d": "yellow", "7d": "red", "expired": "bold red"}
 
 
 @cli.group("manager")
@@ -64,8 +65,9 @@ def _workers_table(out: Console, workers: list[dict[str, Any]]) -> None:
         cert = _active_cert(w)
         days = _days_left(cert.get("not_after") if cert else None)
         expiry = "-" if days is None else f"{days:.0f} days"
-        if days is not None and days < _EXPIRY_WARNING_DAYS:
-            expiry = f"[red]{expiry}[/]"
+        level = expiry_warning(days)
+        if level is not None:
+            expiry = f"[{EXPIRY_STYLE[level]}]{expiry} ({level})[/]"
         table.add_row(
             w["agent_id"],
             w.get("display_name", ""),
@@ -192,10 +194,23 @@ def worker_set(ref: str, description: str | None, tags: str | None, display_name
 
 @manager_group.command("audit")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@click.option(
+    "--action",
+    "actions",
+    multiple=True,
+    metavar="ACTION",
+    help="Only these actions, or action families: --action certificate (certificate.add, .revoke...), "
+    "--action store.change. Repeatable.",
+)
 @json_option
-def audit(limit: int) -> None:
+def audit(limit: int, actions: tuple[str, ...]) -> None:
     """Show the audit log: every certificate, binding, worker and role change, newest last."""
-    rows = call(lambda c: c.audit(limit=limit))
+    if actions:
+        # The route pages by id only; filter the newest 10000 rows here and keep the last --limit.
+        everything = call(lambda c: c.audit(limit=10000, newest=True))
+        rows = [r for r in everything if _action_matches(str(r.get("action", "")), actions)][-limit:]
+    else:
+        rows = call(lambda c: c.audit(limit=limit, newest=True))
 
     def human(out: Console) -> None:
         table = Table("time", "actor", "action", "target", "details")
@@ -211,3 +226,7 @@ def audit(limit: int) -> None:
         out.print(table)
 
     state().emit(rows, human)
+
+
+def _action_matches(action: str, wanted: tuple[str, ...]) -> bool:
+    return any(action == w or action.startswith(w.rstrip(".") + ".") for w in wanted)

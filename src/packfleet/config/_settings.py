@@ -107,6 +107,9 @@ class ManagerSettings:
     master_endpoint: str = ""
     master_https_cert_thumbprint: str = ""
     admin_cert_thumbprint: str = ""
+    #: During a master certificate rotation, the certificate the master will serve next: the manager
+    #: accepts it beside the pinned one, as a worker does, so no command fails at the switch.
+    next_master_https_cert_thumbprint: str = ""
 
 
 AnySettings = MasterSettings | WorkerSettings | ManagerSettings
@@ -214,6 +217,7 @@ _MANAGER: _Schema[ManagerSettings] = _Schema(
         _Key("MasterEndpoint", "master_endpoint", v.read_https_endpoint),
         _Key("MasterHttpsCertThumbprint", "master_https_cert_thumbprint", v.read_thumbprint),
         _Key("AdminCertThumbprint", "admin_cert_thumbprint", v.read_thumbprint),
+        _Key("NextMasterHttpsCertThumbprint", "next_master_https_cert_thumbprint", v.read_thumbprint),
     ),
 )
 

@@ -166,14 +166,19 @@ class LocalCluster:
         self.wait_for_master(wait)
         return self.master
 
-    def health(self, timeout: float = 2.0) -> bool:
-        """Whether the master answers ``/api/v1/health`` over TLS with its pinned certificate."""
-        pem = self.master.home / "master.cer.pem"
-        if not pem.exists():
+    def master_pem(self) -> Path:
+        """The master's public certificate as PEM (for ``ssl`` cafile), kept in step with master.cer."""
+        cer, pem = self.master.home / "master.cer", self.root / "master.cer.pem"
+        # Re-derived whenever master.cer changes: a master certificate rotation re-exports it.
+        if not pem.exists() or pem.stat().st_mtime < cer.stat().st_mtime:
             from packfleet.pki import load_credential
 
-            pem.write_bytes(load_credential(self.master.home / "master.cer").cert_pem())
-        ctx = ssl.create_default_context(cafile=str(pem))
+            pem.write_bytes(load_credential(cer).cert_pem())
+        return pem
+
+    def health(self, timeout: float = 2.0) -> bool:
+        """Whether the master answers ``/api/v1/health`` over TLS with its pinned certificate."""
+        ctx = ssl.create_default_context(cafile=str(self.master_pem()))
         conn = http.client.HTTPSConnection(self.host, self.port, context=ctx, timeout=timeout)
         try:
             conn.request("GET", "/api/v1/health")
@@ -217,6 +222,17 @@ class LocalCluster:
             self.cli(node.home, "settings", "set", "worker", key, value, as_json=True)
         args = ["manager", "worker", "add", "--cert", str(node.home / "worker.cer"), "--name", name]
         self.cli(self.master.home, *args, *(["--enable"] if enable else []), as_json=True)
+        return node
+
+    def join_worker(self, name: str, ip: str, token: str, *, settings: dict[str, str] | None = None) -> Node:
+        """Admit a worker with one command run on it: ``worker join TOKEN`` (a token from
+        ``manager token create`` or ``manager worker connect --token``)."""
+        node = self.workers.get(name) or Node(name, self.root / name)
+        self.workers[name] = node
+        node.info = self.cli(node.home, "worker", "join", token, "--name", name, "--ip", ip, as_json=True)
+        overrides = {**(FAST_WORKER_SETTINGS if self.fast else {}), **(settings or {})}
+        for key, value in overrides.items():
+            self.cli(node.home, "settings", "set", "worker", key, value, as_json=True)
         return node
 
     def agent_id(self, name: str) -> str:

@@ -43,7 +43,11 @@ class ManagerClient:
         source = settings_path(home, "manager")
         _require(settings, source)
         admin = CertStore(home, "My")
-        master = CertStore(home, "Root").get(settings.master_https_cert_thumbprint)
+        root = CertStore(home, "Root")
+        pins = [settings.master_https_cert_thumbprint]
+        if settings.next_master_https_cert_thumbprint:
+            pins.append(settings.next_master_https_cert_thumbprint)  # a rotation is under way
+        pinned_pem = "".join(root.get(pin).cert_pem().decode() for pin in pins)
         admin_thumbprint = settings.admin_cert_thumbprint
         if admin.get(admin_thumbprint).private_key is None:
             raise SettingsError(
@@ -52,13 +56,13 @@ class ManagerClient:
                 fix="packfleet cert import admin.pfx --password P --store My",
             )
         context = client_context(
-            admin.cert_path(admin_thumbprint), admin.key_path(admin_thumbprint), master.cert_pem().decode()
+            admin.cert_path(admin_thumbprint), admin.key_path(admin_thumbprint), pinned_pem
         )
         client = MasterClient(
             settings.master_endpoint,
             context,
             role="manager",
-            pins=[settings.master_https_cert_thumbprint],
+            pins=pins,
             own_thumbprint=admin_thumbprint,
             timeout=timeout,
         )
@@ -123,9 +127,71 @@ class ManagerClient:
         result: dict[str, Any] = await self._call("DELETE", _path(routes.ADMIN_WORKER, ref=ref))
         return result
 
+    async def certificates(self) -> list[dict[str, Any]]:
+        """Every fleet certificate (master, admin, workers) with ``days_left`` and ``warning``."""
+        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_CERTIFICATES)
+        return result
+
+    async def metrics(self) -> str:
+        """The master's Prometheus exposition text (``GET /metrics``)."""
+        body: bytes = await self._call("GET", routes.METRICS, raw=True)
+        return body.decode()
+
     async def revoke_certificate(self, thumbprint: str) -> dict[str, Any]:
         path = _path(routes.ADMIN_CERTIFICATE_REVOKE, thumbprint=thumbprint)
         result: dict[str, Any] = await self._call("POST", path)
+        return result
+
+    async def connect_worker(self, ref: str, cert_pem: str) -> dict[str, Any]:
+        """Give worker ``ref`` the certificate ``cert_pem``; its old ones leave the master's Root store."""
+        path = _path(routes.ADMIN_WORKER_CONNECT, ref=ref)
+        result: dict[str, Any] = await self._call("POST", path, json_body={"cert_pem": cert_pem})
+        return result
+
+    # --- join tokens --------------------------------------------------------------------------
+
+    async def create_token(
+        self,
+        *,
+        ttl_seconds: float = 3600.0,
+        uses: int = 1,
+        enable: bool = False,
+        endpoint: str = "",
+        worker: str = "",
+    ) -> dict[str, Any]:
+        """A join token (``token`` is shown only in this answer); ``worker`` binds it to that worker."""
+        body = {
+            "ttl_seconds": ttl_seconds,
+            "uses": uses,
+            "enable": enable,
+            "endpoint": endpoint,
+            "worker": worker,
+        }
+        result: dict[str, Any] = await self._call("POST", routes.ADMIN_TOKENS, json_body=body)
+        return result
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_TOKENS)
+        return result
+
+    async def revoke_token(self, token_id: str) -> dict[str, Any]:
+        path = _path(routes.ADMIN_TOKEN_REVOKE, token_id=token_id)
+        result: dict[str, Any] = await self._call("POST", path)
+        return result
+
+    async def master_cert_rotation(self) -> dict[str, Any]:
+        """The master certificate rotation under way (``phase`` "none" when there is none), per worker."""
+        result: dict[str, Any] = await self._call("GET", routes.ADMIN_ROTATION_MASTER_CERT)
+        return result
+
+    async def rotate_master_cert(
+        self, action: str, *, cns: list[str] | None = None, days: int | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        """Advance the master certificate rotation: ``start``, ``switch``, ``finish`` or ``abort``."""
+        body: dict[str, Any] = {"action": action, "cns": list(cns or []), "force": force}
+        if days is not None:
+            body["days"] = days
+        result: dict[str, Any] = await self._call("POST", routes.ADMIN_ROTATION_MASTER_CERT, json_body=body)
         return result
 
     # --- projects -----------------------------------------------------------------------------
@@ -190,8 +256,10 @@ class ManagerClient:
         result: dict[str, Any] = await self._call("POST", path)
         return result
 
-    async def audit(self, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]:
-        params = {"limit": str(limit), "after_id": str(after_id)}
+    async def audit(
+        self, limit: int = 100, after_id: int = 0, *, newest: bool = False
+    ) -> list[dict[str, Any]]:
+        params = {"limit": str(limit), "after_id": str(after_id), "newest": "1" if newest else "0"}
         result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_AUDIT, params=params)
         return result
 

@@ -84,11 +84,16 @@ async def add_worker(call: Call) -> web.StreamResponse:
         display_name=ask.display_name,
         enable=ask.enable,
     )
-    await state.db(CertStore(state.home, "Root").add, public)
-    state.principals.invalidate([record.thumbprint])
-    log.info("certificate %s added to the Root store by %s", record.thumbprint, call.caller.actor)
-    await state.reload_trust()
+    await trust_in_root(state, public, actor=call.caller.actor)
     return json_response(record.to_dict(), status=201)
+
+
+async def trust_in_root(state: MasterState, public: Credential, *, actor: str) -> None:
+    """Install a worker certificate into the master's Root store and serve the new trust at once."""
+    await state.db(CertStore(state.home, "Root").add, public)
+    state.principals.invalidate([public.thumbprint])
+    log.info("certificate %s added to the Root store by %s", public.thumbprint, actor)
+    await state.reload_trust()
 
 
 async def get_worker(call: Call) -> web.StreamResponse:
@@ -349,7 +354,10 @@ async def cancel(call: Call) -> web.StreamResponse:
 async def audit(call: Call) -> web.StreamResponse:
     limit = query_int(call.request, "limit", 100, minimum=1, maximum=_LIST_LIMIT)
     after_id = query_int(call.request, "after_id", 0, minimum=0, maximum=2**62)
-    records = await call.state.db(call.state.catalog.list_audit, limit=limit, after_id=after_id)
+    newest = call.request.query.get("newest", "") in ("1", "true")
+    records = await call.state.db(
+        call.state.catalog.list_audit, limit=limit, after_id=after_id, newest=newest
+    )
     return json_response([r.to_dict() for r in records])
 
 

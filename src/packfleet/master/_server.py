@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +22,7 @@ from aiohttp.typedefs import Handler as AiohttpHandler
 from packfleet import __version__
 from packfleet.catalog import Catalog, utc_now
 from packfleet.errors import PackfleetError
-from packfleet.master import _admin_api, _worker_api
+from packfleet.master import _admin_api, _bulk_api, _fleet, _join_api, _renewal, _rotation, _worker_api
 from packfleet.master._api import Endpoint, openapi_document
 from packfleet.master._auth import (
     Caller,
@@ -33,6 +33,7 @@ from packfleet.master._auth import (
     thumbprint_of_der,
 )
 from packfleet.master._jobs import Job, JobRunner
+from packfleet.master._metrics import METRICS, CountingSite, MasterMetrics, metrics_of
 from packfleet.master._problems import (
     Problem,
     forbidden,
@@ -41,6 +42,7 @@ from packfleet.master._problems import (
     internal_error,
 )
 from packfleet.master._state import STATE, Call, MasterState, json_response
+from packfleet.master._store_audit import root_thumbprints, store_change
 from packfleet.master._tls import WILDCARD, TlsMaterial, load_tls_material
 from packfleet.master._wakeup import EVENTS, TASKS, LocalWakeups
 from packfleet.protocol import routes
@@ -51,10 +53,13 @@ log = logging.getLogger("packfleet.master")
 #: Leases held when the master starts get at least this long: while the master was away no worker
 #: could renew them, and a worker's default LeaseInterval (SSIS) is one minute.
 LEASE_GRACE_AFTER_START = timedelta(minutes=1)
+#: How often the master logs certificates near expiry (and once at start).
+EXPIRY_CHECK_INTERVAL = 24 * 3600.0
 
 
 async def _health(call: Call) -> web.StreamResponse:
-    return json_response({"status": "ok", "version": __version__})
+    # The master's UTC time lets `packfleet doctor` on a worker measure clock skew.
+    return json_response({"status": "ok", "version": __version__, "time": call.state.clock().isoformat()})
 
 
 @functools.cache
@@ -71,6 +76,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", routes.OPENAPI, _openapi, "open", "This OpenAPI 3.1 document"),
     *_worker_api.ENDPOINTS,
     *_admin_api.ENDPOINTS,
+    *_bulk_api.ENDPOINTS,
+    *_join_api.ENDPOINTS,
+    *_renewal.ENDPOINTS,
+    *_rotation.ENDPOINTS,
+    *_fleet.ENDPOINTS,
 )
 
 
@@ -127,6 +137,9 @@ def _http_problem(exc: web.HTTPException, request: web.Request) -> Problem:
 
 
 def _log_refusal(request: web.Request, problem: Problem) -> None:
+    metrics = metrics_of(request.app)
+    if metrics is not None:
+        metrics.refusal(problem.slug)
     who = problem.thumbprint or "no certificate"
     log.warning(
         "refused %s %s (%s): %d %s", request.method, request.path, who, problem.status, problem.detail
@@ -203,6 +216,9 @@ class MasterServer:
         self._jobs = JobRunner()
         self._reload_lock = asyncio.Lock()
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        #: Prometheus metrics of this master (its own registry: see packfleet.master._metrics).
+        self.metrics = MasterMetrics()
+        self._root_seen: frozenset[str] = frozenset()
         self.port = 0
 
     @property
@@ -230,8 +246,10 @@ class MasterServer:
         loop = asyncio.get_running_loop()
         self._fingerprint = await loop.run_in_executor(None, _store_fingerprint, self.home)
         material = await loop.run_in_executor(None, load_tls_material, self.home)
-        self._tls = HotSwapServerContext(material.context())
+        self._tls = HotSwapServerContext(material.context(), on_client_hello=self.metrics.client_hello)
         self._material = material
+        self.metrics.serving = (material.thumbprint, material.binding.certstorename)
+        self._root_seen = await loop.run_in_executor(None, root_thumbprints, self.home)
         settings = material.settings
         url = settings.resolved_catalog_url(self.home)
         # SQLite allows one writer: one thread keeps catalog calls in order instead of contending.
@@ -258,6 +276,10 @@ class MasterServer:
             reload_trust=self.try_reload,
         )
         self._state = state
+        state.rotation = _rotation.MasterCertRotation(
+            state, serving=lambda: self.serving_thumbprint, reload=self.reload, paused=self.reloads_paused
+        )
+        await state.rotation.load()
         renewed = await state.db(catalog.renew_leases, LEASE_GRACE_AFTER_START)
         if renewed:
             log.info("renewed %d lease(s) held while the master was away", renewed)
@@ -271,13 +293,16 @@ class MasterServer:
                 fix=f"stop what uses port {port} (ss -ltnp 'sport = :{port}') or change it: "
                 "packfleet settings set master PortNumber N",
             ) from exc
+        app = build_app(state)
+        app[METRICS] = self.metrics
         self._runner = web.AppRunner(
-            build_app(state), handle_signals=False, access_log=None, shutdown_timeout=self._shutdown_timeout
+            app, handle_signals=False, access_log=None, shutdown_timeout=self._shutdown_timeout
         )
         await self._runner.setup()
-        await web.SockSite(self._runner, sock, ssl_context=self._tls.base).start()
+        await CountingSite(self._runner, sock, ssl_context=self._tls.base, metrics=self.metrics).start()
         self.port = sock.getsockname()[1]
         self._jobs.start(self._job_list())
+        await self.expiry_once()
         log.info(
             "master started on %s:%d serving certificate %s (binding %s, %s store); catalog %s",
             self.host,
@@ -298,7 +323,15 @@ class MasterServer:
         ]
         if self._watch_interval > 0:
             jobs.append(Job("watch-files", self._watch_interval, self._watch_once))
+        jobs.append(Job("certificate-expiry", EXPIRY_CHECK_INTERVAL, self.expiry_once))
         return jobs
+
+    async def expiry_once(self) -> None:
+        """Log a warning for each fleet certificate within 30 (or 7) days of expiry; daily and at start."""
+        try:
+            await _fleet.log_expiring(self.state, self.metrics.serving)
+        except PackfleetError as exc:
+            log.warning("cannot check certificate expiry: %s", exc.message)
 
     async def sweep_once(self) -> None:
         """DealWithExpiredTasks: requeue (or end) tasks whose lease expired, and wake long-polls."""
@@ -358,6 +391,15 @@ class MasterServer:
                 raise
             old = self._material
             self._material = material
+            self.metrics.serving = (material.thumbprint, material.binding.certstorename)
+            await self._audit_store_change()
+            if material.thumbprint != old.thumbprint:
+                # Whoever edited the binding (a rotation, `packfleet binding add`, an editor), the
+                # master records what it now serves: DESIGN.md wants every binding change audited.
+                details = {"old": old.thumbprint, "new": material.thumbprint}
+                await self.state.db(
+                    self.state.catalog.audit, "master", "binding.apply", material.binding.ipport, details
+                )
             if material.settings.port_number != old.settings.port_number and self._port_override is None:
                 log.warning(
                     "PortNumber changed from %d to %d: restart the master to listen on the new port",
@@ -374,6 +416,21 @@ class MasterServer:
                 "reloaded: serving certificate %s, trusting %d certificate(s)", material.thumbprint, trusted
             )
 
+    @contextlib.asynccontextmanager
+    async def reloads_paused(self) -> AsyncIterator[None]:
+        """Hold off reloads (SIGHUP, the file watcher) while several files change together."""
+        async with self._reload_lock:
+            yield
+
+    async def _audit_store_change(self) -> None:
+        """Write ``store.change`` when the Root store differs from what was trusted before."""
+        loop = asyncio.get_running_loop()
+        now = await loop.run_in_executor(None, root_thumbprints, self.home)
+        details = store_change(self._root_seen, now)
+        self._root_seen = now
+        if details is not None:
+            await self.state.db(self.state.catalog.audit, "master", "store.change", "Root", details)
+
     async def try_reload(self) -> None:
         """:meth:`reload`, logging a refusal instead of raising it (SIGHUP, file watcher, admin changes)."""
         with contextlib.suppress(PackfleetError):
@@ -385,6 +442,8 @@ class MasterServer:
             return
         await self._jobs.stop()
         if self._state is not None:
+            for task in list(self._state.background):
+                task.cancel()
             self._state.closing = True
             self._state.wakeups.notify_all()
         if self._runner is not None:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from aiohttp import web
 
@@ -19,6 +19,9 @@ from packfleet.master._auth import Caller, ConnectionRegistry, PrincipalCache
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._wakeup import Wakeups
 from packfleet.protocol import decode
+
+if TYPE_CHECKING:
+    from packfleet.master._rotation import MasterCertRotation
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -44,6 +47,8 @@ class MasterState:
     closing: bool = False
     max_wait: float = MAX_WAIT_SECONDS
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: The master certificate rotation (set once the server has started).
+    rotation: MasterCertRotation | None = None
 
     async def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous catalog call on the catalog's executor, never on the event loop.

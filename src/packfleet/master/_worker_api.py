@@ -66,6 +66,8 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         master_time=state.clock().isoformat(),
         agent_id=outcome.worker.agent_id if outcome.worker is not None else beat.agent_id,
     )
+    if state.rotation is not None and outcome.worker is not None:
+        reply = state.rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
     return json_response(protocol.encode(reply))
 
 
@@ -100,7 +102,9 @@ async def lease(call: Call) -> web.StreamResponse:
             break
     if tasks:
         leased_text = ", ".join(f"task {t.task_id}#{t.attempt}" for t in tasks)
-        log.info("leased %s to %s", leased_text, caller.worker_label)
+        # DEBUG: one line per lease request is hundreds a second under load (make bench), and the
+        # execution's own status and events already say which worker took it.
+        log.debug("leased %s to %s", leased_text, caller.worker_label)
     return json_response(protocol.encode(protocol.LeaseReply(tasks=tasks)))
 
 

@@ -8,6 +8,10 @@
 from packfleet.protocol import _routes as routes
 from packfleet.protocol._codec import decode, encode
 from packfleet.protocol._messages import (
+    CertificateRenewal,
+    CertificateRenewalReply,
+    CertificateRetirement,
+    CertificateRetirementReply,
     CompletionBatch,
     CompletionReply,
     CompletionReport,
@@ -18,6 +22,9 @@ from packfleet.protocol._messages import (
     EventSource,
     Heartbeat,
     HeartbeatReply,
+    JoinChallenge,
+    JoinReply,
+    JoinRequest,
     LeaseRef,
     LeaseReply,
     LeaseRequest,
@@ -26,9 +33,22 @@ from packfleet.protocol._messages import (
     TaskHeartbeat,
     TaskHeartbeatReply,
     WorkerState,
+    renewal_proof_message,
+)
+from packfleet.protocol._tokens import (
+    JoinToken,
+    hash_secret,
+    join_proof_message,
+    new_join_token,
+    parse_join_token,
+    secret_matches,
 )
 
 __all__ = [
+    "CertificateRenewal",
+    "CertificateRenewalReply",
+    "CertificateRetirement",
+    "CertificateRetirementReply",
     "CompletionBatch",
     "CompletionReply",
     "CompletionReport",
@@ -39,6 +59,10 @@ __all__ = [
     "EventSource",
     "Heartbeat",
     "HeartbeatReply",
+    "JoinChallenge",
+    "JoinReply",
+    "JoinRequest",
+    "JoinToken",
     "LeaseRef",
     "LeaseReply",
     "LeaseRequest",
@@ -49,5 +73,11 @@ __all__ = [
     "WorkerState",
     "decode",
     "encode",
+    "hash_secret",
+    "join_proof_message",
+    "new_join_token",
+    "parse_join_token",
+    "renewal_proof_message",
     "routes",
+    "secret_matches",
 ]

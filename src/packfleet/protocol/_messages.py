@@ -29,6 +29,9 @@ class Heartbeat:
     max_tasks: int
     version: str
     cert_not_after: str = ""
+    #: The master certificate thumbprints this worker accepts (its pin, then the next one during a
+    #: rotation): how the master learns that every worker is ready before it switches certificates.
+    accepted_master_thumbprints: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class HeartbeatReply:
     #: During a master certificate rotation: the PEM of the certificate the master will serve next,
     #: which the worker adds to its Root store and accepts alongside the pinned one.
     next_master_cert_pem: str = ""
+    #: The certificate the master serves now: a worker whose NextMasterHttpsCertThumbprint names it
+    #: promotes that pin; one that pins a next certificate no rotation announces drops it (aborted).
+    master_cert_thumbprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,3 +154,88 @@ class CompletionResult:
 @dataclass(frozen=True)
 class CompletionReply:
     results: list[CompletionResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CertificateRenewal:
+    """A worker's new certificate, sent over a connection authenticated by its current one.
+
+    ``proof`` is the new key's signature (base64) over :func:`renewal_proof_message`: only the
+    holder of the new private key can produce it, so nobody can bind a certificate they merely copied.
+    """
+
+    agent_id: str
+    cert_pem: str
+    signed_at: str
+    proof: str
+
+
+@dataclass(frozen=True)
+class CertificateRenewalReply:
+    thumbprint: str
+    agent_id: str
+    not_after: str
+
+
+@dataclass(frozen=True)
+class CertificateRetirement:
+    """Sent with the new certificate: the old one (of the same worker) may be retired."""
+
+    agent_id: str
+    thumbprint: str
+
+
+@dataclass(frozen=True)
+class CertificateRetirementReply:
+    thumbprint: str
+    removed_from_root: bool
+
+
+def renewal_proof_message(agent_id: str, new_thumbprint: str, old_thumbprint: str, signed_at: str) -> bytes:
+    """The bytes a worker signs with its new key; they name both certificates and the time, so a
+    proof cannot be replayed for another worker, another pair of certificates or much later."""
+    lines = ["packfleet worker certificate renewal", agent_id, new_thumbprint, old_thumbprint, signed_at]
+    return "".join(f"{line}\n" for line in lines).encode("ascii")
+
+
+@dataclass(frozen=True)
+class JoinChallenge:
+    """``GET /api/v1/join``: the master's time, which the joining worker signs (freshness of its proof).
+
+    Signing the master's own clock reading rather than the worker's spares a new machine whose clock
+    is off by more than the master's window a refusal it could not understand.
+    """
+
+    issued_at: str
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """``POST /api/v1/join``: a worker enrolls its certificate with a join token.
+
+    ``signature`` (base64) is the worker key's signature over
+    :func:`~packfleet.protocol.join_proof_message` of ``token_id``, ``issued_at``, the SHA-256 of
+    ``cert_pem`` and ``agent_id``: proof that the caller holds the private key of what it enrolls.
+    """
+
+    token_id: str
+    secret: str
+    cert_pem: str
+    agent_id: str
+    display_name: str
+    issued_at: str
+    signature: str
+
+
+@dataclass(frozen=True)
+class JoinReply:
+    """The enrolled worker: the AgentId to use (a token bound to a worker imposes its own), and state."""
+
+    agent_id: str
+    display_name: str
+    worker_thumbprint: str
+    master_thumbprint: str
+    enabled: bool
+    #: True when this was a retry of a join that had already succeeded (no token use was spent).
+    repeated: bool
+    message: str

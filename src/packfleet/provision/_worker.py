@@ -81,6 +81,16 @@ def trust_master_certificate(home: Path, master_cert: Path, endpoint: str) -> tu
     return info.thumbprint, warnings
 
 
+def create_worker_certificate(
+    home: Path, names: list[str], *, key_type: str = "ecdsa-p256", days: int = 365
+) -> Credential:
+    """Make the worker certificate ``CN=<name>;CN=<ip>`` and store it as the seed's MakeCert line does."""
+    cred = create_self_signed(names, key_type=key_type, days=days)
+    CertStore(home, "My").add(cred)  # MakeCert ... -ss My -sr LocalMachine
+    CertStore(home, "Root").add(Credential(cred.certificate, None))  # seed step 2: also in its own Root
+    return cred
+
+
 def init_worker(
     home: Path,
     *,
@@ -121,9 +131,7 @@ def init_worker(
             "MasterHttpsCertThumbprint T)"
         )
 
-    cred = create_self_signed(names, key_type=key_type, days=days)
-    CertStore(home, "My").add(cred)  # MakeCert ... -ss My -sr LocalMachine
-    CertStore(home, "Root").add(Credential(cred.certificate, None))  # seed step 2: also in its own Root
+    cred = create_worker_certificate(home, names, key_type=key_type, days=days)
 
     existing = load_worker_settings(home) if settings_path(home, "worker").exists() else WorkerSettings()
     settings = replace(

@@ -6,6 +6,7 @@ from packfleet.transport._explain import (
     explain_client_failure,
     fetch_server_certificate,
 )
+from packfleet.transport._pinned import PinnedConnection
 from packfleet.transport._policy import (
     HotSwapServerContext,
     client_context,
@@ -18,6 +19,7 @@ __all__ = [
     "HotSwapServerContext",
     "MasterClient",
     "PeerCertificate",
+    "PinnedConnection",
     "client_context",
     "explain_client_failure",
     "fetch_server_certificate",

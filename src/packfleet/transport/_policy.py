@@ -130,9 +130,15 @@ class HotSwapServerContext:
     verify store; the verify mode stays that of the base, which is the same for every master context.
     """
 
-    def __init__(self, initial: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        initial: ssl.SSLContext,
+        *,
+        on_client_hello: Callable[[ssl.SSLObject], None] | None = None,
+    ) -> None:
         self._lock = Lock()
         self._current = initial
+        self._on_client_hello = on_client_hello
         self.base = initial
         self.base.sni_callback = self._select
 
@@ -148,6 +154,10 @@ class HotSwapServerContext:
         return new
 
     def _select(self, ssl_object: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        # The one place that sees every handshake begin: the master counts TLS handshakes (and so
+        # their failures, which asyncio does not report) from here.
+        if self._on_client_hello is not None:
+            self._on_client_hello(ssl_object)
         current = self._current
         if ssl_object.context is not current:
             ssl_object.context = current

@@ -14,12 +14,23 @@ from packfleet.worker._agent import AgentTiming, WorkerAgent, run_worker
 from packfleet.worker._identity import WorkerIdentity, certificate_names, host_matches, load_identity
 from packfleet.worker._logcache import LogCache
 from packfleet.worker._machine import MachineProbe, PsutilProbe
+from packfleet.worker._renewal import (
+    Pending,
+    read_pending,
+    readmit_fix,
+    register_next_certificate,
+    renewal_due,
+    retire_previous,
+    running_agent,
+    signal_agent,
+)
 from packfleet.worker._service import install_hint, render_unit
 
 __all__ = [
     "AgentTiming",
     "LogCache",
     "MachineProbe",
+    "Pending",
     "PsutilProbe",
     "WorkerAgent",
     "WorkerIdentity",
@@ -27,6 +38,13 @@ __all__ = [
     "host_matches",
     "install_hint",
     "load_identity",
+    "read_pending",
+    "readmit_fix",
+    "register_next_certificate",
     "render_unit",
+    "renewal_due",
+    "retire_previous",
     "run_worker",
+    "running_agent",
+    "signal_agent",
 ]

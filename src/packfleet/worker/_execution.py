@@ -145,9 +145,11 @@ class TaskExecution:
             log.error("%s: %s", self.where, exc)
             return self._report("failed", None, exc.message)
         running.handle = handle
-        log.info("%s: %s/%s runs as process %s", self.where, a.project, a.package, handle.pid)
+        # Per-task lines are DEBUG: at hundreds of tasks per second INFO lines cost the worker CPU
+        # (make bench) and drown the lines an operator needs; the task's own events say the same.
+        log.debug("%s: %s/%s runs as process %s", self.where, a.project, a.package, handle.pid)
         if running.cancel_reason is not None:  # a cancel arrived while the package was starting
             self._kill(running)
         result = await handle.wait()
-        log.info("%s: %s (exit code %s)", self.where, result.outcome, result.exit_code)
+        log.debug("%s: %s (exit code %s)", self.where, result.outcome, result.exit_code)
         return self._report(result.outcome, result.exit_code, result.message)

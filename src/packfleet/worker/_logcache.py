@@ -66,14 +66,19 @@ class _Attempt:
         return self.acked_seq >= self.next_seq - 1
 
 
-def _write_small(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically: a crash leaves the old content or the new one, never half."""
+def _write_small(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` atomically: a crash leaves the old content or the new one, never half.
+
+    ``durable=False`` skips the fsync (about 0.5 ms on the event loop on ext4): for a file whose
+    loss after a power cut only costs a harmless re-send, the rename alone keeps it whole.
+    """
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -283,7 +288,9 @@ class LogCache:
             for done_seq in [s for s in entry.inflight if s <= seq]:
                 del entry.inflight[done_seq]
             state = {"seq": entry.acked_seq, "offset": entry.acked_offset}
-            _write_small(entry.sibling(_ACKED), json.dumps(state).encode())
+            # Not fsynced (make bench: one fsync per task on the event loop): an .acked position lost
+            # to a power cut only re-sends events the master already has and drops by their seq.
+            _write_small(entry.sibling(_ACKED), json.dumps(state).encode(), durable=False)
             self._forget_if_settled(entry)
 
     def pending_completions(self) -> list[CompletionReport]:

@@ -1,0 +1,231 @@
+"""The cluster every scenario stands on: a real master and workers, with a bench project deployed.
+
+Built with :class:`~packfleet.localcluster.LocalCluster` exactly as an administrator would (every
+step a ``packfleet`` command), on loopback, with mutual TLS. Workers run with SSIS's default
+intervals, except ``TaskRequestMaxCPU`` 100: a benchmark saturates both cores on purpose, and the
+default 70 % gate would make the workers stop asking for tasks — measuring the gate, not the
+control plane.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine, create_engine, text
+
+from packfleet.errors import ClusterError
+from packfleet.localcluster import LocalCluster
+from packfleet.manager import ManagerClient
+from packfleet.protocol import routes
+
+#: Where ``--catalog postgresql`` creates its throwaway database (override with PACKFLEET_BENCH_PG).
+DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+#: The bench project: the same no-op package in both isolation modes.
+PROJECT_TOML = """\
+[project]
+name = "bench"
+version = "1.0.0"
+description = "No-op packages for make bench"
+
+[packages.noop]
+kind = "python"
+entry = "bench_tasks:noop"
+isolation = "fresh"
+
+[packages.noop_pooled]
+kind = "python"
+entry = "bench_tasks:noop"
+isolation = "pooled"
+max_tasks_per_process = 1000
+"""
+PROJECT_CODE = '''\
+"""What a trivial package costs: nothing but the call."""
+
+
+def noop(ctx):
+    return None
+'''
+PACKAGES = {"fresh": "noop", "pooled": "noop_pooled"}
+FINISHED = (3, 4, 6, 7, 9)  # SSIS execution status codes that end an execution
+SUCCEEDED = 7
+
+WORKER_SETTINGS = {"TaskRequestMaxCPU": "100", "TaskRequestMinMemory": "1"}
+
+
+def write_project(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "packfleet.toml").write_text(PROJECT_TOML)
+    (folder / "bench_tasks.py").write_text(PROJECT_CODE)
+    return folder
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database, dropped afterwards; yields its SQLAlchemy URL."""
+    admin = os.environ.get("PACKFLEET_BENCH_PG", DEFAULT_PG_ADMIN)
+    name = f"pf_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _epoch(value: Any) -> float:
+    """A catalog timestamp as POSIX seconds (SQLite hands back naive UTC text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return float(value.timestamp())
+
+
+class BenchCluster:
+    """A master and ``workers`` workers (127.0.0.2, .3, ...) under a temporary folder."""
+
+    def __init__(
+        self,
+        catalog: str = "sqlite",
+        *,
+        workers: int = 2,
+        worker_settings: dict[str, str] | None = None,
+        keep: bool = False,
+    ) -> None:
+        self.catalog = catalog
+        self.worker_count = workers
+        self.worker_settings = {**WORKER_SETTINGS, **(worker_settings or {})}
+        self.keep = keep
+        self._stack = contextlib.ExitStack()
+        self.root = Path(tempfile.mkdtemp(prefix="packfleet-bench-"))
+        self.url: str | None = None
+        self.cluster: LocalCluster | None = None
+        self._engine: Engine | None = None
+
+    def __enter__(self) -> BenchCluster:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        if self.catalog == "postgresql":
+            self.url = self._stack.enter_context(pg_database())
+        cluster = self._stack.enter_context(
+            LocalCluster(self.root / "cluster", catalog_url=self.url, fast=False)
+        )
+        self.cluster = cluster
+        cluster.init_master()
+        cluster.start_master()
+        names = [f"worker{i + 1}" for i in range(self.worker_count)]
+        for i, name in enumerate(names):
+            cluster.add_worker(name, f"127.0.0.{i + 2}", settings=self.worker_settings)
+            cluster.start_worker(name)
+        if names:
+            cluster.wait_for_workers(names)
+        project = write_project(self.root / "project")
+        cluster.cli(cluster.master.home, "deploy", str(project), as_json=True)
+        self.url = self.url or f"sqlite:///{cluster.master.home / 'catalog.db'}"
+        self._engine = create_engine(self.url)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        self._stack.close()
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- processes ---------------------------------------------------------------------------
+
+    @property
+    def master_home(self) -> Path:
+        assert self.cluster is not None  # noqa: S101 - set by __enter__
+        return self.cluster.master.home
+
+    def pids(self) -> list[int]:
+        assert self.cluster is not None  # noqa: S101 - set by __enter__
+        return [p.pid for p in self.cluster.processes()]
+
+    def master_pid(self) -> int:
+        assert self.cluster is not None and self.cluster.master.process is not None  # noqa: S101
+        return self.cluster.master.process.pid
+
+    # -- submitting and waiting -------------------------------------------------------------
+
+    def manager(self) -> ManagerClient:
+        return ManagerClient.from_home(self.master_home)
+
+    @staticmethod
+    async def submit_bulk(manager: ManagerClient, package: str, count: int) -> list[int]:
+        body = {"folder": "default", "project": "bench", "package": package, "count": count}
+        reply = await manager.client.request("POST", routes.ADMIN_EXECUTIONS_BULK, json_body=body)
+        return [int(i) for i in reply["execution_ids"]]
+
+    def _scalar(self, sql: str, **params: Any) -> Any:
+        assert self._engine is not None  # noqa: S101 - set by __enter__
+        with self._engine.connect() as conn:
+            return conn.execute(text(sql), params).scalar()
+
+    def wait_finished(self, first: int, last: int, *, timeout: float, poll: float = 0.05) -> None:
+        """Wait until every execution with id in ``first..last`` has ended; raise if any failed."""
+        deadline = time.monotonic() + timeout
+        wanted = last - first + 1
+        finished = ",".join(str(s) for s in FINISHED)
+        while True:
+            done = self._scalar(
+                f"SELECT count(*) FROM executions WHERE id BETWEEN :a AND :b AND status IN ({finished})",  # noqa: S608 - constants
+                a=first,
+                b=last,
+            )
+            if done >= wanted:
+                break
+            if time.monotonic() > deadline:
+                raise ClusterError(f"only {done} of {wanted} executions ended within {timeout:.0f} s")
+            time.sleep(poll)
+        failed = self._scalar(
+            "SELECT count(*) FROM executions WHERE id BETWEEN :a AND :b AND status != :ok",
+            a=first,
+            b=last,
+            ok=SUCCEEDED,
+        )
+        if failed:
+            raise ClusterError(f"{failed} of {wanted} bench executions did not succeed")
+
+    def last_ended(self, first: int, last: int) -> float:
+        return _epoch(
+            self._scalar(
+                "SELECT max(ended_at) FROM tasks WHERE execution_id BETWEEN :a AND :b", a=first, b=last
+            )
+        )
+
+    def timings(self, ids: Sequence[int]) -> list[tuple[float, float, float]]:
+        """``(created, leased, ended)`` POSIX times of each execution, from the master's own clock."""
+        assert self._engine is not None  # noqa: S101 - set by __enter__
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT e.created_at, t.started_at, t.ended_at FROM executions e "
+                    "JOIN tasks t ON t.execution_id = e.id WHERE e.id BETWEEN :a AND :b ORDER BY e.id"
+                ),
+                {"a": min(ids), "b": max(ids)},
+            ).all()
+        return [(_epoch(c), _epoch(s), _epoch(e)) for c, s, e in rows]

@@ -1,0 +1,192 @@
+"""``fleet``: many simulated workers heartbeating against one master.
+
+Each simulated agent has its own ECDSA certificate (in the master's Root store, as the seed's
+"install the worker certificate into Root" step puts it) and its own keep-alive TLS connection, and
+heartbeats every ``interval`` seconds, spread evenly over the interval as real workers drift apart.
+An agent's first heartbeat (handshake, registration) is the warm-up and is not counted; the
+following rounds are. Unknown certificates register as disabled workers, as in SSIS; the heartbeat
+route and its catalog write are the same for enabled ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+import time
+import uuid
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from packfleet.bench._cluster import BenchCluster
+from packfleet.bench._load import run_processes
+from packfleet.bench._stats import Result, load_average, percentile
+from packfleet.pki import CertStore, create_self_signed, load_credential, load_credential_bytes
+
+CLIENT_PROCESSES = 4
+
+
+def make_agents(bench: BenchCluster, count: int, folder: Path) -> list[tuple[str, str, str]]:
+    """``count`` agent certificates, trusted by the master; ``(cert file, key file, agent id)`` each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    root = CertStore(bench.master_home, "Root")
+    agents = []
+    for i in range(count):
+        cred = create_self_signed([f"fleet-{i}"])
+        cert, key = folder / f"{i}.cer", folder / f"{i}.key"
+        cert.write_bytes(cred.cert_pem())
+        key.write_bytes(cred.key_pem())
+        key.chmod(0o600)
+        root.add(load_credential_bytes(cred.cert_pem()))
+        agents.append((str(cert), str(key), str(uuid.uuid4())))
+    os.kill(bench.master_pid(), signal.SIGHUP)  # reload trust: the Root store changed
+    return agents
+
+
+def heartbeat_load(
+    queue: Queue[Any],
+    endpoint: str,
+    master_pem: str,
+    master_thumbprint: str,
+    agents: list[tuple[str, str, str]],
+    first_at: float,
+    interval: float,
+    rounds: int,
+    offset: int,
+    total: int,
+) -> None:
+    """Heartbeat ``rounds + 1`` times per agent; put the latencies (ms) of all but the first."""
+    from packfleet import __version__
+    from packfleet.protocol import Heartbeat, encode, routes
+    from packfleet.transport import MasterClient, client_context
+
+    async def agent(index: int, cert: str, key: str, agent_id: str, samples: list[float]) -> None:
+        context = client_context(Path(cert), Path(key), master_pem)
+        client = MasterClient(endpoint, context, role="worker", pins=[master_thumbprint], connections=1)
+        beat = Heartbeat(
+            agent_id=agent_id,
+            display_name=f"fleet-{index}",
+            machine_name="fleet",
+            user_account="bench",
+            ips=["127.0.0.1"],
+            cpu_percent=1.0,
+            memory_free_mb=1024.0,
+            running_tasks=0,
+            max_tasks=10,
+            version=__version__,
+        )
+        body = encode(beat)
+        start = first_at + interval * index / total
+        try:
+            for r in range(rounds + 1):
+                await asyncio.sleep(max(0.0, start + r * interval - time.time()))
+                began = time.perf_counter()
+                await client.request("POST", routes.WORKER_HEARTBEAT, json_body=body, timeout=60)
+                if r > 0:
+                    samples.append((time.perf_counter() - began) * 1000.0)
+        finally:
+            await client.close()
+
+    async def main() -> list[float]:
+        samples: list[float] = []
+        await asyncio.gather(*(agent(offset + i, c, k, a, samples) for i, (c, k, a) in enumerate(agents)))
+        return samples
+
+    try:
+        queue.put(asyncio.run(main()))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def _wait_trusted(bench: BenchCluster, agent: tuple[str, str, str], timeout: float = 60.0) -> None:
+    """Wait until the master's reload took the new Root store (a heartbeat of the last agent works)."""
+    from packfleet.protocol import routes
+    from packfleet.transport import MasterClient, client_context
+
+    master = load_credential(bench.master_home / "master.cer")
+    assert bench.cluster is not None  # noqa: S101 - built by BenchCluster
+    endpoint = f"https://{bench.cluster.host}:{bench.cluster.port}"
+
+    async def probe() -> bool:
+        context = client_context(Path(agent[0]), Path(agent[1]), master.cert_pem().decode())
+        async with MasterClient(endpoint, context, role="worker", pins=[master.thumbprint]) as client:
+            try:
+                await client.request("GET", routes.HEALTH)
+                return True
+            except Exception:  # noqa: BLE001 - not trusted yet: the handshake fails
+                return False
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if asyncio.run(probe()):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the master did not trust the fleet certificates within {timeout:.0f} s")
+
+
+class _PeakRss:
+    """The highest resident set size of a process, sampled twice a second in a thread."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process = process
+        self.peak = process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run(bench: BenchCluster, *, agents: int, interval: float, rounds: int, runs: int) -> Result:
+    result = Result("fleet", "ms (heartbeat p99)", catalog=bench.catalog)
+    result.notes.update(agents=agents, interval_s=interval, rounds=rounds)
+    assert bench.cluster is not None  # noqa: S101 - built by BenchCluster
+    fleet = make_agents(bench, agents, bench.root / "fleet")
+    _wait_trusted(bench, fleet[-1])
+    master = load_credential(bench.master_home / "master.cer")
+    endpoint = f"https://{bench.cluster.host}:{bench.cluster.port}"
+    master_process = psutil.Process(bench.master_pid())
+    per = -(-agents // CLIENT_PROCESSES)
+    for _ in range(runs):
+        result.loads.append(load_average())
+        first_at = time.time() + 5.0
+        args = [
+            (
+                endpoint,
+                master.cert_pem().decode(),
+                master.thumbprint,
+                fleet[i : i + per],
+                first_at,
+                interval,
+                rounds,
+                i,
+                agents,
+            )
+            for i in range(0, agents, per)
+        ]
+        with _PeakRss(master_process) as peak:
+            answers = run_processes(heartbeat_load, args, timeout=interval * (rounds + 1) + 120)
+        samples = [s for answer in answers for s in answer]
+        result.add_run(
+            percentile(samples, 99),
+            p50_ms=percentile(samples, 50),
+            master_rss_mb=peak.peak / 2**20,
+            heartbeats_per_s=agents / interval,
+        )
+        result.loads.append(load_average())
+    return result

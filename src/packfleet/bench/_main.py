@@ -1,0 +1,121 @@
+"""``python -m packfleet.bench``: run the scenarios, print one JSON line each and a table.
+
+With ``--scenario`` it runs that one scenario and prints its JSON line last, for scripts; without,
+it runs everything ``make bench`` promises with defaults that finish in about ten minutes on two
+cores, and ends with the readable table. ``throughput`` figures are also given as a fraction of the
+``limit`` measured in the same run (``of_limit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from packfleet.bench import _fleet, _latency, _limit, _spawn, _throughput
+from packfleet.bench._cluster import BenchCluster
+from packfleet.bench._stats import Result, table
+
+SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit")
+DEFAULT_N = {"throughput": 5000, "latency": 500, "spawn": 200, "fleet": 1000, "limit": 5}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m packfleet.bench", description=__doc__)
+    parser.add_argument("--scenario", choices=SCENARIOS, help="run only this scenario")
+    parser.add_argument(
+        "--n",
+        type=int,
+        help="executions (throughput, latency), samples (spawn), agents (fleet), seconds (limit)",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is the figure")
+    parser.add_argument("--catalog", choices=("sqlite", "postgresql"), default=None)
+    parser.add_argument("--isolation", choices=("fresh", "pooled"), default=None)
+    parser.add_argument("--interval", type=float, default=10.0, help="fleet: heartbeat interval (s)")
+    parser.add_argument("--rounds", type=int, default=2, help="fleet: measured heartbeats per agent")
+    return parser
+
+
+class Bench:
+    """Runs scenarios, sharing one cluster per catalog, and prints each result as it comes."""
+
+    def __init__(self, args: argparse.Namespace, emit: Callable[[str], None]) -> None:
+        self.args = args
+        self.emit = emit
+        self.results: list[Result] = []
+
+    def n(self, scenario: str) -> int:
+        return int(self.args.n or DEFAULT_N[scenario])
+
+    def _done(self, result: Result) -> Result:
+        self.results.append(result)
+        self.emit(result.json_line())
+        return result
+
+    def on_cluster(self, catalog: str, scenarios: Sequence[str], isolations: Sequence[str]) -> None:
+        runs = self.args.runs
+        with BenchCluster(catalog) as bench:
+            limit: Result | None = None
+            if "limit" in scenarios:
+                limit = self._done(_limit.run(bench, seconds=self.n("limit"), runs=runs))
+            if "latency" in scenarios:
+                for isolation in isolations:
+                    self._done(_latency.run(bench, n=self.n("latency"), runs=runs, isolation=isolation))
+            if "throughput" in scenarios:
+                for isolation in isolations:
+                    result = _throughput.run(bench, n=self.n("throughput"), runs=runs, isolation=isolation)
+                    if limit is not None and limit.values:
+                        median = result.to_json()["median"]
+                        result.notes["of_limit"] = round(median / limit.to_json()["median"], 4)
+                    self._done(result)
+
+    def spawn(self) -> None:
+        self._done(_spawn.run(n=self.n("spawn"), runs=self.args.runs))
+
+    def fleet(self) -> None:
+        with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
+            self._done(
+                _fleet.run(
+                    bench,
+                    agents=self.n("fleet"),
+                    interval=self.args.interval,
+                    rounds=self.args.rounds,
+                    runs=self.args.runs,
+                )
+            )
+
+
+def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print) -> list[Result]:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    def emit_now(line: str) -> None:
+        emit(line)
+        sys.stdout.flush()
+
+    bench = Bench(args, emit_now)
+    isolations = [args.isolation] if args.isolation else ["fresh", "pooled"]
+    scenario = args.scenario
+    if scenario == "spawn":
+        bench.spawn()
+    elif scenario == "fleet":
+        bench.fleet()
+    elif scenario is not None:
+        # The throughput scenario measures its limit in the same run so the ratio is like for like.
+        wanted = [scenario, "limit"] if scenario == "throughput" and args.n is None else [scenario]
+        lat_isolations = [args.isolation or "fresh"] if scenario == "latency" else isolations
+        bench.on_cluster(args.catalog or "sqlite", wanted, lat_isolations)
+        if scenario == "throughput" and "limit" in wanted:
+            # Print the scenario asked for last, as scripts read the last line.
+            emit(bench.results[-1].json_line())
+    else:
+        catalogs = [args.catalog] if args.catalog else ["sqlite", "postgresql"]
+        for i, catalog in enumerate(catalogs):
+            wanted = ["limit", "latency", "throughput"] if i == 0 else ["throughput"]
+            bench.on_cluster(catalog, wanted, isolations)
+        bench.spawn()
+        bench.fleet()
+        emit("")
+        emit(table(bench.results))
+    return bench.results

@@ -1,0 +1,43 @@
+"""``throughput``: N no-op executions submitted in one bulk request, 1 master + 2 workers.
+
+tasks/s is N over the time from just before the submit request to the last task's completion as
+the master recorded it. CPU is every process involved (see :mod:`packfleet.bench._cpu`), divided
+by N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from packfleet.bench._cluster import PACKAGES, BenchCluster
+from packfleet.bench._cpu import CpuMeter
+from packfleet.bench._stats import Result, load_average
+
+
+async def _one_run(bench: BenchCluster, package: str, n: int, postgres: bool) -> tuple[float, float]:
+    meter = CpuMeter(bench.pids(), postgres=postgres)
+    async with bench.manager() as manager:
+        meter.start()
+        started = time.time()
+        ids = await bench.submit_bulk(manager, package, n)
+        await asyncio.to_thread(bench.wait_finished, ids[0], ids[-1], timeout=max(120.0, n / 20))
+        cpu = meter.stop()
+    elapsed = bench.last_ended(ids[0], ids[-1]) - started
+    return n / elapsed, cpu * 1000.0 / n
+
+
+def run(bench: BenchCluster, *, n: int, runs: int, isolation: str) -> Result:
+    """``runs`` runs of N executions of the ``isolation`` no-op package on an already-built cluster."""
+    result = Result("throughput", "tasks/s", catalog=bench.catalog, isolation=isolation)
+    result.notes["n"] = n
+    package = PACKAGES[isolation]
+    # One small warm-up run: the workers download and unpack the project, the pooled processes
+    # start, the catalog's caches fill. The peers' figures are steady-state too.
+    asyncio.run(_one_run(bench, package, min(n, 200), bench.catalog == "postgresql"))
+    for _ in range(runs):
+        result.loads.append(load_average())
+        rate, cpu_ms = asyncio.run(_one_run(bench, package, n, bench.catalog == "postgresql"))
+        result.add_run(rate, cpu_ms_per_task=cpu_ms)
+        result.loads.append(load_average())
+    return result

@@ -1,0 +1,57 @@
+"""``packfleet manager certs``: every certificate of the fleet and the days it has left."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from packfleet.cli._client import call, state
+from packfleet.cli._manager import EXPIRY_STYLE, manager_group
+from packfleet.cli._output import json_option
+from packfleet.expiry import URGENT_DAYS, WARN_DAYS
+
+
+@manager_group.command("certs")
+@json_option
+def certs() -> None:
+    """List the fleet's certificates with their days left, soonest to expire first.
+
+    The certificate the master serves (and any other in its Root store with a key), the admin and
+    executor certificates, and every worker certificate in the catalog. Warnings at 30 and 7 days;
+    --json gives each entry days_left and warning (null, "30d", "7d" or "expired").
+
+    \b
+    packfleet manager certs
+    packfleet manager certs --json | jq '.[] | select(.warning != null)'
+    """
+    entries = call(lambda c: c.certificates())
+    entries.sort(key=lambda e: (e["days_left"] is None, e["days_left"] or 0.0))
+    state().emit(entries, lambda out: _table(out, entries))
+
+
+def _table(out: Console, entries: list[dict[str, Any]]) -> None:
+    table = Table("role", "thumbprint", "name", "worker", "status", "expires", "days left")
+    for entry in entries:
+        days = entry.get("days_left")
+        left = "-" if days is None else f"{days:.0f}"
+        level = entry.get("warning")
+        if level:
+            left = f"[{EXPIRY_STYLE[level]}]{left} ({level})[/]"
+        table.add_row(
+            entry["role"],
+            entry["thumbprint"],
+            entry.get("name") or "",
+            entry.get("worker") or "",
+            entry.get("status") or "",
+            (entry.get("not_after") or "-")[:10],
+            left,
+        )
+    out.print(table)
+    flagged = sum(1 for e in entries if e.get("warning"))
+    if flagged:
+        out.print(
+            f"{flagged} certificate(s) expire within {WARN_DAYS} days ({URGENT_DAYS} days is urgent) or "
+            "have expired: rotate them (packfleet doctor on each node names the command)"
+        )

@@ -1,0 +1,318 @@
+"""``doctor`` on a master home: settings, binding, served certificate, key, names, catalog, admin.
+
+Each check mirrors one step of the seed's "change the master certificate" procedure and says what a
+half-done step leaves behind: a binding that names another certificate than SSLCertThumbprint (steps
+2 and 3 done apart), a certificate without its key (``MakeCert`` without ``-pe``), a key only root can
+read, a MasterAddress host the new certificate does not name.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from packfleet.catalog import Catalog
+from packfleet.config import (
+    MasterSettings,
+    format_ipport,
+    get_binding,
+    load_manager_settings,
+    load_master_settings,
+    settings_path,
+)
+from packfleet.doctor._common import (
+    expiry_finding,
+    key_file_findings,
+    key_matches,
+    names_of,
+    service_account,
+)
+from packfleet.doctor._findings import Finding, error, ok, warning
+from packfleet.errors import CertificateNotFound, PackfleetError, TlsError
+from packfleet.master import SERVICE_NAME
+from packfleet.pki import CertInfo, CertStore, Credential
+from packfleet.transport import fetch_server_certificate, parse_endpoint
+from packfleet.worker import host_matches
+
+WILDCARD = "0.0.0.0"  # noqa: S104 - the binding key HTTP.SYS and packfleet look the master cert up by
+# master init keeps a served certificate given with --existing-cert and makes an admin one if none is valid.
+_NEW_ADMIN = "packfleet master init --existing-cert SSLCERTTHUMBPRINT (keeps the master certificate)"
+_ROTATE = "packfleet manager rotate master-cert (or the seed's 'change the master certificate' steps)"
+
+
+def check_master(home: Path, *, now: datetime, unit: Path | None = None, probe: bool = True) -> list[Finding]:
+    """Every master check, in the order a person would mend them."""
+    try:
+        settings = load_master_settings(home)
+    except PackfleetError as exc:
+        return [error("master.settings", exc.message, exc.fix)]
+    findings = [ok("master.settings", f"{settings_path(home, 'master')} parses")]
+    served = _binding(home, settings, findings)
+    if served is not None:
+        findings += _served_certificate(home, settings, served, now, unit)
+        if probe:
+            findings += _listening(settings, served[0])
+    findings += _catalog(home, settings)
+    findings += _admin(home, now)
+    return findings
+
+
+def _binding(home: Path, settings: MasterSettings, findings: list[Finding]) -> tuple[str, str] | None:
+    """Binding for 0.0.0.0:<PortNumber> vs SSLCertThumbprint; the (thumbprint, store) it serves."""
+    port = settings.port_number
+    ipport = format_ipport(WILDCARD, port)
+    try:
+        binding = get_binding(home, ipport)
+    except PackfleetError as exc:
+        findings.append(error("master.binding", exc.message, exc.fix))
+        return None
+    configured = settings.ssl_cert_thumbprint
+    source = settings_path(home, "master")
+    if binding is None:
+        findings.append(
+            error(
+                "master.binding",
+                f"no certificate is bound to {ipport} in {home / 'bindings.json'} (PortNumber {port}), so "
+                "the master has nothing to serve (the seed's `netsh http add sslcert` step)",
+                fix=f"packfleet binding add --port {port} --certhash {configured or 'THUMBPRINT'} "
+                "--store Root",
+            )
+        )
+        return None
+    if configured != binding.certhash:
+        shown = configured or "(empty)"
+        findings.append(
+            error(
+                "master.binding",
+                f"the binding on {ipport} serves certificate {binding.certhash} but SSLCertThumbprint in "
+                f"{source} is {shown}; the master refuses to start or reload until they agree",
+                fix=f"packfleet settings set master SSLCertThumbprint {binding.certhash}   (keep the "
+                f"binding), or: packfleet binding delete --port {port} && packfleet binding add --port "
+                f"{port} --certhash {configured or 'THUMBPRINT'} --store {binding.certstorename} --appid "
+                f"{binding.appid}   (keep the setting)",
+            )
+        )
+    else:
+        findings.append(
+            ok(
+                "master.binding",
+                f"{ipport} is bound to {binding.certhash} ({binding.certstorename} store), as "
+                "SSLCertThumbprint says",
+            )
+        )
+    return binding.certhash, binding.certstorename
+
+
+def _served_certificate(
+    home: Path, settings: MasterSettings, served: tuple[str, str], now: datetime, unit: Path | None
+) -> list[Finding]:
+    thumbprint, store_name = served
+    store = CertStore(home, store_name)
+    check = "master.certificate"
+    try:
+        cred = store.get(thumbprint)
+    except CertificateNotFound:
+        return [
+            error(
+                check,
+                f"the bound certificate {thumbprint} is not in store {store_name} ({store.path})",
+                fix=f"packfleet cert import master.pfx --password P --store {store_name}",
+            )
+        ]
+    except PackfleetError as exc:
+        return [error(check, exc.message, exc.fix)]
+    if cred.private_key is None:
+        return [
+            error(
+                check,
+                f"the bound certificate {thumbprint} is in store {store_name} without its private key "
+                f"({store.key_path(thumbprint).name} is missing), so the master cannot serve it",
+                fix=f"packfleet cert import master.pfx --password P --store {store_name}",
+            )
+        ]
+    findings = [ok(check, f"certificate {thumbprint} and its private key are in store {store_name}")]
+    if not key_matches(cred):
+        findings.append(
+            error(
+                "master.key-match",
+                f"{store.key_path(thumbprint)} is not the key of certificate {thumbprint}: a handshake "
+                "would fail (OpenSSL: 'key values mismatch')",
+                fix=f"import the certificate with its own key: packfleet cert import master.pfx "
+                f"--password P --store {store_name}",
+            )
+        )
+    account, problem = service_account("master.key-access", home, f"{SERVICE_NAME}.service", unit)
+    if problem is not None:
+        findings.append(problem)
+    if account is not None:
+        folders = [home, home / "certs", store.path]
+        findings += key_file_findings(
+            "master.key-access",
+            store.key_path(thumbprint),
+            folders,
+            account,
+            thumbprint=thumbprint,
+            store=store_name,
+        )
+    info = cred.info(store_name)
+    findings.append(expiry_finding("master.expiry", "the master certificate", info, now, _ROTATE))
+    findings.append(_address(home, settings, info))
+    return findings
+
+
+def _address(home: Path, settings: MasterSettings, info: CertInfo) -> Finding:
+    if not settings.master_address:
+        return warning(
+            "master.address",
+            f"MasterAddress is empty in {settings_path(home, 'master')}: join tokens and workers need the "
+            "URL workers reach this master at",
+            fix=f"packfleet settings set master MasterAddress https://{names_of(info)[0]}:{settings.port_number}",
+        )
+    try:
+        host, _port = parse_endpoint(settings.master_address)
+    except PackfleetError as exc:
+        return error("master.address", f"MasterAddress: {exc.message}", exc.fix)
+    names = ", ".join(names_of(info)) or "no names"
+    if not host_matches(host, info):
+        return error(
+            "master.address",
+            f"the MasterAddress host {host!r} is not among the names of the master certificate "
+            f"{info.thumbprint} ({names}); every worker using that address would fail the TLS host check",
+            fix=f"packfleet settings set master MasterAddress https://{names_of(info)[0]}:"
+            f"{settings.port_number}   (or re-create the certificate with --cn {host})",
+        )
+    return ok("master.address", f"MasterAddress host {host!r} is among the certificate's names ({names})")
+
+
+def _listening(settings: MasterSettings, bound: str) -> list[Finding]:
+    """If a master answers on this machine's port, does it serve the bound certificate?"""
+    port = settings.port_number
+    try:
+        peer = fetch_server_certificate("127.0.0.1", port, timeout=2.0)
+    except (OSError, TlsError, ValueError):
+        return [ok("master.serving", f"no master answers on 127.0.0.1:{port} (not running here)")]
+    if peer.thumbprint != bound:
+        return [
+            error(
+                "master.serving",
+                f"the master on port {port} serves certificate {peer.thumbprint} but the binding names "
+                f"{bound}: its last reload was refused (see its log) or it was not reloaded",
+                fix=f"mend the findings above, then: systemctl reload {SERVICE_NAME} (or kill -HUP the "
+                "master)",
+            )
+        ]
+    return [ok("master.serving", f"the master on port {port} serves the bound certificate {bound}")]
+
+
+def _catalog(home: Path, settings: MasterSettings) -> list[Finding]:
+    url = settings.resolved_catalog_url(home)
+    check = "master.catalog"
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            return [
+                error(
+                    check,
+                    f"the catalog database {path} does not exist",
+                    fix="packfleet master init (or: packfleet master run, which creates and migrates it)",
+                )
+            ]
+    try:
+        catalog = Catalog.open(url, connect_timeout=settings.sql_connection_timeout_secs, upgrade=False)
+    except PackfleetError as exc:
+        return [error(check, exc.message, exc.fix)]
+    shown = catalog.url
+    catalog.close()
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    current = _revision(url, settings.sql_connection_timeout_secs)
+    if current != head:
+        return [
+            error(
+                check,
+                f"the catalog {shown} is at schema revision {current or '(none)'}, not {head}: it is "
+                "not migrated",
+                fix="packfleet master run (migrates at start)",
+            )
+        ]
+    return [ok(check, f"catalog {shown} answers and is migrated (revision {head})")]
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "packfleet.catalog:migrations")
+    config.set_main_option("path_separator", "os")
+    return config
+
+
+def _revision(url: str, timeout: int) -> str | None:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            try:
+                return conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
+            except sqlalchemy.exc.SQLAlchemyError:
+                return None
+    finally:
+        engine.dispose()
+
+
+def _admin(home: Path, now: datetime) -> list[Finding]:
+    """The manager's admin certificate: in My with its key, trusted in Root, not expiring."""
+    check = "master.admin"
+    path = settings_path(home, "manager")
+    if not path.exists():
+        return [
+            warning(
+                check,
+                f"{path} does not exist: this home has no admin certificate for `packfleet manager`",
+                fix=_NEW_ADMIN,
+            )
+        ]
+    try:
+        thumbprint = load_manager_settings(home).admin_cert_thumbprint
+    except PackfleetError as exc:
+        return [error(check, exc.message, exc.fix)]
+    if not thumbprint:
+        return [error(check, f"AdminCertThumbprint is empty in {path}", fix=_NEW_ADMIN)]
+    my = CertStore(home, "My")
+    try:
+        cred: Credential = my.get(thumbprint)
+    except PackfleetError:
+        return [
+            error(
+                check,
+                f"the admin certificate {thumbprint} (AdminCertThumbprint) is not in store My ({my.path})",
+                fix=_NEW_ADMIN,
+            )
+        ]
+    findings: list[Finding] = []
+    if cred.private_key is None:
+        findings.append(
+            error(
+                check,
+                f"the admin certificate {thumbprint} is in store My without its private key",
+                fix="packfleet cert import admin.pfx --password P --store My",
+            )
+        )
+    if not CertStore(home, "Root").contains(thumbprint):
+        findings.append(
+            error(
+                check,
+                f"the admin certificate {thumbprint} is not in the master's Root store, so the master "
+                "refuses it in the TLS handshake",
+                fix=f"packfleet cert export {thumbprint} --store My --out admin.cer && packfleet cert import "
+                "admin.cer --store Root",
+            )
+        )
+    if not findings:
+        findings.append(
+            ok(check, f"admin certificate {thumbprint} is in My with its key and trusted in Root")
+        )
+    findings.append(
+        expiry_finding("master.admin-expiry", "the admin certificate", cred.info("My"), now, _NEW_ADMIN)
+    )
+    return findings

@@ -1,0 +1,84 @@
+"""Bulk execution creation: many runs of one package in one request and one catalog transaction.
+
+SSIS has no bulk ``create_execution``; packfleet adds one because a client that queues thousands of
+small runs (``make bench``, a nightly fan-out) would otherwise pay one HTTPS round trip, one catalog
+transaction and, on SQLite, one WAL commit per execution. Parameters are resolved once against the
+manifest; every execution gets the same ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from packfleet.catalog import ExecutionRequest
+from packfleet.master._admin_api import _agent_ids
+from packfleet.master._api import Endpoint
+from packfleet.master._problems import bad_request
+from packfleet.master._state import Call, json_response
+from packfleet.master._wakeup import TASKS
+from packfleet.packages import Project, resolve_parameters
+from packfleet.protocol import routes
+
+log = logging.getLogger("packfleet.master")
+
+#: One request creates at most this many executions: enough to fill a fleet's queue in a few
+#: requests, small enough that the one transaction holds SQLite's write lock for well under a second.
+MAX_BULK = 10_000
+
+
+@dataclass(frozen=True)
+class RunPackageBulk:
+    """Create ``count`` executions of one package, all with the same parameters and workers."""
+
+    folder: str
+    project: str
+    package: str
+    count: int
+    parameters: dict[str, str] = field(default_factory=dict)
+    workers: list[str] = field(default_factory=list)
+    retry_count: int = 0
+
+
+async def run_bulk(call: Call) -> web.StreamResponse:
+    """Create the executions in one transaction (all or none); their tasks are ready at once."""
+    state = call.state
+    ask = await call.message(RunPackageBulk)
+    if not 1 <= ask.count <= MAX_BULK:
+        raise bad_request(f"count must be 1..{MAX_BULK}, not {ask.count}")
+    if ask.retry_count < 0:
+        raise bad_request(f"retry_count must be 0 or more, not {ask.retry_count}")
+    version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
+    parameters = resolve_parameters(Project.from_dict(version.manifest), ask.package, ask.parameters)
+    request = ExecutionRequest(
+        ask.folder, ask.project, ask.package, parameters, _agent_ids(ask.workers), ask.retry_count
+    )
+    ids = await state.db(state.catalog.create_executions, [request] * ask.count, actor=call.caller.actor)
+    state.wakeups.notify(TASKS)
+    log.info(
+        "%d executions of %s/%s/%s created by %s (ids %d..%d)",
+        len(ids),
+        ask.folder,
+        ask.project,
+        ask.package,
+        call.caller.actor,
+        ids[0],
+        ids[-1],
+    )
+    return json_response({"execution_ids": ids}, status=201)
+
+
+ENDPOINTS = (
+    Endpoint(
+        "POST",
+        routes.ADMIN_EXECUTIONS_BULK,
+        run_bulk,
+        "executor",
+        "Run a package many times: create `count` executions in one transaction",
+        body=RunPackageBulk,
+        answer="object",
+        status=201,
+    ),
+)

@@ -1,0 +1,362 @@
+"""Join tokens and ``/api/v1/join``: a worker admitted by one copy-paste string (kubeadm's ``join``).
+
+The administrator makes a token (``manager token create``); it carries the master's endpoint, the
+SHA-256 pin of the certificate the master serves, and a secret. The worker connects without a
+client certificate (the master's TLS policy is CERT_OPTIONAL for exactly this route), checks the pin
+before sending anything, and posts its certificate with the secret and a signature proving it holds
+the certificate's key. The master then does what ``manager worker add`` does — the certificate goes
+into the Root store and is trusted at once — and the worker is registered under its AgentId.
+
+``manager worker connect`` is SSIS Manager's "delete the worker and add it again" for a worker that
+stays: its certificates are replaced in one step, keeping its AgentId and enabled state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from packfleet.catalog import JoinTokenRecord, TokenBinding, canonical_agent_id
+from packfleet.errors import CatalogError, Conflict, NotFound, PackfleetError
+from packfleet.master._admin_api import _cut_off, _remove_from_root, trust_in_root
+from packfleet.master._api import Endpoint
+from packfleet.master._problems import Problem, bad_request, forbidden
+from packfleet.master._state import Call, MasterState, json_response
+from packfleet.master._tls import load_tls_material
+from packfleet.master._wakeup import TASKS
+from packfleet.pki import (
+    CertStore,
+    Credential,
+    check_usable,
+    load_credential,
+    load_credential_bytes,
+    verify_proof,
+)
+from packfleet.protocol import (
+    JoinChallenge,
+    JoinReply,
+    JoinRequest,
+    encode,
+    hash_secret,
+    join_proof_message,
+    new_join_token,
+    routes,
+    secret_matches,
+)
+from packfleet.transport import parse_endpoint
+
+log = logging.getLogger("packfleet.master")
+
+#: How far the time a worker signed may be from the master's clock: it signs the time the master
+#: gave it a moment before, so this only has to cover a slow network, not clock skew.
+PROOF_WINDOW = timedelta(minutes=5)
+#: kubeadm's tokens live 24 h by default; ours one hour, and at most a year.
+MAX_TTL = timedelta(days=365)
+MAX_USES = 10_000
+_JOIN_AGAIN = (
+    "on the master: packfleet manager token create   (then on the worker: packfleet worker join TOKEN)"
+)
+
+
+@dataclass(frozen=True)
+class CreateToken:
+    """Make a join token; ``worker`` (a reference) binds it to an existing worker's AgentId."""
+
+    ttl_seconds: float = 3600.0
+    uses: int = 1
+    enable: bool = False
+    endpoint: str = ""
+    worker: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectWorker:
+    """Give an existing worker a new certificate; its other certificates are retired."""
+
+    cert_pem: str
+
+
+# --- /api/v1/join -------------------------------------------------------------------------------
+
+
+async def join_challenge(call: Call) -> web.StreamResponse:
+    return json_response(encode(JoinChallenge(issued_at=call.state.clock().isoformat())))
+
+
+def _refused(detail: str, fix: str = _JOIN_AGAIN) -> Problem:
+    return forbidden(detail, thumbprint=None, fix=fix)
+
+
+async def _checked_token(state: MasterState, token_id: str, secret: str) -> JoinTokenRecord:
+    try:
+        token = await state.db(state.catalog.get_join_token, token_id)
+    except NotFound:
+        token = None
+    # One answer for "no such token" and "wrong secret", so the route tells a guesser nothing.
+    if token is None or not secret_matches(secret, token.secret_hash):
+        raise _refused(f"join token {token_id!r} is not known to this master, or its secret is wrong")
+    return token
+
+
+def _enrolled_certificate(state: MasterState, cert_pem: str) -> Credential:
+    try:
+        public = Credential(load_credential_bytes(cert_pem.encode(), source="cert_pem").certificate)
+        check_usable(public, purposes=("client",), now=state.clock())
+    except PackfleetError as exc:
+        raise bad_request(f"the worker certificate cannot be used: {exc.message}", fix=exc.fix) from None
+    return public
+
+
+def _check_proof(state: MasterState, ask: JoinRequest, public: Credential, agent_id: str) -> None:
+    try:
+        signed = datetime.fromisoformat(ask.issued_at)
+        signature = base64.b64decode(ask.signature, validate=True)
+    except (ValueError, binascii.Error):
+        raise bad_request("issued_at must be the master's ISO time and signature base64") from None
+    if signed.tzinfo is None or abs(state.clock() - signed) > PROOF_WINDOW:
+        raise _refused(
+            f"the join proof was signed for {ask.issued_at}, more than {PROOF_WINDOW} from the master's "
+            f"time {state.clock().isoformat()}",
+            fix="run packfleet worker join again (it asks the master for the time first)",
+        )
+    message = join_proof_message(ask.token_id, ask.issued_at, public.sha256, agent_id)
+    if not verify_proof(public.certificate, message, signature):
+        raise _refused(
+            f"the signature does not prove possession of the private key of certificate {public.thumbprint}",
+            fix="join from the worker that holds the certificate's key: packfleet worker join TOKEN",
+        )
+
+
+async def join(call: Call) -> web.StreamResponse:
+    """Admit a worker certificate with a join token; a retry of a completed join answers the same."""
+    state = call.state
+    ask = await call.message(JoinRequest)
+    try:
+        agent_id = canonical_agent_id(ask.agent_id)
+    except CatalogError as exc:
+        raise bad_request(f"agent_id: {exc.message}", fix=exc.fix) from None
+    await _checked_token(state, ask.token_id, ask.secret)
+    public = _enrolled_certificate(state, ask.cert_pem)
+    _check_proof(state, ask, public, agent_id)
+    try:
+        outcome = await state.db(
+            state.catalog.redeem_join_token,
+            ask.token_id,
+            public.cert_pem(),
+            agent_id=agent_id,
+            display_name=ask.display_name.strip(),
+        )
+    except Conflict as exc:
+        raise _refused(exc.message, exc.fix or _JOIN_AGAIN) from None
+    actor = f"worker:{outcome.agent_id}"
+    removed = await _retire(state, list(outcome.retired), f"worker {outcome.agent_id} joined again")
+    # Also on a retry: if the first attempt died between the catalog and the store, this mends it.
+    if removed or not await state.db(CertStore(state.home, "Root").contains, public.thumbprint):
+        await trust_in_root(state, public, actor=actor)
+    state.principals.invalidate([public.thumbprint])
+    state.wakeups.notify(TASKS)
+    word = "enabled" if outcome.enabled else "disabled until an administrator enables it"
+    log.info(
+        "worker %s (%s) joined with token %s and certificate %s%s",
+        outcome.display_name,
+        outcome.agent_id,
+        outcome.token_id,
+        outcome.thumbprint,
+        " (retry)" if outcome.repeated else "",
+    )
+    message = f"worker {outcome.display_name!r} ({outcome.agent_id}) joined; it is {word}"
+    if not outcome.enabled:
+        message += f": packfleet manager worker enable {outcome.agent_id}"
+    reply = JoinReply(
+        agent_id=outcome.agent_id,
+        display_name=outcome.display_name,
+        worker_thumbprint=outcome.thumbprint,
+        master_thumbprint=await _serving_thumbprint(state),
+        enabled=outcome.enabled,
+        repeated=outcome.repeated,
+        message=message,
+    )
+    return json_response(encode(reply))
+
+
+async def _retire(state: MasterState, thumbprints: list[str], why: str) -> list[str]:
+    """Drop replaced certificates from the Root store and end their connections."""
+    if not thumbprints:
+        return []
+    removed = await state.db(_remove_from_root, state, thumbprints)
+    state.principals.invalidate(thumbprints)
+    _cut_off(state, thumbprints, why)
+    return removed
+
+
+async def _serving_thumbprint(state: MasterState) -> str:
+    material = await asyncio.get_running_loop().run_in_executor(None, load_tls_material, state.home)
+    return material.thumbprint
+
+
+# --- /api/v1/admin/tokens -----------------------------------------------------------------------
+
+
+def _served_pin_and_address(state: MasterState) -> tuple[str, str]:
+    """SHA-256 of the certificate the binding serves, and MasterAddress (SSIS's MASTER_ADDRESS)."""
+    material = load_tls_material(state.home)
+    return load_credential(material.cert_file).sha256, material.settings.master_address
+
+
+async def create_token(call: Call) -> web.StreamResponse:
+    state = call.state
+    ask = await call.message(CreateToken)
+    ttl = timedelta(seconds=ask.ttl_seconds) if ask.ttl_seconds == ask.ttl_seconds else timedelta(0)
+    if not timedelta(0) < ttl <= MAX_TTL:
+        raise bad_request(f"ttl_seconds must be more than 0 and at most {MAX_TTL}, not {ask.ttl_seconds}")
+    if not 1 <= ask.uses <= MAX_USES:
+        raise bad_request(f"uses must be 1..{MAX_USES}, not {ask.uses}")
+    loop = asyncio.get_running_loop()
+    pin, address = await loop.run_in_executor(None, _served_pin_and_address, state)
+    endpoint = (ask.endpoint or address).strip().rstrip("/")
+    if not endpoint:
+        raise bad_request(
+            "MasterSettings.config has no MasterAddress, so the token would not say where the master is",
+            fix="packfleet settings set master MasterAddress https://HOST:PORT, or pass --endpoint URL",
+        )
+    try:
+        parse_endpoint(endpoint)
+    except PackfleetError as exc:
+        raise bad_request(exc.message, fix="pass --endpoint https://HOST:PORT") from None
+    agent_id = None
+    if ask.worker:
+        agent_id = (await state.db(state.catalog.get_worker, ask.worker)).agent_id
+    token = new_join_token(endpoint, pin)
+    actor = call.caller.actor
+    record = await state.db(
+        state.catalog.create_join_token,
+        token.token_id,
+        hash_secret(token.secret),
+        expires_at=state.clock() + ttl,
+        uses=ask.uses,
+        enable=ask.enable,
+        endpoint=endpoint,
+        actor=actor,
+    )
+    if agent_id is not None:
+        try:
+            await state.db(state.catalog.bind_join_token, token.token_id, agent_id, actor=actor)
+        except BaseException:
+            # Nobody has seen the secret, but an unbound live token must not outlast the failure.
+            await state.db(state.catalog.revoke_join_token, token.token_id, actor=actor)
+            raise
+    log.info(
+        "join token %s created by %s (uses %d, expires %s)",
+        record.token_id,
+        actor,
+        ask.uses,
+        record.expires_at,
+    )
+    answer = _token_view(record, TokenBinding(agent_id), state.clock())
+    answer |= {"token": token.encode(), "master_sha256": pin}
+    return json_response(answer, status=201)
+
+
+def _token_view(record: JoinTokenRecord, binding: TokenBinding, now: datetime) -> dict[str, Any]:
+    if record.revoked_at is not None:
+        status = "revoked"
+    elif record.expires_at <= now:
+        status = "expired"
+    elif record.uses_left < 1:
+        status = "used"
+    else:
+        status = "usable"
+    data = record.to_dict()
+    data |= {"uses": record.uses_left, "status": status, "agent_id": binding.agent_id}
+    data["admitted"] = len(binding.delivered)
+    return data
+
+
+async def list_tokens(call: Call) -> web.StreamResponse:
+    state = call.state
+    records = await state.db(state.catalog.list_join_tokens)
+    bindings = await state.db(state.catalog.join_token_bindings)
+    now = state.clock()
+    return json_response([_token_view(r, bindings.get(r.token_id, TokenBinding()), now) for r in records])
+
+
+async def revoke_token(call: Call) -> web.StreamResponse:
+    state = call.state
+    token_id = call.request.match_info["token_id"]
+    record = await state.db(state.catalog.revoke_join_token, token_id, actor=call.caller.actor)
+    bindings = await state.db(state.catalog.join_token_bindings)
+    return json_response(_token_view(record, bindings.get(token_id, TokenBinding()), state.clock()))
+
+
+# --- /api/v1/admin/workers/{ref}/connect --------------------------------------------------------
+
+
+async def connect_worker(call: Call) -> web.StreamResponse:
+    """Replace a worker's certificates by the given one: same AgentId, same enabled state."""
+    state = call.state
+    ask = await call.message(ConnectWorker)
+    public = _enrolled_certificate(state, ask.cert_pem)
+    outcome = await state.db(
+        state.catalog.connect_worker_certificate,
+        call.request.match_info["ref"],
+        public.cert_pem(),
+        actor=call.caller.actor,
+    )
+    removed = await _retire(state, list(outcome.retired), f"worker {outcome.agent_id} connected anew")
+    await trust_in_root(state, public, actor=call.caller.actor)
+    state.wakeups.notify(TASKS)
+    return json_response(outcome.to_dict() | {"removed_from_root": removed})
+
+
+ENDPOINTS = (
+    Endpoint(
+        "GET",
+        routes.JOIN,
+        join_challenge,
+        "open",
+        "Start a join: the master's time, for the worker's proof of possession",
+        answer=JoinChallenge,
+    ),
+    Endpoint(
+        "POST",
+        routes.JOIN,
+        join,
+        "open",
+        "Join with a token: enroll a worker certificate (pinned master, signed proof of its key)",
+        body=JoinRequest,
+        answer=JoinReply,
+    ),
+    Endpoint(
+        "GET",
+        routes.ADMIN_TOKENS,
+        list_tokens,
+        "admin",
+        "List join tokens (never their secrets)",
+        answer="array",
+    ),
+    Endpoint(
+        "POST",
+        routes.ADMIN_TOKENS,
+        create_token,
+        "admin",
+        "Create a join token (shown once); bound to a worker when worker is given",
+        body=CreateToken,
+        status=201,
+    ),
+    Endpoint("POST", routes.ADMIN_TOKEN_REVOKE, revoke_token, "admin", "Revoke a join token"),
+    Endpoint(
+        "POST",
+        routes.ADMIN_WORKER_CONNECT,
+        connect_worker,
+        "admin",
+        "Give a worker a new certificate: the old ones leave the Root store; AgentId and enabled state stay",
+        body=ConnectWorker,
+    ),
+)

@@ -1,0 +1,48 @@
+"""The bench's arithmetic and accounting: percentiles, the JSON line scripts read, CPU of reaped children."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from packfleet.bench import CpuMeter, Result, percentile, table
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile([3.0, 1.0, 2.0], 0) == 1.0
+
+
+def test_a_result_summarizes_its_runs_in_the_documented_keys() -> None:
+    result = Result("throughput", "tasks/s", catalog="sqlite", isolation="pooled")
+    for value, cpu in ((900.0, 1.4), (1100.0, 1.2), (1000.0, 1.3)):
+        result.add_run(value, cpu_ms_per_task=cpu)
+    result.loads += [0.5, 1.5]
+    line = json.loads(result.json_line())
+    assert {k: line[k] for k in ("scenario", "catalog", "isolation", "median", "min", "max", "unit")} == {
+        "scenario": "throughput",
+        "catalog": "sqlite",
+        "isolation": "pooled",
+        "median": 1000.0,
+        "min": 900.0,
+        "max": 1100.0,
+        "unit": "tasks/s",
+    }
+    assert line["metrics"]["cpu_ms_per_task"] == {"median": 1.3, "min": 1.2, "max": 1.4}
+    assert line["load"] == {"min": 0.5, "max": 1.5}
+    rendered = table([result])
+    assert "throughput" in rendered.splitlines()[2] and "cpu_ms_per_task=1.3" in rendered
+
+
+def test_the_cpu_meter_counts_a_child_that_ran_and_was_reaped_in_between() -> None:
+    meter = CpuMeter([])
+    meter.start()
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # noqa: S603 - our own interpreter
+    used = meter.stop()
+    assert 0.3 <= used < 5.0
