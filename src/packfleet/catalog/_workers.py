@@ -445,10 +445,20 @@ class WorkerCatalog(CatalogBase):
             return HeartbeatOutcome(
                 "revoked",
                 worker,
-                f"certificate {thumbprint} was revoked; give worker {agent_id} a new certificate "
-                f"and add it: {_ADD_FIX}",
+                f"certificate {thumbprint} was revoked; re-admit worker {agent_id} with a new "
+                f"certificate: packfleet manager worker connect {agent_id} --token (on the master), then "
+                "packfleet worker join TOKEN (on the worker)",
             )
         if cert.status == "retired":
+            owner = self._load_worker(conn, cert.agent_id) if cert.agent_id else None
+            if owner is not None:
+                return HeartbeatOutcome(
+                    "revoked",
+                    owner,
+                    f"certificate {thumbprint} was replaced by a newer certificate of worker "
+                    f"{cert.agent_id} (rotation or connect); use that one (packfleet doctor shows which), "
+                    f"or re-admit: packfleet manager worker connect {cert.agent_id} --token",
+                )
             return HeartbeatOutcome(
                 "deleted",
                 None,

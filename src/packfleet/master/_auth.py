@@ -200,15 +200,18 @@ def _check_worker(caller: Caller, route: str) -> None:
             f"certificate {thumbprint} of worker {worker} was revoked",
             thumbprint=thumbprint,
             worker=worker,
-            fix="give the worker a new certificate (on the worker: packfleet worker init --force) and "
-            "add it: packfleet manager worker add --cert worker.cer --enable",
+            fix=f"re-admit it with a new certificate: packfleet manager worker connect {agent} --token "
+            "(on the master), then packfleet worker join TOKEN (on the worker)",
         )
     if principal.cert_status != "active":
         raise forbidden(
-            f"certificate {thumbprint} is {principal.cert_status}: its worker {worker} was deleted",
+            f"certificate {thumbprint} is {principal.cert_status}: a newer certificate of worker {worker} "
+            "replaced it, or the worker was deleted",
             thumbprint=thumbprint,
             worker=worker,
-            fix="add it again: packfleet manager worker add --cert worker.cer --enable",
+            fix="on the worker: packfleet doctor (is WorkerHttpsCertThumbprint the current certificate?); "
+            f"to re-admit it: packfleet manager worker connect {agent} --token, then packfleet worker join "
+            "TOKEN; if it was deleted: packfleet manager worker add --cert worker.cer --enable",
         )
     if not principal.enabled:
         raise forbidden(
