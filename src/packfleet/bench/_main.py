@@ -44,6 +44,8 @@ class Bench:
         self.args = args
         self.emit = emit
         self.results: list[Result] = []
+        #: Measured once per bench run, on the first cluster; every throughput line is divided by it.
+        self.limit: Result | None = None
 
     def n(self, scenario: str) -> int:
         return int(self.args.n or DEFAULT_N[scenario])
@@ -56,9 +58,9 @@ class Bench:
     def on_cluster(self, catalog: str, scenarios: Sequence[str], isolations: Sequence[str]) -> None:
         runs = self.args.runs
         with BenchCluster(catalog) as bench:
-            limit: Result | None = None
             if "limit" in scenarios:
-                limit = self._done(_limit.run(bench, seconds=self.n("limit"), runs=runs))
+                self.limit = self._done(_limit.run(bench, seconds=self.n("limit"), runs=runs))
+            limit = self.limit
             if "latency" in scenarios:
                 for isolation in isolations:
                     self._done(_latency.run(bench, n=self.n("latency"), runs=runs, isolation=isolation))
