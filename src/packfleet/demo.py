@@ -81,7 +81,21 @@ def main() -> int:
             failed = cluster.cli(cluster.master.home, "run", "default/etl/fail", "--wait", check=False)
             _say(f"  (exit code {failed.returncode}, as expected)")
 
-            _step("7. Executions and the audit log")
+            _step("7. A third worker joins with one command (a join token pins the master certificate)")
+            token = cluster.cli(cluster.master.home, "manager", "token", "create", "--enable", as_json=True)
+            cluster.join_worker("worker3", "127.0.0.4", token["token"])
+            cluster.start_worker("worker3")
+            cluster.wait_for_workers(["worker3"])
+            worker3 = cluster.agent_id("worker3")
+            run_on_worker3 = ("run", "default/etl/load", *target, "--worker", worker3, "--wait")
+            cluster.cli(cluster.master.home, *run_on_worker3)
+
+            _step("8. Rotate the master certificate: no restart, no dropped connection, no maintenance")
+            cluster.cli(cluster.master.home, "manager", "rotate", "master-cert")
+            cluster.cli(cluster.master.home, "run", "default/etl/load", *target, "--wait")
+            cluster.cli(cluster.master.home, "manager", "certs")
+
+            _step("9. Executions and the audit log")
             cluster.cli(cluster.master.home, "executions", "list")
             cluster.cli(cluster.master.home, "manager", "audit", "--limit", "12")
         except PackfleetError as exc:
@@ -89,10 +103,10 @@ def main() -> int:
             for node in [cluster.master, *cluster.workers.values()]:
                 _say(f"--- {node.name} log (last lines)\n{cluster.tail(node)}")
             return 1
-        _step("8. Stopping the workers and the master (SIGTERM)")
+        _step("10. Stopping the workers and the master (SIGTERM)")
     _say(f"\nDone. State left in {root}:")
     _say("  master/  MasterSettings.config, bindings.json, certs/{My,Root}, catalog.db, master.cer")
-    _say("  worker1/ worker2/  WorkerSettings.config, certs/{My,Root}, tasks/, logcache/, worker.cer")
+    _say("  worker1-3/  WorkerSettings.config, certs/{My,Root}, tasks/, logcache/, worker.cer")
     _say("  *.log    each node's log;  warehouse.db  the ETL's output")
     return 0
 
