@@ -1,0 +1,120 @@
+"""Several masters on one PostgreSQL catalog: shared wake-ups and one leader for the sweeps.
+
+DESIGN.md's high-availability mode: masters share the catalog, leasing stays correct through
+``FOR UPDATE SKIP LOCKED``, and two more things must hold across processes:
+
+- **Wake-ups.** A worker long-polling master B must wake when master A creates an execution or its
+  sweep requeues a task. The catalog sends ``NOTIFY packfleet_tasks`` on every commit that makes a
+  task ready; this module ``LISTEN``s on a dedicated connection and turns each notification into a
+  local :data:`TASKS` wake-up.
+- **One sweeper.** The expired-lease sweep and the cleanup of completed jobs should run once per
+  interval for the whole cluster, not once per master. The master holding the session-level
+  advisory lock :data:`LEADER_LOCK` on its own connection leads; if that connection (or process)
+  dies, PostgreSQL releases the lock and another master takes over at its next tick. (A second
+  connection, because psycopg holds a connection while it waits for notifications.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from packfleet.catalog import TASKS_CHANNEL
+from packfleet.master._wakeup import TASKS, Wakeups
+
+log = logging.getLogger("packfleet.master")
+
+#: Advisory lock key (any 64-bit number; this is "packfleet" in ASCII, truncated).
+LEADER_LOCK = 0x7061636B666C6565
+_RECONNECT_DELAY = 2.0
+
+
+def libpq_url(url: str) -> str:
+    """The libpq form of a SQLAlchemy ``postgresql+psycopg://`` URL (psycopg connects with it)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresCoordination:
+    """LISTEN for ready tasks on one connection; hold the sweep leadership on another."""
+
+    def __init__(self, url: str, wakeups: Wakeups, *, connect_timeout: float = 15) -> None:
+        self._conninfo = libpq_url(url)
+        self._wakeups = wakeups
+        self._connect_timeout = int(connect_timeout)
+        self._listen_conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._lock_conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._leader = False
+
+    @property
+    def leader(self) -> bool:
+        return self._leader
+
+    async def start(self) -> None:
+        self._listen_conn = await self._listening_connection()
+        self._listener = asyncio.create_task(self._listen(), name="packfleet-pg-listen")
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+        for conn in (self._listen_conn, self._lock_conn):
+            if conn is not None and not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+        self._listen_conn = self._lock_conn = None
+        self._leader = False
+
+    async def lead(self) -> bool:
+        """Whether this master should run the cluster-wide jobs now (takes the lock if it is free)."""
+        try:
+            if self._lock_conn is None or self._lock_conn.closed:
+                self._leader = False
+                self._lock_conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
+                )
+            if self._leader:
+                await self._lock_conn.execute("SELECT 1")  # still alive, so still holding the lock
+                return True
+            # Session-level: once taken it is held until this connection ends.
+            cursor = await self._lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
+            row = await cursor.fetchone()
+        except (psycopg.Error, OSError) as exc:
+            log.warning("cannot ask for the sweep leadership: %s", exc)
+            self._leader = False
+            return False
+        self._leader = bool(row and row[0])
+        if self._leader:
+            log.info("this master now leads the periodic sweeps (advisory lock %#x)", LEADER_LOCK)
+        return self._leader
+
+    async def _listening_connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        conn = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
+        )
+        await conn.execute(f"LISTEN {TASKS_CHANNEL}")
+        return conn
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                if self._listen_conn is None or self._listen_conn.closed:
+                    self._listen_conn = await self._listening_connection()
+                    # Anything may have become ready while nobody listened.
+                    self._wakeups.notify(TASKS)
+                async for _notify in self._listen_conn.notifies():
+                    self._wakeups.notify(TASKS)
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.Error, OSError) as exc:
+                log.warning("lost the catalog notification connection (%s); reconnecting", exc)
+                if self._listen_conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await self._listen_conn.close()
+                self._listen_conn = None
+                await asyncio.sleep(_RECONNECT_DELAY)

@@ -1,0 +1,67 @@
+"""Several masters on one PostgreSQL catalog: any NOTIFY wakes long-polls; one master leads sweeps."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from packfleet.catalog import TASKS_CHANNEL
+from packfleet.master._coordination import PostgresCoordination, libpq_url
+from packfleet.master._wakeup import TASKS, LocalWakeups
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    name = f"pf_{uuid.uuid4().hex}"
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_libpq_url_drops_the_sqlalchemy_driver() -> None:
+    assert libpq_url("postgresql+psycopg://u:p@127.0.0.1:5432/db") == "postgresql://u:p@127.0.0.1:5432/db"
+
+
+async def test_a_notify_from_another_master_wakes_this_ones_long_polls(pg_url: str) -> None:
+    wakeups = LocalWakeups()
+    coordination = PostgresCoordination(pg_url, wakeups)
+    await coordination.start()
+    try:
+        ticket = wakeups.ticket(TASKS)
+        assert not await ticket.wait(0.2)  # nothing yet
+        async with await psycopg.AsyncConnection.connect(libpq_url(pg_url), autocommit=True) as other:
+            await other.execute("SELECT pg_notify(%s, '')", (TASKS_CHANNEL,))
+        assert await ticket.wait(5.0)
+    finally:
+        await coordination.stop()
+
+
+async def test_one_master_leads_and_another_takes_over_when_it_stops(pg_url: str) -> None:
+    first = PostgresCoordination(pg_url, LocalWakeups())
+    second = PostgresCoordination(pg_url, LocalWakeups())
+    await first.start()
+    await second.start()
+    try:
+        assert await first.lead()
+        assert await first.lead()  # still the leader on the next tick
+        assert not await second.lead()
+        await first.stop()  # its connection ends, PostgreSQL releases the lock
+        deadline = asyncio.get_running_loop().time() + 5
+        while not await second.lead():
+            assert asyncio.get_running_loop().time() < deadline, "the lock was never released"
+            await asyncio.sleep(0.1)
+    finally:
+        await first.stop()
+        await second.stop()
