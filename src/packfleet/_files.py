@@ -21,11 +21,21 @@ def atomic_replace(path: Path, data: bytes, mode: int) -> Path:
     readable by others, not even for a moment. It is fsynced before the rename and the directory
     after it: ext4 and XFS only promise the rename survives a power cut once the directory is synced.
     When ``path`` is a symlink its target is replaced and the link kept. Raises ``OSError``.
+
+    Run as root, the new file keeps the owner and group of the one it replaces: a 0600 file that
+    was given to a service account (``chown``, ``cert grant``) stays readable by that account when
+    root rewrites it, e.g. with ``packfleet settings set``.
     """
     target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
     fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            if old is not None and os.geteuid() == 0:
+                os.fchown(handle.fileno(), old.st_uid, old.st_gid)
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from packfleet.errors import PackfleetError
-from packfleet.localcluster import LocalCluster
+from packfleet.localcluster import LocalCluster, sigterm_exits
 
 
 def _project_dir() -> Path:
@@ -45,7 +45,8 @@ def main() -> int:
     project = _project_dir()
     warehouse = root / "warehouse.db"
     _say(f"packfleet demo: state in {root}  (shown below as $STATE)")
-    with LocalCluster(root, echo=_say, env={"COLUMNS": "150"}) as cluster:
+    # `kill <pid>` of the demo stops every node on the way out of the `with`, as Ctrl+C does.
+    with sigterm_exits(), LocalCluster(root, echo=_say, env={"COLUMNS": "150"}) as cluster:
         try:
             _step("1. Master: certificate, binding, settings (SSIS setup's master page)")
             cluster.init_master()

@@ -17,7 +17,9 @@ mends it. The CLI prints both and exits with ``exit_code``.
     │   └── JoinError            `worker join` cannot use its token or the master refused it
     │       └── PinMismatch      the master presented another certificate than the token pins
     ├── CatalogError             catalog: database, migrations, records
-    │   └── NotFound
+    │   ├── NotFound
+    │   ├── Conflict             a change would break an invariant (a thumbprint bound twice...)
+    │   └── InvalidValue         a malformed value handed to the catalog (a bad request)
     ├── PackageError             projects, archives, package runs
     │   ├── ArchiveError
     │   └── ExecutionFailed      run --wait saw the execution fail
@@ -132,6 +134,12 @@ class NotFound(CatalogError):
 
 class Conflict(CatalogError):
     """Raised when a change would break an invariant, e.g. a thumbprint already bound to another worker."""
+
+
+class InvalidValue(CatalogError):
+    """Raised when a value handed to the catalog is malformed: an agent id that is not a UUID, an
+    unknown event source or role, a negative retry count. The request is wrong, not the database,
+    so the master answers 400 (a plain :class:`CatalogError` is 503: worth retrying)."""
 
 
 class PackageError(PackfleetError):

@@ -45,4 +45,5 @@ def test_the_cpu_meter_counts_a_child_that_ran_and_was_reaped_in_between() -> No
     burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
     subprocess.run([sys.executable, "-c", burn], check=True)  # noqa: S603 - our own interpreter
     used = meter.stop()
-    assert 0.3 <= used < 5.0
+    # The child burned 0.3 s of CPU; the kernel's clock-tick accounting may round it a hair below.
+    assert 0.29 <= used < 5.0

@@ -190,7 +190,8 @@ def test_cleanup_removes_only_finished_executions_older_than_the_retention(
     old, recent, running, pending = (_run(deployed) for _ in range(4))
     t_old, t_recent, _ = deployed.lease_tasks(agent_id, 3, 3600)
     deployed.add_events(
-        [EventInput(old, t_old.task_id, 1, seq, clock.now, 20, "stdout", "x") for seq in range(3)]
+        agent_id,
+        [EventInput(old, t_old.task_id, 1, seq, clock.now, 20, "stdout", "x") for seq in range(1, 4)],
     )
     deployed.complete_task(agent_id, t_old.task_id, 1, "succeeded")
     clock.advance(timedelta(days=2).total_seconds())

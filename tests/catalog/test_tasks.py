@@ -309,17 +309,17 @@ def test_events_are_stored_once_per_task_attempt_and_seq(
     agent_id = worker()
     execution_id = _run(deployed)
     [task] = deployed.lease_tasks(agent_id, 1, 60)
-    batch = [_event(execution_id, task.task_id, seq, clock) for seq in range(3)]
-    assert deployed.add_events(batch) == 3
-    assert deployed.add_events(batch) == 0  # the worker resent a batch it had no answer for
-    resent = batch[1:] + [_event(execution_id, task.task_id, 3, clock), batch[0]]
-    assert deployed.add_events(resent) == 1
+    batch = [_event(execution_id, task.task_id, seq, clock) for seq in range(1, 4)]
+    assert deployed.add_events(agent_id, batch) == 3
+    assert deployed.add_events(agent_id, batch) == 0  # the worker resent a batch it had no answer for
+    resent = batch[1:] + [_event(execution_id, task.task_id, 4, clock), batch[0]]
+    assert deployed.add_events(agent_id, resent) == 1
     events = deployed.get_events(execution_id)
-    assert [e.seq for e in events] == [0, 1, 2, 3]
-    assert events[0].message == "line 0" and events[0].message_time == batch[0].time
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert events[0].message == "line 1" and events[0].message_time == batch[0].time
     page = deployed.get_events(execution_id, after_id=events[1].id, limit=1)
-    assert [e.seq for e in page] == [2]
-    assert deployed.add_events([]) == 0
+    assert [e.seq for e in page] == [3]
+    assert deployed.add_events(agent_id, []) == 0
 
 
 def test_event_levels_map_to_ssis_message_types(
@@ -330,7 +330,8 @@ def test_event_levels_map_to_ssis_message_types(
     [task] = deployed.lease_tasks(agent_id, 1, 60)
     levels = [50, 40, 30, 20, 10]
     deployed.add_events(
-        [_event(execution_id, task.task_id, i, clock, level=lvl) for i, lvl in enumerate(levels)]
+        agent_id,
+        [_event(execution_id, task.task_id, i, clock, level=lvl) for i, lvl in enumerate(levels, 1)],
     )
     types = [e.message_type for e in deployed.get_events(execution_id)]
     assert types == [120, 120, 110, 70, 70]
@@ -345,16 +346,17 @@ def test_events_keep_odd_text_and_drop_unknown_tasks(
     execution_id = _run(deployed)
     [task] = deployed.lease_tasks(agent_id, 1, 60)
     stored = deployed.add_events(
+        agent_id,
         [
-            _event(execution_id, task.task_id, 0, clock, message="bin\x00ary é ✓", source="stderr"),
-            _event(execution_id, task.task_id + 50, 0, clock),  # its execution was cleaned up
-        ]
+            _event(execution_id, task.task_id, 1, clock, message="bin\x00ary é ✓", source="stderr"),
+            _event(execution_id, task.task_id + 50, 1, clock),  # its execution was cleaned up
+        ],
     )
     assert stored == 1
     [event] = deployed.get_events(execution_id)
     assert event.message == "bin\ufffdary é ✓" and event.message_source == "stderr"
     with pytest.raises(CatalogError, match="event source 'printer'"):
-        deployed.add_events([_event(execution_id, task.task_id, 1, clock, source="printer")])
+        deployed.add_events(agent_id, [_event(execution_id, task.task_id, 1, clock, source="printer")])
 
 
 @pytest.mark.postgres

@@ -107,7 +107,9 @@ def test_unknown_certificate_of_a_new_agent_registers_a_disabled_worker(
     pem = make_cert("newcomer")
     thumbprint = load_credential_bytes(pem).thumbprint
     agent_id = new_agent()
-    outcome = catalog.worker_heartbeat(thumbprint, info(agent_id, "newcomer"), pem=pem)
+    outcome = catalog.worker_heartbeat(
+        thumbprint, info(agent_id, "newcomer"), pem=pem, pinned={thumbprint}.__contains__
+    )
     assert outcome.state == "disabled"
     assert catalog.get_worker(agent_id).display_name == "newcomer"
     [cert] = catalog.certificates()
@@ -123,12 +125,31 @@ def test_unknown_certificate_of_a_known_agent_is_bound_as_its_new_certificate(
     agent_id = worker("w1")
     [old] = [c.thumbprint for c in catalog.get_worker(agent_id).certificates]
     new = load_credential_bytes(make_cert("w1")).thumbprint
-    outcome = catalog.worker_heartbeat(new, info(agent_id, "w1"))
+    outcome = catalog.worker_heartbeat(new, info(agent_id, "w1"), pinned={new}.__contains__)
     assert outcome.state == "enabled"
     assert {c.thumbprint for c in catalog.get_worker(agent_id).certificates} == {old, new}
     last = catalog.list_audit()[-1]
     assert (last.action, last.target) == ("certificate.bind", new)
     assert last.details == {"agent_id": agent_id, "old_thumbprints": [old], "new_thumbprint": new}
+
+
+@pytest.mark.parametrize("pinned", [None, set()], ids=["no-store", "not-in-store"])
+def test_unknown_certificate_not_itself_pinned_neither_registers_nor_binds(
+    catalog: Catalog, worker: Callable[..., str], make_cert: MakeCert, pinned: set[str] | None
+) -> None:
+    """A certificate that passed the handshake only by chaining to one in Root must not bind."""
+    victim = worker("w1")
+    before = catalog.list_audit()
+    leaf = load_credential_bytes(make_cert("forged")).thumbprint
+    check = None if pinned is None else pinned.__contains__
+    for agent_id in (victim, new_agent()):
+        outcome = catalog.worker_heartbeat(leaf, info(agent_id, "w1"), pinned=check)
+        assert outcome.state == "conflict" and outcome.worker is None
+        assert f"certificate {leaf} is not itself in the master's Root store" in outcome.message
+    assert [w.agent_id for w in catalog.list_workers()] == [victim]
+    assert leaf not in {c.thumbprint for c in catalog.get_worker(victim).certificates}
+    assert catalog.authorize(leaf) is None
+    assert catalog.list_audit() == before
 
 
 def test_certificate_of_another_worker_is_a_conflict_and_changes_nothing(

@@ -209,6 +209,39 @@ def test_import_refuses_a_self_signed_ca(pf: Run, tmp_path: Path) -> None:
     assert result.code == 4 and "CA:TRUE" in result.err and "rustls" in result.err
 
 
+def test_import_into_root_refuses_a_certificate_that_could_sign_others(pf: Run, tmp_path: Path) -> None:
+    """No BasicConstraints: OpenSSL would trust what its key signs; fine in My, refused in Root."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nobc")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp_path / "nobc.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    refused = pf("cert", "import", str(path), "--store", "Root")
+    assert refused.code == 4 and "has no BasicConstraints" in refused.err
+    assert pf("cert", "import", str(path), "--store", "My").code == 0
+
+
 def test_export_der_pem_and_pfx(pf: Run, tmp_path: Path) -> None:
     thumbprint = pf("cert", "create", "-n", "CN=w", "--store", "My").out.strip()
     der = pf("cert", "export", thumbprint, "--out", str(tmp_path / "w.cer"))

@@ -151,7 +151,7 @@ def test_master_round_trip(tmp_path: Path) -> None:
     )
     path = save_master_settings(tmp_path, settings)
     assert path == tmp_path / MASTER_SETTINGS_FILE
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # CatalogUrl may carry a password
     assert load_master_settings(tmp_path) == settings
     assert on_disk(tmp_path, MASTER_SETTINGS_FILE)["PortNumber"] == 9443
 

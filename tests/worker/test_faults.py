@@ -48,10 +48,7 @@ async def test_a_new_agent_replays_what_the_last_one_could_not_send(
     assert not await first.report()
     await first.close()  # the agent stops with everything unsent
     assert stub.events == {} and stub.completions == []
-    assert sorted(p.name for p in first.cache.folder.glob("*.events.jsonl")) == [
-        "1-1.events.jsonl",
-        "2-1.events.jsonl",
-    ]
+    assert [p.name for p in first.cache.folder.iterdir()] == ["journal-0000000001.jsonl"]
 
     stub.event_script.clear()
     stub.completion_script.clear()

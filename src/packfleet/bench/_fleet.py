@@ -35,14 +35,14 @@ def make_agents(bench: BenchCluster, count: int, folder: Path) -> list[tuple[str
     """``count`` agent certificates, trusted by the master; ``(cert file, key file, agent id)`` each."""
     folder.mkdir(parents=True, exist_ok=True)
     root = CertStore(bench.master_home, "Root")
+    # The agents' own My store: it writes each key 0600 from the start, never readable in between.
+    mine = CertStore(folder, "My")
     agents = []
     for i in range(count):
         cred = create_self_signed([f"fleet-{i}"])
-        cert, key = folder / f"{i}.cer", folder / f"{i}.key"
-        cert.write_bytes(cred.cert_pem())
-        key.write_bytes(cred.key_pem())
-        key.chmod(0o600)
+        mine.add(cred)
         root.add(load_credential_bytes(cred.cert_pem()))
+        cert, key = mine.cert_path(cred.thumbprint), mine.key_path(cred.thumbprint)
         agents.append((str(cert), str(key), str(uuid.uuid4())))
     os.kill(bench.master_pid(), signal.SIGHUP)  # reload trust: the Root store changed
     return agents

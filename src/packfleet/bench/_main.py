@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from packfleet.bench import _fleet, _latency, _limit, _spawn, _throughput
 from packfleet.bench._cluster import BenchCluster
 from packfleet.bench._stats import Result, table
+from packfleet.localcluster import sigterm_exits
 
 SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit")
 DEFAULT_N = {"throughput": 5000, "latency": 500, "spawn": 200, "fleet": 1000, "limit": 5}
@@ -89,6 +90,12 @@ class Bench:
 
 
 def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print) -> list[Result]:
+    # `kill <pid>` of a bench run unwinds through the clusters' `with`, stopping every node.
+    with sigterm_exits():
+        return _main(argv, emit)
+
+
+def _main(argv: Sequence[str] | None, emit: Callable[[str], None]) -> list[Result]:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

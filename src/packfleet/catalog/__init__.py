@@ -6,7 +6,8 @@ catalog (``SSISDB``): its status codes, the ``worker_agents`` columns, the event
 A typical round trip, as the master's handlers make it::
 
     catalog = Catalog.open(settings.catalog_url, connect_timeout=15)   # migrates to the newest schema
-    catalog.worker_heartbeat(thumbprint, WorkerInfo(agent_id, "etl-1", "etl-1", "svc"))  # -> "disabled"
+    pinned = CertStore(home, "Root").contains      # only a certificate itself in Root registers
+    catalog.worker_heartbeat(thumbprint, WorkerInfo(agent_id, "etl-1", "etl-1", "svc"), pinned=pinned)
     catalog.set_worker_enabled(agent_id, True, actor="admin")
     catalog.create_execution("default", "etl", "load", parameters={}, actor="admin")
     [task] = catalog.lease_tasks(agent_id, capacity=10, lease_seconds=60)

@@ -23,17 +23,20 @@ from packfleet.catalog._schema import (
     principals,
     worker_certificates,
 )
-from packfleet.errors import CatalogError, Conflict, NotFound
+from packfleet.errors import Conflict, InvalidValue, NotFound
 from packfleet.thumbprint import normalize_thumbprint
 
 _JOIN_FIX = "packfleet manager token create"
+# Principals have no command of their own: the fleet inventory lists every admin and executor
+# principal that holds a certificate, and the audit log every one ever added or removed.
+_PRINCIPALS_FIX = "packfleet manager certs, or packfleet manager audit --action principal"
 
 
 def _check_principal(name: str, role: str, thumbprint: str | None) -> str | None:
     if role not in ROLES:
-        raise CatalogError(f"role {role!r} is not one of {', '.join(get_args(Role))}")
+        raise InvalidValue(f"role {role!r} is not one of {', '.join(get_args(Role))}")
     if not name.strip():
-        raise CatalogError("a principal needs a name")
+        raise InvalidValue("a principal needs a name")
     return normalize_thumbprint(thumbprint) if thumbprint is not None else None
 
 
@@ -166,7 +169,7 @@ class AdminCatalog(CatalogBase):
         with self._read() as conn:
             row = conn.execute(select(principals).where(principals.c.name == name)).first()
         if row is None:
-            raise NotFound(f"no principal {name!r}", fix="packfleet manager principal list")
+            raise NotFound(f"no principal {name!r}", fix=_PRINCIPALS_FIX)
         return _principal(row)
 
     def list_principals(self) -> list[PrincipalRecord]:
@@ -180,7 +183,7 @@ class AdminCatalog(CatalogBase):
         with self._write() as conn:
             row = conn.execute(select(principals).where(principals.c.name == name).with_for_update()).first()
             if row is None:
-                raise NotFound(f"no principal {name!r}", fix="packfleet manager principal list")
+                raise NotFound(f"no principal {name!r}", fix=_PRINCIPALS_FIX)
             conn.execute(principals.delete().where(principals.c.id == row.id))
             self._audit(conn, actor, "principal.remove", name, {"thumbprint": row.thumbprint})
         return _principal(row)
@@ -238,7 +241,7 @@ class AdminCatalog(CatalogBase):
     ) -> JoinTokenRecord:
         """Store a join token: ``token_id`` is public, only the secret's hash is kept."""
         if uses < 1:
-            raise CatalogError(f"a join token needs at least one use, not {uses}")
+            raise InvalidValue(f"a join token needs at least one use, not {uses}")
         with self._write() as conn:
             taken = conn.scalar(select(join_tokens.c.id).where(join_tokens.c.token_id == token_id))
             if taken is not None:

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from packfleet.catalog._engine import WRITE_OPTION, mask, translated
 from packfleet.catalog._records import MessageType, plain
 from packfleet.catalog._schema import audit_log, event_messages
-from packfleet.errors import CatalogError
+from packfleet.errors import InvalidValue
 
 Clock = Callable[[], datetime]
 
@@ -60,7 +60,7 @@ def canonical_agent_id(text_: str) -> str:
     try:
         return str(uuid.UUID(text_.strip()))
     except ValueError as error:
-        raise CatalogError(
+        raise InvalidValue(
             f"{text_!r} is not a worker agent id (a UUID like 6f1c3d8e-0b2a-4c5d-9e8f-7a6b5c4d3e2f)",
             fix="copy AgentId from the worker's WorkerSettings.config or from "
             "`packfleet manager worker list`",

@@ -37,9 +37,13 @@ def parse_url(url: str) -> URL:
     """
     try:
         parsed = make_url(url)
-    except exc.ArgumentError as error:
+    except (exc.ArgumentError, ValueError) as error:
+        # Neither the text nor SQLAlchemy's message (which quotes it) is shown: a malformed URL
+        # still holds the real password (`packfleet settings show master` shows it masked).
+        # ValueError: a port that is not a number.
         raise CatalogError(
-            f"{url!r} is not a database URL: {error}",
+            "the catalog URL is not a database URL that SQLAlchemy can parse "
+            "(dialect+driver://user:password@host:port/dbname)",
             fix="set CatalogUrl to sqlite:///<path>/catalog.db or postgresql+psycopg://user@host:5432/dbname",
         ) from error
     if parsed.drivername in ("postgresql", "postgres"):

@@ -2,7 +2,7 @@
 
 An execution is created *pending* with one *ready* task, like SSIS's ``[catalog].[start_execution]``
 with ``@runinscaleout = 1``; a worker's lease (``_leases.py``) moves it on. Executions are pinned to
-the project version that was newest at creation.
+the project version their parameters were checked against (the newest at creation by default).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from packfleet.catalog._schema import (
     tasks,
     worker_agents,
 )
-from packfleet.errors import CatalogError, Conflict, NotFound
+from packfleet.errors import Conflict, InvalidValue, NotFound
 
 
 def _execution_query() -> Select[Any]:
@@ -120,7 +120,7 @@ class ExecutionCatalog(CatalogBase):
         if row is None:
             raise NotFound(
                 f"no execution {execution_id}",
-                fix="packfleet execution list (finished executions are removed after the retention)",
+                fix="packfleet executions list (finished executions are removed after the retention)",
             )
         return self._execution_records(conn, [row])[0]
 
@@ -136,15 +136,24 @@ class ExecutionCatalog(CatalogBase):
         actor: str,
         allowed_workers: Sequence[str] = (),
         retry_count: int = 0,
+        project_version_id: int | None = None,
     ) -> ExecutionRecord:
         """Queue one run of ``folder/project/package``: execution *pending*, task *ready*.
 
         ``allowed_workers`` are agent ids (SSIS ``[catalog].[add_execution_worker]``); none means
         any enabled worker. ``retry_count`` is how many times a task whose worker vanished (its lease
-        expired) is requeued; a package that fails is never retried.
+        expired) is requeued; a package that fails is never retried. ``project_version_id`` pins
+        the version whose manifest the caller checked ``parameters`` against, so a deploy between
+        the check and this call cannot run them against another manifest; None takes the newest.
         """
         request = ExecutionRequest(
-            folder, project, package, dict(parameters), tuple(allowed_workers), retry_count
+            folder,
+            project,
+            package,
+            dict(parameters),
+            tuple(allowed_workers),
+            retry_count,
+            project_version_id,
         )
         with self._write() as conn:
             (execution_id,) = self._create(conn, [request], actor)
@@ -157,31 +166,40 @@ class ExecutionCatalog(CatalogBase):
         with self._write() as conn:
             return self._create(conn, requests, actor)
 
-    def _latest_version(self, conn: Connection, folder: str, project: str) -> tuple[int, set[str]]:
-        version_id = conn.scalar(
+    def _version(
+        self, conn: Connection, folder: str, project: str, wanted: int | None
+    ) -> tuple[int, set[str]]:
+        """The id and package names of version ``wanted`` of ``folder/project`` (None: the newest)."""
+        query = (
             select(project_versions.c.id)
             .join(projects, projects.c.id == project_versions.c.project_id)
             .join(folders, folders.c.id == projects.c.folder_id)
             .where(folders.c.name == folder, projects.c.name == project)
-            .order_by(project_versions.c.version.desc())
-            .limit(1)
         )
+        if wanted is not None:
+            query = query.where(project_versions.c.id == wanted)
+        version_id = conn.scalar(query.order_by(project_versions.c.version.desc()).limit(1))
+        if version_id is None and wanted is not None:
+            raise NotFound(
+                f"project version id {wanted} is not a version of {folder}/{project}",
+                fix="packfleet projects list",
+            )
         if version_id is None:
             raise NotFound(
                 f"no project {project!r} is deployed in folder {folder!r}",
-                fix="packfleet project list, or deploy it: packfleet deploy <project folder>",
+                fix="packfleet projects list, or deploy it: packfleet deploy <project folder>",
             )
         names = conn.scalars(select(packages.c.name).where(packages.c.project_version_id == version_id)).all()
         return int(version_id), set(names)
 
     def _create(self, conn: Connection, requests: Sequence[ExecutionRequest], actor: str) -> list[int]:
-        versions: dict[tuple[str, str], tuple[int, set[str]]] = {}
+        versions: dict[tuple[str, str, int | None], tuple[int, set[str]]] = {}
         wanted_workers: set[str] = set()
         allowed: list[list[str]] = []
         for request in requests:
-            key = (request.folder, request.project)
+            key = (request.folder, request.project, request.project_version_id)
             if key not in versions:
-                versions[key] = self._latest_version(conn, *key)
+                versions[key] = self._version(conn, *key)
             names = versions[key][1]
             if request.package not in names:
                 raise NotFound(
@@ -190,7 +208,7 @@ class ExecutionCatalog(CatalogBase):
                     fix=f"packfleet run {request.folder}/{request.project}/<package>",
                 )
             if request.retry_count < 0:
-                raise CatalogError(f"retry_count must be 0 or more, not {request.retry_count}")
+                raise InvalidValue(f"retry_count must be 0 or more, not {request.retry_count}")
             ids = sorted({canonical_agent_id(a) for a in request.allowed_workers})
             wanted_workers.update(ids)
             allowed.append(ids)
@@ -218,7 +236,7 @@ class ExecutionCatalog(CatalogBase):
                         "folder": r.folder,
                         "project": r.project,
                         "package": r.package,
-                        "project_version_id": versions[(r.folder, r.project)][0],
+                        "project_version_id": versions[(r.folder, r.project, r.project_version_id)][0],
                         "status": int(ExecutionStatus.PENDING),
                         "parameters": dict(r.parameters),
                         "retry_count": r.retry_count,
@@ -259,8 +277,19 @@ class ExecutionCatalog(CatalogBase):
         Not yet leased: canceled at once. Leased: *stopping*; the worker learns it from the
         ``cancel`` list of its next task heartbeat, stops the package and reports ``canceled``
         (or the lease sweep finishes the cancel if the worker is gone). Finished: Conflict.
+
+        The task row is locked before the execution is read: on PostgreSQL (READ COMMITTED) an
+        unlocked read could see *ready* while a lease commits, or *running* while a completion
+        commits, and the update would then overwrite a finished execution with *stopping* that no
+        worker will ever confirm. Lease, completion and sweep lock the same row first, so the
+        four serialize on it; a lease skips the locked row (``SKIP LOCKED``) and finds the task
+        canceled the next time it looks. SQLite's ``BEGIN IMMEDIATE`` already makes this the only writer.
         """
         with self._write() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(
+                    select(tasks.c.id).where(tasks.c.execution_id == execution_id).with_for_update()
+                ).all()
             current = self._load_execution(conn, execution_id)
             task = current.task
             if current.status in FINISHED_EXECUTION:
@@ -326,29 +355,45 @@ class ExecutionCatalog(CatalogBase):
 
     # --- event messages --------------------------------------------------------------------------
 
-    def add_events(self, events: Sequence[EventInput]) -> int:
-        """Store event messages; a message already stored (same task, attempt, seq) is skipped.
+    def add_events(self, agent_id: str, events: Sequence[EventInput]) -> int:
+        """Store the event messages worker ``agent_id`` sent; one already stored (same task,
+        attempt, seq) is skipped. Returns how many were new.
 
-        Returns how many were new. Events of a task the catalog no longer has (its execution was
-        cleaned up) are dropped, so the worker can still empty its log cache.
+        Only events of the lease ``agent_id`` holds or held last are stored: the task's worker is
+        ``agent_id`` and the event's attempt is the task's attempt. Completion, cancel and a lease
+        that ran out of attempts all keep the task's worker, so the tail of a finished run still
+        lands. The rest is dropped, like events of a task whose execution was cleaned up, so the
+        worker can still empty its log cache: another worker's task (it must not write into a run
+        it does not carry), an attempt the lease sweep requeued (the master declared that lease
+        lost, clearing the task's worker; that worker's completion is stale too), and an earlier
+        attempt of a task leased again (the catalog does not keep who held it).
+
+        Raises :class:`InvalidValue` for ``seq`` < 1: negative numbers are the master's own
+        system events (``SEQ_CANCEL``...), and a worker that took one first would silence them.
         """
+        agent_id = canonical_agent_id(agent_id)
         if not events:
             return 0
         for event in events:
             if event.source not in MESSAGE_SOURCES:
-                raise CatalogError(
+                raise InvalidValue(
                     f"event source {event.source!r} is not one of {', '.join(sorted(MESSAGE_SOURCES))}"
+                )
+            if event.seq < 1:
+                raise InvalidValue(
+                    f"event seq {event.seq} of task {event.task_id} attempt {event.attempt} is not 1 or "
+                    "more: a worker numbers the lines of each attempt from 1"
                 )
         with self._write() as conn:
             found = conn.execute(
-                select(tasks.c.id, tasks.c.execution_id).where(
-                    tasks.c.id.in_(sorted({e.task_id for e in events}))
+                select(tasks.c.id, tasks.c.execution_id, tasks.c.attempt).where(
+                    tasks.c.id.in_(sorted({e.task_id for e in events})), tasks.c.agent_id == agent_id
                 )
             )
-            owners = {row.id: row.execution_id for row in found}
+            leases = {(row.id, row.attempt): row.execution_id for row in found}
             rows = [
                 {
-                    "execution_id": owners[e.task_id],
+                    "execution_id": leases[(e.task_id, e.attempt)],
                     "task_id": e.task_id,
                     "attempt": e.attempt,
                     "seq": e.seq,
@@ -358,7 +403,7 @@ class ExecutionCatalog(CatalogBase):
                     "message": _clean_text(e.message),
                 }
                 for e in events
-                if e.task_id in owners
+                if (e.task_id, e.attempt) in leases
             ]
             if not rows:
                 return 0

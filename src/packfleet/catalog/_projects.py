@@ -16,14 +16,14 @@ from sqlalchemy import Connection, Row, Select, func, select
 from packfleet.catalog._base import CatalogBase
 from packfleet.catalog._records import PackageRecord, ProjectVersionRecord
 from packfleet.catalog._schema import folders, packages, project_versions, projects
-from packfleet.errors import CatalogError, NotFound
+from packfleet.errors import InvalidValue, NotFound
 
 _DEPLOY_FIX = "packfleet deploy <project folder> [--folder NAME]"
 
 
 def _name(value: Any, what: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > limit or "/" in value:
-        raise CatalogError(
+        raise InvalidValue(
             f"{value!r} is not a valid {what} name: it must be 1 to {limit} characters without '/'",
             fix=f"fix the {what} name (in packfleet.toml for a project) and deploy again",
         )
@@ -47,14 +47,14 @@ def manifest_packages(manifest: Mapping[str, Any]) -> list[tuple[str, str, dict[
     found: dict[str, tuple[str, str, dict[str, Any]]] = {}
     for name, spec in items:
         if not isinstance(spec, Mapping):
-            raise CatalogError(f"package {name!r} of the manifest is not a table")
+            raise InvalidValue(f"package {name!r} of the manifest is not a table")
         package = _name(name, "package", 256)
         if package in found:
-            raise CatalogError(f"the manifest names package {package!r} twice")
+            raise InvalidValue(f"the manifest names package {package!r} twice")
         body = {**spec, "name": package}
         found[package] = (package, str(spec.get("kind", "python")), body)
     if not found:
-        raise CatalogError(
+        raise InvalidValue(
             f"project {manifest.get('name')!r} has no packages",
             fix="declare at least one [[packages]] entry in packfleet.toml",
         )
@@ -183,6 +183,14 @@ class ProjectCatalog(CatalogBase):
                 raise self._missing_project(conn, folder, project, version)
             return self._records(conn, [row])[0]
 
+    def get_project_version_by_id(self, version_id: int) -> ProjectVersionRecord:
+        """The project version with catalog id ``version_id`` (an execution's ``project_version_id``)."""
+        with self._read() as conn:
+            rows = conn.execute(_version_columns().where(project_versions.c.id == version_id)).all()
+            if not rows:
+                raise NotFound(f"no project version with id {version_id}", fix="packfleet projects list")
+            return self._records(conn, rows)[0]
+
     def _missing_project(self, conn: Connection, folder: str, project: str, version: int | None) -> NotFound:
         versions = conn.scalars(
             select(project_versions.c.version)
@@ -195,7 +203,7 @@ class ProjectCatalog(CatalogBase):
             known = ", ".join(str(v) for v in versions)
             return NotFound(
                 f"project {folder}/{project} has no version {version} (it has {known})",
-                fix=f"packfleet project list --folder {folder}",
+                fix="packfleet projects list",
             )
         names = conn.scalars(
             select(projects.c.name)

@@ -283,7 +283,11 @@ class ProjectVersionRecord(_Record):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ExecutionRequest(_Record):
-    """One execution to create with :meth:`Catalog.create_executions`."""
+    """One execution to create with :meth:`Catalog.create_executions`.
+
+    ``project_version_id`` pins the version the parameters were checked against (it must be a
+    version of ``folder/project``); None takes the newest at creation.
+    """
 
     folder: str
     project: str
@@ -291,6 +295,7 @@ class ExecutionRequest(_Record):
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     allowed_workers: tuple[str, ...] = ()
     retry_count: int = 0
+    project_version_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

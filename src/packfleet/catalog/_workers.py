@@ -9,7 +9,7 @@ or ``retired`` (its worker was deleted).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -375,17 +375,28 @@ class WorkerCatalog(CatalogBase):
     # --- the worker's heartbeat ----------------------------------------------------------------
 
     def worker_heartbeat(
-        self, thumbprint: str, info: WorkerInfo, *, pem: bytes | None = None
+        self,
+        thumbprint: str,
+        info: WorkerInfo,
+        *,
+        pem: bytes | None = None,
+        pinned: Callable[[str], bool] | None = None,
     ) -> HeartbeatOutcome:
         """Apply a worker heartbeat presented with client certificate ``thumbprint``.
 
-        The certificate passed the TLS handshake, so it is in the master's Root store. Then:
-        bound to this agent -> record it online; pending -> bind it (creating the worker, enabled
-        as the administrator asked); unknown -> bind it to this agent if the agent exists (the
-        seed's manual "change the worker certificate"), else register a new *disabled* worker;
-        bound to another agent -> ``conflict``; revoked -> ``revoked``; its worker was deleted ->
-        ``deleted``. ``pem`` (the peer certificate, if the caller has it) fills in subject and
-        validity for certificates the catalog first hears of here.
+        The certificate passed the TLS handshake. Then: bound to this agent -> record it online;
+        pending -> bind it (creating the worker, enabled as the administrator asked); unknown ->
+        bind it to this agent if the agent exists (the seed's manual "change the worker
+        certificate"), else register a new *disabled* worker; bound to another agent ->
+        ``conflict``; revoked -> ``revoked``; its worker was deleted -> ``deleted``. ``pem`` (the
+        peer certificate, if the caller has it) fills in subject and validity for certificates the
+        catalog first hears of here.
+
+        An unknown certificate binds only if ``pinned(thumbprint)`` says its *own* certificate is in
+        the master's Root store (None: nothing is pinned, no unknown certificate binds). Passing the
+        handshake is not enough: OpenSSL also accepts a certificate that merely *chains* to one in
+        Root, and binding that one would let whoever holds a CA-like certificate in Root speak as
+        any worker whose AgentId it claims.
         """
         thumbprint = normalize_thumbprint(thumbprint)
         agent_id = canonical_agent_id(info.agent_id)
@@ -402,6 +413,14 @@ class WorkerCatalog(CatalogBase):
             refusal = self._refusal(conn, cert, thumbprint, agent_id)
             if refusal is not None:
                 return refusal
+            if cert is None and (pinned is None or not pinned(thumbprint)):
+                return HeartbeatOutcome(
+                    "conflict",
+                    None,
+                    f"certificate {thumbprint} is not itself in the master's Root store (it is "
+                    "trusted only through a certificate that signed it); packfleet pins each worker's "
+                    f"own certificate: {_ADD_FIX}, or packfleet manager worker connect {agent_id} --token",
+                )
             if cert is None:
                 self._bind_unknown(conn, thumbprint, facts, info, agent_id)
             elif cert.agent_id is None:

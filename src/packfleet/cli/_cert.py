@@ -270,7 +270,8 @@ def import_command(file: Path, password: str | None, store: str) -> None:
     """Install a certificate (.cer/.crt/.pem/.der) or a certificate with its key (.pfx/.p12).
 
     The certificate is checked first: keys OpenSSL 3 refuses (RSA under 2048 bits), CA:TRUE
-    self-signed certificates and EKUs without serverAuth/clientAuth are refused, saying why.
+    self-signed certificates and EKUs without serverAuth/clientAuth are refused, saying why. Into
+    Root only end-entity certificates go (BasicConstraints CA:FALSE, no keyCertSign/cRLSign, not v1).
 
     \b
     Windows:
@@ -280,7 +281,8 @@ def import_command(file: Path, password: str | None, store: str) -> None:
       packfleet cert import worker.pfx --password "$PFX_PASSWORD" --store My
     """
     cred = load_credential(file, password)
-    check_usable(cred)
+    # Root is what this node pins its peers by: a certificate there must not be able to vouch for others.
+    check_usable(cred, peer=store == "Root")
     info = CertStore(_state().home(), store).add(cred)
     state = _state()
     state.emit(info.to_dict(), lambda out: out.print(info.thumbprint))

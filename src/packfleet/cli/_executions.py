@@ -56,7 +56,7 @@ def _split_target(target: str) -> tuple[str, str, str]:
     if len(parts) != 3 or not all(parts):
         raise UsageError(
             f"{target!r} is not FOLDER/PROJECT/PACKAGE",
-            fix="packfleet run default/etl/load  (see packfleet manager projects)",
+            fix="packfleet run default/etl/load  (see packfleet projects list)",
         )
     return parts[0], parts[1], parts[2]
 

@@ -18,6 +18,7 @@ from packfleet.config import (
     load_manager_settings,
     load_master_settings,
     load_worker_settings,
+    redact_setting,
     set_setting,
     settings_path,
     settings_to_json,
@@ -71,6 +72,8 @@ def show_settings(state: CliState, kind: str) -> None:
         values = settings_to_json(load_worker_settings(home))
     else:
         values = settings_to_json(load_manager_settings(home))
+    # CatalogUrl's password stays in the 0600 file; neither the table nor --json repeats it.
+    values = {key: redact_setting(key, value) for key, value in values.items()}
     path = settings_path(home, cast(SettingsKind, kind))
 
     def human(out: Console) -> None:
@@ -107,6 +110,7 @@ def set_settings(state: CliState, kind: str, key: str, value: str) -> None:
     canonical, old = get_setting(home, settings_kind, key)
     set_setting(home, settings_kind, key, value)
     _, new = get_setting(home, settings_kind, canonical)
+    old, new = redact_setting(canonical, old), redact_setting(canonical, new)
     path = settings_path(home, settings_kind)
 
     def human(out: Console) -> None:

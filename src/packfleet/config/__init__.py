@@ -30,6 +30,7 @@ from packfleet.config._home import (
     default_location,
     resolve_home,
 )
+from packfleet.config._redact import mask_url_password, redact_setting
 from packfleet.config._settings import (
     ManagerSettings,
     MasterSettings,
@@ -72,9 +73,11 @@ __all__ = [
     "load_manager_settings",
     "load_master_settings",
     "load_worker_settings",
+    "mask_url_password",
     "new_appid",
     "normalize_ipport",
     "parse_timespan",
+    "redact_setting",
     "resolve_home",
     "save_manager_settings",
     "save_master_settings",

@@ -29,6 +29,7 @@ from packfleet.config._home import (
     StoreLocation,
 )
 from packfleet.config._jsonfile import json_kind, read_json
+from packfleet.config._redact import redact_setting
 from packfleet.errors import SettingsError
 
 SettingsKind = Literal["master", "worker", "manager"]
@@ -138,6 +139,7 @@ class _Schema(Generic[S]):
     cls: type[S]
     keys: tuple[_Key, ...]
     missing_fix: str
+    file_mode: int = 0o644
 
     def by_name(self) -> dict[str, _Key]:
         table = {key.name: key for key in self.keys}
@@ -150,6 +152,10 @@ _MASTER: _Schema[MasterSettings] = _Schema(
     file_name=MASTER_SETTINGS_FILE,
     cls=MasterSettings,
     missing_fix="packfleet master init",
+    # CatalogUrl may hold the PostgreSQL password (postgresql+psycopg://user:password@host/db), so the
+    # file is readable by its owner only, like a private key: the account the master runs as must own
+    # it (chown), and a rewrite keeps that owner. The worker and manager files hold no secret.
+    file_mode=0o600,
     keys=(
         _Key("PortNumber", "port_number", v.integer(1, 65535)),
         _Key("SSLCertThumbprint", "ssl_cert_thumbprint", v.read_thumbprint),
@@ -259,9 +265,9 @@ def _read_value(schema: _Schema[Any], key: _Key, value: object, source: str) -> 
         return key.read(value)
     except v.Invalid as exc:
         example = json.dumps(_default_json(schema, key))
+        shown = json.dumps(redact_setting(key.name, value), ensure_ascii=False, default=repr)
         raise SettingsError(
-            f"{source}: {key.name} = {json.dumps(value, ensure_ascii=False, default=repr)} is not valid; "
-            f"expected {exc.expected}",
+            f"{source}: {key.name} = {shown} is not valid; expected {exc.expected}",
             fix=f"packfleet settings set {schema.kind} {key.name} VALUE (default: {example})",
         ) from None
 
@@ -321,7 +327,7 @@ def _save(schema: _Schema[S], home: Path, settings: S) -> Path:
     checked = schema.cls(**_parse(schema, encoded, f"{path} (not saved)"))
     Path(home).mkdir(parents=True, exist_ok=True)
     text = json.dumps(_to_json(schema, checked), indent=2, ensure_ascii=False) + "\n"
-    atomic_write(path, text, mode=0o644)
+    atomic_write(path, text, mode=schema.file_mode)
     return path
 
 
@@ -331,7 +337,7 @@ def load_master_settings(home: Path) -> MasterSettings:
 
 
 def save_master_settings(home: Path, settings: MasterSettings) -> Path:
-    """Write ``<home>/MasterSettings.config`` atomically (mode 0644) and return its path."""
+    """Write ``<home>/MasterSettings.config`` atomically (mode 0600) and return its path."""
     return _save(_MASTER, home, settings)
 
 
@@ -424,5 +430,5 @@ def set_setting(home: Path, kind: SettingsKind, key: str, value: str) -> tuple[s
             else:
                 updated[name] = old
         updated.setdefault(found.name, found.write(typed))
-        atomic_write(path, json.dumps(updated, indent=2, ensure_ascii=False) + "\n", mode=0o644)
+        atomic_write(path, json.dumps(updated, indent=2, ensure_ascii=False) + "\n", mode=schema.file_mode)
     return found.name, typed

@@ -35,12 +35,12 @@ from packfleet.doctor._findings import Finding, error, ok, warning
 from packfleet.errors import CertificateNotFound, PackfleetError, TlsError
 from packfleet.master import SERVICE_NAME
 from packfleet.pki import CertInfo, CertStore, Credential
-from packfleet.transport import fetch_server_certificate, parse_endpoint
+from packfleet.transport import NEW_ADMIN_FIX, fetch_server_certificate, parse_endpoint
 from packfleet.worker import host_matches
 
 WILDCARD = "0.0.0.0"  # noqa: S104 - the binding key HTTP.SYS and packfleet look the master cert up by
 # master init keeps a served certificate given with --existing-cert and makes an admin one if none is valid.
-_NEW_ADMIN = "packfleet master init --existing-cert SSLCERTTHUMBPRINT (keeps the master certificate)"
+_NEW_ADMIN = NEW_ADMIN_FIX
 _ROTATE = "packfleet manager rotate master-cert (or the seed's 'change the master certificate' steps)"
 
 
@@ -173,7 +173,7 @@ def _address(home: Path, settings: MasterSettings, info: CertInfo) -> Finding:
             fix=f"packfleet settings set master MasterAddress https://{names_of(info)[0]}:{settings.port_number}",
         )
     try:
-        host, _port = parse_endpoint(settings.master_address)
+        host, _port = parse_endpoint(settings.master_address, kind="master", key="MasterAddress")
     except PackfleetError as exc:
         return error("master.address", f"MasterAddress: {exc.message}", exc.fix)
     names = ", ".join(names_of(info)) or "no names"

@@ -7,6 +7,7 @@ from packfleet.localcluster._cluster import (
     LocalCluster,
     Node,
     free_port,
+    sigterm_exits,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "LocalCluster",
     "Node",
     "free_port",
+    "sigterm_exits",
 ]

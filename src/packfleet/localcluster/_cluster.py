@@ -9,6 +9,7 @@ node is a separate process in its own home. Processes are ended by the PIDs this
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -17,12 +18,15 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
+from packfleet._lifetime import die_with_parent
 from packfleet.errors import ClusterError
 
 #: Intervals short enough that a test sees heartbeats, lease expiry and sweeps within seconds.
@@ -38,6 +42,32 @@ FAST_MASTER_SETTINGS = {
     "DealWithExpiredTasksIntervalInMs": "1000",
     "MasterHeartbeatIntervalInMs": "2000",
 }
+
+
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`SystemExit` (143) in the main thread.
+
+    Python's default for SIGTERM is to die on the spot, skipping ``finally`` blocks and ``__exit__``;
+    with this, ``kill <pid>`` of a program holding a :class:`LocalCluster` unwinds through the
+    ``with`` and stops every node it started. The previous handler comes back on the way out.
+    Outside the main thread (where Python cannot set handlers) it changes nothing.
+
+    >>> with sigterm_exits(), LocalCluster(root) as cluster:  # doctest: +SKIP
+    ...     cluster.start_master()
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -178,7 +208,9 @@ class LocalCluster:
 
     def health(self, timeout: float = 2.0) -> bool:
         """Whether the master answers ``/api/v1/health`` over TLS with its pinned certificate."""
-        ctx = ssl.create_default_context(cafile=str(self.master_pem()))
+        from packfleet.transport import client_context  # the one TLS policy; aiohttp only when used
+
+        ctx = client_context(None, None, self.master_pem().read_text())
         conn = http.client.HTTPSConnection(self.host, self.port, context=ctx, timeout=timeout)
         try:
             conn.request("GET", "/api/v1/health")
@@ -271,6 +303,9 @@ class LocalCluster:
             stderr=subprocess.STDOUT,
             env=self.env,
             start_new_session=True,  # a Ctrl+C in the terminal reaches the demo, not every node at once
+            # ...so a node would outlive a demo or test run that is killed: it gets SIGTERM instead
+            # (graceful, like close()). Start nodes from a thread that outlives them (prctl(2)).
+            preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM),
         )
         if self.echo:
             self.echo(

@@ -12,13 +12,14 @@ from typing import Any
 from aiohttp import web
 
 from packfleet.catalog import ExecutionRecord
-from packfleet.errors import CertificateNotFound, PackfleetError
+from packfleet.errors import PackfleetError
 from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response, query_float, query_int
+from packfleet.master._trust import cut_off, reload_after_removal, remove_from_root, trust_in_root
 from packfleet.master._wakeup import EVENTS, TASKS
 from packfleet.packages import Project, inspect_archive, mask_parameters, resolve_parameters
-from packfleet.pki import CertStore, Credential, load_credential_bytes
+from packfleet.pki import Credential, check_usable, load_credential_bytes
 from packfleet.protocol import routes
 
 log = logging.getLogger("packfleet.master")
@@ -74,9 +75,10 @@ async def add_worker(call: Call) -> web.StreamResponse:
     ask = await call.message(AddWorker)
     try:
         cred = load_credential_bytes(ask.cert_pem.encode())
+        public = Credential(cred.certificate)  # never store a key that came along with the certificate
+        check_usable(public, purposes=("client",), now=state.clock(), peer=True)
     except PackfleetError as exc:
         raise bad_request(f"cert_pem: {exc.message}", fix=exc.fix) from None
-    public = Credential(cred.certificate)  # never store a key that came along with the certificate
     record = await state.db(
         state.catalog.add_worker_certificate,
         public.cert_pem(),
@@ -86,14 +88,6 @@ async def add_worker(call: Call) -> web.StreamResponse:
     )
     await trust_in_root(state, public, actor=call.caller.actor)
     return json_response(record.to_dict(), status=201)
-
-
-async def trust_in_root(state: MasterState, public: Credential, *, actor: str) -> None:
-    """Install a worker certificate into the master's Root store and serve the new trust at once."""
-    await state.db(CertStore(state.home, "Root").add, public)
-    state.principals.invalidate([public.thumbprint])
-    log.info("certificate %s added to the Root store by %s", public.thumbprint, actor)
-    await state.reload_trust()
 
 
 async def get_worker(call: Call) -> web.StreamResponse:
@@ -111,7 +105,7 @@ async def _set_enabled(call: Call, enabled: bool) -> web.StreamResponse:
     thumbprints = [c.thumbprint for c in worker.certificates]
     state.principals.invalidate(thumbprints)
     if not enabled:
-        _cut_off(state, thumbprints, f"worker {worker.agent_id} disabled")
+        cut_off(state, thumbprints, f"worker {worker.agent_id} disabled")
     state.wakeups.notify(TASKS)
     return json_response(worker.to_dict())
 
@@ -145,27 +139,15 @@ async def delete_worker(call: Call) -> web.StreamResponse:
     state = call.state
     found = await state.db(state.catalog.get_worker, call.request.match_info["ref"])
     thumbprints = await state.db(state.catalog.delete_worker, found.agent_id, actor=call.caller.actor)
-    removed = await state.db(_remove_from_root, state, thumbprints)
+    removed = await state.db(remove_from_root, state, thumbprints)
     state.principals.invalidate(thumbprints)
-    _cut_off(state, thumbprints, f"worker {found.agent_id} deleted")
+    cut_off(state, thumbprints, f"worker {found.agent_id} deleted")
     state.wakeups.notify(TASKS)
     if removed:
-        await state.reload_trust()
+        await reload_after_removal(state)
     return json_response(
         {"agent_id": found.agent_id, "thumbprints": thumbprints, "removed_from_root": removed}
     )
-
-
-def _remove_from_root(state: MasterState, thumbprints: list[str]) -> list[str]:
-    store = CertStore(state.home, "Root")
-    removed = []
-    for thumbprint in thumbprints:
-        try:
-            store.delete(thumbprint)
-        except CertificateNotFound:
-            continue
-        removed.append(thumbprint)
-    return removed
 
 
 async def revoke_certificate(call: Call) -> web.StreamResponse:
@@ -174,15 +156,9 @@ async def revoke_certificate(call: Call) -> web.StreamResponse:
     thumbprint = call.request.match_info["thumbprint"]
     record = await state.db(state.catalog.revoke_certificate, thumbprint, actor=call.caller.actor)
     state.principals.invalidate([record.thumbprint])
-    _cut_off(state, [record.thumbprint], f"certificate {record.thumbprint} revoked")
+    cut_off(state, [record.thumbprint], f"certificate {record.thumbprint} revoked")
     state.wakeups.notify(TASKS)
     return json_response(record.to_dict())
-
-
-def _cut_off(state: MasterState, thumbprints: list[str], why: str) -> None:
-    closed = state.connections.close(thumbprints)
-    if closed:
-        log.info("%s: closed %d open connection(s)", why, closed)
 
 
 # --- projects -----------------------------------------------------------------------------------
@@ -218,25 +194,32 @@ async def list_projects(call: Call) -> web.StreamResponse:
 
 
 class _Manifests:
-    """Deployed manifests by project, to mask sensitive parameters in what admin routes return."""
+    """Manifests by project version, to mask sensitive parameters in what admin routes return.
+
+    Each execution is masked by the manifest of *its own* version: a newer deploy may have dropped
+    a parameter or its ``sensitive`` flag, and must not unmask what older runs were given.
+    """
 
     def __init__(self, state: MasterState) -> None:
         self._state = state
-        self._seen: dict[tuple[str, str], Project | None] = {}
+        self._seen: dict[int, Project | None] = {}
 
-    async def project(self, folder: str, name: str) -> Project | None:
-        key = (folder, name)
-        if key not in self._seen:
+    async def project(self, version_id: int) -> Project | None:
+        if version_id not in self._seen:
             try:
-                version = await self._state.db(self._state.catalog.get_project_version, folder, name)
-                self._seen[key] = Project.from_dict(version.manifest)
+                version = await self._state.db(self._state.catalog.get_project_version_by_id, version_id)
+                self._seen[version_id] = Project.from_dict(version.manifest)
             except PackfleetError:
-                self._seen[key] = None
-        return self._seen[key]
+                self._seen[version_id] = None
+        return self._seen[version_id]
+
+    def know(self, version_id: int, project: Project) -> None:
+        """Take a manifest the caller already loaded (saves a catalog call)."""
+        self._seen[version_id] = project
 
     async def shown(self, record: ExecutionRecord) -> dict[str, Any]:
         data = record.to_dict()
-        project = await self.project(record.folder, record.project)
+        project = await self.project(record.project_version_id)
         if project is not None:
             try:
                 data["parameters"] = mask_parameters(project, record.package, record.parameters)
@@ -278,6 +261,7 @@ async def run(call: Call) -> web.StreamResponse:
         actor=call.caller.actor,
         allowed_workers=_agent_ids(ask.workers),
         retry_count=ask.retry_count,
+        project_version_id=version.id,
     )
     state.wakeups.notify(TASKS)
     log.info(
@@ -288,7 +272,11 @@ async def run(call: Call) -> web.StreamResponse:
         ask.package,
         call.caller.actor,
     )
-    return json_response(await _Manifests(state).shown(record), status=201)
+    # The manifest is the one just loaded: no catalog call that would queue on the catalog's one
+    # SQLite thread ahead of the lease this execution wakes (make bench: submit->start latency).
+    manifests = _Manifests(state)
+    manifests.know(version.id, project)
+    return json_response(await manifests.shown(record), status=201)
 
 
 async def list_executions(call: Call) -> web.StreamResponse:

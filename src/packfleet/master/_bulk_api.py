@@ -53,7 +53,13 @@ async def run_bulk(call: Call) -> web.StreamResponse:
     version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
     parameters = resolve_parameters(Project.from_dict(version.manifest), ask.package, ask.parameters)
     request = ExecutionRequest(
-        ask.folder, ask.project, ask.package, parameters, _agent_ids(ask.workers), ask.retry_count
+        ask.folder,
+        ask.project,
+        ask.package,
+        parameters,
+        _agent_ids(ask.workers),
+        ask.retry_count,
+        project_version_id=version.id,  # the version the parameters were resolved against
     )
     ids = await state.db(state.catalog.create_executions, [request] * ask.count, actor=call.caller.actor)
     state.wakeups.notify(TASKS)

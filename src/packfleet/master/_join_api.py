@@ -25,14 +25,14 @@ from aiohttp import web
 
 from packfleet.catalog import JoinTokenRecord, TokenBinding, canonical_agent_id
 from packfleet.errors import CatalogError, Conflict, NotFound, PackfleetError
-from packfleet.master._admin_api import _cut_off, _remove_from_root, trust_in_root
 from packfleet.master._api import Endpoint
 from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._state import Call, MasterState, json_response
+from packfleet.master._times import PROOF_WINDOW, parse_aware_time
 from packfleet.master._tls import load_tls_material
+from packfleet.master._trust import cut_off, remove_from_root, trust_in_root
 from packfleet.master._wakeup import TASKS
 from packfleet.pki import (
-    CertStore,
     Credential,
     check_usable,
     load_credential,
@@ -54,12 +54,12 @@ from packfleet.transport import parse_endpoint
 
 log = logging.getLogger("packfleet.master")
 
-#: How far the time a worker signed may be from the master's clock: it signs the time the master
-#: gave it a moment before, so this only has to cover a slow network, not clock skew.
-PROOF_WINDOW = timedelta(minutes=5)
 #: kubeadm's tokens live 24 h by default; ours one hour, and at most a year.
 MAX_TTL = timedelta(days=365)
 MAX_USES = 10_000
+#: POST /join is open to anyone who can reach the port: its body (a certificate, a signature and a
+#: few names; under 8 KiB even with an RSA-4096 certificate) is capped far below the 4 MiB default.
+JOIN_MAX_BODY = 64 * 1024
 _JOIN_AGAIN = (
     "on the master: packfleet manager token create   (then on the worker: packfleet worker join TOKEN)"
 )
@@ -108,19 +108,19 @@ async def _checked_token(state: MasterState, token_id: str, secret: str) -> Join
 def _enrolled_certificate(state: MasterState, cert_pem: str) -> Credential:
     try:
         public = Credential(load_credential_bytes(cert_pem.encode(), source="cert_pem").certificate)
-        check_usable(public, purposes=("client",), now=state.clock())
+        check_usable(public, purposes=("client",), now=state.clock(), peer=True)
     except PackfleetError as exc:
         raise bad_request(f"the worker certificate cannot be used: {exc.message}", fix=exc.fix) from None
     return public
 
 
 def _check_proof(state: MasterState, ask: JoinRequest, public: Credential, agent_id: str) -> None:
+    signed = parse_aware_time(ask.issued_at, "issued_at")
     try:
-        signed = datetime.fromisoformat(ask.issued_at)
         signature = base64.b64decode(ask.signature, validate=True)
     except (ValueError, binascii.Error):
-        raise bad_request("issued_at must be the master's ISO time and signature base64") from None
-    if signed.tzinfo is None or abs(state.clock() - signed) > PROOF_WINDOW:
+        raise bad_request("signature must be base64") from None
+    if abs(state.clock() - signed) > PROOF_WINDOW:
         raise _refused(
             f"the join proof was signed for {ask.issued_at}, more than {PROOF_WINDOW} from the master's "
             f"time {state.clock().isoformat()}",
@@ -156,10 +156,10 @@ async def join(call: Call) -> web.StreamResponse:
     except Conflict as exc:
         raise _refused(exc.message, exc.fix or _JOIN_AGAIN) from None
     actor = f"worker:{outcome.agent_id}"
-    removed = await _retire(state, list(outcome.retired), f"worker {outcome.agent_id} joined again")
-    # Also on a retry: if the first attempt died between the catalog and the store, this mends it.
-    if removed or not await state.db(CertStore(state.home, "Root").contains, public.thumbprint):
-        await trust_in_root(state, public, actor=actor)
+    await _retire(state, list(outcome.retired), f"worker {outcome.agent_id} joined again")
+    # Also on a retry: the first attempt may have died between the catalog and the store, or its
+    # reload may have been refused (503); adding again is harmless and serves the store as it is.
+    await trust_in_root(state, public, actor=actor)
     state.principals.invalidate([public.thumbprint])
     state.wakeups.notify(TASKS)
     word = "enabled" if outcome.enabled else "disabled until an administrator enables it"
@@ -190,9 +190,9 @@ async def _retire(state: MasterState, thumbprints: list[str], why: str) -> list[
     """Drop replaced certificates from the Root store and end their connections."""
     if not thumbprints:
         return []
-    removed = await state.db(_remove_from_root, state, thumbprints)
+    removed = await state.db(remove_from_root, state, thumbprints)
     state.principals.invalidate(thumbprints)
-    _cut_off(state, thumbprints, why)
+    cut_off(state, thumbprints, why)
     return removed
 
 
@@ -332,6 +332,7 @@ ENDPOINTS = (
         "Join with a token: enroll a worker certificate (pinned master, signed proof of its key)",
         body=JoinRequest,
         answer=JoinReply,
+        max_body=JOIN_MAX_BODY,
     ),
     Endpoint(
         "GET",

@@ -18,10 +18,13 @@ from aiohttp import web
 from packfleet.errors import (
     ArchiveError,
     CatalogError,
+    CertificateNotFound,
     Conflict,
+    InvalidValue,
     NotFound,
     PackageError,
     PackfleetError,
+    PkiError,
     ProtocolError,
     SettingsError,
 )
@@ -114,17 +117,30 @@ def from_http_exception(exc: web.HTTPException, request: web.Request) -> Problem
 
 
 def from_packfleet_error(exc: PackfleetError) -> Problem:
-    """Map the error tree onto HTTP: bad input 400, missing records 404, invariants 409, DB down 503."""
-    if isinstance(exc, NotFound):
+    """Map the error tree onto HTTP by *whose* fault it is.
+
+    The request's: bad input 400, missing records 404, invariants 409. The master's: its catalog
+    unreachable 503 (clients retry), its own settings, bindings or stores broken 500 (no retry
+    helps; ``fix`` says what the operator runs). A handler that parses a certificate or settings
+    the *client* sent catches that error itself and answers 400.
+    """
+    if isinstance(exc, NotFound | CertificateNotFound):
         return Problem(404, "not-found", exc.message, fix=exc.fix)
     if isinstance(exc, Conflict):
         return Problem(409, "conflict", exc.message, fix=exc.fix)
     if isinstance(exc, ArchiveError):
         return Problem(400, "invalid-archive", exc.message, fix=exc.fix)
-    if isinstance(exc, ProtocolError | PackageError | SettingsError):
+    if isinstance(exc, ProtocolError | PackageError | InvalidValue):
         return Problem(400, "bad-request", exc.message, fix=exc.fix)
     if isinstance(exc, CatalogError):
         return Problem(503, "catalog-unavailable", exc.message, fix=exc.fix)
+    if isinstance(exc, SettingsError | PkiError):
+        return Problem(
+            500,
+            "master-misconfigured",
+            f"the master cannot answer: {exc.message}",
+            fix=exc.fix or "packfleet doctor (on the master)",
+        )
     return Problem(400, "refused", exc.message, fix=exc.fix)
 
 

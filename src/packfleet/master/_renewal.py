@@ -16,25 +16,24 @@ import asyncio
 import base64
 import binascii
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from aiohttp import web
 
 from packfleet import protocol
-from packfleet.errors import CertificateNotFound, PackfleetError
+from packfleet.errors import PackfleetError
 from packfleet.master._api import Endpoint
 from packfleet.master._auth import require_agent
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._state import Call, MasterState, json_response
+from packfleet.master._times import PROOF_WINDOW, parse_aware_time
+from packfleet.master._trust import reload_after_removal, remove_from_root, trust_in_root
 from packfleet.master._wakeup import TASKS
-from packfleet.pki import CertStore, Credential, check_usable, load_credential_bytes, verify_proof
+from packfleet.pki import Credential, check_usable, load_credential_bytes, verify_proof
 from packfleet.protocol import routes
 
 log = logging.getLogger("packfleet.master")
 
-#: How far ``signed_at`` may be from the master's clock: CLOCK_SKEW of certificate creation, and
-#: short enough that a captured proof is worthless soon after.
-PROOF_WINDOW = timedelta(minutes=5)
 #: After a retirement, how long the old certificate's connections may finish what they carry before
 #: they are closed. Long-polls of that certificate are woken at once and answer empty, and the
 #: worker sends nothing new on them, so this only covers answers already on their way.
@@ -42,12 +41,7 @@ RETIRE_GRACE = 3.0
 
 
 def _signed_at(text: str, now: datetime) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise bad_request(f"signed_at {text!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise bad_request(f"signed_at {text!r} has no UTC offset")
+    moment = parse_aware_time(text, "signed_at")
     if abs(now - moment) > PROOF_WINDOW:
         raise bad_request(
             f"the proof was signed at {text}, more than {PROOF_WINDOW} from the master's time "
@@ -65,7 +59,7 @@ async def renew(call: Call) -> web.StreamResponse:
     assert caller.thumbprint is not None  # noqa: S101 - the "worker" access rule guarantees it
     try:
         public = Credential(load_credential_bytes(ask.cert_pem.encode(), source="cert_pem").certificate)
-        check_usable(public, purposes=("client",))
+        check_usable(public, purposes=("client",), now=state.clock(), peer=True)
     except PackfleetError as exc:
         raise bad_request(f"cert_pem: {exc.message}", fix=exc.fix) from None
     now = state.clock()
@@ -93,7 +87,6 @@ async def renew(call: Call) -> web.StreamResponse:
         actor=caller.actor,
         agent_id=ask.agent_id,
     )
-    await state.db(CertStore(state.home, "Root").add, public)
     await state.db(
         state.catalog.audit,
         caller.actor,
@@ -101,8 +94,7 @@ async def renew(call: Call) -> web.StreamResponse:
         record.thumbprint,
         {"agent_id": record.agent_id, "old": caller.thumbprint, "store": "Root"},
     )
-    state.principals.invalidate([record.thumbprint])
-    await state.reload_trust()
+    await trust_in_root(state, public, actor=caller.actor)
     log.info(
         "worker %s registered its next certificate %s (over %s)",
         caller.worker_label,
@@ -131,25 +123,17 @@ async def retire(call: Call) -> web.StreamResponse:
         actor=caller.actor,
     )
     old = ask.thumbprint.upper()
-    removed = await state.db(_remove_from_root, state, old)
+    removed = bool(await state.db(remove_from_root, state, [old]))
     state.principals.invalidate([old])
     # Long-polls still held on the old certificate re-check it when woken, and answer empty.
     state.wakeups.notify(TASKS)
     _close_later(state, old)
     if removed:
-        await state.reload_trust()
+        await reload_after_removal(state)
     if changed:
         log.info("worker %s retired its old certificate %s", caller.worker_label, old)
     reply = protocol.CertificateRetirementReply(thumbprint=old, removed_from_root=removed)
     return json_response(protocol.encode(reply))
-
-
-def _remove_from_root(state: MasterState, thumbprint: str) -> bool:
-    try:
-        CertStore(state.home, "Root").delete(thumbprint)
-    except CertificateNotFound:
-        return False
-    return True
 
 
 def _close_later(state: MasterState, thumbprint: str) -> None:

@@ -32,6 +32,7 @@ from packfleet.master._auth import (
     peer_certificate,
     thumbprint_of_der,
 )
+from packfleet.master._coordination import PostgresCoordination
 from packfleet.master._jobs import Job, JobRunner
 from packfleet.master._metrics import METRICS, CountingSite, MasterMetrics, metrics_of
 from packfleet.master._problems import (
@@ -219,6 +220,8 @@ class MasterServer:
         #: Prometheus metrics of this master (its own registry: see packfleet.master._metrics).
         self.metrics = MasterMetrics()
         self._root_seen: frozenset[str] = frozenset()
+        #: With a PostgreSQL catalog: wake-ups from other masters and the sweep leadership.
+        self._coordination: PostgresCoordination | None = None
         self.port = 0
 
     @property
@@ -273,13 +276,19 @@ class MasterServer:
             principals=PrincipalCache(lambda t: state.db(catalog.authorize, t)),
             connections=ConnectionRegistry(),
             clock=self._clock,
-            reload_trust=self.try_reload,
+            # Strict: an admin route that trusts a new certificate reports a refused reload (503).
+            reload_trust=self.reload,
         )
         self._state = state
         state.rotation = _rotation.MasterCertRotation(
             state, serving=lambda: self.serving_thumbprint, reload=self.reload, paused=self.reloads_paused
         )
         await state.rotation.load()
+        if catalog.dialect == "postgresql":
+            self._coordination = PostgresCoordination(
+                url, state.wakeups, connect_timeout=settings.sql_connection_timeout_secs
+            )
+            await self._coordination.start()
         renewed = await state.db(catalog.renew_leases, LEASE_GRACE_AFTER_START)
         if renewed:
             log.info("renewed %d lease(s) held while the master was away", renewed)
@@ -335,6 +344,8 @@ class MasterServer:
 
     async def sweep_once(self) -> None:
         """DealWithExpiredTasks: requeue (or end) tasks whose lease expired, and wake long-polls."""
+        if not await self._leads_sweeps():
+            return
         state = self.state
         result = await state.db(state.catalog.sweep_expired_leases)
         if result.requeued:
@@ -351,10 +362,16 @@ class MasterServer:
     async def cleanup_once(self) -> None:
         """CleanupCompletedJobs: delete finished executions older than RetentionWindowInDays."""
         assert self._material is not None  # noqa: S101 - only called once started
+        if not await self._leads_sweeps():
+            return
         retention = timedelta(days=self._material.settings.retention_window_days)
         removed = await self.state.db(self.state.catalog.cleanup_completed, retention)
         if removed:
             log.info("cleaned up %d finished execution(s) older than %s", removed, retention)
+
+    async def _leads_sweeps(self) -> bool:
+        """One master per catalog runs the cluster-wide sweeps (always this one on SQLite)."""
+        return self._coordination is None or await self._coordination.lead()
 
     async def heartbeat_once(self) -> None:
         """The master's own heartbeat: its last online time, under ``master.<host:port>.last_online``."""
@@ -432,7 +449,7 @@ class MasterServer:
             await self.state.db(self.state.catalog.audit, "master", "store.change", "Root", details)
 
     async def try_reload(self) -> None:
-        """:meth:`reload`, logging a refusal instead of raising it (SIGHUP, file watcher, admin changes)."""
+        """:meth:`reload`, logging a refusal instead of raising it (SIGHUP, the file watcher)."""
         with contextlib.suppress(PackfleetError):
             await self.reload()
 
@@ -449,6 +466,9 @@ class MasterServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._coordination is not None:
+            await self._coordination.stop()
+            self._coordination = None
         await self._close_catalog()
         log.info("master stopped (port %d)", self.port)
 

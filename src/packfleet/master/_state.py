@@ -18,6 +18,7 @@ from packfleet.catalog import Catalog
 from packfleet.master._auth import Caller, ConnectionRegistry, PrincipalCache
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._wakeup import Wakeups
+from packfleet.pki import CertStore
 from packfleet.protocol import decode
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ M = TypeVar("M")
 #: The longest a long-poll (task lease, event follow) is held open, whatever the client asks: long
 #: enough to make polling cheap, short enough for proxies and for a restart to drain quickly.
 MAX_WAIT_SECONDS = 30.0
+#: The longest a client may take to send a request body. Bodies are bounded in size per route, but a
+#: peer trickling a byte a minute (slowloris) would otherwise hold a connection and a handler forever,
+#: on open routes too.
+BODY_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
@@ -46,6 +51,7 @@ class MasterState:
     reload_trust: Callable[[], Awaitable[None]]
     closing: bool = False
     max_wait: float = MAX_WAIT_SECONDS
+    body_timeout: float = BODY_TIMEOUT_SECONDS
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: The master certificate rotation (set once the server has started).
     rotation: MasterCertRotation | None = None
@@ -58,6 +64,13 @@ class MasterState:
         """
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
+
+    def pinned_in_root(self, thumbprint: str) -> bool:
+        """Whether this very certificate (not one that signed it) is in the master's Root store.
+
+        Reads the store: call it on the catalog's executor (it is given to catalog calls).
+        """
+        return CertStore(self.home, "Root").contains(thumbprint)
 
     def wait_seconds(self, asked: float) -> float:
         """How long a long-poll may wait: what the client asked, within ``0..max_wait``."""
@@ -76,10 +89,10 @@ class Call:
     max_body: int
 
     async def body(self) -> bytes:
-        return await read_body(self.request, self.max_body)
+        return await read_body(self.request, self.max_body, timeout=self.state.body_timeout)
 
     async def json(self) -> Any:
-        return await read_json(self.request, self.max_body)
+        return await read_json(self.request, self.max_body, timeout=self.state.body_timeout)
 
     async def message(self, cls: type[M]) -> M:
         """The body decoded strictly as wire message ``cls``; a bad field is a 400 naming it."""
@@ -89,18 +102,29 @@ class Call:
 STATE: web.AppKey[MasterState] = web.AppKey("packfleet_master_state", MasterState)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it passes ``limit`` bytes (declared or streamed)."""
+async def read_body(request: web.Request, limit: int, *, timeout: float = BODY_TIMEOUT_SECONDS) -> bytes:
+    """The request body, refused with 413 once it passes ``limit`` bytes (declared or streamed), and
+    with 408 when it has not all arrived within ``timeout`` seconds."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(request, declared, limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(request, size, limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(request, size, limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Problem(
+            408,
+            "request-timeout",
+            f"the body of {request.method} {request.path} did not arrive within {timeout:g} seconds "
+            f"({size} bytes came)",
+            fix="check the network between this client and the master, then send the request again",
+        ) from None
     return b"".join(chunks)
 
 
@@ -113,8 +137,8 @@ def _too_large(request: web.Request, size: int, limit: int) -> Problem:
     )
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    body = await read_body(request, limit)
+async def read_json(request: web.Request, limit: int, *, timeout: float = BODY_TIMEOUT_SECONDS) -> Any:
+    body = await read_body(request, limit, timeout=timeout)
     if not body:
         raise bad_request(f"{request.method} {request.path} needs a JSON body")
     try:

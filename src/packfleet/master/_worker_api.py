@@ -55,7 +55,13 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         running_tasks=beat.running_tasks,
         version=beat.version,
     )
-    outcome = await state.db(state.catalog.worker_heartbeat, caller.thumbprint, info, pem=_pem(caller.der))
+    outcome = await state.db(
+        state.catalog.worker_heartbeat,
+        caller.thumbprint,
+        info,
+        pem=_pem(caller.der),
+        pinned=state.pinned_in_root,
+    )
     # The heartbeat may have bound this certificate to a worker: the next request must see that.
     state.principals.invalidate([caller.thumbprint])
     if outcome.state != "enabled":
@@ -162,7 +168,8 @@ async def events(call: Call) -> web.StreamResponse:
         )
         for i, e in enumerate(batch.events)
     ]
-    stored = await state.db(state.catalog.add_events, inputs) if inputs else 0
+    # Only events of leases this worker holds or held last are stored; seq < 1 is a 400 (InvalidValue).
+    stored = await state.db(state.catalog.add_events, batch.agent_id, inputs) if inputs else 0
     if stored:
         state.wakeups.notify(EVENTS)
     return json_response(protocol.encode(protocol.EventAck(acknowledged=len(inputs), stored=stored)))

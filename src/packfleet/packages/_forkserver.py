@@ -20,6 +20,11 @@ signal it without racing pid reuse (it alone knows whether it has reaped it), so
 through here. On an exit the server first collects the exit status with ``WNOWAIT``, then kills what
 is left of the child's process group (the zombie leader keeps the group id from being reused), then
 reaps: a package's helpers never outlive its task.
+
+Each child is in a session of its own, so if the fork server itself is killed (SIGKILL, OOM killer)
+nothing of the above runs; each child therefore asks the kernel for a SIGKILL when the fork server
+dies (``PR_SET_PDEATHSIG``, :mod:`packfleet._lifetime`), set up before anything else it does. That
+module's ``ctypes`` is loaded here, once (about 0.2 MB), so that a child pays only the system call.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import time
 # it adds 0.3 MB to the process.
 import typing  # noqa: F401
 
+from packfleet._lifetime import die_with_parent
 from packfleet.packages import _child
 
 TYPE_CHECKING = False
@@ -159,11 +165,12 @@ class ForkServer:
             error = f"expected {expected} descriptors, got {len(fds)}"
             self._send({"op": "error", "id": message["id"], "message": error})
             return
+        server = os.getpid()
         signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
         try:
             pid = os.fork()
             if pid == 0:
-                self._in_child(message, fds)
+                self._in_child(message, fds, server)
         except OSError as exc:
             self._send({"op": "error", "id": message["id"], "message": f"fork failed: {exc}"})
             return
@@ -172,9 +179,12 @@ class ForkServer:
         self._children.add(pid)
         self._send({"op": "started", "id": message["id"], "pid": pid})
 
-    def _in_child(self, message: dict[str, Any], fds: list[int]) -> None:
+    def _in_child(self, message: dict[str, Any], fds: list[int], server: int) -> None:
         code = 70  # EX_SOFTWARE: the child failed before the package could start
         try:
+            # SIGKILL, not SIGTERM: with the server gone nobody would collect a graceful ending,
+            # and a package's own SIGTERM handler must not keep it running.
+            die_with_parent(server, signal.SIGKILL)
             self._selector.close()
             self._sock.close()
             os.close(self._wake_r)

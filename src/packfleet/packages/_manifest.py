@@ -531,8 +531,11 @@ def resolve_parameters(project: Project, package: str, given: Mapping[str, Param
 
 
 def mask_parameters(project: Project, package: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` with every sensitive parameter shown as ``********`` (for listings and logs)."""
+    """``values`` with every sensitive parameter shown as ``********`` (for listings and logs).
+
+    A name the manifest does not declare is masked too: nothing says it is safe to show.
+    """
     specs = parameter_specs(project, package)
     return {
-        name: MASK if name in specs and specs[name].sensitive else value for name, value in values.items()
+        name: value if name in specs and not specs[name].sensitive else MASK for name, value in values.items()
     }

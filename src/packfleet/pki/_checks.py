@@ -82,6 +82,7 @@ def check_usable(
     *,
     purposes: Collection[str] = ("server", "client"),
     now: datetime | None = None,
+    peer: bool = False,
 ) -> None:
     """Raise :class:`PkiError` (or :class:`UnsupportedKey`) if ``cred`` cannot work in packfleet's TLS.
 
@@ -93,6 +94,8 @@ def check_usable(
       certificate must play; a master-only certificate may pass ``purposes=("server",)``);
     - a KeyUsage without digitalSignature (TLS 1.3 authenticates with a signature, RFC 8446 §4.4.3);
     - BasicConstraints CA:TRUE on a self-signed certificate (rustls: ``CaUsedAsEndEntity``);
+    - with ``peer`` (a certificate another node presents, about to be pinned in a Root store), any
+      certificate OpenSSL could take for a CA: see :func:`_refuse_ca_like`;
     - outside its validity period at ``now`` (OpenSSL checks dates even on a pinned trust anchor);
     - a private key that is not the certificate's.
     """
@@ -131,6 +134,8 @@ def check_usable(
             "CA:FALSE",
             fix=fix,
         )
+    if peer:
+        _refuse_ca_like(cert, source, fix)
 
     moment = now if now is not None else datetime.now(UTC)
     if moment > cert.not_valid_after_utc:
@@ -151,6 +156,48 @@ def check_usable(
             f"the private key given with {source} is not that certificate's key",
             fix="import the certificate together with its own key (the PFX or PEM it came with)",
         )
+
+
+def _refuse_ca_like(cert: x509.Certificate, source: str, fix: str) -> None:
+    """Refuse a certificate that, once in a Root store, would let its key vouch for others.
+
+    OpenSSL puts the whole Root store in the X509_STORE a handshake verifies against, and treats a
+    trust anchor as a CA when it is a v1 certificate, has no BasicConstraints at all, or says CA:TRUE
+    (``X509_check_ca``; RFC 5280 §4.2.1.9 only *requires* BasicConstraints on CA certificates, so
+    its absence reads as "maybe a CA"), and KeyUsage keyCertSign or cRLSign says the same. Any
+    certificate its key then signs would pass the handshake as a peer: packfleet pins each peer's
+    own certificate, so a pinned one must say CA:FALSE and sign nothing.
+    """
+    if cert.version != x509.Version.v3:
+        raise PkiError(
+            f"{source} is an X.509 {cert.version.name} certificate: it has no extensions, so it cannot "
+            "say CA:FALSE, and OpenSSL would trust whatever certificate its key signs",
+            fix=fix,
+        )
+    constraints = _extension(cert, ExtensionOID.BASIC_CONSTRAINTS)
+    if not isinstance(constraints, x509.BasicConstraints):
+        raise PkiError(
+            f"{source} has no BasicConstraints: without CA:FALSE OpenSSL may take it for a CA and "
+            "trust whatever certificate its key signs; packfleet pins only certificates marked CA:FALSE",
+            fix=fix,
+        )
+    if constraints.ca:
+        raise PkiError(
+            f"{source} is a CA certificate (CA:TRUE): in a Root store it would make every certificate "
+            "its key signs trusted; packfleet pins only end-entity certificates (CA:FALSE)",
+            fix=fix,
+        )
+    usage = _extension(cert, ExtensionOID.KEY_USAGE)
+    if isinstance(usage, x509.KeyUsage):
+        signs = [
+            name for name, on in (("keyCertSign", usage.key_cert_sign), ("cRLSign", usage.crl_sign)) if on
+        ]
+        if signs:
+            raise PkiError(
+                f"{source} has a key usage of {' and '.join(signs)}: that is a CA's key usage, and "
+                "packfleet pins only end-entity certificates whose key signs no other certificate",
+                fix=fix,
+            )
 
 
 def _same_public_key(cert: x509.Certificate, key: PrivateKey) -> bool:

@@ -219,7 +219,7 @@ class JoinRequest:
     """
 
     token_id: str
-    secret: str
+    secret: str = field(repr=False)  # never in a traceback or a log line
     cert_pem: str
     agent_id: str
     display_name: str

@@ -35,7 +35,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from packfleet.errors import JoinError
 
@@ -68,7 +68,8 @@ class JoinToken:
     #: SHA-256 of the master certificate's DER, 64 uppercase hex digits (as ``cert show`` prints it).
     master_sha256: str
     token_id: str
-    secret: bytes
+    #: Kept out of ``repr``: a token in a traceback or a log line must not admit a worker.
+    secret: bytes = field(repr=False)
 
     def encode(self) -> str:
         """The token as one copy-paste string."""

@@ -107,7 +107,8 @@ def init_worker(
     >>> init_worker(Path("/srv/w"), master_url="https://127.0.0.1:8391",
     ...             master_cert=Path("/srv/m/master.cer"), name="worker1", ip="127.0.0.2")  # doctest: +SKIP
     """
-    parse_endpoint(master_url)  # refuse anything but https://host:port before touching the stores
+    # Refuse anything but https://host:port before touching the stores.
+    parse_endpoint(master_url, key="--master", fix="packfleet worker init --master https://MASTER:8391")
     home.mkdir(parents=True, exist_ok=True)
     display_name = name or socket.gethostname()
     address = ip or next(iter(local_ips()), "127.0.0.1")

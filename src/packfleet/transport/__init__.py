@@ -2,6 +2,8 @@
 
 from packfleet.transport._client import MasterClient, parse_endpoint
 from packfleet.transport._explain import (
+    NEW_ADMIN_FIX,
+    READMIT_FIX,
     PeerCertificate,
     explain_client_failure,
     fetch_server_certificate,
@@ -16,6 +18,8 @@ from packfleet.transport._policy import (
 )
 
 __all__ = [
+    "NEW_ADMIN_FIX",
+    "READMIT_FIX",
     "HotSwapServerContext",
     "MasterClient",
     "PeerCertificate",

@@ -17,13 +17,16 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from packfleet.errors import ApiError, SettingsError, TlsError, TransportError
+from packfleet.errors import ApiError, ProtocolError, SettingsError, TlsError, TransportError
 from packfleet.protocol import routes
 from packfleet.transport._explain import (
     explain_client_failure,
     fetch_server_certificate,
     master_accepts_client_certificate,
 )
+
+#: Seconds to open a TCP connection: a master that does not accept one by then is down or unreachable.
+_CONNECT_TIMEOUT = 10.0
 
 _REFUSED_FIX = {
     "worker": "on the master: packfleet manager worker add --cert worker.cer "
@@ -32,15 +35,26 @@ _REFUSED_FIX = {
 }
 
 
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """Split ``https://host:port`` into host and port, refusing anything but HTTPS."""
-    url = URL(endpoint)
-    if url.scheme != "https" or not url.host:
+def parse_endpoint(
+    endpoint: str, *, kind: str = "worker", key: str = "MasterEndpoint", fix: str | None = None
+) -> tuple[str, int]:
+    """Split ``https://host:port`` into host and port, refusing anything but HTTPS.
+
+    ``kind`` and ``key`` name the setting the URL came from (``master``/``MasterAddress``,
+    ``manager``/``MasterEndpoint``...), so the refusal says which file to mend; ``fix`` replaces that
+    advice when the URL came from elsewhere, such as a join token or a command-line option.
+    """
+    try:
+        url = URL(endpoint)
+        scheme, host, port = url.scheme, url.host, url.port
+    except ValueError:  # yarl refuses a malformed authority, such as a port that is not a number
+        scheme, host, port = "", None, None
+    if scheme != "https" or not host:
         raise SettingsError(
-            f"master endpoint {endpoint!r} is not an https://host:port URL",
-            fix="packfleet settings set worker MasterEndpoint https://MASTER:8391",
+            f"{key} {endpoint!r} is not an https://host:port URL",
+            fix=fix or f"packfleet settings set {kind} {key} https://MASTER:8391",
         )
-    return url.host, url.port or 443
+    return host, port or 443
 
 
 def _ssl_cause(exc: BaseException) -> BaseException | None:
@@ -86,7 +100,8 @@ class MasterClient:
         connections: int = 8,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self.host, self.port = parse_endpoint(self.endpoint)
+        # A worker's and a manager's endpoint are both their settings' MasterEndpoint.
+        self.host, self.port = parse_endpoint(self.endpoint, kind=role)
         self.role = role
         self.pins = pins
         self.own_thumbprint = own_thumbprint
@@ -112,7 +127,7 @@ class MasterClient:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT),
                 raise_for_status=False,
             )
         return self._session
@@ -186,21 +201,32 @@ class MasterClient:
                 data=io.BytesIO(body) if body is not None else None,
                 params=params,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout or self._timeout, sock_connect=10),
+                timeout=aiohttp.ClientTimeout(total=timeout or self._timeout, sock_connect=_CONNECT_TIMEOUT),
             ) as response:
                 payload = await response.read()
                 if response.status >= 400:
                     raise _problem(response.status, payload, method, path)
+        except TimeoutError as exc:
+            # First: on Python 3.11 TimeoutError is an OSError, and aiohttp's ServerTimeoutError is
+            # both a TimeoutError and a ClientError, so the clause below would take a slow master
+            # for a refused certificate (the probe in _translate sees only a closed connection).
+            raise self._timed_out(exc, method, path, timeout or self._timeout) from exc
         except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
             raise await self._translate(exc) from exc
-        except TimeoutError as exc:
-            raise TransportError(
-                f"the master at {self.host}:{self.port} did not answer {method} {path} within "
-                f"{timeout or self._timeout:.0f} s"
-            ) from exc
         if raw:
             return payload
-        return json.loads(payload) if payload else None
+        return parse_json(payload, f"the master at {self.host}:{self.port}", method, path)
+
+    def _timed_out(self, exc: TimeoutError, method: str, path: str, limit: float) -> TransportError:
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return TransportError(
+                f"the master at {self.host}:{self.port} did not accept a connection for {method} "
+                f"{path} within {_CONNECT_TIMEOUT:g} s",
+                fix="check that the master runs (packfleet master run) and that MasterEndpoint names it",
+            )
+        return TransportError(
+            f"the master at {self.host}:{self.port} did not answer {method} {path} within {limit:g} s"
+        )
 
     async def _drop_retired(self) -> None:
         """Close the retired sessions that carry no request; the others close when their last ends."""
@@ -244,6 +270,24 @@ class MasterClient:
             own_thumbprint=self.own_thumbprint,
             peer=peer,
         )
+
+
+def parse_json(payload: bytes, peer: str, method: str, path: str) -> Any:
+    """The JSON body of a successful answer; a body that is not JSON is a :class:`ProtocolError`.
+
+    ``json.loads`` raises ValueError (or UnicodeDecodeError, a ValueError too), which no caller's
+    ``except TransportError`` would catch: a proxy's HTML page must not end a worker's loop.
+    """
+    if not payload:
+        return None
+    try:
+        return json.loads(payload)
+    except ValueError as exc:
+        raise ProtocolError(
+            f"{peer} answered {method} {path} with {len(payload)} bytes that are not JSON ({exc})",
+            fix="check that the endpoint is a packfleet master's HTTPS port (not a proxy) and that "
+            "both ends run the same packfleet version",
+        ) from exc
 
 
 def _problem(status: int, payload: bytes, method: str, path: str) -> ApiError:

@@ -25,6 +25,20 @@ _UNTRUSTED = {18, 19, 20, 21}
 _HOST_MISMATCH = {62, 64}
 _PURPOSE = 26
 
+#: How a worker whose certificate the master no longer accepts (expired, revoked) gets back in: its
+#: own certificate cannot carry a renewal request any more, so the master admits it again.
+READMIT_FIX = (
+    "on the master: packfleet manager worker connect WORKER --token, then on this worker: "
+    "packfleet worker join TOKEN"
+)
+#: ``master init`` run again with ``--existing-cert`` keeps the served certificate and makes a new admin
+#: certificate when the old one is expired; without it, it would replace the master certificate too.
+#: ``--port`` and ``--address`` default to 8391 and the first CN, so they are passed to keep the settings.
+NEW_ADMIN_FIX = (
+    "on the master: packfleet master init --existing-cert SSLCERTTHUMBPRINT --port PORTNUMBER "
+    "--address MASTERADDRESS, with the values packfleet settings show master prints"
+)
+
 
 @dataclass(frozen=True)
 class PeerCertificate:
@@ -77,7 +91,8 @@ def master_accepts_client_certificate(
     handshake done, and asyncio servers then close the connection without sending OpenSSL's alert.
     So a refused certificate looks like a dropped connection. This probe tells the two apart: it
     asks for ``/api/v1/health`` (open to anyone) with the certificate; a master that trusts it
-    answers, one that does not closes the connection unanswered. None: the master is unreachable.
+    answers, one that does not closes the connection unanswered. None: the master is unreachable,
+    or too slow to answer within ``timeout`` (a slow master says nothing about the certificate).
     """
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
@@ -87,6 +102,8 @@ def master_accepts_client_certificate(
         with context.wrap_socket(raw, server_hostname=host) as tls:
             tls.sendall(f"GET /api/v1/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             return tls.recv(12).startswith(b"HTTP/1.1")
+    except TimeoutError:  # socket.timeout; an OSError, so it must be caught before the clause below
+        return None
     except (OSError, ssl.SSLError):
         return False
     finally:
@@ -190,9 +207,7 @@ def explain_client_failure(
     if "CERTIFICATE_EXPIRED" in reason + text:
         return TlsError(
             f"{where} refused this {role}'s certificate {mine}: it has expired",
-            fix="packfleet worker rotate-cert, or a new join token: packfleet worker join TOKEN"
-            if role == "worker"
-            else "packfleet master init --admin-only",
+            fix=READMIT_FIX if role == "worker" else NEW_ADMIN_FIX,
         )
     if "CERTIFICATE_REQUIRED" in reason + text:
         return TlsError(

@@ -20,7 +20,7 @@ from typing import Any
 
 from packfleet.errors import PinMismatch, TlsError, TransportError
 from packfleet.protocol import routes
-from packfleet.transport._client import _problem, parse_endpoint
+from packfleet.transport._client import _problem, parse_endpoint, parse_json
 from packfleet.transport._policy import probe_context
 
 _JOIN_FIX = "ask the master's administrator for a new one: packfleet manager token create"
@@ -50,7 +50,11 @@ class PinnedConnection:
 
     def __init__(self, endpoint: str, pin: str, *, timeout: float = 30.0) -> None:
         self.endpoint = endpoint
-        self.host, self.port = parse_endpoint(endpoint)
+        self.host, self.port = parse_endpoint(
+            endpoint,
+            key="the join token's endpoint",
+            fix="make a token with the master's URL: packfleet manager token create --endpoint https://HOST:PORT",
+        )
         self.pin = pin.upper()
         self.timeout = timeout
         #: The DER of the certificate the master presented (set once the pin matched).
@@ -127,7 +131,7 @@ class PinnedConnection:
             ) from exc
         if response.status >= 400:
             raise _problem(response.status, data, method, path)
-        return json.loads(data) if data else None
+        return parse_json(data, f"the master at {self.host}:{self.port}", method, path)
 
     def close(self) -> None:
         if self._http is not None:

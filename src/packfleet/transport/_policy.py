@@ -107,17 +107,22 @@ def client_context(
     return ctx
 
 
-def probe_context() -> ssl.SSLContext:
-    """A context that completes a handshake with any server, used only to *read* its certificate.
+def probe_context(*, minimum_version: str = "1.3") -> ssl.SSLContext:
+    """A context that completes a handshake with any server, so that its certificate can be checked.
 
-    It never carries application data: :func:`packfleet.transport.fetch_server_certificate` uses it
-    to show a person which certificate a master presented after a verified connection failed, and
-    the join flow uses it to compare the SHA-256 pin before it sends anything.
+    OpenSSL verifies nothing here; the caller does, before any application data is written:
+    :func:`packfleet.transport.fetch_server_certificate` only reads the certificate (to show a person
+    which one a master presented after a verified connection failed) and sends nothing, while
+    ``worker join`` (:class:`packfleet.transport.PinnedConnection`) compares its SHA-256 with the join
+    token's pin and, only once it matched, carries the join exchange — the token's secret included —
+    over this same connection. So it gets the hardening of every other context: TLS 1.3 unless
+    ``minimum_version`` says 1.2 (then forward-secret AEAD suites only), no compression, no tickets.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _harden(ctx, minimum_version)
     ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # noqa: S323 - reading the peer's certificate, nothing is trusted
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # The certificate is checked by the caller against a SHA-256 pin, not by OpenSSL against a store.
+    ctx.verify_mode = ssl.CERT_NONE  # noqa: S323
     return ctx
 
 

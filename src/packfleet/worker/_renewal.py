@@ -45,7 +45,7 @@ from packfleet.protocol import (
     renewal_proof_message,
     routes,
 )
-from packfleet.transport import MasterClient
+from packfleet.transport import READMIT_FIX, MasterClient
 from packfleet.worker._identity import WorkerIdentity
 
 log = logging.getLogger("packfleet.worker")
@@ -60,11 +60,8 @@ _KEY_TYPES = {"ecdsa-p256", "rsa-2048", "rsa-3072"}
 
 
 def readmit_fix() -> str:
-    """The two ways back in for a worker whose certificate the master can no longer accept."""
-    return (
-        "admit this worker again: create a join token on the master and run `packfleet worker join` "
-        "here, or from the master run `packfleet manager worker connect`"
-    )
+    """The way back in for a worker whose certificate the master can no longer accept."""
+    return READMIT_FIX
 
 
 def renewal_due(info: CertInfo, now: datetime) -> bool:

@@ -35,6 +35,8 @@ from packfleet.worker._logcache import LogCache
 log = logging.getLogger("packfleet.worker")
 
 MAX_BATCH = 500
+#: Send rounds in one :meth:`Reporter.report` pass at most.
+MAX_ROUNDS = 100
 
 Send = Callable[[str, Any], Awaitable[Any]]
 
@@ -67,17 +69,21 @@ class Reporter:
         self._lock = asyncio.Lock()
 
     async def report(self) -> bool:
-        """Send pending events, then the completions they unblock; True when nothing is left to send.
+        """Send pending events, then the completions they unblock; True when every request succeeded.
 
-        Returns False after the first failed request: the caller backs off and calls again.
+        A True pass left nothing behind that was written before it ended (when packages keep
+        writing, what they write meanwhile goes in the next pass). Returns False after the first
+        failed request: the caller backs off and calls again.
         """
         async with self._lock:
             return await self._report()
 
     async def _report(self) -> bool:
-        self.cache.sync()
-        sent_any = True
-        while sent_any:
+        # One group commit (one fsync) per pass, then rounds until what it covered is sent. What
+        # packages write meanwhile waits for the next pass, after the caller's linger: under load
+        # that gathers many tasks' records into one fsync and one request (make bench).
+        await self.cache.commit()
+        for _ in range(MAX_ROUNDS):
             sent_any = False
             batch = self.cache.pending_events(self.batch_size)
             if batch:
@@ -89,7 +95,9 @@ class Reporter:
                 if not await self._send_completions(reports):
                     return False
                 sent_any = True
-        return self.cache.waiting_events == 0 and not self.cache.pending_completions()
+            if not sent_any:
+                break
+        return True
 
     async def _send_events(self, batch: list[EventMessage]) -> bool:
         body = encode(EventBatch(agent_id=self.agent_id, events=batch))
@@ -148,15 +156,13 @@ class Reporter:
         if self.failures < max(1, self.retry_count):
             return
         now = self._clock()
+        # The cache acknowledges in journal order, so what is dropped is the oldest run of events,
+        # up to the first that is still young.
         expired: list[EventMessage] = []
-        young: set[tuple[int, int]] = set()
         for event in batch:
-            attempt = (event.task_id, event.attempt)
-            # Only a prefix of each attempt's events may go: the cache keeps a position per attempt.
-            if attempt in young or now - _timestamp(event.time, now) <= self.retry_timeout:
-                young.add(attempt)
-            else:
-                expired.append(event)
+            if now - _timestamp(event.time, now) <= self.retry_timeout:
+                break
+            expired.append(event)
         if expired:
             tasks = sorted({(e.task_id, e.attempt) for e in expired})
             log.warning(

@@ -1,0 +1,79 @@
+"""The master's Root store as the handshake sees it: add, remove, cut off, and serve the change.
+
+The seed's procedures install a worker certificate "into the Root store of the master machine"; the
+master then has to *serve* that store, i.e. rebuild the TLS context new handshakes use. A route that
+answers "added" while the reload failed would leave the worker refused in the handshake with nothing
+pointing at why, so adding trust fails loudly (503 with the reload's own reason). Removing trust is
+already enforced by the catalog (a retired or revoked certificate is refused on every route), so a
+failed reload after a removal is only logged by :meth:`MasterServer.reload`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from packfleet.errors import CertificateNotFound, PackfleetError
+from packfleet.master._problems import Problem
+from packfleet.master._state import MasterState
+from packfleet.pki import CertStore, Credential
+
+log = logging.getLogger("packfleet.master")
+
+_RELOAD_FIX = "packfleet doctor (on the master), mend what it reports, then: kill -HUP <master pid>"
+
+
+async def trust_in_root(state: MasterState, public: Credential, *, actor: str) -> None:
+    """Install a worker certificate into the master's Root store and serve the new trust at once.
+
+    Raises a 503 :class:`Problem` when the master cannot reload its TLS material: the certificate
+    is in the store, but handshakes do not trust it until a reload succeeds.
+    """
+    await state.db(CertStore(state.home, "Root").add, public)
+    state.principals.invalidate([public.thumbprint])
+    log.info("certificate %s added to the Root store by %s", public.thumbprint, actor)
+    try:
+        await state.reload_trust()
+    except PackfleetError as exc:
+        raise Problem(
+            503,
+            "trust-not-reloaded",
+            f"certificate {public.thumbprint} is in the master's Root store, but the master could not "
+            f"reload its TLS trust, so handshakes do not accept it yet: {exc.message}",
+            thumbprint=public.thumbprint,
+            fix=exc.fix or _RELOAD_FIX,
+        ) from None
+
+
+def remove_from_root(state: MasterState, thumbprints: list[str]) -> list[str]:
+    """Delete ``thumbprints`` from the master's Root store; return those that were there.
+
+    Synchronous (file I/O): run it with ``state.db``.
+    """
+    store = CertStore(state.home, "Root")
+    removed = []
+    for thumbprint in thumbprints:
+        try:
+            store.delete(thumbprint)
+        except CertificateNotFound:
+            continue
+        removed.append(thumbprint)
+    return removed
+
+
+async def reload_after_removal(state: MasterState) -> None:
+    """Serve a Root store that lost certificates; a refused reload is logged, not raised.
+
+    The catalog already refuses the removed certificates, so the answer to the administrator stays
+    true; the reload only stops their handshakes early.
+    """
+    try:
+        await state.reload_trust()
+    except PackfleetError:
+        log.warning("the Root store changed but the TLS trust was not reloaded; see the error above")
+
+
+def cut_off(state: MasterState, thumbprints: list[str], why: str) -> None:
+    """Close the open connections of ``thumbprints`` (session tickets are off: none resumes)."""
+    closed = state.connections.close(thumbprints)
+    if closed:
+        log.info("%s: closed %d open connection(s)", why, closed)

@@ -1,0 +1,121 @@
+"""Batching under load: a busy worker leases several freed slots at once, and the reporter
+group-commits what packages write while a request is in flight instead of backing off."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from packfleet.protocol import CompletionReport, EventMessage, decode, routes
+from packfleet.worker import LogCache
+from packfleet.worker._reporter import Reporter
+from packfleet.worker._taskbeat import Running
+
+from .conftest import FAST, DemoProject, MakeAgent
+
+
+async def never(_seconds: float) -> None:
+    """A sleep that only ends by cancellation: the code under test must be woken by events."""
+    await asyncio.Event().wait()
+
+
+async def test_an_idle_worker_leases_at_once(home: Path, demo: DemoProject, make_agent: MakeAgent) -> None:
+    agent = await make_agent(home, sleep=never, timing=dataclasses.replace(FAST, lease_linger=30.0))
+    await asyncio.wait_for(agent._gather_slots(), 5)  # no running task: no linger at all
+
+
+async def test_a_busy_worker_waits_for_half_its_slots_before_leasing(
+    home: Path, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    agent = await make_agent(home, sleep=never, timing=dataclasses.replace(FAST, lease_linger=30.0))
+    slots = agent.settings.max_task_count
+    for task_id in range(slots):
+        agent.running[task_id] = Running(demo.task(task_id, "hello"))
+    gathering = asyncio.ensure_future(agent._gather_slots())
+
+    agent.running.pop(0)  # one task ends: not yet worth a lease request
+    agent._wake_lease.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not gathering.done()
+
+    for task_id in range(1, slots // 2):
+        agent.running.pop(task_id)
+        agent._wake_lease.set()
+        await asyncio.sleep(0)
+    await asyncio.wait_for(gathering, 5)
+    assert agent.capacity == slots // 2
+
+
+async def test_the_linger_is_bounded_when_no_slot_frees(
+    home: Path, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    waited: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waited.append(seconds)
+
+    agent = await make_agent(home, sleep=record, timing=dataclasses.replace(FAST, lease_linger=0.004))
+    for task_id in range(agent.settings.max_task_count):
+        agent.running[task_id] = Running(demo.task(task_id, "hello"))
+    await asyncio.wait_for(agent._gather_slots(), 5)
+    assert waited and all(0 < seconds <= 0.004 for seconds in waited)
+    assert len(waited) <= agent.settings.max_task_count // 2
+
+
+async def test_records_written_during_a_send_go_in_the_next_pass_not_a_backoff(tmp_path: Path) -> None:
+    cache = LogCache(tmp_path)
+    cache.load()
+    cache.open_attempt(execution_id=101, task_id=1, attempt=1)
+    sent: list[list[int]] = []
+
+    def write(message: str) -> None:
+        cache.append(1, 1, time="2024-01-01T00:00:00+00:00", level=20, source="stdout", message=message)
+
+    async def send(path: str, body: Any) -> Any:
+        assert path == routes.WORKER_EVENTS
+        events = [decode(EventMessage, e) for e in body["events"]]
+        sent.append([e.seq for e in events])
+        write("written while the request was in flight")
+        return {"acknowledged": len(events), "stored": len(events)}
+
+    reporter = Reporter(
+        cache, send, agent_id="a", max_buffer=100, retry_count=3, retry_timeout=3600.0, clock=lambda: 0.0
+    )
+    write("first")
+    assert await reporter.report()  # a success although a new event waits: no backoff
+    assert sent == [[1]]
+    assert cache.waiting_events == 1
+    assert await reporter.report()
+    assert sent == [[1], [2]]
+
+
+async def test_an_event_and_a_report_are_in_the_journal_before_they_are_sent(tmp_path: Path) -> None:
+    cache = LogCache(tmp_path)
+    cache.load()
+    cache.open_attempt(execution_id=101, task_id=1, attempt=1)
+    cache.append(1, 1, time="2024-01-01T00:00:00+00:00", level=20, source="stdout", message="on disk")
+    cache.finish(1, 1, CompletionReport(task_id=1, attempt=1, outcome="succeeded", exit_code=0, message=""))
+    seen: list[str] = []
+
+    async def send(path: str, body: Any) -> Any:
+        # What a kill -9 right now would leave for the next agent to replay.
+        replay = LogCache(tmp_path)
+        replay.load()
+        replay.close()
+        if path == routes.WORKER_EVENTS:
+            seen.append("events")
+            assert [e.message for e in replay.pending_events(10)] == ["on disk"]
+            return {"acknowledged": 1, "stored": 1}
+        seen.append("completions")
+        assert [r.task_id for r in replay.pending_completions()] == [1]
+        return {"results": [{"task_id": 1, "accepted": True, "stale": False}]}
+
+    reporter = Reporter(
+        cache, send, agent_id="a", max_buffer=100, retry_count=3, retry_timeout=3600.0, clock=lambda: 0.0
+    )
+    assert await reporter.report()
+    assert seen == ["events", "completions"]
+    assert cache.idle and list(tmp_path.iterdir()) == []
