@@ -16,6 +16,7 @@ mends it. The CLI prints both and exits with ``exit_code``.
     │   ├── ApiError             the peer answered with a problem document
     │   └── JoinError            `worker join` cannot use its token or the master refused it
     │       └── PinMismatch      the master presented another certificate than the token pins
+    ├── AgentFailed              a worker agent stopped because one of its loops failed
     ├── CatalogError             catalog: database, migrations, records
     │   ├── NotFound
     │   ├── Conflict             a change would break an invariant (a thumbprint bound twice...)
@@ -122,6 +123,12 @@ class PinMismatch(JoinError):
     """Raised when the master presents a certificate whose SHA-256 is not the one the join token pins."""
 
 
+class AgentFailed(PackfleetError):
+    """Raised when a worker agent stops because one of its loops failed; its service should restart it."""
+
+    exit_code = 9
+
+
 class CatalogError(PackfleetError):
     """Raised when the catalog database cannot be reached, migrated, or holds no such record."""
 
@@ -169,6 +176,7 @@ class UsageError(PackfleetError):
 
 
 __all__ = [
+    "AgentFailed",
     "ApiError",
     "ArchiveError",
     "CatalogError",

@@ -87,3 +87,20 @@ def test_the_pid_file_names_this_process_until_it_is_stale(tmp_path: Path) -> No
     write_pid_file(tmp_path)
     remove_pid_file(tmp_path)
     assert not (tmp_path / PID_FILE).exists()
+
+
+def test_a_rotation_left_half_way_is_finished_or_forgotten(tmp_path: Path, pki: Pki) -> None:
+    from packfleet.worker._renewal import PENDING_FILE, Pending, resume_rotation
+
+    home = write_home(tmp_path / "worker", pki, "https://127.0.0.1:8391")
+    old = load_worker_settings(home).worker_https_cert_thumbprint
+    new = create_self_signed(["worker1", "127.0.0.2"])
+    CertStore(home, "My").add(new)
+    (home / PENDING_FILE).write_text(f'{{"retire": "{old}", "new": "{new.thumbprint}"}}')
+    # Registered but never switched to: the settings are pointed at the new certificate.
+    assert resume_rotation(home, Pending(retire=old, new=new.thumbprint))
+    assert load_worker_settings(home).worker_https_cert_thumbprint == new.thumbprint
+    # A note naming a certificate that is gone is dropped, so renewal can start over.
+    gone = create_self_signed(["worker1"])
+    assert not resume_rotation(home, Pending(retire=new.thumbprint, new=gone.thumbprint))
+    assert not (home / PENDING_FILE).exists()

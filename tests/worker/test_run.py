@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from packfleet.cli import main
+from packfleet.errors import AgentFailed
 from packfleet.worker import render_unit
 
 from .conftest import DemoProject, MakeAgent, Pki, write_home
@@ -112,3 +113,17 @@ async def test_cached_events_go_out_as_soon_as_the_master_answers_again(
         await asyncio.wait_for(serving, 20)
     assert not stub.event_script
     assert [e.seq for e in stub.lines(1)] == list(range(1, len(stub.lines(1)) + 1))
+
+
+async def test_a_failed_loop_stops_the_agent_with_an_error_instead_of_hanging(
+    home: Path, stub: StubMaster, make_agent: MakeAgent
+) -> None:
+    agent = await make_agent(home)
+
+    async def broken() -> None:
+        raise RuntimeError("disk on fire")
+
+    agent._task_heartbeat_loop = broken  # type: ignore[method-assign]
+    with pytest.raises(AgentFailed) as stopped:
+        await asyncio.wait_for(agent.run(install_signals=False), 20)
+    assert "disk on fire" in str(stopped.value)

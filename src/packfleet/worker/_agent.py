@@ -24,7 +24,14 @@ from typing import Any
 
 from packfleet import __version__
 from packfleet.config import WorkerSettings
-from packfleet.errors import ApiError, CertificateExpired, PackfleetError, TlsError, TransportError
+from packfleet.errors import (
+    AgentFailed,
+    ApiError,
+    CertificateExpired,
+    PackfleetError,
+    TlsError,
+    TransportError,
+)
 from packfleet.packages import PackageRunner
 from packfleet.protocol import (
     CompletionReport,
@@ -46,11 +53,13 @@ from packfleet.worker._logcache import LogCache
 from packfleet.worker._machine import MachineProbe, PsutilProbe
 from packfleet.worker._projects import ProjectCache
 from packfleet.worker._renewal import (
+    Pending,
     check_not_expired,
     read_pending,
     register_next_certificate,
     remove_pid_file,
     renewal_due,
+    resume_rotation,
     retire_previous,
     write_pid_file,
 )
@@ -150,6 +159,8 @@ class WorkerAgent:
         self._master_back = asyncio.Event()
         self._executions: dict[int, asyncio.Task[CompletionReport | None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        #: Why :meth:`run` stopped on its own, if one of its loops failed.
+        self.failure: BaseException | None = None
         self._rotating: asyncio.Task[None] | None = None
 
     @property
@@ -336,8 +347,30 @@ class WorkerAgent:
         thumbprint = self.identity.certificate.thumbprint
         if pending is not None and pending.new == thumbprint:
             self._rotating = self._spawn(self._retire_previous())
-        elif pending is None and renewal_due(self.identity.certificate, self._now()):
+        elif pending is not None:
+            self._rotating = self._spawn(self._resume_rotation(pending))
+        elif renewal_due(self.identity.certificate, self._now()):
             self._rotating = self._spawn(self._renew())
+
+    async def _resume_rotation(self, pending: Pending) -> None:
+        log.warning(
+            "a certificate rotation stopped half-way: %s was registered to replace %s, but this agent "
+            "uses %s; finishing it",
+            pending.new,
+            pending.retire,
+            self.identity.certificate.thumbprint,
+        )
+        try:
+            applied = resume_rotation(self.home, pending)
+        except PackfleetError as exc:
+            log.error("cannot finish the certificate rotation; trying again at the next heartbeat: %s", exc)
+            return
+        if not applied:
+            log.warning(
+                "certificate %s is gone from this node: the rotation starts over when due", pending.new
+            )
+        elif self.reload():
+            await self._retire_previous()
 
     async def _renew(self) -> None:
         log.info(
@@ -496,8 +529,25 @@ class WorkerAgent:
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_ended)
         return task
+
+    def _background_ended(self, task: asyncio.Task[Any]) -> None:
+        """A loop that dies while the agent serves would leave a process that looks alive but no
+        longer heartbeats, leases or reports: log why and stop, so the service manager restarts it
+        (``Restart=on-failure``: :meth:`run` then raises :class:`AgentFailed`)."""
+        self._background.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if self.failure is None:
+            self.failure = exc
+            log.error(
+                "worker loop %s failed; stopping so the service restarts it",
+                task.get_name(),
+                exc_info=exc,
+            )
+        self.stop()
 
     def _start_execution(self, assignment: TaskAssignment) -> None:
         task = asyncio.ensure_future(self._execute_logged(assignment))
@@ -509,6 +559,11 @@ class WorkerAgent:
             return await self.execute(assignment)
         except PackfleetError as exc:
             log.error("task %s attempt %s: %s", assignment.task_id, assignment.attempt, exc)
+            return None
+        except Exception:
+            # One task's unexpected failure (a full disk, a folder it cannot create) must not pass
+            # unseen: the lease lapses and the master requeues the task.
+            log.exception("task %s attempt %s failed in the worker", assignment.task_id, assignment.attempt)
             return None
 
     async def _pause(self, seconds: float, *events: asyncio.Event) -> None:
@@ -624,6 +679,11 @@ class WorkerAgent:
                 loop.remove_signal_handler(signum)
             remove_pid_file(self.home)
             await self.close()
+        if self.failure is not None:
+            raise AgentFailed(
+                f"worker {self.name} stopped because one of its loops failed: {self.failure!r}",
+                fix="see the traceback above in this worker's log; the service manager restarts it",
+            ) from self.failure
 
     async def _finish_running(self) -> None:
         """Let running tasks end within ``stop_grace``, then cancel them (no report: they are requeued)."""

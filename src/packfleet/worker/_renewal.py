@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from packfleet.config import atomic_write, set_setting
+from packfleet.config import atomic_write, load_worker_settings, set_setting
 from packfleet.errors import CertificateExpired, CertificateNotFound
 from packfleet.pki import CertInfo, CertStore, Credential, create_self_signed, export_certificate, sign_proof
 from packfleet.protocol import (
@@ -144,6 +144,25 @@ async def register_next_certificate(
         info.thumbprint,
     )
     return new
+
+
+def resume_rotation(home: Path, pending: Pending) -> bool:
+    """Finish a rotation that stopped half-way; True when WorkerHttpsCertThumbprint now names the new one.
+
+    Between registering the new certificate with the master and switching to it, a crash or a failed
+    reload can leave the note behind while the agent still uses the old certificate. Left alone, that
+    note would keep automatic renewal from ever running again and the certificate would expire. If the
+    new certificate is here with its key, point the settings at it; if it is gone, drop the note so
+    renewal starts over.
+    """
+    settings = load_worker_settings(home)
+    store = CertStore(home, settings.store_name)
+    if store.contains(pending.new) and store.get(pending.new).private_key is not None:
+        if settings.worker_https_cert_thumbprint != pending.new:
+            set_setting(home, "worker", "WorkerHttpsCertThumbprint", pending.new)
+        return True
+    (home / PENDING_FILE).unlink(missing_ok=True)
+    return False
 
 
 async def retire_previous(home: Path, identity: WorkerIdentity, client: MasterClient) -> str | None:

@@ -35,6 +35,10 @@ from packfleet.worker._logcache import LogCache
 log = logging.getLogger("packfleet.worker")
 
 MAX_BATCH = 500
+#: Bytes one events request may carry at most, estimated before encoding. The master refuses bodies
+#: over 4 MiB (413); JSON escapes a non-ASCII character as \uXXXX, so a message may grow sixfold.
+MAX_BATCH_BYTES = 1 << 20
+_EVENT_OVERHEAD = 256  # field names, ids, timestamps
 #: Send rounds in one :meth:`Reporter.report` pass at most.
 MAX_ROUNDS = 100
 
@@ -85,7 +89,7 @@ class Reporter:
         await self.cache.commit()
         for _ in range(MAX_ROUNDS):
             sent_any = False
-            batch = self.cache.pending_events(self.batch_size)
+            batch = _within_budget(self.cache.pending_events(self.batch_size))
             if batch:
                 if not await self._send_events(batch):
                     return False
@@ -103,6 +107,12 @@ class Reporter:
         body = encode(EventBatch(agent_id=self.agent_id, events=batch))
         try:
             ack = decode(EventAck, await self._send(routes.WORKER_EVENTS, body))
+        except ApiError as exc:
+            if exc.status in (400, 413):
+                return await self._split_refused(batch, exc)
+            self._failed(exc, f"{len(batch)} event message(s)")
+            self._give_up_old(batch)
+            return False
         except TransportError as exc:
             self._failed(exc, f"{len(batch)} event message(s)")
             self._give_up_old(batch)
@@ -112,6 +122,28 @@ class Reporter:
         # stored part of it before failing. Duplicates count as acknowledged (idempotent seq).
         self.cache.acknowledge(batch[: max(0, min(ack.acknowledged, len(batch)))])
         return ack.acknowledged > 0
+
+    async def _split_refused(self, batch: list[EventMessage], exc: ApiError) -> bool:
+        """Send a batch the master refused as a whole (too large, or one event it cannot take) in halves.
+
+        Retrying the same batch would be refused forever and block every later event and report of
+        this worker; an event the master refuses on its own can never be delivered, so it is dropped
+        with a warning naming it.
+        """
+        if len(batch) == 1:
+            event = batch[0]
+            log.warning(
+                "dropping event %s of task %s attempt %s (%d characters): the master refuses it: %s",
+                event.seq,
+                event.task_id,
+                event.attempt,
+                len(event.message),
+                exc,
+            )
+            self.cache.acknowledge(batch)
+            return True
+        middle = len(batch) // 2
+        return await self._send_events(batch[:middle]) and await self._send_events(batch[middle:])
 
     async def _send_completions(self, reports: list[Any]) -> bool:
         body = encode(CompletionBatch(agent_id=self.agent_id, reports=reports))
@@ -174,6 +206,16 @@ class Reporter:
                 self.failures,
             )
             self.cache.acknowledge(expired)
+
+
+def _within_budget(batch: list[EventMessage]) -> list[EventMessage]:
+    """The longest prefix of ``batch`` whose worst-case encoding fits :data:`MAX_BATCH_BYTES` (>= 1 event)."""
+    total = 0
+    for count, event in enumerate(batch):
+        total += 6 * len(event.message) + _EVENT_OVERHEAD
+        if total > MAX_BATCH_BYTES and count > 0:
+            return batch[:count]
+    return batch
 
 
 def _timestamp(text: str, default: float) -> float:
