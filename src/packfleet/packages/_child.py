@@ -180,8 +180,14 @@ def _forget_modules(project_dir: str) -> None:
     sys.path_importer_cache.pop(project_dir, None)
 
 
-def run_task(request: dict[str, Any], channel: EventChannel | None = None) -> int:
-    """Run one package in this process and return its exit code (0 success, 1 exception)."""
+def run_task(request: dict[str, Any], channel: EventChannel | None = None, *, reused: bool = True) -> int:
+    """Run one package in this process and return its exit code (0 success, 1 exception).
+
+    ``reused=False`` says the process exits right after (a fresh task): the project's modules are
+    then left loaded. Unloading them walks every module in ``sys.modules``, and in a forked child
+    each module object it touches is a copy-on-write page fault: about 170 faults and 0.45 ms of
+    the fork server's ~2.3 ms per fresh task, spent on a process about to end.
+    """
     channel = channel or EventChannel()
     package = request["package"]
     project_dir = request["project_dir"]
@@ -225,5 +231,6 @@ def run_task(request: dict[str, Any], channel: EventChannel | None = None) -> in
         sys.stdout, sys.stderr = saved
         root.removeHandler(handler)
         sys.path.remove(project_dir)
-        _forget_modules(project_dir)
+        if reused:
+            _forget_modules(project_dir)
     return code

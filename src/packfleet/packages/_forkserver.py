@@ -191,7 +191,7 @@ class ForkServer:
             os.close(self._wake_w)
             if message["op"] == "spawn":
                 _become_child({fds[0]: 1, fds[1]: 2, fds[2]: _child.EVENT_FD}, _child.EVENT_FD + 1)
-                code = _child.run_task(message["request"])
+                code = _child.run_task(message["request"], reused=False)
             else:
                 _become_child({fds[0]: POOL_CONTROL_FD}, POOL_CONTROL_FD + 1)
                 _devnull_onto(1, 2, _child.EVENT_FD)
