@@ -36,7 +36,7 @@ log = logging.getLogger("packfleet.worker")
 
 MAX_BATCH = 500
 #: Bytes one events request may carry at most, estimated before encoding. The master refuses bodies
-#: over 4 MiB (413); JSON escapes a non-ASCII character as \uXXXX, so a message may grow sixfold.
+#: over 4 MiB (413); JSON escapes each non-ASCII character as six bytes, so a message may grow sixfold.
 MAX_BATCH_BYTES = 1 << 20
 _EVENT_OVERHEAD = 256  # field names, ids, timestamps
 #: Send rounds in one :meth:`Reporter.report` pass at most.
