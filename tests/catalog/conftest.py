@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from conftest import pg_database
 from packfleet.catalog import Catalog, WorkerInfo
 from packfleet.catalog._schema import metadata
 from packfleet.pki import create_self_signed
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 MANIFEST = {
     "name": "etl",
     "version": "1.0.0",
@@ -44,24 +44,11 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
-def pg_admin() -> psycopg.Connection[tuple[object, ...]]:
-    try:
-        return psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (CI starts it): {error}")
-
-
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test module, dropped afterwards."""
-    name = f"pf_{uuid.uuid4().hex}"
-    with pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with pg_admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,6 @@ def test_lease_takes_the_oldest_ready_tasks_up_to_capacity(deployed: Catalog, wo
     assert [t.execution_id for t in second] == ids[2:]
     assert deployed.lease_tasks(agent_id, 10, 60) == []
     assert deployed.lease_tasks(agent_id, 0, 60) == []
-    assert not deployed.has_ready_tasks(agent_id)
 
 
 def test_disabled_or_unknown_workers_lease_nothing(deployed: Catalog, worker: Register) -> None:
@@ -132,9 +131,7 @@ def test_disabled_or_unknown_workers_lease_nothing(deployed: Catalog, worker: Re
     _run(deployed)
     assert deployed.lease_tasks(disabled, 5, 60) == []
     assert deployed.lease_tasks(new_agent(), 5, 60) == []
-    assert not deployed.has_ready_tasks(disabled)
     deployed.set_worker_enabled(disabled, True, actor="admin")
-    assert deployed.has_ready_tasks(disabled)
     assert len(deployed.lease_tasks(disabled, 5, 60)) == 1
 
 
@@ -144,8 +141,6 @@ def test_allowed_workers_limit_who_may_lease(deployed: Catalog, worker: Register
     anyone = _run(deployed)
     assert deployed.get_execution(only_two).allowed_workers == (two,)
     assert [t.execution_id for t in deployed.lease_tasks(one, 5, 60)] == [anyone]
-    assert not deployed.has_ready_tasks(one)
-    assert deployed.has_ready_tasks(two)
     assert [t.execution_id for t in deployed.lease_tasks(two, 5, 60)] == [only_two]
 
 

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
+from conftest import pg_database
 from packfleet.localcluster import LocalCluster
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "etl"
-
-
-@contextlib.contextmanager
-def pg_database() -> Iterator[str]:
-    """A throwaway PostgreSQL database for one cluster, dropped afterwards."""
-    name = f"pf_e2e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -38,7 +23,7 @@ def cluster(
     """Master + worker1 (127.0.0.2) + worker2 (127.0.0.3), both enabled, sample project deployed."""
     root = tmp_path_factory.mktemp(f"cluster-{request.param}")
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(pg_database()) if request.param == "postgresql" else None
+        url = stack.enter_context(pg_database("pf_e2e")) if request.param == "postgresql" else None
         cluster = stack.enter_context(LocalCluster(root, catalog_url=url))
         cluster.init_master()
         cluster.start_master()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -13,21 +11,7 @@ from packfleet.catalog import TASKS_CHANNEL
 from packfleet.master._coordination import PostgresCoordination, libpq_url
 from packfleet.master._wakeup import TASKS, LocalWakeups
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    name = f"pf_{uuid.uuid4().hex}"
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_the_libpq_url_drops_the_sqlalchemy_driver() -> None:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from master.support import (
@@ -23,22 +20,7 @@ from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.protocol import routes
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A throwaway database ``pf_<uuid>``, dropped afterwards (CI runs PostgreSQL; no silent skip)."""
-    name = f"pf_{uuid.uuid4().hex}"
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def test_a_long_polled_task_runs_to_completion_on_postgresql(pg_url: str, tmp_path: Path) -> None:

@@ -280,33 +280,6 @@ class AdminCatalog(CatalogBase):
             rows = conn.execute(select(join_tokens).order_by(join_tokens.c.id.desc())).all()
         return [_token(row) for row in rows]
 
-    def consume_join_token(self, token_id: str) -> JoinTokenRecord:
-        """Use up one use of a token; Conflict when it is revoked, expired or used up.
-
-        The caller checks the secret against ``secret_hash`` first; this only counts, atomically,
-        so two workers racing for a one-use token cannot both join.
-        """
-        now = self.now()
-        with self._write() as conn:
-            token = self._load_token(conn, token_id, lock=True)
-            if token.revoked_at is not None:
-                problem = f"was revoked at {token.revoked_at.isoformat()}"
-            elif token.expires_at <= now:
-                problem = f"expired at {token.expires_at.isoformat()}"
-            elif token.uses_left < 1:
-                problem = "has no uses left"
-            else:
-                problem = ""
-            if problem:
-                raise Conflict(f"join token {token_id!r} {problem}", fix=_JOIN_FIX)
-            conn.execute(
-                update(join_tokens)
-                .where(join_tokens.c.token_id == token_id)
-                .values(uses_left=join_tokens.c.uses_left - 1)
-            )
-            self._audit(conn, "system", "token.consume", token_id, {"uses_left": token.uses_left - 1})
-            return self._load_token(conn, token_id)
-
     def revoke_join_token(self, token_id: str, *, actor: str) -> JoinTokenRecord:
         """Revoke a token so no further worker can join with it (already revoked: no change)."""
         with self._write() as conn:

@@ -22,8 +22,8 @@ from sqlalchemy import Connection, select, update
 from packfleet.catalog._admin import AdminCatalog
 from packfleet.catalog._base import canonical_agent_id
 from packfleet.catalog._certificates import CertificateFacts, certificate_facts
-from packfleet.catalog._records import JoinTokenRecord, WorkerRecord, _Record
-from packfleet.catalog._schema import join_tokens, master_properties, worker_agents, worker_certificates
+from packfleet.catalog._records import JoinTokenRecord, _Record
+from packfleet.catalog._schema import join_tokens, master_properties, worker_certificates
 from packfleet.catalog._workers import WorkerCatalog
 from packfleet.errors import Conflict
 
@@ -148,7 +148,9 @@ class JoinCatalog(WorkerCatalog, AdminCatalog):
                     "is not bound to it cannot give it a certificate",
                     fix=f"on the master: packfleet manager worker connect {target} --token",
                 )
-            self._admit(conn, facts, target, worker, display_name or facts.name, token.enable)
+            self._upsert_certificate(
+                conn, facts, target, None, token.enable, worker_name=display_name or facts.name
+            )
             retired = self._retire_others(conn, target, facts.thumbprint) if worker is not None else ()
             conn.execute(
                 update(join_tokens)
@@ -222,53 +224,6 @@ class JoinCatalog(WorkerCatalog, AdminCatalog):
                 fix=_JOIN_AGAIN,
             )
 
-    def _admit(
-        self,
-        conn: Connection,
-        facts: CertificateFacts,
-        agent_id: str,
-        worker: WorkerRecord | None,
-        display_name: str,
-        enable: bool,
-    ) -> None:
-        """Make ``facts`` an active certificate of ``agent_id``, creating the worker if it is new."""
-        self._refuse_principal_cert(conn, facts.thumbprint)
-        existing = conn.execute(
-            select(worker_certificates)
-            .where(worker_certificates.c.thumbprint == facts.thumbprint)
-            .with_for_update()
-        ).first()
-        if existing is not None:
-            self._check_readd(existing, agent_id)
-        now = self.now()
-        if worker is None:
-            self._create_worker(conn, agent_id, display_name, enable, now, "")
-        elif enable and not worker.is_enabled:
-            conn.execute(
-                update(worker_agents).where(worker_agents.c.agent_id == agent_id).values(is_enabled=True)
-            )
-        values = {
-            "sha256": facts.sha256,
-            "agent_id": agent_id,
-            "display_name": None,
-            "enable_on_bind": enable,
-            "pem": facts.pem,
-            "subject": facts.subject,
-            "not_before": facts.not_before,
-            "not_after": facts.not_after,
-            "status": "active",
-        }
-        if existing is None:
-            conn.execute(
-                worker_certificates.insert().values(thumbprint=facts.thumbprint, created_at=now, **values)
-            )
-        else:
-            conn.execute(
-                update(worker_certificates)
-                .where(worker_certificates.c.thumbprint == facts.thumbprint)
-                .values(**values)
-            )
-
     def _retire_others(self, conn: Connection, agent_id: str, keep: str) -> tuple[str, ...]:
         """Retire every active certificate of ``agent_id`` but ``keep``; return their thumbprints."""
         retired = conn.scalars(
@@ -297,7 +252,7 @@ class JoinCatalog(WorkerCatalog, AdminCatalog):
         with self._write() as conn:
             agent_id = self._resolve_worker(conn, ref)
             worker = self._require_worker(conn, agent_id)
-            self._admit(conn, facts, agent_id, worker, worker.display_name, False)
+            self._upsert_certificate(conn, facts, agent_id, None, False, worker_name=worker.display_name)
             retired = self._retire_others(conn, agent_id, facts.thumbprint)
             details = {
                 "thumbprint": facts.thumbprint,

@@ -83,20 +83,6 @@ class LeaseCatalog(CatalogBase):
             return query.with_for_update(of=tasks, skip_locked=skip_locked)
         return query
 
-    def _enabled(self, conn: Connection, agent_id: str) -> bool:
-        return bool(
-            conn.scalar(select(worker_agents.c.is_enabled).where(worker_agents.c.agent_id == agent_id))
-        )
-
-    def has_ready_tasks(self, agent_id: str) -> bool:
-        """Whether :meth:`lease_tasks` would give ``agent_id`` anything now (the long-poll check)."""
-        agent_id = canonical_agent_id(agent_id)
-        with self._read() as conn:
-            if not self._enabled(conn, agent_id):
-                return False
-            query = select(exists().where(tasks.c.status == int(TaskStatus.READY), _allowed_for(agent_id)))
-            return bool(conn.scalar(query))
-
     @functools.cached_property
     def _lease_statements(self) -> tuple[Executable, Executable, Executable]:
         """The three statements of :meth:`lease_tasks`, built once with bound parameters.

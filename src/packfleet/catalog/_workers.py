@@ -203,43 +203,15 @@ class WorkerCatalog(CatalogBase):
         """
         facts = certificate_facts(pem)
         wanted = canonical_agent_id(agent_id) if agent_id is not None else None
-        now = self.now()
         with self._write() as conn:
-            self._refuse_principal_cert(conn, facts.thumbprint)
-            existing = conn.execute(
-                select(worker_certificates)
-                .where(worker_certificates.c.thumbprint == facts.thumbprint)
-                .with_for_update()
-            ).first()
-            if existing is not None:
-                self._check_readd(existing, wanted)
-            if wanted is not None and self._load_worker(conn, wanted) is None:
-                self._create_worker(conn, wanted, display_name or facts.name, enable, now, "")
-            elif wanted is not None and enable:
-                conn.execute(
-                    update(worker_agents).where(worker_agents.c.agent_id == wanted).values(is_enabled=True)
-                )
-            values = {
-                "sha256": facts.sha256,
-                "agent_id": wanted,
-                "display_name": display_name,
-                "enable_on_bind": enable,
-                "pem": facts.pem,
-                "subject": facts.subject,
-                "not_before": facts.not_before,
-                "not_after": facts.not_after,
-                "status": "active",
-            }
-            if existing is None:
-                conn.execute(
-                    worker_certificates.insert().values(thumbprint=facts.thumbprint, created_at=now, **values)
-                )
-            else:
-                conn.execute(
-                    update(worker_certificates)
-                    .where(worker_certificates.c.thumbprint == facts.thumbprint)
-                    .values(**values)
-                )
+            self._upsert_certificate(
+                conn,
+                facts,
+                wanted,
+                display_name,
+                enable,
+                worker_name=display_name or facts.name,
+            )
             details: dict[str, Any] = {"display_name": display_name, "agent_id": wanted, "enable": enable}
             details |= {"sha256": facts.sha256, "subject": facts.subject, "not_after": facts.not_after}
             self._audit(conn, actor, "certificate.add", facts.thumbprint, details)
@@ -247,6 +219,63 @@ class WorkerCatalog(CatalogBase):
                 select(worker_certificates).where(worker_certificates.c.thumbprint == facts.thumbprint)
             ).one()
         return _certificate(row)
+
+    def _upsert_certificate(
+        self,
+        conn: Connection,
+        facts: CertificateFacts,
+        agent_id: str | None,
+        display_name: str | None,
+        enable: bool,
+        *,
+        worker_name: str,
+    ) -> None:
+        """Make ``facts`` an active certificate, bound to ``agent_id`` or, without one, pending.
+
+        A worker ``agent_id`` the catalog does not know yet is created as ``worker_name``;
+        ``enable`` enables it (a pending certificate keeps ``enable`` for its first heartbeat). The
+        certificate row is locked first, so two administrators adding the same certificate take
+        turns, and a revoked one or one bound to another worker is refused before anything changes.
+        ``display_name`` is the name a pending certificate gives its worker when it binds.
+        """
+        self._refuse_principal_cert(conn, facts.thumbprint)
+        existing = conn.execute(
+            select(worker_certificates)
+            .where(worker_certificates.c.thumbprint == facts.thumbprint)
+            .with_for_update()
+        ).first()
+        if existing is not None:
+            self._check_readd(existing, agent_id)
+        now = self.now()
+        if agent_id is not None:
+            worker = self._load_worker(conn, agent_id)
+            if worker is None:
+                self._create_worker(conn, agent_id, worker_name, enable, now, "")
+            elif enable and not worker.is_enabled:
+                conn.execute(
+                    update(worker_agents).where(worker_agents.c.agent_id == agent_id).values(is_enabled=True)
+                )
+        values = {
+            "sha256": facts.sha256,
+            "agent_id": agent_id,
+            "display_name": display_name,
+            "enable_on_bind": enable,
+            "pem": facts.pem,
+            "subject": facts.subject,
+            "not_before": facts.not_before,
+            "not_after": facts.not_after,
+            "status": "active",
+        }
+        if existing is None:
+            conn.execute(
+                worker_certificates.insert().values(thumbprint=facts.thumbprint, created_at=now, **values)
+            )
+        else:
+            conn.execute(
+                update(worker_certificates)
+                .where(worker_certificates.c.thumbprint == facts.thumbprint)
+                .values(**values)
+            )
 
     @staticmethod
     def _check_readd(existing: Row[Any], wanted: str | None) -> None:

@@ -25,9 +25,9 @@ from packfleet.config import (
     settings_path,
 )
 from packfleet.doctor._common import (
+    check_key_pair,
     expiry_finding,
     key_file_findings,
-    key_matches,
     names_of,
     service_account,
 )
@@ -36,7 +36,6 @@ from packfleet.errors import CertificateNotFound, PackfleetError, TlsError
 from packfleet.master import SERVICE_NAME
 from packfleet.pki import CertInfo, CertStore, Credential
 from packfleet.transport import NEW_ADMIN_FIX, fetch_server_certificate, parse_endpoint
-from packfleet.worker import host_matches
 
 WILDCARD = "0.0.0.0"  # noqa: S104 - the binding key HTTP.SYS and packfleet look the master cert up by
 # master init keeps a served certificate given with --existing-cert and makes an admin one if none is valid.
@@ -125,26 +124,11 @@ def _served_certificate(
         ]
     except PackfleetError as exc:
         return [error(check, exc.message, exc.fix)]
+    findings = check_key_pair(
+        "master", cred, store, what="bound certificate", needs="the master cannot serve it"
+    )
     if cred.private_key is None:
-        return [
-            error(
-                check,
-                f"the bound certificate {thumbprint} is in store {store_name} without its private key "
-                f"({store.key_path(thumbprint).name} is missing), so the master cannot serve it",
-                fix=f"packfleet cert import master.pfx --password P --store {store_name}",
-            )
-        ]
-    findings = [ok(check, f"certificate {thumbprint} and its private key are in store {store_name}")]
-    if not key_matches(cred):
-        findings.append(
-            error(
-                "master.key-match",
-                f"{store.key_path(thumbprint)} is not the key of certificate {thumbprint}: a handshake "
-                "would fail (OpenSSL: 'key values mismatch')",
-                fix=f"import the certificate with its own key: packfleet cert import master.pfx "
-                f"--password P --store {store_name}",
-            )
-        )
+        return findings
     account, problem = service_account("master.key-access", home, f"{SERVICE_NAME}.service", unit)
     if problem is not None:
         findings.append(problem)
@@ -177,7 +161,7 @@ def _address(home: Path, settings: MasterSettings, info: CertInfo) -> Finding:
     except PackfleetError as exc:
         return error("master.address", f"MasterAddress: {exc.message}", exc.fix)
     names = ", ".join(names_of(info)) or "no names"
-    if not host_matches(host, info):
+    if not info.matches_host(host):
         return error(
             "master.address",
             f"the MasterAddress host {host!r} is not among the names of the master certificate "

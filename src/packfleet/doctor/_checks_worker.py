@@ -16,9 +16,9 @@ from pathlib import Path
 
 from packfleet.config import WorkerSettings, load_worker_settings, settings_path
 from packfleet.doctor._common import (
+    check_key_pair,
     expiry_finding,
     key_file_findings,
-    key_matches,
     names_of,
     service_account,
 )
@@ -27,7 +27,7 @@ from packfleet.errors import CertificateNotFound, PackfleetError, TlsError
 from packfleet.pki import CertStore
 from packfleet.protocol import routes
 from packfleet.transport import fetch_server_certificate, parse_endpoint
-from packfleet.worker import host_matches, load_identity
+from packfleet.worker import load_identity
 
 UNIT = "packfleet-worker.service"
 #: Clock skew worth a warning: leases (LeaseInterval, one minute by default) and heartbeat times are
@@ -86,25 +86,11 @@ def _own_certificate(home: Path, settings: WorkerSettings, now: datetime, unit: 
         ]
     except PackfleetError as exc:
         return [error(check, exc.message, exc.fix)]
+    findings = check_key_pair(
+        "worker", cred, store, what="worker certificate", needs="it cannot prove this worker's identity"
+    )
     if cred.private_key is None:
-        return [
-            error(
-                check,
-                f"the worker certificate {thumbprint} is in store {store.name} without its private key, "
-                "so it cannot prove this worker's identity",
-                fix=f"packfleet cert import worker.pfx --password P --store {store.name}",
-            )
-        ]
-    findings = [ok(check, f"worker certificate {thumbprint} and its private key are in store {store.name}")]
-    if not key_matches(cred):
-        findings.append(
-            error(
-                "worker.key-match",
-                f"{store.key_path(thumbprint)} is not the key of certificate {thumbprint}",
-                fix=f"import the certificate with its own key: packfleet cert import worker.pfx "
-                f"--password P --store {store.name}",
-            )
-        )
+        return findings
     account, problem = service_account("worker.key-access", home, UNIT, unit)
     if problem is not None:
         findings.append(problem)
@@ -183,7 +169,7 @@ def _pinned_master(
     if endpoint is not None:
         host = endpoint[0]
         names = ", ".join(names_of(info)) or "no names"
-        if host_matches(host, info):
+        if info.matches_host(host):
             findings.append(ok("worker.master-host", f"endpoint host {host!r} is among the master's names"))
         else:
             good = False

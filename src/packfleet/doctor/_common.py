@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from packfleet.doctor._findings import Finding, error, ok, warning
 from packfleet.expiry import days_left, describe_expiry, expiry_warning
-from packfleet.pki import CertInfo, Credential
+from packfleet.pki import CertInfo, CertStore, Credential
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,38 @@ def key_matches(cred: Credential) -> bool:
     return mine == cred.certificate.public_key().public_bytes(der, spki)
 
 
+def check_key_pair(role: str, cred: Credential, store: CertStore, *, what: str, needs: str) -> list[Finding]:
+    """``<role>.certificate``: is the key beside the certificate; ``<role>.key-match``: is it its own.
+
+    ``what`` names the certificate ("bound certificate"), ``needs`` what its key is for ("the master
+    cannot serve it"). Without a key the list holds that one error and nothing else is worth checking.
+    """
+    thumbprint = cred.thumbprint
+    fix = f"packfleet cert import {role}.pfx --password P --store {store.name}"
+    if cred.private_key is None:
+        return [
+            error(
+                f"{role}.certificate",
+                f"the {what} {thumbprint} is in store {store.name} without its private key "
+                f"({store.key_path(thumbprint).name} is missing), so {needs}",
+                fix=fix,
+            )
+        ]
+    findings = [
+        ok(f"{role}.certificate", f"{what} {thumbprint} and its private key are in store {store.name}")
+    ]
+    if not key_matches(cred):
+        findings.append(
+            error(
+                f"{role}.key-match",
+                f"{store.key_path(thumbprint)} is not the key of certificate {thumbprint}: a handshake "
+                "would fail (OpenSSL: 'key values mismatch')",
+                fix=f"import the certificate with its own key: {fix}",
+            )
+        )
+    return findings
+
+
 def expiry_finding(check: str, what: str, info: CertInfo, now: datetime, fix: str) -> Finding:
     """ok with more than 30 days left, a warning within 30 (and 7), an error once expired."""
     days = days_left(info.not_after, now)
@@ -229,4 +261,4 @@ def expiry_finding(check: str, what: str, info: CertInfo, now: datetime, fix: st
 
 
 def names_of(info: CertInfo) -> list[str]:
-    return list(dict.fromkeys([*info.subject_cns, *info.san_dns, *info.san_ip]))
+    return info.names

@@ -89,10 +89,6 @@ class MasterMetrics:
         if self._open.pop(key, True) is False:
             self.handshake_failures.inc()
 
-    @property
-    def handshakes_in_flight(self) -> int:
-        return sum(1 for done in self._open.values() if not done)
-
     # -- requests ---------------------------------------------------------------------------------
 
     def refusal(self, reason: str) -> None:

@@ -44,7 +44,7 @@ from packfleet.master._api import Endpoint
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._tls import load_tls_material
-from packfleet.pki import CertStore, Credential, create_self_signed, export_certificate
+from packfleet.pki import CertStore, export_certificate, successor_of
 from packfleet.protocol import HeartbeatReply, routes
 from packfleet.transport import master_server_context
 
@@ -55,7 +55,6 @@ ROTATION_PROPERTY = "rotation.master_cert"
 #: A worker counts as online when its last heartbeat is this recent (as ``manager worker list``).
 ONLINE_WINDOW = timedelta(minutes=3)
 _MASTER_CER = "master.cer"
-_KEY_TYPES = {"ecdsa-p256", "rsa-2048", "rsa-3072"}
 
 
 @dataclass(frozen=True)
@@ -94,17 +93,6 @@ class RotateRequest:
     cns: list[str] = dataclasses.field(default_factory=list)
     days: int | None = None
     force: bool = False
-
-
-def certificate_names(cred: Credential) -> list[str]:
-    """The names of a certificate in MakeCert's order: its CNs, then SAN entries not among them."""
-    info = cred.info()
-    return list(dict.fromkeys([*info.subject_cns, *info.san_dns, *info.san_ip]))
-
-
-def lifetime_days(cred: Credential) -> int:
-    info = cred.info()
-    return max(1, round((info.not_after - info.not_before).total_seconds() / 86400))
 
 
 class MasterCertRotation:
@@ -223,14 +211,7 @@ class MasterCertRotation:
         loop_db = self.state.db
         material = await loop_db(load_tls_material, self.home)
         current = CertStore(self.home, material.binding.certstorename).get(material.thumbprint)
-        names = list(cns) or certificate_names(current)
-        key_type = current.info().key_type
-        new = await loop_db(
-            create_self_signed,
-            names,
-            key_type=key_type if key_type in _KEY_TYPES else "ecdsa-p256",
-            days=days or lifetime_days(current),
-        )
+        new = await loop_db(successor_of, current, names=cns, days=days)
         # MakeCert ... -ss Root -sr LocalMachine: the master certificate lives in Root with its key.
         await loop_db(CertStore(self.home, "Root").add, new)
         record = RotationRecord(
@@ -245,7 +226,12 @@ class MasterCertRotation:
             actor,
             "master-cert.rotation.start",
             new.thumbprint,
-            {"old": material.thumbprint, "names": names, "not_after": info.not_after, "store": "Root"},
+            {
+                "old": material.thumbprint,
+                "names": info.subject_cns,
+                "not_after": info.not_after,
+                "store": "Root",
+            },
         )
         self._new_pem = new.cert_pem().decode("ascii")
         await self._save(record)

@@ -11,8 +11,9 @@ them in the ``My`` and ``Root`` stores of a node's home::
 """
 
 from packfleet.pki._checks import check_usable
-from packfleet.pki._create import KEY_TYPES, create_self_signed
+from packfleet.pki._create import KEY_TYPES, create_self_signed, successor_of
 from packfleet.pki._credential import CertInfo, Credential, PrivateKey, sha256_of, thumbprint_of
+from packfleet.pki._hosts import is_ip_address
 from packfleet.pki._io import export_certificate, export_pfx, load_credential, load_credential_bytes
 from packfleet.pki._names import local_ips, machine_names, parse_names
 from packfleet.pki._proof import sign_proof, verify_proof
@@ -29,6 +30,7 @@ __all__ = [
     "create_self_signed",
     "export_certificate",
     "export_pfx",
+    "is_ip_address",
     "load_credential",
     "load_credential_bytes",
     "local_ips",
@@ -36,6 +38,7 @@ __all__ = [
     "parse_names",
     "sha256_of",
     "sign_proof",
+    "successor_of",
     "thumbprint_of",
     "verify_proof",
 ]

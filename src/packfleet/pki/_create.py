@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from packfleet.errors import PkiError
-from packfleet.pki._credential import Credential, PrivateKey
+from packfleet.pki._credential import CertInfo, Credential, PrivateKey
 from packfleet.pki._names import classify_name
 
 KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-3072")
@@ -114,3 +114,21 @@ def create_self_signed(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
     )
     return Credential(builder.sign(key, hashes.SHA256()), key)
+
+
+def successor_of(
+    current: Credential | CertInfo, *, names: Sequence[str] | None = None, days: int | None = None
+) -> Credential:
+    """The certificate that replaces ``current`` in a rotation: a new key, nothing else changes.
+
+    Same names (unless ``names``), same lifetime (unless ``days``), same key type when packfleet makes
+    it (:data:`KEY_TYPES`); an imported certificate with any other key type gets ECDSA P-256, the
+    default DESIGN.md fixes, since :func:`create_self_signed` makes only those.
+    """
+    info = current.info() if isinstance(current, Credential) else current
+    key_type = info.key_type if info.key_type in KEY_TYPES else "ecdsa-p256"
+    return create_self_signed(
+        list(names) if names else info.names,
+        key_type=key_type,
+        days=days if days is not None else info.lifetime_days,
+    )

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import NameOID
 
 from packfleet.errors import PkiError
+from packfleet.pki._hosts import certificate_names_host
 
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -93,6 +94,22 @@ class CertInfo:
     key_type: str
     serial: str
     self_signed: bool
+
+    @property
+    def names(self) -> list[str]:
+        """Every name, in MakeCert's order: the CNs, then the SAN entries not among them."""
+        return list(dict.fromkeys([*self.subject_cns, *self.san_dns, *self.san_ip]))
+
+    @property
+    def lifetime_days(self) -> int:
+        """Whole days from ``not_before`` to ``not_after`` (at least 1), as ``--days`` gave them."""
+        return max(1, round((self.not_after - self.not_before).total_seconds() / 86400))
+
+    def matches_host(self, host: str) -> bool:
+        """Whether a TLS client connecting to ``host`` accepts this certificate (RFC 6125, as OpenSSL)."""
+        return certificate_names_host(
+            host, san_dns=self.san_dns, san_ip=self.san_ip, subject_cns=self.subject_cns
+        )
 
     def days_left(self, now: datetime | None = None) -> float:
         """Days until ``not_after`` (negative once expired); ``now`` defaults to the current time."""

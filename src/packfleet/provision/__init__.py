@@ -6,7 +6,6 @@ from packfleet.provision._worker import (
     WORKER_CER,
     WorkerInit,
     create_worker_certificate,
-    host_matches,
     init_worker,
     trust_master_certificate,
 )
@@ -19,7 +18,6 @@ __all__ = [
     "WorkerInit",
     "WorkerJoin",
     "create_worker_certificate",
-    "host_matches",
     "init_master",
     "init_worker",
     "join_worker",

@@ -43,7 +43,7 @@ from packfleet.protocol import (
     parse_join_token,
     routes,
 )
-from packfleet.provision._worker import WORKER_CER, create_worker_certificate, host_matches
+from packfleet.provision._worker import WORKER_CER, create_worker_certificate
 from packfleet.transport import PinnedConnection
 
 log = logging.getLogger("packfleet.provision")
@@ -149,7 +149,7 @@ def join_worker(
     warnings: list[str] = []
     info = CertStore(home, "Root").add(master)  # seed step 5.1: the master certificate in Root
     host = conn.host
-    if not host_matches(host, info):
+    if not info.matches_host(host):
         names_text = ", ".join([*info.san_dns, *info.san_ip]) or "no names"
         warnings.append(
             f"the host {host!r} of {token.endpoint} is not among the master certificate's names "

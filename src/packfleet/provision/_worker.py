@@ -15,7 +15,6 @@ from pathlib import Path
 from packfleet.config import WorkerSettings, load_worker_settings, save_worker_settings, settings_path
 from packfleet.errors import UsageError
 from packfleet.pki import (
-    CertInfo,
     CertStore,
     Credential,
     check_usable,
@@ -58,12 +57,6 @@ class WorkerInit:
         }
 
 
-def host_matches(host: str, info: CertInfo) -> bool:
-    """Whether a client connecting to ``host`` would accept a server presenting ``info``'s certificate."""
-    wanted = host.strip("[]").lower()
-    return any(wanted == n.lower() for n in [*info.san_dns, *info.san_ip])
-
-
 def trust_master_certificate(home: Path, master_cert: Path, endpoint: str) -> tuple[str, list[str]]:
     """Put the master certificate into this node's Root store (seed step 5.1); warn on a host mismatch."""
     cred = load_credential(master_cert)
@@ -71,7 +64,7 @@ def trust_master_certificate(home: Path, master_cert: Path, endpoint: str) -> tu
     info = CertStore(home, "Root").add(Credential(cred.certificate, None))
     host, _port = parse_endpoint(endpoint)
     warnings = []
-    if not host_matches(host, info):
+    if not info.matches_host(host):
         names = ", ".join([*info.san_dns, *info.san_ip]) or "no names"
         warnings.append(
             f"the host {host!r} of {endpoint} is not among the master certificate's names ({names}); "

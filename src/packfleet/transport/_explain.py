@@ -10,12 +10,12 @@ import socket
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import ip_address
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from packfleet.errors import TlsError
+from packfleet.pki import CertInfo, Credential, is_ip_address
 from packfleet.transport._policy import probe_context
 
 # OpenSSL X509_V_ERR_* codes that a pinned, self-signed setup meets (openssl/x509_vfy.h).
@@ -49,6 +49,11 @@ class PeerCertificate:
     names: list[str]
     not_before: datetime
     not_after: datetime
+    info: CertInfo
+
+    def matches_host(self, host: str) -> bool:
+        """Whether a client connecting to ``host`` accepts this certificate (as the handshake checks)."""
+        return self.info.matches_host(host)
 
     @classmethod
     def from_der(cls, der: bytes) -> PeerCertificate:
@@ -68,13 +73,14 @@ class PeerCertificate:
             names=list(dict.fromkeys(names)),
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
+            info=Credential(cert).info(),
         )
 
 
 def fetch_server_certificate(host: str, port: int, *, timeout: float = 5.0) -> PeerCertificate:
     """Handshake with ``host:port`` only to read the certificate it serves; nothing else is sent."""
     with socket.create_connection((host, port), timeout=timeout) as raw:
-        server_name = None if _is_ip(host) else host
+        server_name = None if is_ip_address(host) else host
         with probe_context().wrap_socket(raw, server_hostname=server_name) as tls:
             der = tls.getpeercert(binary_form=True)
     if not der:
@@ -108,19 +114,6 @@ def master_accepts_client_certificate(
         return False
     finally:
         raw.close()
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _host_in(host: str, names: list[str]) -> bool:
-    host = host.lower()
-    return any(host == n.lower() for n in names)
 
 
 def explain_client_failure(
@@ -167,7 +160,7 @@ def explain_client_failure(
                 fix=f"if the master certificate was changed: packfleet cert import master.cer --store "
                 f"Root && packfleet settings set {role} MasterHttpsCertThumbprint {peer.thumbprint}",
             )
-        if not _host_in(host, peer.names):
+        if not peer.matches_host(host):
             return TlsError(
                 f"the endpoint host {host!r} is not among the names of the master certificate "
                 f"{peer.thumbprint} ({', '.join(peer.names) or 'no names'})",

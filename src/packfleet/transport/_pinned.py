@@ -19,6 +19,7 @@ import ssl
 from typing import Any
 
 from packfleet.errors import PinMismatch, TlsError, TransportError
+from packfleet.pki import is_ip_address
 from packfleet.protocol import routes
 from packfleet.transport._client import _problem, parse_endpoint, parse_json
 from packfleet.transport._policy import probe_context
@@ -84,7 +85,7 @@ class PinnedConnection:
                 "changed, make a token with --endpoint https://HOST:PORT",
             ) from exc
         # Python sends SNI only for names, never for IP literals (RFC 6066 §3), as the master expects.
-        hostname = None if _is_ip(self.host) else self.host
+        hostname = None if is_ip_address(self.host) else self.host
         try:
             tls = probe_context().wrap_socket(raw, server_hostname=hostname)
         except (ssl.SSLError, OSError) as exc:
@@ -137,13 +138,3 @@ class PinnedConnection:
         if self._http is not None:
             self._http.close()
             self._http = None
-
-
-def _is_ip(host: str) -> bool:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host.strip("[]"))
-        except OSError:
-            continue
-        return True
-    return False

@@ -10,7 +10,6 @@ neither the host nor the certificate).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 from dataclasses import dataclass
@@ -100,7 +99,7 @@ def load_identity(home: Path) -> WorkerIdentity:
             ) from None
         check_usable(master, purposes=("server",))
         info = master.info("Root")
-        if not host_matches(host, info):
+        if not info.matches_host(host):
             names = ", ".join(certificate_names(info)) or "no names"
             if index == 0:
                 raise SettingsError(
@@ -131,25 +130,9 @@ def load_identity(home: Path) -> WorkerIdentity:
 
 def certificate_names(info: CertInfo) -> list[str]:
     """Every name a certificate answers to: its CNs (as MakeCert sets them) and its SAN entries."""
-    return list(dict.fromkeys([*info.subject_cns, *info.san_dns, *info.san_ip]))
+    return info.names
 
 
 def host_matches(host: str, info: CertInfo) -> bool:
-    """Whether ``host`` is one of the certificate's names; IPs compare as addresses (``::1`` = ``0::1``).
-
-    CNs count as well as SAN entries, because ``MakeCert -n "CN=a;CN=b"`` names a master by its CNs;
-    :func:`packfleet.pki.create_self_signed` copies each CN into the SAN, where OpenSSL's RFC 6125
-    check looks, so a packfleet-made certificate that passes here also passes the handshake.
-    """
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        wanted = host.rstrip(".").casefold()
-        return any(name.rstrip(".").casefold() == wanted for name in certificate_names(info))
-    for name in certificate_names(info):
-        try:
-            if ipaddress.ip_address(name) == address:
-                return True
-        except ValueError:
-            continue
-    return False
+    """Whether TLS accepts ``info`` for ``host``: :meth:`packfleet.pki.CertInfo.matches_host`."""
+    return info.matches_host(host)

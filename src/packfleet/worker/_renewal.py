@@ -35,7 +35,7 @@ from pathlib import Path
 
 from packfleet.config import atomic_write, load_worker_settings, set_setting
 from packfleet.errors import CertificateExpired, CertificateNotFound
-from packfleet.pki import CertInfo, CertStore, Credential, create_self_signed, export_certificate, sign_proof
+from packfleet.pki import CertInfo, CertStore, Credential, export_certificate, sign_proof, successor_of
 from packfleet.protocol import (
     CertificateRenewal,
     CertificateRenewalReply,
@@ -56,7 +56,6 @@ WORKER_CER = "worker.cer"
 #: Renew once this share of the certificate's lifetime has passed: a year-long certificate is renewed
 #: four months before it expires, leaving time to notice a worker that cannot renew.
 RENEW_AT = 2 / 3
-_KEY_TYPES = {"ecdsa-p256", "rsa-2048", "rsa-3072"}
 
 
 def readmit_fix() -> str:
@@ -111,10 +110,7 @@ async def register_next_certificate(
     moment = now or datetime.now(UTC)
     info = identity.certificate
     check_not_expired(info, moment)
-    names = list(dict.fromkeys([*info.subject_cns, *info.san_dns, *info.san_ip]))
-    days = max(1, round((info.not_after - info.not_before).total_seconds() / 86400))
-    key_type = info.key_type if info.key_type in _KEY_TYPES else "ecdsa-p256"
-    new = create_self_signed(names, key_type=key_type, days=days)
+    new = successor_of(info)
     assert new.private_key is not None  # noqa: S101 - create_self_signed always makes the key
     agent_id = identity.settings.agent_id
     signed_at = moment.isoformat()
