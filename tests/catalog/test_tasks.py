@@ -369,3 +369,14 @@ def test_new_ready_tasks_wake_listeners_on_postgresql(migrated_pg: str, clock: F
         catalog.create_execution("default", "etl", "load", parameters={}, actor="admin")
         heard = list(listener.notifies(timeout=10, stop_after=1))
     assert [n.channel for n in heard] == [TASKS_CHANNEL]
+
+
+def test_execution_counts_cover_every_status(deployed: Catalog) -> None:
+    assert set(deployed.execution_counts().values()) == {0}
+    first = _run(deployed)
+    _run(deployed)
+    deployed.cancel_execution(first, actor="admin")
+    counts = deployed.execution_counts()
+    assert counts[ExecutionStatus.PENDING] == 1
+    assert counts[ExecutionStatus.CANCELED] == 1
+    assert len(counts) == len(ExecutionStatus)

@@ -28,6 +28,7 @@ async def test_metrics_need_a_certificate_and_count_refusals(
     assert 'packfleet_certificate_days_left{role="master"' in text
     assert 'packfleet_certificate_days_left{role="admin"' in text
     assert "packfleet_tls_handshakes_completed_total" in text
+    assert 'packfleet_executions{status="succeeded"} 0.0' in text
 
 
 async def test_certificates_inventory_has_days_left(server: MasterServer, manager: ManagerClient) -> None:

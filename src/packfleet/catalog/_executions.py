@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, delete, select, update
+from sqlalchemy import Connection, Row, Select, delete, func, select, update
 
 from packfleet.catalog._base import (
     SEQ_CANCEL,
@@ -347,6 +347,13 @@ class ExecutionCatalog(CatalogBase):
             query = query.where(executions.c.status == int(status))
         with self._read() as conn:
             return self._execution_records(conn, conn.execute(query).all())
+
+    def execution_counts(self) -> dict[ExecutionStatus, int]:
+        """How many executions the catalog holds in each status (every status, zero included)."""
+        query = select(executions.c.status, func.count()).group_by(executions.c.status)
+        with self._read() as conn:
+            counted = {int(status): int(n) for status, n in conn.execute(query).all()}
+        return {status: counted.get(int(status), 0) for status in ExecutionStatus}
 
     def get_execution(self, execution_id: int) -> ExecutionRecord:
         """One execution with its task (status, attempt, worker, lease) and allowed workers."""

@@ -155,6 +155,8 @@ async def serve_metrics(call: Call) -> web.StreamResponse:
     metrics.workers.labels(state="online").set(
         sum(1 for w in workers if w.last_online_time and now - w.last_online_time <= ONLINE_WINDOW)
     )
+    for status, count in (await state.db(state.catalog.execution_counts)).items():
+        metrics.executions.labels(status=status.label).set(count)
     return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

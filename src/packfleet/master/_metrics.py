@@ -63,6 +63,12 @@ class MasterMetrics:
         self.workers = Gauge(
             "packfleet_workers", "Workers known to the catalog, by state", ["state"], registry=r
         )
+        self.executions = Gauge(
+            "packfleet_executions",
+            "Executions in the catalog, by SSIS status (created, running, ... succeeded)",
+            ["status"],
+            registry=r,
+        )
         #: The (thumbprint, store) of the certificate new connections are served; set by the server.
         self.serving: tuple[str, str] | None = None
         self._open: dict[int, bool] = {}
