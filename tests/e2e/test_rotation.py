@@ -11,6 +11,7 @@ refused request or a TLS error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pg_database
 from e2e.conftest import EXAMPLE, wait_until
 from packfleet.config import get_binding, load_master_settings, load_worker_settings
 from packfleet.localcluster import LocalCluster
@@ -64,10 +66,14 @@ class Stream:
         self._thread.join(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    root = tmp_path_factory.mktemp("rotation")
-    with LocalCluster(root) as cluster:
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    root = tmp_path_factory.mktemp(f"rotation-{request.param}")
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(pg_database("pf_rot")) if request.param == "postgresql" else None
+        cluster = stack.enter_context(LocalCluster(root, catalog_url=url))
         cluster.init_master()
         cluster.start_master()
         for name, ip in WORKERS:
