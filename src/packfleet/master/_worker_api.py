@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 
 from aiohttp import web
 from cryptography import x509
@@ -13,11 +12,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from packfleet import protocol
 from packfleet.catalog import CompletionReport, EventInput, WorkerInfo
-from packfleet.errors import ProtocolError
 from packfleet.master._api import Endpoint
 from packfleet.master._auth import Caller, require_agent
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response
+from packfleet.master._times import parse_aware_time
 from packfleet.master._wakeup import EVENTS, TASKS
 from packfleet.protocol import routes
 
@@ -140,16 +139,6 @@ async def task_heartbeat(call: Call) -> web.StreamResponse:
     return json_response(protocol.encode(reply))
 
 
-def _event_time(text: str, where: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ProtocolError(f"{where}: {text!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise ProtocolError(f"{where}: {text!r} has no UTC offset")
-    return moment
-
-
 async def events(call: Call) -> web.StreamResponse:
     """Store a batch of event messages; a resent batch is acknowledged again and stored once."""
     state, caller = call.state, call.caller
@@ -161,7 +150,7 @@ async def events(call: Call) -> web.StreamResponse:
             task_id=e.task_id,
             attempt=e.attempt,
             seq=e.seq,
-            time=_event_time(e.time, f"EventBatch.events[{i}].time"),
+            time=parse_aware_time(e.time, f"EventBatch.events[{i}].time"),
             level=e.level,
             source=e.source,
             message=e.message,

@@ -96,13 +96,7 @@ class CertStore:
         """The certificate (and key, if stored) named by ``thumbprint``, in any spelling people use."""
         wanted = normalize_thumbprint(thumbprint)
         cert_file = self.cert_path(wanted)
-        try:
-            cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-        except FileNotFoundError:
-            raise self._not_found(wanted) from None
-        except (OSError, ValueError) as exc:
-            raise PkiError(f"store {self.name}: cannot read {cert_file}: {exc}") from exc
-        cred = Credential(cert, self._read_key(wanted))
+        cred = Credential(self._read_certificate(wanted), self._read_key(wanted))
         if cred.thumbprint != wanted:
             raise PkiError(
                 f"store {self.name}: {cert_file} holds certificate {cred.thumbprint}, "
@@ -110,6 +104,15 @@ class CertStore:
                 fix=f"remove the file and import the certificate again: rm {cert_file}",
             )
         return cred
+
+    def _read_certificate(self, thumbprint: str) -> x509.Certificate:
+        cert_file = self.cert_path(thumbprint)
+        try:
+            return x509.load_pem_x509_certificate(cert_file.read_bytes())
+        except FileNotFoundError:
+            raise self._not_found(thumbprint) from None
+        except (OSError, ValueError) as exc:
+            raise PkiError(f"store {self.name}: cannot read {cert_file}: {exc}") from exc
 
     def _read_key(self, thumbprint: str) -> PrivateKey | None:
         key_file = self.key_path(thumbprint)
@@ -130,13 +133,7 @@ class CertStore:
 
     def info(self, thumbprint: str) -> CertInfo:
         wanted = normalize_thumbprint(thumbprint)
-        cert_file = self.cert_path(wanted)
-        try:
-            cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-        except FileNotFoundError:
-            raise self._not_found(wanted) from None
-        except (OSError, ValueError) as exc:
-            raise PkiError(f"store {self.name}: cannot read {cert_file}: {exc}") from exc
+        cert = self._read_certificate(wanted)
         # The key file is not read here: listing must work for accounts that may not read keys.
         info = Credential(cert).info(self.name)
         return replace(info, has_private_key=self.key_path(wanted).exists())
