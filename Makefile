@@ -4,16 +4,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench lock clean
+
+# Every install comes from the lock: the same versions, checked by hash, on every machine and every day.
+# `make lock` refreshes it after a change to pyproject.toml (tests/test_lock.py fails until then).
+LOCK := requirements.lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall when the project's metadata changes.
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# Reinstall when the project's metadata or the lock changes.
+$(STAMP): $(BIN)/python pyproject.toml $(LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra postgresql --generate-hashes --quiet \
+	    --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	    --custom-compile-command "make lock" -o $(LOCK)
 
 demo: $(STAMP)
 	$(BIN)/python -m packfleet.demo

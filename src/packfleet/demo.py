@@ -10,18 +10,22 @@ import contextlib
 import sqlite3
 import sys
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 from packfleet.errors import PackfleetError
 from packfleet.localcluster import LocalCluster, sigterm_exits
 
 
-def _project_dir() -> Path:
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base / "examples" / "etl"
-        if (candidate / "packfleet.toml").exists():
-            return candidate
-    raise SystemExit("examples/etl not found: run the demo from the packfleet checkout (make demo)")
+def example_project() -> Path:
+    """The sample ETL project, shipped inside the package so the demo runs from an installed wheel too."""
+    candidate = Path(str(resources.files("packfleet") / "examples" / "etl"))
+    if not (candidate / "packfleet.toml").is_file():
+        raise PackfleetError(
+            f"the sample project is missing from this installation ({candidate})",
+            fix="reinstall packfleet: pip install --force-reinstall packfleet",
+        )
+    return candidate
 
 
 def _say(text: str) -> None:
@@ -42,7 +46,7 @@ def _show_summary(warehouse: Path) -> None:
 
 def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="packfleet-demo-"))
-    project = _project_dir()
+    project = example_project()
     warehouse = root / "warehouse.db"
     _say(f"packfleet demo: state in {root}  (shown below as $STATE)")
     # `kill <pid>` of the demo stops every node on the way out of the `with`, as Ctrl+C does.

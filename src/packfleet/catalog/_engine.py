@@ -66,10 +66,27 @@ def mask(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def require_postgresql_driver() -> None:
+    """Raise a plain error when psycopg 3, the ``postgresql`` extra, is not installed.
+
+    SQLite needs nothing beyond the standard library, so psycopg is optional; without this check a
+    PostgreSQL URL would fail deep inside SQLAlchemy with "No module named 'psycopg'".
+    """
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as error:
+        raise CatalogError(
+            "the catalog URL names PostgreSQL, but psycopg 3 "
+            "(packfleet's `postgresql` extra) is not installed",
+            fix="pip install 'packfleet[postgresql]'",
+        ) from error
+
+
 def make_engine(url: URL, connect_timeout: float) -> Engine:
     """Create the engine for ``url`` with packfleet's connection settings (see module docstring)."""
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, connect_timeout)
+    require_postgresql_driver()
     return create_engine(
         url,
         # libpq takes whole seconds and treats values below 2 as 2.

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
@@ -32,7 +32,6 @@ from packfleet.master._auth import (
     peer_certificate,
     thumbprint_of_der,
 )
-from packfleet.master._coordination import PostgresCoordination
 from packfleet.master._jobs import Job, JobRunner
 from packfleet.master._metrics import METRICS, CountingSite, MasterMetrics, metrics_of
 from packfleet.master._problems import (
@@ -48,6 +47,9 @@ from packfleet.master._tls import WILDCARD, TlsMaterial, load_tls_material
 from packfleet.master._wakeup import EVENTS, TASKS, LocalWakeups
 from packfleet.protocol import routes
 from packfleet.transport import HotSwapServerContext
+
+if TYPE_CHECKING:
+    from packfleet.master._coordination import PostgresCoordination
 
 log = logging.getLogger("packfleet.master")
 
@@ -285,6 +287,9 @@ class MasterServer:
         )
         await state.rotation.load()
         if catalog.dialect == "postgresql":
+            # Imported here: psycopg is the optional `postgresql` extra, not needed on SQLite.
+            from packfleet.master._coordination import PostgresCoordination
+
             self._coordination = PostgresCoordination(
                 url, state.wakeups, connect_timeout=settings.sql_connection_timeout_secs
             )

@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from packfleet.errors import PkiError
@@ -45,13 +45,16 @@ def key_type_of(public_key: object) -> str:
     if isinstance(public_key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
         curve = public_key.curve.name
         return f"ecdsa-{_CURVE_LABELS.get(curve, curve)}"
-    if isinstance(public_key, dsa.DSAPublicKey | dsa.DSAPrivateKey):
-        return f"dsa-{public_key.key_size}"
     if isinstance(public_key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
         return "ed25519"
     if isinstance(public_key, ed448.Ed448PublicKey | ed448.Ed448PrivateKey):
         return "ed448"
-    return type(public_key).__name__
+    kind = type(public_key).__name__
+    # DSA is recognised by its class name, not through cryptography's `dsa` module: since cryptography 51
+    # merely naming `dsa.DSAPublicKey` warns that DSA is deprecated, even for a key of another kind.
+    if kind.startswith("DSA"):
+        return f"dsa-{getattr(public_key, 'key_size', '?')}"
+    return kind
 
 
 def subject_cns(cert: x509.Certificate) -> list[str]:
