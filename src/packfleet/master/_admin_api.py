@@ -13,13 +13,14 @@ from aiohttp import web
 
 from packfleet.catalog import ExecutionRecord
 from packfleet.errors import PackfleetError
+from packfleet.master._admission import admission_refusal
 from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response, query_float, query_int
 from packfleet.master._trust import cut_off, reload_after_removal, remove_from_root, trust_in_root
 from packfleet.master._wakeup import EVENTS, TASKS
 from packfleet.packages import Project, inspect_archive, mask_parameters, resolve_parameters
-from packfleet.pki import Credential, check_usable, load_credential_bytes
+from packfleet.pki import CertStore, Credential, check_usable, load_credential_bytes
 from packfleet.protocol import routes
 
 log = logging.getLogger("packfleet.master")
@@ -38,6 +39,8 @@ class AddWorker:
     cert_pem: str
     display_name: str | None = None
     enable: bool = False
+    #: An existing worker (agent id, thumbprint or name) this certificate is for: bound at once.
+    worker: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,14 +82,26 @@ async def add_worker(call: Call) -> web.StreamResponse:
         check_usable(public, purposes=("client",), now=state.clock(), peer=True)
     except PackfleetError as exc:
         raise bad_request(f"cert_pem: {exc.message}", fix=exc.fix) from None
+    refusal = await state.db(admission_refusal, public, CertStore(state.home, "Root"))
+    if refusal is not None:
+        raise bad_request(
+            f"cert_pem: {refusal}",
+            fix='on the worker: packfleet cert create -n "CN=<worker>" --store My (a self-signed '
+            "SHA-256 certificate), then add that one",
+        )
     record = await state.db(
         state.catalog.add_worker_certificate,
         public.cert_pem(),
         actor=call.caller.actor,
         display_name=ask.display_name,
+        worker=ask.worker.strip() or None,
         enable=ask.enable,
     )
     await trust_in_root(state, public, actor=call.caller.actor)
+    if record.agent_id is not None:
+        log.info(
+            "certificate %s bound to worker %s by %s", record.thumbprint, record.agent_id, call.caller.actor
+        )
     return json_response(record.to_dict(), status=201)
 
 

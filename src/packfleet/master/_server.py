@@ -23,6 +23,7 @@ from packfleet import __version__
 from packfleet.catalog import Catalog, utc_now
 from packfleet.errors import PackfleetError
 from packfleet.master import _admin_api, _bulk_api, _fleet, _join_api, _renewal, _rotation, _worker_api
+from packfleet.master._admission import warn_never_accepted
 from packfleet.master._api import Endpoint, openapi_document
 from packfleet.master._auth import (
     Caller,
@@ -253,6 +254,7 @@ class MasterServer:
         self._material = material
         self.metrics.serving = (material.thumbprint, material.binding.certstorename)
         self._root_seen = await loop.run_in_executor(None, root_thumbprints, self.home)
+        await self._warn_never_accepted(material.thumbprint)
         settings = material.settings
         url = settings.resolved_catalog_url(self.home)
         # SQLite allows one writer: one thread keeps catalog calls in order instead of contending.
@@ -385,6 +387,14 @@ class MasterServer:
             self._fingerprint = fingerprint
             await self.try_reload()
 
+    async def _warn_never_accepted(self, serving: str) -> None:
+        """Name each Root certificate no client handshake will be accepted with (doctor says so too)."""
+        loop = asyncio.get_running_loop()
+        now = self._clock()
+        await loop.run_in_executor(
+            None, functools.partial(warn_never_accepted, self.home, now=now, serving=serving)
+        )
+
     async def reload(self) -> None:
         """Re-read settings, binding and stores and serve them to new connections.
 
@@ -408,6 +418,7 @@ class MasterServer:
                 raise
             old = self._material
             self._material = material
+            await self._warn_never_accepted(material.thumbprint)
             self.metrics.serving = (material.thumbprint, material.binding.certstorename)
             await self._audit_store_change()
             if material.thumbprint != old.thumbprint:

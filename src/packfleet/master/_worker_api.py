@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from packfleet import protocol
 from packfleet.catalog import CompletionReport, EventInput, WorkerInfo
+from packfleet.master._admission import safe
 from packfleet.master._api import Endpoint
 from packfleet.master._auth import Caller, require_agent
-from packfleet.master._problems import bad_request
+from packfleet.master._problems import Problem, bad_request
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import parse_aware_time
 from packfleet.master._wakeup import EVENTS, TASKS
@@ -63,8 +64,28 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     )
     # The heartbeat may have bound this certificate to a worker: the next request must see that.
     state.principals.invalidate([caller.thumbprint])
+    if outcome.state == "conflict":
+        # A refused bind: the certificate, the AgentId it claimed and the command that lifts it.
+        log.warning(
+            "refused heartbeat of agent %s (certificate %s): %s",
+            safe(beat.agent_id),
+            caller.thumbprint,
+            safe(outcome.message, 600),
+        )
+        raise Problem(
+            409,
+            "identity-conflict",
+            outcome.message,
+            thumbprint=caller.thumbprint,
+            fix=outcome.fix,
+        )
     if outcome.state != "enabled":
-        log.info("heartbeat of %s (certificate %s): %s", beat.agent_id, caller.thumbprint, outcome.message)
+        log.info(
+            "heartbeat of %s (certificate %s): %s",
+            safe(beat.agent_id),
+            caller.thumbprint,
+            safe(outcome.message, 600),
+        )
     reply = protocol.HeartbeatReply(
         state=outcome.state,
         message=outcome.message,
