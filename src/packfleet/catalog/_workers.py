@@ -548,17 +548,19 @@ class WorkerCatalog(CatalogBase):
         details = {"agent_id": agent_id, "reason": why}
         self._audit(conn, f"certificate:{thumbprint}", "certificate.bind-refused", thumbprint, details)
 
-    def refused_binds(self) -> list[tuple[str, str, str]]:
+    def refused_binds(self, thumbprint: str | None = None) -> list[tuple[str, str, str]]:
         """(thumbprint, claimed agent id, reason) of refused binds whose certificate is still unbound.
 
-        ``doctor`` on the master shows them with the command that confirms the binding.
+        Only those of ``thumbprint`` when given. ``doctor`` shows them with the command that
+        confirms the binding, on the master and on the worker that was refused.
         """
+        query = select(audit_log.c.target, audit_log.c.details).where(
+            audit_log.c.action == "certificate.bind-refused"
+        )
+        if thumbprint is not None:
+            query = query.where(audit_log.c.target == normalize_thumbprint(thumbprint))
         with self._read() as conn:
-            rows = conn.execute(
-                select(audit_log.c.target, audit_log.c.details)
-                .where(audit_log.c.action == "certificate.bind-refused")
-                .order_by(audit_log.c.id)
-            ).all()
+            rows = conn.execute(query.order_by(audit_log.c.id)).all()
             bound = set(
                 conn.scalars(
                     select(worker_certificates.c.thumbprint).where(

@@ -61,7 +61,21 @@ EXPIRY_CHECK_INTERVAL = 24 * 3600.0
 
 async def _health(call: Call) -> web.StreamResponse:
     # The master's UTC time lets `packfleet doctor` on a worker measure clock skew.
-    return json_response({"status": "ok", "version": __version__, "time": call.state.clock().isoformat()})
+    answer: dict[str, Any] = {"status": "ok", "version": __version__, "time": call.state.clock().isoformat()}
+    caller = call.caller
+    if caller.thumbprint is not None and caller.principal is None:
+        # A certificate bound to nobody: tell its holder (`doctor` on the worker) if the master
+        # refused to bind it to the AgentId it claimed, and which command confirms the binding.
+        refused = await call.state.db(call.state.catalog.refused_binds, caller.thumbprint)
+        if refused:
+            thumbprint, agent_id, reason = refused[-1]
+            answer["refused_bind"] = {
+                "thumbprint": thumbprint,
+                "agent_id": agent_id,
+                "detail": reason,
+                "fix": f"on the master: packfleet manager worker connect {agent_id} --cert {thumbprint}",
+            }
+    return json_response(answer)
 
 
 @functools.cache
