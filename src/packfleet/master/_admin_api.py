@@ -15,6 +15,7 @@ from packfleet.catalog import ExecutionRecord
 from packfleet.errors import PackfleetError
 from packfleet.master._admission import admission_refusal
 from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
+from packfleet.master._logsafe import safe
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response, query_float, query_int
 from packfleet.master._trust import cut_off, reload_after_removal, remove_from_root, trust_in_root
@@ -194,7 +195,11 @@ async def deploy(call: Call) -> web.StreamResponse:
         state.catalog.deploy_project, folder, project.to_dict(), archive, actor=call.caller.actor
     )
     log.info(
-        "project %s/%s version %d deployed by %s", folder, project.name, record.version, call.caller.actor
+        "project %s/%s version %d deployed by %s",
+        safe(folder),
+        safe(project.name),
+        record.version,
+        safe(call.caller.actor),
     )
     return json_response(record.to_dict(), status=201)
 
@@ -282,10 +287,10 @@ async def run(call: Call) -> web.StreamResponse:
     log.info(
         "execution %d of %s/%s/%s created by %s",
         record.execution_id,
-        ask.folder,
-        ask.project,
-        ask.package,
-        call.caller.actor,
+        safe(ask.folder),
+        safe(ask.project),
+        safe(ask.package),
+        safe(call.caller.actor),
     )
     # The manifest is the one just loaded: no catalog call that would queue on the catalog's one
     # SQLite thread ahead of the lease this execution wakes (make bench: submit->start latency).

@@ -9,7 +9,6 @@ certificate in its Root store it will never accept; ``doctor`` reports the same 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,20 +17,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from packfleet.errors import PackfleetError
+from packfleet.master._logsafe import safe
 from packfleet.pki import CertStore, Credential, check_usable
 
 log = logging.getLogger("packfleet.master")
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def safe(text: object, limit: int = 200) -> str:
-    """Peer-controlled text made fit for one log line: control characters escaped, length capped.
-
-    An AgentId or display name with a newline would otherwise forge a log line of its own.
-    """
-    shown = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
-    return shown if len(shown) <= limit else shown[:limit] + f"...({len(shown) - limit} more)"
 
 
 def admission_refusal(public: Credential, root: CertStore) -> str | None:

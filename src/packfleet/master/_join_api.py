@@ -26,6 +26,7 @@ from aiohttp import web
 from packfleet.catalog import JoinTokenRecord, TokenBinding, canonical_agent_id
 from packfleet.errors import CatalogError, Conflict, NotFound, PackfleetError
 from packfleet.master._api import Endpoint
+from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import PROOF_WINDOW, parse_aware_time
@@ -173,7 +174,7 @@ async def join(call: Call) -> web.StreamResponse:
     word = "enabled" if outcome.enabled else "disabled until an administrator enables it"
     log.info(
         "worker %s (%s) joined with token %s and certificate %s%s",
-        outcome.display_name,
+        safe(outcome.display_name),
         outcome.agent_id,
         outcome.token_id,
         outcome.thumbprint,

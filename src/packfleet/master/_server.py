@@ -35,6 +35,7 @@ from packfleet.master._auth import (
 )
 from packfleet.master._coordination import PostgresCoordination
 from packfleet.master._jobs import Job, JobRunner
+from packfleet.master._logsafe import RateLimitedLog, safe
 from packfleet.master._metrics import METRICS, CountingSite, MasterMetrics, metrics_of
 from packfleet.master._problems import (
     Problem,
@@ -152,13 +153,29 @@ def _http_problem(exc: web.HTTPException, request: web.Request) -> Problem:
     return from_http_exception(exc, request)
 
 
+#: Refusal lines per peer address and kind of refusal: a peer retrying (or probing) in a loop
+#: fills the log with a few lines a minute and a count, not with one line per request.
+_REFUSALS = RateLimitedLog(log, burst=5, window=60.0)
+
+
 def _log_refusal(request: web.Request, problem: Problem) -> None:
     metrics = metrics_of(request.app)
     if metrics is not None:
         metrics.refusal(problem.slug)
-    who = problem.thumbprint or "no certificate"
-    log.warning(
-        "refused %s %s (%s): %d %s", request.method, request.path, who, problem.status, problem.detail
+    der = peer_certificate(request)
+    # The thumbprint the peer *presented*, also when the refusal is not about a certificate.
+    presented = problem.thumbprint or (thumbprint_of_der(der) if der else None)
+    who = f"certificate {presented}" if presented else "no certificate"
+    peer = request.remote or "unknown peer"
+    _REFUSALS.warning(
+        f"{peer}:{problem.slug}",
+        "refused %s %s from %s (%s): %d %s",
+        safe(request.method, 20),
+        safe(request.path),
+        safe(peer, 60),
+        who,
+        problem.status,
+        safe(problem.detail, 1000),
     )
 
 

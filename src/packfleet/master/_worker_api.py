@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from packfleet import protocol
 from packfleet.catalog import CompletionReport, EventInput, WorkerInfo
-from packfleet.master._admission import safe
 from packfleet.master._api import Endpoint
 from packfleet.master._auth import Caller, require_agent
+from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import parse_aware_time
@@ -130,7 +130,7 @@ async def lease(call: Call) -> web.StreamResponse:
         leased_text = ", ".join(f"task {t.task_id}#{t.attempt}" for t in tasks)
         # DEBUG: one line per lease request is hundreds a second under load (make bench), and the
         # execution's own status and events already say which worker took it.
-        log.debug("leased %s to %s", leased_text, caller.worker_label)
+        log.debug("leased %s to %s", leased_text, safe(caller.worker_label))
     return json_response(protocol.encode(protocol.LeaseReply(tasks=tasks)))
 
 
