@@ -12,13 +12,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from packfleet import protocol
 from packfleet.catalog import CompletionReport, EventInput, WorkerInfo
+from packfleet.errors import PackfleetError
+from packfleet.master._admission import admission_refusal
 from packfleet.master._api import Endpoint
 from packfleet.master._auth import Caller, require_agent
 from packfleet.master._logsafe import safe
-from packfleet.master._problems import Problem, bad_request
+from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import parse_aware_time
 from packfleet.master._wakeup import EVENTS, TASKS
+from packfleet.pki import CertStore, Credential, check_usable
 from packfleet.protocol import routes
 
 log = logging.getLogger("packfleet.master")
@@ -44,6 +47,10 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     state, caller = call.state, call.caller
     beat = await call.message(protocol.Heartbeat)
     assert caller.thumbprint is not None  # noqa: S101 - the "certificate" access rule guarantees it
+    if caller.principal is None or caller.principal.agent_id is None:
+        # Not bound yet: about to register a worker. A certificate the master would refuse to add
+        # (CA, SHA-1, wrong EKU...) that reached Root by hand must not register one either.
+        await state.db(_check_registrable, state, caller)
     info = WorkerInfo(
         agent_id=beat.agent_id,
         display_name=beat.display_name,
@@ -95,6 +102,24 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     if state.rotation is not None and outcome.worker is not None:
         reply = state.rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
     return json_response(protocol.encode(reply))
+
+
+def _check_registrable(state: MasterState, caller: Caller) -> None:
+    if caller.der is None:
+        return
+    public = Credential(x509.load_der_x509_certificate(caller.der))
+    try:
+        check_usable(public, purposes=("client",), now=state.clock(), peer=True)
+        refusal = admission_refusal(public, CertStore(state.home, "Root"))
+    except PackfleetError as exc:
+        refusal = exc.message
+    if refusal is not None:
+        raise forbidden(
+            f"certificate {caller.thumbprint} cannot register a worker: {refusal}",
+            thumbprint=caller.thumbprint,
+            fix=f"on the master: packfleet cert delete --store Root {caller.thumbprint}; on the worker: "
+            'packfleet cert create -n "CN=<worker>" --store My, then packfleet manager worker add',
+        )
 
 
 async def lease(call: Call) -> web.StreamResponse:
