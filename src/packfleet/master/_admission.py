@@ -35,9 +35,9 @@ def admission_refusal(public: Credential, root: CertStore) -> str | None:
         )
     if cert.issuer != cert.subject and not _issuer_pinned(cert, root):
         return (
-            f"{name} is not self-signed and its issuer ({cert.issuer.rfc4514_string()}) is not in the "
-            "master's Root store, so no handshake with it can complete; packfleet pins each worker's "
-            "own self-signed certificate"
+            f"{name} is not self-signed and its issuer ({cert.issuer.rfc4514_string()}) is not a CA "
+            "certificate in the master's Root store, so no handshake with it can complete; packfleet "
+            "pins each worker's own self-signed certificate"
         )
     return None
 
@@ -48,7 +48,11 @@ def _issuer_pinned(cert: x509.Certificate, root: CertStore) -> bool:
             candidate = root.get(thumbprint).certificate
         except PackfleetError:
             continue
-        if candidate.subject == cert.issuer:
+        try:
+            is_ca = candidate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if candidate.subject == cert.issuer and is_ca:
             return True
     return False
 

@@ -39,7 +39,8 @@ class RateLimitedLog:
     ) -> None:
         self._log = logger
         self._burst = burst
-        self._window = window
+        #: Seconds per window (public: tests shorten it).
+        self.window = window
         self._monotonic = monotonic
         # key -> (window start, lines logged in it, lines suppressed since the last logged one)
         self._keys: dict[str, tuple[float, int, int]] = {}
@@ -48,7 +49,7 @@ class RateLimitedLog:
         """Log ``message % args`` unless ``key`` used up its window; return whether it was logged."""
         now = self._monotonic()
         start, logged, suppressed = self._keys.get(key, (now, 0, 0))
-        if now - start >= self._window:
+        if now - start >= self.window:
             start, logged = now, 0
         if logged >= self._burst:
             self._keys[key] = (start, logged, suppressed + 1)

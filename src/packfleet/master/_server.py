@@ -155,7 +155,7 @@ def _http_problem(exc: web.HTTPException, request: web.Request) -> Problem:
 
 #: Refusal lines per peer address and kind of refusal: a peer retrying (or probing) in a loop
 #: fills the log with a few lines a minute and a count, not with one line per request.
-_REFUSALS = RateLimitedLog(log, burst=5, window=60.0)
+REFUSAL_LOG: web.AppKey[RateLimitedLog] = web.AppKey("packfleet_refusal_log", RateLimitedLog)
 
 
 def _log_refusal(request: web.Request, problem: Problem) -> None:
@@ -167,7 +167,7 @@ def _log_refusal(request: web.Request, problem: Problem) -> None:
     presented = problem.thumbprint or (thumbprint_of_der(der) if der else None)
     who = f"certificate {presented}" if presented else "no certificate"
     peer = request.remote or "unknown peer"
-    _REFUSALS.warning(
+    request.app[REFUSAL_LOG].warning(
         f"{peer}:{problem.slug}",
         "refused %s %s from %s (%s): %d %s",
         safe(request.method, 20),
@@ -185,6 +185,7 @@ def build_app(state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS) -> 
     largest = max(ep.max_body for ep in endpoints)
     app = web.Application(middlewares=[_problems], client_max_size=largest)
     app[STATE] = state
+    app[REFUSAL_LOG] = RateLimitedLog(log, burst=5, window=60.0)
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, _guard(endpoint))
 

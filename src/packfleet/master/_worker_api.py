@@ -72,13 +72,8 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     # The heartbeat may have bound this certificate to a worker: the next request must see that.
     state.principals.invalidate([caller.thumbprint])
     if outcome.state == "conflict":
-        # A refused bind: the certificate, the AgentId it claimed and the command that lifts it.
-        log.warning(
-            "refused heartbeat of agent %s (certificate %s): %s",
-            safe(beat.agent_id),
-            caller.thumbprint,
-            safe(outcome.message, 600),
-        )
+        # A refused bind: the certificate, the AgentId it claimed and the command that lifts it (the
+        # refusal is logged, rate-limited, by the problem middleware).
         raise Problem(
             409,
             "identity-conflict",
