@@ -30,8 +30,8 @@ def admission_refusal(public: Credential, root: CertStore) -> str | None:
     algorithm = cert.signature_hash_algorithm
     if isinstance(algorithm, hashes.SHA1 | hashes.MD5):
         return (
-            f"{name} is signed with {algorithm.name.upper()}, which OpenSSL refuses at security level 2, "
-            "so no handshake with it can complete"
+            f"{name} is signed with {algorithm.name.upper()}: collisions can be forged for that hash, "
+            "so packfleet neither pins nor accepts certificates signed with it"
         )
     if cert.issuer != cert.subject and not _issuer_pinned(cert, root):
         return (
