@@ -311,9 +311,12 @@ async def list_executions(call: Call) -> web.StreamResponse:
 def _execution_id(call: Call) -> int:
     raw = call.request.match_info["execution_id"]
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise bad_request(f"{raw!r} is not an execution id (a whole number)") from None
+    if not 1 <= value <= 2**63 - 1:  # what the catalog can store; a bigger one would fail there (500)
+        raise bad_request(f"{raw[:40]!r} is not an execution id (1..{2**63 - 1})")
+    return value
 
 
 async def get_execution(call: Call) -> web.StreamResponse:
