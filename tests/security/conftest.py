@@ -253,7 +253,7 @@ def lease_body(agent_id: str, capacity: int = 1) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def master_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A real ``packfleet master run`` subprocess (no workers); stopped at the end of the module."""
-    with LocalCluster(tmp_path_factory.mktemp("security-master")) as cluster:
+    with LocalCluster(tmp_path_factory.mktemp("security-master"), fast=False) as cluster:
         cluster.init_master()
         cluster.start_master()
         yield cluster

@@ -161,6 +161,14 @@ async def test_out_of_range_admin_input_is_refused_never_a_500(
     assert says in answer.text
 
 
+@pytest.mark.parametrize("route", [routes.ADMIN_EXECUTIONS, routes.ADMIN_EXECUTIONS_BULK])
+async def test_a_huge_retry_count_is_a_400_naming_the_range(mh: MasterHome, peer: Peer, route: str) -> None:
+    run = {"folder": "default", "project": "etl", "package": "load", "retry_count": 10**9}
+    body: dict[str, Any] = run if route == routes.ADMIN_EXECUTIONS else run | {"count": 2}
+    answer = await peer.request(mh.admin, "POST", route, body=body)
+    assert answer.status == 400 and "retry_count must be 0..100" in answer.text
+
+
 @pytest.mark.parametrize(
     ("route", "body"),
     [

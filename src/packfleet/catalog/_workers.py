@@ -29,7 +29,7 @@ from packfleet.catalog._schema import audit_log, principals, worker_agents, work
 from packfleet.errors import CatalogError, Conflict, NotFound
 from packfleet.thumbprint import is_thumbprint, normalize_thumbprint
 
-_ADD_FIX = "packfleet manager worker add --cert <worker.cer> [--name NAME] [--enable]"
+_ADD_FIX = "packfleet manager worker add --cert <worker.cer> [--name NAME] [--enable] [--worker REF]"
 _LIST_FIX = "packfleet manager worker list"
 _NEW_CERT = '`packfleet cert create -n "CN=<worker>" --store My` on the worker'
 

@@ -27,6 +27,8 @@ from packfleet.protocol import routes
 log = logging.getLogger("packfleet.master")
 
 _LIST_LIMIT = 10_000
+#: Retries of a task whose worker vanished: a few are useful, more only hide a broken worker.
+MAX_RETRY_COUNT = 100
 _EVENTS_LIMIT = 1000
 
 
@@ -267,8 +269,8 @@ async def run(call: Call) -> web.StreamResponse:
     """Create an execution; its task is ready at once and a waiting worker's long-poll answers."""
     state = call.state
     ask = await call.message(RunPackage)
-    if ask.retry_count < 0:
-        raise bad_request(f"retry_count must be 0 or more, not {ask.retry_count}")
+    if not 0 <= ask.retry_count <= MAX_RETRY_COUNT:
+        raise bad_request(f"retry_count must be 0..{MAX_RETRY_COUNT}, not {ask.retry_count}")
     version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
     project = Project.from_dict(version.manifest)
     parameters = resolve_parameters(project, ask.package, ask.parameters)
