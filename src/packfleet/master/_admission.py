@@ -31,7 +31,7 @@ def admission_refusal(public: Credential, root: CertStore) -> str | None:
     if isinstance(algorithm, hashes.SHA1 | hashes.MD5):
         return (
             f"{name} is signed with {algorithm.name.upper()}: collisions can be forged for that hash, "
-            "so packfleet neither pins nor accepts certificates signed with it"
+            "so a certificate signed with it is neither pinned nor accepted"
         )
     if cert.issuer != cert.subject and not _issuer_pinned(cert, root):
         return (
