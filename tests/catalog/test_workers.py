@@ -118,19 +118,58 @@ def test_unknown_certificate_of_a_new_agent_registers_a_disabled_worker(
     assert catalog.lease_tasks(agent_id, 5, 60) == []
 
 
-def test_unknown_certificate_of_a_known_agent_is_bound_as_its_new_certificate(
+def test_unknown_certificate_of_a_known_agent_is_refused_until_an_administrator_confirms(
     catalog: Catalog, worker: Callable[..., str], make_cert: MakeCert
 ) -> None:
-    """The seed's manual "change the worker certificate": new cert in the master's Root store."""
+    """The seed's manual "change the worker certificate": new cert in the master's Root store.
+
+    It no longer binds by itself (anyone with a trusted certificate could take the worker over);
+    the refusal names the command that confirms it, and that command binds it.
+    """
     agent_id = worker("w1")
     [old] = [c.thumbprint for c in catalog.get_worker(agent_id).certificates]
-    new = load_credential_bytes(make_cert("w1")).thumbprint
+    pem = make_cert("w1")
+    new = load_credential_bytes(pem).thumbprint
     outcome = catalog.worker_heartbeat(new, info(agent_id, "w1"), pinned={new}.__contains__)
-    assert outcome.state == "enabled"
-    assert {c.thumbprint for c in catalog.get_worker(agent_id).certificates} == {old, new}
+    assert outcome.state == "conflict" and outcome.worker is None
+    assert new in outcome.message and agent_id in outcome.message
+    assert outcome.fix == f"packfleet manager worker connect {agent_id} --cert {new}"
+    assert {c.thumbprint for c in catalog.get_worker(agent_id).certificates} == {old}
+    assert catalog.authorize(new) is None
     last = catalog.list_audit()[-1]
-    assert (last.action, last.target) == ("certificate.bind", new)
-    assert last.details == {"agent_id": agent_id, "old_thumbprints": [old], "new_thumbprint": new}
+    assert (last.action, last.target) == ("certificate.bind-refused", new)
+    assert last.details["agent_id"] == agent_id
+    # A retry at the next heartbeat is refused again, but audited once.
+    catalog.worker_heartbeat(new, info(agent_id, "w1"), pinned={new}.__contains__)
+    assert [a for _, a, _ in _actions(catalog)].count("certificate.bind-refused") == 1
+    assert catalog.refused_binds() == [(new, agent_id, outcome.message)]
+    catalog.connect_worker_certificate(agent_id, pem, actor="admin")
+    assert catalog.worker_heartbeat(new, info(agent_id, "w1")).state == "enabled"
+    assert catalog.refused_binds() == []
+
+
+def test_pending_certificate_claiming_a_known_agent_is_refused_even_with_enable(
+    catalog: Catalog, worker: Callable[..., str], make_cert: MakeCert
+) -> None:
+    victim = worker("w1")
+    for enable in (False, True):
+        cert = catalog.add_worker_certificate(make_cert(f"x{enable}"), actor="admin", enable=enable)
+        outcome = catalog.worker_heartbeat(cert.thumbprint, info(victim, "w1"))
+        assert outcome.state == "conflict" and victim in outcome.message
+        assert catalog.authorize(cert.thumbprint) == Principal(
+            "worker", cert.thumbprint, None, False, cert.thumbprint, "active"
+        )
+    assert [w.agent_id for w in catalog.list_workers()] == [victim]
+
+
+def test_certificate_added_for_a_named_worker_is_bound_at_once(
+    catalog: Catalog, worker: Callable[..., str], make_cert: MakeCert
+) -> None:
+    agent_id = worker("w1")
+    cert = catalog.add_worker_certificate(make_cert("w1b"), actor="admin", worker="w1")
+    assert cert.agent_id == agent_id
+    assert catalog.worker_heartbeat(cert.thumbprint, info(agent_id, "w1")).state == "enabled"
+    assert ("admin", "certificate.bind", cert.thumbprint) in _actions(catalog)
 
 
 @pytest.mark.parametrize("pinned", [None, set()], ids=["no-store", "not-in-store"])
@@ -149,7 +188,8 @@ def test_unknown_certificate_not_itself_pinned_neither_registers_nor_binds(
     assert [w.agent_id for w in catalog.list_workers()] == [victim]
     assert leaf not in {c.thumbprint for c in catalog.get_worker(victim).certificates}
     assert catalog.authorize(leaf) is None
-    assert catalog.list_audit() == before
+    refused = catalog.list_audit()[len(before) :]
+    assert [(r.action, r.target) for r in refused] == [("certificate.bind-refused", leaf)] * 2
 
 
 def test_certificate_of_another_worker_is_a_conflict_and_changes_nothing(
@@ -165,7 +205,12 @@ def test_certificate_of_another_worker_is_a_conflict_and_changes_nothing(
     assert thumbprint in outcome.message and owner in outcome.message and intruder in outcome.message
     assert [w.agent_id for w in catalog.list_workers()] == [owner]
     assert catalog.get_worker(owner).last_online_time != clock.now
-    assert catalog.list_audit() == before
+    [refused] = catalog.list_audit()[len(before) :]
+    assert (refused.action, refused.target, refused.details["agent_id"]) == (
+        "certificate.bind-refused",
+        thumbprint,
+        intruder,
+    )
 
 
 def test_revoked_certificate_is_refused_and_never_authorized(

@@ -3,7 +3,10 @@
 These are the seed's two manual procedures — "change the master certificate" and "change the worker
 certificate" — done exactly as an administrator following the page would, with packfleet's
 equivalents of MakeCert, netsh, certmgr and winhttpcertcfg. (Restarting the services and the
-connection over TLS are covered by the end-to-end tests.)
+connection over TLS are covered by the end-to-end tests, and so is the one confirmation "change the
+worker certificate" now ends with: the master refuses to bind a certificate to an existing AgentId
+by itself, so the administrator runs `packfleet manager worker connect REF --cert THUMBPRINT`;
+see tests/e2e/test_doctor.py.)
 """
 
 from __future__ import annotations

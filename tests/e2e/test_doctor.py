@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from e2e.conftest import wait_until
+from packfleet.config import load_worker_settings
 from packfleet.localcluster import LocalCluster
 from packfleet.manager import ManagerClient
 from packfleet.pki import create_self_signed
@@ -75,15 +76,31 @@ def test_change_the_worker_certificate(one: LocalCluster) -> None:
     wait_until(lambda: doctor(one, w) == {}, timeout=20, what="the master to trust the new worker cert")
     audit = pk(one, m, "manager", "audit", "--action", "store.change")
     assert any(thumbprint in row["details"].get("added", []) for row in audit)
-    # 6. restart the worker service: the master binds the new thumbprint to its AgentId
+    # 6. restart the worker service: the master refuses to bind the new thumbprint to the existing
+    # AgentId by itself (a trusted certificate must not take a worker over); doctor on both sides
+    # names the command that confirms it
     one.stop(one.workers["worker1"])
     one.start_worker("worker1")
+    agent_id = load_worker_settings(w).agent_id
+    confirm = f"packfleet manager worker connect {agent_id} --cert {thumbprint}"
+    refused = wait_until(
+        lambda: doctor(one, w).get("worker.binding"), timeout=30, what="the worker to be refused"
+    )
+    assert refused["severity"] == "error" and confirm in refused["fix"]
+    assert thumbprint in refused["message"] and agent_id in refused["message"]
+    on_master = doctor(one, m)["master.bindings"]
+    assert on_master["severity"] == "warning" and confirm in on_master["fix"]
+    audit = pk(one, m, "manager", "audit", "--action", "certificate.bind-refused")
+    assert any(row["target"] == thumbprint and row["details"]["agent_id"] == agent_id for row in audit)
+    # 7. the one confirmation the procedure now needs
+    pk(one, m, "manager", "worker", "connect", agent_id, "--cert", thumbprint)
 
     def bound() -> bool:
         [row] = pk(one, m, "manager", "worker", "list")
         return any(c["thumbprint"] == thumbprint and c["status"] == "active" for c in row["certificates"])
 
     wait_until(bound, timeout=30, what="the new worker certificate to be bound")
+    wait_until(lambda: doctor(one, w) == {}, timeout=30, what="doctor on the worker to be content")
 
 
 def test_change_the_master_certificate(one: LocalCluster) -> None:

@@ -221,6 +221,8 @@ class HeartbeatOutcome(_Record):
     state: HeartbeatState
     worker: WorkerRecord | None
     message: str
+    #: For a refusal (``conflict``): the command that lifts it, as the master's 409 problem shows it.
+    fix: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ or ``retired`` (its worker was deleted).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
@@ -25,11 +25,11 @@ from packfleet.catalog._records import (
     WorkerInfo,
     WorkerRecord,
 )
-from packfleet.catalog._schema import principals, worker_agents, worker_certificates
+from packfleet.catalog._schema import audit_log, principals, worker_agents, worker_certificates
 from packfleet.errors import CatalogError, Conflict, NotFound
 from packfleet.thumbprint import is_thumbprint, normalize_thumbprint
 
-_ADD_FIX = "packfleet manager worker add --cert <worker.cer> [--name NAME] [--enable]"
+_ADD_FIX = "packfleet manager worker add --cert <worker.cer> [--name NAME] [--enable] [--worker REF]"
 _LIST_FIX = "packfleet manager worker list"
 _NEW_CERT = '`packfleet cert create -n "CN=<worker>" --store My` on the worker'
 
@@ -156,6 +156,15 @@ class WorkerCatalog(CatalogBase):
             ).all()
         return [_certificate(row) for row in rows]
 
+    def certificate_pem(self, thumbprint: str) -> bytes | None:
+        """The PEM the catalog holds for worker certificate ``thumbprint`` (None if unknown)."""
+        thumbprint = normalize_thumbprint(thumbprint)
+        with self._read() as conn:
+            pem = conn.scalar(
+                select(worker_certificates.c.pem).where(worker_certificates.c.thumbprint == thumbprint)
+            )
+        return str(pem).encode() if pem else None
+
     def authorize(self, thumbprint: str) -> Principal | None:
         """Tell who the client certificate ``thumbprint`` belongs to, or None if nobody.
 
@@ -192,18 +201,25 @@ class WorkerCatalog(CatalogBase):
         actor: str,
         display_name: str | None = None,
         agent_id: str | None = None,
+        worker: str | None = None,
         enable: bool = False,
     ) -> CertificateRecord:
         """Record a worker certificate, as ``manager worker add`` does (SSIS Manager's "Connect").
 
-        Without ``agent_id`` the certificate stays *pending* until the worker that holds it sends its
-        first heartbeat; ``enable`` then enables that worker on the spot. With ``agent_id`` it is bound
-        now (the worker is created if the catalog does not know it yet). Adding a retired certificate
-        (its worker was deleted) makes it pending again, which is how a deleted worker is re-added.
+        Without ``agent_id`` or ``worker`` the certificate stays *pending* until the worker that
+        holds it sends its first heartbeat, which registers a *new* worker (enabled only with
+        ``enable``); it never binds to an existing AgentId on its own. With ``agent_id`` it is bound
+        now (the worker is created if the catalog does not know it yet); ``worker`` (agent id,
+        thumbprint or name of an existing worker) binds it to that worker, as an additional
+        certificate. Adding a retired certificate (its worker was deleted) makes it pending again,
+        which is how a deleted worker is re-added.
         """
         facts = certificate_facts(pem)
         wanted = canonical_agent_id(agent_id) if agent_id is not None else None
         with self._write() as conn:
+            if worker:
+                wanted = self._resolve_worker(conn, worker)
+                self._require_worker(conn, wanted)
             self._upsert_certificate(
                 conn,
                 facts,
@@ -215,6 +231,9 @@ class WorkerCatalog(CatalogBase):
             details: dict[str, Any] = {"display_name": display_name, "agent_id": wanted, "enable": enable}
             details |= {"sha256": facts.sha256, "subject": facts.subject, "not_after": facts.not_after}
             self._audit(conn, actor, "certificate.add", facts.thumbprint, details)
+            if wanted is not None:
+                bind = {"agent_id": wanted, "new_thumbprint": facts.thumbprint, "enabled": enable}
+                self._audit(conn, actor, "certificate.bind", facts.thumbprint, bind)
             row = conn.execute(
                 select(worker_certificates).where(worker_certificates.c.thumbprint == facts.thumbprint)
             ).one()
@@ -414,12 +433,15 @@ class WorkerCatalog(CatalogBase):
         """Apply a worker heartbeat presented with client certificate ``thumbprint``.
 
         The certificate passed the TLS handshake. Then: bound to this agent -> record it online;
-        pending -> bind it (creating the worker, enabled as the administrator asked); unknown ->
-        bind it to this agent if the agent exists (the seed's manual "change the worker
-        certificate"), else register a new *disabled* worker; bound to another agent ->
-        ``conflict``; revoked -> ``revoked``; its worker was deleted -> ``deleted``. ``pem`` (the
-        peer certificate, if the caller has it) fills in subject and validity for certificates the
-        catalog first hears of here.
+        pending or unknown, claiming an agent the catalog does not know -> register that new worker
+        (disabled, unless the administrator added the pending certificate with ``enable``);
+        pending or unknown, claiming an *existing* agent -> ``conflict``: a certificate takes over an
+        existing AgentId only when an administrator named that worker for it (``manager worker add
+        --worker``, ``manager worker connect``, a join token bound to the worker) or by rotation,
+        never by its own say-so; bound to another agent -> ``conflict``; revoked -> ``revoked``; its
+        worker was deleted -> ``deleted``. Every ``conflict`` is audited (``certificate.bind-refused``).
+        ``pem`` (the peer certificate, if the caller has it) fills in subject and validity for
+        certificates the catalog first hears of here.
 
         An unknown certificate binds only if ``pinned(thumbprint)`` says its *own* certificate is in
         the master's Root store (None: nothing is pinned, no unknown certificate binds). Passing the
@@ -440,16 +462,21 @@ class WorkerCatalog(CatalogBase):
                 .with_for_update()
             ).first()
             refusal = self._refusal(conn, cert, thumbprint, agent_id)
-            if refusal is not None:
-                return refusal
-            if cert is None and (pinned is None or not pinned(thumbprint)):
-                return HeartbeatOutcome(
+            if refusal is None and cert is None and (pinned is None or not pinned(thumbprint)):
+                refusal = HeartbeatOutcome(
                     "conflict",
                     None,
                     f"certificate {thumbprint} is not itself in the master's Root store (it is "
                     "trusted only through a certificate that signed it); packfleet pins each worker's "
                     f"own certificate: {_ADD_FIX}, or packfleet manager worker connect {agent_id} --token",
+                    f"{_ADD_FIX}, or packfleet manager worker connect {agent_id} --token",
                 )
+            if refusal is None and (cert is None or cert.agent_id is None):
+                refusal = self._unnamed_claim(conn, cert, thumbprint, agent_id)
+            if refusal is not None:
+                if refusal.state == "conflict":
+                    self._audit_refusal(conn, thumbprint, agent_id, refusal.message)
+                return refusal
             if cert is None:
                 self._bind_unknown(conn, thumbprint, facts, info, agent_id)
             elif cert.agent_id is None:
@@ -475,6 +502,80 @@ class WorkerCatalog(CatalogBase):
             f"must enable it: packfleet manager worker enable {agent_id}",
         )
 
+    def _unnamed_claim(
+        self, conn: Connection, cert: Row[Any] | None, thumbprint: str, agent_id: str
+    ) -> HeartbeatOutcome | None:
+        """Refuse a pending or unknown certificate that claims an AgentId some worker already has.
+
+        Binding it would hand that worker's identity (its leased tasks, its enabled state) to
+        whoever holds a certificate the master merely trusts. The seed's manual "change the worker
+        certificate" ends here too, once: the administrator confirms with the command in ``fix``.
+        """
+        worker = self._load_worker(conn, agent_id)
+        if worker is None:
+            return None
+        how = (
+            "was added without naming a worker (manager worker add without --worker)"
+            if cert is not None
+            else "is only in the master's Root store"
+        )
+        fix = f"packfleet manager worker connect {agent_id} --cert {thumbprint}"
+        return HeartbeatOutcome(
+            "conflict",
+            None,
+            f"certificate {thumbprint} claims AgentId {agent_id}, which is worker "
+            f"{worker.display_name!r}, but it {how}: a certificate is bound to an existing worker only "
+            f"when an administrator names that worker for it. If it is {worker.display_name!r}'s new "
+            f"certificate, confirm the binding on the master: {fix}; otherwise give this machine its "
+            "own AgentId (packfleet worker init)",
+            fix,
+        )
+
+    #: A refused bind is audited once per certificate, claimed agent and this many seconds: a
+    #: refused worker retries at every heartbeat and would otherwise flood the audit log.
+    REFUSAL_AUDIT_SECONDS = 3600.0
+
+    def _audit_refusal(self, conn: Connection, thumbprint: str, agent_id: str, why: str) -> None:
+        since = self.now() - timedelta(seconds=self.REFUSAL_AUDIT_SECONDS)
+        recent = conn.execute(
+            select(audit_log.c.details)
+            .where(audit_log.c.action == "certificate.bind-refused")
+            .where(audit_log.c.target == thumbprint)
+            .where(audit_log.c.time >= since)
+        ).all()
+        if any(row.details.get("agent_id") == agent_id for row in recent):
+            return
+        details = {"agent_id": agent_id, "reason": why}
+        self._audit(conn, f"certificate:{thumbprint}", "certificate.bind-refused", thumbprint, details)
+
+    def refused_binds(self, thumbprint: str | None = None) -> list[tuple[str, str, str]]:
+        """(thumbprint, claimed agent id, reason) of refused binds whose certificate is still unbound.
+
+        Only those of ``thumbprint`` when given. ``doctor`` shows them with the command that
+        confirms the binding, on the master and on the worker that was refused.
+        """
+        query = select(audit_log.c.target, audit_log.c.details).where(
+            audit_log.c.action == "certificate.bind-refused"
+        )
+        if thumbprint is not None:
+            query = query.where(audit_log.c.target == normalize_thumbprint(thumbprint))
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(audit_log.c.id)).all()
+            bound = set(
+                conn.scalars(
+                    select(worker_certificates.c.thumbprint).where(
+                        worker_certificates.c.agent_id.is_not(None)
+                    )
+                ).all()
+            )
+            known = set(conn.scalars(select(worker_agents.c.agent_id)).all())
+        found: dict[tuple[str, str], str] = {}
+        for row in rows:
+            agent = str(row.details.get("agent_id", ""))
+            if row.target not in bound and agent in known:
+                found[(row.target, agent)] = str(row.details.get("reason", ""))
+        return [(t, a, r) for (t, a), r in found.items()]
+
     def _refusal(
         self, conn: Connection, cert: Row[Any] | None, thumbprint: str, agent_id: str
     ) -> HeartbeatOutcome | None:
@@ -487,6 +588,7 @@ class WorkerCatalog(CatalogBase):
                 None,
                 f"certificate {thumbprint} is the certificate of {owner!r}, not of a worker; "
                 f"give the worker its own certificate: {_NEW_CERT}",
+                _NEW_CERT,
             )
         if cert.status == "revoked":
             worker = self._load_worker(conn, cert.agent_id) if cert.agent_id else None
@@ -519,6 +621,7 @@ class WorkerCatalog(CatalogBase):
                 f"certificate {thumbprint} belongs to worker {cert.agent_id}, not to agent "
                 f"{agent_id}; a certificate identifies one worker. Give this worker its own "
                 f"certificate, or delete the other: packfleet manager worker delete {cert.agent_id}",
+                f"packfleet manager worker delete {cert.agent_id}",
             )
         return None
 
@@ -530,10 +633,9 @@ class WorkerCatalog(CatalogBase):
         info: WorkerInfo,
         agent_id: str,
     ) -> None:
-        worker = self._load_worker(conn, agent_id)
-        if worker is None:
-            name = info.display_name or info.machine_name
-            self._create_worker(conn, agent_id, name, False, self.now(), info.machine_name)
+        """Register the new worker ``agent_id`` (disabled) with a certificate the catalog never saw."""
+        name = info.display_name or info.machine_name
+        self._create_worker(conn, agent_id, name, False, self.now(), info.machine_name)
         conn.execute(
             worker_certificates.insert().values(
                 thumbprint=thumbprint,
@@ -549,27 +651,17 @@ class WorkerCatalog(CatalogBase):
                 created_at=self.now(),
             )
         )
-        actor = f"worker:{agent_id}"
-        details: dict[str, Any]
-        if worker is None:
-            details = {"display_name": info.display_name, "machine_name": info.machine_name}
-            self._audit(conn, actor, "worker.register", agent_id, details | {"thumbprint": thumbprint})
-        else:
-            old = [c.thumbprint for c in worker.certificates]
-            details = {"agent_id": agent_id, "old_thumbprints": old, "new_thumbprint": thumbprint}
-            self._audit(conn, actor, "certificate.bind", thumbprint, details)
+        details = {"display_name": info.display_name, "machine_name": info.machine_name}
+        self._audit(
+            conn, f"worker:{agent_id}", "worker.register", agent_id, details | {"thumbprint": thumbprint}
+        )
 
     def _bind_pending(self, conn: Connection, cert: Row[Any], info: WorkerInfo, agent_id: str) -> None:
-        worker = self._load_worker(conn, agent_id)
-        if worker is None:
-            # As `manager worker add --name` promises: the name holds until the worker reports its own.
-            name = info.display_name or cert.display_name or info.machine_name
-            enabled = bool(cert.enable_on_bind)
-            self._create_worker(conn, agent_id, name, enabled, self.now(), info.machine_name)
-        elif cert.enable_on_bind:
-            conn.execute(
-                update(worker_agents).where(worker_agents.c.agent_id == agent_id).values(is_enabled=True)
-            )
+        """Register the new worker ``agent_id`` with a pending certificate (``manager worker add``)."""
+        # As `manager worker add --name` promises: the name holds until the worker reports its own.
+        name = info.display_name or cert.display_name or info.machine_name
+        enabled = bool(cert.enable_on_bind)
+        self._create_worker(conn, agent_id, name, enabled, self.now(), info.machine_name)
         conn.execute(
             update(worker_certificates)
             .where(worker_certificates.c.thumbprint == cert.thumbprint)
@@ -577,9 +669,9 @@ class WorkerCatalog(CatalogBase):
         )
         details: Mapping[str, Any] = {
             "agent_id": agent_id,
-            "old_thumbprints": [c.thumbprint for c in worker.certificates] if worker else [],
+            "old_thumbprints": [],
             "new_thumbprint": cert.thumbprint,
-            "enabled": bool(cert.enable_on_bind) or bool(worker and worker.is_enabled),
+            "enabled": enabled,
         }
         self._audit(conn, f"worker:{agent_id}", "certificate.bind", cert.thumbprint, details)
 

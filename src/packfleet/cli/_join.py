@@ -16,6 +16,7 @@ from packfleet.cli._tokens import parse_duration, print_token
 from packfleet.cli._worker import worker_group
 from packfleet.errors import UsageError
 from packfleet.pki import KEY_TYPES, load_credential
+from packfleet.thumbprint import is_thumbprint, normalize_thumbprint
 
 if TYPE_CHECKING:
     from packfleet.provision import WorkerJoin
@@ -65,16 +66,16 @@ def _print_join(out: Console, result: WorkerJoin) -> None:
 @click.argument("ref")
 @click.option(
     "--cert",
-    "cert_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The worker's new public certificate (worker.cer from its home).",
+    "cert_arg",
+    help="The worker's new public certificate (worker.cer from its home), or the thumbprint of one "
+    "the master already holds (a worker refused with its new certificate names it).",
 )
 @click.option("--token", "as_token", is_flag=True, help="Print a one-use join token bound to this worker.")
 @click.option(
     "--ttl", default="1h", callback=parse_duration, show_default=True, help="Lifetime of the --token."
 )
 @json_option
-def worker_connect(ref: str, cert_file: Path | None, as_token: bool, ttl: timedelta) -> None:
+def worker_connect(ref: str, cert_arg: str | None, as_token: bool, ttl: timedelta) -> None:
     """Connect an existing worker anew: SSIS Manager's "delete the worker and add it again", in one step.
 
     With --cert, the certificate replaces the worker's certificates at once: the old ones leave the
@@ -84,17 +85,27 @@ def worker_connect(ref: str, cert_file: Path | None, as_token: bool, ttl: timede
 
     \b
     packfleet manager worker connect worker1 --cert /srv/w/worker.cer
+    packfleet manager worker connect worker1 --cert 0123456789ABCDEF0123456789ABCDEF01234567
     packfleet manager worker connect worker1 --token
     """
-    if (cert_file is None) == (not as_token):
+    if (cert_arg is None) == (not as_token):
         raise UsageError(
             "give either --cert FILE (the worker's new certificate) or --token (a join token for it)",
             fix=f"packfleet manager worker connect {ref} --token",
         )
     st = state()
-    if cert_file is not None:
-        pem = load_credential(cert_file).cert_pem().decode()
-        result = call(lambda c: c.connect_worker(ref, pem))
+    if cert_arg is not None:
+        if is_thumbprint(cert_arg) and not Path(cert_arg).exists():
+            thumbprint = normalize_thumbprint(cert_arg)
+            result = call(lambda c: c.connect_worker(ref, thumbprint=thumbprint))
+        else:
+            if not Path(cert_arg).is_file():
+                raise UsageError(
+                    f"--cert {cert_arg!r} is neither a certificate file nor a thumbprint (40 hex digits)",
+                    fix=f"packfleet manager worker connect {ref} --cert worker.cer",
+                )
+            pem = load_credential(Path(cert_arg)).cert_pem().decode()
+            result = call(lambda c: c.connect_worker(ref, pem))
         retired = ", ".join(result["retired"]) or "none"
         st.emit(
             result,

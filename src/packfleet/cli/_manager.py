@@ -91,26 +91,35 @@ def _workers_table(out: Console, workers: list[dict[str, Any]]) -> None:
 )
 @click.option("--name", help="Display name until the worker reports its own.")
 @click.option("--enable", is_flag=True, help="Enable the worker as soon as it connects.")
+@click.option(
+    "--worker",
+    "worker_ref",
+    help="An existing worker (agent id, thumbprint or name) this certificate is for: bound at once.",
+)
 @json_option
-def worker_add(cert_file: Path, name: str | None, enable: bool) -> None:
+def worker_add(cert_file: Path, name: str | None, enable: bool, worker_ref: str | None) -> None:
     """Install a worker certificate into the master's Root store and register it.
 
     The seed's step "install the client certificate into the Root store of the master machine",
     done through the master so it takes effect without a restart. The worker appears in
-    `manager worker list` at its first heartbeat; with --enable it may run tasks at once.
+    `manager worker list` at its first heartbeat, as a new worker; with --enable it may run tasks
+    at once. A certificate is never bound to an existing worker unless --worker names it.
 
     \b
     packfleet manager worker add --cert /srv/w/worker.cer --name worker1 --enable
+    packfleet manager worker add --cert /srv/w/second.cer --worker worker1
     """
     pem = load_credential(cert_file).cert_pem().decode()
-    record = call(lambda c: c.add_worker(pem, display_name=name, enable=enable))
+    record = call(lambda c: c.add_worker(pem, display_name=name, enable=enable, worker=worker_ref))
     st = state()
     st.emit(
         record,
         lambda out: out.print(
             f"certificate {record['thumbprint']} installed in the master's Root store; "
             + (
-                "the worker will be enabled when it connects"
+                f"bound to worker {record['agent_id']}"
+                if record.get("agent_id")
+                else "the worker will be enabled when it connects"
                 if enable
                 else "enable the worker when it has connected: packfleet manager worker enable NAME"
             )

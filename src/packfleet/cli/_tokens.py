@@ -25,9 +25,14 @@ def parse_duration(ctx: click.Context, param: click.Parameter, value: str) -> ti
     match = _DURATION.fullmatch(text)
     if text and match is not None:
         days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        try:
+            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        except OverflowError:
+            raise click.BadParameter(f"{value!r} is too long a lifetime (at most 365 days)") from None
     try:
         return parse_timespan(text)
+    except OverflowError:
+        raise click.BadParameter(f"{value!r} is too long a lifetime (at most 365 days)") from None
     except PackfleetError:
         raise click.BadParameter(f"{value!r} is not a duration such as 1h, 30m, 2d or 01:00:00") from None
 

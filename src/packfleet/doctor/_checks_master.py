@@ -33,7 +33,7 @@ from packfleet.doctor._common import (
 )
 from packfleet.doctor._findings import Finding, error, ok, warning
 from packfleet.errors import CertificateNotFound, PackfleetError, TlsError
-from packfleet.master import SERVICE_NAME
+from packfleet.master import SERVICE_NAME, never_accepted
 from packfleet.pki import CertInfo, CertStore, Credential
 from packfleet.transport import NEW_ADMIN_FIX, fetch_server_certificate, parse_endpoint
 
@@ -55,9 +55,49 @@ def check_master(home: Path, *, now: datetime, unit: Path | None = None, probe: 
         findings += _served_certificate(home, settings, served, now, unit)
         if probe:
             findings += _listening(settings, served[0])
-    findings += _catalog(home, settings)
+    catalog_findings = _catalog(home, settings)
+    findings += catalog_findings
     findings += _admin(home, now)
+    findings += _root_store(home, settings, now)
+    if all(f.severity == "ok" for f in catalog_findings):
+        findings += _refused_binds(home, settings)
     return findings
+
+
+def _root_store(home: Path, settings: MasterSettings, now: datetime) -> list[Finding]:
+    """Root certificates the master will never accept from a client (it warns at start too)."""
+    found = never_accepted(home, now=now, serving=settings.ssl_cert_thumbprint)
+    if not found:
+        return [ok("master.root-store", "every client certificate in the Root store can be accepted")]
+    return [
+        warning(
+            "master.root-store",
+            f"{item.path} (certificate {item.thumbprint}) will never be accepted: {item.reason}",
+            fix=f"packfleet cert delete --store Root {item.thumbprint}",
+        )
+        for item in found
+    ]
+
+
+def _refused_binds(home: Path, settings: MasterSettings) -> list[Finding]:
+    """Certificates whose heartbeat claimed an existing worker and waits for an administrator."""
+    url = settings.resolved_catalog_url(home)
+    try:
+        with Catalog.open(
+            url, connect_timeout=settings.sql_connection_timeout_secs, upgrade=False
+        ) as catalog:
+            refused = catalog.refused_binds()
+    except PackfleetError as exc:
+        return [error("master.bindings", exc.message, exc.fix)]
+    return [
+        warning(
+            "master.bindings",
+            f"certificate {thumbprint} asked to be worker {agent_id} and was refused: {reason}",
+            fix=f"if it is that worker's new certificate: packfleet manager worker connect {agent_id} "
+            f"--cert {thumbprint}",
+        )
+        for thumbprint, agent_id, reason in refused
+    ]
 
 
 def _binding(home: Path, settings: MasterSettings, findings: list[Finding]) -> tuple[str, str] | None:

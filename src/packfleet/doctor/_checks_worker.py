@@ -248,6 +248,16 @@ def _health(home: Path) -> list[Finding]:
     except PackfleetError as exc:
         return [error("worker.reachability", exc.message, exc.fix)]
     findings = [ok("worker.tls", "mutual TLS with the master works with this worker's certificate and pins")]
+    refused = answer.get("refused_bind") if isinstance(answer, dict) else None
+    if isinstance(refused, dict):
+        findings.append(
+            error(
+                "worker.binding",
+                f"the master refuses to bind this worker's certificate {refused.get('thumbprint')} to "
+                f"AgentId {refused.get('agent_id')}: {refused.get('detail')}",
+                fix=str(refused.get("fix") or "packfleet manager worker connect AGENT_ID --cert THUMBPRINT"),
+            )
+        )
     master_time = answer.get("time") if isinstance(answer, dict) else None
     if not isinstance(master_time, str):
         findings.append(

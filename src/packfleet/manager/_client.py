@@ -87,12 +87,22 @@ class ManagerClient:
         return result
 
     async def add_worker(
-        self, cert_pem: str, display_name: str | None = None, enable: bool = False
+        self,
+        cert_pem: str,
+        display_name: str | None = None,
+        enable: bool = False,
+        worker: str | None = None,
     ) -> dict[str, Any]:
-        """Trust a worker certificate (the master's Root store and catalog); pending until it beats."""
+        """Trust a worker certificate (the master's Root store and catalog).
+
+        Pending until it beats, when it registers a new worker; with ``worker`` (an existing
+        worker's agent id, thumbprint or name) it is bound to that worker at once.
+        """
         body: dict[str, Any] = {"cert_pem": cert_pem, "enable": enable}
         if display_name is not None:
             body["display_name"] = display_name
+        if worker:
+            body["worker"] = worker
         result: dict[str, Any] = await self._call("POST", routes.ADMIN_WORKERS, json_body=body)
         return result
 
@@ -142,10 +152,16 @@ class ManagerClient:
         result: dict[str, Any] = await self._call("POST", path)
         return result
 
-    async def connect_worker(self, ref: str, cert_pem: str) -> dict[str, Any]:
-        """Give worker ``ref`` the certificate ``cert_pem``; its old ones leave the master's Root store."""
+    async def connect_worker(
+        self, ref: str, cert_pem: str | None = None, *, thumbprint: str | None = None
+    ) -> dict[str, Any]:
+        """Give worker ``ref`` a certificate, by PEM or by the thumbprint of one the master holds.
+
+        Its old certificates leave the master's Root store.
+        """
         path = _path(routes.ADMIN_WORKER_CONNECT, ref=ref)
-        result: dict[str, Any] = await self._call("POST", path, json_body={"cert_pem": cert_pem})
+        body = {"thumbprint": thumbprint} if thumbprint else {"cert_pem": cert_pem or ""}
+        result: dict[str, Any] = await self._call("POST", path, json_body=body)
         return result
 
     # --- join tokens --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ the catalog, long-polls workers for tasks, and reloads its certificates and trus
 ``run_master(home)`` is ``packfleet master run``: serve until SIGTERM/SIGINT, reload on SIGHUP.
 """
 
+from packfleet.master._admission import NeverAccepted, never_accepted
 from packfleet.master._api import DEFAULT_MAX_BODY, DEPLOY_MAX_BODY, Endpoint, openapi_document
 from packfleet.master._server import ENDPOINTS, MasterServer, build_app, run_master, serve
 from packfleet.master._service import SERVICE_NAME, enable_hint, systemd_unit
@@ -25,12 +26,14 @@ __all__ = [
     "Endpoint",
     "LocalWakeups",
     "MasterServer",
+    "NeverAccepted",
     "Ticket",
     "TlsMaterial",
     "Wakeups",
     "build_app",
     "enable_hint",
     "load_tls_material",
+    "never_accepted",
     "openapi_document",
     "run_master",
     "serve",

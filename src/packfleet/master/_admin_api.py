@@ -13,18 +13,22 @@ from aiohttp import web
 
 from packfleet.catalog import ExecutionRecord
 from packfleet.errors import PackfleetError
+from packfleet.master._admission import admission_refusal
 from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
+from packfleet.master._logsafe import safe
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response, query_float, query_int
 from packfleet.master._trust import cut_off, reload_after_removal, remove_from_root, trust_in_root
 from packfleet.master._wakeup import EVENTS, TASKS
 from packfleet.packages import Project, inspect_archive, mask_parameters, resolve_parameters
-from packfleet.pki import Credential, check_usable, load_credential_bytes
+from packfleet.pki import CertStore, Credential, check_usable, load_credential_bytes
 from packfleet.protocol import routes
 
 log = logging.getLogger("packfleet.master")
 
 _LIST_LIMIT = 10_000
+#: Retries of a task whose worker vanished: a few are useful, more only hide a broken worker.
+MAX_RETRY_COUNT = 100
 _EVENTS_LIMIT = 1000
 
 
@@ -38,6 +42,8 @@ class AddWorker:
     cert_pem: str
     display_name: str | None = None
     enable: bool = False
+    #: An existing worker (agent id, thumbprint or name) this certificate is for: bound at once.
+    worker: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,14 +85,26 @@ async def add_worker(call: Call) -> web.StreamResponse:
         check_usable(public, purposes=("client",), now=state.clock(), peer=True)
     except PackfleetError as exc:
         raise bad_request(f"cert_pem: {exc.message}", fix=exc.fix) from None
+    refusal = await state.db(admission_refusal, public, CertStore(state.home, "Root"))
+    if refusal is not None:
+        raise bad_request(
+            f"cert_pem: {refusal}",
+            fix='on the worker: packfleet cert create -n "CN=<worker>" --store My (a self-signed '
+            "SHA-256 certificate), then add that one",
+        )
     record = await state.db(
         state.catalog.add_worker_certificate,
         public.cert_pem(),
         actor=call.caller.actor,
         display_name=ask.display_name,
+        worker=ask.worker.strip() or None,
         enable=ask.enable,
     )
     await trust_in_root(state, public, actor=call.caller.actor)
+    if record.agent_id is not None:
+        log.info(
+            "certificate %s bound to worker %s by %s", record.thumbprint, record.agent_id, call.caller.actor
+        )
     return json_response(record.to_dict(), status=201)
 
 
@@ -179,7 +197,11 @@ async def deploy(call: Call) -> web.StreamResponse:
         state.catalog.deploy_project, folder, project.to_dict(), archive, actor=call.caller.actor
     )
     log.info(
-        "project %s/%s version %d deployed by %s", folder, project.name, record.version, call.caller.actor
+        "project %s/%s version %d deployed by %s",
+        safe(folder),
+        safe(project.name),
+        record.version,
+        safe(call.caller.actor),
     )
     return json_response(record.to_dict(), status=201)
 
@@ -247,8 +269,8 @@ async def run(call: Call) -> web.StreamResponse:
     """Create an execution; its task is ready at once and a waiting worker's long-poll answers."""
     state = call.state
     ask = await call.message(RunPackage)
-    if ask.retry_count < 0:
-        raise bad_request(f"retry_count must be 0 or more, not {ask.retry_count}")
+    if not 0 <= ask.retry_count <= MAX_RETRY_COUNT:
+        raise bad_request(f"retry_count must be 0..{MAX_RETRY_COUNT}, not {ask.retry_count}")
     version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
     project = Project.from_dict(version.manifest)
     parameters = resolve_parameters(project, ask.package, ask.parameters)
@@ -267,10 +289,10 @@ async def run(call: Call) -> web.StreamResponse:
     log.info(
         "execution %d of %s/%s/%s created by %s",
         record.execution_id,
-        ask.folder,
-        ask.project,
-        ask.package,
-        call.caller.actor,
+        safe(ask.folder),
+        safe(ask.project),
+        safe(ask.package),
+        safe(call.caller.actor),
     )
     # The manifest is the one just loaded: no catalog call that would queue on the catalog's one
     # SQLite thread ahead of the lease this execution wakes (make bench: submit->start latency).
@@ -291,9 +313,12 @@ async def list_executions(call: Call) -> web.StreamResponse:
 def _execution_id(call: Call) -> int:
     raw = call.request.match_info["execution_id"]
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise bad_request(f"{raw!r} is not an execution id (a whole number)") from None
+    if not 1 <= value <= 2**63 - 1:  # what the catalog can store; a bigger one would fail there (500)
+        raise bad_request(f"{raw[:40]!r} is not an execution id (1..{2**63 - 1})")
+    return value
 
 
 async def get_execution(call: Call) -> web.StreamResponse:

@@ -26,6 +26,7 @@ from aiohttp import web
 from packfleet.catalog import JoinTokenRecord, TokenBinding, canonical_agent_id
 from packfleet.errors import CatalogError, Conflict, NotFound, PackfleetError
 from packfleet.master._api import Endpoint
+from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import PROOF_WINDOW, parse_aware_time
@@ -33,6 +34,7 @@ from packfleet.master._tls import load_tls_material
 from packfleet.master._trust import cut_off, remove_from_root, trust_in_root
 from packfleet.master._wakeup import TASKS
 from packfleet.pki import (
+    CertStore,
     Credential,
     check_usable,
     load_credential,
@@ -50,6 +52,7 @@ from packfleet.protocol import (
     routes,
     secret_matches,
 )
+from packfleet.thumbprint import is_thumbprint, normalize_thumbprint
 from packfleet.transport import parse_endpoint
 
 log = logging.getLogger("packfleet.master")
@@ -78,9 +81,15 @@ class CreateToken:
 
 @dataclass(frozen=True)
 class ConnectWorker:
-    """Give an existing worker a new certificate; its other certificates are retired."""
+    """Give an existing worker a new certificate; its other certificates are retired.
 
-    cert_pem: str
+    ``cert_pem`` is the certificate; or ``thumbprint`` names one the master already holds (pending
+    in the catalog, or in its Root store): how an administrator confirms the binding a worker's
+    heartbeat asked for and was refused (the seed's manual "change the worker certificate").
+    """
+
+    cert_pem: str = ""
+    thumbprint: str = ""
 
 
 # --- /api/v1/join -------------------------------------------------------------------------------
@@ -165,7 +174,7 @@ async def join(call: Call) -> web.StreamResponse:
     word = "enabled" if outcome.enabled else "disabled until an administrator enables it"
     log.info(
         "worker %s (%s) joined with token %s and certificate %s%s",
-        outcome.display_name,
+        safe(outcome.display_name),
         outcome.agent_id,
         outcome.token_id,
         outcome.thumbprint,
@@ -213,9 +222,14 @@ def _served_pin_and_address(state: MasterState) -> tuple[str, str]:
 async def create_token(call: Call) -> web.StreamResponse:
     state = call.state
     ask = await call.message(CreateToken)
-    ttl = timedelta(seconds=ask.ttl_seconds) if ask.ttl_seconds == ask.ttl_seconds else timedelta(0)
-    if not timedelta(0) < ttl <= MAX_TTL:
-        raise bad_request(f"ttl_seconds must be more than 0 and at most {MAX_TTL}, not {ask.ttl_seconds}")
+    # Range-check the number before timedelta sees it: 1e300 or inf would overflow it (a 500).
+    if not 0 < ask.ttl_seconds <= MAX_TTL.total_seconds():  # NaN fails every comparison
+        raise bad_request(
+            f"ttl_seconds must be more than 0 and at most {MAX_TTL.total_seconds():.0f} ({MAX_TTL}), "
+            f"not {ask.ttl_seconds}",
+            fix="packfleet manager token create --ttl 1h",
+        )
+    ttl = timedelta(seconds=ask.ttl_seconds)
     if not 1 <= ask.uses <= MAX_USES:
         raise bad_request(f"uses must be 1..{MAX_USES}, not {ask.uses}")
     loop = asyncio.get_running_loop()
@@ -302,7 +316,13 @@ async def connect_worker(call: Call) -> web.StreamResponse:
     """Replace a worker's certificates by the given one: same AgentId, same enabled state."""
     state = call.state
     ask = await call.message(ConnectWorker)
-    public = _enrolled_certificate(state, ask.cert_pem)
+    if bool(ask.cert_pem) == bool(ask.thumbprint):
+        raise bad_request(
+            "give either cert_pem (the worker's new certificate) or thumbprint (one the master holds)",
+            fix="packfleet manager worker connect REF --cert worker.cer (or --cert THUMBPRINT)",
+        )
+    pem = ask.cert_pem or (await state.db(_held_certificate, state, ask.thumbprint)).decode()
+    public = _enrolled_certificate(state, pem)
     outcome = await state.db(
         state.catalog.connect_worker_certificate,
         call.request.match_info["ref"],
@@ -313,6 +333,26 @@ async def connect_worker(call: Call) -> web.StreamResponse:
     await trust_in_root(state, public, actor=call.caller.actor)
     state.wakeups.notify(TASKS)
     return json_response(outcome.to_dict() | {"removed_from_root": removed})
+
+
+def _held_certificate(state: MasterState, thumbprint: str) -> bytes:
+    """The certificate ``thumbprint`` as the master holds it: pending in the catalog, or in Root."""
+    if not is_thumbprint(thumbprint):
+        raise bad_request(f"thumbprint {thumbprint!r} is not 40 hex digits (a SHA-1 thumbprint)")
+    thumbprint = normalize_thumbprint(thumbprint)
+    pem = state.catalog.certificate_pem(thumbprint)
+    if pem is not None:
+        return pem
+    try:
+        return CertStore(state.home, "Root").get(thumbprint).cert_pem()
+    except PackfleetError:
+        raise Problem(
+            404,
+            "not-found",
+            f"certificate {thumbprint} is neither in the catalog nor in the master's Root store",
+            thumbprint=thumbprint,
+            fix="give the certificate file instead: packfleet manager worker connect REF --cert worker.cer",
+        ) from None
 
 
 ENDPOINTS = (

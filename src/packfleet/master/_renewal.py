@@ -24,6 +24,7 @@ from packfleet import protocol
 from packfleet.errors import PackfleetError
 from packfleet.master._api import Endpoint
 from packfleet.master._auth import require_agent
+from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import PROOF_WINDOW, parse_aware_time
@@ -97,7 +98,7 @@ async def renew(call: Call) -> web.StreamResponse:
     await trust_in_root(state, public, actor=caller.actor)
     log.info(
         "worker %s registered its next certificate %s (over %s)",
-        caller.worker_label,
+        safe(caller.worker_label),
         record.thumbprint,
         caller.thumbprint,
     )
@@ -131,7 +132,7 @@ async def retire(call: Call) -> web.StreamResponse:
     if removed:
         await reload_after_removal(state)
     if changed:
-        log.info("worker %s retired its old certificate %s", caller.worker_label, old)
+        log.info("worker %s retired its old certificate %s", safe(caller.worker_label), old)
     reply = protocol.CertificateRetirementReply(thumbprint=old, removed_from_root=removed)
     return json_response(protocol.encode(reply))
 

@@ -23,6 +23,7 @@ from packfleet import __version__
 from packfleet.catalog import Catalog, utc_now
 from packfleet.errors import PackfleetError
 from packfleet.master import _admin_api, _bulk_api, _fleet, _join_api, _renewal, _rotation, _worker_api
+from packfleet.master._admission import warn_never_accepted
 from packfleet.master._api import Endpoint, openapi_document
 from packfleet.master._auth import (
     Caller,
@@ -33,6 +34,7 @@ from packfleet.master._auth import (
     thumbprint_of_der,
 )
 from packfleet.master._jobs import Job, JobRunner
+from packfleet.master._logsafe import RateLimitedLog, safe
 from packfleet.master._metrics import METRICS, CountingSite, MasterMetrics, metrics_of
 from packfleet.master._problems import (
     Problem,
@@ -62,7 +64,21 @@ EXPIRY_CHECK_INTERVAL = 24 * 3600.0
 
 async def _health(call: Call) -> web.StreamResponse:
     # The master's UTC time lets `packfleet doctor` on a worker measure clock skew.
-    return json_response({"status": "ok", "version": __version__, "time": call.state.clock().isoformat()})
+    answer: dict[str, Any] = {"status": "ok", "version": __version__, "time": call.state.clock().isoformat()}
+    caller = call.caller
+    if caller.thumbprint is not None and caller.principal is None:
+        # A certificate bound to nobody: tell its holder (`doctor` on the worker) if the master
+        # refused to bind it to the AgentId it claimed, and which command confirms the binding.
+        refused = await call.state.db(call.state.catalog.refused_binds, caller.thumbprint)
+        if refused:
+            thumbprint, agent_id, reason = refused[-1]
+            answer["refused_bind"] = {
+                "thumbprint": thumbprint,
+                "agent_id": agent_id,
+                "detail": reason,
+                "fix": f"on the master: packfleet manager worker connect {agent_id} --cert {thumbprint}",
+            }
+    return json_response(answer)
 
 
 @functools.cache
@@ -139,13 +155,29 @@ def _http_problem(exc: web.HTTPException, request: web.Request) -> Problem:
     return from_http_exception(exc, request)
 
 
+#: Refusal lines per peer address and kind of refusal: a peer retrying (or probing) in a loop
+#: fills the log with a few lines a minute and a count, not with one line per request.
+REFUSAL_LOG: web.AppKey[RateLimitedLog] = web.AppKey("packfleet_refusal_log", RateLimitedLog)
+
+
 def _log_refusal(request: web.Request, problem: Problem) -> None:
     metrics = metrics_of(request.app)
     if metrics is not None:
         metrics.refusal(problem.slug)
-    who = problem.thumbprint or "no certificate"
-    log.warning(
-        "refused %s %s (%s): %d %s", request.method, request.path, who, problem.status, problem.detail
+    der = peer_certificate(request)
+    # The thumbprint the peer *presented*, also when the refusal is not about a certificate.
+    presented = problem.thumbprint or (thumbprint_of_der(der) if der else None)
+    who = f"certificate {presented}" if presented else "no certificate"
+    peer = request.remote or "unknown peer"
+    request.app[REFUSAL_LOG].warning(
+        f"{peer}:{problem.slug}",
+        "refused %s %s from %s (%s): %d %s",
+        safe(request.method, 20),
+        safe(request.path),
+        safe(peer, 60),
+        who,
+        problem.status,
+        safe(problem.detail, 1000),
     )
 
 
@@ -155,6 +187,7 @@ def build_app(state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS) -> 
     largest = max(ep.max_body for ep in endpoints)
     app = web.Application(middlewares=[_problems], client_max_size=largest)
     app[STATE] = state
+    app[REFUSAL_LOG] = RateLimitedLog(log, burst=5, window=60.0)
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, _guard(endpoint))
 
@@ -255,6 +288,7 @@ class MasterServer:
         self._material = material
         self.metrics.serving = (material.thumbprint, material.binding.certstorename)
         self._root_seen = await loop.run_in_executor(None, root_thumbprints, self.home)
+        await self._warn_never_accepted(material.thumbprint)
         settings = material.settings
         url = settings.resolved_catalog_url(self.home)
         # SQLite allows one writer: one thread keeps catalog calls in order instead of contending.
@@ -390,6 +424,14 @@ class MasterServer:
             self._fingerprint = fingerprint
             await self.try_reload()
 
+    async def _warn_never_accepted(self, serving: str) -> None:
+        """Name each Root certificate no client handshake will be accepted with (doctor says so too)."""
+        loop = asyncio.get_running_loop()
+        now = self._clock()
+        await loop.run_in_executor(
+            None, functools.partial(warn_never_accepted, self.home, now=now, serving=serving)
+        )
+
     async def reload(self) -> None:
         """Re-read settings, binding and stores and serve them to new connections.
 
@@ -413,6 +455,7 @@ class MasterServer:
                 raise
             old = self._material
             self._material = material
+            await self._warn_never_accepted(material.thumbprint)
             self.metrics.serving = (material.thumbprint, material.binding.certstorename)
             await self._audit_store_change()
             if material.thumbprint != old.thumbprint:

@@ -12,12 +12,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from packfleet import protocol
 from packfleet.catalog import CompletionReport, EventInput, WorkerInfo
+from packfleet.errors import PackfleetError
+from packfleet.master._admission import admission_refusal
 from packfleet.master._api import Endpoint
 from packfleet.master._auth import Caller, require_agent
-from packfleet.master._problems import bad_request
+from packfleet.master._logsafe import safe
+from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import parse_aware_time
 from packfleet.master._wakeup import EVENTS, TASKS
+from packfleet.pki import CertStore, Credential, check_usable
 from packfleet.protocol import routes
 
 log = logging.getLogger("packfleet.master")
@@ -43,6 +47,10 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     state, caller = call.state, call.caller
     beat = await call.message(protocol.Heartbeat)
     assert caller.thumbprint is not None  # noqa: S101 - the "certificate" access rule guarantees it
+    if caller.principal is None or caller.principal.agent_id is None:
+        # Not bound yet: about to register a worker. A certificate the master would refuse to add
+        # (CA, SHA-1, wrong EKU...) that reached Root by hand must not register one either.
+        await state.db(_check_registrable, state, caller)
     info = WorkerInfo(
         agent_id=beat.agent_id,
         display_name=beat.display_name,
@@ -63,8 +71,23 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     )
     # The heartbeat may have bound this certificate to a worker: the next request must see that.
     state.principals.invalidate([caller.thumbprint])
+    if outcome.state == "conflict":
+        # A refused bind: the certificate, the AgentId it claimed and the command that lifts it (the
+        # refusal is logged, rate-limited, by the problem middleware).
+        raise Problem(
+            409,
+            "identity-conflict",
+            outcome.message,
+            thumbprint=caller.thumbprint,
+            fix=outcome.fix,
+        )
     if outcome.state != "enabled":
-        log.info("heartbeat of %s (certificate %s): %s", beat.agent_id, caller.thumbprint, outcome.message)
+        log.info(
+            "heartbeat of %s (certificate %s): %s",
+            safe(beat.agent_id),
+            caller.thumbprint,
+            safe(outcome.message, 600),
+        )
     reply = protocol.HeartbeatReply(
         state=outcome.state,
         message=outcome.message,
@@ -74,6 +97,24 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     if state.rotation is not None and outcome.worker is not None:
         reply = state.rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
     return json_response(protocol.encode(reply))
+
+
+def _check_registrable(state: MasterState, caller: Caller) -> None:
+    if caller.der is None:
+        return
+    public = Credential(x509.load_der_x509_certificate(caller.der))
+    try:
+        check_usable(public, purposes=("client",), now=state.clock(), peer=True)
+        refusal = admission_refusal(public, CertStore(state.home, "Root"))
+    except PackfleetError as exc:
+        refusal = exc.message
+    if refusal is not None:
+        raise forbidden(
+            f"certificate {caller.thumbprint} cannot register a worker: {refusal}",
+            thumbprint=caller.thumbprint,
+            fix=f"on the master: packfleet cert delete --store Root {caller.thumbprint}; on the worker: "
+            'packfleet cert create -n "CN=<worker>" --store My, then packfleet manager worker add',
+        )
 
 
 async def lease(call: Call) -> web.StreamResponse:
@@ -109,7 +150,7 @@ async def lease(call: Call) -> web.StreamResponse:
         leased_text = ", ".join(f"task {t.task_id}#{t.attempt}" for t in tasks)
         # DEBUG: one line per lease request is hundreds a second under load (make bench), and the
         # execution's own status and events already say which worker took it.
-        log.debug("leased %s to %s", leased_text, caller.worker_label)
+        log.debug("leased %s to %s", leased_text, safe(caller.worker_label))
     return json_response(protocol.encode(protocol.LeaseReply(tasks=tasks)))
 
 

@@ -36,6 +36,12 @@ MAX_ARCHIVE_BYTES = 50 * 1024 * 1024
 MAX_UNPACKED_BYTES = 200 * 1024 * 1024
 MAX_FILES = 10_000
 MAX_MANIFEST_BYTES = 1024 * 1024
+#: Linux's NAME_MAX: a longer file or folder name cannot be created on the worker (ENAMETOOLONG).
+MAX_NAME_BYTES = 255
+#: A whole entry path, well under PATH_MAX (4096) once under a worker's projects folder.
+MAX_PATH_BYTES = 1024
+#: What zipfile can unpack on every worker; anything else fails there with NotImplementedError.
+_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 
 _SKIPPED_DIRS = frozenset({"__pycache__", ".git"})
 _SKIPPED_SUFFIXES = (".pyc",)
@@ -145,6 +151,13 @@ def _checked_entries(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
         problem = relative_path_problem(name.removesuffix("/"))
         if problem:
             raise ArchiveError(f"{where}: {problem}")
+        _check_name_length(name, where)
+        if info.compress_type not in _METHODS:
+            raise ArchiveError(
+                f"{where}: is compressed with method {info.compress_type}; a worker unpacks only "
+                "stored and deflated entries",
+                fix="build the archive with packfleet deploy FOLDER (it uses deflate)",
+            )
         if name in seen:
             raise ArchiveError(f"{where}: appears twice; a name may be stored once")
         seen.add(name)
@@ -172,6 +185,50 @@ def _checked_entries(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return infos
 
 
+def _check_name_length(name: str, where: str) -> None:
+    encoded = name.removesuffix("/").encode("utf-8", "surrogateescape")
+    if len(encoded) > MAX_PATH_BYTES:
+        raise ArchiveError(
+            f"{where[:80]}...: the path is {len(encoded)} bytes; the limit is {MAX_PATH_BYTES}"
+        )
+    for part in encoded.split(b"/"):
+        if len(part) > MAX_NAME_BYTES:
+            raise ArchiveError(
+                f"{where[:80]}...: a name of {len(part)} bytes; a file or folder name may have at most "
+                f"{MAX_NAME_BYTES} (Linux NAME_MAX)"
+            )
+
+
+def _verify_contents(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:
+    """Read every entry once: a bad CRC or a size other than declared fails here, not on a worker."""
+    total = 0
+    for info in infos:
+        if info.is_dir():
+            continue
+        read = 0
+        try:
+            with archive.open(info) as source:
+                while chunk := source.read(_CHUNK):
+                    read += len(chunk)
+                    total += len(chunk)
+                    if read > info.file_size or total > MAX_UNPACKED_BYTES:
+                        raise ArchiveError(
+                            f"archive entry {info.filename!r} unpacks to more bytes than declared "
+                            f"or than {MAX_UNPACKED_BYTES} in all; refused as a zip bomb"
+                        )
+        except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, OSError, ValueError) as exc:
+            raise ArchiveError(
+                f"archive entry {info.filename!r} is corrupt (a worker would refuse it): {exc}",
+                fix="build the archive again: packfleet deploy FOLDER",
+            ) from exc
+        if read != info.file_size:
+            raise ArchiveError(
+                f"archive entry {info.filename!r} holds {read} bytes but declares {info.file_size}; "
+                "a worker would refuse it",
+                fix="build the archive again: packfleet deploy FOLDER",
+            )
+
+
 def _read_manifest(archive: zipfile.ZipFile, names: set[str]) -> Project:
     source = f"{MANIFEST_NAME} in the archive"
     if MANIFEST_NAME not in names:
@@ -193,10 +250,16 @@ def _read_manifest(archive: zipfile.ZipFile, names: set[str]) -> Project:
 
 
 def inspect_archive(data: bytes) -> Project:
-    """Check an archive's safety and manifest without extracting it; return the project."""
+    """Check an archive's safety, manifest and every entry's CRC without extracting it.
+
+    Everything a worker's :func:`extract_archive` would refuse is refused here, so ``deploy``
+    never stores a project no worker can unpack.
+    """
     with _open(data) as archive:
         infos = _checked_entries(archive)
-        return _read_manifest(archive, {i.filename for i in infos if not i.is_dir()})
+        project = _read_manifest(archive, {i.filename for i in infos if not i.is_dir()})
+        _verify_contents(archive, infos)
+        return project
 
 
 def extract_archive(data: bytes, destination: Path) -> Project:

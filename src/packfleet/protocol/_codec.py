@@ -52,6 +52,9 @@ def decode(cls: type[M], data: Any, *, where: str | None = None) -> M:
     return cls(**values)
 
 
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
 def _convert(hint: Any, value: Any, where: str) -> Any:
     if hint is Any:
         return value
@@ -90,6 +93,10 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return float(value)
     # bool is a subclass of int: refuse True where a count is expected, and 1 where a flag is.
     if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+            # Every integer on the wire is an id, a count or a number of seconds that the catalog
+            # stores as a 64-bit integer; a bigger one would fail there, as a 500.
+            raise ProtocolError(f"{where}: {value} is out of range (a 64-bit integer)")
         return value
     expected = getattr(hint, "__name__", str(hint))
     raise ProtocolError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
