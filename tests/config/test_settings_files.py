@@ -94,6 +94,10 @@ def test_master_defaults_match_the_ssis_table() -> None:
         "MasterAddress": "",
         "TlsMinimumVersion": "1.3",
         "RetentionWindowInDays": 7,
+        "RequestHeaderTimeoutInSecs": 10,
+        "IdleConnectionTimeoutInSecs": 30,
+        "MaxConnectionsPerAddress": 128,
+        "MaxConnections": 4096,
     }
 
 

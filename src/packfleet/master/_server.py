@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -34,7 +35,8 @@ from packfleet.master._auth import (
 )
 from packfleet.master._coordination import PostgresCoordination
 from packfleet.master._jobs import Job, JobRunner
-from packfleet.master._metrics import METRICS, CountingSite, MasterMetrics, metrics_of
+from packfleet.master._limits import GUARD, ConnectionGuard, ConnectionLimits, GuardedSite, track_requests
+from packfleet.master._metrics import METRICS, MasterMetrics, metrics_of
 from packfleet.master._problems import (
     Problem,
     forbidden,
@@ -151,7 +153,8 @@ def build_app(state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS) -> 
     """The aiohttp application: one guarded route per endpoint, problem documents for every error."""
     # Bodies are read (and bounded per route) by the handlers; this is only the outer backstop.
     largest = max(ep.max_body for ep in endpoints)
-    app = web.Application(middlewares=[_problems], client_max_size=largest)
+    # track_requests first: it must see every request, including those the problem middleware answers.
+    app = web.Application(middlewares=[track_requests, _problems], client_max_size=largest)
     app[STATE] = state
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, _guard(endpoint))
@@ -162,6 +165,25 @@ def build_app(state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS) -> 
 
     app.on_shutdown.append(wake_long_polls)
     return app
+
+
+def _raise_open_file_limit(connections: int) -> None:
+    """Let the process hold ``connections`` sockets plus its own files (catalog, stores, logs)."""
+    wanted = connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "MaxConnections is %d but this process may open only %d files: connections beyond that "
+            "fail at accept; raise LimitNOFILE in the service unit or lower MaxConnections "
+            "(packfleet settings set master MaxConnections N)",
+            connections,
+            soft,
+        )
 
 
 def _store_fingerprint(home: Path) -> tuple[tuple[str, int, int], ...]:
@@ -219,6 +241,8 @@ class MasterServer:
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         #: Prometheus metrics of this master (its own registry: see packfleet.master._metrics).
         self.metrics = MasterMetrics()
+        #: Caps and deadlines of connections (MaxConnections... in MasterSettings.config).
+        self.guard = ConnectionGuard(ConnectionLimits(), self.metrics)
         self._root_seen: frozenset[str] = frozenset()
         #: With a PostgreSQL catalog: wake-ups from other masters and the sweep leadership.
         self._coordination: PostgresCoordination | None = None
@@ -254,6 +278,8 @@ class MasterServer:
         self.metrics.serving = (material.thumbprint, material.binding.certstorename)
         self._root_seen = await loop.run_in_executor(None, root_thumbprints, self.home)
         settings = material.settings
+        self.guard.limits = ConnectionLimits.from_settings(settings)
+        _raise_open_file_limit(settings.max_connections)
         url = settings.resolved_catalog_url(self.home)
         # SQLite allows one writer: one thread keeps catalog calls in order instead of contending.
         threads = 1 if url.startswith("sqlite") else 4
@@ -304,11 +330,14 @@ class MasterServer:
             ) from exc
         app = build_app(state)
         app[METRICS] = self.metrics
+        app[GUARD] = self.guard
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self._shutdown_timeout
         )
         await self._runner.setup()
-        await CountingSite(self._runner, sock, ssl_context=self._tls.base, metrics=self.metrics).start()
+        await GuardedSite(
+            self._runner, sock, ssl_context=self._tls.base, metrics=self.metrics, guard=self.guard
+        ).start()
         self.port = sock.getsockname()[1]
         self._jobs.start(self._job_list())
         await self.expiry_once()
@@ -381,8 +410,10 @@ class MasterServer:
     async def _watch_once(self) -> None:
         loop = asyncio.get_running_loop()
         fingerprint = await loop.run_in_executor(None, _store_fingerprint, self.home)
+        # self._fingerprint is what the last reload read, whoever asked for it (SIGHUP, an admin
+        # route, a rotation, this watcher): a certificate added through the API and deleted by hand
+        # before the next tick is still a change from what is being trusted.
         if fingerprint != self._fingerprint:
-            self._fingerprint = fingerprint
             await self.try_reload()
 
     async def reload(self) -> None:
@@ -396,6 +427,9 @@ class MasterServer:
             if self._tls is None or self._material is None:
                 raise RuntimeError("the master is not started")
             loop = asyncio.get_running_loop()
+            # Taken before reading: an edit made while reading shows as a change at the next tick.
+            # A refused reload is recorded too, so the watcher retries only after a further edit.
+            self._fingerprint = await loop.run_in_executor(None, _store_fingerprint, self.home)
             try:
                 material = await loop.run_in_executor(None, load_tls_material, self.home)
                 self._tls.swap(material.context)
@@ -426,6 +460,13 @@ class MasterServer:
             new_url = material.settings.resolved_catalog_url(self.home)
             if new_url != old.settings.resolved_catalog_url(self.home):
                 log.warning("CatalogUrl changed: restart the master to use the new catalog")
+            self.guard.limits = ConnectionLimits.from_settings(material.settings)
+            if material.settings.tls_minimum_version != old.settings.tls_minimum_version:
+                log.info(
+                    "TlsMinimumVersion changed from %s to %s: new handshakes use it",
+                    old.settings.tls_minimum_version,
+                    material.settings.tls_minimum_version,
+                )
             self.state.principals.invalidate()
             await self._jobs.replace(self._job_list())
             trusted = material.trusted_pem.count("BEGIN CERTIFICATE")
