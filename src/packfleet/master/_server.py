@@ -360,7 +360,7 @@ class MasterServer:
             Job("master-heartbeat", settings.master_heartbeat_interval_ms / 1000, self.heartbeat_once),
         ]
         if self._watch_interval > 0:
-            jobs.append(Job("watch-files", self._watch_interval, self._watch_once))
+            jobs.append(Job("watch-files", self._watch_interval, self.watch_once))
         jobs.append(Job("certificate-expiry", EXPIRY_CHECK_INTERVAL, self.expiry_once))
         return jobs
 
@@ -407,7 +407,8 @@ class MasterServer:
         key = f"master.{socket.gethostname()}:{self.port}.last_online"
         await self.state.db(self.state.catalog.set_property, key, self._clock().isoformat())
 
-    async def _watch_once(self) -> None:
+    async def watch_once(self) -> None:
+        """One check of the watched files (what the watcher job runs): reload if they changed."""
         loop = asyncio.get_running_loop()
         fingerprint = await loop.run_in_executor(None, _store_fingerprint, self.home)
         # self._fingerprint is what the last reload read, whoever asked for it (SIGHUP, an admin
