@@ -102,7 +102,7 @@ class _RefusalLog:
         shown = ", ".join(addresses[:5]) + (f" and {len(addresses) - 5} more" if len(addresses) > 5 else "")
         log.warning(
             "closed %d connection(s) from %s: %s (at most one such line every %.0f s; if these are "
-            "legitimate clients, raise it: packfleet settings set master %s N, then packfleet master reload)",
+            "legitimate clients, raise it: packfleet settings set master %s N; the master reloads it)",
             count,
             shown,
             what,
