@@ -238,10 +238,13 @@ class _Tracked(asyncio.Protocol):
         self._attached = False
         self._early: list[bytes] = []
         self._eof = False
+        self._write_paused = False
 
     def attach(self, transport: asyncio.Transport) -> None:
         self._attached = True
         self._inner.connection_made(transport)
+        if self._write_paused:
+            self._inner.pause_writing()
         early, self._early = self._early, []
         for chunk in early:
             self._inner.data_received(chunk)  # type: ignore[attr-defined]
@@ -261,10 +264,12 @@ class _Tracked(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
+        self._write_paused = True
         if self._attached:
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._write_paused = False
         if self._attached:
             self._inner.resume_writing()
 

@@ -3,7 +3,7 @@
 - **Key exchange groups.** Python 3.11 has no set-groups call (``set_ecdh_curve`` takes one group),
   and OpenSSL's default list offers X448 and P-521 too, outside Mozilla's modern and intermediate
   profiles. The process-wide alternative, ``OPENSSL_CONF`` with ``Groups = ...``, is read once when
-  OpenSSL initializes, which in a Python process is at ``import ssl`` — before any packfleet code
+  OpenSSL initializes, which in a Python process is at ``import ssl`` — before any of this project's code
   runs, so it would need a re-exec of every entry point, would miss contexts built by a process that
   embeds packfleet (the tests), and would replace the system's own ``openssl.cnf``.
 - **The TLS 1.2 session-ID cache.** ``OP_NO_TICKET`` and ``num_tickets = 0`` stop tickets, but a
@@ -15,7 +15,7 @@
 Both go through ``SSL_CTX_ctrl`` on the context's ``SSL_CTX *``, which CPython keeps as the first
 field after the object header of every ``ssl.SSLContext`` (``PySSLContext``, unchanged since 3.0).
 The pointer is checked against the context's own options and verify mode, read back through OpenSSL,
-before anything is written; if that check fails, packfleet refuses to build the context rather than
+before anything is written; if that check fails, the context is refused rather than
 serve a weaker one.
 """
 
@@ -40,7 +40,7 @@ _SSL_SESS_CACHE_OFF = 0
 _VERIFY_MODES = {0: ssl.CERT_NONE, 1: ssl.CERT_OPTIONAL, 3: ssl.CERT_REQUIRED}
 
 _FIX = (
-    "run packfleet with CPython 3.11 or later linked to OpenSSL 1.1.1 or 3.x "
+    "use CPython 3.11 or later linked to OpenSSL 1.1.1 or 3.x "
     "(check: python3 -c 'import ssl; print(ssl.OPENSSL_VERSION)')"
 )
 
@@ -49,7 +49,8 @@ _FIX = (
 def _libssl() -> ctypes.CDLL:
     # The _ssl extension is linked to libssl; dlsym through its handle finds the very library (and
     # the very SSL_CTX structures) that Python's ssl module uses, not another copy on the system.
-    lib = ctypes.CDLL(_ssl.__file__)
+    # A Python with _ssl built in (no shared object) has libssl's symbols in the process itself.
+    lib = ctypes.CDLL(getattr(_ssl, "__file__", None))
     lib.SSL_CTX_ctrl.restype = ctypes.c_long
     lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
     lib.SSL_CTX_get_options.restype = ctypes.c_uint64
@@ -90,5 +91,5 @@ def disable_session_cache(ctx: ssl.SSLContext) -> None:
 
 
 def session_cache_mode(ctx: ssl.SSLContext) -> int:
-    """The context's ``SSL_SESS_CACHE_*`` mode (0 = off), for tests and ``packfleet doctor``."""
+    """The context's ``SSL_SESS_CACHE_*`` mode (0 = off): what the policy set, read back."""
     return int(_libssl().SSL_CTX_ctrl(_ssl_ctx(ctx), _SSL_CTRL_GET_SESS_CACHE_MODE, 0, None))
