@@ -3,9 +3,10 @@
 - **Key exchange groups.** Python 3.11 has no set-groups call (``set_ecdh_curve`` takes one group),
   and OpenSSL's default list offers X448 and P-521 too, outside Mozilla's modern and intermediate
   profiles. The process-wide alternative, ``OPENSSL_CONF`` with ``Groups = ...``, is read once when
-  OpenSSL initializes, which in a Python process is at ``import ssl`` — before any of this project's code
-  runs, so it would need a re-exec of every entry point, would miss contexts built by a process that
-  embeds packfleet (the tests), and would replace the system's own ``openssl.cnf``.
+  OpenSSL initializes, which in a Python process is at ``import ssl`` — before any of this
+  project's code runs, so it would need a re-exec of every entry point, would miss contexts built
+  by a process that embeds packfleet (the tests), and would replace the system's own
+  ``openssl.cnf``.
 - **The TLS 1.2 session-ID cache.** ``OP_NO_TICKET`` and ``num_tickets = 0`` stop tickets, but a
   TLS 1.2 server still caches sessions by ID (CPython sets a session ID context, so resumption works
   with client certificates) and a resumed session skips the certificate check: a certificate removed
@@ -15,8 +16,8 @@
 Both go through ``SSL_CTX_ctrl`` on the context's ``SSL_CTX *``, which CPython keeps as the first
 field after the object header of every ``ssl.SSLContext`` (``PySSLContext``, unchanged since 3.0).
 The pointer is checked against the context's own options and verify mode, read back through OpenSSL,
-before anything is written; if that check fails, the context is refused rather than
-serve a weaker one.
+before anything is written; if that check fails, building the context fails (TransportError)
+rather than serving a weaker one.
 """
 
 from __future__ import annotations
