@@ -6,6 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,16 @@ def close(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll ``check`` until it holds or ``seconds`` pass (the master notes a close a few loop turns later)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
 # --- deadlines ---------------------------------------------------------------------------------------
 
 
@@ -84,6 +95,7 @@ async def test_a_connection_that_sends_nothing_is_closed_after_the_header_deadli
         assert await closed_within(handshaken_reader, 10)
         assert 0.8 <= time.monotonic() - began < 10
         assert refused_count(server, "header_timeout") == 2
+        assert await eventually(lambda: server.guard.total == 0)
         assert server.metrics.connections_open._value.get() == 0
         close(silent)
         close(handshaken)
@@ -178,7 +190,7 @@ async def test_connections_per_address_are_capped_and_a_reload_changes_the_cap(
 
         # Closing one frees a place; a reload raising the cap frees more.
         close(held.pop()[1])
-        await asyncio.sleep(0.2)
+        assert await eventually(lambda: server.guard.per_address["127.0.0.5"] == 2)
         reader, writer = await tcp(server, "127.0.0.5")
         assert not await closed_within(reader, 0.3)
         held.append((reader, writer))
@@ -202,7 +214,7 @@ async def test_connections_are_capped_in_total_and_counted_in_metrics(tmp_path: 
             assert refused_count(server, "total_limit") == 1
             for _, w in held:
                 close(w)
-            await asyncio.sleep(0.3)
+            assert await eventually(lambda: server.guard.total == 1)  # the manager's connection
             text = await manager.metrics()
         assert 'packfleet_connections_refused_total{reason="total_limit"} 1.0' in text
         assert "packfleet_connections_open" in text
