@@ -28,6 +28,7 @@ from packfleet.protocol import (
     EventMessage,
     Heartbeat,
     HeartbeatReply,
+    LeaseRef,
     LeaseReply,
     LeaseRequest,
     TaskAssignment,
@@ -59,8 +60,9 @@ class StubMaster:
     queue: list[TaskAssignment] = field(default_factory=list)
     archives: dict[str, bytes] = field(default_factory=dict)
     tampered: set[str] = field(default_factory=set)
-    cancel: set[int] = field(default_factory=set)
-    lost: set[int] = field(default_factory=set)
+    #: Task ids, or (task id, attempt) leases, to answer "cancel" / "lost" for in task heartbeats.
+    cancel: set[int | tuple[int, int]] = field(default_factory=set)
+    lost: set[int | tuple[int, int]] = field(default_factory=set)
     #: Consumed one per request: "ok", "503" (problem document), "cut" (store, then drop the connection).
     event_script: list[str] = field(default_factory=list)
     completion_script: list[str] = field(default_factory=list)
@@ -136,11 +138,14 @@ class StubMaster:
         if self.task_beat_script and self.task_beat_script.pop(0) == "503":
             return problem(503, "the master is restarting")
         self.task_beats.append(beat)
-        held = {lease.task_id for lease in beat.leases}
+
+        def named(lease: LeaseRef, which: set[int | tuple[int, int]]) -> bool:
+            return lease.task_id in which or (lease.task_id, lease.attempt) in which
+
         reply = TaskHeartbeatReply(
-            extended=sorted(held - self.cancel - self.lost),
-            cancel=sorted(held & self.cancel),
-            lost=sorted(held & self.lost),
+            extended=[x for x in beat.leases if not named(x, self.cancel) and not named(x, self.lost)],
+            cancel=[x for x in beat.leases if named(x, self.cancel) and not named(x, self.lost)],
+            lost=[x for x in beat.leases if named(x, self.lost)],
         )
         return web.json_response(encode(reply))
 

@@ -65,7 +65,7 @@ from packfleet.worker._renewal import (
 )
 from packfleet.worker._reporter import MAX_BATCH, Reporter
 from packfleet.worker._rotation import accept_next_master, follow_master
-from packfleet.worker._taskbeat import Running, TaskBeat
+from packfleet.worker._taskbeat import LeaseKey, Running, TaskBeat, lease_key
 
 log = logging.getLogger("packfleet.worker")
 
@@ -139,7 +139,8 @@ class WorkerAgent:
             clock=clock,
         )
         self.projects = ProjectCache(self.home / "projects", self._download)
-        self.running: dict[int, Running] = {}
+        #: Leases held, by (task id, attempt): never by task id alone (see :data:`LeaseKey`).
+        self.running: dict[LeaseKey, Running] = {}
         self.taskbeat = TaskBeat(
             self.running,
             self._post,
@@ -157,7 +158,7 @@ class WorkerAgent:
         self._wake_report = asyncio.Event()
         self._master_away = False
         self._master_back = asyncio.Event()
-        self._executions: dict[int, asyncio.Task[CompletionReport | None]] = {}
+        self._executions: dict[LeaseKey, asyncio.Task[CompletionReport | None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         #: Why :meth:`run` stopped on its own, if one of its loops failed.
         self.failure: BaseException | None = None
@@ -471,9 +472,17 @@ class WorkerAgent:
             wait_seconds=wait,
             lease_seconds=self.settings.lease_interval.total_seconds(),
         )
+        # The lease runs from some moment after this one: counting it from here never overstates it.
+        sent = self.clock()
         # The master may hold the request for `wait` seconds: allow that plus a normal answer time.
         raw = await self._post(routes.WORKER_LEASE, encode(request), timeout=wait + 30.0)
-        tasks = decode(LeaseReply, raw).tasks
+        tasks = []
+        for task in decode(LeaseReply, raw).tasks:
+            if lease_key(task) in self.running:
+                # The same lease twice (a repeated answer): running it again would run it twice.
+                log.warning("task %s attempt %s is already running here", task.task_id, task.attempt)
+            else:
+                tasks.append(task)
         if len(tasks) > capacity:
             log.error(
                 "the master leased %d tasks for %d free slots; running %d, the others' leases expire",
@@ -483,7 +492,7 @@ class WorkerAgent:
             )
             tasks = tasks[:capacity]
         for task in tasks:
-            self.running[task.task_id] = Running(task)
+            self.running[lease_key(task)] = Running(task, deadline=sent + request.lease_seconds)
         return tasks
 
     async def fetch_project(self, sha256: str) -> Path:
@@ -497,7 +506,14 @@ class WorkerAgent:
         not be reached for HeartbeatErrorTolerance, the worker stopped, or the project could not be
         fetched. In each case the master requeues the task when its lease expires.
         """
-        running = self.running.setdefault(assignment.task_id, Running(assignment))
+        key = lease_key(assignment)
+        running = self.running.setdefault(key, Running(assignment))
+        try:
+            if not await self._supersede(running):
+                return None
+        except BaseException:
+            self.running.pop(key, None)
+            raise
         execution = TaskExecution(
             running,
             home=self.home,
@@ -513,8 +529,49 @@ class WorkerAgent:
         try:
             return await execution.run()
         finally:
-            self.running.pop(assignment.task_id, None)
+            self.running.pop(key, None)
             self._wake_lease.set()
+
+    async def _supersede(self, running: Running) -> bool:
+        """Make sure no other attempt of this task runs here; False when this one must not run.
+
+        The master gives a task again only once the old lease expired, so an older attempt still
+        running here (a partition hid its heartbeats) is stale: it is stopped, without a report,
+        and the new attempt starts once it has ended. A newer attempt already here makes this
+        one stale instead. A worker never runs two attempts of one task at once.
+        """
+        new = running.assignment
+        others = [r for k, r in self.running.items() if k[0] == new.task_id and r is not running]
+        if any(other.assignment.attempt > new.attempt for other in others):
+            log.warning(
+                "task %s attempt %s arrived after a newer attempt: not starting it", new.task_id, new.attempt
+            )
+            running.cancel_reason = "lost"
+            return False
+        waits: set[asyncio.Task[Any]] = set()
+        for other in others:
+            log.warning(
+                "task %s attempt %s replaces attempt %s still running here (its lease expired): "
+                "stopping the old one first",
+                new.task_id,
+                new.attempt,
+                other.assignment.attempt,
+            )
+            self.taskbeat.stop(other, "lost")
+            old = self._executions.get(lease_key(other.assignment))
+            if old is not None:
+                waits.add(old)
+        if waits:
+            await self._wait_for(waits, self.timing.cancel_grace + 15.0)
+            if not all(task.done() for task in waits):
+                log.error(
+                    "task %s: an older attempt did not end; attempt %s is not started (its lease lapses)",
+                    new.task_id,
+                    new.attempt,
+                )
+                running.cancel_reason = "expired"
+                return False
+        return True
 
     async def task_heartbeat(self) -> TaskHeartbeatReply | None:
         """Extend the leases of running tasks; cancel what the master cancelled or gave to another."""
@@ -550,9 +607,10 @@ class WorkerAgent:
         self.stop()
 
     def _start_execution(self, assignment: TaskAssignment) -> None:
+        key = lease_key(assignment)
         task = asyncio.ensure_future(self._execute_logged(assignment))
-        self._executions[assignment.task_id] = task
-        task.add_done_callback(lambda _t: self._executions.pop(assignment.task_id, None))
+        self._executions[key] = task
+        task.add_done_callback(lambda _t: self._executions.pop(key, None))
 
     async def _execute_logged(self, assignment: TaskAssignment) -> CompletionReport | None:
         try:

@@ -129,6 +129,12 @@ class TaskExecution:
         if running.cancel_reason is not None:
             self._system(logging.INFO, f"the task ended before it started ({running.cancel_reason})")
             return self._report("canceled", None, "canceled before the package started")
+        if self._clock() >= running.deadline:
+            # Started now, the package would run under a lease the master may already have given
+            # to another worker: twice in parallel. Not starting it is safe: the master requeues.
+            log.warning("%s: its lease expired before the package started; not starting it", self.where)
+            running.cancel_reason = "expired"
+            return None
         try:
             spec = RunSpec(
                 execution_id=a.execution_id,
