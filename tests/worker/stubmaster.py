@@ -68,6 +68,8 @@ class StubMaster:
     completion_script: list[str] = field(default_factory=list)
     task_beat_script: list[str] = field(default_factory=list)
     forbid_lease: bool = False
+    #: Seconds a lease answer that carries tasks is held back (an answer stuck in a partition).
+    lease_delay: float = 0.0
     overgive: int = 0
 
     heartbeats: list[Heartbeat] = field(default_factory=list)
@@ -131,6 +133,8 @@ class StubMaster:
                 pass
         count = ask.capacity + self.overgive
         given, self.queue = self.queue[:count], self.queue[count:]
+        if given and self.lease_delay:
+            await asyncio.sleep(self.lease_delay)
         return web.json_response(encode(LeaseReply(tasks=given)))
 
     async def task_heartbeat(self, request: web.Request) -> web.Response:

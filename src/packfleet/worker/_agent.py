@@ -511,22 +511,18 @@ class WorkerAgent:
         try:
             if not await self._supersede(running):
                 return None
-        except BaseException:
-            self.running.pop(key, None)
-            raise
-        execution = TaskExecution(
-            running,
-            home=self.home,
-            settings=self.settings,
-            worker=self.name,
-            cache=self.cache,
-            runner=self.runner,
-            fetch_project=self.fetch_project,
-            kill=self.taskbeat.kill,
-            notify=self._wake_report.set,
-            clock=self.clock,
-        )
-        try:
+            execution = TaskExecution(
+                running,
+                home=self.home,
+                settings=self.settings,
+                worker=self.name,
+                cache=self.cache,
+                runner=self.runner,
+                fetch_project=self.fetch_project,
+                kill=self.taskbeat.kill,
+                notify=self._wake_report.set,
+                clock=self.clock,
+            )
             return await execution.run()
         finally:
             self.running.pop(key, None)
