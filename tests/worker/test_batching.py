@@ -14,6 +14,7 @@ from packfleet.worker._reporter import Reporter
 from packfleet.worker._taskbeat import Running
 
 from .conftest import FAST, DemoProject, MakeAgent
+from .helpers import journal
 
 
 async def never(_seconds: float) -> None:
@@ -118,4 +119,4 @@ async def test_an_event_and_a_report_are_in_the_journal_before_they_are_sent(tmp
     )
     assert await reporter.report()
     assert seen == ["events", "completions"]
-    assert cache.idle and list(tmp_path.iterdir()) == []
+    assert cache.idle and journal(tmp_path) == []

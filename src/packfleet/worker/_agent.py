@@ -98,6 +98,13 @@ class AgentTiming:
     gate_poll: float = 5.0
     #: How long stopping may spend delivering what the cache holds before leaving it for next time.
     flush_timeout: float = 10.0
+    #: How long a package may wait on its pipe while the log cache cannot be written (a full disk)
+    #: before its attempt fails with that reason. Space usually returns within seconds, as the
+    #: master acknowledges events and their journal segments are deleted; a master that is away
+    #: as well leaves the disk full, and by 5 minutes an operator has been told in the worker log.
+    log_stall_limit: float = 300.0
+    #: How often a stalled attempt tries the log cache again.
+    log_stall_poll: float = 0.5
 
 
 class WorkerAgent:
@@ -522,6 +529,9 @@ class WorkerAgent:
                 kill=self.taskbeat.kill,
                 notify=self._wake_report.set,
                 clock=self.clock,
+                sleep=self._sleep,
+                stall_limit=self.timing.log_stall_limit,
+                stall_poll=self.timing.log_stall_poll,
             )
             return await execution.run()
         finally:
