@@ -70,6 +70,11 @@ class _RateLimitedLog:
         log.warning(message, *args)
 
 
+def _why(exc: BaseException) -> str:
+    """What went wrong, without the fix a PackfleetError carries (the caller names its own)."""
+    return exc.message if isinstance(exc, PackfleetError) else str(exc)
+
+
 _stall_log = _RateLimitedLog(60.0)
 _loss_log = _RateLimitedLog(60.0)
 
@@ -207,7 +212,7 @@ class TaskExecution:
                 "%s: the execution log cache cannot be written (%s): the package's output is not read "
                 "until it can (the package waits on its pipe); %s",
                 self.where,
-                exc,
+                _why(exc),
                 _CACHE_FIX,
             )
             self._unstall = asyncio.ensure_future(self._retry_backlog(self._clock(), exc))
@@ -235,8 +240,8 @@ class TaskExecution:
         """The cache stayed unwritable for ``stall_limit``: stop the package, fail with the reason."""
         self._stall_failure = (
             f"the worker's execution log cache {self.cache.folder} could not be written for "
-            f"{self.stall_limit:.0f} s ({exc}), so the package was stopped rather than its output lost; "
-            f"{_CACHE_FIX}"
+            f"{self.stall_limit:.0f} s ({_why(exc)}), so the package was stopped rather than its "
+            f"output lost; {_CACHE_FIX}"
         )
         log.error("%s: %s", self.where, self._stall_failure)
         self.lost += len(self._backlog)
