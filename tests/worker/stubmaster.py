@@ -8,6 +8,7 @@ be told to answer 503, cut connections, refuse with 403, cancel or take back tas
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import ssl
@@ -15,6 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
@@ -112,7 +114,7 @@ class StubMaster:
         reply = HeartbeatReply(
             state=self.state,  # type: ignore[arg-type]
             message=self.message,
-            master_time="2024-01-01T00:00:00+00:00",
+            master_time=datetime.now(UTC).isoformat(),
             agent_id=beat.agent_id,
             next_master_cert_pem=self.next_master_cert_pem,
         )
@@ -133,6 +135,9 @@ class StubMaster:
                 pass
         count = ask.capacity + self.overgive
         given, self.queue = self.queue[:count], self.queue[count:]
+        # Leased now, for what the worker asked, as a master says it on its own clock.
+        expires = (datetime.now(UTC) + timedelta(seconds=ask.lease_seconds)).isoformat()
+        given = [dataclasses.replace(task, lease_expires_at=expires) for task in given]
         if given and self.lease_delay:
             await asyncio.sleep(self.lease_delay)
         return web.json_response(encode(LeaseReply(tasks=given)))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from packfleet.config import WorkerSettings
 from packfleet.protocol import LeaseRef, TaskHeartbeatReply, encode
-from packfleet.worker._taskbeat import Running, TaskBeat
+from packfleet.worker._taskbeat import Running, TaskBeat, lease_deadline, master_clock
 
 from .conftest import DemoProject, MakeAgent, Pki, write_home
 from .helpers import eventually
@@ -133,3 +134,22 @@ async def test_an_assignment_whose_lease_expired_in_transit_is_never_started(
     assert all("started in process" not in e.message for e in stub.lines(1))
     assert "lease expired before the package started" in caplog.text
     assert agent.cache.idle
+
+
+def test_a_long_polled_lease_runs_from_the_masters_answer_on_the_workers_clock(
+    demo: DemoProject,
+) -> None:
+    task = dataclasses.replace(demo.task(1, "hello"), lease_expires_at="2030-01-01T01:00:30+00:00")
+    master_now = datetime(2030, 1, 1, 1, 0, 0, tzinfo=UTC).timestamp()
+    # The worker's clock is an hour behind the master's; the heartbeat took 0.2 s there and back.
+    worker_now = master_now - 3600
+    clock = master_clock(worker_now - 0.2, worker_now, "2030-01-01T00:59:59.900000+00:00")
+    assert clock is not None
+    offset, error = clock
+    assert offset == pytest.approx(3600.0) and error == pytest.approx(0.1)
+    # Sent 20 s ago (a long-poll), for 4 s: the master's expiry, translated, is the later bound.
+    deadline = lease_deadline(task, worker_now - 20, 4.0, clock)
+    assert deadline == pytest.approx(worker_now + 30 - 0.1)
+    # Without a reading of the master's clock, only what the worker knows counts.
+    assert lease_deadline(task, worker_now - 20, 4.0, None) == worker_now - 16
+    assert master_clock(0, 1, "not a time") is None

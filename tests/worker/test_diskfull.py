@@ -76,6 +76,7 @@ async def test_a_cache_that_stays_full_fails_the_attempt_with_the_reason_and_cou
     # Fresh rate limits, so an earlier test's line does not hold this one back.
     monkeypatch.setattr(_execution, "_loss_log", _execution._RateLimitedLog(60.0))
     monkeypatch.setattr(_execution, "_stall_log", _execution._RateLimitedLog(60.0))
+    monkeypatch.setattr(_execution, "_resume_log", _execution._RateLimitedLog(60.0, logging.INFO))
     caplog.set_level(logging.INFO, logger="packfleet.worker")
     home = write_home(tmp_path / "w", pki, stub.endpoint, execution_log_cache_folder=str(small_disk))
     # The master takes no events while the package runs, so nothing leaves the full journal.

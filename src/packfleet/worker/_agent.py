@@ -64,7 +64,15 @@ from packfleet.worker._renewal import (
 )
 from packfleet.worker._reporter import MAX_BATCH, Reporter
 from packfleet.worker._rotation import accept_next_master, follow_master
-from packfleet.worker._taskbeat import LeaseKey, Running, TaskBeat, lease_key
+from packfleet.worker._taskbeat import (
+    LeaseKey,
+    MasterClock,
+    Running,
+    TaskBeat,
+    lease_deadline,
+    lease_key,
+    master_clock,
+)
 from packfleet.worker._timing import AgentTiming
 
 log = logging.getLogger("packfleet.worker")
@@ -126,6 +134,8 @@ class WorkerAgent:
         #: The master's last word on this worker: a WorkerState, "refused" after a 403, None before.
         self.state: str | None = None
         self._gate_cause: str | None = None
+        #: The master's clock offset, from the last heartbeat: how a lease's expiry reads here.
+        self._master_clock: MasterClock | None = None
         self._started = False
         self._stopping = asyncio.Event()
         self._wake_lease = asyncio.Event()
@@ -290,7 +300,9 @@ class WorkerAgent:
             cert_not_after=self.identity.certificate.not_after.isoformat(),
             accepted_master_thumbprints=list(self.identity.pins),
         )
+        sent = self.clock()
         reply = decode(HeartbeatReply, await self._post(routes.WORKER_HEARTBEAT, encode(beat)))
+        self._master_clock = master_clock(sent, self.clock(), reply.master_time) or self._master_clock
         self._set_state(reply.state, reply.message)
         if reply.next_master_cert_pem:
             self._accept_next_master(reply.next_master_cert_pem)
@@ -466,7 +478,8 @@ class WorkerAgent:
             )
             tasks = tasks[:capacity]
         for task in tasks:
-            self.running[lease_key(task)] = Running(task, deadline=sent + request.lease_seconds)
+            deadline = lease_deadline(task, sent, request.lease_seconds, self._master_clock)
+            self.running[lease_key(task)] = Running(task, deadline=deadline)
         return tasks
 
     async def fetch_project(self, sha256: str) -> Path:

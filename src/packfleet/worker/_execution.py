@@ -54,12 +54,13 @@ class _RateLimitedLog:
     would flood the worker log that the operator needs to read.
     """
 
-    def __init__(self, every: float) -> None:
+    def __init__(self, every: float, level: int = logging.WARNING) -> None:
         self.every = every
+        self.level = level
         self._last = -float("inf")
         self._held_back = 0
 
-    def warning(self, message: str, *args: object) -> None:
+    def __call__(self, message: str, *args: object) -> None:
         now = _time.monotonic()
         if now - self._last < self.every:
             self._held_back += 1
@@ -67,7 +68,7 @@ class _RateLimitedLog:
         if self._held_back:
             message += f" ({self._held_back} similar line(s) held back)"
         self._last, self._held_back = now, 0
-        log.warning(message, *args)
+        log.log(self.level, message, *args)
 
 
 def _why(exc: BaseException) -> str:
@@ -77,6 +78,7 @@ def _why(exc: BaseException) -> str:
 
 _stall_log = _RateLimitedLog(60.0)
 _loss_log = _RateLimitedLog(60.0)
+_resume_log = _RateLimitedLog(60.0, logging.INFO)
 
 
 def iso(moment: datetime | float) -> str:
@@ -208,7 +210,7 @@ class TaskExecution:
         if handle is not None:
             handle.pause()
         if self._unstall is None or self._unstall.done():
-            _stall_log.warning(
+            _stall_log(
                 "%s: the execution log cache cannot be written (%s): the package's output is not read "
                 "until it can (the package waits on its pipe); %s",
                 self.where,
@@ -227,11 +229,16 @@ class TaskExecution:
                     self._notify()
             except (PackfleetError, OSError) as again:
                 exc = again
+                # Space returns when the master has what the journal holds: have it sent now
+                # rather than at the reporter's next idle wake-up.
+                self._notify()
                 if self._clock() - since >= self.stall_limit:
                     self._give_up(exc)
                     return
                 continue
-            log.info("%s: the log cache takes events again after %.1f s", self.where, self._clock() - since)
+            _resume_log(
+                "%s: the log cache takes events again after %.1f s", self.where, self._clock() - since
+            )
             if self.running.handle is not None:
                 self.running.handle.resume()
             return
@@ -258,7 +265,7 @@ class TaskExecution:
         if self._stall_failure is not None:
             marks.append(PackageEvent(now, "system", logging.ERROR, self._stall_failure))
         if self.lost:
-            _loss_log.warning(
+            _loss_log(
                 "%s: %d event message(s) were lost (the execution log cache %s could not take them)",
                 self.where,
                 self.lost,

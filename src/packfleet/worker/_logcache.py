@@ -114,6 +114,9 @@ class LogCache:
         self._sizes: dict[int, int] = {}
         #: Segment number -> how many unsettled reports its ``d`` records hold.
         self._reports: dict[int, int] = {}
+        #: Segment number -> where its last event record ends: once the master has that event, the
+        #: segment holds nothing it needs (acknowledgement records after it do not count).
+        self._event_ends: dict[int, int] = {}
         self._active = 0
         self._fd: int | None = None
         self._cursor: Position = (0, 0)
@@ -216,6 +219,7 @@ class LogCache:
             try:
                 record = json.loads(line)
                 if "e" in record:
+                    self._event_ends[segment] = offset
                     event = decode(EventMessage, record["e"])
                     entry = self._entry(event.execution_id, event.task_id, event.attempt)
                     entry.next_seq = event.seq + 1
@@ -360,7 +364,8 @@ class LogCache:
             source=source,
             message=message,
         )
-        self._write(_dumps({"e": vars(event)}), critical=critical)
+        segment, offset = self._write(_dumps({"e": vars(event)}), critical=critical)
+        self._event_ends[segment] = offset
         entry.next_seq += 1
         return event
 
@@ -556,7 +561,7 @@ class LogCache:
         for number in sorted(self._sizes):
             if number == self._active:
                 break
-            if self._cursor < (number, self._sizes[number]) or self._reports.get(number, 0) > 0:
+            if self._cursor < (number, self._event_ends.get(number, 0)) or self._reports.get(number, 0) > 0:
                 continue
             self._unlink(number)
             deleted = True
@@ -569,6 +574,7 @@ class LogCache:
             self._path(number).unlink()
         self._sizes.pop(number, None)
         self._reports.pop(number, None)
+        self._event_ends.pop(number, None)
 
     # -- state ------------------------------------------------------------------------------------
 
