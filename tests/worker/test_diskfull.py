@@ -18,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from packfleet.worker import _execution
+from packfleet.errors import SettingsError
+from packfleet.protocol import CompletionReport, EventMessage
+from packfleet.worker import LogCache, _execution
+from packfleet.worker._logcache import RESERVE_BYTES, RESERVE_NAME, _dumps
 
 from .conftest import FAST, DemoProject, MakeAgent, Pki, write_home
+from .helpers import journal
 from .stubmaster import StubMaster
 
 LINES = 3000
@@ -117,3 +121,71 @@ async def test_a_cache_that_stays_full_fails_the_attempt_with_the_reason_and_cou
     assert len([m for m in said if "event message(s) were lost" in m]) == 1
     assert len([m for m in said if "the package's output is not read" in m]) == 1
     assert f"{lost} event message(s) were lost" in caplog.text
+
+
+def _event(cache: LogCache, n: int, *, critical: bool = False) -> None:
+    cache.append(1, 1, time="2024-01-01T00:00:00+00:00", level=20, source="stdout", message=f"{n:0200d}",
+                 critical=critical)  # fmt: skip
+
+
+def _fill(folder: Path) -> Path:
+    """A file that takes every free byte of the tmpfs."""
+    ballast = folder / "ballast"
+    with ballast.open("wb", buffering=0) as handle:
+        for size in [4096] * 10_000 + [256] * 16 + [1] * 256:  # bounded; ends with the last bytes
+            try:
+                handle.write(b"\0" * size)
+            except OSError:
+                continue
+    return ballast
+
+
+def test_a_delivered_segment_is_deleted_when_the_disk_fills_even_if_acknowledgements_follow_it(
+    small_disk: Path,
+) -> None:
+    cache = LogCache(small_disk)
+    cache.load()
+    cache.open_attempt(1, 1, 1)
+    for n in range(5):
+        _event(cache, n)
+    segment = small_disk / "journal-0000000001.jsonl"
+    # A last event sized so that it and the acknowledgement after it fill the last page (tmpfs
+    # allocates in pages): the event after them needs a page the disk no longer has.
+    empty = EventMessage(1, 1, 1, 6, "2024-01-01T00:00:00+00:00", 20, "stdout", "")
+    start, base = segment.stat().st_size, len(_dumps({"e": vars(empty)}))
+    pad = next(
+        m for m in range(8192) if (start + base + m + len(_dumps({"a": [1, start + base + m]}))) % 4096 == 0
+    )
+    cache.append(1, 1, time=empty.time, level=20, source="stdout", message="x" * pad)
+    cache.sync()
+    cache.acknowledge(cache.pending_events(10))  # an "a" record now ends the segment
+    assert segment.stat().st_size % 4096 == 0 and segment.read_bytes().endswith(b"]}\n")
+    ballast = _fill(small_disk)
+    try:
+        with pytest.raises(SettingsError, match="No space left"):
+            _event(cache, 5)
+        # The next try starts a segment and deletes the delivered one: there is room again.
+        _event(cache, 5)
+        assert [p.name for p in journal(small_disk)] == ["ballast", "journal-0000000002.jsonl"]
+    finally:
+        ballast.unlink()
+    cache.close()
+
+
+def test_the_reserve_takes_the_records_that_must_not_be_lost_when_the_disk_is_full(small_disk: Path) -> None:
+    cache = LogCache(small_disk)
+    cache.load()
+    assert (small_disk / RESERVE_NAME).stat().st_size == RESERVE_BYTES
+    cache.open_attempt(1, 1, 1)
+    ballast = _fill(small_disk)
+    try:
+        with pytest.raises(SettingsError, match="No space left"):
+            _event(cache, 0)
+        _event(cache, 0, critical=True)  # "N events lost", the failure reason
+        cache.finish(1, 1, CompletionReport(1, 1, "failed", None, "the cache was full"))
+        assert not (small_disk / RESERVE_NAME).exists()
+        cache.sync()
+        assert [e.seq for e in cache.pending_events(10)] == [1]
+    finally:
+        ballast.unlink()
+    cache.close()

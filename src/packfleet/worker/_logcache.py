@@ -306,13 +306,20 @@ class LogCache:
     def _append(self, data: bytes) -> Position:
         if self._fd is None or self._sizes[self._active] >= SEGMENT_BYTES or self._roll:
             fd = self._open_segment(self._active + 1)  # before anything changes: it may fail too
-            if self._fd is not None:
-                self._unsynced.append(self._fd)  # the next commit fsyncs and closes it
+            previous, self._fd = self._fd, fd
             self._active += 1
-            self._fd = fd
             self._sizes[self._active] = 0
             self._dir_dirty = True  # a new name: the directory entry must be durable too
-            self._roll = False
+            if self._roll:
+                # The full segment may already be all delivered (only acknowledgements after its
+                # last event): delete it now, or nothing would, and the disk would stay full.
+                self._roll = False
+                self._delete_delivered()
+            if previous is not None:
+                if self._active - 1 in self._sizes or self._committing:
+                    self._unsynced.append(previous)  # the next commit fsyncs and closes it
+                else:
+                    os.close(previous)  # deleted: closing is what gives its space back
         view = memoryview(data)
         try:
             while view:
@@ -557,6 +564,11 @@ class LogCache:
             self._cursor = (self._active + 1, 0)
             self._take_reserve()
             return True
+        self._delete_delivered()
+        return False
+
+    def _delete_delivered(self) -> None:
+        """Delete closed segments whose events the master has and whose reports are settled."""
         deleted = False
         for number in sorted(self._sizes):
             if number == self._active:
@@ -567,7 +579,6 @@ class LogCache:
             deleted = True
         if deleted:
             self._take_reserve()
-        return False
 
     def _unlink(self, number: int) -> None:
         with contextlib.suppress(FileNotFoundError):
