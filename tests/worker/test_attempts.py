@@ -13,7 +13,8 @@ import pytest
 
 from packfleet.config import WorkerSettings
 from packfleet.protocol import LeaseRef, TaskHeartbeatReply, encode
-from packfleet.worker._taskbeat import Running, TaskBeat, lease_deadline, master_clock
+from packfleet.worker._attempts import lease_deadline, master_clock
+from packfleet.worker._taskbeat import Running, TaskBeat
 
 from .conftest import DemoProject, MakeAgent, Pki, write_home
 from .helpers import eventually

@@ -45,6 +45,7 @@ from packfleet.protocol import (
     routes,
 )
 from packfleet.transport import MasterClient
+from packfleet.worker._attempts import MasterClock, lease_deadline, master_clock, supersede
 from packfleet.worker._execution import TaskExecution
 from packfleet.worker._expiry import watch_expiry
 from packfleet.worker._identity import WorkerIdentity, load_identity
@@ -64,15 +65,7 @@ from packfleet.worker._renewal import (
 )
 from packfleet.worker._reporter import MAX_BATCH, Reporter
 from packfleet.worker._rotation import accept_next_master, follow_master
-from packfleet.worker._taskbeat import (
-    LeaseKey,
-    MasterClock,
-    Running,
-    TaskBeat,
-    lease_deadline,
-    lease_key,
-    master_clock,
-)
+from packfleet.worker._taskbeat import LeaseKey, Running, TaskBeat, lease_key
 from packfleet.worker._timing import AgentTiming
 
 log = logging.getLogger("packfleet.worker")
@@ -519,45 +512,14 @@ class WorkerAgent:
             self._wake_lease.set()
 
     async def _supersede(self, running: Running) -> bool:
-        """Make sure no other attempt of this task runs here; False when this one must not run.
-
-        The master gives a task again only once the old lease expired, so an older attempt still
-        running here (a partition hid its heartbeats) is stale: it is stopped, without a report,
-        and the new attempt starts once it has ended. A newer attempt already here makes this
-        one stale instead. A worker never runs two attempts of one task at once.
-        """
-        new = running.assignment
-        others = [r for k, r in self.running.items() if k[0] == new.task_id and r is not running]
-        if any(other.assignment.attempt > new.attempt for other in others):
-            log.warning(
-                "task %s attempt %s arrived after a newer attempt: not starting it", new.task_id, new.attempt
-            )
-            running.cancel_reason = "lost"
-            return False
-        waits: set[asyncio.Task[Any]] = set()
-        for other in others:
-            log.warning(
-                "task %s attempt %s replaces attempt %s still running here (its lease expired): "
-                "stopping the old one first",
-                new.task_id,
-                new.attempt,
-                other.assignment.attempt,
-            )
-            self.taskbeat.stop(other, "lost")
-            old = self._executions.get(lease_key(other.assignment))
-            if old is not None:
-                waits.add(old)
-        if waits:
-            await self._wait_for(waits, self.timing.cancel_grace + 15.0)
-            if not all(task.done() for task in waits):
-                log.error(
-                    "task %s: an older attempt did not end; attempt %s is not started (its lease lapses)",
-                    new.task_id,
-                    new.attempt,
-                )
-                running.cancel_reason = "expired"
-                return False
-        return True
+        """Stop any other attempt of this task first; False when this one must not run."""
+        return await supersede(
+            running,
+            self.running,
+            self._executions,
+            stop=self.taskbeat.stop,
+            wait=lambda tasks: self._wait_for(tasks, self.timing.cancel_grace + 15.0),
+        )
 
     async def task_heartbeat(self) -> TaskHeartbeatReply | None:
         """Extend the leases of running tasks; cancel what the master cancelled or gave to another."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from packfleet.config import WorkerSettings
@@ -44,39 +43,6 @@ LeaseKey = tuple[int, int]
 
 def lease_key(assignment: TaskAssignment) -> LeaseKey:
     return (assignment.task_id, assignment.attempt)
-
-
-#: How far the master's clock is ahead of this worker's, and how uncertain that is (seconds): half
-#: the round trip of the heartbeat that measured it (the master read its clock somewhere in it).
-MasterClock = tuple[float, float]
-
-
-def master_clock(sent: float, received: float, master_time: str) -> MasterClock | None:
-    """The master's clock offset, measured by one heartbeat (NTP's estimate); None if unreadable."""
-    try:
-        master = datetime.fromisoformat(master_time).timestamp()
-    except ValueError:
-        return None
-    return master - (sent + received) / 2, (received - sent) / 2
-
-
-def lease_deadline(task: TaskAssignment, sent: float, seconds: float, clock: MasterClock | None) -> float:
-    """Until when, on this worker's clock, a lease asked for at ``sent`` surely holds.
-
-    Two lower bounds, the later one wins: the master grants the lease after the request was sent
-    (for ``seconds``), and it says when the lease expires on its own clock, which the heartbeat's
-    offset translates, less its uncertainty. The second matters for a long-poll: the lease starts
-    when the master answers, up to a long-poll wait after ``sent``.
-    """
-    floor = sent + seconds
-    if clock is None:
-        return floor
-    try:
-        expires = datetime.fromisoformat(task.lease_expires_at).timestamp()
-    except ValueError:
-        return floor
-    offset, error = clock
-    return max(floor, expires - offset - error)
 
 
 @dataclass
