@@ -24,6 +24,10 @@ re-sends events the master drops by their ``seq`` and reports it accepts again (
 Events are acknowledged as a prefix of the journal, so one position says what the master has. A
 segment is deleted once every event in it is acknowledged and every report in it settled; when
 nothing at all is pending the whole journal is deleted and the next record starts a new segment.
+
+A full disk: a write that fails is cut off, and the next record starts a new segment, so the full
+one is deleted as soon as the master has its events (the caller holds the package back meanwhile).
+``<cache>/reserve`` keeps :data:`RESERVE_BYTES` aside for the records that must get out even then.
 """
 
 from __future__ import annotations
@@ -267,7 +271,12 @@ class LogCache:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+                try:
+                    os.posix_fallocate(fd, 0, RESERVE_BYTES)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    os.write(fd, bytes(RESERVE_BYTES))  # a file system without fallocate(2)
             finally:
                 os.close(fd)
         except OSError:
