@@ -50,9 +50,9 @@ class Running:
     """A leased task on this worker; ``handle`` is set once its package process runs."""
 
     assignment: TaskAssignment
-    #: This worker's clock reading until which the lease surely holds: the time the lease (or the
-    #: task heartbeat that last extended it) was *sent*, plus the lease length asked for. Measured
-    #: on the worker's own clock, so a master whose clock differs cannot make it look longer.
+    #: This worker's clock reading until which the lease surely holds (see ``lease_deadline`` in
+    #: ``_attempts``); a task heartbeat that extends it moves it to that heartbeat's *send* time
+    #: plus the lease length, a bound no clock difference with the master can stretch.
     deadline: float = float("inf")
     handle: TaskHandle | None = None
     #: None while it runs normally; "canceled" by the master, or one of :data:`GIVE_UP_REASONS`.
