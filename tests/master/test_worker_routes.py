@@ -92,7 +92,7 @@ async def test_the_whole_task_protocol_with_idempotent_retries(
 
     beat = {"agent_id": agent, "leases": [lease], "lease_seconds": 60}
     assert await worker.request("POST", routes.WORKER_TASK_HEARTBEAT, json_body=beat) == {
-        "extended": [task["task_id"]],
+        "extended": [lease],
         "cancel": [],
         "lost": [],
     }

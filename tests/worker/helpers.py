@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from packfleet.worker._logcache import RESERVE_NAME
 
 
 async def eventually(condition: Callable[[], object], *, timeout: float = 15.0, what: str = "") -> None:
@@ -24,3 +27,8 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def journal(folder: Path) -> list[Path]:
+    """What a log cache folder holds besides its reserved space: the journal segments."""
+    return sorted(p for p in folder.iterdir() if p.name != RESERVE_NAME)

@@ -8,6 +8,7 @@ be told to answer 503, cut connections, refuse with 403, cancel or take back tas
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import ssl
@@ -15,6 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
@@ -28,6 +30,7 @@ from packfleet.protocol import (
     EventMessage,
     Heartbeat,
     HeartbeatReply,
+    LeaseRef,
     LeaseReply,
     LeaseRequest,
     TaskAssignment,
@@ -59,13 +62,16 @@ class StubMaster:
     queue: list[TaskAssignment] = field(default_factory=list)
     archives: dict[str, bytes] = field(default_factory=dict)
     tampered: set[str] = field(default_factory=set)
-    cancel: set[int] = field(default_factory=set)
-    lost: set[int] = field(default_factory=set)
+    #: Task ids, or (task id, attempt) leases, to answer "cancel" / "lost" for in task heartbeats.
+    cancel: set[int | tuple[int, int]] = field(default_factory=set)
+    lost: set[int | tuple[int, int]] = field(default_factory=set)
     #: Consumed one per request: "ok", "503" (problem document), "cut" (store, then drop the connection).
     event_script: list[str] = field(default_factory=list)
     completion_script: list[str] = field(default_factory=list)
     task_beat_script: list[str] = field(default_factory=list)
     forbid_lease: bool = False
+    #: Seconds a lease answer that carries tasks is held back (an answer stuck in a partition).
+    lease_delay: float = 0.0
     overgive: int = 0
 
     heartbeats: list[Heartbeat] = field(default_factory=list)
@@ -108,7 +114,7 @@ class StubMaster:
         reply = HeartbeatReply(
             state=self.state,  # type: ignore[arg-type]
             message=self.message,
-            master_time="2024-01-01T00:00:00+00:00",
+            master_time=datetime.now(UTC).isoformat(),
             agent_id=beat.agent_id,
             next_master_cert_pem=self.next_master_cert_pem,
         )
@@ -129,6 +135,11 @@ class StubMaster:
                 pass
         count = ask.capacity + self.overgive
         given, self.queue = self.queue[:count], self.queue[count:]
+        # Leased now, for what the worker asked, as a master says it on its own clock.
+        expires = (datetime.now(UTC) + timedelta(seconds=ask.lease_seconds)).isoformat()
+        given = [dataclasses.replace(task, lease_expires_at=expires) for task in given]
+        if given and self.lease_delay:
+            await asyncio.sleep(self.lease_delay)
         return web.json_response(encode(LeaseReply(tasks=given)))
 
     async def task_heartbeat(self, request: web.Request) -> web.Response:
@@ -136,11 +147,14 @@ class StubMaster:
         if self.task_beat_script and self.task_beat_script.pop(0) == "503":
             return problem(503, "the master is restarting")
         self.task_beats.append(beat)
-        held = {lease.task_id for lease in beat.leases}
+
+        def named(lease: LeaseRef, which: set[int | tuple[int, int]]) -> bool:
+            return lease.task_id in which or (lease.task_id, lease.attempt) in which
+
         reply = TaskHeartbeatReply(
-            extended=sorted(held - self.cancel - self.lost),
-            cancel=sorted(held & self.cancel),
-            lost=sorted(held & self.lost),
+            extended=[x for x in beat.leases if not named(x, self.cancel) and not named(x, self.lost)],
+            cancel=[x for x in beat.leases if named(x, self.cancel) and not named(x, self.lost)],
+            lost=[x for x in beat.leases if named(x, self.lost)],
         )
         return web.json_response(encode(reply))
 

@@ -14,6 +14,7 @@ from packfleet.worker._reporter import Reporter
 from packfleet.worker._taskbeat import Running
 
 from .conftest import FAST, DemoProject, MakeAgent
+from .helpers import journal
 
 
 async def never(_seconds: float) -> None:
@@ -32,17 +33,17 @@ async def test_a_busy_worker_waits_for_half_its_slots_before_leasing(
     agent = await make_agent(home, sleep=never, timing=dataclasses.replace(FAST, lease_linger=30.0))
     slots = agent.settings.max_task_count
     for task_id in range(slots):
-        agent.running[task_id] = Running(demo.task(task_id, "hello"))
+        agent.running[(task_id, 1)] = Running(demo.task(task_id, "hello"))
     gathering = asyncio.ensure_future(agent._gather_slots())
 
-    agent.running.pop(0)  # one task ends: not yet worth a lease request
+    agent.running.pop((0, 1))  # one task ends: not yet worth a lease request
     agent._wake_lease.set()
     for _ in range(5):
         await asyncio.sleep(0)
     assert not gathering.done()
 
     for task_id in range(1, slots // 2):
-        agent.running.pop(task_id)
+        agent.running.pop((task_id, 1))
         agent._wake_lease.set()
         await asyncio.sleep(0)
     await asyncio.wait_for(gathering, 5)
@@ -59,7 +60,7 @@ async def test_the_linger_is_bounded_when_no_slot_frees(
 
     agent = await make_agent(home, sleep=record, timing=dataclasses.replace(FAST, lease_linger=0.004))
     for task_id in range(agent.settings.max_task_count):
-        agent.running[task_id] = Running(demo.task(task_id, "hello"))
+        agent.running[(task_id, 1)] = Running(demo.task(task_id, "hello"))
     await asyncio.wait_for(agent._gather_slots(), 5)
     assert waited and all(0 < seconds <= 0.004 for seconds in waited)
     assert len(waited) <= agent.settings.max_task_count // 2
@@ -118,4 +119,4 @@ async def test_an_event_and_a_report_are_in_the_journal_before_they_are_sent(tmp
     )
     assert await reporter.report()
     assert seen == ["events", "completions"]
-    assert cache.idle and list(tmp_path.iterdir()) == []
+    assert cache.idle and journal(tmp_path) == []

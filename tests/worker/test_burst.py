@@ -11,6 +11,7 @@ import pytest
 from packfleet.errors import ApiError
 
 from .conftest import DemoProject, MakeAgent, Pki
+from .helpers import journal
 from .stubmaster import StubMaster
 
 
@@ -34,7 +35,7 @@ async def test_burst_runs_tasks_and_reports_every_event_in_order(
     assert "boom" in stub.completion(2).message
     assert stub.completion(3).outcome == "succeeded"
     assert stub.peers == {pki.worker.thumbprint}
-    assert agent.cache.idle and not list(agent.cache.folder.iterdir())
+    assert agent.cache.idle and not journal(agent.cache.folder)
     beat = stub.heartbeats[0]
     assert (beat.agent_id, beat.machine_name, beat.max_tasks) == (agent.settings.agent_id, "testbox", 4)
 

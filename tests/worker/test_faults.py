@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from .conftest import DemoProject, MakeAgent, Pki, write_home
-from .helpers import FakeClock, eventually
+from .helpers import FakeClock, eventually, journal
 from .stubmaster import StubMaster
 
 
@@ -48,7 +48,7 @@ async def test_a_new_agent_replays_what_the_last_one_could_not_send(
     assert not await first.report()
     await first.close()  # the agent stops with everything unsent
     assert stub.events == {} and stub.completions == []
-    assert [p.name for p in first.cache.folder.iterdir()] == ["journal-0000000001.jsonl"]
+    assert [p.name for p in journal(first.cache.folder)] == ["journal-0000000001.jsonl"]
 
     stub.event_script.clear()
     stub.completion_script.clear()
@@ -60,7 +60,7 @@ async def test_a_new_agent_replays_what_the_last_one_could_not_send(
     assert stub.completion(2).outcome == "failed"
     assert any("boom" in e.message for e in stub.lines(2))
     assert stub.duplicates == 0
-    assert not list(second.cache.folder.iterdir())
+    assert not journal(second.cache.folder)
 
 
 async def test_events_still_undelivered_after_the_retry_timeout_are_dropped(

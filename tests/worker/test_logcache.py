@@ -12,6 +12,8 @@ from packfleet.errors import SettingsError
 from packfleet.protocol import CompletionReport
 from packfleet.worker import LogCache, _logcache
 
+from .helpers import journal
+
 
 def fill(cache: LogCache, task_id: int, count: int, *, attempt: int = 1) -> None:
     cache.open_attempt(execution_id=task_id + 100, task_id=task_id, attempt=attempt)
@@ -39,7 +41,7 @@ def test_events_are_numbered_per_attempt_and_handed_out_in_order(tmp_path: Path)
 
 
 def segments(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    return sorted(p.name for p in journal(folder))
 
 
 def test_an_attempt_is_forgotten_once_its_events_and_report_are_accepted(tmp_path: Path) -> None:
@@ -55,7 +57,7 @@ def test_an_attempt_is_forgotten_once_its_events_and_report_are_accepted(tmp_pat
     assert cache.pending_completions() == [report]
     assert segments(tmp_path) == ["journal-0000000001.jsonl"]
     cache.settle(7, 1)
-    assert list(tmp_path.iterdir()) == []
+    assert journal(tmp_path) == []
     assert cache.idle
 
 
@@ -93,7 +95,7 @@ def test_a_crash_leaves_a_torn_line_and_an_open_attempt_both_recovered(tmp_path:
     # Task 9 was running: no report is due for it (the master requeues it); task 8's is.
     assert recovered.pending_completions() == [report]
     recovered.settle(8, 1)
-    assert list(tmp_path.iterdir()) == []
+    assert journal(tmp_path) == []
 
 
 def test_only_a_prefix_is_acknowledged_and_a_resend_starts_after_it(tmp_path: Path) -> None:
@@ -142,7 +144,7 @@ def test_segments_rotate_and_are_deleted_once_acknowledged_and_settled(
     restarted = LogCache(tmp_path)
     cache.close()
     assert restarted.load() == 0  # task 2 was still open: closed without a report, nothing to send
-    assert list(tmp_path.iterdir()) == []
+    assert journal(tmp_path) == []
 
 
 def test_a_restart_resends_what_was_not_acknowledged_and_numbering_goes_on(tmp_path: Path) -> None:

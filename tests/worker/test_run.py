@@ -17,7 +17,7 @@ from packfleet.errors import AgentFailed
 from packfleet.worker import render_unit
 
 from .conftest import DemoProject, MakeAgent, Pki, write_home
-from .helpers import eventually
+from .helpers import eventually, journal
 from .stubmaster import StubMaster
 
 
@@ -39,7 +39,7 @@ async def test_run_serves_until_stopped_and_gives_running_tasks_back(
     assert any("canceled" in e.message for e in stub.lines(3))
     assert all(ask.wait_seconds == agent.timing.lease_wait for ask in stub.leases)
     assert len(stub.heartbeats) >= 1
-    assert not list(agent.cache.folder.iterdir())
+    assert not journal(agent.cache.folder)
 
 
 async def test_sighup_reloads_and_sigterm_stops(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import DemoProject, FakeProbe, MakeAgent, Pki, write_home
-from .helpers import eventually
+from .helpers import eventually, journal
 from .stubmaster import StubMaster
 
 
@@ -61,7 +61,7 @@ async def test_a_lost_lease_kills_the_package_without_a_report(
     assert stub.completions == []
     assert not alive(started_pid(stub, 1))
     assert agent.cache.idle  # its events were delivered, and no report waits
-    assert not list(agent.cache.folder.iterdir())
+    assert not journal(agent.cache.folder)
 
 
 def max_overlap(folder: Path) -> int:

@@ -170,13 +170,31 @@ async def task_heartbeat(call: Call) -> web.StreamResponse:
     state, caller = call.state, call.caller
     beat = await call.message(protocol.TaskHeartbeat)
     require_agent(caller, beat.agent_id)
-    leases = [(ref.task_id, ref.attempt) for ref in beat.leases]
-    status = await state.db(
-        state.catalog.extend_leases, beat.agent_id, leases, _lease_seconds(beat.lease_seconds)
-    )
-    reply = protocol.TaskHeartbeatReply(
-        extended=list(status.extended), cancel=list(status.cancel), lost=list(status.lost)
-    )
+    extended: list[protocol.LeaseRef] = []
+    cancel: list[protocol.LeaseRef] = []
+    lost: list[protocol.LeaseRef] = []
+    # The catalog answers by task id; each round names a task once, so its answer says which
+    # attempt it means. A worker names one attempt per task, so there is one round in practice.
+    remaining = list(dict.fromkeys(beat.leases))
+    while remaining:
+        this_round: list[protocol.LeaseRef] = []
+        later: list[protocol.LeaseRef] = []
+        for ref in remaining:
+            named = any(ref.task_id == other.task_id for other in this_round)
+            (later if named else this_round).append(ref)
+        remaining = later
+        status = await state.db(
+            state.catalog.extend_leases,
+            beat.agent_id,
+            [(ref.task_id, ref.attempt) for ref in this_round],
+            _lease_seconds(beat.lease_seconds),
+        )
+        held, stopping = set(status.extended), set(status.cancel)
+        for ref in this_round:
+            (extended if ref.task_id in held else lost).append(ref)
+            if ref.task_id in held and ref.task_id in stopping:
+                cancel.append(ref)
+    reply = protocol.TaskHeartbeatReply(extended=extended, cancel=cancel, lost=lost)
     return json_response(protocol.encode(reply))
 
 

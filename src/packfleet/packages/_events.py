@@ -105,8 +105,20 @@ class PipeReader:
         self._on_close = on_close
         self._buffer = b""
         self.closed = False
+        self.paused = False
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._on_readable)
+
+    def pause(self) -> None:
+        """Stop reading: once the pipe buffer is full, the package blocks on its next write."""
+        if not self.closed and not self.paused:
+            self.paused = True
+            self._loop.remove_reader(self._fd)
+
+    def resume(self) -> None:
+        if not self.closed and self.paused:
+            self.paused = False
+            self._loop.add_reader(self._fd, self._on_readable)
 
     def _on_readable(self) -> None:
         try:

@@ -64,6 +64,7 @@ class _Task:
         self.finishers: list[Callable[[TaskResult], None]] = []
         self._drain_timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
+        self.paused = False
 
     def attach(self, pid: int, read_fds: list[int]) -> None:
         """Start reading the pipes once the pid is known, so ``started`` is the first event."""
@@ -89,7 +90,29 @@ class _Task:
         if self.exited.done():
             return
         self.exited.set_result(code)
-        if not self._maybe_finish():
+        if not self._maybe_finish() and not self.paused:
+            self._drain_timer = self.loop.call_later(DRAIN_TIMEOUT, self._stop_draining)
+
+    def pause(self) -> None:
+        """Stop reading the pipes (back-pressure); what the package writes waits in them.
+
+        The drain period does not run while paused: the output still in the pipes after the
+        process ended is read once reading resumes, not cut off.
+        """
+        self.paused = True
+        for reader in self.readers:
+            reader.pause()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        for reader in self.readers:
+            reader.resume()
+        if self.exited.done() and not self.result.done() and self._drain_timer is None:
             self._drain_timer = self.loop.call_later(DRAIN_TIMEOUT, self._stop_draining)
 
     def _stop_draining(self) -> None:
@@ -184,6 +207,17 @@ class TaskHandle:
     @property
     def done(self) -> bool:
         return self._task.result.done()
+
+    def pause(self) -> None:
+        """Stop reading the task's output until :meth:`resume`: the package blocks on its pipes.
+
+        This is back-pressure for a consumer that cannot keep up (a full log cache): the package
+        waits rather than its output being read and dropped.
+        """
+        self._task.pause()
+
+    def resume(self) -> None:
+        self._task.resume()
 
     async def wait(self) -> TaskResult:
         """The task's result, once its process has ended and all its events were delivered."""

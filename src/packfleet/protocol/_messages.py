@@ -98,9 +98,16 @@ class TaskHeartbeat:
 
 @dataclass(frozen=True)
 class TaskHeartbeatReply:
-    extended: list[int]
-    cancel: list[int]
-    lost: list[int]
+    """The master's answer per lease, each named with its attempt.
+
+    A worker may still run an old attempt of a task while it holds the next one (after a short
+    partition the task came back to it): an answer naming only the task would make it kill or
+    clean up the wrong attempt, so every list names leases, never bare task ids.
+    """
+
+    extended: list[LeaseRef]
+    cancel: list[LeaseRef]
+    lost: list[LeaseRef]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ or ``await run_worker(home)`` to serve until SIGTERM (SIGHUP reloads settings an
 Nothing here imports the master: the two share only :mod:`packfleet.protocol`.
 """
 
-from packfleet.worker._agent import AgentTiming, WorkerAgent, run_worker
+from packfleet.worker._agent import WorkerAgent, run_worker
 from packfleet.worker._identity import WorkerIdentity, certificate_names, host_matches, load_identity
 from packfleet.worker._logcache import LogCache
 from packfleet.worker._machine import MachineProbe, PsutilProbe
@@ -25,6 +25,7 @@ from packfleet.worker._renewal import (
     signal_agent,
 )
 from packfleet.worker._service import install_hint, render_unit
+from packfleet.worker._timing import AgentTiming
 
 __all__ = [
     "AgentTiming",

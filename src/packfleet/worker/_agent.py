@@ -17,7 +17,6 @@ import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from packfleet.protocol import (
     routes,
 )
 from packfleet.transport import MasterClient
+from packfleet.worker._attempts import MasterClock, lease_deadline, master_clock, supersede
 from packfleet.worker._execution import TaskExecution
 from packfleet.worker._expiry import watch_expiry
 from packfleet.worker._identity import WorkerIdentity, load_identity
@@ -65,39 +65,14 @@ from packfleet.worker._renewal import (
 )
 from packfleet.worker._reporter import MAX_BATCH, Reporter
 from packfleet.worker._rotation import accept_next_master, follow_master
-from packfleet.worker._taskbeat import Running, TaskBeat
+from packfleet.worker._taskbeat import LeaseKey, Running, TaskBeat, lease_key
+from packfleet.worker._timing import AgentTiming
 
 log = logging.getLogger("packfleet.worker")
 
 # A refused request (403) or an unreachable master is retried no faster than this, and no slower
 # than the cap, so a disabled worker neither hammers the master nor takes minutes to notice it.
 _BACKOFF_START, _BACKOFF_CAP = 1.0, 60.0
-
-
-@dataclass(frozen=True)
-class AgentTiming:
-    """Durations that are not in WorkerSettings.config, with the reason for each default."""
-
-    #: How long a lease request may wait for a task (long-poll); the master answers at once when one
-    #: is ready, so this only bounds how long an idle connection stays open.
-    lease_wait: float = 20.0
-    #: SIGTERM/SIGINT: how long running tasks may go on before they are cancelled (systemd's
-    #: default TimeoutStopSec is 90 s, so 30 s leaves time to cancel and flush).
-    stop_grace: float = 30.0
-    #: Between a package's SIGTERM and SIGKILL when a task is cancelled.
-    cancel_grace: float = 10.0
-    #: How long the reporter lets events accumulate before sending them as one batch. Short: while
-    #: one request is in flight the next batch accumulates anyway, and every millisecond here is
-    #: added to each execution's submit->finished time (make bench: 0.1 s made it ~118 ms).
-    report_linger: float = 0.005
-    #: How long a busy worker waits after a slot frees for more to free before it leases, so one
-    #: lease request fills several slots (make bench: leasing each freed slot alone cost a request
-    #: and a catalog transaction per task). An idle worker leases at once.
-    lease_linger: float = 0.003
-    #: How often a closed lease gate (CPU, memory, capacity) is looked at again.
-    gate_poll: float = 5.0
-    #: How long stopping may spend delivering what the cache holds before leaving it for next time.
-    flush_timeout: float = 10.0
 
 
 class WorkerAgent:
@@ -139,7 +114,8 @@ class WorkerAgent:
             clock=clock,
         )
         self.projects = ProjectCache(self.home / "projects", self._download)
-        self.running: dict[int, Running] = {}
+        #: Leases held, by (task id, attempt): never by task id alone (see :data:`LeaseKey`).
+        self.running: dict[LeaseKey, Running] = {}
         self.taskbeat = TaskBeat(
             self.running,
             self._post,
@@ -151,13 +127,15 @@ class WorkerAgent:
         #: The master's last word on this worker: a WorkerState, "refused" after a 403, None before.
         self.state: str | None = None
         self._gate_cause: str | None = None
+        #: The master's clock offset, from the last heartbeat: how a lease's expiry reads here.
+        self._master_clock: MasterClock | None = None
         self._started = False
         self._stopping = asyncio.Event()
         self._wake_lease = asyncio.Event()
         self._wake_report = asyncio.Event()
         self._master_away = False
         self._master_back = asyncio.Event()
-        self._executions: dict[int, asyncio.Task[CompletionReport | None]] = {}
+        self._executions: dict[LeaseKey, asyncio.Task[CompletionReport | None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         #: Why :meth:`run` stopped on its own, if one of its loops failed.
         self.failure: BaseException | None = None
@@ -315,7 +293,9 @@ class WorkerAgent:
             cert_not_after=self.identity.certificate.not_after.isoformat(),
             accepted_master_thumbprints=list(self.identity.pins),
         )
+        sent = self.clock()
         reply = decode(HeartbeatReply, await self._post(routes.WORKER_HEARTBEAT, encode(beat)))
+        self._master_clock = master_clock(sent, self.clock(), reply.master_time) or self._master_clock
         self._set_state(reply.state, reply.message)
         if reply.next_master_cert_pem:
             self._accept_next_master(reply.next_master_cert_pem)
@@ -471,9 +451,17 @@ class WorkerAgent:
             wait_seconds=wait,
             lease_seconds=self.settings.lease_interval.total_seconds(),
         )
+        # The lease runs from some moment after this one: counting it from here never overstates it.
+        sent = self.clock()
         # The master may hold the request for `wait` seconds: allow that plus a normal answer time.
         raw = await self._post(routes.WORKER_LEASE, encode(request), timeout=wait + 30.0)
-        tasks = decode(LeaseReply, raw).tasks
+        tasks = []
+        for task in decode(LeaseReply, raw).tasks:
+            if lease_key(task) in self.running:
+                # The same lease twice (a repeated answer): running it again would run it twice.
+                log.warning("task %s attempt %s is already running here", task.task_id, task.attempt)
+            else:
+                tasks.append(task)
         if len(tasks) > capacity:
             log.error(
                 "the master leased %d tasks for %d free slots; running %d, the others' leases expire",
@@ -483,7 +471,8 @@ class WorkerAgent:
             )
             tasks = tasks[:capacity]
         for task in tasks:
-            self.running[task.task_id] = Running(task)
+            deadline = lease_deadline(task, sent, request.lease_seconds, self._master_clock)
+            self.running[lease_key(task)] = Running(task, deadline=deadline)
         return tasks
 
     async def fetch_project(self, sha256: str) -> Path:
@@ -497,24 +486,40 @@ class WorkerAgent:
         not be reached for HeartbeatErrorTolerance, the worker stopped, or the project could not be
         fetched. In each case the master requeues the task when its lease expires.
         """
-        running = self.running.setdefault(assignment.task_id, Running(assignment))
-        execution = TaskExecution(
-            running,
-            home=self.home,
-            settings=self.settings,
-            worker=self.name,
-            cache=self.cache,
-            runner=self.runner,
-            fetch_project=self.fetch_project,
-            kill=self.taskbeat.kill,
-            notify=self._wake_report.set,
-            clock=self.clock,
-        )
+        key = lease_key(assignment)
+        running = self.running.setdefault(key, Running(assignment))
         try:
+            if not await self._supersede(running):
+                return None
+            execution = TaskExecution(
+                running,
+                home=self.home,
+                settings=self.settings,
+                worker=self.name,
+                cache=self.cache,
+                runner=self.runner,
+                fetch_project=self.fetch_project,
+                kill=self.taskbeat.kill,
+                notify=self._wake_report.set,
+                clock=self.clock,
+                sleep=self._sleep,
+                stall_limit=self.timing.log_stall_limit,
+                stall_poll=self.timing.log_stall_poll,
+            )
             return await execution.run()
         finally:
-            self.running.pop(assignment.task_id, None)
+            self.running.pop(key, None)
             self._wake_lease.set()
+
+    async def _supersede(self, running: Running) -> bool:
+        """Stop any other attempt of this task first; False when this one must not run."""
+        return await supersede(
+            running,
+            self.running,
+            self._executions,
+            stop=self.taskbeat.stop,
+            wait=lambda tasks: self._wait_for(tasks, self.timing.cancel_grace + 15.0),
+        )
 
     async def task_heartbeat(self) -> TaskHeartbeatReply | None:
         """Extend the leases of running tasks; cancel what the master cancelled or gave to another."""
@@ -550,9 +555,10 @@ class WorkerAgent:
         self.stop()
 
     def _start_execution(self, assignment: TaskAssignment) -> None:
+        key = lease_key(assignment)
         task = asyncio.ensure_future(self._execute_logged(assignment))
-        self._executions[assignment.task_id] = task
-        task.add_done_callback(lambda _t: self._executions.pop(assignment.task_id, None))
+        self._executions[key] = task
+        task.add_done_callback(lambda _t: self._executions.pop(key, None))
 
     async def _execute_logged(self, assignment: TaskAssignment) -> CompletionReport | None:
         try:

@@ -24,12 +24,17 @@ re-sends events the master drops by their ``seq`` and reports it accepts again (
 Events are acknowledged as a prefix of the journal, so one position says what the master has. A
 segment is deleted once every event in it is acknowledged and every report in it settled; when
 nothing at all is pending the whole journal is deleted and the next record starts a new segment.
+
+A full disk: a write that fails is cut off, and the next record starts a new segment, so the full
+one is deleted as soon as the master has its events (the caller holds the package back meanwhile).
+``<cache>/reserve`` keeps :data:`RESERVE_BYTES` aside for the records that must get out even then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -46,6 +51,11 @@ log = logging.getLogger("packfleet.worker")
 #: A segment is closed for writing once it is this large (it is deleted as a whole, so a smaller
 #: one frees disk sooner after an outage; a larger one means fewer files and directory fsyncs).
 SEGMENT_BYTES = 4 * 1024 * 1024
+#: Space held back in ``<cache>/reserve`` for the records that must get out when the disk is full:
+#: an attempt's "N events lost" marker, the reason it failed and its completion report. Released
+#: when such a write finds the disk full, taken again once segments are deleted.
+RESERVE_BYTES = 64 * 1024
+RESERVE_NAME = "reserve"
 
 _SEGMENT = re.compile(r"journal-(\d{10})\.jsonl")
 _FOLDER_FIX = "packfleet settings set worker ExecutionLogCacheFolder DIR (a folder this account may write)"
@@ -108,6 +118,9 @@ class LogCache:
         self._sizes: dict[int, int] = {}
         #: Segment number -> how many unsettled reports its ``d`` records hold.
         self._reports: dict[int, int] = {}
+        #: Segment number -> where its last event record ends: once the master has that event, the
+        #: segment holds nothing it needs (acknowledgement records after it do not count).
+        self._event_ends: dict[int, int] = {}
         self._active = 0
         self._fd: int | None = None
         self._cursor: Position = (0, 0)
@@ -119,6 +132,10 @@ class LogCache:
         self._commit_lock = asyncio.Lock()
         #: End position of each event last handed out by :meth:`pending_events`, by (task, attempt, seq).
         self._inflight: dict[tuple[int, int, int], Position] = {}
+        #: A write failed (a full disk): the next record starts a new segment, so the full one can
+        #: be deleted as soon as the master has its events, which is what frees the space.
+        self._roll = False
+        self._reserved = False
 
     def _path(self, segment: int) -> Path:
         return self.folder / f"journal-{segment:010d}.jsonl"
@@ -166,6 +183,8 @@ class LogCache:
             self._active = segments[-1]
             self._fd = self._open_segment(self._active)
         self._committed = (self._active, self._sizes.get(self._active, 0))
+        self._reserved = (self.folder / RESERVE_NAME).exists()
+        self._take_reserve()
         waiting = 0
         for entry in list(self._attempts.values()):
             if not entry.done:
@@ -204,6 +223,7 @@ class LogCache:
             try:
                 record = json.loads(line)
                 if "e" in record:
+                    self._event_ends[segment] = offset
                     event = decode(EventMessage, record["e"])
                     entry = self._entry(event.execution_id, event.task_id, event.attempt)
                     entry.next_seq = event.seq + 1
@@ -243,15 +263,72 @@ class LogCache:
                 f"cannot write the execution log cache file {path}: {exc.strerror or exc}", fix=_FOLDER_FIX
             ) from exc
 
-    def _write(self, data: bytes) -> Position:
-        """Append one record to the active segment (starting one if needed); return where it ends."""
-        if self._fd is None or self._sizes[self._active] >= SEGMENT_BYTES:
-            if self._fd is not None:
-                self._unsynced.append(self._fd)  # the next commit fsyncs and closes it
+    def _take_reserve(self) -> None:
+        """Hold :data:`RESERVE_BYTES` back for :meth:`release_reserve`, if the disk has them now."""
+        if self._reserved:
+            return
+        path = self.folder / RESERVE_NAME
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, RESERVE_BYTES)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    os.write(fd, bytes(RESERVE_BYTES))  # a file system without fallocate(2)
+            finally:
+                os.close(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return
+        self._reserved = True
+
+    def release_reserve(self) -> bool:
+        """Free the reserved space for the records that must be written now; False if none was held."""
+        if not self._reserved:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            (self.folder / RESERVE_NAME).unlink()
+        self._reserved = False
+        log.warning(
+            "the execution log cache %s is full: using its reserve to record what was lost", self.folder
+        )
+        return True
+
+    def _write(self, data: bytes, *, critical: bool = False) -> Position:
+        """Append one record to the active segment (starting one if needed); return where it ends.
+
+        A ``critical`` record (a loss marker, a completion) that finds the disk full is written
+        into the space :meth:`release_reserve` frees.
+        """
+        try:
+            return self._append(data)
+        except SettingsError as exc:
+            cause = exc.__cause__
+            if critical and isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+                if self.release_reserve():
+                    return self._append(data)
+            raise
+
+    def _append(self, data: bytes) -> Position:
+        if self._fd is None or self._sizes[self._active] >= SEGMENT_BYTES or self._roll:
+            fd = self._open_segment(self._active + 1)  # before anything changes: it may fail too
+            previous, self._fd = self._fd, fd
             self._active += 1
-            self._fd = self._open_segment(self._active)
             self._sizes[self._active] = 0
             self._dir_dirty = True  # a new name: the directory entry must be durable too
+            if self._roll:
+                # The full segment may already be all delivered (only acknowledgements after its
+                # last event): delete it now, or nothing would, and the disk would stay full.
+                self._roll = False
+                self._delete_delivered()
+            if previous is not None:
+                if self._active - 1 in self._sizes or self._committing:
+                    self._unsynced.append(previous)  # the next commit fsyncs and closes it
+                else:
+                    os.close(previous)  # deleted: closing is what gives its space back
         view = memoryview(data)
         try:
             while view:
@@ -261,6 +338,7 @@ class LogCache:
             # every later record starts where the positions handed out say it does.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._sizes[self._active])
+            self._roll = self._sizes[self._active] > 0
             raise SettingsError(
                 f"cannot write the execution log cache file {self._path(self._active)}: "
                 f"{exc.strerror or exc}",
@@ -274,9 +352,21 @@ class LogCache:
         self._entry(execution_id, task_id, attempt).open = True
 
     def append(
-        self, task_id: int, attempt: int, *, time: str, level: int, source: EventSource, message: str
+        self,
+        task_id: int,
+        attempt: int,
+        *,
+        time: str,
+        level: int,
+        source: EventSource,
+        message: str,
+        critical: bool = False,
     ) -> EventMessage:
-        """Number the next event of an attempt and write it to the journal; return it as sent."""
+        """Number the next event of an attempt and write it to the journal; return it as sent.
+
+        Raises :class:`SettingsError` when it cannot be written (a full disk); nothing is numbered
+        then, so the caller may try the same event again.
+        """
         entry = self._attempts[(task_id, attempt)]
         if not entry.open:
             raise ValueError(f"task {task_id} attempt {attempt} is not open")  # a bug
@@ -290,7 +380,8 @@ class LogCache:
             source=source,
             message=message,
         )
-        self._write(_dumps({"e": vars(event)}))
+        segment, offset = self._write(_dumps({"e": vars(event)}), critical=critical)
+        self._event_ends[segment] = offset
         entry.next_seq += 1
         return event
 
@@ -301,7 +392,8 @@ class LogCache:
         entry.done = True
         entry.report = report
         if report is not None or not entry.fully_acked:
-            entry.done_at = self._write(_dumps({"d": [task_id, attempt, encode(report) if report else None]}))
+            record = _dumps({"d": [task_id, attempt, encode(report) if report else None]})
+            entry.done_at = self._write(record, critical=True)
             if report is not None:
                 self._reports[entry.done_at[0]] = self._reports.get(entry.done_at[0], 0) + 1
         self._forget_if_settled(entry)
@@ -426,7 +518,7 @@ class LogCache:
             self._forget_if_settled(entry)
         if self._collect():
             return
-        self._write(_dumps({"a": list(furthest)}))
+        self._note(_dumps({"a": list(furthest)}))
 
     def pending_completions(self) -> list[CompletionReport]:
         """Committed reports of ended attempts whose events the master has all (reports follow events)."""
@@ -444,7 +536,15 @@ class LogCache:
         self._drop_report(entry)
         self._forget_if_settled(entry)
         if not self._collect():
-            self._write(_dumps({"s": [task_id, attempt]}))
+            self._note(_dumps({"s": [task_id, attempt]}))
+
+    def _note(self, record: bytes) -> None:
+        """Write an acknowledgement or settlement, which may be lost: without it, a restart only
+        sends again what the master drops (events by ``seq``) or accepts again (reports)."""
+        try:
+            self._write(record)
+        except SettingsError as exc:
+            log.debug("an acknowledgement record was not written: %s", exc)
 
     def _drop_report(self, entry: _Attempt) -> None:
         if entry.report is not None:
@@ -471,20 +571,30 @@ class LogCache:
             for number in list(self._sizes):
                 self._unlink(number)
             self._cursor = (self._active + 1, 0)
+            self._take_reserve()
             return True
+        self._delete_delivered()
+        return False
+
+    def _delete_delivered(self) -> None:
+        """Delete closed segments whose events the master has and whose reports are settled."""
+        deleted = False
         for number in sorted(self._sizes):
             if number == self._active:
                 break
-            if self._cursor < (number, self._sizes[number]) or self._reports.get(number, 0) > 0:
+            if self._cursor < (number, self._event_ends.get(number, 0)) or self._reports.get(number, 0) > 0:
                 continue
             self._unlink(number)
-        return False
+            deleted = True
+        if deleted:
+            self._take_reserve()
 
     def _unlink(self, number: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(number).unlink()
         self._sizes.pop(number, None)
         self._reports.pop(number, None)
+        self._event_ends.pop(number, None)
 
     # -- state ------------------------------------------------------------------------------------
 

@@ -31,7 +31,18 @@ log = logging.getLogger("packfleet.worker")
 
 #: Reasons a task is stopped without a completion report: its lease is, or soon will be, someone
 #: else's, and the master requeues the task when the lease expires (SSIS retries on worker loss).
-GIVE_UP_REASONS = frozenset({"lost", "unreachable", "stopping"})
+#: "expired": the lease ran out before the package started, so it is never started.
+GIVE_UP_REASONS = frozenset({"lost", "unreachable", "stopping", "expired"})
+
+#: What a worker keys its running work by: a lease is a task *and* an attempt. After a short
+#: partition the master may give this worker the next attempt of a task whose old attempt still
+#: runs here; keyed by task id alone, the old attempt's clean-up and the master's "lost" answer
+#: for it would hit the new attempt.
+LeaseKey = tuple[int, int]
+
+
+def lease_key(assignment: TaskAssignment) -> LeaseKey:
+    return (assignment.task_id, assignment.attempt)
 
 
 @dataclass
@@ -39,6 +50,10 @@ class Running:
     """A leased task on this worker; ``handle`` is set once its package process runs."""
 
     assignment: TaskAssignment
+    #: This worker's clock reading until which the lease surely holds (see ``lease_deadline`` in
+    #: ``_attempts``); a task heartbeat that extends it moves it to that heartbeat's *send* time
+    #: plus the lease length, a bound no clock difference with the master can stretch.
+    deadline: float = float("inf")
     handle: TaskHandle | None = None
     #: None while it runs normally; "canceled" by the master, or one of :data:`GIVE_UP_REASONS`.
     cancel_reason: str | None = None
@@ -49,7 +64,7 @@ class TaskBeat:
 
     def __init__(
         self,
-        running: dict[int, Running],
+        running: dict[LeaseKey, Running],
         post: Callable[[str, Any], Awaitable[Any]],
         settings: Callable[[], WorkerSettings],
         *,
@@ -73,6 +88,7 @@ class TaskBeat:
             self.last_success = self._clock()
             return None
         settings = self._settings()
+        sent = self._clock()
         message = TaskHeartbeat(
             agent_id=settings.agent_id,
             leases=[LeaseRef(r.assignment.task_id, r.assignment.attempt) for r in held],
@@ -87,17 +103,25 @@ class TaskBeat:
             return None
         self.last_success = self._clock()
         self.last_error = ""
-        for task_id in reply.cancel:
-            if task_id in self.running:
-                log.info("the master cancels task %s: stopping its package", task_id)
-                self.stop(self.running[task_id], "canceled")
-        for task_id in reply.lost:
-            if task_id in self.running:
+        for ref in reply.extended:
+            extended = self.running.get((ref.task_id, ref.attempt))
+            if extended is not None:
+                extended.deadline = max(extended.deadline, sent + message.lease_seconds)
+        for ref in reply.cancel:
+            canceled = self.running.get((ref.task_id, ref.attempt))
+            if canceled is not None:
+                log.info("the master cancels task %s attempt %s: stopping it", ref.task_id, ref.attempt)
+                self.stop(canceled, "canceled")
+        for ref in reply.lost:
+            lost = self.running.get((ref.task_id, ref.attempt))
+            if lost is not None:
                 log.warning(
-                    "the lease of task %s went to another worker: killing the package here, no report",
-                    task_id,
+                    "the lease of task %s attempt %s is no longer this worker's: killing its package "
+                    "here, no report",
+                    ref.task_id,
+                    ref.attempt,
                 )
-                self.stop(self.running[task_id], "lost")
+                self.stop(lost, "lost")
         return reply
 
     def _failed(self, exc: TransportError, held: list[Running], settings: WorkerSettings) -> None:

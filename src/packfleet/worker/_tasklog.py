@@ -36,7 +36,11 @@ class TaskLog:
     def __init__(self, path: Path, *, enabled: bool, mask: int) -> None:
         self.path = path
         self.mask = mask
-        self._file: TextIO | None = open(path, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
+        # Line-buffered: each line reaches the kernel as it is written, so a worker killed with
+        # kill -9 (or by the OOM killer) leaves every line of the task so far in the file.
+        self._file: TextIO | None = (
+            open(path, "a", encoding="utf-8", buffering=1) if enabled else None  # noqa: SIM115
+        )
 
     def write(self, time: datetime, level: int, source: str, message: str) -> None:
         if self._file is None or not self.mask & ssis_level_bit(level):
