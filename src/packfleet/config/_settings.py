@@ -54,6 +54,12 @@ class MasterSettings:
     master_address: str = ""
     tls_minimum_version: str = "1.3"
     retention_window_days: int = 7
+    #: The web console: its own listener with server-only TLS, since browsers hold no client certificate.
+    console_enabled: bool = True
+    console_address: str = "127.0.0.1"
+    console_port: int = 8392
+    #: Empty: the console serves the master certificate (the one SSLCertThumbprint names).
+    console_cert_thumbprint: str = ""
 
     def resolved_catalog_url(self, home: Path) -> str:
         """The catalog URL to connect to: ``CatalogUrl``, or SQLite in the home when it is empty."""
@@ -167,6 +173,10 @@ _MASTER: _Schema[MasterSettings] = _Schema(
         _Key("MasterAddress", "master_address", v.read_https_endpoint),
         _Key("TlsMinimumVersion", "tls_minimum_version", v.choice(("1.3", "1.2"))),
         _Key("RetentionWindowInDays", "retention_window_days", v.integer(1)),
+        _Key("ConsoleEnabled", "console_enabled", v.read_bool),
+        _Key("ConsoleAddress", "console_address", v.read_ip_address),
+        _Key("ConsolePort", "console_port", v.integer(1, 65535)),
+        _Key("ConsoleCertThumbprint", "console_cert_thumbprint", v.read_thumbprint),
     ),
 )
 

@@ -1,0 +1,184 @@
+"""A master with its console running in a thread of its own (Playwright's sync API refuses to run
+inside an asyncio loop), console users of each role, and a small HTTPS client that keeps the cookie."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import re
+import ssl
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import pytest
+
+from master.support import MasterHome, build_master_home
+from packfleet.catalog import WorkerInfo
+from packfleet.console import hash_password
+from packfleet.master import MasterServer
+from packfleet.pki import create_self_signed
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+PASSWORDS = {"ada": "admin-password-1", "otto": "operator-password-1", "vera": "viewer-password-1"}
+ROLES = {"ada": "admin", "otto": "operator", "vera": "viewer"}
+
+
+class RunningMaster:
+    """A MasterServer (and so its console) on its own event loop in a background thread."""
+
+    def __init__(self, mh: MasterHome) -> None:
+        self.mh = mh
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="master-loop", daemon=True)
+        self.server = MasterServer(mh.home, host="127.0.0.1", port=0, watch_interval=0)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.run(self.server.state.db(call, *args, **kwargs))
+
+    @property
+    def catalog(self) -> Any:
+        return self.server.state.catalog
+
+    @property
+    def url(self) -> str:
+        url = self.server.console_url
+        assert url is not None, "the console did not start"
+        return url.rstrip("/")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def start(self) -> None:
+        self.thread.start()
+        self.run(self.server.start())
+
+    def stop(self) -> None:
+        try:
+            self.run(self.server.stop())
+            self.run(asyncio.sleep(0.1))  # let transports finish closing (else a ResourceWarning)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+    def add_worker(self, name: str = "worker1", *, enabled: bool = True) -> str:
+        """A worker as `manager worker add --enable` and its first heartbeat leave it."""
+        agent_id = str(uuid.uuid4())
+        pem = create_self_signed([name]).cert_pem()
+        cert = self.db(self.catalog.add_worker_certificate, pem, actor="admin", enable=enabled)
+        info = WorkerInfo(
+            agent_id, name, f"{name}.example", "packfleet", ("127.0.0.2",), 12.5, 2048.0, 0, "0.1.0"
+        )
+        self.db(self.catalog.worker_heartbeat, cert.thumbprint, info)
+        return agent_id
+
+
+@pytest.fixture
+def mh(tmp_path: Path) -> MasterHome:
+    return build_master_home(tmp_path)
+
+
+@pytest.fixture
+def master(mh: MasterHome) -> Iterator[RunningMaster]:
+    running = RunningMaster(mh)
+    running.start()
+    for name, password in PASSWORDS.items():
+        running.db(running.catalog.add_user, name, ROLES[name], hash_password(password), actor="test")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: str
+
+    @property
+    def csrf(self) -> str:
+        found = re.search(r'name="csrf-token" content="([^"]*)"', self.body)
+        assert found, self.body[:500]
+        return found.group(1)
+
+
+@dataclass
+class Client:
+    """HTTPS to the console with one cookie jar; verifies the master certificate like a browser would."""
+
+    master: RunningMaster
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        ctx = ssl.create_default_context(cadata=self.master.mh.master_pem)
+        conn = http.client.HTTPSConnection("127.0.0.1", self.master.port, context=ctx, timeout=30)
+        sent = dict(headers or {})
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        try:
+            conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            text = response.read().decode()
+        finally:
+            conn.close()
+        for raw in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = raw.partition("=")
+            value = rest.split(";", 1)[0]
+            if "expires=Thu, 01 Jan 1970" in raw or "Max-Age=0" in raw:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        return Answer(response.status, response.headers, text)
+
+    def get(self, path: str, **kw: Any) -> Answer:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, form: dict[str, str], **kw: Any) -> Answer:
+        return self.request("POST", path, form=form, **kw)
+
+    def sign_in(self, name: str) -> Answer:
+        page = self.get("/login")
+        answer = self.post(
+            "/login", {"csrf_token": page.csrf, "username": name, "password": PASSWORDS[name], "next": "/"}
+        )
+        assert answer.status == 303, answer.body[:500]
+        return answer
+
+
+@pytest.fixture
+def client(master: RunningMaster) -> Client:
+    return Client(master)
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
