@@ -4,7 +4,9 @@ inside an asyncio loop), console users of each role, and a small HTTPS client th
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
+import logging
 import re
 import ssl
 import threading
@@ -13,15 +15,17 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import pytest
 
-from master.support import MasterHome, build_master_home
-from packfleet.catalog import WorkerInfo
+from master.support import MasterHome, build_master_home, project_archive
+from packfleet.catalog import EventInput, WorkerInfo
 from packfleet.console import hash_password
 from packfleet.master import MasterServer
+from packfleet.packages import inspect_archive
 from packfleet.pki import create_self_signed
 
 P = ParamSpec("P")
@@ -85,17 +89,81 @@ class RunningMaster:
         return agent_id
 
 
+@dataclass(frozen=True)
+class Lease:
+    agent_id: str
+    execution_id: int
+    task_id: int
+    attempt: int
+
+
+class Runs:
+    """Executions made by hand through the catalog, as a worker's lease, events and report would."""
+
+    def __init__(self, master: RunningMaster, root: Path) -> None:
+        self.master = master
+        archive = project_archive(root)
+        project = inspect_archive(archive)
+        master.db(master.catalog.deploy_project, "default", project.to_dict(), archive, actor="test")
+        self._seq: dict[tuple[int, int], int] = {}
+
+    def start(self, agent_id: str) -> Lease:
+        m = self.master
+        record = m.db(
+            m.catalog.create_execution,
+            "default",
+            "etl",
+            "load",
+            parameters={"rows": 10, "password": "s3cret"},
+            actor="admin",
+        )
+        [task] = m.db(m.catalog.lease_tasks, agent_id, 10, 60)
+        assert task.execution_id == record.execution_id
+        return Lease(agent_id, record.execution_id, task.task_id, task.attempt)
+
+    def lines(self, lease: Lease, texts: list[str]) -> None:
+        key = (lease.task_id, lease.attempt)
+        first = self._seq.get(key, 0) + 1
+        self._seq[key] = first + len(texts) - 1
+        now = datetime.now(UTC)
+        events = [
+            EventInput(
+                lease.execution_id, lease.task_id, lease.attempt, first + i, now, logging.INFO, "stdout", text
+            )
+            for i, text in enumerate(texts)
+        ]
+        m = self.master
+        assert m.db(m.catalog.add_events, lease.agent_id, events) == len(texts)
+        m.loop.call_soon_threadsafe(m.server.state.wakeups.notify, "events")
+
+    def finish(self, lease: Lease) -> None:
+        m = self.master
+        m.db(m.catalog.complete_task, lease.agent_id, lease.task_id, lease.attempt, "succeeded", exit_code=0)
+        m.loop.call_soon_threadsafe(m.server.state.wakeups.notify, "events")
+
+
+@pytest.fixture
+def runs(master: RunningMaster, tmp_path: Path) -> Runs:
+    return Runs(master, tmp_path / "project")
+
+
 @pytest.fixture
 def mh(tmp_path: Path) -> MasterHome:
     return build_master_home(tmp_path)
+
+
+@functools.cache
+def password_hash(name: str) -> str:
+    """argon2id is slow on purpose: hash each test password once per session."""
+    return hash_password(PASSWORDS[name])
 
 
 @pytest.fixture
 def master(mh: MasterHome) -> Iterator[RunningMaster]:
     running = RunningMaster(mh)
     running.start()
-    for name, password in PASSWORDS.items():
-        running.db(running.catalog.add_user, name, ROLES[name], hash_password(password), actor="test")
+    for name in PASSWORDS:
+        running.db(running.catalog.add_user, name, ROLES[name], password_hash(name), actor="test")
     try:
         yield running
     finally:

@@ -120,6 +120,8 @@ class LocalCluster:
         self.catalog_url = catalog_url
         self.host = host
         self.port = port or free_port(host)
+        #: The web console's port: a free one, so clusters side by side never contend for 8392.
+        self.console_port = free_port(host)
         self.fast = fast
         self.echo = echo
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -186,6 +188,8 @@ class LocalCluster:
         if self.catalog_url:
             args += ["--catalog", self.catalog_url]
         self.master.info = self.cli(self.master.home, *args, as_json=True)
+        for key, value in (("ConsoleAddress", self.host), ("ConsolePort", str(self.console_port))):
+            self.cli(self.master.home, "settings", "set", "master", key, value, as_json=True)
         if self.fast:
             for key, value in FAST_MASTER_SETTINGS.items():
                 self.cli(self.master.home, "settings", "set", "master", key, value, as_json=True)
