@@ -71,7 +71,7 @@ class RunningMaster:
     def stop(self) -> None:
         try:
             self.run(self.server.stop())
-            self.run(asyncio.sleep(0.1))  # let transports finish closing (else a ResourceWarning)
+            self.run(asyncio.sleep(0.5))  # let TLS transports finish closing (else a ResourceWarning)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)

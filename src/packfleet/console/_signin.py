@@ -43,7 +43,9 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         # An anonymous session carries the CSRF token of the sign-in form (login CSRF).
         session = Session.fresh()
         request[SESSION] = session
-    response = render(request, "login.html", title="Sign in", next=request.query.get("next", "/"), error=None)
+    response = render(
+        request, "login.html", title="Sign in", next=request.query.get("next", "/"), username="", error=None
+    )
     if fresh:
         request.app[SESSIONS].save(response, session)
     return response
@@ -65,6 +67,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             http_status=429,
             title="Sign in",
             next=target,
+            username=name,
             error=f"Too many failed sign-ins. Try again in {math.ceil(wait)} seconds.",
         )
         response.headers["Retry-After"] = str(math.ceil(wait))
@@ -87,6 +90,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             http_status=401,
             title="Sign in",
             next=target,
+            username=name,
             error="Wrong user name or password.",
         )
     limiter.succeeded(name)
