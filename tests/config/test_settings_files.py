@@ -94,6 +94,10 @@ def test_master_defaults_match_the_ssis_table() -> None:
         "MasterAddress": "",
         "TlsMinimumVersion": "1.3",
         "RetentionWindowInDays": 7,
+        "ConsoleEnabled": True,
+        "ConsoleAddress": "127.0.0.1",
+        "ConsolePort": 8392,
+        "ConsoleCertThumbprint": "",
     }
 
 
