@@ -77,10 +77,10 @@ class RunningMaster:
             self.thread.join(10)
             self.loop.close()
 
-    def add_worker(self, name: str = "worker1", *, enabled: bool = True) -> str:
+    def add_worker(self, name: str = "worker1", *, enabled: bool = True, days: int = 365) -> str:
         """A worker as `manager worker add --enable` and its first heartbeat leave it."""
         agent_id = str(uuid.uuid4())
-        pem = create_self_signed([name]).cert_pem()
+        pem = create_self_signed([name], days=days).cert_pem()
         cert = self.db(self.catalog.add_worker_certificate, pem, actor="admin", enable=enabled)
         info = WorkerInfo(
             agent_id, name, f"{name}.example", "packfleet", ("127.0.0.2",), 12.5, 2048.0, 0, "0.1.0"

@@ -208,3 +208,29 @@ def test_the_live_tail_resumes_after_last_event_id_and_ends_with_the_execution(
     assert again == lines[3:], "a reconnect resumes right after the last id it saw, no gap, no repeat"
     by_query = _sse(client, f"/executions/{lease.execution_id}/events?after={third}")
     assert [m for m in by_query if m[1] == "line"] == [m for m in resumed if m[1] == "line"]
+
+
+def test_the_dashboard_warns_of_expiring_certificates_and_counts_the_fleet(
+    client: Client, master: RunningMaster, runs: Runs
+) -> None:
+    master.add_worker("etl-1")
+    soon = master.add_worker("etl-2", days=5)
+    master.db(master.catalog.set_worker_enabled, soon, False, actor="test")
+    lease = runs.start(master.add_worker("etl-3"))
+    runs.finish(lease)
+    master.db(
+        master.catalog.create_execution, "default", "etl", "load", parameters={"rows": 1}, actor="admin"
+    )
+    client.sign_in("vera")
+    page = client.get("/")
+    assert "Expires in 5 days" in page.body and "etl-2" in page.body
+    assert "online, enabled</a>: 2" in page.body and "online, disabled</a>: 1" in page.body
+    assert 'class="big">1</p>' in page.body and "tasks waiting; the oldest since" in page.body
+    assert "<li>succeeded: 1</li>" in page.body and "<li>pending: 1</li>" in page.body
+    assert "reachable" in page.body and master.mh.master.thumbprint in page.body
+    certificates = client.get("/certificates")
+    assert certificates.body.count("<tr>") == 1 + 1 + 1 + 3  # header, master, admin, three workers
+    workers = client.get("/workers?q=etl-2")
+    assert "1 worker." in workers.body and "online, disabled" in workers.body
+    by_cert = client.get("/workers?sort=cert&order=asc")
+    assert by_cert.body.index(">etl-2<") < by_cert.body.index(">etl-1<")
