@@ -175,7 +175,7 @@ def console_server_context(
 
     No client certificate is asked for (CERT_NONE on a server context sends no CertificateRequest):
     people sign in with a password over this channel instead. Same versions, suites and no
-    compression as every other packfleet context; ALPN offers HTTP/1.1, the one aiohttp speaks.
+    compression as every other context built here; ALPN offers HTTP/1.1, the one aiohttp speaks.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(ctx, minimum_version)
