@@ -38,11 +38,13 @@ ROLES = {"ada": "admin", "otto": "operator", "vera": "viewer"}
 class RunningMaster:
     """A MasterServer (and so its console) on its own event loop in a background thread."""
 
-    def __init__(self, mh: MasterHome) -> None:
+    def __init__(self, mh: MasterHome, *, console_port: int | None = None) -> None:
         self.mh = mh
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="master-loop", daemon=True)
-        self.server = MasterServer(mh.home, host="127.0.0.1", port=0, watch_interval=0)
+        self.server = MasterServer(
+            mh.home, host="127.0.0.1", port=0, watch_interval=0, console_port=console_port
+        )
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

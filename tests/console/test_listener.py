@@ -18,7 +18,6 @@ from master.support import MasterHome, build_master_home
 from packfleet.cli import main
 from packfleet.config import load_master_settings, save_master_settings
 from packfleet.console import verify_password
-from packfleet.master import MasterServer
 from packfleet.pki import CertStore, create_self_signed
 
 from .conftest import RunningMaster
@@ -82,25 +81,33 @@ def test_a_console_certificate_of_its_own_is_swapped_in_on_reload(master: Runnin
     assert served_thumbprint(master.server.port) == master.mh.master.thumbprint
 
 
-async def test_console_enabled_false_starts_no_console(tmp_path: Path) -> None:
+# These run the master on a thread of its own, like every console test: Playwright's sync API keeps
+# an event loop running in the main thread for the whole session once a browser test has started.
+
+
+def test_console_enabled_false_starts_no_console(tmp_path: Path) -> None:
     mh: MasterHome = build_master_home(tmp_path)
     settings = load_master_settings(mh.home)
     save_master_settings(mh.home, dataclasses.replace(settings, console_enabled=False))
-    async with MasterServer(mh.home, host="127.0.0.1", port=0, watch_interval=0) as server:
-        assert server.console_url is None
+    running = RunningMaster(mh)
+    running.start()
+    try:
+        assert running.server.console_url is None
+    finally:
+        running.stop()
 
 
-async def test_a_console_port_in_use_leaves_the_master_serving(tmp_path: Path) -> None:
-    mh = build_master_home(tmp_path)
+def test_a_console_port_in_use_leaves_the_master_serving(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        async with MasterServer(
-            mh.home, host="127.0.0.1", port=0, console_port=port, watch_interval=0
-        ) as server:
-            assert server.console_url is None
-            assert server.port > 0
+        running = RunningMaster(build_master_home(tmp_path), console_port=taken.getsockname()[1])
+        running.start()
+        try:
+            assert running.server.console_url is None
+            assert served_thumbprint(running.server.port) == running.mh.master.thumbprint
+        finally:
+            running.stop()
 
 
 @pytest.mark.parametrize(
