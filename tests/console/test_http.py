@@ -234,3 +234,32 @@ def test_the_dashboard_warns_of_expiring_certificates_and_counts_the_fleet(
     assert "1 worker." in workers.body and "online, disabled" in workers.body
     by_cert = client.get("/workers?sort=cert&order=asc")
     assert by_cert.body.index(">etl-2<") < by_cert.body.index(">etl-1<")
+
+
+def test_the_dashboard_shows_a_rotation_in_progress_and_certificates_lists_the_next_one(
+    client: Client, master: RunningMaster
+) -> None:
+    rotation = master.server.state.rotation
+    assert rotation is not None
+    started = master.run(rotation.start(cns=["127.0.0.1", "localhost"], days=None, actor="admin"))
+    client.sign_in("vera")
+    page = client.get("/")
+    assert "Master certificate rotation in progress (announced:" in page.body
+    assert master.mh.master.thumbprint in page.body
+    listed = client.get("/certificates").body
+    assert "standby" in listed and started["new"] in listed
+
+
+def test_the_audit_page_filters_and_pages_newest_first(client: Client, master: RunningMaster) -> None:
+    for i in range(30):
+        master.db(master.catalog.audit, "admin", "worker.tag", f"w{i:02d}", {"n": i})
+    master.db(master.catalog.audit, "console:otto", "worker.disable", "w99", {"reason": "disk"})
+    client.sign_in("vera")
+    page = client.get("/audit?action=worker")
+    assert page.body.index("w99") < page.body.index("w29") and "w04" not in page.body
+    older = client.get(
+        "/audit" + page.body.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    )
+    assert "w04" in older.body and "w29" not in older.body and "w99" not in older.body
+    only = client.get("/audit?actor=console%3Aotto")
+    assert "w99" in only.body and "w29" not in only.body and "reason: disk" in only.body
