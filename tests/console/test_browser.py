@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from master.support import write_manager_settings
 
@@ -213,3 +213,21 @@ def test_a_reconnecting_live_tail_misses_no_line(master: RunningMaster, runs: Ru
     expect(page.locator("#live")).to_have_text("The execution has ended.", timeout=30_000)
     rows = _rows(page)
     assert rows == written == [f"line {i:03d}" for i in range(1, 121)], "lines lost or repeated"
+
+
+def test_pages_read_without_javascript(master: RunningMaster, runs: Runs, browser: Browser) -> None:
+    lease = runs.start(master.add_worker("etl-1"))
+    runs.lines(lease, ["first line", "second line"])
+    context = browser.new_context(java_script_enabled=False, ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        sign_in(page, master, "vera", f"/executions/{lease.execution_id}")
+        assert _rows(page) == ["first line", "second line"]
+        expect(page.locator("#live")).to_contain_text("Reload the page for new messages")
+        runs.lines(lease, ["third line"])
+        page.reload()
+        assert _rows(page) == ["first line", "second line", "third line"]
+        page.goto(master.url + "/workers?q=etl")
+        expect(page.get_by_role("link", name="etl-1")).to_be_visible()
+    finally:
+        context.close()

@@ -187,7 +187,8 @@ async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse
     store = request.app[SESSIONS]
     session = store.load(request)
     request[SESSION] = session
-    if session is not None and session.user is not None:
+    # Static files need no user: no catalog look-up for each stylesheet and script.
+    if session is not None and session.user is not None and not request.path.startswith("/static/"):
         viewer = await _current_user(request, session)
         if viewer is None:
             request[SESSION] = session = None
