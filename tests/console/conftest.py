@@ -8,6 +8,7 @@ import functools
 import http.client
 import logging
 import re
+import shutil
 import ssl
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from master.support import MasterHome, build_master_home, project_archive
 from packfleet.catalog import EventInput, WorkerInfo
@@ -152,6 +154,40 @@ def runs(master: RunningMaster, tmp_path: Path) -> Runs:
 @pytest.fixture
 def mh(tmp_path: Path) -> MasterHome:
     return build_master_home(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, for one test module.
+
+    Not pytest-playwright's session-wide browser: Playwright's sync API keeps its event loop marked
+    as running in the main thread for as long as it is started, which would break every asyncio test
+    that runs after the browser tests in the same session. Stopping it at the end of the module
+    clears that. Never a downloaded browser (`playwright install`); Playwright adds --headless and
+    --no-sandbox itself.
+    """
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("chromium is missing: apt-get install -y chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    # Each test's master has a fresh self-signed certificate; the HTTP tests verify it properly.
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 700})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 @functools.cache

@@ -28,21 +28,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args() -> dict[str, Any]:
-    # Debian's Chromium, never a downloaded one; Playwright adds --headless and --no-sandbox itself.
-    return {
-        "executable_path": shutil.which("chromium"),
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-    }
-
-
-@pytest.fixture(scope="session")
-def browser_context_args() -> dict[str, Any]:
-    # Each test's master has a fresh self-signed certificate; the HTTP tests verify it properly.
-    return {"ignore_https_errors": True, "viewport": {"width": 1100, "height": 700}}
-
-
 @pytest.fixture
 def console_errors(page: Page) -> Iterator[list[str]]:
     """Console errors of the page (a CSP violation shows up here): none are expected."""

@@ -9,7 +9,6 @@ import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -28,19 +27,6 @@ pytestmark = [
 
 LINES = 25
 PASSWORD = "operator-password-9"
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args() -> dict[str, Any]:
-    return {
-        "executable_path": shutil.which("chromium"),
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-    }
-
-
-@pytest.fixture(scope="session")
-def browser_context_args() -> dict[str, Any]:
-    return {"ignore_https_errors": True, "viewport": {"width": 1100, "height": 700}}
 
 
 def _project(root: Path) -> Path:
