@@ -46,7 +46,16 @@
     source.addEventListener("line", onLine);
     source.addEventListener("end", onEnd);
     source.onopen = function () { if (live) { live.textContent = "Live: new messages appear as they arrive."; } };
-    source.onerror = function () { if (live && !ended) { live.textContent = "Reconnecting..."; } };
+    source.onerror = function () {
+      if (ended || !source) { return; }
+      if (source.readyState === EventSource.CLOSED) {
+        // The browser gave up (the session ended, or the answer was not a stream): say so.
+        close();
+        if (live) { live.textContent = "The live tail stopped: reload the page."; }
+      } else if (live) {
+        live.textContent = "Reconnecting...";
+      }
+    };
   }
 
   function close() {
