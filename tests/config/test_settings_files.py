@@ -98,6 +98,10 @@ def test_master_defaults_match_the_ssis_table() -> None:
         "IdleConnectionTimeoutInSecs": 30,
         "MaxConnectionsPerAddress": 128,
         "MaxConnections": 4096,
+        "ConsoleEnabled": True,
+        "ConsoleAddress": "127.0.0.1",
+        "ConsolePort": 8392,
+        "ConsoleCertThumbprint": "",
     }
 
 

@@ -18,10 +18,13 @@ from packfleet.catalog._base import TASKS_CHANNEL, Clock, canonical_agent_id, ut
 from packfleet.catalog._catalog import Catalog
 from packfleet.catalog._joins import ConnectOutcome, JoinOutcome, TokenBinding
 from packfleet.catalog._records import (
+    CONSOLE_ROLES,
     AuditRecord,
     CertificateRecord,
     CompletionReport,
     CompletionResult,
+    ConsoleRole,
+    ConsoleUserRecord,
     EventInput,
     EventRecord,
     ExecutionRecord,
@@ -45,6 +48,7 @@ from packfleet.catalog._records import (
 )
 
 __all__ = [
+    "CONSOLE_ROLES",
     "TASKS_CHANNEL",
     "AuditRecord",
     "Catalog",
@@ -53,6 +57,8 @@ __all__ = [
     "ConnectOutcome",
     "CompletionReport",
     "CompletionResult",
+    "ConsoleRole",
+    "ConsoleUserRecord",
     "EventInput",
     "EventRecord",
     "ExecutionRecord",

@@ -195,12 +195,34 @@ class AdminCatalog(CatalogBase):
         with self._write() as conn:
             self._audit(conn, actor, action, target, details)
 
-    def list_audit(self, *, limit: int = 100, after_id: int = 0, newest: bool = False) -> list[AuditRecord]:
+    def list_audit(
+        self,
+        *,
+        limit: int = 100,
+        after_id: int = 0,
+        newest: bool = False,
+        before_id: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> list[AuditRecord]:
         """Audit rows in order, after ``after_id`` (to page or follow the log).
 
         With ``newest`` the *last* ``limit`` rows (still oldest first), as ``manager audit`` shows them.
+        ``before_id`` pages backwards from there; ``actor`` and ``target`` match exactly, ``action``
+        matches itself or its prefix before a dot (``worker`` finds ``worker.disable``).
         """
         query = select(audit_log).where(audit_log.c.id > after_id)
+        if before_id is not None:
+            query = query.where(audit_log.c.id < before_id)
+        if actor:
+            query = query.where(audit_log.c.actor == actor)
+        if target:
+            query = query.where(audit_log.c.target == target)
+        if action:
+            query = query.where(
+                (audit_log.c.action == action) | audit_log.c.action.startswith(action + ".", autoescape=True)
+            )
         query = query.order_by(audit_log.c.id.desc() if newest else audit_log.c.id).limit(limit)
         with self._read() as conn:
             rows = conn.execute(query).all()

@@ -14,11 +14,19 @@ from packfleet.catalog._joins import JoinCatalog
 from packfleet.catalog._leases import LeaseCatalog
 from packfleet.catalog._projects import ProjectCatalog
 from packfleet.catalog._rotation import RotationCatalog
+from packfleet.catalog._users import UserCatalog
 from packfleet.catalog._workers import WorkerCatalog
 
 
 class Catalog(
-    JoinCatalog, WorkerCatalog, ProjectCatalog, ExecutionCatalog, LeaseCatalog, AdminCatalog, RotationCatalog
+    JoinCatalog,
+    WorkerCatalog,
+    ProjectCatalog,
+    ExecutionCatalog,
+    LeaseCatalog,
+    AdminCatalog,
+    RotationCatalog,
+    UserCatalog,
 ):
     """The master's database: projects, executions and tasks, workers and trust, audit.
 

@@ -8,7 +8,7 @@ the project version their parameters were checked against (the newest at creatio
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, Select, delete, func, select, update
@@ -340,20 +340,56 @@ class ExecutionCatalog(CatalogBase):
 
     # --- reading ---------------------------------------------------------------------------------
 
-    def list_executions(self, *, limit: int = 50, status: int | None = None) -> list[ExecutionRecord]:
-        """The newest executions first, optionally only those with SSIS status code ``status``."""
-        query = _execution_query().order_by(executions.c.id.desc()).limit(limit)
+    def list_executions(
+        self,
+        *,
+        limit: int = 50,
+        status: int | None = None,
+        offset: int = 0,
+        folder: str | None = None,
+        project: str | None = None,
+        package: str | None = None,
+        created_by: str | None = None,
+        agent_id: str | None = None,
+    ) -> list[ExecutionRecord]:
+        """The newest executions first, optionally only those with SSIS status code ``status``.
+
+        The other filters match exactly (``agent_id``: the worker holding or last holding the task);
+        ``offset`` skips that many of the newest, for the console's pages.
+        """
+        query = _execution_query().order_by(executions.c.id.desc()).limit(limit).offset(offset)
         if status is not None:
             query = query.where(executions.c.status == int(status))
+        for column, wanted in (
+            (executions.c.folder, folder),
+            (executions.c.project, project),
+            (executions.c.package, package),
+            (executions.c.created_by, created_by),
+            (tasks.c.agent_id, agent_id),
+        ):
+            if wanted:
+                query = query.where(column == wanted)
         with self._read() as conn:
             return self._execution_records(conn, conn.execute(query).all())
 
-    def execution_counts(self) -> dict[ExecutionStatus, int]:
-        """How many executions the catalog holds in each status (every status, zero included)."""
+    def execution_counts(self, *, since: datetime | None = None) -> dict[ExecutionStatus, int]:
+        """How many executions the catalog holds in each status (every status, zero included);
+        with ``since``, only those created at or after it."""
         query = select(executions.c.status, func.count()).group_by(executions.c.status)
+        if since is not None:
+            query = query.where(executions.c.created_at >= since)
         with self._read() as conn:
             counted = {int(status): int(n) for status, n in conn.execute(query).all()}
         return {status: counted.get(int(status), 0) for status in ExecutionStatus}
+
+    def queue_summary(self) -> tuple[int, datetime | None]:
+        """How many tasks wait for a worker (READY), and when the oldest of them was made ready."""
+        query = select(func.count(), func.min(tasks.c.created_at)).where(
+            tasks.c.status == int(TaskStatus.READY)
+        )
+        with self._read() as conn:
+            count, oldest = conn.execute(query).one()
+        return int(count), oldest
 
     def get_execution(self, execution_id: int) -> ExecutionRecord:
         """One execution with its task (status, attempt, worker, lease) and allowed workers."""

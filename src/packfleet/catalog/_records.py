@@ -108,6 +108,8 @@ Outcome = Literal["succeeded", "failed", "canceled"]
 Role = Literal["admin", "executor", "worker"]
 ROLES: frozenset[str] = frozenset({"admin", "executor", "worker"})
 CertificateStatus = Literal["active", "revoked", "retired"]
+ConsoleRole = Literal["viewer", "operator", "admin"]
+CONSOLE_ROLES: tuple[str, ...] = ("viewer", "operator", "admin")  # each may do what the ones before may
 HeartbeatState = Literal["enabled", "disabled", "revoked", "conflict", "deleted"]
 
 
@@ -161,6 +163,8 @@ class WorkerInfo(_Record):
     memory_free_mb: float = 0.0
     running_tasks: int = 0
     version: str = ""
+    #: The worker's MaxTaskCount (0: not reported).
+    max_tasks: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -247,6 +251,20 @@ class PrincipalRecord(_Record):
     thumbprint: str | None
     password_hash: str | None
     created_at: datetime
+
+    _hidden: ClassVar[frozenset[str]] = frozenset({"password_hash"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConsoleUserRecord(_Record):
+    """A web console user; the argon2id hash stays off ``to_dict``."""
+
+    id: int
+    name: str
+    role: ConsoleRole
+    password_hash: str
+    created_at: datetime
+    updated_at: datetime
 
     _hidden: ClassVar[frozenset[str]] = frozenset({"password_hash"})
 

@@ -236,6 +236,19 @@ principals = Table(
     Column("created_at", UtcDateTime, nullable=False),
 )
 
+# Web console users: a name, a role (viewer, operator, admin) and an argon2id password hash. Kept apart
+# from ``principals``, whose roles are those of client certificates on the admin API.
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
 join_tokens = Table(
     "join_tokens",
     metadata,

@@ -73,6 +73,7 @@ def _machine_info(info: WorkerInfo) -> dict[str, Any]:
         "memory_free_mb": info.memory_free_mb,
         "running_tasks": info.running_tasks,
         "version": info.version,
+        **({"max_tasks": info.max_tasks} if info.max_tasks > 0 else {}),
     }
 
 
@@ -320,10 +321,13 @@ class WorkerCatalog(CatalogBase):
                 fix=f"give the worker its own certificate: {_NEW_CERT}",
             )
 
-    def set_worker_enabled(self, agent_id: str, enabled: bool, *, actor: str) -> WorkerRecord:
+    def set_worker_enabled(
+        self, agent_id: str, enabled: bool, *, actor: str, reason: str | None = None
+    ) -> WorkerRecord:
         """Enable or disable a worker (SSIS ``[catalog].[enable_worker_agent]``/``disable_...``).
 
         A disabled worker keeps sending heartbeats but leases no new task; its running tasks finish.
+        ``reason`` (the console asks for one when disabling) goes into the audit row.
         """
         agent_id = canonical_agent_id(agent_id)
         with self._write() as conn:
@@ -331,7 +335,8 @@ class WorkerCatalog(CatalogBase):
             conn.execute(
                 update(worker_agents).where(worker_agents.c.agent_id == agent_id).values(is_enabled=enabled)
             )
-            self._audit(conn, actor, "worker.enable" if enabled else "worker.disable", agent_id)
+            details = {"reason": reason} if reason else None
+            self._audit(conn, actor, "worker.enable" if enabled else "worker.disable", agent_id, details)
             return self._require_worker(conn, agent_id)
 
     def update_worker(

@@ -15,6 +15,7 @@ from packfleet.cli import (  # noqa: F401
     _rotate,
     _settings,
     _tokens,
+    _users,
     _worker,
     _worker_run,
 )

@@ -62,6 +62,12 @@ class MasterSettings:
     max_connections_per_address: int = 128
     #: Open connections in total; the master raises its open-file limit to fit them when it may.
     max_connections: int = 4096
+    #: The web console: its own listener with server-only TLS, since browsers hold no client certificate.
+    console_enabled: bool = True
+    console_address: str = "127.0.0.1"
+    console_port: int = 8392
+    #: Empty: the console serves the master certificate (the one SSLCertThumbprint names).
+    console_cert_thumbprint: str = ""
 
     def resolved_catalog_url(self, home: Path) -> str:
         """The catalog URL to connect to: ``CatalogUrl``, or SQLite in the home when it is empty."""
@@ -179,6 +185,10 @@ _MASTER: _Schema[MasterSettings] = _Schema(
         _Key("IdleConnectionTimeoutInSecs", "idle_connection_timeout_secs", v.integer(1, 86400)),
         _Key("MaxConnectionsPerAddress", "max_connections_per_address", v.integer(1, 1_000_000)),
         _Key("MaxConnections", "max_connections", v.integer(1, 1_000_000)),
+        _Key("ConsoleEnabled", "console_enabled", v.read_bool),
+        _Key("ConsoleAddress", "console_address", v.read_ip_address),
+        _Key("ConsolePort", "console_port", v.integer(1, 65535)),
+        _Key("ConsoleCertThumbprint", "console_cert_thumbprint", v.read_thumbprint),
     ),
 )
 

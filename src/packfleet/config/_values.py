@@ -8,6 +8,7 @@ form it expected; the settings loader adds the file and the key.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import urllib.parse
@@ -122,6 +123,16 @@ def read_thumbprint(value: object) -> str:
     if problem is not None:
         raise Invalid(f"{expected}; {problem}")
     return normalize_thumbprint(text)
+
+
+def read_ip_address(value: object) -> str:
+    """An IPv4 or IPv6 address to listen on (``127.0.0.1`` keeps a listener to this machine)."""
+    expected = "an IP address such as 127.0.0.1 or 0.0.0.0"
+    text = read_text_as(value, expected).strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise Invalid(expected) from None
 
 
 def read_https_endpoint(value: object) -> str:

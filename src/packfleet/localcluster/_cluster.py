@@ -9,6 +9,7 @@ node is a separate process in its own home. Processes are ended by the PIDs this
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import http.client
 import json
@@ -27,6 +28,7 @@ from types import FrameType
 from typing import IO, Any
 
 from packfleet._lifetime import die_with_parent
+from packfleet.config import load_master_settings, save_master_settings
 from packfleet.errors import ClusterError
 
 #: Intervals short enough that a test sees heartbeats, lease expiry and sweeps within seconds.
@@ -120,6 +122,8 @@ class LocalCluster:
         self.catalog_url = catalog_url
         self.host = host
         self.port = port or free_port(host)
+        #: The web console's port: a free one, so clusters side by side never contend for 8392.
+        self.console_port = free_port(host)
         self.fast = fast
         self.echo = echo
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -186,6 +190,12 @@ class LocalCluster:
         if self.catalog_url:
             args += ["--catalog", self.catalog_url]
         self.master.info = self.cli(self.master.home, *args, as_json=True)
+        # Written directly rather than by two `settings set` processes: every cluster start pays for it.
+        settings = load_master_settings(self.master.home)
+        save_master_settings(
+            self.master.home,
+            dataclasses.replace(settings, console_address=self.host, console_port=self.console_port),
+        )
         if self.fast:
             for key, value in FAST_MASTER_SETTINGS.items():
                 self.cli(self.master.home, "settings", "set", "master", key, value, as_json=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from packfleet.catalog import ExecutionRecord
+from packfleet.catalog import ExecutionRecord, WorkerRecord
 from packfleet.errors import PackfleetError
 from packfleet.master._admission import admission_refusal
 from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
@@ -113,18 +113,26 @@ async def get_worker(call: Call) -> web.StreamResponse:
     return json_response(worker.to_dict())
 
 
-async def _set_enabled(call: Call, enabled: bool) -> web.StreamResponse:
-    state = call.state
-    ref = call.request.match_info["ref"]
+async def set_worker_enabled(
+    state: MasterState, ref: str, enabled: bool, *, actor: str, reason: str | None = None
+) -> WorkerRecord:
+    """Enable or disable worker ``ref``: the catalog, the principal cache, its open connections and
+    the waiting long-polls (the admin route and the web console share this)."""
     found = await state.db(state.catalog.get_worker, ref)
     worker = await state.db(
-        state.catalog.set_worker_enabled, found.agent_id, enabled, actor=call.caller.actor
+        state.catalog.set_worker_enabled, found.agent_id, enabled, actor=actor, reason=reason
     )
     thumbprints = [c.thumbprint for c in worker.certificates]
     state.principals.invalidate(thumbprints)
     if not enabled:
         cut_off(state, thumbprints, f"worker {worker.agent_id} disabled")
     state.wakeups.notify(TASKS)
+    return worker
+
+
+async def _set_enabled(call: Call, enabled: bool) -> web.StreamResponse:
+    ref = call.request.match_info["ref"]
+    worker = await set_worker_enabled(call.state, ref, enabled, actor=call.caller.actor)
     return json_response(worker.to_dict())
 
 
@@ -152,20 +160,23 @@ async def update_worker(call: Call) -> web.StreamResponse:
     return json_response(worker.to_dict())
 
 
-async def delete_worker(call: Call) -> web.StreamResponse:
-    """SSIS Manager's "Delete Worker": forget it, drop its certificates from the Root store."""
-    state = call.state
-    found = await state.db(state.catalog.get_worker, call.request.match_info["ref"])
-    thumbprints = await state.db(state.catalog.delete_worker, found.agent_id, actor=call.caller.actor)
+async def remove_worker(state: MasterState, ref: str, *, actor: str) -> dict[str, Any]:
+    """SSIS Manager's "Delete Worker": forget it, drop its certificates from the Root store, close
+    its connections (the admin route and the web console share this)."""
+    found = await state.db(state.catalog.get_worker, ref)
+    thumbprints = await state.db(state.catalog.delete_worker, found.agent_id, actor=actor)
     removed = await state.db(remove_from_root, state, thumbprints)
     state.principals.invalidate(thumbprints)
     cut_off(state, thumbprints, f"worker {found.agent_id} deleted")
     state.wakeups.notify(TASKS)
     if removed:
         await reload_after_removal(state)
-    return json_response(
-        {"agent_id": found.agent_id, "thumbprints": thumbprints, "removed_from_root": removed}
-    )
+    return {"agent_id": found.agent_id, "thumbprints": thumbprints, "removed_from_root": removed}
+
+
+async def delete_worker(call: Call) -> web.StreamResponse:
+    ref = call.request.match_info["ref"]
+    return json_response(await remove_worker(call.state, ref, actor=call.caller.actor))
 
 
 async def revoke_certificate(call: Call) -> web.StreamResponse:
@@ -356,12 +367,22 @@ async def execution_events(call: Call) -> web.StreamResponse:
     )
 
 
-async def cancel(call: Call) -> web.StreamResponse:
-    state = call.state
-    record = await state.db(state.catalog.cancel_execution, _execution_id(call), actor=call.caller.actor)
+async def cancel_execution(state: MasterState, execution_id: int, *, actor: str) -> ExecutionRecord:
+    """Cancel an execution and wake its worker's task heartbeat and every follower."""
+    record = await state.db(state.catalog.cancel_execution, execution_id, actor=actor)
     state.wakeups.notify(TASKS)
     state.wakeups.notify(EVENTS)
-    return json_response(await _Manifests(state).shown(record))
+    return record
+
+
+async def shown_execution(state: MasterState, record: ExecutionRecord) -> dict[str, Any]:
+    """An execution as admin routes show it: sensitive parameters masked by its version's manifest."""
+    return await _Manifests(state).shown(record)
+
+
+async def cancel(call: Call) -> web.StreamResponse:
+    record = await cancel_execution(call.state, _execution_id(call), actor=call.caller.actor)
+    return json_response(await _Manifests(call.state).shown(record))
 
 
 async def audit(call: Call) -> web.StreamResponse:

@@ -64,7 +64,15 @@ def _inventory(
         try:
             info = CertStore(state.home, store).info(thumbprint)
             entries.append(
-                _entry("master", thumbprint, info.not_after, now, status="serving", name=_cn(info))
+                _entry(
+                    "master",
+                    thumbprint,
+                    info.not_after,
+                    now,
+                    status="serving",
+                    name=_cn(info),
+                    sha256=info.sha256,
+                )
             )
             seen.add(thumbprint)
         except PackfleetError as exc:
@@ -72,7 +80,15 @@ def _inventory(
     for info in root.list():
         if info.has_private_key and info.thumbprint not in seen:
             entries.append(
-                _entry("master", info.thumbprint, info.not_after, now, status="standby", name=_cn(info))
+                _entry(
+                    "master",
+                    info.thumbprint,
+                    info.not_after,
+                    now,
+                    status="standby",
+                    name=_cn(info),
+                    sha256=info.sha256,
+                )
             )
             seen.add(info.thumbprint)
     for person in principals:
@@ -80,7 +96,15 @@ def _inventory(
             continue
         info = root.info(person.thumbprint)
         entries.append(
-            _entry(person.role, person.thumbprint, info.not_after, now, status="active", name=person.name)
+            _entry(
+                person.role,
+                person.thumbprint,
+                info.not_after,
+                now,
+                status="active",
+                name=person.name,
+                sha256=info.sha256,
+            )
         )
     for cert in workers:
         entries.append(
@@ -92,6 +116,7 @@ def _inventory(
                 status=cert.status,
                 worker=cert.agent_id,
                 name=cert.display_name or cert.subject,
+                sha256=cert.sha256,
             )
         )
     return entries

@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler as AiohttpHandler
 
 from packfleet import __version__
 from packfleet.catalog import Catalog, utc_now
+from packfleet.console import ConsoleServer
 from packfleet.errors import PackfleetError
 from packfleet.master import _admin_api, _bulk_api, _fleet, _join_api, _renewal, _rotation, _worker_api
 from packfleet.master._admission import warn_never_accepted
@@ -34,6 +35,7 @@ from packfleet.master._auth import (
     peer_certificate,
     thumbprint_of_der,
 )
+from packfleet.master._console import MasterFleet, console_context, default_address
 from packfleet.master._jobs import Job, JobRunner
 from packfleet.master._limits import GUARD, ConnectionGuard, ConnectionLimits, GuardedSite, track_requests
 from packfleet.master._logsafe import RateLimitedLog, safe
@@ -260,6 +262,7 @@ class MasterServer:
         port: int | None = None,
         watch_interval: float = 2.0,
         shutdown_timeout: float = 10.0,
+        console_port: int | None = None,
     ) -> None:
         self.home = Path(home)
         self.host = host
@@ -282,6 +285,14 @@ class MasterServer:
         #: With a PostgreSQL catalog: wake-ups from other masters and the sweep leadership.
         self._coordination: PostgresCoordination | None = None
         self.port = 0
+        #: ConsolePort unless given; tests that pick a free master port (0) get a free console port too.
+        self._console_port = console_port if console_port is not None else (0 if port == 0 else None)
+        self._console: ConsoleServer | None = None
+
+    @property
+    def console_url(self) -> str | None:
+        """The web console's address, or None when ConsoleEnabled is false (or it could not start)."""
+        return self._console.url if self._console is not None else None
 
     @property
     def state(self) -> MasterState:
@@ -379,6 +390,7 @@ class MasterServer:
         ).start()
         self.port = sock.getsockname()[1]
         self._jobs.start(self._job_list())
+        await self._start_console(material)
         await self.expiry_once()
         log.info(
             "master started on %s:%d serving certificate %s (binding %s, %s store); catalog %s",
@@ -389,6 +401,35 @@ class MasterServer:
             material.binding.certstorename,
             catalog.url,
         )
+
+    async def _start_console(self, material: TlsMaterial) -> None:
+        """Start the console listener (ConsoleEnabled). A console that cannot start is logged and left
+        out: the workers' listener is already serving, and the fleet must not stop for its web page."""
+        settings = material.settings
+        if not settings.console_enabled:
+            return
+        port = settings.console_port if self._console_port is None else self._console_port
+        started = self._clock()
+        fleet = MasterFleet(
+            self.state,
+            started_at=started,
+            address=lambda: settings.master_address or default_address(self.host, self.port),
+            serving=lambda: self.metrics.serving,
+        )
+        console = ConsoleServer(
+            fleet,
+            self.home,
+            host=settings.console_address,
+            port=port,
+            context=console_context(self.home, material),
+        )
+        try:
+            await console.start()
+        except PackfleetError as exc:
+            log.error("web console not started: %s", str(exc).replace("\n", " "))
+            await console.stop()
+            return
+        self._console = console
 
     def _job_list(self) -> list[Job]:
         assert self._material is not None  # noqa: S101 - only called once started
@@ -491,6 +532,13 @@ class MasterServer:
             old = self._material
             self._material = material
             await self._warn_never_accepted(material.thumbprint)
+            if self._console is not None:
+                try:
+                    self._console.swap(console_context(self.home, material))
+                except PackfleetError as exc:
+                    log.error(
+                        "console certificate not swapped, still serving the last good one: %s", exc.message
+                    )
             self.metrics.serving = (material.thumbprint, material.binding.certstorename)
             await self._audit_store_change()
             if material.thumbprint != old.thumbprint:
@@ -553,6 +601,9 @@ class MasterServer:
                 task.cancel()
             self._state.closing = True
             self._state.wakeups.notify_all()
+        if self._console is not None:
+            await self._console.stop()
+            self._console = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -601,6 +652,8 @@ async def serve(server: MasterServer) -> None:
         task.add_done_callback(reloads.discard)
 
     await server.start()
+    if server.console_url is not None:
+        print(f"console: {server.console_url}", flush=True)  # `master run` tells where to browse
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)

@@ -12,6 +12,7 @@ from packfleet.transport._pinned import PinnedConnection
 from packfleet.transport._policy import (
     HotSwapServerContext,
     client_context,
+    console_server_context,
     master_server_context,
     probe_context,
     tls_version,
@@ -25,6 +26,7 @@ __all__ = [
     "PeerCertificate",
     "PinnedConnection",
     "client_context",
+    "console_server_context",
     "explain_client_failure",
     "fetch_server_certificate",
     "master_server_context",

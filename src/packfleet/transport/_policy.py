@@ -184,3 +184,20 @@ class HotSwapServerContext:
         current = self._current
         if ssl_object.context is not current:
             ssl_object.context = current
+
+
+def console_server_context(
+    cert_file: Path, key_file: Path, *, minimum_version: str = "1.3"
+) -> ssl.SSLContext:
+    """The web console's server context: server-only TLS, because browsers hold no worker certificate.
+
+    No client certificate is asked for (CERT_NONE on a server context sends no CertificateRequest):
+    people sign in with a password over this channel instead. Same versions, suites and no
+    compression as every other context built here; ALPN offers HTTP/1.1, the one aiohttp speaks.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _harden(ctx, minimum_version)
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    _load_identity(ctx, cert_file, key_file, "console certificate")
+    return ctx

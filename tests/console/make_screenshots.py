@@ -1,0 +1,84 @@
+"""Take the screenshots in docs/console/ with Debian's Chromium: ``python tests/console/make_screenshots.py``.
+
+A master with its console runs in this process on a throwaway home, with a few workers, executions
+and event messages made through the catalog, so each page has something to show.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent)]
+
+from console.conftest import PASSWORDS, ROLES, RunningMaster, Runs  # noqa: E402
+from master.support import build_master_home  # noqa: E402
+from packfleet.console import hash_password  # noqa: E402
+
+OUT = HERE.parents[1] / "docs" / "console"
+PAGES = {
+    "login": "/login",
+    "dashboard": "/",
+    "workers": "/workers",
+    "worker": None,  # filled in below
+    "executions": "/executions",
+    "execution": None,
+    "certificates": "/certificates",
+    "audit": "/audit",
+}
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        master = RunningMaster(build_master_home(Path(tmp)))
+        master.start()
+        try:
+            for name, password in PASSWORDS.items():
+                master.db(master.catalog.add_user, name, ROLES[name], hash_password(password), actor="admin")
+            agents = [master.add_worker(name) for name in ("etl-1", "etl-2", "reports-1")]
+            master.db(
+                master.catalog.set_worker_enabled, agents[2], False, actor="console:otto", reason="new disk"
+            )
+            runs = Runs(master, Path(tmp) / "project")
+            leases = [runs.start(agents[i % 2]) for i in range(4)]
+            for lease in leases[:3]:
+                runs.lines(lease, [f"loaded batch {i} of 500 rows" for i in range(1, 9)])
+                runs.finish(lease)
+            runs.lines(leases[3], ["connecting to the warehouse", "loaded batch 1 of 500 rows"])
+            PAGES["worker"] = f"/workers/{agents[0]}"
+            PAGES["execution"] = f"/executions/{leases[3].execution_id}"
+            with sync_playwright() as p:
+                browser = p.chromium.launch(
+                    executable_path=shutil.which("chromium"),
+                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+                )
+                context = browser.new_context(
+                    ignore_https_errors=True, viewport={"width": 1100, "height": 700}
+                )
+                page = context.new_page()
+                page.goto(master.url + "/login")
+                page.screenshot(path=OUT / "login.png")
+                page.get_by_label("User name").fill("ada")
+                page.get_by_label("Password").fill(PASSWORDS["ada"])
+                page.get_by_role("button", name="Sign in").click()
+                page.wait_for_url(master.url + "/")
+                for name, path in PAGES.items():
+                    if name == "login":
+                        continue
+                    page.goto(master.url + str(path))
+                    page.screenshot(path=OUT / f"{name}.png")
+                    print(OUT / f"{name}.png")
+                context.close()
+                browser.close()
+        finally:
+            master.stop()
+
+
+if __name__ == "__main__":
+    main()
