@@ -119,7 +119,7 @@ async def test_a_trusted_certificate_that_is_nobodys_is_refused_on_admin_routes(
 ) -> None:
     answer = await raw(context_for(mh.worker, mh, tmp_path), server, "GET", routes.ADMIN_AUDIT)
     assert answer.status == 403
-    assert "no admin's or executor's certificate" in answer.body["detail"]
+    assert "belongs to no admin, executor or viewer identity" in answer.body["detail"]
 
 
 async def test_an_executor_may_run_and_watch_but_not_administer(

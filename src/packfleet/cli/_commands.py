@@ -6,6 +6,7 @@ from packfleet.cli import (  # noqa: F401
     _cert,
     _doctor,
     _executions,
+    _identity,
     _join,
     _manager,
     _manager_certs,

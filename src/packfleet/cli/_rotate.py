@@ -17,11 +17,10 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from packfleet.cli._client import call, state
 from packfleet.cli._manager import manager_group, worker_admin
-from packfleet.cli._output import json_option
+from packfleet.cli._output import json_option, print_table
 from packfleet.cli._worker import worker_group
 from packfleet.config import load_manager_settings, set_setting
 from packfleet.errors import CertificateNotFound
@@ -135,17 +134,19 @@ def _print_rotation(out: Console, result: dict[str, Any]) -> None:
         out.print(f"rotation to {result['aborted']} aborted; the master keeps serving {result['serving']}")
         return
     out.print(f"the master serves {result['new']}; {result['old']} is retired")
-    table = Table("worker", "online", "enabled", "accepts", "status")
+    rows: list[list[str]] = []
     for row in result.get("workers", []):
         done = "[green]rotated[/]" if row.get("promoted") else "[yellow]needs the manual steps[/]"
-        table.add_row(
-            _label(row),
-            "yes" if row.get("online") else "no",
-            "yes" if row.get("enabled") else "no",
-            ", ".join(row.get("accepts") or []) or "-",
-            done,
+        rows.append(
+            [
+                _label(row),
+                "yes" if row.get("online") else "no",
+                "yes" if row.get("enabled") else "no",
+                ", ".join(row.get("accepts") or []) or "-",
+                done,
+            ]
         )
-    out.print(table)
+    print_table(out, ["worker", "online", "enabled", "accepts", "status"], rows)
     behind = result.get("behind") or []
     if behind:
         out.print(f"{len(behind)} worker(s) did not take part; on each of them (seed steps 5.1-5.3):")

@@ -22,7 +22,16 @@ from aiohttp.typedefs import Handler as AiohttpHandler
 from packfleet import __version__
 from packfleet.catalog import Catalog, utc_now
 from packfleet.errors import PackfleetError
-from packfleet.master import _admin_api, _bulk_api, _fleet, _join_api, _renewal, _rotation, _worker_api
+from packfleet.master import (
+    _admin_api,
+    _bulk_api,
+    _fleet,
+    _identity_api,
+    _join_api,
+    _renewal,
+    _rotation,
+    _worker_api,
+)
 from packfleet.master._api import Endpoint, openapi_document
 from packfleet.master._auth import (
     Caller,
@@ -82,6 +91,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *_renewal.ENDPOINTS,
     *_rotation.ENDPOINTS,
     *_fleet.ENDPOINTS,
+    *_identity_api.ENDPOINTS,
 )
 
 
@@ -100,7 +110,7 @@ def _guard(endpoint: Endpoint) -> AiohttpHandler:
             if endpoint.access != "open":
                 principal = await state.principals.get(thumbprint)
         caller = Caller(thumbprint, der, principal)
-        check_access(endpoint.access, caller, where)
+        check_access(endpoint.admits, caller, where)
         return await endpoint.handler(Call(request, caller, state, endpoint.max_body))
 
     return handle

@@ -37,5 +37,7 @@ ADMIN_ROTATION_MASTER_CERT = f"{ADMIN}/rotation/master-cert"
 ADMIN_TOKENS = f"{ADMIN}/tokens"
 ADMIN_TOKEN_REVOKE = f"{ADMIN}/tokens/{{token_id}}/revoke"
 ADMIN_WORKER_CONNECT = f"{ADMIN}/workers/{{ref}}/connect"
+ADMIN_IDENTITIES = f"{ADMIN}/identities"
+ADMIN_IDENTITY_REVOKE = f"{ADMIN}/identities/{{name}}/revoke"
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
