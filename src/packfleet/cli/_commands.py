@@ -4,6 +4,7 @@
 from packfleet.cli import (  # noqa: F401
     _binding,
     _cert,
+    _dev,
     _doctor,
     _executions,
     _identity,

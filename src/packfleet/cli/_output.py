@@ -119,18 +119,41 @@ def print_table(out: Console, columns: Sequence[Column | str], rows: Sequence[Se
             out.file.write(text + "\n")
         out.file.flush()
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
-    for index, column in enumerate(cols):
-        longest = max([len(column.header), *(len(Text.from_markup(r[index]).plain) for r in rows)])
-        table.add_column(
-            column.header,
-            overflow="fold",
-            no_wrap=column.key,
-            min_width=min(longest, 40) if column.key else None,
-        )
+    plain = [[Text.from_markup(cell).plain for cell in row] for row in rows]
+    longest = [max([len(c.header), *(len(r[i]) for r in plain)]) for i, c in enumerate(cols)]
+    # Whole on one line: every key column, and the first _SHORT characters of any other (a word
+    # such as "certificate.add" must not break); only longer free text wraps, at spaces.
+    needed = [n if c.key else min(n, _SHORT) for c, n in zip(cols, longest, strict=True)]
+    if sum(needed) + _GAP * (len(cols) - 1) > out.width:
+        _print_records(out, cols, rows)
+        return
+    table = Table(
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold", padding=(0, _GAP // 2)
+    )
+    for column, width in zip(cols, needed, strict=True):
+        table.add_column(column.header, overflow="fold", no_wrap=column.key, min_width=width)
     for row in rows:
         table.add_row(*row)
     out.print(table)
+
+
+#: Characters between two columns, and the width under which a value is never split.
+_GAP = 2
+_SHORT = 16
+
+
+def _print_records(out: Console, cols: list[Column], rows: Sequence[Sequence[str]]) -> None:
+    """A terminal too narrow for the table: one block per row, one whole value per line.
+
+    Lines longer than the terminal are left to the terminal's own soft wrap, which inserts no
+    newline, so a value copied from the screen is the value.
+    """
+    label = max(len(c.header) for c in cols[1:]) if len(cols) > 1 else 0
+    for row in rows:
+        heading = row[0] if cols[0].key else f"{cols[0].header} {row[0]}"
+        out.print(f"[bold]{heading}[/]", soft_wrap=True)
+        for column, cell in zip(cols[1:], row[1:], strict=True):
+            out.print(f"  [dim]{column.header.ljust(label)}[/]  {cell}", soft_wrap=True)
 
 
 def to_jsonable(value: Any) -> Any:

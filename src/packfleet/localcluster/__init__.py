@@ -9,13 +9,17 @@ from packfleet.localcluster._cluster import (
     free_port,
     sigterm_exits,
 )
+from packfleet.localcluster._dev import READY, DevOptions, run_dev
 
 __all__ = [
     "FAST_MASTER_SETTINGS",
     "FAST_WORKER_SETTINGS",
+    "READY",
     "ClusterError",
+    "DevOptions",
     "LocalCluster",
     "Node",
     "free_port",
+    "run_dev",
     "sigterm_exits",
 ]
