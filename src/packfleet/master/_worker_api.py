@@ -91,8 +91,14 @@ async def lease(call: Call) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.wait_seconds(ask.wait_seconds)
     tasks: list[protocol.TaskAssignment] = []
+    hint = False
     while capacity > 0 and not state.closing:
         ticket = state.wakeups.ticket(TASKS)
+        # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
+        # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
+        if state.rotation is not None and state.rotation.needs_heartbeat(ask.agent_id):
+            hint = True
+            break
         leased = await state.db(state.catalog.lease_tasks, ask.agent_id, capacity, lease_seconds)
         if leased:
             tasks = [protocol.decode(protocol.TaskAssignment, t.to_dict()) for t in leased]
@@ -110,7 +116,10 @@ async def lease(call: Call) -> web.StreamResponse:
         # DEBUG: one line per lease request is hundreds a second under load (make bench), and the
         # execution's own status and events already say which worker took it.
         log.debug("leased %s to %s", leased_text, caller.worker_label)
-    return json_response(protocol.encode(protocol.LeaseReply(tasks=tasks)))
+    body = protocol.encode(protocol.LeaseReply(tasks=tasks, heartbeat_now=hint))
+    if not hint:
+        body.pop("heartbeat_now", None)  # workers before it refuse unknown fields
+    return json_response(body)
 
 
 def _gone(request: web.Request) -> bool:

@@ -79,6 +79,10 @@ class TaskAssignment:
 @dataclass(frozen=True)
 class LeaseReply:
     tasks: list[TaskAssignment]
+    #: Send a heartbeat now, not at the next AgentHeartbeatInterval: the master has news for this
+    #: worker (a master certificate rotation step). Sent only when true, so older workers that
+    #: refuse unknown fields keep working.
+    heartbeat_now: bool = False
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,8 @@ class WorkerAgent:
         self._started = False
         self._stopping = asyncio.Event()
         self._wake_lease = asyncio.Event()
+        #: Set when the master's lease answer asks for a heartbeat now (a rotation step awaits it).
+        self._wake_heartbeat = asyncio.Event()
         self._wake_report = asyncio.Event()
         self._master_away = False
         self._master_back = asyncio.Event()
@@ -473,7 +475,10 @@ class WorkerAgent:
         )
         # The master may hold the request for `wait` seconds: allow that plus a normal answer time.
         raw = await self._post(routes.WORKER_LEASE, encode(request), timeout=wait + 30.0)
-        tasks = decode(LeaseReply, raw).tasks
+        reply = decode(LeaseReply, raw)
+        if reply.heartbeat_now:
+            self._wake_heartbeat.set()
+        tasks = reply.tasks
         if len(tasks) > capacity:
             log.error(
                 "the master leased %d tasks for %d free slots; running %d, the others' leases expire",
@@ -580,6 +585,7 @@ class WorkerAgent:
     async def _heartbeat_loop(self) -> None:
         backoff = _BACKOFF_START
         while not self._stopping.is_set():
+            self._wake_heartbeat.clear()
             try:
                 await self.heartbeat()
                 backoff = _BACKOFF_START
@@ -589,7 +595,7 @@ class WorkerAgent:
                 self._explain_expired()
                 delay = min(backoff, self.settings.agent_heartbeat_interval.total_seconds())
                 backoff = min(backoff * 2, _BACKOFF_CAP)
-            await self._pause(delay)
+            await self._pause(delay, self._wake_heartbeat)
 
     async def _lease_loop(self) -> None:
         backoff = _BACKOFF_START
