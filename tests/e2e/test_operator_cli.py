@@ -20,7 +20,7 @@ import pytest
 
 from packfleet.localcluster import LocalCluster
 
-from .conftest import EXAMPLE
+from .conftest import EXAMPLE, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -187,3 +187,39 @@ def test_tables_keep_whole_values_at_80_columns(one: LocalCluster) -> None:
     audit = packfleet("manager", "audit", home=one.master.home)
     assert "…" not in audit.stdout and "..." not in audit.stdout
     assert "principal.add" in audit.stdout or "worker.add" in audit.stdout or "certificate" in audit.stdout
+
+
+def test_a_revoked_worker_comes_back_with_the_commands_its_log_names(one: LocalCluster) -> None:
+    master, worker = one.master.home, one.workers["worker1"]
+    agent = one.agent_id("worker1")
+    shown = json.loads(packfleet("manager", "worker", "show", "worker1", "--json", home=master).stdout)
+    old = next(c["thumbprint"] for c in shown["certificates"] if c["status"] == "active")
+    revoked = packfleet("manager", "worker", "revoke-cert", old, "--json", home=master)
+    assert revoked.returncode == 0, revoked.stderr
+
+    def state() -> str:
+        rows = json.loads(packfleet("manager", "worker", "list", "--json", home=master).stdout)
+        return str(next(r for r in rows if r["agent_id"] == agent)["state"])
+
+    assert state() == "revoked"  # never online, though its last heartbeat is seconds old
+    plain = packfleet("manager", "worker", "list", home=master).stdout
+    assert "revoked" in plain and "online" not in plain
+    wait_until(
+        lambda: "manager worker connect" in worker.log_path.read_text() if worker.log_path else False,
+        timeout=60,
+        what="the worker's log to name the command that re-admits it",
+    )
+
+    token = json.loads(
+        packfleet("manager", "worker", "connect", "worker1", "--token", "--json", home=master).stdout
+    )["token"]
+    joined = packfleet("worker", "join", token, "--json", home=worker.home)
+    assert joined.returncode == 0, joined.stderr
+    result = json.loads(joined.stdout)
+    assert result["created_certificate"] is True and result["thumbprint"] != old
+    assert result["agent_id"] == agent
+    assert result["reloaded_agent_pid"] == (worker.process.pid if worker.process else None)
+    wait_until(lambda: state() == "online", timeout=60, what="the re-admitted worker to be online")
+    run = packfleet("run", "default/etl/noop", "--worker", "worker1", "--wait", "--json", home=master)
+    assert run.returncode == 0, run.stderr  # the same running agent, no restart
+    assert worker.running
