@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import stat
 import subprocess
 import sys
@@ -223,3 +225,42 @@ def test_a_revoked_worker_comes_back_with_the_commands_its_log_names(one: LocalC
     run = packfleet("run", "default/etl/noop", "--worker", "worker1", "--wait", "--json", home=master)
     assert run.returncode == 0, run.stderr  # the same running agent, no restart
     assert worker.running
+
+
+def test_run_wait_says_why_it_is_pending_and_timeout_ends_the_wait(one: LocalCluster) -> None:
+    master, worker = one.master.home, one.workers["worker1"]
+    assert packfleet("manager", "worker", "disable", "worker1", home=master).returncode == 0
+    try:
+        done = packfleet("run", "default/etl/noop", "--wait", "--timeout", "5", home=master)
+    finally:
+        assert packfleet("manager", "worker", "enable", "worker1", home=master).returncode == 0
+    assert done.returncode == 10, done.stderr
+    assert "is disabled; fix: packfleet manager worker enable" in done.stderr
+    assert "no enabled online worker can take it" in done.stderr
+    assert "did not finish within --timeout 5 s" in done.stderr
+
+    # The worker's own gate, with its figures: free memory can never be above this.
+    set_memory = ("settings", "set", "worker", "TaskRequestMinMemory")
+    assert packfleet(*set_memory, "100000000", home=worker.home).returncode == 0
+    assert worker.process is not None
+    log_path = worker.log_path
+    assert log_path is not None
+    os.kill(worker.process.pid, signal.SIGHUP)
+    try:
+        # A lease long-poll already in flight may still take a task; the gate applies from the
+        # next one, which the worker logs.
+        wait_until(
+            lambda: "not asking for tasks: free memory" in log_path.read_text(),
+            timeout=60,
+            what="the worker to close its gate",
+        )
+        done = packfleet("run", "default/etl/noop", "--wait", "--timeout", "8", "--json", home=master)
+        assert done.returncode == 10
+        doc = error_document(done)
+        assert doc["type"] == "WaitTimeout" and "TaskRequestMinMemory 100000000 MB" in done.stderr
+        assert re.search(r"free memory \d+ MB is not above TaskRequestMinMemory", done.stderr)
+    finally:
+        assert packfleet(*set_memory, "1", home=worker.home).returncode == 0
+        os.kill(worker.process.pid, signal.SIGHUP)
+    again = packfleet("run", "default/etl/noop", "--wait", "--timeout", "120", home=master)
+    assert again.returncode == 0, again.stderr

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from packfleet.cli._client import call, state
 from packfleet.cli._main import cli
 from packfleet.cli._output import Column, json_option, print_table, short_time, to_jsonable
-from packfleet.errors import ExecutionFailed, UsageError
+from packfleet.errors import ExecutionFailed, UsageError, WaitTimeout
 from packfleet.manager import ManagerClient
 from packfleet.packages import archive_sha256, build_archive, load_project
 
@@ -83,14 +85,55 @@ def _event_line(event: dict[str, Any]) -> str:
     return f"[{style}]{line}[/]" if style else line
 
 
+#: While an execution is pending, how often ``run --wait`` asks the master why (seconds).
+_EXPLAIN_EVERY = 3.0
+_WAITING = {1, 5}  # created, pending
+
+
+class _Why:
+    """Say why an execution is pending, on stderr, each time the reasons change."""
+
+    def __init__(self, note: Callable[[str], None]) -> None:
+        self.note = note
+        self.last: list[str] = []
+
+    def show(self, answer: dict[str, Any]) -> None:
+        reasons = list(answer.get("reasons") or [])
+        if not reasons and answer.get("ready"):
+            reasons = [f"waiting for {', '.join(answer['ready'])} to lease it"]
+        if reasons != self.last:
+            self.last = reasons
+            for line in reasons:
+                self.note(f"pending: {escape(line)}")
+
+
 async def _follow(
-    client: ManagerClient, execution_id: int, out: Console | None, *, quiet_json: bool
+    client: ManagerClient,
+    execution_id: int,
+    out: Console | None,
+    *,
+    quiet_json: bool,
+    why: _Why | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Stream an execution's events until it finishes; return its final record."""
+    """Stream an execution's events until it finishes; return its final record.
+
+    With ``why``, a pending execution's reasons are asked for every few seconds and shown when
+    they change; with ``timeout``, :class:`WaitTimeout` ends the wait (the execution goes on).
+    """
     after = 0
     last_status = None
-    while True:
-        page = await client.events(execution_id, after_id=after, wait=15)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    status: Any = None
+    for _ in range(10_000_000):  # bounded: each turn waits on the master or returns
+        waiting = why is not None and status in _WAITING
+        wait = _EXPLAIN_EVERY if waiting or status is None else 15.0
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _timed_out(execution_id, timeout or 0.0, why)
+            wait = max(0.0, min(wait, left))
+        page = await client.events(execution_id, after_id=after, wait=wait)
         for event in page.get("events", []):
             after = max(after, int(event["id"]))
             if out is not None and not quiet_json:
@@ -102,6 +145,19 @@ async def _follow(
             last_status = status
         if status in FINISHED and not page.get("events"):
             return execution
+        if why is not None and status in _WAITING:
+            why.show(await client.pending(execution_id))
+    raise _timed_out(execution_id, timeout or 0.0, why)
+
+
+def _timed_out(execution_id: int, timeout: float, why: _Why | None) -> WaitTimeout:
+    reasons = "; ".join(why.last) if why is not None and why.last else "it had not finished"
+    return WaitTimeout(
+        f"execution {execution_id} did not finish within --timeout {timeout:g} s ({reasons}); "
+        "it goes on without this command",
+        fix=f"packfleet executions logs {execution_id} --follow  (or: packfleet executions cancel "
+        f"{execution_id})",
+    )
 
 
 async def _stream_ndjson(client: ManagerClient, execution_id: int) -> None:
@@ -141,16 +197,34 @@ async def _stream_ndjson(client: ManagerClient, execution_id: int) -> None:
     help="Times to retry if the worker is lost.",
 )
 @click.option("--wait", is_flag=True, help="Follow progress and logs; exit 0 only if the execution succeeds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: stop waiting after this long, exit 10 (the execution goes on).",
+)
 @json_option
-def run(target: str, params: tuple[str, ...], workers: tuple[str, ...], retry_count: int, wait: bool) -> None:
+def run(
+    target: str,
+    params: tuple[str, ...],
+    workers: tuple[str, ...],
+    retry_count: int,
+    wait: bool,
+    timeout: float | None,
+) -> None:
     """Run a package on any worker (or the ones given): SSIS "Execute Package in Scale Out".
 
     \b
     packfleet run default/etl/load --param batch_size=100 --wait
+    packfleet run default/etl/load --wait --timeout 300    # exit 10 if it has not finished
     packfleet run default/etl/load --worker worker1 --retry 2
     """
     folder, project, package = _split_target(target)
     parameters = _parse_params(params)
+    if timeout is not None and not wait:
+        raise UsageError(
+            "--timeout applies to --wait only", fix=f"packfleet run {target} --wait --timeout 60"
+        )
     st = state()
 
     async def action(client: ManagerClient) -> dict[str, Any]:
@@ -161,7 +235,14 @@ def run(target: str, params: tuple[str, ...], workers: tuple[str, ...], retry_co
             f"execution {execution['execution_id']} created; "
             "following it (Ctrl+C stops following, not the run)"
         )
-        return await _follow(client, int(execution["execution_id"]), st.out, quiet_json=st.json)
+        return await _follow(
+            client,
+            int(execution["execution_id"]),
+            st.out,
+            quiet_json=st.json,
+            why=_Why(st.note),
+            timeout=timeout,
+        )
 
     started = time.monotonic()
     execution = call(action)

@@ -359,6 +359,12 @@ class ManagerClient:
         result: dict[str, Any] = await self._call("GET", path, params=params, timeout=wait + _WAIT_MARGIN)
         return result
 
+    async def pending(self, execution_id: int) -> dict[str, Any]:
+        """Why the execution is still pending: ``reasons`` (per worker, with figures) and ``ready``."""
+        path = _path(routes.ADMIN_EXECUTION_PENDING, execution_id=execution_id)
+        result: dict[str, Any] = await self._call("GET", path)
+        return result
+
     async def cancel(self, execution_id: int) -> dict[str, Any]:
         path = _path(routes.ADMIN_EXECUTION_CANCEL, execution_id=execution_id)
         result: dict[str, Any] = await self._call("POST", path)

@@ -28,6 +28,7 @@ from packfleet.master import (
     _fleet,
     _identity_api,
     _join_api,
+    _pending,
     _renewal,
     _rotation,
     _worker_api,
@@ -92,6 +93,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *_rotation.ENDPOINTS,
     *_fleet.ENDPOINTS,
     *_identity_api.ENDPOINTS,
+    *_pending.ENDPOINTS,
 )
 
 

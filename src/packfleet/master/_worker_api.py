@@ -71,6 +71,8 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         master_time=state.clock().isoformat(),
         agent_id=outcome.worker.agent_id if outcome.worker is not None else beat.agent_id,
     )
+    if outcome.worker is not None:
+        state.lease_gates[outcome.worker.agent_id] = beat.lease_gate
     if state.rotation is not None and outcome.worker is not None:
         reply = state.rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
     return json_response(protocol.encode(reply))

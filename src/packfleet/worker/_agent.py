@@ -316,6 +316,7 @@ class WorkerAgent:
             version=__version__,
             cert_not_after=self.identity.certificate.not_after.isoformat(),
             accepted_master_thumbprints=list(self.identity.pins),
+            lease_gate=self._own_gate(),
         )
         reply = decode(HeartbeatReply, await self._post(routes.WORKER_HEARTBEAT, encode(beat)))
         self._set_state(reply.state, reply.message)
@@ -442,6 +443,11 @@ class WorkerAgent:
                 f"{settings.task_request_min_memory:.0f} MB",
             )
         return None
+
+    def _own_gate(self) -> str:
+        """The gate's reason when this worker closes it itself (slots, CPU, memory), for the master."""
+        closed = self._gate()
+        return "" if closed is None or closed[0] in ("state", "stopping") else closed[1]
 
     def _check_gate(self) -> str | None:
         """:meth:`lease_gate`, logged when what closes it changes (not each time a reading moves)."""
