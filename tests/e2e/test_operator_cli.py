@@ -264,3 +264,30 @@ def test_run_wait_says_why_it_is_pending_and_timeout_ends_the_wait(one: LocalClu
         os.kill(worker.process.pid, signal.SIGHUP)
     again = packfleet("run", "default/etl/noop", "--wait", "--timeout", "120", home=master)
     assert again.returncode == 0, again.stderr
+
+
+def _doctor(home: Path) -> dict[str, dict[str, Any]]:
+    done = packfleet("doctor", "--json", home=home)
+    return {f["check"]: f for f in json.loads(done.stdout)}
+
+
+def test_doctor_on_a_worker_reports_the_masters_view(one: LocalCluster) -> None:
+    master, worker = one.master.home, one.workers["worker1"].home
+    seen = _doctor(worker)["worker.master_view"]
+    assert seen["severity"] == "ok" and "enabled and online" in seen["message"]
+    assert packfleet("manager", "worker", "disable", "worker1", home=master).returncode == 0
+    try:
+        seen = _doctor(worker)["worker.master_view"]
+        assert seen["severity"] == "warning" and "disabled" in seen["message"]
+        assert seen["fix"] == f"on the master: packfleet manager worker enable {one.agent_id('worker1')}"
+    finally:
+        assert packfleet("manager", "worker", "enable", "worker1", home=master).returncode == 0
+
+
+def test_doctor_on_the_master_probes_where_it_really_listens(one: LocalCluster) -> None:
+    listen = json.loads((one.master.home / "master.listen").read_text())
+    assert listen["port"] == one.port and listen["host"] == one.host
+    assert one.master.process is not None and listen["pid"] == one.master.process.pid
+    serving = _doctor(one.master.home)["master.serving"]
+    assert serving["severity"] == "ok", serving
+    assert f"on {one.host}:{one.port} serves the bound certificate" in serving["message"]

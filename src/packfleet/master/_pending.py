@@ -86,6 +86,33 @@ async def pending(call: Call) -> web.StreamResponse:
     return json_response(await explain_pending(call.state, execution_id))
 
 
+async def worker_self(call: Call) -> web.StreamResponse:
+    """The master's view of the worker whose certificate calls: what ``doctor`` on a worker shows.
+
+    Read-only (a heartbeat would register an unknown certificate): ``known`` false while the
+    certificate is trusted but bound to no worker yet, else the worker's ``state`` as ``manager
+    worker list`` shows it, ``is_enabled`` and this certificate's own status.
+    """
+    state, caller = call.state, call.caller
+    principal = caller.principal
+    if principal is None or principal.agent_id is None:
+        return json_response({"known": False, "thumbprint": caller.thumbprint})
+    worker = await state.db(state.catalog.get_worker, principal.agent_id)
+    view = worker_view(worker, state.clock())
+    return json_response(
+        {
+            "known": True,
+            "thumbprint": caller.thumbprint,
+            "certificate_status": principal.cert_status,
+            "agent_id": view["agent_id"],
+            "display_name": view["display_name"],
+            "is_enabled": view["is_enabled"],
+            "state": view["state"],
+            "offline_seconds": view["offline_seconds"],
+        }
+    )
+
+
 ENDPOINTS = (
     Endpoint(
         "GET",
@@ -93,5 +120,12 @@ ENDPOINTS = (
         pending,
         "executor",
         "Why an execution is still pending: per worker, disabled, offline, or its own gate with figures",
+    ),
+    Endpoint(
+        "GET",
+        routes.WORKER_SELF,
+        worker_self,
+        "certificate",
+        "The master's view of the calling worker: known, enabled, state, certificate status",
     ),
 )

@@ -44,6 +44,7 @@ from packfleet.master._auth import (
 )
 from packfleet.master._coordination import PostgresCoordination
 from packfleet.master._jobs import Job, JobRunner
+from packfleet.master._listen import remove_listening, write_listening
 from packfleet.master._metrics import METRICS, CountingSite, MasterMetrics, metrics_of
 from packfleet.master._problems import (
     Problem,
@@ -322,6 +323,7 @@ class MasterServer:
         await self._runner.setup()
         await CountingSite(self._runner, sock, ssl_context=self._tls.base, metrics=self.metrics).start()
         self.port = sock.getsockname()[1]
+        await state.db(write_listening, self.home, self.host, self.port)
         self._jobs.start(self._job_list())
         await self.expiry_once()
         log.info(
@@ -478,6 +480,7 @@ class MasterServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            remove_listening(self.home)
         if self._coordination is not None:
             await self._coordination.stop()
             self._coordination = None

@@ -18,6 +18,7 @@ WORKER_COMPLETE = f"{API}/worker/tasks/complete"
 WORKER_PROJECT = f"{API}/worker/projects/{{sha256}}"
 WORKER_CERTIFICATE = f"{API}/worker/certificate"
 WORKER_CERTIFICATE_RETIRE = f"{API}/worker/certificate/retire"
+WORKER_SELF = f"{API}/worker/self"
 
 ADMIN = f"{API}/admin"
 ADMIN_WORKERS = f"{ADMIN}/workers"
