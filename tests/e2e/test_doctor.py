@@ -72,7 +72,14 @@ def test_change_the_worker_certificate(one: LocalCluster) -> None:
     assert thumbprint in found["worker.tls"]["message"]
     # 5. install the client certificate into the master's Root store: the master notices the edit
     pk(one, m, "cert", "import", str(w / "new.cer"), "--store", "Root")
-    wait_until(lambda: doctor(one, w) == {}, timeout=20, what="the master to trust the new worker cert")
+    wait_until(
+        lambda: set(doctor(one, w)) == {"worker.master_view"},
+        timeout=20,
+        what="the master to trust the new worker cert",
+    )
+    # Trusted, but no worker's until the worker sends a heartbeat with it (step 6): doctor says so.
+    view = doctor(one, w)["worker.master_view"]
+    assert "no worker has it yet" in view["message"] and view["fix"].startswith("packfleet worker run")
     audit = pk(one, m, "manager", "audit", "--action", "store.change")
     assert any(thumbprint in row["details"].get("added", []) for row in audit)
     # 6. restart the worker service: the master binds the new thumbprint to its AgentId
@@ -84,6 +91,7 @@ def test_change_the_worker_certificate(one: LocalCluster) -> None:
         return any(c["thumbprint"] == thumbprint and c["status"] == "active" for c in row["certificates"])
 
     wait_until(bound, timeout=30, what="the new worker certificate to be bound")
+    assert doctor(one, w) == {}
 
 
 def test_change_the_master_certificate(one: LocalCluster) -> None:
