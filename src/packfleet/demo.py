@@ -12,16 +12,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from packfleet.errors import PackfleetError
-from packfleet.localcluster import LocalCluster, sigterm_exits
+from packfleet.errors import ClusterError, PackfleetError
+from packfleet.localcluster import LocalCluster, sample_project, sigterm_exits
 
 
 def _project_dir() -> Path:
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base / "examples" / "etl"
-        if (candidate / "packfleet.toml").exists():
-            return candidate
-    raise SystemExit("examples/etl not found: run the demo from the packfleet checkout (make demo)")
+    try:
+        return sample_project()
+    except ClusterError as exc:
+        raise SystemExit(f"{exc.message}: run the demo from the packfleet checkout (make demo)") from None
 
 
 def _say(text: str) -> None:

@@ -291,3 +291,22 @@ def test_doctor_on_the_master_probes_where_it_really_listens(one: LocalCluster) 
     serving = _doctor(one.master.home)["master.serving"]
     assert serving["severity"] == "ok", serving
     assert f"on {one.host}:{one.port} serves the bound certificate" in serving["message"]
+
+
+def test_a_manager_home_can_name_the_identity_files(one: LocalCluster, tmp_path: Path) -> None:
+    env = identity(one, "bob", "admin", tmp_path / "bob")
+    laptop = tmp_path / "laptop"
+    for key, value in (
+        ("MasterEndpoint", env["PACKFLEET_MASTER"]),
+        ("MasterCertFile", env["PACKFLEET_MASTER_CERT"]),
+        ("AdminCertFile", env["PACKFLEET_ADMIN_CERT"]),
+        ("AdminKeyFile", env["PACKFLEET_ADMIN_KEY"]),
+    ):
+        done = packfleet("settings", "set", "manager", key, value, home=laptop)
+        assert done.returncode == 0, done.stderr
+    listed = packfleet("manager", "worker", "list", "--json", home=laptop)
+    assert listed.returncode == 0, listed.stderr
+    assert [w["agent_id"] for w in json.loads(listed.stdout)] == [one.agent_id("worker1")]
+    Path(env["PACKFLEET_ADMIN_KEY"]).chmod(0o644)
+    exposed = packfleet("manager", "worker", "list", "--json", home=laptop)
+    assert exposed.returncode == 4 and error_document(exposed)["fix"].startswith("chmod 600 ")

@@ -9,7 +9,7 @@ from packfleet.localcluster._cluster import (
     free_port,
     sigterm_exits,
 )
-from packfleet.localcluster._dev import READY, DevOptions, run_dev
+from packfleet.localcluster._dev import READY, DevOptions, run_dev, sample_project
 
 __all__ = [
     "FAST_MASTER_SETTINGS",
@@ -21,5 +21,6 @@ __all__ = [
     "Node",
     "free_port",
     "run_dev",
+    "sample_project",
     "sigterm_exits",
 ]

@@ -34,13 +34,15 @@ class DevOptions:
     home: Path | None = None
 
 
-def _sample_project() -> Path:
+def sample_project() -> Path:
+    """The sample project ``examples/etl``, from the current directory or the checkout (demo, dev)."""
     for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
         candidate = base / "examples" / "etl"
         if (candidate / "packfleet.toml").exists():
             return candidate
     raise ClusterError(
-        "the sample project examples/etl was not found beside the current directory or the package"
+        "the sample project examples/etl was not found beside the current directory or the package",
+        fix="run it from the packfleet checkout (cd to it first)",
     )
 
 
@@ -90,7 +92,7 @@ def run_dev(options: DevOptions, say: Callable[[str], None]) -> int:
         raise UsageError(f"--workers {options.workers}: a dev cluster has 1 to 16 workers", fix="--workers 2")
     root = _fresh_home(options.home)
     port = options.port or free_port(options.host)
-    project = _sample_project()
+    project = sample_project()
     say(f"packfleet dev: state in {root}")
     with sigterm_exits(), LocalCluster(root, host=options.host, port=port) as cluster:
         try:
