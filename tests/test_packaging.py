@@ -14,8 +14,8 @@ from packaging.requirements import Requirement
 from packfleet import __version__
 from packfleet.catalog import Catalog
 from packfleet.cli import main
-from packfleet.demo import example_project
 from packfleet.errors import CatalogError
+from packfleet.localcluster import sample_project
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "packfleet"
@@ -74,7 +74,7 @@ def test_version_is_one_value(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_sample_project_ships_inside_the_package() -> None:
-    project = example_project()
+    project = sample_project()
     assert project.is_relative_to(SRC)
     assert (project / "packfleet.toml").is_file()
     assert (project / "etl" / "load.py").is_file()

@@ -10,22 +10,10 @@ import contextlib
 import sqlite3
 import sys
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 from packfleet.errors import PackfleetError
-from packfleet.localcluster import LocalCluster, sigterm_exits
-
-
-def example_project() -> Path:
-    """The sample ETL project, shipped inside the package so the demo runs from an installed wheel too."""
-    candidate = Path(str(resources.files("packfleet") / "examples" / "etl"))
-    if not (candidate / "packfleet.toml").is_file():
-        raise PackfleetError(
-            f"the sample project is missing from this installation ({candidate})",
-            fix="reinstall packfleet: pip install --force-reinstall packfleet",
-        )
-    return candidate
+from packfleet.localcluster import LocalCluster, sample_project, sigterm_exits
 
 
 def _say(text: str) -> None:
@@ -46,7 +34,7 @@ def _show_summary(warehouse: Path) -> None:
 
 def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="packfleet-demo-"))
-    project = example_project()
+    project = sample_project()
     warehouse = root / "warehouse.db"
     _say(f"packfleet demo: state in {root}  (shown below as $STATE)")
     # `kill <pid>` of the demo stops every node on the way out of the `with`, as Ctrl+C does.

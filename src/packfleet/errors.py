@@ -25,7 +25,10 @@ mends it. The CLI prints both and exits with ``exit_code``.
     │   ├── ArchiveError
     │   └── ExecutionFailed      run --wait saw the execution fail
     ├── ClusterError             a local cluster (demo, tests, bench) step failed
+    ├── WaitTimeout              run --wait --timeout ran out before the execution ended
     └── UsageError               a command line that cannot be carried out
+
+The exit codes are documented, one table, in docs/exit-codes.md.
 """
 
 from __future__ import annotations
@@ -169,6 +172,12 @@ class ClusterError(PackfleetError):
     """Raised when a step of a local cluster (demo, end-to-end tests, benchmarks) fails, with its output."""
 
 
+class WaitTimeout(PackfleetError):
+    """Raised by ``run --wait --timeout`` when the time runs out first; the execution goes on."""
+
+    exit_code = 10
+
+
 class UsageError(PackfleetError):
     """Raised when a command line names things that cannot go together or do not exist."""
 
@@ -197,4 +206,5 @@ __all__ = [
     "TransportError",
     "UnsupportedKey",
     "UsageError",
+    "WaitTimeout",
 ]

@@ -47,6 +47,18 @@ def normalize_thumbprint(text: str, *, what: str = "thumbprint") -> str:
     )
 
 
+def one_off(typed: str, known: str) -> bool:
+    """Whether ``typed`` is ``known`` with one character changed, missing or added (case and
+    separators aside): the typo a person makes copying 40 hex digits by hand."""
+    a, b = _clean(typed), _clean(known)
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
 def is_thumbprint(text: str) -> bool:
     """Tell whether ``text`` names a thumbprint (in any of the accepted spellings)."""
     try:
@@ -56,4 +68,4 @@ def is_thumbprint(text: str) -> bool:
     return True
 
 
-__all__ = ["is_thumbprint", "normalize_thumbprint", "thumbprint_problem"]
+__all__ = ["is_thumbprint", "normalize_thumbprint", "one_off", "thumbprint_problem"]

@@ -91,8 +91,9 @@ def test_show_missing_binding_is_an_error(home: Path, capsys: pytest.CaptureFixt
     code, out, err = run(capsys, home, "binding", "show", "--port", "8391", "--json")
     assert code == 3
     assert out == ""
-    assert "error: no binding for 0.0.0.0:8391" in err
-    assert "fix: packfleet binding add --ip 0.0.0.0 --port 8391" in err
+    doc = json.loads(err)  # with --json the error is one JSON document on stderr
+    assert doc["error"].startswith("no binding for 0.0.0.0:8391") and doc["exit_code"] == 3
+    assert doc["fix"].startswith("packfleet binding add --ip 0.0.0.0 --port 8391")
 
 
 def test_add_on_a_bound_port_says_delete_first(

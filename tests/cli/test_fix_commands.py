@@ -26,7 +26,7 @@ SRC = Path(packfleet.__file__).parent
 #: Stands for an f-string's ``{...}``: any word is accepted where it appears.
 HOLE = "\x00"
 #: Options of the root group, each followed by its value.
-ROOT_OPTIONS = {"--home", "--location"}
+ROOT_OPTIONS = {"--home", "--location", "--master", "--master-cert", "--admin-cert", "--admin-key"}
 #: Words that follow "packfleet " in prose rather than in a command ("packfleet pins each peer").
 PROSE = {
     "Scale", "adds", "as", "can", "cannot", "certificate", "certificates", "checkout", "counts",

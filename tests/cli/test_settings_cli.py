@@ -104,8 +104,11 @@ def test_set_unknown_key_suggests_the_closest(tmp_path: Path, capsys: pytest.Cap
     )
     assert code == 3
     assert out == ""
-    assert "WorkerSettings.config: unknown key 'LeaseIntervall'; did you mean 'LeaseInterval'?" in err
-    assert "fix: packfleet settings show worker" in err
+    doc = json.loads(err)  # with --json the error is one JSON document on stderr
+    assert (
+        "WorkerSettings.config: unknown key 'LeaseIntervall'; did you mean 'LeaseInterval'?" in doc["error"]
+    )
+    assert doc["fix"] == "packfleet settings show worker" and doc["type"] == "SettingsError"
     assert (tmp_path / WORKER_SETTINGS_FILE).read_bytes() == before
 
 

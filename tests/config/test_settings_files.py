@@ -201,6 +201,9 @@ def test_manager_round_trip(tmp_path: Path) -> None:
         "MasterHttpsCertThumbprint",
         "AdminCertThumbprint",
         "NextMasterHttpsCertThumbprint",
+        "MasterCertFile",
+        "AdminCertFile",
+        "AdminKeyFile",
     ]
 
 

@@ -73,7 +73,14 @@ def test_change_the_worker_certificate(one: LocalCluster) -> None:
     assert thumbprint in found["worker.tls"]["message"]
     # 5. install the client certificate into the master's Root store: the master notices the edit
     pk(one, m, "cert", "import", str(w / "new.cer"), "--store", "Root")
-    wait_until(lambda: doctor(one, w) == {}, timeout=20, what="the master to trust the new worker cert")
+    wait_until(
+        lambda: set(doctor(one, w)) == {"worker.master_view"},
+        timeout=20,
+        what="the master to trust the new worker cert",
+    )
+    # Trusted, but no worker's until the worker sends a heartbeat with it (step 6): doctor says so.
+    view = doctor(one, w)["worker.master_view"]
+    assert "no worker has it yet" in view["message"] and view["fix"].startswith("packfleet worker run")
     audit = pk(one, m, "manager", "audit", "--action", "store.change")
     assert any(thumbprint in row["details"].get("added", []) for row in audit)
     # 6. restart the worker service: the master refuses to bind the new thumbprint to the existing

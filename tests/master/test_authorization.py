@@ -119,7 +119,7 @@ async def test_a_trusted_certificate_that_is_nobodys_is_refused_on_admin_routes(
 ) -> None:
     answer = await raw(context_for(mh.worker, mh, tmp_path), server, "GET", routes.ADMIN_AUDIT)
     assert answer.status == 403
-    assert "no admin's or executor's certificate" in answer.body["detail"]
+    assert "belongs to no admin, executor or viewer identity" in answer.body["detail"]
 
 
 async def test_an_executor_may_run_and_watch_but_not_administer(
@@ -132,8 +132,25 @@ async def test_an_executor_may_run_and_watch_but_not_administer(
     await server.reload()
     ctx = context_for(executor, mh, tmp_path)
     assert (await raw(ctx, server, "GET", routes.ADMIN_EXECUTIONS)).status == 200
-    refused = await raw(ctx, server, "GET", routes.ADMIN_WORKERS)
+    assert (await raw(ctx, server, "GET", routes.ADMIN_WORKERS)).status == 200  # reads everything
+    refused = await raw(ctx, server, "POST", routes.ADMIN_TOKENS, body={"ttl_seconds": 60})
     assert refused.status == 403 and "needs role admin" in refused.body["detail"]
+
+
+async def test_a_viewer_reads_everything_and_changes_nothing(
+    mh: MasterHome, server: MasterServer, tmp_path: Path
+) -> None:
+    viewer = create_self_signed(["auditor"])
+    CertStore(mh.home, "Root").add(public(viewer))
+    with Catalog.open(mh.catalog_url) as catalog:
+        catalog.add_principal("auditor", "viewer", actor="test", thumbprint=viewer.thumbprint)
+    await server.reload()
+    ctx = context_for(viewer, mh, tmp_path)
+    for path in (routes.ADMIN_WORKERS, routes.ADMIN_AUDIT, routes.ADMIN_EXECUTIONS, routes.ADMIN_TOKENS):
+        assert (await raw(ctx, server, "GET", path)).status == 200, path
+    body = {"folder": "default", "project": "etl", "package": "load"}
+    refused = await raw(ctx, server, "POST", routes.ADMIN_EXECUTIONS, body=body)
+    assert refused.status == 403 and "needs role admin or executor" in refused.body["detail"]
 
 
 async def _health_over_raw_tls(ctx: ssl.SSLContext, port: int) -> bytes:

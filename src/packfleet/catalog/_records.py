@@ -105,8 +105,8 @@ class MessageType(IntEnum):
 MessageSource = Literal["stdout", "stderr", "log", "system"]
 MESSAGE_SOURCES: frozenset[str] = frozenset({"stdout", "stderr", "log", "system"})
 Outcome = Literal["succeeded", "failed", "canceled"]
-Role = Literal["admin", "executor", "worker"]
-ROLES: frozenset[str] = frozenset({"admin", "executor", "worker"})
+Role = Literal["admin", "executor", "viewer", "worker"]
+ROLES: frozenset[str] = frozenset({"admin", "executor", "viewer", "worker"})
 CertificateStatus = Literal["active", "revoked", "retired"]
 ConsoleRole = Literal["viewer", "operator", "admin"]
 CONSOLE_ROLES: tuple[str, ...] = ("viewer", "operator", "admin")  # each may do what the ones before may

@@ -19,10 +19,11 @@ def state() -> CliState:
 
 
 def call(action: Callable[[ManagerClient], Awaitable[T]]) -> T:
-    """Run ``action`` with a client built from this home's ManagerSettings.config."""
+    """Run ``action`` with a client built from the global options, then the home's settings."""
+    st = state()
 
     async def _run() -> T:
-        client = ManagerClient.from_home(state().home())
+        client = ManagerClient.connect(st.home(), st.remote)
         try:
             return await action(client)
         finally:

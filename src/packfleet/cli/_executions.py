@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from packfleet.cli._client import call, state
 from packfleet.cli._main import cli
-from packfleet.cli._output import json_option
-from packfleet.errors import ExecutionFailed, UsageError
+from packfleet.cli._output import Column, json_option, print_table, short_time, to_jsonable
+from packfleet.errors import ExecutionFailed, UsageError, WaitTimeout
 from packfleet.manager import ManagerClient
 from packfleet.packages import archive_sha256, build_archive, load_project
 
@@ -82,14 +85,55 @@ def _event_line(event: dict[str, Any]) -> str:
     return f"[{style}]{line}[/]" if style else line
 
 
+#: While an execution is pending, how often ``run --wait`` asks the master why (seconds).
+_EXPLAIN_EVERY = 3.0
+_WAITING = {1, 5}  # created, pending
+
+
+class _Why:
+    """Say why an execution is pending, on stderr, each time the reasons change."""
+
+    def __init__(self, note: Callable[[str], None]) -> None:
+        self.note = note
+        self.last: list[str] = []
+
+    def show(self, answer: dict[str, Any]) -> None:
+        reasons = list(answer.get("reasons") or [])
+        if not reasons and answer.get("ready"):
+            reasons = [f"waiting for {', '.join(answer['ready'])} to lease it"]
+        if reasons != self.last:
+            self.last = reasons
+            for line in reasons:
+                self.note(f"pending: {escape(line)}")
+
+
 async def _follow(
-    client: ManagerClient, execution_id: int, out: Console | None, *, quiet_json: bool
+    client: ManagerClient,
+    execution_id: int,
+    out: Console | None,
+    *,
+    quiet_json: bool,
+    why: _Why | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Stream an execution's events until it finishes; return its final record."""
+    """Stream an execution's events until it finishes; return its final record.
+
+    With ``why``, a pending execution's reasons are asked for every few seconds and shown when
+    they change; with ``timeout``, :class:`WaitTimeout` ends the wait (the execution goes on).
+    """
     after = 0
     last_status = None
-    while True:
-        page = await client.events(execution_id, after_id=after, wait=15)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    status: Any = None
+    for _ in range(10_000_000):  # bounded: each turn waits on the master or returns
+        waiting = why is not None and status in _WAITING
+        wait = _EXPLAIN_EVERY if waiting or status is None else 15.0
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _timed_out(execution_id, timeout or 0.0, why)
+            wait = max(0.0, min(wait, left))
+        page = await client.events(execution_id, after_id=after, wait=wait)
         for event in page.get("events", []):
             after = max(after, int(event["id"]))
             if out is not None and not quiet_json:
@@ -101,6 +145,34 @@ async def _follow(
             last_status = status
         if status in FINISHED and not page.get("events"):
             return execution
+        if why is not None and status in _WAITING:
+            why.show(await client.pending(execution_id))
+    raise _timed_out(execution_id, timeout or 0.0, why)
+
+
+def _timed_out(execution_id: int, timeout: float, why: _Why | None) -> WaitTimeout:
+    reasons = "; ".join(why.last) if why is not None and why.last else "it had not finished"
+    return WaitTimeout(
+        f"execution {execution_id} did not finish within --timeout {timeout:g} s ({reasons}); "
+        "it goes on without this command",
+        fix=f"packfleet executions logs {execution_id} --follow  (or: packfleet executions cancel "
+        f"{execution_id})",
+    )
+
+
+async def _stream_ndjson(client: ManagerClient, execution_id: int) -> None:
+    """Write each event as one JSON line the moment the master hands it over, until the run ends."""
+    after = 0
+    for _ in range(1_000_000):  # bounded: each turn waits up to 15 s or returns events
+        page = await client.events(execution_id, after_id=after, wait=15)
+        batch = page.get("events", [])
+        for event in batch:
+            after = max(after, int(event["id"]))
+            sys.stdout.write(json.dumps(event, default=to_jsonable) + "\n")
+        sys.stdout.flush()
+        execution = page.get("execution") or {}
+        if execution.get("status") in FINISHED and not batch:
+            return
 
 
 @cli.command("run")
@@ -112,8 +184,9 @@ async def _follow(
     "--worker",
     "workers",
     multiple=True,
-    metavar="AGENT_ID",
-    help="Allow only these workers (repeatable). Default: any.",
+    metavar="WORKER",
+    help="Allow only these workers, each an agent id, a display name or a certificate thumbprint "
+    "(repeatable). Default: any.",
 )
 @click.option(
     "--retry",
@@ -124,16 +197,34 @@ async def _follow(
     help="Times to retry if the worker is lost.",
 )
 @click.option("--wait", is_flag=True, help="Follow progress and logs; exit 0 only if the execution succeeds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: stop waiting after this long, exit 10 (the execution goes on).",
+)
 @json_option
-def run(target: str, params: tuple[str, ...], workers: tuple[str, ...], retry_count: int, wait: bool) -> None:
+def run(
+    target: str,
+    params: tuple[str, ...],
+    workers: tuple[str, ...],
+    retry_count: int,
+    wait: bool,
+    timeout: float | None,
+) -> None:
     """Run a package on any worker (or the ones given): SSIS "Execute Package in Scale Out".
 
     \b
     packfleet run default/etl/load --param batch_size=100 --wait
-    packfleet run default/etl/load --worker 6f1c... --retry 2
+    packfleet run default/etl/load --wait --timeout 300    # exit 10 if it has not finished
+    packfleet run default/etl/load --worker worker1 --retry 2
     """
     folder, project, package = _split_target(target)
     parameters = _parse_params(params)
+    if timeout is not None and not wait:
+        raise UsageError(
+            "--timeout applies to --wait only", fix=f"packfleet run {target} --wait --timeout 60"
+        )
     st = state()
 
     async def action(client: ManagerClient) -> dict[str, Any]:
@@ -144,7 +235,14 @@ def run(target: str, params: tuple[str, ...], workers: tuple[str, ...], retry_co
             f"execution {execution['execution_id']} created; "
             "following it (Ctrl+C stops following, not the run)"
         )
-        return await _follow(client, int(execution["execution_id"]), st.out, quiet_json=st.json)
+        return await _follow(
+            client,
+            int(execution["execution_id"]),
+            st.out,
+            quiet_json=st.json,
+            why=_Why(st.note),
+            timeout=timeout,
+        )
 
     started = time.monotonic()
     execution = call(action)
@@ -176,29 +274,65 @@ def executions_group() -> None:
 
 
 def _executions_table(out: Console, rows: list[dict[str, Any]]) -> None:
-    table = Table("id", "package", "status", "worker", "attempt", "created", "ended")
-    for e in rows:
-        task = e.get("task") or {}
-        table.add_row(
+    lines = [
+        [
             str(e["execution_id"]),
             f"{e['folder']}/{e['project']}/{e['package']}",
             str(e.get("status_name", e.get("status"))),
-            task.get("agent_id") or "-",
-            str(task.get("attempt", "-")),
-            str(e.get("created_at", ""))[:19],
-            str(e.get("ended_at") or "")[:19],
-        )
-    out.print(table)
+            (e.get("task") or {}).get("agent_id") or "-",
+            str((e.get("task") or {}).get("attempt", "-")),
+            short_time(e.get("created_at")),
+            short_time(e.get("ended_at")),
+        ]
+        for e in rows
+    ]
+    columns: list[Column | str] = ["id", "package", "status", Column("worker", key=True), "attempt"]
+    print_table(out, [*columns, Column("created", key=True), Column("ended", key=True)], lines)
+
+
+class StatusType(click.ParamType):  # type: ignore[type-arg]
+    """An execution status: its SSIS name (``failed``, ``ended-unexpectedly``) or its code (4)."""
+
+    name = "status"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        text = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+        for code, word in STATUS_NAMES.items():
+            if text in (str(code), word):
+                return code
+        names = ", ".join(w.replace("_", "-") for w in STATUS_NAMES.values())
+        self.fail(f"{value!r} is not an execution status; use one of {names} (or its SSIS code 1-9)")
+
+
+#: SSIS catalog.executions.status codes by name, as ``executions list --status`` accepts them.
+STATUS_NAMES = {
+    1: "created",
+    2: "running",
+    3: "canceled",
+    4: "failed",
+    5: "pending",
+    6: "ended_unexpectedly",
+    7: "succeeded",
+    8: "stopping",
+    9: "completed",
+}
 
 
 @executions_group.command("list")
 @click.option(
-    "--status", type=int, help="Only executions with this SSIS status code (7 succeeded, 4 failed...)."
+    "--status",
+    type=StatusType(),
+    help="Only executions in this status: failed, succeeded, running, pending, canceled, "
+    "ended-unexpectedly... (or the SSIS code, 4 for failed).",
 )
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 @json_option
 def executions_list(status: int | None, limit: int) -> None:
-    """List recent executions, newest first."""
+    """List recent executions, newest first.
+
+    \b
+    packfleet executions list --status failed
+    """
     rows = call(lambda c: c.list_executions(limit=limit, status=status))
     state().emit(rows, lambda out: _executions_table(out, rows))
 
@@ -217,11 +351,17 @@ def executions_show(execution_id: int) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the execution ends.")
 @json_option
 def executions_logs(execution_id: int, follow: bool) -> None:
-    """Print an execution's event messages (stdout, stderr, package log calls, system notes)."""
+    """Print an execution's event messages (stdout, stderr, package log calls, system notes).
+
+    With --follow --json: one JSON object per line (NDJSON), each written as the event arrives.
+    """
     st = state()
 
     async def action(client: ManagerClient) -> list[dict[str, Any]]:
-        if follow and not st.json:
+        if follow and st.json:
+            await _stream_ndjson(client, execution_id)
+            return []
+        if follow:
             await _follow(client, execution_id, st.out, quiet_json=False)
             return []
         events: list[dict[str, Any]] = []
@@ -233,13 +373,10 @@ def executions_logs(execution_id: int, follow: bool) -> None:
                 break
             events += batch
             after = int(batch[-1]["id"])
-        if follow:
-            final = await _follow(client, execution_id, None, quiet_json=True)
-            del final
         return events
 
     events = call(action)
-    if follow and not st.json:
+    if follow:
         return
 
     def human(out: Console) -> None:
@@ -270,15 +407,16 @@ def projects_list() -> None:
     rows = call(lambda c: c.list_projects())
 
     def human(out: Console) -> None:
-        table = Table("folder", "project", "version", "packages", "deployed")
-        for p in rows:
-            table.add_row(
+        lines = [
+            [
                 p["folder"],
                 p["project"],
                 str(p["version"]),
                 ", ".join(k["name"] for k in p.get("packages", [])),
-                str(p.get("deployed_at", ""))[:19],
-            )
-        out.print(table)
+                short_time(p.get("deployed_at")),
+            ]
+            for p in rows
+        ]
+        print_table(out, ["folder", "project", "version", "packages", Column("deployed", key=True)], lines)
 
     state().emit(rows, human)

@@ -43,12 +43,19 @@ def worker_join(token: str, name: str | None, ip: str | None, key_type: str, day
     """
     # Imported here: set-up pulls in layers that `packfleet --help` need not load.
     from packfleet.provision import join_worker
+    from packfleet.worker import signal_agent
 
     st = state()
-    result = join_worker(st.home(), token, name=name, ip=ip, key_type=key_type, days=days)
+    home = st.home()
+    result = join_worker(home, token, name=name, ip=ip, key_type=key_type, days=days)
     for warning in result.warnings:
         st.note(f"[yellow]warning:[/] {warning}")
-    st.emit(result.to_dict(), lambda out: _print_join(out, result))
+    # A worker refused for a revoked or expired certificate keeps running and retrying: hand it the
+    # new certificate and pins now (SIGHUP reloads them), so it is back without a restart.
+    pid = signal_agent(home)
+    if pid is not None:
+        st.note(f"told the running worker (pid {pid}) to reload its certificate and settings")
+    st.emit(result.to_dict() | {"reloaded_agent_pid": pid}, lambda out: _print_join(out, result))
 
 
 def _print_join(out: Console, result: WorkerJoin) -> None:

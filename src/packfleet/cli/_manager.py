@@ -12,11 +12,11 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from packfleet.cli._client import call, state
 from packfleet.cli._main import cli
-from packfleet.cli._output import json_option
+from packfleet.cli._output import Column, json_option, print_table, short_time
 from packfleet.expiry import expiry_warning
 from packfleet.pki import load_credential
 
@@ -51,16 +51,20 @@ def _active_cert(worker: dict[str, Any]) -> dict[str, Any] | None:
     return max(certs, key=lambda c: c.get("not_after") or "", default=None)
 
 
-def _online(worker: dict[str, Any], window_s: float = 180) -> str:
-    seen = worker.get("last_online_time")
-    if not seen:
-        return "never"
-    age = (datetime.now(UTC) - datetime.fromisoformat(seen)).total_seconds()
-    return "online" if age <= window_s else f"offline {int(age // 60)} min"
+_STATE_STYLE = {"online": "green", "revoked": "bold red", "expired": "bold red", "offline": "yellow"}
 
 
-def _workers_table(out: Console, workers: list[dict[str, Any]]) -> None:
-    table = Table("agent id", "name", "enabled", "state", "machine", "tags", "certificate", "expires")
+def _state(worker: dict[str, Any]) -> str:
+    """The state the master computed (``state``, ``offline_seconds``), styled; never judged here."""
+    word = str(worker.get("state") or "unknown")
+    if word == "offline" and worker.get("offline_seconds") is not None:
+        word = f"offline {int(worker['offline_seconds'] // 60)} min"
+    style = _STATE_STYLE.get(str(worker.get("state")))
+    return f"[{style}]{word}[/]" if style else word
+
+
+def _workers_table(out: Console, workers: list[dict[str, Any]], *, wide: bool = False) -> None:
+    rows: list[list[str]] = []
     for w in workers:
         cert = _active_cert(w)
         days = _days_left(cert.get("not_after") if cert else None)
@@ -68,17 +72,20 @@ def _workers_table(out: Console, workers: list[dict[str, Any]]) -> None:
         level = expiry_warning(days)
         if level is not None:
             expiry = f"[{EXPIRY_STYLE[level]}]{expiry} ({level})[/]"
-        table.add_row(
+        row = [
             w["agent_id"],
             w.get("display_name", ""),
             "yes" if w.get("is_enabled") else "[yellow]no[/]",
-            _online(w),
-            w.get("machine_name", ""),
-            w.get("tags", ""),
-            (cert or {}).get("thumbprint", "-"),
+            _state(w),
             expiry,
-        )
-    out.print(table)
+        ]
+        if wide:
+            row += [w.get("machine_name", ""), w.get("tags", ""), (cert or {}).get("thumbprint", "-")]
+        rows.append(row)
+    columns: list[Column | str] = [Column("agent id", key=True), "name", "enabled", "state", "expires"]
+    if wide:
+        columns += ["machine", "tags", Column("certificate", key=True)]
+    print_table(out, columns, rows)
 
 
 @worker_admin.command("add")
@@ -128,11 +135,14 @@ def worker_add(cert_file: Path, name: str | None, enable: bool, worker_ref: str 
 
 
 @worker_admin.command("list")
+@click.option("--wide", is_flag=True, help="Also machine name, tags and certificate thumbprint.")
 @json_option
-def worker_list() -> None:
-    """List workers: SSIS catalog.worker_agents columns, online state and certificate expiry."""
+def worker_list(wide: bool) -> None:
+    """List workers: SSIS catalog.worker_agents columns, the master's view of their state (online,
+    offline, never seen, revoked, expired) and certificate expiry.
+    """
     workers = call(lambda c: c.list_workers())
-    state().emit(workers, lambda out: _workers_table(out, workers))
+    state().emit(workers, lambda out: _workers_table(out, workers, wide=wide))
 
 
 @worker_admin.command("show")
@@ -143,7 +153,7 @@ def worker_show(ref: str) -> None:
     worker = call(lambda c: c.get_worker(ref))
 
     def human(out: Console) -> None:
-        _workers_table(out, [worker])
+        _workers_table(out, [worker], wide=True)
         info = worker.get("machine_info") or {}
         if info:
             out.print(", ".join(f"{k}: {v}" for k, v in info.items()))
@@ -222,17 +232,19 @@ def audit(limit: int, actions: tuple[str, ...]) -> None:
         rows = call(lambda c: c.audit(limit=limit, newest=True))
 
     def human(out: Console) -> None:
-        table = Table("time", "actor", "action", "target", "details")
+        lines: list[list[str]] = []
         for row in rows:
             details = ", ".join(f"{k}={v}" for k, v in (row.get("details") or {}).items())
-            table.add_row(
-                str(row.get("time", ""))[:19],
-                row.get("actor", ""),
-                row.get("action", ""),
-                row.get("target", ""),
-                details if len(details) <= 90 else details[:87] + "...",
+            lines.append(
+                [
+                    short_time(row.get("time")),
+                    row.get("actor", ""),
+                    row.get("action", ""),
+                    row.get("target", ""),
+                    escape(details),
+                ]
             )
-        out.print(table)
+        print_table(out, [Column("time", key=True), "actor", "action", "target", "details"], lines)
 
     state().emit(rows, human)
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from packfleet.cli._client import call, state
 from packfleet.cli._manager import EXPIRY_STYLE, manager_group
-from packfleet.cli._output import json_option
+from packfleet.cli._output import Column, json_option, print_table
 from packfleet.expiry import URGENT_DAYS, WARN_DAYS
 
 
@@ -32,23 +31,34 @@ def certs() -> None:
 
 
 def _table(out: Console, entries: list[dict[str, Any]]) -> None:
-    table = Table("role", "thumbprint", "name", "worker", "status", "expires", "days left")
+    rows: list[list[str]] = []
     for entry in entries:
         days = entry.get("days_left")
         left = "-" if days is None else f"{days:.0f}"
         level = entry.get("warning")
         if level:
             left = f"[{EXPIRY_STYLE[level]}]{left} ({level})[/]"
-        table.add_row(
-            entry["role"],
-            entry["thumbprint"],
-            entry.get("name") or "",
-            entry.get("worker") or "",
-            entry.get("status") or "",
-            (entry.get("not_after") or "-")[:10],
-            left,
+        rows.append(
+            [
+                entry["role"],
+                entry["thumbprint"],
+                entry.get("name") or "",
+                entry.get("worker") or "",
+                entry.get("status") or "",
+                (entry.get("not_after") or "-")[:10],
+                left,
+            ]
         )
-    out.print(table)
+    columns: list[Column | str] = [
+        "role",
+        Column("thumbprint", key=True),
+        "name",
+        "worker",
+        "status",
+        "expires",
+        "days left",
+    ]
+    print_table(out, columns, rows)
     flagged = sum(1 for e in entries if e.get("warning"))
     if flagged:
         out.print(

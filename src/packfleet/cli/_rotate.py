@@ -17,11 +17,10 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from packfleet.cli._client import call, state
 from packfleet.cli._manager import manager_group, worker_admin
-from packfleet.cli._output import json_option
+from packfleet.cli._output import json_option, print_table
 from packfleet.cli._worker import worker_group
 from packfleet.config import load_manager_settings, set_setting
 from packfleet.errors import CertificateNotFound
@@ -52,13 +51,36 @@ class _Progress:
     def __init__(self, note: Callable[[str], None]) -> None:
         self.note = note
         self._seen: set[tuple[str, str]] = set()
+        self._awaited: dict[str, tuple[str, ...]] = {}
+        self._offline_shown = False
+        self._started = time.monotonic()
 
-    def show(self, status: dict[str, Any]) -> None:
+    def elapsed(self) -> str:
+        return f"[{time.monotonic() - self._started:5.1f} s]"
+
+    def show(self, status: dict[str, Any], key: str | None = None) -> None:
         for row in status.get("workers", []):
-            for key, words in (("confirmed", "accepts"), ("promoted", "now pins only")):
-                if row.get(key) and (row["agent_id"], key) not in self._seen:
-                    self._seen.add((row["agent_id"], key))
-                    self.note(f"  {_label(row)} {words} {status.get('new')}")
+            for step, words in (("confirmed", "accepts"), ("promoted", "now pins only")):
+                if row.get(step) and (row["agent_id"], step) not in self._seen:
+                    self._seen.add((row["agent_id"], step))
+                    self.note(f"{self.elapsed()} {_label(row)} {words} {status.get('new')}")
+        if key is not None:
+            awaited = tuple(_label(r) for r in _waiting(status, key))
+            if awaited and awaited != self._awaited.get(key):
+                self.note(f"{self.elapsed()} still awaited ({key}): {', '.join(awaited)}")
+            self._awaited[key] = awaited
+        offline = [r for r in status.get("workers", []) if not r.get("online")]
+        if offline and not self._offline_shown:
+            self._offline_shown = True
+            self.note(
+                f"{self.elapsed()} offline, not waited for ({len(offline)}): "
+                + ", ".join(_label(r) for r in offline)
+                + "; unless they come back during the rotation, each needs: "
+                + "; ".join(status.get("manual_steps") or [])
+            )
+
+    def step(self, text: str) -> None:
+        self.note(f"{self.elapsed()} {text}")
 
 
 class _MasterRotation:
@@ -94,7 +116,7 @@ class _MasterRotation:
         deadline = time.monotonic() + self.timeout
         while True:
             status = await self.client.master_cert_rotation()
-            self.progress.show(status)
+            self.progress.show(status, key)
             if not _waiting(status, key) or time.monotonic() >= deadline:
                 return status
             await asyncio.sleep(_POLL)
@@ -102,20 +124,21 @@ class _MasterRotation:
     async def run(self, cns: list[str], days: int | None, force: bool) -> dict[str, Any]:
         started = await self.client.rotate_master_cert("start", cns=cns, days=days)
         old, new = started["old"], started["new"]
-        self.progress.note(
+        self.progress.step(
             f"{'resuming' if started.get('resumed') else 'started'} the rotation of the master certificate "
-            f"{old} -> {new} ({started['phase']})"
+            f"{old} -> {new} ({started['phase']}); announced to the workers through their open connections"
         )
         self._trust_next(started["new_cert_pem"], new)
         await self._reconnect()
         if started["phase"] == "announced":
             await self._wait("confirmed")
             await self.client.rotate_master_cert("switch", force=force)
-            self.progress.note(f"the master now serves {new}")
+            self.progress.step(f"the master now serves {new}")
         self._promote(new)
         await self._reconnect()
         promoted = await self._wait("promoted")
         finished = await self.client.rotate_master_cert("finish")
+        self.progress.step(f"{old} retired from the master's Root store")
         with contextlib.suppress(CertificateNotFound):
             if load_manager_settings(self.home).master_https_cert_thumbprint != old:
                 CertStore(self.home, "Root").delete(old)
@@ -135,17 +158,19 @@ def _print_rotation(out: Console, result: dict[str, Any]) -> None:
         out.print(f"rotation to {result['aborted']} aborted; the master keeps serving {result['serving']}")
         return
     out.print(f"the master serves {result['new']}; {result['old']} is retired")
-    table = Table("worker", "online", "enabled", "accepts", "status")
+    rows: list[list[str]] = []
     for row in result.get("workers", []):
         done = "[green]rotated[/]" if row.get("promoted") else "[yellow]needs the manual steps[/]"
-        table.add_row(
-            _label(row),
-            "yes" if row.get("online") else "no",
-            "yes" if row.get("enabled") else "no",
-            ", ".join(row.get("accepts") or []) or "-",
-            done,
+        rows.append(
+            [
+                _label(row),
+                "yes" if row.get("online") else "no",
+                "yes" if row.get("enabled") else "no",
+                ", ".join(row.get("accepts") or []) or "-",
+                done,
+            ]
         )
-    out.print(table)
+    print_table(out, ["worker", "online", "enabled", "accepts", "status"], rows)
     behind = result.get("behind") or []
     if behind:
         out.print(f"{len(behind)} worker(s) did not take part; on each of them (seed steps 5.1-5.3):")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import cast
 
 import click
@@ -23,6 +24,7 @@ from packfleet.config import (
     settings_path,
     settings_to_json,
 )
+from packfleet.pki import CertStore
 
 _KINDS = click.Choice(["master", "worker", "manager"], case_sensitive=False)
 _READERS = {
@@ -37,6 +39,35 @@ def _shown(value: object) -> str:
     if isinstance(value, str) and value:
         return value
     return json.dumps(value)
+
+
+#: Keys that pin a certificate, and the store the node looks it up in.
+_PIN_STORES: dict[tuple[str, str], str] = {
+    ("master", "SSLCertThumbprint"): "Root",
+    ("worker", "MasterHttpsCertThumbprint"): "Root",
+    ("worker", "NextMasterHttpsCertThumbprint"): "Root",
+    ("worker", "WorkerHttpsCertThumbprint"): "My",
+    ("manager", "MasterHttpsCertThumbprint"): "Root",
+    ("manager", "NextMasterHttpsCertThumbprint"): "Root",
+    ("manager", "AdminCertThumbprint"): "My",
+}
+
+
+def _pin_not_in_store(home: Path, kind: str, key: str, value: object) -> str | None:
+    """Why a thumbprint just pinned will not be found when the node starts, or None if it will."""
+    store_name = _PIN_STORES.get((kind, key))
+    if store_name is None or not isinstance(value, str) or not value:
+        return None
+    store = CertStore(home, store_name)
+    if store.contains(value):
+        return None
+    near = store.near(value)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    return (
+        f"{key} {value} is not in store {store_name} of {home}{hint}. It must be there before this "
+        f"node uses it: packfleet cert import FILE --store {store_name} (packfleet cert list --store "
+        f"{store_name} shows what is there)"
+    )
 
 
 @cli.group("settings")
@@ -120,6 +151,9 @@ def set_settings(state: CliState, kind: str, key: str, value: str) -> None:
     if canonical != key:
         state.note(f"{key!r} was saved as {canonical!r}, the spelling packfleet writes")
     state.note(f"{path} saved; {_READERS[settings_kind]}")
+    missing = _pin_not_in_store(home, settings_kind, canonical, new)
+    if missing:
+        state.note(f"[yellow]warning:[/] {missing}")
     if settings_kind == "master" and canonical in ("SSLCertThumbprint", "PortNumber"):
         warning = binding_disagreement(home)
         if warning:

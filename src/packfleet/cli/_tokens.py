@@ -8,11 +8,10 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from packfleet.cli._client import call, state
 from packfleet.cli._manager import manager_group
-from packfleet.cli._output import json_option
+from packfleet.cli._output import Column, json_option, print_table, short_time
 from packfleet.config import parse_timespan
 from packfleet.errors import PackfleetError
 
@@ -91,20 +90,23 @@ def token_create(ttl: timedelta, uses: int, enable: bool, endpoint: str | None) 
 
 
 def _tokens_table(out: Console, tokens: list[dict[str, Any]]) -> None:
-    table = Table("token id", "status", "uses left", "admitted", "enable", "worker", "expires", "by")
+    rows: list[list[str]] = []
     for t in tokens:
         status = t["status"] if t["status"] == "usable" else f"[yellow]{t['status']}[/]"
-        table.add_row(
-            t["token_id"],
-            status,
-            str(t["uses_left"]),
-            str(t.get("admitted", 0)),
-            "yes" if t.get("enable") else "no",
-            t.get("agent_id") or "-",
-            str(t["expires_at"])[:19],
-            t.get("created_by", ""),
+        rows.append(
+            [
+                t["token_id"],
+                status,
+                str(t["uses_left"]),
+                str(t.get("admitted", 0)),
+                "yes" if t.get("enable") else "no",
+                t.get("agent_id") or "-",
+                short_time(t["expires_at"]),
+                t.get("created_by", ""),
+            ]
         )
-    out.print(table)
+    columns: list[Column | str] = [Column("token id", key=True), "status", "uses left", "admitted", "enable"]
+    print_table(out, [*columns, Column("worker", key=True), "expires", "by"], rows)
 
 
 @token_group.command("list")

@@ -125,6 +125,13 @@ class ManagerSettings:
     #: During a master certificate rotation, the certificate the master will serve next: the manager
     #: accepts it beside the pinned one, as a worker does, so no command fails at the switch.
     next_master_https_cert_thumbprint: str = ""
+    #: A manager away from the master's home: the master's certificate file (the ``master.cer``
+    #: workers get) to pin instead of a Root-store thumbprint, relative to the home or absolute.
+    master_cert_file: str = ""
+    #: ...and its identity as PEM files (``manager identity create`` writes them), instead of a
+    #: My-store thumbprint.
+    admin_cert_file: str = ""
+    admin_key_file: str = ""
 
 
 AnySettings = MasterSettings | WorkerSettings | ManagerSettings
@@ -246,6 +253,9 @@ _MANAGER: _Schema[ManagerSettings] = _Schema(
         _Key("MasterHttpsCertThumbprint", "master_https_cert_thumbprint", v.read_thumbprint),
         _Key("AdminCertThumbprint", "admin_cert_thumbprint", v.read_thumbprint),
         _Key("NextMasterHttpsCertThumbprint", "next_master_https_cert_thumbprint", v.read_thumbprint),
+        _Key("MasterCertFile", "master_cert_file", v.read_text),
+        _Key("AdminCertFile", "admin_cert_file", v.read_text),
+        _Key("AdminKeyFile", "admin_key_file", v.read_text),
     ),
 )
 

@@ -33,7 +33,7 @@ from packfleet.doctor._common import (
 )
 from packfleet.doctor._findings import Finding, error, ok, warning
 from packfleet.errors import CertificateNotFound, PackfleetError, TlsError
-from packfleet.master import SERVICE_NAME, never_accepted
+from packfleet.master import SERVICE_NAME, never_accepted, read_listening
 from packfleet.pki import CertInfo, CertStore, Credential
 from packfleet.transport import NEW_ADMIN_FIX, fetch_server_certificate, parse_endpoint
 
@@ -54,7 +54,7 @@ def check_master(home: Path, *, now: datetime, unit: Path | None = None, probe: 
     if served is not None:
         findings += _served_certificate(home, settings, served, now, unit)
         if probe:
-            findings += _listening(settings, served[0])
+            findings += _listening(home, settings, served[0])
     catalog_findings = _catalog(home, settings)
     findings += catalog_findings
     findings += _admin(home, now)
@@ -212,24 +212,42 @@ def _address(home: Path, settings: MasterSettings, info: CertInfo) -> Finding:
     return ok("master.address", f"MasterAddress host {host!r} is among the certificate's names ({names})")
 
 
-def _listening(settings: MasterSettings, bound: str) -> list[Finding]:
-    """If a master answers on this machine's port, does it serve the bound certificate?"""
-    port = settings.port_number
+def _listening(home: Path, settings: MasterSettings, bound: str) -> list[Finding]:
+    """If a master of this home runs, does it serve the bound certificate where it really listens?
+
+    The address comes from ``master.listen``, which the running master writes (``master run
+    --host/--port`` may differ from PortNumber and from 127.0.0.1); without one, PortNumber on
+    127.0.0.1 is probed.
+    """
+    running = read_listening(home)
+    host, port = (running.probe_host, running.port) if running else ("127.0.0.1", settings.port_number)
+    where = f"{host}:{port}"
     try:
-        peer = fetch_server_certificate("127.0.0.1", port, timeout=2.0)
-    except (OSError, TlsError, ValueError):
-        return [ok("master.serving", f"no master answers on 127.0.0.1:{port} (not running here)")]
+        peer = fetch_server_certificate(host, port, timeout=2.0)
+    except (OSError, TlsError, ValueError) as exc:
+        if running is not None:
+            return [
+                error(
+                    "master.serving",
+                    f"the master of this home (pid {running.pid}) says it listens on "
+                    f"{running.host}:{running.port}, but {where} does not answer over TLS: {exc}",
+                    fix=f"see its log; restart it: systemctl restart {SERVICE_NAME}",
+                )
+            ]
+        return [ok("master.serving", f"no master answers on {where} (not running here)")]
+    if running is not None and running.port != settings.port_number:
+        where += f" (PortNumber in MasterSettings.config is {settings.port_number})"
     if peer.thumbprint != bound:
         return [
             error(
                 "master.serving",
-                f"the master on port {port} serves certificate {peer.thumbprint} but the binding names "
+                f"the master on {where} serves certificate {peer.thumbprint} but the binding names "
                 f"{bound}: its last reload was refused (see its log) or it was not reloaded",
                 fix=f"mend the findings above, then: systemctl reload {SERVICE_NAME} (or kill -HUP the "
                 "master)",
             )
         ]
-    return [ok("master.serving", f"the master on port {port} serves the bound certificate {bound}")]
+    return [ok("master.serving", f"the master on {where} serves the bound certificate {bound}")]
 
 
 def _catalog(home: Path, settings: MasterSettings) -> list[Finding]:

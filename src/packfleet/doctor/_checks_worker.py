@@ -56,8 +56,63 @@ def check_worker(home: Path, *, now: datetime, unit: Path | None = None, probe: 
     if probe and endpoint is not None:
         served = _served(settings, endpoint, findings)
         if served and pinned_ok:
-            findings += _health(home)
+            health = _health(home)
+            findings += health
+            if health and health[0].check == "worker.tls" and health[0].severity == "ok":
+                findings.append(_master_view(home, settings))
     return findings
+
+
+def _master_view(home: Path, settings: WorkerSettings) -> Finding:
+    """What the master thinks of this worker: not added yet, disabled, revoked, offline, online."""
+    check = "worker.master_view"
+
+    async def ask() -> dict[str, object]:
+        async with load_identity(home).connect() as client:
+            answer: dict[str, object] = await client.request("GET", routes.WORKER_SELF, timeout=10.0)
+            return answer
+
+    try:
+        view = asyncio.run(ask())
+    except PackfleetError as exc:
+        return warning(check, f"the master did not say how it sees this worker: {exc.message}", exc.fix)
+    agent = str(view.get("agent_id") or settings.agent_id)
+    if not view.get("known"):
+        return warning(
+            check,
+            f"the master trusts certificate {view.get('thumbprint')} but no worker has it yet: the "
+            "worker registers at its first heartbeat",
+            fix="packfleet worker run (then on the master: packfleet manager worker enable NAME)",
+        )
+    label = f"worker {view.get('display_name')} ({agent})"
+    if view.get("certificate_status") == "revoked" or view.get("state") == "revoked":
+        return error(
+            check,
+            f"the master revoked this certificate of {label}",
+            fix=f"on the master: packfleet manager worker connect {agent} --token, then here: "
+            "packfleet worker join TOKEN",
+        )
+    if view.get("certificate_status") not in (None, "active"):
+        return error(
+            check,
+            f"the master sees this certificate of {label} as {view.get('certificate_status')}: a newer "
+            "one replaced it",
+            fix=f"on the master: packfleet manager worker connect {agent} --token, then here: "
+            "packfleet worker join TOKEN",
+        )
+    if not view.get("is_enabled"):
+        return warning(
+            check,
+            f"the master knows {label} but it is disabled: it gets no tasks",
+            fix=f"on the master: packfleet manager worker enable {agent}",
+        )
+    if view.get("state") != "online":
+        return warning(
+            check,
+            f"the master knows {label}, enabled, but sees it {view.get('state')}: no recent heartbeat",
+            fix="start the worker: packfleet worker run (or systemctl start the worker's service)",
+        )
+    return ok(check, f"the master sees {label} enabled and online")
 
 
 def _own_certificate(home: Path, settings: WorkerSettings, now: datetime, unit: Path | None) -> list[Finding]:

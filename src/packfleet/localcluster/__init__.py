@@ -9,13 +9,18 @@ from packfleet.localcluster._cluster import (
     free_port,
     sigterm_exits,
 )
+from packfleet.localcluster._dev import READY, DevOptions, run_dev, sample_project
 
 __all__ = [
     "FAST_MASTER_SETTINGS",
     "FAST_WORKER_SETTINGS",
+    "READY",
     "ClusterError",
+    "DevOptions",
     "LocalCluster",
     "Node",
     "free_port",
+    "run_dev",
+    "sample_project",
     "sigterm_exits",
 ]

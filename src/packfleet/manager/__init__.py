@@ -4,6 +4,6 @@
 ...     [worker["agent_id"] for worker in await manager.list_workers()]
 """
 
-from packfleet.manager._client import ManagerClient
+from packfleet.manager._client import ManagerClient, RemoteOptions
 
-__all__ = ["ManagerClient"]
+__all__ = ["ManagerClient", "RemoteOptions"]

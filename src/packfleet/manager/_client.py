@@ -7,18 +7,60 @@ operations and the ``catalog.*`` procedures, spoken over mutual TLS with the adm
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from packfleet.config import ManagerSettings, load_manager_settings, settings_path
-from packfleet.errors import SettingsError
-from packfleet.pki import CertStore
+from packfleet.errors import PkiError, SettingsError, UsageError
+from packfleet.pki import CertStore, load_credential
 from packfleet.protocol import routes
-from packfleet.transport import MasterClient, client_context
+from packfleet.transport import MasterClient, client_context, parse_endpoint
 
 #: Extra seconds on top of a long-poll's ``wait`` before the client gives up on the answer.
 _WAIT_MARGIN = 30.0
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """Where the master is and who this manager is, from the command line or the environment.
+
+    Each field overrides its ManagerSettings.config counterpart; all of them together let a
+    manager run from any machine with no home at all (``--master``, ``--master-cert``,
+    ``--admin-cert``, ``--admin-key``, or ``PACKFLEET_MASTER``, ``PACKFLEET_MASTER_CERT``,
+    ``PACKFLEET_ADMIN_CERT``, ``PACKFLEET_ADMIN_KEY``).
+    """
+
+    master: str = ""
+    master_cert: Path | None = None
+    admin_cert: Path | None = None
+    admin_key: Path | None = None
+
+
+_REMOTE_FIX = (
+    "packfleet --master https://MASTER:8391 --master-cert master.cer --admin-cert NAME.crt "
+    "--admin-key NAME.key ... (NAME.crt/.key from `packfleet manager identity create` on the master)"
+)
+
+
+def _in_home(home: Path, configured: str) -> Path:
+    return home / Path(configured).expanduser()  # `/` keeps an absolute path as it is
+
+
+def _private_key_file(path: Path) -> Path:
+    """Refuse a private key file others may read, as ssh does: the key is the admin's identity."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise SettingsError(f"cannot read the admin key {path}: {exc.strerror}", fix=_REMOTE_FIX) from None
+    if mode & 0o077:
+        raise PkiError(
+            f"the admin key {path} is readable by other users (mode {mode & 0o777:o}); a private "
+            "key must be readable by its owner only",
+            fix=f"chmod 600 {path}",
+        )
+    return path
 
 
 def _path(template: str, **values: str | int) -> str:
@@ -39,32 +81,81 @@ class ManagerClient:
     @classmethod
     def from_home(cls, home: Path, *, timeout: float = 60.0) -> ManagerClient:
         """Build a client from ``<home>/ManagerSettings.config`` and the home's My and Root stores."""
-        settings = load_manager_settings(home)
-        source = settings_path(home, "manager")
-        _require(settings, source)
-        admin = CertStore(home, "My")
-        root = CertStore(home, "Root")
-        pins = [settings.master_https_cert_thumbprint]
-        if settings.next_master_https_cert_thumbprint:
-            pins.append(settings.next_master_https_cert_thumbprint)  # a rotation is under way
-        pinned_pem = "".join(root.get(pin).cert_pem().decode() for pin in pins)
-        admin_thumbprint = settings.admin_cert_thumbprint
-        if admin.get(admin_thumbprint).private_key is None:
-            raise SettingsError(
-                f"the admin certificate {admin_thumbprint} in store My has no private key, so it cannot "
-                "prove who this manager is",
-                fix="packfleet cert import admin.pfx --password P --store My",
-            )
-        context = client_context(
-            admin.cert_path(admin_thumbprint), admin.key_path(admin_thumbprint), pinned_pem
+        return cls.connect(home, RemoteOptions(), timeout=timeout)
+
+    @classmethod
+    def connect(cls, home: Path | None, options: RemoteOptions, *, timeout: float = 60.0) -> ManagerClient:
+        """Build a client from ``options`` first, then ``<home>/ManagerSettings.config``.
+
+        The master's address: ``options.master`` or MasterEndpoint. Its pin: the certificate file
+        ``options.master_cert`` (or MasterCertFile), else MasterHttpsCertThumbprint in the Root
+        store. The admin identity: the PEM pair ``options.admin_cert``/``admin_key`` (or
+        AdminCertFile/AdminKeyFile), else AdminCertThumbprint in the My store.
+        """
+        source = settings_path(home, "manager") if home is not None else None
+        if source is not None and source.exists():
+            settings = load_manager_settings(home) if home is not None else ManagerSettings()
+        else:
+            settings = ManagerSettings()
+        base = home if home is not None else Path.cwd()
+        endpoint = options.master or settings.master_endpoint
+        master_cert = options.master_cert or (
+            _in_home(base, settings.master_cert_file) if settings.master_cert_file else None
         )
+        if (options.admin_cert is None) != (options.admin_key is None):
+            raise UsageError(
+                "--admin-cert and --admin-key go together: the certificate says who you are, the "
+                "key proves it",
+                fix=_REMOTE_FIX,
+            )
+        admin_cert, admin_key = options.admin_cert, options.admin_key
+        if admin_cert is None and settings.admin_cert_file and settings.admin_key_file:
+            admin_cert = _in_home(base, settings.admin_cert_file)
+            admin_key = _in_home(base, settings.admin_key_file)
+        if not endpoint:
+            raise SettingsError(
+                "no master address: neither --master nor PACKFLEET_MASTER is given and "
+                f"{source or 'ManagerSettings.config'} sets no MasterEndpoint",
+                fix=_REMOTE_FIX,
+            )
+        parse_endpoint(endpoint, kind="manager", fix="--master https://MASTER:8391")
+        if master_cert is not None:
+            master = load_credential(master_cert)
+            pins = [master.thumbprint]
+            pinned_pem = master.cert_pem().decode()
+        else:
+            if home is None or not settings.master_https_cert_thumbprint:
+                raise SettingsError(
+                    "no pinned master certificate: give the master's certificate with --master-cert "
+                    "master.cer (or PACKFLEET_MASTER_CERT)",
+                    fix=_REMOTE_FIX,
+                )
+            root = CertStore(home, "Root")
+            pins = [settings.master_https_cert_thumbprint]
+            if settings.next_master_https_cert_thumbprint:
+                pins.append(settings.next_master_https_cert_thumbprint)  # a rotation is under way
+            pinned_pem = "".join(root.get(pin).cert_pem().decode() for pin in pins)
+        if admin_cert is not None and admin_key is not None:
+            own = load_credential(admin_cert).thumbprint
+            context = client_context(admin_cert, _private_key_file(admin_key), pinned_pem)
+        else:
+            if home is None or not settings.admin_cert_thumbprint:
+                raise SettingsError(
+                    "no admin identity: give --admin-cert NAME.crt --admin-key NAME.key (or "
+                    "PACKFLEET_ADMIN_CERT and PACKFLEET_ADMIN_KEY)",
+                    fix=_REMOTE_FIX,
+                )
+            own = settings.admin_cert_thumbprint
+            admin = CertStore(home, "My")
+            if admin.get(own).private_key is None:
+                raise SettingsError(
+                    f"the admin certificate {own} in store My has no private key, so it cannot "
+                    "prove who this manager is",
+                    fix="packfleet cert import admin.pfx --password P --store My",
+                )
+            context = client_context(admin.cert_path(own), admin.key_path(own), pinned_pem)
         client = MasterClient(
-            settings.master_endpoint,
-            context,
-            role="manager",
-            pins=pins,
-            own_thumbprint=admin_thumbprint,
-            timeout=timeout,
+            endpoint, context, role="manager", pins=pins, own_thumbprint=own, timeout=timeout
         )
         return cls(client)
 
@@ -162,6 +253,23 @@ class ManagerClient:
         path = _path(routes.ADMIN_WORKER_CONNECT, ref=ref)
         body = {"thumbprint": thumbprint} if thumbprint else {"cert_pem": cert_pem or ""}
         result: dict[str, Any] = await self._call("POST", path, json_body=body)
+        return result
+
+    # --- identities ---------------------------------------------------------------------------
+
+    async def create_identity(self, name: str, role: str, cert_pem: str) -> dict[str, Any]:
+        """Pin ``cert_pem`` (no key) to a new identity ``name`` with ``role`` admin, executor or viewer."""
+        body = {"name": name, "role": role, "cert_pem": cert_pem}
+        result: dict[str, Any] = await self._call("POST", routes.ADMIN_IDENTITIES, json_body=body)
+        return result
+
+    async def list_identities(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_IDENTITIES)
+        return result
+
+    async def revoke_identity(self, name: str) -> dict[str, Any]:
+        path = _path(routes.ADMIN_IDENTITY_REVOKE, name=name)
+        result: dict[str, Any] = await self._call("POST", path)
         return result
 
     # --- join tokens --------------------------------------------------------------------------
@@ -267,6 +375,12 @@ class ManagerClient:
         result: dict[str, Any] = await self._call("GET", path, params=params, timeout=wait + _WAIT_MARGIN)
         return result
 
+    async def pending(self, execution_id: int) -> dict[str, Any]:
+        """Why the execution is still pending: ``reasons`` (per worker, with figures) and ``ready``."""
+        path = _path(routes.ADMIN_EXECUTION_PENDING, execution_id=execution_id)
+        result: dict[str, Any] = await self._call("GET", path)
+        return result
+
     async def cancel(self, execution_id: int) -> dict[str, Any]:
         path = _path(routes.ADMIN_EXECUTION_CANCEL, execution_id=execution_id)
         result: dict[str, Any] = await self._call("POST", path)
@@ -286,21 +400,3 @@ class ManagerClient:
     async def openapi(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", routes.OPENAPI)
         return result
-
-
-def _require(settings: ManagerSettings, source: Path) -> None:
-    missing = [
-        (key, value)
-        for key, value in (
-            ("MasterEndpoint", settings.master_endpoint),
-            ("MasterHttpsCertThumbprint", settings.master_https_cert_thumbprint),
-            ("AdminCertThumbprint", settings.admin_cert_thumbprint),
-        )
-        if not value
-    ]
-    if missing:
-        key = missing[0][0]
-        raise SettingsError(
-            f"{source}: {', '.join(k for k, _ in missing)} not set, so the manager cannot reach the master",
-            fix=f"packfleet master init (on the master), or: packfleet settings set manager {key} VALUE",
-        )

@@ -13,6 +13,7 @@ the catalog, long-polls workers for tasks, and reloads its certificates and trus
 
 from packfleet.master._admission import NeverAccepted, never_accepted
 from packfleet.master._api import DEFAULT_MAX_BODY, DEPLOY_MAX_BODY, Endpoint, openapi_document
+from packfleet.master._listen import Listening, read_listening
 from packfleet.master._server import ENDPOINTS, MasterServer, build_app, run_master, serve
 from packfleet.master._service import SERVICE_NAME, enable_hint, systemd_unit
 from packfleet.master._tls import TlsMaterial, load_tls_material
@@ -24,6 +25,7 @@ __all__ = [
     "ENDPOINTS",
     "SERVICE_NAME",
     "Endpoint",
+    "Listening",
     "LocalWakeups",
     "MasterServer",
     "NeverAccepted",
@@ -35,6 +37,7 @@ __all__ = [
     "load_tls_material",
     "never_accepted",
     "openapi_document",
+    "read_listening",
     "run_master",
     "serve",
     "systemd_unit",

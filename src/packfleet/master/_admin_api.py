@@ -15,6 +15,7 @@ from packfleet.catalog import ExecutionRecord, WorkerRecord
 from packfleet.errors import PackfleetError
 from packfleet.master._admission import admission_refusal
 from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
+from packfleet.master._fleet import worker_view
 from packfleet.master._logsafe import safe
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response, query_float, query_int
@@ -72,7 +73,8 @@ class RunPackage:
 
 async def list_workers(call: Call) -> web.StreamResponse:
     workers = await call.state.db(call.state.catalog.list_workers)
-    return json_response([w.to_dict() for w in workers])
+    now = call.state.clock()
+    return json_response([worker_view(w, now) for w in workers])
 
 
 async def add_worker(call: Call) -> web.StreamResponse:
@@ -110,7 +112,7 @@ async def add_worker(call: Call) -> web.StreamResponse:
 
 async def get_worker(call: Call) -> web.StreamResponse:
     worker = await call.state.db(call.state.catalog.get_worker, call.request.match_info["ref"])
-    return json_response(worker.to_dict())
+    return json_response(worker_view(worker, call.state.clock()))
 
 
 async def set_worker_enabled(
@@ -263,16 +265,21 @@ class _Manifests:
         return data
 
 
-def _agent_ids(workers: list[str]) -> tuple[str, ...]:
+async def _agent_ids(state: MasterState, workers: list[str]) -> tuple[str, ...]:
+    """Agent ids for ``run --worker``: each given as an agent id, a display name or a thumbprint."""
     ids = []
     for worker in workers:
         try:
             ids.append(str(uuid.UUID(worker.strip())))
         except ValueError:
-            raise bad_request(
-                f"workers: {worker!r} is not a worker agent id (a UUID)",
-                fix="packfleet manager worker list (shows each worker's agent id)",
-            ) from None
+            try:
+                found = await state.db(state.catalog.get_worker, worker.strip())
+            except PackfleetError as exc:
+                raise bad_request(
+                    f"workers: {worker!r}: {exc.message}",
+                    fix="packfleet manager worker list (shows each worker's agent id and name)",
+                ) from None
+            ids.append(found.agent_id)
     return tuple(ids)
 
 
@@ -292,7 +299,7 @@ async def run(call: Call) -> web.StreamResponse:
         ask.package,
         parameters=parameters,
         actor=call.caller.actor,
-        allowed_workers=_agent_ids(ask.workers),
+        allowed_workers=await _agent_ids(state, ask.workers),
         retry_count=ask.retry_count,
         project_version_id=version.id,
     )

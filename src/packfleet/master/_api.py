@@ -58,6 +58,15 @@ class Endpoint:
     params: tuple[Param, ...] = ()
     max_body: int = DEFAULT_MAX_BODY
 
+    @property
+    def admits(self) -> Access:
+        """Whom the access check admits: a read (GET) of an admin or executor route also admits
+        role viewer, who reads everything and changes nothing. One rule here, so no read route
+        can forget it."""
+        if self.method == "GET" and self.access in ("admin", "executor"):
+            return "viewer"
+        return self.access
+
 
 # --- JSON Schema from the wire dataclasses ------------------------------------------------------
 
@@ -138,6 +147,7 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "open": [],
     "certificate": [{"clientCertificate": []}],
     "worker": [{"clientCertificate": []}],
+    "viewer": [{"clientCertificate": []}],
     "executor": [{"clientCertificate": []}],
     "admin": [{"clientCertificate": []}],
 }
@@ -146,6 +156,7 @@ _WHO = {
     "open": "Open: no client certificate needed.",
     "certificate": "Any client certificate in the master's Root store (unknown workers register here).",
     "worker": "An enabled worker's active certificate.",
+    "viewer": "Role admin, executor or viewer (any read).",
     "executor": "Role admin or executor.",
     "admin": "Role admin.",
 }
@@ -165,9 +176,9 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
     for ep in endpoints:
         operation: dict[str, Any] = {
             "summary": ep.summary,
-            "description": _WHO[ep.access],
+            "description": _WHO[ep.admits],
             "operationId": f"{ep.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', ep.path.lower()).strip('_')}",
-            "security": _SECURITY[ep.access],
+            "security": _SECURITY[ep.admits],
             "responses": {},
         }
         parameters = _path_params(ep.path) + [

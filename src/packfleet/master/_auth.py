@@ -28,9 +28,15 @@ from packfleet.master._problems import Problem, forbidden
 #: ``open``: anyone, with or without a certificate (health, join, the OpenAPI document).
 #: ``certificate``: any certificate from the Root store (the worker heartbeat, by which workers register).
 #: ``worker``: an enabled worker whose certificate is active.
+#: ``viewer``: role admin, executor or viewer (reads: every GET of an admin or executor route).
 #: ``executor``: role admin or executor (run packages and watch executions).
 #: ``admin``: role admin.
-Access = Literal["open", "certificate", "worker", "executor", "admin"]
+Access = Literal["open", "certificate", "worker", "viewer", "executor", "admin"]
+_ROLES_ADMITTED: dict[str, tuple[str, ...]] = {
+    "viewer": ("admin", "executor", "viewer"),
+    "executor": ("admin", "executor"),
+    "admin": ("admin",),
+}
 
 _ADMIN_FIX = (
     "use the admin certificate from `packfleet master init` (ManagerSettings.config AdminCertThumbprint)"
@@ -226,7 +232,7 @@ def _check_worker(caller: Caller, route: str) -> None:
 def _check_role(access: Access, caller: Caller, route: str) -> None:
     thumbprint = caller.thumbprint
     principal = caller.principal
-    allowed = ("admin",) if access == "admin" else ("admin", "executor")
+    allowed = _ROLES_ADMITTED[access]
     if principal is not None and principal.kind == "worker":
         raise forbidden(
             f"certificate {thumbprint} is a worker certificate (worker {caller.worker_label}); a "
@@ -237,8 +243,8 @@ def _check_role(access: Access, caller: Caller, route: str) -> None:
         )
     if principal is None:
         raise forbidden(
-            f"certificate {thumbprint} is in the master's Root store but is no admin's or executor's "
-            f"certificate, so it may not use {route}",
+            f"certificate {thumbprint} is in the master's Root store but belongs to no admin, "
+            f"executor or viewer identity, so it may not use {route}",
             thumbprint=thumbprint,
             fix=_ADMIN_FIX,
         )

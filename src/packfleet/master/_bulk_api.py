@@ -57,7 +57,7 @@ async def run_bulk(call: Call) -> web.StreamResponse:
         ask.project,
         ask.package,
         parameters,
-        _agent_ids(ask.workers),
+        await _agent_ids(state, ask.workers),
         ask.retry_count,
         project_version_id=version.id,  # the version the parameters were resolved against
     )

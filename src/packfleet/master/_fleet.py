@@ -9,13 +9,13 @@ executor certificates, and every worker certificate the catalog knows.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from packfleet.catalog import CertificateRecord, PrincipalRecord
+from packfleet.catalog import CertificateRecord, PrincipalRecord, WorkerRecord
 from packfleet.errors import PackfleetError
 from packfleet.expiry import days_left, describe_expiry, expiry_warning
 from packfleet.master._api import Endpoint
@@ -29,6 +29,34 @@ log = logging.getLogger("packfleet.master")
 #: A worker counts as online when its last heartbeat is this recent (three default
 #: AgentHeartbeatIntervals, as `manager worker list` judges it).
 ONLINE_WINDOW = timedelta(minutes=3)
+
+
+def worker_view(worker: WorkerRecord, now: datetime) -> dict[str, Any]:
+    """A worker as the admin routes show it, with the master's verdict on its state.
+
+    ``state`` is one of ``online``, ``offline``, ``never`` (no heartbeat yet), ``revoked`` (no
+    usable certificate left, at least one revoked) or ``expired`` (its certificates all expired).
+    A revoked or expired worker is never ``online``, even if its last heartbeat is recent: the
+    master refuses it at the next request. Judged here, once, so every client shows the same.
+    """
+    view = worker.to_dict()
+    active = [c for c in worker.certificates if c.status == "active"]
+    seen = worker.last_online_time
+    offline_seconds = None if seen is None else max(0.0, (now - seen).total_seconds())
+    if not active and any(c.status == "revoked" for c in worker.certificates):
+        verdict = "revoked"
+    elif active and all(c.not_after is not None and c.not_after <= now for c in active):
+        verdict = "expired"
+    elif seen is None:
+        verdict = "never"
+    elif now - seen <= ONLINE_WINDOW:
+        verdict = "online"
+    else:
+        verdict = "offline"
+    view["state"] = verdict
+    view["online"] = verdict == "online"
+    view["offline_seconds"] = None if verdict == "online" else offline_seconds
+    return view
 
 
 def _entry(

@@ -44,6 +44,7 @@ from packfleet.master._api import Endpoint
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._tls import load_tls_material
+from packfleet.master._wakeup import TASKS
 from packfleet.pki import CertStore, export_certificate, successor_of
 from packfleet.protocol import HeartbeatReply, routes
 from packfleet.transport import master_server_context
@@ -55,6 +56,8 @@ ROTATION_PROPERTY = "rotation.master_cert"
 #: A worker counts as online when its last heartbeat is this recent (as ``manager worker list``).
 ONLINE_WINDOW = timedelta(minutes=3)
 _MASTER_CER = "master.cer"
+#: How many heartbeats in a row without progress a rotation step asks a worker for.
+_MAX_STALE = 3
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,11 @@ class MasterCertRotation:
         self._new_pem = ""
         #: What each worker said it accepts in its last heartbeat, by canonical agent id.
         self.accepts: dict[str, list[str]] = {}
+        #: Workers asked (through their lease long-poll) for a heartbeat they have not sent yet.
+        self._hinted: set[str] = set()
+        #: Heartbeats in a row, in this step, that accepted nothing new: a worker that cannot follow
+        #: is asked at most _MAX_STALE times, then left to its own heartbeat interval.
+        self._stale: dict[str, int] = {}
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -156,7 +164,16 @@ class MasterCertRotation:
     def on_heartbeat(self, agent_id: str, accepted: list[str], reply: HeartbeatReply) -> HeartbeatReply:
         """Note what the worker accepts; tell it the served certificate and, when announcing, the next."""
         with contextlib.suppress(CatalogError):
-            self.accepts[canonical_agent_id(agent_id)] = [t.upper() for t in accepted]
+            key = canonical_agent_id(agent_id)
+            now_accepts = [t.upper() for t in accepted]
+            same = self.accepts.get(key) == now_accepts
+            self._stale[key] = self._stale.get(key, 0) + 1 if same else 0
+            self.accepts[key] = now_accepts
+            self._hinted.discard(key)
+            if self._behind(now_accepts) and self._stale[key] < _MAX_STALE:
+                # This reply tells the worker the next step; its lease long-poll, woken, asks it for
+                # the heartbeat that reports the step done (else it would wait out the long-poll).
+                self.state.wakeups.notify(TASKS)
         record = self.record
         announce = record is not None and record.phase == "announced" and bool(self._new_pem)
         return dataclasses.replace(
@@ -164,6 +181,40 @@ class MasterCertRotation:
             master_cert_thumbprint=self._serving(),
             next_master_cert_pem=self._new_pem if announce else "",
         )
+
+    def needs_heartbeat(self, agent_id: str) -> bool:
+        """Whether a rotation step waits on this worker's next heartbeat, and it was not asked yet.
+
+        Announced: the worker has not said it accepts the new certificate. Switched: it still
+        accepts the old one. The lease long-poll answers at once with ``heartbeat_now`` when this
+        is true, so a rotation of an online fleet takes seconds whatever AgentHeartbeatInterval
+        is; once per heartbeat, so a worker that cannot follow is never asked in a loop.
+        """
+        try:
+            key = canonical_agent_id(agent_id)
+        except CatalogError:
+            return False
+        if key in self._hinted or self._stale.get(key, 0) >= _MAX_STALE:
+            return False
+        if not self._behind(self.accepts.get(key)):
+            return False
+        self._hinted.add(key)
+        return True
+
+    def _behind(self, accepts: list[str] | None) -> bool:
+        """Whether a worker accepting ``accepts`` (None: not heard from) has a step left to take."""
+        record = self.record
+        if record is None or (record.phase == "announced" and not self._new_pem):
+            return False
+        if record.phase == "announced":
+            return accepts is None or record.new not in accepts
+        return accepts != [record.new]
+
+    def _announce(self) -> None:
+        """A step changed what workers must do: wake their lease long-polls to ask for heartbeats."""
+        self._hinted.clear()
+        self._stale.clear()
+        self.state.wakeups.notify(TASKS)
 
     async def status(self) -> dict[str, Any]:
         """The rotation and, per worker, whether it is online and which certificates it accepts."""
@@ -236,6 +287,7 @@ class MasterCertRotation:
         self._new_pem = new.cert_pem().decode("ascii")
         await self._save(record)
         await self._reload()  # the Root store changed: trust what it now holds
+        self._announce()
         log.info("master certificate rotation started: announcing %s to the workers", new.thumbprint)
         return await self.status() | {"resumed": False}
 
@@ -270,6 +322,7 @@ class MasterCertRotation:
             actor, "master-cert.switch", record.new, {"old": record.old, "forced": bool(waiting)}
         )
         await self._save(switched)
+        self._announce()
         log.info("master certificate switched from %s to %s", record.old, record.new)
         return await self.status()
 
@@ -314,6 +367,7 @@ class MasterCertRotation:
         await self._save(None)
         self._new_pem = ""
         await self._reload()
+        self._announce()
         log.info("master certificate rotation to %s aborted", record.new)
         return await self.status() | {"phase": "aborted", "aborted": record.new}
 

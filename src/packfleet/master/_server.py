@@ -24,7 +24,17 @@ from packfleet import __version__
 from packfleet.catalog import Catalog, utc_now
 from packfleet.console import ConsoleServer
 from packfleet.errors import PackfleetError
-from packfleet.master import _admin_api, _bulk_api, _fleet, _join_api, _renewal, _rotation, _worker_api
+from packfleet.master import (
+    _admin_api,
+    _bulk_api,
+    _fleet,
+    _identity_api,
+    _join_api,
+    _pending,
+    _renewal,
+    _rotation,
+    _worker_api,
+)
 from packfleet.master._admission import warn_never_accepted
 from packfleet.master._api import Endpoint, openapi_document
 from packfleet.master._auth import (
@@ -38,6 +48,7 @@ from packfleet.master._auth import (
 from packfleet.master._console import MasterFleet, console_context, default_address
 from packfleet.master._jobs import Job, JobRunner
 from packfleet.master._limits import GUARD, ConnectionGuard, ConnectionLimits, GuardedSite, track_requests
+from packfleet.master._listen import remove_listening, write_listening
 from packfleet.master._logsafe import RateLimitedLog, safe
 from packfleet.master._metrics import METRICS, MasterMetrics, metrics_of
 from packfleet.master._problems import (
@@ -104,6 +115,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *_renewal.ENDPOINTS,
     *_rotation.ENDPOINTS,
     *_fleet.ENDPOINTS,
+    *_identity_api.ENDPOINTS,
+    *_pending.ENDPOINTS,
 )
 
 
@@ -122,7 +135,7 @@ def _guard(endpoint: Endpoint) -> AiohttpHandler:
             if endpoint.access != "open":
                 principal = await state.principals.get(thumbprint)
         caller = Caller(thumbprint, der, principal)
-        check_access(endpoint.access, caller, where)
+        check_access(endpoint.admits, caller, where)
         return await endpoint.handler(Call(request, caller, state, endpoint.max_body))
 
     return handle
@@ -389,6 +402,7 @@ class MasterServer:
             self._runner, sock, ssl_context=self._tls.base, metrics=self.metrics, guard=self.guard
         ).start()
         self.port = sock.getsockname()[1]
+        await state.db(write_listening, self.home, self.host, self.port)
         self._jobs.start(self._job_list())
         await self._start_console(material)
         await self.expiry_once()
@@ -607,6 +621,7 @@ class MasterServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            remove_listening(self.home)
         if self._coordination is not None:
             await self._coordination.stop()
             self._coordination = None

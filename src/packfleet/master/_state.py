@@ -55,6 +55,9 @@ class MasterState:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: The master certificate rotation (set once the server has started).
     rotation: MasterCertRotation | None = None
+    #: Why each worker said, in its last heartbeat, that it asks for no tasks ("" when it asks),
+    #: by agent id: what explains a pending execution.
+    lease_gates: dict[str, str] = field(default_factory=dict)
 
     async def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous catalog call on the catalog's executor, never on the event loop.

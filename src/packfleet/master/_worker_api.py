@@ -60,6 +60,7 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         cpu_percent=beat.cpu_percent,
         memory_free_mb=beat.memory_free_mb,
         running_tasks=beat.running_tasks,
+        max_tasks=beat.max_tasks,
         version=beat.version,
     )
     outcome = await state.db(
@@ -94,6 +95,8 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         master_time=state.clock().isoformat(),
         agent_id=outcome.worker.agent_id if outcome.worker is not None else beat.agent_id,
     )
+    if outcome.worker is not None:
+        state.lease_gates[outcome.worker.agent_id] = beat.lease_gate
     if state.rotation is not None and outcome.worker is not None:
         reply = state.rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
     return json_response(protocol.encode(reply))
@@ -132,8 +135,14 @@ async def lease(call: Call) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.wait_seconds(ask.wait_seconds)
     tasks: list[protocol.TaskAssignment] = []
+    hint = False
     while capacity > 0 and not state.closing:
         ticket = state.wakeups.ticket(TASKS)
+        # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
+        # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
+        if state.rotation is not None and state.rotation.needs_heartbeat(ask.agent_id):
+            hint = True
+            break
         leased = await state.db(state.catalog.lease_tasks, ask.agent_id, capacity, lease_seconds)
         if leased:
             tasks = [protocol.decode(protocol.TaskAssignment, t.to_dict()) for t in leased]
@@ -151,7 +160,10 @@ async def lease(call: Call) -> web.StreamResponse:
         # DEBUG: one line per lease request is hundreds a second under load (make bench), and the
         # execution's own status and events already say which worker took it.
         log.debug("leased %s to %s", leased_text, safe(caller.worker_label))
-    return json_response(protocol.encode(protocol.LeaseReply(tasks=tasks)))
+    body = protocol.encode(protocol.LeaseReply(tasks=tasks, heartbeat_now=hint))
+    if not hint:
+        body.pop("heartbeat_now", None)  # workers before it refuse unknown fields
+    return json_response(body)
 
 
 def _gone(request: web.Request) -> bool:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from packfleet.errors import CertificateNotFound, PkiError
 from packfleet.pki._credential import CertInfo, Credential, PrivateKey
 from packfleet.pki._io import as_supported_key, write_atomic
-from packfleet.thumbprint import is_thumbprint, normalize_thumbprint
+from packfleet.thumbprint import is_thumbprint, normalize_thumbprint, one_off
 
 STORE_NAMES = ("My", "Root")
 
@@ -87,14 +87,33 @@ class CertStore:
         return self.info(thumbprint)
 
     def _not_found(self, thumbprint: str) -> CertificateNotFound:
+        near = self.near(thumbprint)
+        if near:
+            return CertificateNotFound(
+                f"no certificate {thumbprint} in store {self.name} ({self.path}); did you mean {near[0]}?",
+                fix=f"use {near[0]} (one character differs), or see: packfleet cert list --store {self.name}",
+            )
         return CertificateNotFound(
             f"no certificate {thumbprint} in store {self.name} ({self.path})",
             fix=f"packfleet cert list --store {self.name}",
         )
 
+    def near(self, thumbprint: str) -> list[str]:
+        """Thumbprints in this store one character away from ``thumbprint`` (a typo's candidates)."""
+        return [known for known in self.thumbprints() if one_off(thumbprint, known)]
+
     def get(self, thumbprint: str) -> Credential:
-        """The certificate (and key, if stored) named by ``thumbprint``, in any spelling people use."""
-        wanted = normalize_thumbprint(thumbprint)
+        """The certificate (and key, if stored) named by ``thumbprint``, in any spelling people use.
+
+        A thumbprint one character off one in the store (changed, missing or extra) is refused
+        with "did you mean" that one.
+        """
+        try:
+            wanted = normalize_thumbprint(thumbprint)
+        except PkiError:
+            if self.near(thumbprint):
+                raise self._not_found(thumbprint) from None
+            raise
         cert_file = self.cert_path(wanted)
         cred = Credential(self._read_certificate(wanted), self._read_key(wanted))
         if cred.thumbprint != wanted:

@@ -32,6 +32,9 @@ class Heartbeat:
     #: The master certificate thumbprints this worker accepts (its pin, then the next one during a
     #: rotation): how the master learns that every worker is ready before it switches certificates.
     accepted_master_thumbprints: list[str] = field(default_factory=list)
+    #: Why the worker asks for no tasks now, with the figures ("CPU use 93% is not below
+    #: TaskRequestMaxCPU 70%"), or "" when it asks: how `run --wait` explains a pending execution.
+    lease_gate: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ class TaskAssignment:
 @dataclass(frozen=True)
 class LeaseReply:
     tasks: list[TaskAssignment]
+    #: Send a heartbeat now, not at the next AgentHeartbeatInterval: the master has news for this
+    #: worker (a master certificate rotation step). Sent only when true, so older workers that
+    #: refuse unknown fields keep working.
+    heartbeat_now: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from packfleet.config import WorkerSettings, load_worker_settings, save_worker_settings, settings_path
-from packfleet.errors import PkiError
+from packfleet.errors import ApiError, PkiError
 from packfleet.pki import (
     CertStore,
     Credential,
@@ -85,6 +85,11 @@ class WorkerJoin:
         }
 
 
+def _first_ip(cred: Credential) -> str | None:
+    """The address the old certificate named, so the fresh one keeps the worker's names."""
+    return next(iter(cred.info().san_ip), None)
+
+
 def _usable_certificate(home: Path, thumbprint: str) -> Credential | None:
     """This home's worker certificate when it can still be enrolled, else None (make a new one)."""
     my = CertStore(home, "My")
@@ -128,23 +133,42 @@ def join_worker(
             address = ip or next(iter(local_ips()), "127.0.0.1")
             names = list(dict.fromkeys([display_name, address]))
             cred = create_worker_certificate(home, names, key_type=key_type, days=days)
-        # Recorded before asking: a retry after a lost answer must present this same certificate.
-        save_worker_settings(
-            home, replace(settings, display_name=display_name, worker_https_cert_thumbprint=cred.thumbprint)
-        )
-        settings = load_worker_settings(home)  # AgentId generated on first save
-        assert cred.private_key is not None  # noqa: S101 - _usable_certificate and create give keys
-        proof = join_proof_message(token.token_id, challenge.issued_at, cred.sha256, settings.agent_id)
-        request = JoinRequest(
-            token_id=token.token_id,
-            secret=token.secret_text,
-            cert_pem=cred.cert_pem().decode("ascii"),
-            agent_id=settings.agent_id,
-            display_name=display_name,
-            issued_at=challenge.issued_at,
-            signature=base64.b64encode(sign_proof(cred.private_key, proof)).decode("ascii"),
-        )
-        reply = decode(JoinReply, conn.request_json("POST", routes.JOIN, encode(request)))
+
+        def ask(cred: Credential) -> JoinReply:
+            nonlocal settings
+            # Recorded before asking: a retry after a lost answer must present this same certificate.
+            save_worker_settings(
+                home,
+                replace(settings, display_name=display_name, worker_https_cert_thumbprint=cred.thumbprint),
+            )
+            settings = load_worker_settings(home)  # AgentId generated on first save
+            assert cred.private_key is not None  # noqa: S101 - _usable_certificate and create give keys
+            proof = join_proof_message(token.token_id, challenge.issued_at, cred.sha256, settings.agent_id)
+            request = JoinRequest(
+                token_id=token.token_id,
+                secret=token.secret_text,
+                cert_pem=cred.cert_pem().decode("ascii"),
+                agent_id=settings.agent_id,
+                display_name=display_name,
+                issued_at=challenge.issued_at,
+                signature=base64.b64encode(sign_proof(cred.private_key, proof)).decode("ascii"),
+            )
+            return decode(JoinReply, conn.request_json("POST", routes.JOIN, encode(request)))
+
+        try:
+            reply = ask(cred)
+        except ApiError as exc:
+            # The certificate is fine here but the master revoked it (the worker's own log told the
+            # administrator to run `manager worker connect --token`): a revoked certificate never
+            # comes back, so this join makes the fresh one it needs and asks again, once.
+            if created or exc.status not in (403, 409) or "was revoked" not in exc.message:
+                raise
+            log.info("certificate %s was revoked on the master: making a new one", cred.thumbprint)
+            address = ip or _first_ip(cred) or next(iter(local_ips()), "127.0.0.1")
+            names = list(dict.fromkeys([display_name, address]))
+            cred = create_worker_certificate(home, names, key_type=key_type, days=days)
+            created = True
+            reply = ask(cred)
 
     warnings: list[str] = []
     info = CertStore(home, "Root").add(master)  # seed step 5.1: the master certificate in Root

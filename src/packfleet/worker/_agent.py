@@ -132,6 +132,8 @@ class WorkerAgent:
         self._started = False
         self._stopping = asyncio.Event()
         self._wake_lease = asyncio.Event()
+        #: Set when the master's lease answer asks for a heartbeat now (a rotation step awaits it).
+        self._wake_heartbeat = asyncio.Event()
         self._wake_report = asyncio.Event()
         self._master_away = False
         self._master_back = asyncio.Event()
@@ -292,6 +294,7 @@ class WorkerAgent:
             version=__version__,
             cert_not_after=self.identity.certificate.not_after.isoformat(),
             accepted_master_thumbprints=list(self.identity.pins),
+            lease_gate=self._own_gate(),
         )
         sent = self.clock()
         reply = decode(HeartbeatReply, await self._post(routes.WORKER_HEARTBEAT, encode(beat)))
@@ -421,6 +424,11 @@ class WorkerAgent:
             )
         return None
 
+    def _own_gate(self) -> str:
+        """The gate's reason when this worker closes it itself (slots, CPU, memory), for the master."""
+        closed = self._gate()
+        return "" if closed is None or closed[0] in ("state", "stopping") else closed[1]
+
     def _check_gate(self) -> str | None:
         """:meth:`lease_gate`, logged when what closes it changes (not each time a reading moves)."""
         closed = self._gate()
@@ -455,8 +463,11 @@ class WorkerAgent:
         sent = self.clock()
         # The master may hold the request for `wait` seconds: allow that plus a normal answer time.
         raw = await self._post(routes.WORKER_LEASE, encode(request), timeout=wait + 30.0)
+        reply = decode(LeaseReply, raw)
+        if reply.heartbeat_now:
+            self._wake_heartbeat.set()
         tasks = []
-        for task in decode(LeaseReply, raw).tasks:
+        for task in reply.tasks:
             if lease_key(task) in self.running:
                 # The same lease twice (a repeated answer): running it again would run it twice.
                 log.warning("task %s attempt %s is already running here", task.task_id, task.attempt)
@@ -586,6 +597,7 @@ class WorkerAgent:
     async def _heartbeat_loop(self) -> None:
         backoff = _BACKOFF_START
         while not self._stopping.is_set():
+            self._wake_heartbeat.clear()
             try:
                 await self.heartbeat()
                 backoff = _BACKOFF_START
@@ -595,7 +607,7 @@ class WorkerAgent:
                 self._explain_expired()
                 delay = min(backoff, self.settings.agent_heartbeat_interval.total_seconds())
                 backoff = min(backoff * 2, _BACKOFF_CAP)
-            await self._pause(delay)
+            await self._pause(delay, self._wake_heartbeat)
 
     async def _lease_loop(self) -> None:
         backoff = _BACKOFF_START
