@@ -43,6 +43,7 @@ from packfleet.catalog._records import (
     WorkerInfo,
     WorkerRecord,
 )
+from packfleet.catalog._sealed import SecretKeyRotation, rotate_secrets_key
 
 __all__ = [
     "TASKS_CHANNEL",
@@ -67,6 +68,7 @@ __all__ = [
     "Principal",
     "PrincipalRecord",
     "ProjectVersionRecord",
+    "SecretKeyRotation",
     "SweepResult",
     "TaskAssignment",
     "TaskRecord",
@@ -76,5 +78,6 @@ __all__ = [
     "WorkerInfo",
     "WorkerRecord",
     "canonical_agent_id",
+    "rotate_secrets_key",
     "utc_now",
 ]

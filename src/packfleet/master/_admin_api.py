@@ -252,6 +252,7 @@ async def run(call: Call) -> web.StreamResponse:
     version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
     project = Project.from_dict(version.manifest)
     parameters = resolve_parameters(project, ask.package, ask.parameters)
+    parameters = state.seal(version.manifest, ask.package, parameters)
     record = await state.db(
         state.catalog.create_execution,
         ask.folder,

@@ -52,6 +52,7 @@ async def run_bulk(call: Call) -> web.StreamResponse:
         raise bad_request(f"retry_count must be 0 or more, not {ask.retry_count}")
     version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
     parameters = resolve_parameters(Project.from_dict(version.manifest), ask.package, ask.parameters)
+    parameters = state.seal(version.manifest, ask.package, parameters)
     request = ExecutionRequest(
         ask.folder,
         ask.project,

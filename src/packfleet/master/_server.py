@@ -47,6 +47,7 @@ from packfleet.master._store_audit import root_thumbprints, store_change
 from packfleet.master._tls import WILDCARD, TlsMaterial, load_tls_material
 from packfleet.master._wakeup import EVENTS, TASKS, LocalWakeups
 from packfleet.protocol import routes
+from packfleet.secretbox import secrets_key_path
 from packfleet.transport import HotSwapServerContext
 
 log = logging.getLogger("packfleet.master")
@@ -259,10 +260,15 @@ class MasterServer:
         threads = 1 if url.startswith("sqlite") else 4
         executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="packfleet-catalog")
         try:
-            catalog = await loop.run_in_executor(
+            # With the secrets key file: a master that could not open the sealed values refuses here.
+            catalog, secrets = await loop.run_in_executor(
                 executor,
-                lambda: Catalog.open(
-                    url, connect_timeout=settings.sql_connection_timeout_secs, upgrade=True, clock=self._clock
+                lambda: Catalog.open_sealed(
+                    url,
+                    secrets_key_path(self.home),
+                    connect_timeout=settings.sql_connection_timeout_secs,
+                    upgrade=True,
+                    clock=self._clock,
                 ),
             )
         except BaseException:
@@ -278,6 +284,7 @@ class MasterServer:
             clock=self._clock,
             # Strict: an admin route that trusts a new certificate reports a refused reload (503).
             reload_trust=self.reload,
+            secrets=secrets,
         )
         self._state = state
         state.rotation = _rotation.MasterCertRotation(

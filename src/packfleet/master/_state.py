@@ -20,6 +20,7 @@ from packfleet.master._problems import Problem, bad_request
 from packfleet.master._wakeup import Wakeups
 from packfleet.pki import CertStore
 from packfleet.protocol import decode
+from packfleet.secretbox import LiveKeyring, open_values, seal_values, sensitive_names
 
 if TYPE_CHECKING:
     from packfleet.master._rotation import MasterCertRotation
@@ -55,6 +56,8 @@ class MasterState:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: The master certificate rotation (set once the server has started).
     rotation: MasterCertRotation | None = None
+    #: The secrets key file that seals sensitive parameter values (see packfleet.secretbox).
+    secrets: LiveKeyring | None = None
 
     async def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous catalog call on the catalog's executor, never on the event loop.
@@ -64,6 +67,22 @@ class MasterState:
         """
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
+
+    def seal(self, manifest: Any, package: str, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` with the package's sensitive parameters sealed, as the catalog must store them."""
+        names = sensitive_names(manifest, package)
+        if not names:
+            return values
+        if self.secrets is None:
+            raise RuntimeError("the master's secrets key is not loaded")
+        return seal_values(self.secrets.get(), values, names)
+
+    def unsealed(self, assignment: dict[str, Any]) -> dict[str, Any]:
+        """A leased task's wire form with its sealed values opened, for the worker that leased it only."""
+        parameters = assignment.get("parameters") or {}
+        if self.secrets is None or not parameters:
+            return assignment
+        return {**assignment, "parameters": open_values(self.secrets.get(), parameters)}
 
     def pinned_in_root(self, thumbprint: str) -> bool:
         """Whether this very certificate (not one that signed it) is in the master's Root store.
