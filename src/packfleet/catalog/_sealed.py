@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Text, cast, select, update
 
 from packfleet.catalog._base import CatalogBase
+from packfleet.catalog._engine import translated
 from packfleet.catalog._schema import executions, master_properties
 from packfleet.errors import SecretsError
 from packfleet.secretbox import SEALED_PREFIX, LiveKeyring, SecretKeyring, is_sealed, sealed_key_id
@@ -53,6 +54,21 @@ class SealedValuesCatalog(CatalogBase):
             conn.execute(
                 stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": now})
             )
+
+    def drop_freed_pages(self) -> None:
+        """After plaintext values were sealed in place: leave no copy of them in the database files.
+
+        SQLite keeps overwritten row text in free pages and old WAL frames; ``VACUUM`` rewrites the
+        file and a truncating checkpoint empties the WAL. PostgreSQL keeps dead row versions until
+        its own vacuum reuses them, which packfleet cannot force to overwrite: docs/security.md says
+        what to do there.
+        """
+        if self.dialect != "sqlite":
+            return
+        with translated(self._url), self._engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            raw.execute("VACUUM")
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def sealed_key_ids_in_use(self) -> set[str]:
         """The ids of the keys that sealed at least one stored value (a full scan: for rotation)."""
@@ -105,12 +121,14 @@ def open_sealed_catalog(
     else:
         ring = fresh = SecretKeyring.generate(key_file)
     saved = fresh is None
+    migrated = False
 
     def provide() -> SecretKeyring:
-        nonlocal saved
+        nonlocal saved, migrated
         if not saved:  # written before the first value is sealed with it, never after
             ring.save()
             saved = True
+        migrated = True
         return ring
 
     catalog = catalog_type.open(url, keyring=provide, **options)
@@ -125,6 +143,8 @@ def open_sealed_catalog(
                 fix="copy secrets.key from a master of this catalog (or a backup of its home) to "
                 f"{key_file}, mode 0600, owned by the master's account; then start the master again",
             )
+        if migrated:
+            catalog.drop_freed_pages()
         provide()
         if not set(ring.keys) <= recorded:
             catalog.record_secret_key_ids(recorded | set(ring.keys))
