@@ -57,11 +57,11 @@ def test_add_writes_pem_and_a_private_key_file(my: CertStore, cred: Credential, 
     assert cert_file.name == f"{cred.thumbprint}.cer" and cert_file.read_bytes() == cred.cert_pem()
     assert key_file.read_bytes() == cred.key_pem()
     assert mode(key_file) == 0o600
-    assert mode(cert_file) == 0o644
+    assert mode(cert_file) == 0o600  # private, as every file a node writes
     assert mode(my.path) == 0o700
     root = CertStore(my.home, "Root")
     root.add(Credential(cred.certificate))
-    assert mode(root.path) == 0o755
+    assert mode(root.path) == 0o700 and mode(my.path.parent) == 0o700
     assert not root.key_path(cred.thumbprint).exists()
 
 
@@ -211,6 +211,7 @@ def test_grant_gives_the_key_to_the_account(my: CertStore, cred: Credential) -> 
     assert (st.st_uid, st.st_gid, mode(key_file)) == (nobody.pw_uid, nobody.pw_gid, 0o600)
     store_dir = my.path.stat()
     assert store_dir.st_gid == nobody.pw_gid and mode(my.path) == 0o710
+    assert mode(my.path.parent) == 0o710  # the private certs folder: entered, not listed
     assert my.get(cred.thumbprint).private_key is not None  # root still reads it
 
 

@@ -532,5 +532,8 @@ async def serve(server: MasterServer) -> None:
 
 def run_master(home: Path, *, host: str = WILDCARD, port: int | None = None) -> None:
     """Run the master of ``home`` in this process until SIGTERM/SIGINT (``packfleet master run``)."""
+    # What the systemd unit sets too (UMask=0077), for a master started by hand: anything the master
+    # creates without an explicit mode (the catalog's journal, a new folder) is private to its account.
+    os.umask(0o077)
     _configure_logging()
     asyncio.run(serve(MasterServer(home, host=host, port=port)))

@@ -154,7 +154,7 @@ def init_master(
         catalog_url=catalog_url if catalog_url is not None else _existing_settings(home).catalog_url,
     )
     save_master_settings(home, settings)
-    master_cer = export_certificate(cred, home / MASTER_CER)
+    master_cer = export_certificate(cred, home / MASTER_CER, mode=0o600)
 
     admin = _admin_identity(home, key_type, days)
     url = settings.resolved_catalog_url(home)
