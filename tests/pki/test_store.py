@@ -216,10 +216,13 @@ def test_grant_gives_the_key_to_the_account(my: CertStore, cred: Credential) -> 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another account needs root")
-def test_grant_refuses_when_the_home_is_closed_and_changes_nothing(my: CertStore, cred: Credential) -> None:
+def test_grant_opens_a_private_home_to_the_accounts_group_for_traversal_only(
+    my: CertStore, cred: Credential
+) -> None:
     my.add(cred)
     my.home.chmod(0o700)
-    with pytest.raises(PkiError, match=f"account 'nobody' cannot enter {my.home}") as info:
-        my.grant(cred.thumbprint, "nobody")
-    assert info.value.fix == f"chmod o+x {my.home}"
-    assert my.key_path(cred.thumbprint).stat().st_uid == os.geteuid()
+    nobody = pwd.getpwnam("nobody")
+    my.grant(cred.thumbprint, "nobody")
+    home = my.home.stat()
+    assert home.st_gid == nobody.pw_gid and mode(my.home) == 0o710
+    assert my.key_path(cred.thumbprint).stat().st_uid == nobody.pw_uid

@@ -177,10 +177,10 @@ class CertStore:
         """Let ``account`` read the private key (``winhttpcertcfg -g ... -a account``).
 
         Linux has no per-key ACL like Windows, so the key file becomes the account's own (its user
-        and primary group, mode 0600), and the store folder becomes traversable by that group (mode
-        0710: the account can open its key by name but cannot list the store). The home and its
-        ``certs`` folder must already be traversable by the account; that is checked first, so a
-        refused grant changes nothing.
+        and primary group, mode 0600), and the home, its ``certs`` folder and the store, private
+        (0700) as every folder a node writes, become traversable by that group (mode 0710: the account
+        can open its key by name but cannot list anything). Folders it can already enter are left as
+        they are.
         """
         try:
             entry = pwd.getpwnam(account)
@@ -198,21 +198,13 @@ class CertStore:
                 fix=f"import it with its key: packfleet cert import FILE.pfx --password P "
                 f"--store {self.name}",
             )
-        for folder in (self.home,):
-            if not _can_traverse(folder, entry):
-                raise PkiError(
-                    f"account {account!r} cannot enter {folder}, so it could not reach the key",
-                    fix=f"chmod o+x {folder}",
-                )
         try:
             os.chown(key_file, entry.pw_uid, entry.pw_gid)
             os.chmod(key_file, _KEY_MODE)
-            # The certs folder and the store are private (0700): the key owner's group may enter them,
-            # not list them.
-            for folder in (self.path.parent, self.path):
+            for folder in (self.home, self.path.parent, self.path):
                 if not _can_traverse(folder, entry):
                     os.chown(folder, -1, entry.pw_gid)
-                    os.chmod(folder, 0o710)  # noqa: S103
+                    os.chmod(folder, 0o710)  # noqa: S103 - the key owner's group may enter, not list
         except OSError as exc:
             raise PkiError(
                 f"cannot give {account!r} the key {key_file}: {exc.strerror or exc}",

@@ -115,7 +115,7 @@ class SecretKeyring:
             current = str(doc["current"])
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
             raise SecretsError(
-                f"the secrets key file {path} is not a packfleet key file",
+                f"{path} is not a secrets key file (JSON with a current key id and its keys)",
                 fix=f"restore {path} from a backup of the master's home",
             ) from exc
         for kid, key in keys.items():
