@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from packfleet.catalog import ExecutionRequest
-from packfleet.master._admin_api import _agent_ids
+from packfleet.master._admin_api import MAX_RETRY_COUNT, _agent_ids
 from packfleet.master._api import Endpoint
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, json_response
@@ -36,10 +36,10 @@ class RunPackageBulk:
     folder: str
     project: str
     package: str
-    count: int
+    count: int = field(metadata={"schema": {"minimum": 1, "maximum": MAX_BULK}})
     parameters: dict[str, str] = field(default_factory=dict)
     workers: list[str] = field(default_factory=list)
-    retry_count: int = 0
+    retry_count: int = field(default=0, metadata={"schema": {"minimum": 0, "maximum": MAX_RETRY_COUNT}})
 
 
 async def run_bulk(call: Call) -> web.StreamResponse:
@@ -48,8 +48,8 @@ async def run_bulk(call: Call) -> web.StreamResponse:
     ask = await call.message(RunPackageBulk)
     if not 1 <= ask.count <= MAX_BULK:
         raise bad_request(f"count must be 1..{MAX_BULK}, not {ask.count}")
-    if ask.retry_count < 0:
-        raise bad_request(f"retry_count must be 0 or more, not {ask.retry_count}")
+    if not 0 <= ask.retry_count <= MAX_RETRY_COUNT:
+        raise bad_request(f"retry_count must be 0..{MAX_RETRY_COUNT}, not {ask.retry_count}")
     version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
     parameters = resolve_parameters(Project.from_dict(version.manifest), ask.package, ask.parameters)
     parameters = state.seal(version.manifest, ask.package, parameters)

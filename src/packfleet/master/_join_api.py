@@ -17,7 +17,7 @@ import asyncio
 import base64
 import binascii
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -69,10 +69,13 @@ _JOIN_AGAIN = (
 class CreateToken:
     """Make a join token; ``worker`` (a reference) binds it to an existing worker's AgentId."""
 
-    ttl_seconds: float = 3600.0
-    uses: int = 1
+    ttl_seconds: float = field(
+        default=3600.0, metadata={"schema": {"minimum": 1, "maximum": MAX_TTL.total_seconds()}}
+    )
+    uses: int = field(default=1, metadata={"schema": {"minimum": 1, "maximum": MAX_USES}})
     enable: bool = False
-    endpoint: str = ""
+    #: Empty (MasterAddress) or an https URL; the handler checks the host and port themselves.
+    endpoint: str = field(default="", metadata={"schema": {"format": "packfleet-endpoint"}})
     worker: str = ""
 
 
@@ -80,7 +83,7 @@ class CreateToken:
 class ConnectWorker:
     """Give an existing worker a new certificate; its other certificates are retired."""
 
-    cert_pem: str
+    cert_pem: str = field(metadata={"schema": {"format": "pem-certificate"}})
 
 
 # --- /api/v1/join -------------------------------------------------------------------------------
@@ -213,9 +216,10 @@ def _served_pin_and_address(state: MasterState) -> tuple[str, str]:
 async def create_token(call: Call) -> web.StreamResponse:
     state = call.state
     ask = await call.message(CreateToken)
-    ttl = timedelta(seconds=ask.ttl_seconds) if ask.ttl_seconds == ask.ttl_seconds else timedelta(0)
-    if not timedelta(0) < ttl <= MAX_TTL:
-        raise bad_request(f"ttl_seconds must be more than 0 and at most {MAX_TTL}, not {ask.ttl_seconds}")
+    # Compared as a number: timedelta() overflows (a 500) on a huge or infinite one.
+    if not 1 <= ask.ttl_seconds <= MAX_TTL.total_seconds():
+        raise bad_request(f"ttl_seconds must be at least 1 and at most {MAX_TTL}, not {ask.ttl_seconds}")
+    ttl = timedelta(seconds=ask.ttl_seconds)
     if not 1 <= ask.uses <= MAX_USES:
         raise bad_request(f"uses must be 1..{MAX_USES}, not {ask.uses}")
     loop = asyncio.get_running_loop()

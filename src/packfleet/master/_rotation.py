@@ -89,9 +89,9 @@ class RotationRecord:
 class RotateRequest:
     """``action``: start, switch, finish or abort. ``cns``/``days`` apply to start only."""
 
-    action: str
+    action: str = dataclasses.field(metadata={"schema": {"enum": ["start", "switch", "finish", "abort"]}})
     cns: list[str] = dataclasses.field(default_factory=list)
-    days: int | None = None
+    days: int | None = dataclasses.field(default=None, metadata={"schema": {"minimum": 1, "maximum": 3650}})
     force: bool = False
 
 

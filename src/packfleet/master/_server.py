@@ -23,7 +23,7 @@ from packfleet import __version__
 from packfleet.catalog import Catalog, utc_now
 from packfleet.errors import PackfleetError
 from packfleet.master import _admin_api, _bulk_api, _fleet, _join_api, _renewal, _rotation, _worker_api
-from packfleet.master._api import Endpoint, openapi_document
+from packfleet.master._api import Endpoint, allowed_methods, openapi_document, router_path
 from packfleet.master._auth import (
     Caller,
     ConnectionRegistry,
@@ -128,6 +128,8 @@ async def _problems(request: web.Request, handler: AiohttpHandler) -> web.Stream
 
 
 def _http_problem(exc: web.HTTPException, request: web.Request) -> Problem:
+    if exc.status == 405:
+        exc.headers["Allow"] = ",".join(allowed_methods(ENDPOINTS, request.path))
     if exc.status in (404, 405) and peer_certificate(request) is None:
         # Without a certificate only the open routes exist; the rest is not mapped for strangers.
         return forbidden(
@@ -155,7 +157,7 @@ def build_app(state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS) -> 
     app = web.Application(middlewares=[_problems], client_max_size=largest)
     app[STATE] = state
     for endpoint in endpoints:
-        app.router.add_route(endpoint.method, endpoint.path, _guard(endpoint))
+        app.router.add_route(endpoint.method, router_path(endpoint.path), _guard(endpoint))
 
     async def wake_long_polls(_app: web.Application) -> None:
         state.closing = True

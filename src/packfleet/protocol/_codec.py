@@ -52,6 +52,10 @@ def decode(cls: type[M], data: Any, *, where: str | None = None) -> M:
     return cls(**values)
 
 
+#: The range of a wire integer, as the OpenAPI document states it (``format: int64``).
+INT64 = (-(2**63), 2**63 - 1)
+
+
 def _convert(hint: Any, value: Any, where: str) -> Any:
     if hint is Any:
         return value
@@ -88,6 +92,14 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return decode(hint, value, where=where)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    # JSON has one number type: 2.0 is the integer 2 (JSON Schema's "integer" says so too).
+    if hint is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    # Every integer on the wire is a 64-bit one (ids, counts): a larger one would fail in the
+    # database driver, far from here, as a server error.
+    wide = isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]
+    if hint is int and wide:
+        raise ProtocolError(f"{where}: {value} is out of the 64-bit integer range")
     # bool is a subclass of int: refuse True where a count is expected, and 1 where a flag is.
     if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
