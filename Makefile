@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadscope --cov --cov-report=term:skip-covered
 
 test: lint typecheck pytest
+
+# The API fuzz run with a large budget (make test runs it with PACKFLEET_FUZZ_EXAMPLES=10).
+fuzz: $(STAMP)
+	PACKFLEET_FUZZ_EXAMPLES=200 $(BIN)/pytest -p no:xdist tests/security/test_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/python -m packfleet.bench

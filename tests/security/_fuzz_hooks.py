@@ -27,6 +27,8 @@ schemathesis.openapi.format("pem-certificate", st.sampled_from(_CERTS))
 schemathesis.openapi.format(
     "packfleet-endpoint", st.sampled_from(["", "https://127.0.0.1:8391", "https://master.example.com:443"])
 )
+_HOSTS = ["127.0.0.1", "localhost", "master.example.com", "::1", "*.example.com"]
+schemathesis.openapi.format("packfleet-host", st.sampled_from(_HOSTS))
 schemathesis.openapi.media_type("application/zip", st.just(build_archive(_EXAMPLE)))
 
 
