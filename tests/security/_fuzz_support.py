@@ -112,7 +112,9 @@ def run_schemathesis(
         "PYTHONPATH": os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p),
         "PACKFLEET_FUZZ_AGENT_ID": target.agent_id,
     }
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1200, check=False)
+    # Run in the report folder: schemathesis keeps its example cache in the working directory.
+    report.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=report, timeout=1200, check=False)
 
 
 def main(argv: list[str]) -> int:
