@@ -114,7 +114,9 @@ def run_schemathesis(
     }
     # Run in the report folder: schemathesis keeps its example cache in the working directory.
     report.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=report, timeout=1200, check=False)
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=env, cwd=report, timeout=1200, check=False
+    )
 
 
 def main(argv: list[str]) -> int:
