@@ -8,6 +8,7 @@ master's catalog holds it sealed; the worker received it only inside TLS and onl
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import textwrap
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pg_database
 from packfleet.localcluster import LocalCluster
 
 SECRET = "tok-9f8e7d-never-on-disk"
@@ -127,3 +129,24 @@ def test_node_files_are_private_and_hold_no_plaintext_secret(tmp_path: Path, loo
     assert _open_to_others(worker) == []
     assert _holding(master, SECRET.encode()) == []
     assert _holding(worker, SECRET.encode()) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_a_postgresql_password_never_appears_in_output(tmp_path: Path) -> None:
+    password = "pw-Zq9-never-shown"
+    with pg_database("pf_sec") as url:
+        # The shared server trusts local connections: the password is carried, never needed.
+        secret_url = url.replace("postgres@", f"postgres:{password}@")
+        with LocalCluster(tmp_path / "cluster", catalog_url=secret_url) as cluster:
+            home = cluster.master.home
+            shown = [json.dumps(cluster.init_master())]
+            cluster.start_master()
+            commands = (["settings", "show", "master"], ["settings", "show", "master", "--json"], ["doctor"])
+            for args in commands:
+                done = cluster.cli(home, *args, check=False)
+                shown += [done.stdout.decode(), done.stderr.decode()]
+            cluster.close()
+            shown.append(cluster.master.log_path.read_text() if cluster.master.log_path else "")
+    assert "postgres:***@" in "".join(shown)  # the URL is shown, masked
+    assert password not in "".join(shown)
