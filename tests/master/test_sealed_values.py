@@ -18,7 +18,7 @@ import pytest
 from master.support import FakeClock, MasterHome, heartbeat_body, new_agent_id, project_archive
 from packfleet.catalog import Catalog
 from packfleet.cli import main
-from packfleet.errors import SecretsError
+from packfleet.errors import InvalidValue, SecretsError
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.packages import inspect_archive
@@ -80,6 +80,21 @@ async def test_sensitive_values_are_sealed_in_the_rows_and_absent_from_the_file(
         assert not is_sealed(parameters["rows"])  # only what the manifest marks sensitive
     await server.state.db(server.state.catalog.ping)
     assert SECRET.encode() not in _catalog_bytes(mh)
+
+
+async def test_a_value_that_looks_sealed_is_refused_for_a_plain_parameter_and_kept_for_a_sensitive_one(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    worker = connect(mh.worker)
+    agent = await _enabled(worker, manager, "worker1")
+    await manager.deploy("default", project_archive(tmp_path))
+    fake = "pfsealed:1:0000000000000000:AAAA"
+    manifest = {"parameters": [{"name": "label", "sensitive": False}], "packages": []}
+    with pytest.raises(InvalidValue, match="may not begin with"):  # a 400 for the caller
+        server.state.seal(manifest, "load", {"label": fake})
+    await manager.run("default", "etl", "load", parameters={"password": fake})
+    [task] = await _lease(worker, agent)
+    assert task["parameters"]["password"] == fake  # given text, sealed, opened: the same text
 
 
 async def test_catalog_and_key_files_are_private_to_the_service_account(

@@ -15,12 +15,20 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from aiohttp import web
 
 from packfleet.catalog import Catalog
+from packfleet.errors import InvalidValue
 from packfleet.master._auth import Caller, ConnectionRegistry, PrincipalCache
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._wakeup import Wakeups
 from packfleet.pki import CertStore
 from packfleet.protocol import decode
-from packfleet.secretbox import LiveKeyring, open_values, seal_values, sensitive_names
+from packfleet.secretbox import (
+    SEALED_PREFIX,
+    LiveKeyring,
+    is_sealed,
+    open_values,
+    seal_values,
+    sensitive_names,
+)
 
 if TYPE_CHECKING:
     from packfleet.master._rotation import MasterCertRotation
@@ -71,6 +79,14 @@ class MasterState:
     def seal(self, manifest: Any, package: str, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` with the package's sensitive parameters sealed, as the catalog must store them."""
         names = sensitive_names(manifest, package)
+        for name, value in values.items():
+            if name not in names and is_sealed(value):
+                # It would be "opened" when the task is leased, and fail there, far from the caller.
+                raise InvalidValue(
+                    f"parameter {name!r}: a value may not begin with {SEALED_PREFIX!r}, which marks "
+                    "sealed sensitive values",
+                    fix="pass another value, or mark the parameter sensitive = true in packfleet.toml",
+                )
         if not names:
             return values
         if self.secrets is None:

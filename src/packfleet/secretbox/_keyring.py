@@ -230,11 +230,9 @@ def sensitive_names(manifest: Mapping[str, Any], package: str) -> set[str]:
 
 
 def seal_values(ring: SecretKeyring, values: Mapping[str, Any], sensitive: set[str]) -> dict[str, Any]:
-    """``values`` with those named in ``sensitive`` sealed (already sealed ones are left as they are)."""
-    return {
-        name: ring.seal(name, value) if name in sensitive and not is_sealed(value) else value
-        for name, value in values.items()
-    }
+    """``values`` with those named in ``sensitive`` sealed (each time: a value that merely looks
+    sealed is sealed again, and opens to itself)."""
+    return {name: ring.seal(name, value) if name in sensitive else value for name, value in values.items()}
 
 
 def open_values(ring: SecretKeyring, values: Mapping[str, Any]) -> dict[str, Any]:
