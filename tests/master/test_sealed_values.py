@@ -7,15 +7,25 @@ bytes, and the rows through sqlite3, never through packfleet.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from master.support import FakeClock, MasterHome, heartbeat_body, new_agent_id, project_archive
+from master.support import (
+    FakeClock,
+    MasterHome,
+    build_master_home,
+    heartbeat_body,
+    new_agent_id,
+    project_archive,
+    write_manager_settings,
+)
 from packfleet.catalog import Catalog
 from packfleet.cli import main
 from packfleet.errors import InvalidValue, SecretsError
@@ -210,3 +220,28 @@ async def test_an_upgrade_seals_values_an_older_version_stored_in_plaintext(
         await master.stop()
     # Not even in free pages or old WAL frames: the upgrade compacts an SQLite catalog it sealed.
     assert SECRET.encode() not in _catalog_bytes(mh)
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_the_rows_hold_sealed_values_and_a_second_master_needs_the_key(
+    pg_url: str, tmp_path: Path
+) -> None:
+    mh = build_master_home(tmp_path, catalog_url=pg_url)
+    async with MasterServer(mh.home, host="127.0.0.1", port=0, clock=FakeClock(), watch_interval=0) as server:
+        write_manager_settings(mh, server)
+        async with ManagerClient.from_home(mh.home) as manager:
+            await manager.deploy("default", project_archive(tmp_path))
+            await manager.run("default", "etl", "load", parameters={"password": SECRET})
+    url = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as db:
+        [(text,)] = db.execute("SELECT parameters::text FROM executions").fetchall()
+        dump = "".join(str(row) for row in db.execute("SELECT * FROM executions").fetchall())
+    assert SECRET not in dump
+    assert is_sealed(json.loads(text)["password"])
+    # A second master on the same database, its home copied without the key file: refused.
+    other = tmp_path / "second"
+    shutil.copytree(mh.home, other)
+    secrets_key_path(other).unlink()
+    with pytest.raises(SecretsError, match="secrets.key") as caught:
+        await MasterServer(other, host="127.0.0.1", port=0, watch_interval=0).start()
+    assert str(secrets_key_path(other)) in caught.value.message and "does not exist" in caught.value.message
