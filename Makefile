@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench lock clean
+.PHONY: demo test lint typecheck pytest bench fuzz lock clean
 
 # Every install comes from the lock: the same versions, checked by hash, on every machine and every day.
 # `make lock` refreshes it after a change to pyproject.toml (tests/test_lock.py fails until then).
@@ -40,6 +40,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadscope --cov --cov-report=term:skip-covered
 
 test: lint typecheck pytest
+
+# The API fuzz run with a large budget (make test runs it with PACKFLEET_FUZZ_EXAMPLES=10).
+fuzz: $(STAMP)
+	PACKFLEET_FUZZ_EXAMPLES=200 $(BIN)/pytest -p no:xdist tests/security/test_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/python -m packfleet.bench

@@ -17,6 +17,7 @@ mends it. The CLI prints both and exits with ``exit_code``.
     │   └── JoinError            `worker join` cannot use its token or the master refused it
     │       └── PinMismatch      the master presented another certificate than the token pins
     ├── AgentFailed              a worker agent stopped because one of its loops failed
+    ├── SecretsError             the master's secrets key file: missing, unreadable, too open
     ├── CatalogError             catalog: database, migrations, records
     │   ├── NotFound
     │   ├── Conflict             a change would break an invariant (a thumbprint bound twice...)
@@ -130,6 +131,13 @@ class AgentFailed(PackfleetError):
     """Raised when a worker agent stops because one of its loops failed; its service should restart it."""
 
     exit_code = 9
+
+
+class SecretsError(PackfleetError):
+    """Raised when the master's secrets key file is missing, malformed or too open, or a stored
+    sensitive value names a key the file does not hold."""
+
+    exit_code = 10
 
 
 class CatalogError(PackfleetError):

@@ -61,7 +61,7 @@ def test_file_holds_netsh_fields(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == [
         {"ipport": "0.0.0.0:8391", "certhash": THUMB, "certstorename": "Root", "appid": APPID}
     ]
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # private, as every node file
 
 
 def test_add_normalises_what_people_type(tmp_path: Path) -> None:

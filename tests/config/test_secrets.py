@@ -62,7 +62,7 @@ def test_master_settings_are_written_0600_by_save_and_by_set(tmp_path: Path) -> 
     path.chmod(0o644)
     set_setting(tmp_path, "master", "PortNumber", "9443")
     assert _mode(path) == 0o600
-    assert _mode(save_worker_settings(tmp_path, WorkerSettings())) == 0o644
+    assert _mode(save_worker_settings(tmp_path, WorkerSettings())) == 0o600  # private, as every node file
 
 
 def test_an_invalid_catalog_url_is_refused_without_its_password(tmp_path: Path) -> None:

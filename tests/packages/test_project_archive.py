@@ -233,8 +233,9 @@ def test_extract_unpacks_precompiles_and_refuses_to_overwrite(tmp_path: Path, et
     assert (destination / "data" / "orders.csv").read_bytes() == (
         EXAMPLE / "data" / "orders.csv"
     ).read_bytes()
-    assert stat.S_IMODE((destination / "etl" / "load.py").stat().st_mode) == 0o644
-    assert stat.S_IMODE(destination.stat().st_mode) == 0o755
+    # Private to the worker's account: project files may hold connection strings.
+    assert stat.S_IMODE((destination / "etl" / "load.py").stat().st_mode) == 0o600
+    assert stat.S_IMODE(destination.stat().st_mode) == 0o700
     assert list((destination / "etl" / "__pycache__").glob("load.*.pyc"))
     with pytest.raises(ArchiveError, match="already exists"):
         extract_archive(etl_archive, destination)
@@ -245,4 +246,4 @@ def test_executable_bit_survives_and_nothing_else(tmp_path: Path) -> None:
     info.create_system = 3
     info.external_attr = (stat.S_IFREG | 0o4777) << 16
     extract_archive(make_zip(valid((info, b"#!/bin/sh\n"))), tmp_path / "p")
-    assert stat.S_IMODE((tmp_path / "p" / "run.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "p" / "run.sh").stat().st_mode) == 0o700

@@ -57,11 +57,11 @@ def test_add_writes_pem_and_a_private_key_file(my: CertStore, cred: Credential, 
     assert cert_file.name == f"{cred.thumbprint}.cer" and cert_file.read_bytes() == cred.cert_pem()
     assert key_file.read_bytes() == cred.key_pem()
     assert mode(key_file) == 0o600
-    assert mode(cert_file) == 0o644
+    assert mode(cert_file) == 0o600  # private, as every file a node writes
     assert mode(my.path) == 0o700
     root = CertStore(my.home, "Root")
     root.add(Credential(cred.certificate))
-    assert mode(root.path) == 0o755
+    assert mode(root.path) == 0o700 and mode(my.path.parent) == 0o700
     assert not root.key_path(cred.thumbprint).exists()
 
 
@@ -211,14 +211,18 @@ def test_grant_gives_the_key_to_the_account(my: CertStore, cred: Credential) -> 
     assert (st.st_uid, st.st_gid, mode(key_file)) == (nobody.pw_uid, nobody.pw_gid, 0o600)
     store_dir = my.path.stat()
     assert store_dir.st_gid == nobody.pw_gid and mode(my.path) == 0o710
+    assert mode(my.path.parent) == 0o710  # the private certs folder: entered, not listed
     assert my.get(cred.thumbprint).private_key is not None  # root still reads it
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another account needs root")
-def test_grant_refuses_when_the_home_is_closed_and_changes_nothing(my: CertStore, cred: Credential) -> None:
+def test_grant_opens_a_private_home_to_the_accounts_group_for_traversal_only(
+    my: CertStore, cred: Credential
+) -> None:
     my.add(cred)
     my.home.chmod(0o700)
-    with pytest.raises(PkiError, match=f"account 'nobody' cannot enter {my.home}") as info:
-        my.grant(cred.thumbprint, "nobody")
-    assert info.value.fix == f"chmod o+x {my.home}"
-    assert my.key_path(cred.thumbprint).stat().st_uid == os.geteuid()
+    nobody = pwd.getpwnam("nobody")
+    my.grant(cred.thumbprint, "nobody")
+    home = my.home.stat()
+    assert home.st_gid == nobody.pw_gid and mode(my.home) == 0o710
+    assert my.key_path(cred.thumbprint).stat().st_uid == nobody.pw_uid

@@ -46,6 +46,7 @@ from packfleet.catalog._records import (
     WorkerInfo,
     WorkerRecord,
 )
+from packfleet.catalog._sealed import SecretKeyRotation, rotate_secrets_key
 
 __all__ = [
     "CONSOLE_ROLES",
@@ -73,6 +74,7 @@ __all__ = [
     "Principal",
     "PrincipalRecord",
     "ProjectVersionRecord",
+    "SecretKeyRotation",
     "SweepResult",
     "TaskAssignment",
     "TaskRecord",
@@ -82,5 +84,6 @@ __all__ = [
     "WorkerInfo",
     "WorkerRecord",
     "canonical_agent_id",
+    "rotate_secrets_key",
     "utc_now",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import URL, Engine, text
 
@@ -14,8 +17,10 @@ from packfleet.catalog._joins import JoinCatalog
 from packfleet.catalog._leases import LeaseCatalog
 from packfleet.catalog._projects import ProjectCatalog
 from packfleet.catalog._rotation import RotationCatalog
+from packfleet.catalog._sealed import SealedValuesCatalog, open_sealed_catalog
 from packfleet.catalog._users import UserCatalog
 from packfleet.catalog._workers import WorkerCatalog
+from packfleet.secretbox import LiveKeyring, SecretKeyring
 
 
 class Catalog(
@@ -27,6 +32,7 @@ class Catalog(
     AdminCatalog,
     RotationCatalog,
     UserCatalog,
+    SealedValuesCatalog,
 ):
     """The master's database: projects, executions and tasks, workers and trust, audit.
 
@@ -51,19 +57,22 @@ class Catalog(
         connect_timeout: float = 15,
         upgrade: bool = True,
         clock: Clock = utc_now,
+        keyring: Callable[[], SecretKeyring] | None = None,
     ) -> Catalog:
         """Connect to the catalog at ``url`` and (by default) migrate it to the current schema.
 
         ``connect_timeout`` is MasterSettings.config's ``SqlConnectionTimeoutInSecs``. An unreachable
         database or a failed migration raises :class:`~packfleet.errors.CatalogError` naming the URL
-        (password masked) and what to check.
+        (password masked) and what to check. ``keyring`` gives the master's secrets key to the
+        migration that seals sensitive values stored in plaintext by older versions; it is called only
+        when there are such values.
         """
         parsed = _engine.parse_url(url)
         engine = _engine.make_engine(parsed, connect_timeout)
         catalog = cls(engine, parsed, clock=clock)
         try:
             if upgrade:
-                catalog.upgrade()
+                catalog.upgrade(keyring)
             else:
                 catalog.ping()
         except BaseException:
@@ -71,9 +80,14 @@ class Catalog(
             raise
         return catalog
 
-    def upgrade(self) -> None:
+    @classmethod
+    def open_sealed(cls, url: str, key_file: Path, **options: Any) -> tuple[Catalog, LiveKeyring]:
+        """:meth:`open` together with the master's secrets key file (see :func:`open_sealed_catalog`)."""
+        return open_sealed_catalog(cls, url, key_file, **options)
+
+    def upgrade(self, keyring: Callable[[], SecretKeyring] | None = None) -> None:
         """Migrate the schema to the newest revision; a no-op when it is already current."""
-        _engine.upgrade(self._engine, self._url)
+        _engine.upgrade(self._engine, self._url, keyring)
 
     def ping(self) -> None:
         """Check that the database answers; CatalogError (with the fix) when it does not."""

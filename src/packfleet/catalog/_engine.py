@@ -9,7 +9,8 @@ from MasterSettings.config becomes libpq's ``connect_timeout`` on PostgreSQL and
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -97,7 +98,28 @@ def make_engine(url: URL, connect_timeout: float) -> Engine:
     )
 
 
+def _private_database_file(url: URL) -> None:
+    """Create the SQLite file 0600 before SQLite does, whatever the umask.
+
+    SQLite creates a new database file with mode 0644 less the umask, and its ``-wal`` and ``-shm``
+    files with the mode of the database file (``findCreateFileMode`` in ``os_unix.c``): made private
+    here, all three are private. The catalog holds audit records and sealed secrets.
+    """
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing folder: SQLite's own error names it on first use (see _fix_for)
+    os.fchmod(fd, 0o600)
+    os.close(fd)
+
+
 def _sqlite_engine(url: URL, connect_timeout: float) -> Engine:
+    _private_database_file(url)
     engine = create_engine(url, connect_args={"timeout": connect_timeout})
     busy_ms = max(1, int(connect_timeout * 1000))
 
@@ -173,7 +195,11 @@ def translated(url: URL) -> Iterator[None]:
         raise translate(error, url) from error
 
 
-def upgrade(engine: Engine, url: URL) -> None:
+#: Alembic config attribute through which a migration reaches the master's secrets key (a callable).
+KEYRING_ATTRIBUTE = "packfleet_keyring"
+
+
+def upgrade(engine: Engine, url: URL, keyring: Callable[[], Any] | None = None) -> None:
     """Migrate the catalog schema to the newest revision; a no-op when it is already there.
 
     Runs the packaged Alembic migrations from code, so no ``alembic.ini`` is needed. All of it is one
@@ -183,6 +209,7 @@ def upgrade(engine: Engine, url: URL) -> None:
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
     config.set_main_option("path_separator", "os")
+    config.attributes[KEYRING_ATTRIBUTE] = keyring
     sqlite = url.get_backend_name() == "sqlite"
     with translated(url), engine.execution_options(**{WRITE_OPTION: True}).connect() as conn:
         raw: Any = conn.connection.driver_connection  # sqlite3.Connection on SQLite

@@ -28,6 +28,7 @@ def master_group() -> None:
     packfleet master init --cn 127.0.0.1          # certificate, binding, settings, admin identity
     packfleet master run                          # serve on PortNumber (8391)
     packfleet master install-service              # systemd unit
+    packfleet master rotate-secrets-key           # new key for sensitive values, old one retired
     """
 
 
@@ -95,6 +96,56 @@ def master_init(
         days=days,
     )
     state.emit(result.to_dict(), lambda out: _print_master(out, result))
+
+
+@master_group.command("rotate-secrets-key")
+@json_option
+def master_rotate_secrets_key() -> None:
+    """Seal every sensitive parameter value in the catalog with a new key and retire the old one.
+
+    The key lives in secrets.key in the master's home (mode 0600). The command writes the new key
+    there first, re-seals the stored values, then drops the old key. A running master on this home
+    picks up the new key without a restart. With several masters sharing one catalog, copy the new
+    secrets.key to each of them afterwards (they refuse to start without it).
+
+    \b
+    packfleet --home /var/lib/packfleet master rotate-secrets-key
+    """
+    # Imported here: the catalog layer is not needed for `packfleet --help`.
+    from packfleet.catalog import Catalog, rotate_secrets_key
+    from packfleet.config import load_master_settings
+    from packfleet.secretbox import secrets_key_path
+
+    state = _state()
+    home = state.home()
+    settings = load_master_settings(home)
+    url = settings.resolved_catalog_url(home)
+    catalog, live = Catalog.open_sealed(
+        url, secrets_key_path(home), connect_timeout=settings.sql_connection_timeout_secs
+    )
+    with catalog:
+        catalog.audit("rotate-secrets-key", "secrets.rotate", str(live.path), {})
+        result = rotate_secrets_key(catalog, live)
+        catalog.audit(
+            "rotate-secrets-key",
+            "secrets.rotated",
+            result.current,
+            {"retired": list(result.retired), "resealed": result.resealed},
+        )
+    data = {
+        "key_file": str(live.path),
+        "current": result.current,
+        "retired": list(result.retired),
+        "resealed": result.resealed,
+    }
+
+    def human(out: Console) -> None:
+        out.print(f"secrets key file  {live.path}")
+        out.print(f"current key       {result.current}")
+        out.print(f"retired keys      {', '.join(result.retired) or 'none'}")
+        out.print(f"values re-sealed  {result.resealed}")
+
+    state.emit(data, human)
 
 
 def _print_master(out: Console, result: MasterInit) -> None:

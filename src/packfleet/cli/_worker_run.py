@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def worker_run(burst: bool, verbose: bool) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # As the systemd unit's UMask=0077: task folders, the log cache and whatever packages write in
+    # them (packages inherit it) are private to the worker's account, also when started by hand.
+    os.umask(0o077)
     asyncio.run(run_worker(_state().home(), burst=burst))
 
 

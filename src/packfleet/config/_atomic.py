@@ -44,7 +44,7 @@ def locked(path: Path) -> Iterator[None]:
     """
     lock_path = Path(path).with_name(f".{Path(path).name}.lock")
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise _write_error(lock_path, exc) from exc
     try:

@@ -159,7 +159,7 @@ def load_bindings(home: Path) -> list[Binding]:
 
 def _save_bindings(home: Path, bindings: list[Binding]) -> None:
     text = json.dumps([binding.to_dict() for binding in bindings], indent=2) + "\n"
-    atomic_write(_bindings_path(home), text, mode=0o644)
+    atomic_write(_bindings_path(home), text, mode=0o600)
 
 
 def get_binding(home: Path, ipport: str) -> Binding | None:
@@ -176,7 +176,7 @@ def add_binding(home: Path, binding: Binding) -> Binding:
     noting its appid.
     """
     wanted = _normalize(binding)
-    Path(home).mkdir(parents=True, exist_ok=True)
+    Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
     with locked(_bindings_path(home)):
         bindings = load_bindings(home)
         for existing in bindings:

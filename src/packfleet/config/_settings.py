@@ -160,7 +160,9 @@ class _Schema(Generic[S]):
     cls: type[S]
     keys: tuple[_Key, ...]
     missing_fix: str
-    file_mode: int = 0o644
+    # Every file in a node's home is private to its service account (the worker and manager files
+    # hold no secret, but name the pinned certificates and endpoints: nobody else needs them).
+    file_mode: int = 0o600
 
     def by_name(self) -> dict[str, _Key]:
         table = {key.name: key for key in self.keys}
@@ -357,7 +359,7 @@ def _save(schema: _Schema[S], home: Path, settings: S) -> Path:
     # the loader would refuse, so no save can produce a file that the next start cannot read.
     encoded = _to_json(schema, settings)
     checked = schema.cls(**_parse(schema, encoded, f"{path} (not saved)"))
-    Path(home).mkdir(parents=True, exist_ok=True)
+    Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
     text = json.dumps(_to_json(schema, checked), indent=2, ensure_ascii=False) + "\n"
     atomic_write(path, text, mode=schema.file_mode)
     return path
@@ -450,7 +452,7 @@ def set_setting(home: Path, kind: SettingsKind, key: str, value: str) -> tuple[s
     typed = _read_value(schema, found, value, str(path))
     if kind == "manager":
         # The manager's file has no init command: the first `settings set` creates it.
-        Path(home).mkdir(parents=True, exist_ok=True)
+        Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
     elif not path.exists():
         _read_raw(schema, path)  # raises "does not exist" with the init command
     with locked(path):

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from packfleet.catalog import ExecutionRecord, WorkerRecord
-from packfleet.errors import PackfleetError
+from packfleet.errors import PackfleetError, PkiError
 from packfleet.master._admission import admission_refusal
 from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
 from packfleet.master._fleet import worker_view
@@ -24,6 +24,7 @@ from packfleet.master._wakeup import EVENTS, TASKS
 from packfleet.packages import Project, inspect_archive, mask_parameters, resolve_parameters
 from packfleet.pki import CertStore, Credential, check_usable, load_credential_bytes
 from packfleet.protocol import routes
+from packfleet.thumbprint import normalize_thumbprint
 
 log = logging.getLogger("packfleet.master")
 
@@ -36,11 +37,19 @@ _EVENTS_LIMIT = 1000
 # --- bodies -------------------------------------------------------------------------------------
 
 
+#: How often an execution whose worker vanished may be requeued: plenty for flaky machines, and a
+#: bound the database column and the OpenAPI document both hold.
+MAX_RETRY_COUNT = 1000
+#: OpenAPI format of a certificate field: the handler takes PEM (or base64 DER) and answers 400
+#: for anything it cannot read as a certificate.
+PEM_CERTIFICATE = {"schema": {"format": "pem-certificate"}}
+
+
 @dataclass(frozen=True)
 class AddWorker:
     """Trust a worker certificate: install it in the master's Root store and record it (pending)."""
 
-    cert_pem: str
+    cert_pem: str = field(metadata=PEM_CERTIFICATE)
     display_name: str | None = None
     enable: bool = False
     #: An existing worker (agent id, thumbprint or name) this certificate is for: bound at once.
@@ -65,7 +74,7 @@ class RunPackage:
     package: str
     parameters: dict[str, str] = field(default_factory=dict)
     workers: list[str] = field(default_factory=list)
-    retry_count: int = 0
+    retry_count: int = field(default=0, metadata={"schema": {"minimum": 0, "maximum": MAX_RETRY_COUNT}})
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -184,7 +193,10 @@ async def delete_worker(call: Call) -> web.StreamResponse:
 async def revoke_certificate(call: Call) -> web.StreamResponse:
     """Revoke one certificate; it still completes a handshake, so its worker hears why it is refused."""
     state = call.state
-    thumbprint = call.request.match_info["thumbprint"]
+    try:
+        thumbprint = normalize_thumbprint(call.request.match_info["thumbprint"])
+    except PkiError as exc:  # the caller's typo, not the master's own PKI (which would be a 500)
+        raise bad_request(exc.message, fix=exc.fix) from None
     record = await state.db(state.catalog.revoke_certificate, thumbprint, actor=call.caller.actor)
     state.principals.invalidate([record.thumbprint])
     cut_off(state, [record.thumbprint], f"certificate {record.thumbprint} revoked")
@@ -292,6 +304,7 @@ async def run(call: Call) -> web.StreamResponse:
     version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
     project = Project.from_dict(version.manifest)
     parameters = resolve_parameters(project, ask.package, ask.parameters)
+    parameters = state.seal(version.manifest, ask.package, parameters)
     record = await state.db(
         state.catalog.create_execution,
         ask.folder,
@@ -330,13 +343,11 @@ async def list_executions(call: Call) -> web.StreamResponse:
 
 def _execution_id(call: Call) -> int:
     raw = call.request.match_info["execution_id"]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{raw!r} is not an execution id (a whole number)") from None
-    if not 1 <= value <= 2**63 - 1:  # what the catalog can store; a bigger one would fail there (500)
-        raise bad_request(f"{raw[:40]!r} is not an execution id (1..{2**63 - 1})")
-    return value
+    # ASCII digits only, and few enough for a 64-bit column: int() would also take " 7", "٧" or a
+    # number the database driver cannot bind (a 500 instead of a 400).
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise bad_request(f"{raw!r} is not an execution id (a whole number)")
+    return int(raw)
 
 
 async def get_execution(call: Call) -> web.StreamResponse:
@@ -452,7 +463,17 @@ ENDPOINTS = (
         "Deploy a project archive (zip) into a folder",
         body="zip",
         status=201,
-        params=(Param("folder", "string", "Catalog folder to deploy into", required=True),),
+        params=(
+            # A folder name: 1 to 128 characters, no '/', not only spaces (the catalog's rule).
+            Param(
+                "folder",
+                "string",
+                "Catalog folder to deploy into",
+                required=True,
+                pattern=r"^[^/]*[^/\s][^/]*$",
+                max_length=128,
+            ),
+        ),
         max_body=DEPLOY_MAX_BODY,
     ),
     Endpoint(
@@ -481,8 +502,8 @@ ENDPOINTS = (
         "List executions, newest first",
         answer="array",
         params=(
-            Param("limit", "integer", "At most this many (default 50)"),
-            Param("status", "integer", "Only this SSIS status code (1-9)"),
+            Param("limit", "integer", "At most this many (default 50)", minimum=1, maximum=_LIST_LIMIT),
+            Param("status", "integer", "Only this SSIS status code (1-9)", minimum=0, maximum=9),
         ),
     ),
     Endpoint("GET", routes.ADMIN_EXECUTION, get_execution, "executor", "Show an execution and its task"),
@@ -493,9 +514,11 @@ ENDPOINTS = (
         "executor",
         "Event messages of an execution; long-polls up to wait seconds for new ones or its end",
         params=(
-            Param("after_id", "integer", "Only events with a greater id"),
+            Param("after_id", "integer", "Only events with a greater id", minimum=0, maximum=2**62),
             Param("wait", "number", "Seconds to wait for news (at most 30)"),
-            Param("limit", "integer", "At most this many events (default 1000)"),
+            Param(
+                "limit", "integer", "At most this many events (default 1000)", minimum=1, maximum=_LIST_LIMIT
+            ),
         ),
     ),
     Endpoint(
@@ -513,8 +536,8 @@ ENDPOINTS = (
         "The audit log, oldest first, after an id",
         answer="array",
         params=(
-            Param("limit", "integer", "At most this many (default 100)"),
-            Param("after_id", "integer", "Only entries with a greater id"),
+            Param("limit", "integer", "At most this many (default 100)", minimum=1, maximum=_LIST_LIMIT),
+            Param("after_id", "integer", "Only entries with a greater id", minimum=0, maximum=2**62),
         ),
     ),
 )

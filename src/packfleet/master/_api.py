@@ -41,6 +41,11 @@ class Param:
     type: Literal["string", "integer", "number"]
     description: str
     required: bool = False
+    #: The range the handler accepts, so that a fuzzer's valid values are the ones the master takes.
+    minimum: float | None = None
+    maximum: float | None = None
+    pattern: str | None = None
+    max_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,9 @@ def _schema_of(hint: Any, defs: dict[str, Any]) -> dict[str, Any]:
         return {"enum": list(get_args(hint))}
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return {"$ref": f"#/components/schemas/{_define(hint, defs)}"}
-    simple = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    if hint is int:  # packfleet.protocol refuses integers beyond 64 bits
+        return {"type": "integer", "format": "int64"}
+    simple = {str: "string", float: "number", bool: "boolean"}
     if hint in simple:
         return {"type": simple[hint]}
     raise TypeError(f"no JSON Schema for {hint!r}")
@@ -105,7 +112,8 @@ def _define(cls: type, defs: dict[str, Any]) -> str:
     properties: dict[str, Any] = {}
     required: list[str] = []
     for field in dataclasses.fields(cls):
-        properties[field.name] = _schema_of(hints[field.name], defs)
+        # field(metadata={"schema": {...}}): the pattern or range the handler checks, stated here too.
+        properties[field.name] = _schema_of(hints[field.name], defs) | dict(field.metadata.get("schema", {}))
         if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             required.append(field.name)
     schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
@@ -162,11 +170,72 @@ _WHO = {
 }
 
 
+#: What each path parameter's handler accepts (any string when absent). The master also takes
+#: thumbprints with spaces, colons or lowercase; the document names the one canonical spelling.
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "execution_id": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+    "thumbprint": {"type": "string", "pattern": "^[0-9A-F]{40}$"},
+    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+}
+#: The parameters whose pattern the router itself applies (a thumbprint is matched loosely there:
+#: the handler takes the spellings people paste).
+_ROUTED = ("execution_id", "sha256")
+
+
+def _routed_pattern(name: str) -> str:
+    """The regular expression (without anchors) a path parameter matches in the router."""
+    return _PATH_SCHEMAS[name]["pattern"][1:-1] if name in _ROUTED else "[^/]+"
+
+
 def _path_params(path: str) -> list[dict[str, Any]]:
     return [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _PATH_SCHEMAS.get(name, {"type": "string"})}
         for name in re.findall(r"{(\w+)}", path)
     ]
+
+
+def _param_schema(p: Param) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": p.type}
+    if p.minimum is not None:
+        schema["minimum"] = p.minimum
+    if p.maximum is not None:
+        schema["maximum"] = p.maximum
+    if p.pattern is not None:
+        schema["pattern"] = p.pattern
+    if p.max_length is not None:
+        schema["maxLength"] = p.max_length
+    return schema
+
+
+def _path_regex(path: str) -> re.Pattern[str]:
+    parts = re.split(r"{(\w+)}", path)
+    patterns = [_routed_pattern(name) for name in parts[1::2]]
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?:{patterns[i // 2]})" for i, part in enumerate(parts)
+    )
+    return re.compile(f"^{regex}$")
+
+
+def router_path(path: str) -> str:
+    """``path`` for aiohttp's router, each constrained parameter with its pattern.
+
+    ``/executions/{execution_id}`` becomes ``/executions/{execution_id:[0-9]{1,18}}``, so that
+    ``GET /executions/bulk`` is a 405 (only POST is there), not a request for execution "bulk".
+    """
+
+    def constrained(match: re.Match[str]) -> str:
+        return f"{{{match[1]}:{_routed_pattern(match[1])}}}" if match[1] in _ROUTED else match[0]
+
+    return re.sub(r"{(\w+)}", constrained, path)
+
+
+def allowed_methods(endpoints: Sequence[Endpoint], path: str) -> list[str]:
+    """The methods the document lists for ``path`` (a 405's ``Allow`` header, RFC 9110 §10.2.1).
+
+    aiohttp's own list also counts routes whose path parameter would refuse the value (``GET
+    /executions/bulk`` matches ``/executions/{execution_id}``), so it names methods the path lacks.
+    """
+    return sorted({ep.method for ep in endpoints if _path_regex(ep.path).match(path)})
 
 
 def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
@@ -187,7 +256,7 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
                 "in": "query",
                 "required": p.required,
                 "description": p.description,
-                "schema": {"type": p.type},
+                "schema": _param_schema(p),
             }
             for p in ep.params
         ]

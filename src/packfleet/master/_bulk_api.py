@@ -36,10 +36,10 @@ class RunPackageBulk:
     folder: str
     project: str
     package: str
-    count: int
+    count: int = field(metadata={"schema": {"minimum": 1, "maximum": MAX_BULK}})
     parameters: dict[str, str] = field(default_factory=dict)
     workers: list[str] = field(default_factory=list)
-    retry_count: int = 0
+    retry_count: int = field(default=0, metadata={"schema": {"minimum": 0, "maximum": MAX_RETRY_COUNT}})
 
 
 async def run_bulk(call: Call) -> web.StreamResponse:
@@ -52,6 +52,7 @@ async def run_bulk(call: Call) -> web.StreamResponse:
         raise bad_request(f"retry_count must be 0..{MAX_RETRY_COUNT}, not {ask.retry_count}")
     version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
     parameters = resolve_parameters(Project.from_dict(version.manifest), ask.package, ask.parameters)
+    parameters = state.seal(version.manifest, ask.package, parameters)
     request = ExecutionRequest(
         ask.folder,
         ask.project,

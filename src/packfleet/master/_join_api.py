@@ -17,7 +17,7 @@ import asyncio
 import base64
 import binascii
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -72,10 +72,13 @@ _JOIN_AGAIN = (
 class CreateToken:
     """Make a join token; ``worker`` (a reference) binds it to an existing worker's AgentId."""
 
-    ttl_seconds: float = 3600.0
-    uses: int = 1
+    ttl_seconds: float = field(
+        default=3600.0, metadata={"schema": {"minimum": 1, "maximum": MAX_TTL.total_seconds()}}
+    )
+    uses: int = field(default=1, metadata={"schema": {"minimum": 1, "maximum": MAX_USES}})
     enable: bool = False
-    endpoint: str = ""
+    #: Empty (MasterAddress) or an https URL; the handler checks the host and port themselves.
+    endpoint: str = field(default="", metadata={"schema": {"format": "packfleet-endpoint"}})
     worker: str = ""
 
 
@@ -88,7 +91,7 @@ class ConnectWorker:
     heartbeat asked for and was refused (the seed's manual "change the worker certificate").
     """
 
-    cert_pem: str = ""
+    cert_pem: str = field(default="", metadata={"schema": {"format": "pem-certificate"}})
     thumbprint: str = ""
 
 

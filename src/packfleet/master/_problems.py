@@ -26,6 +26,7 @@ from packfleet.errors import (
     PackfleetError,
     PkiError,
     ProtocolError,
+    SecretsError,
     SettingsError,
 )
 from packfleet.protocol import routes
@@ -50,8 +51,10 @@ class Problem(Exception):
         thumbprint: str | None = None,
         worker: str | None = None,
         fix: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
+        self.headers = headers or {}
         self.status = status
         self.slug = slug
         self.detail = detail
@@ -78,6 +81,7 @@ class Problem(Exception):
             status=self.status,
             body=json.dumps(self.document(), separators=(",", ":")).encode(),
             content_type=routes.PROBLEM_CONTENT_TYPE,
+            headers=self.headers,
         )
 
 
@@ -108,8 +112,13 @@ def from_http_exception(exc: web.HTTPException, request: web.Request) -> Problem
             fix=f"the routes are listed in {routes.OPENAPI}",
         )
     if status == 405:
+        # RFC 9110 §15.5.6: a 405 must list the methods the route does answer.
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return Problem(
-            405, "method-not-allowed", f"{request.path} does not answer {request.method}: {exc.text}"
+            405,
+            "method-not-allowed",
+            f"{request.path} does not answer {request.method}: {exc.text}",
+            headers=allow,
         )
     if status == 413:
         return Problem(413, "payload-too-large", exc.text or "the request body is too large")
@@ -134,7 +143,7 @@ def from_packfleet_error(exc: PackfleetError) -> Problem:
         return Problem(400, "bad-request", exc.message, fix=exc.fix)
     if isinstance(exc, CatalogError):
         return Problem(503, "catalog-unavailable", exc.message, fix=exc.fix)
-    if isinstance(exc, SettingsError | PkiError):
+    if isinstance(exc, SettingsError | PkiError | SecretsError):
         return Problem(
             500,
             "master-misconfigured",

@@ -45,7 +45,7 @@ from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._tls import load_tls_material
 from packfleet.master._wakeup import TASKS
-from packfleet.pki import CertStore, export_certificate, successor_of
+from packfleet.pki import CertStore, classify_name, export_certificate, successor_of
 from packfleet.protocol import HeartbeatReply, routes
 from packfleet.transport import master_server_context
 
@@ -92,9 +92,12 @@ class RotationRecord:
 class RotateRequest:
     """``action``: start, switch, finish or abort. ``cns``/``days`` apply to start only."""
 
-    action: str
-    cns: list[str] = dataclasses.field(default_factory=list)
-    days: int | None = None
+    action: str = dataclasses.field(metadata={"schema": {"enum": ["start", "switch", "finish", "abort"]}})
+    #: Host names and IP addresses (a format the document names; the handler checks each one).
+    cns: list[str] = dataclasses.field(
+        default_factory=list, metadata={"schema": {"items": {"type": "string", "format": "packfleet-host"}}}
+    )
+    days: int | None = dataclasses.field(default=None, metadata={"schema": {"minimum": 1, "maximum": 3650}})
     force: bool = False
 
 
@@ -435,6 +438,11 @@ async def _rotate(call: Call) -> web.StreamResponse:
     if ask.action == "start":
         if ask.days is not None and not 1 <= ask.days <= 3650:
             raise bad_request(f"days {ask.days} is out of range 1..3650")
+        for name in ask.cns:
+            try:
+                classify_name(name)
+            except PkiError as exc:  # the caller's name, not the master's own PKI (a 500)
+                raise bad_request(exc.message, fix=exc.fix) from None
         result = await rotation.start(cns=ask.cns, days=ask.days, actor=actor)
     elif ask.action == "switch":
         result = await rotation.switch(actor=actor, force=ask.force)

@@ -36,7 +36,7 @@ from packfleet.master import (
     _worker_api,
 )
 from packfleet.master._admission import warn_never_accepted
-from packfleet.master._api import Endpoint, openapi_document
+from packfleet.master._api import Endpoint, allowed_methods, openapi_document, router_path
 from packfleet.master._auth import (
     Caller,
     ConnectionRegistry,
@@ -63,6 +63,7 @@ from packfleet.master._store_audit import root_thumbprints, store_change
 from packfleet.master._tls import WILDCARD, TlsMaterial, load_tls_material
 from packfleet.master._wakeup import EVENTS, TASKS, LocalWakeups
 from packfleet.protocol import routes
+from packfleet.secretbox import secrets_key_path
 from packfleet.transport import HotSwapServerContext
 
 if TYPE_CHECKING:
@@ -162,6 +163,8 @@ async def _problems(request: web.Request, handler: AiohttpHandler) -> web.Stream
 
 
 def _http_problem(exc: web.HTTPException, request: web.Request) -> Problem:
+    if exc.status == 405:
+        exc.headers["Allow"] = ",".join(allowed_methods(ENDPOINTS, request.path))
     if exc.status in (404, 405) and peer_certificate(request) is None:
         # Without a certificate only the open routes exist; the rest is not mapped for strangers.
         return forbidden(
@@ -207,7 +210,7 @@ def build_app(state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS) -> 
     app[STATE] = state
     app[REFUSAL_LOG] = RateLimitedLog(log, burst=5, window=60.0)
     for endpoint in endpoints:
-        app.router.add_route(endpoint.method, endpoint.path, _guard(endpoint))
+        app.router.add_route(endpoint.method, router_path(endpoint.path), _guard(endpoint))
 
     async def wake_long_polls(_app: web.Application) -> None:
         state.closing = True
@@ -345,10 +348,15 @@ class MasterServer:
         threads = 1 if url.startswith("sqlite") else 4
         executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="packfleet-catalog")
         try:
-            catalog = await loop.run_in_executor(
+            # With the secrets key file: a master that could not open the sealed values refuses here.
+            catalog, secrets = await loop.run_in_executor(
                 executor,
-                lambda: Catalog.open(
-                    url, connect_timeout=settings.sql_connection_timeout_secs, upgrade=True, clock=self._clock
+                lambda: Catalog.open_sealed(
+                    url,
+                    secrets_key_path(self.home),
+                    connect_timeout=settings.sql_connection_timeout_secs,
+                    upgrade=True,
+                    clock=self._clock,
                 ),
             )
         except BaseException:
@@ -364,6 +372,7 @@ class MasterServer:
             clock=self._clock,
             # Strict: an admin route that trusts a new certificate reports a refused reload (503).
             reload_trust=self.reload,
+            secrets=secrets,
         )
         self._state = state
         state.rotation = _rotation.MasterCertRotation(
@@ -683,5 +692,8 @@ async def serve(server: MasterServer) -> None:
 
 def run_master(home: Path, *, host: str = WILDCARD, port: int | None = None) -> None:
     """Run the master of ``home`` in this process until SIGTERM/SIGINT (``packfleet master run``)."""
+    # What the systemd unit sets too (UMask=0077), for a master started by hand: anything the master
+    # creates without an explicit mode (the catalog's journal, a new folder) is private to its account.
+    os.umask(0o077)
     _configure_logging()
     asyncio.run(serve(MasterServer(home, host=host, port=port)))

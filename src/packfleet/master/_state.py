@@ -15,11 +15,20 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from aiohttp import web
 
 from packfleet.catalog import Catalog
+from packfleet.errors import InvalidValue
 from packfleet.master._auth import Caller, ConnectionRegistry, PrincipalCache
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._wakeup import Wakeups
 from packfleet.pki import CertStore
 from packfleet.protocol import decode
+from packfleet.secretbox import (
+    SEALED_PREFIX,
+    LiveKeyring,
+    is_sealed,
+    open_values,
+    seal_values,
+    sensitive_names,
+)
 
 if TYPE_CHECKING:
     from packfleet.master._rotation import MasterCertRotation
@@ -58,6 +67,8 @@ class MasterState:
     #: Why each worker said, in its last heartbeat, that it asks for no tasks ("" when it asks),
     #: by agent id: what explains a pending execution.
     lease_gates: dict[str, str] = field(default_factory=dict)
+    #: The secrets key file that seals sensitive parameter values (see packfleet.secretbox).
+    secrets: LiveKeyring | None = None
 
     async def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous catalog call on the catalog's executor, never on the event loop.
@@ -67,6 +78,30 @@ class MasterState:
         """
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
+
+    def seal(self, manifest: Any, package: str, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` with the package's sensitive parameters sealed, as the catalog must store them."""
+        names = sensitive_names(manifest, package)
+        for name, value in values.items():
+            if name not in names and is_sealed(value):
+                # It would be "opened" when the task is leased, and fail there, far from the caller.
+                raise InvalidValue(
+                    f"parameter {name!r}: a value may not begin with {SEALED_PREFIX!r}, which marks "
+                    "sealed sensitive values",
+                    fix="pass another value, or mark the parameter sensitive = true in packfleet.toml",
+                )
+        if not names:
+            return values
+        if self.secrets is None:
+            raise RuntimeError("the master's secrets key is not loaded")
+        return seal_values(self.secrets.get(), values, names)
+
+    def unsealed(self, assignment: dict[str, Any]) -> dict[str, Any]:
+        """A leased task's wire form with its sealed values opened, for the worker that leased it only."""
+        parameters = assignment.get("parameters") or {}
+        if self.secrets is None or not parameters:
+            return assignment
+        return {**assignment, "parameters": open_values(self.secrets.get(), parameters)}
 
     def pinned_in_root(self, thumbprint: str) -> bool:
         """Whether this very certificate (not one that signed it) is in the master's Root store.

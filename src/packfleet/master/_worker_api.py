@@ -145,7 +145,8 @@ async def lease(call: Call) -> web.StreamResponse:
             break
         leased = await state.db(state.catalog.lease_tasks, ask.agent_id, capacity, lease_seconds)
         if leased:
-            tasks = [protocol.decode(protocol.TaskAssignment, t.to_dict()) for t in leased]
+            # Sensitive values are opened here, for this worker's own tasks, inside its TLS channel.
+            tasks = [protocol.decode(protocol.TaskAssignment, state.unsealed(t.to_dict())) for t in leased]
             break
         remaining = deadline - loop.time()
         if remaining <= 0:

@@ -269,7 +269,7 @@ def extract_archive(data: bytes, destination: Path) -> Project:
     with _open(data) as archive:
         infos = _checked_entries(archive)
         project = _read_manifest(archive, {i.filename for i in infos if not i.is_dir()})
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
         try:
             _extract_into(archive, infos, staging)
@@ -283,8 +283,8 @@ def extract_archive(data: bytes, destination: Path) -> Project:
                 quiet=2,
                 invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
             )
-            # mkdtemp makes 0700; the account running packages may differ from the worker's.
-            os.chmod(staging, 0o755)  # noqa: S103 - project files are code, not secrets
+            # mkdtemp makes 0700, which stays: packages run as the worker's own account, and project
+            # files may hold connection strings, so no other account may read them.
             os.rename(staging, destination)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -297,10 +297,11 @@ def _extract_into(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], root: 
     for info in infos:
         target = root.joinpath(*info.filename.removesuffix("/").split("/"))
         if info.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
+            target.mkdir(mode=0o700, parents=True, exist_ok=True)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Private to the worker's account, as every file a node writes; the execute bit is kept.
+        mode = 0o700 if (info.external_attr >> 16) & 0o111 else 0o600
         # O_EXCL|O_NOFOLLOW: the names were checked, but never write through anything already there.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         written = 0

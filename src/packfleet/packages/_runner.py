@@ -307,7 +307,7 @@ class PackageRunner:
             request = json.loads(json.dumps(spec.request()))
         except (TypeError, ValueError) as exc:
             raise PackageError(f"task {spec.task_id}: parameters are not JSON values: {exc}") from exc
-        spec.task_dir.mkdir(parents=True, exist_ok=True)
+        spec.task_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         process = await self._acquire(server) if spec.package.isolation == "pooled" else None
         task = _Task(spec, on_event, "pooled" if process else "fresh")
         pipes = [os.pipe() for _ in range(3)]

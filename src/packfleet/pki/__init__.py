@@ -15,11 +15,12 @@ from packfleet.pki._create import KEY_TYPES, create_self_signed, successor_of
 from packfleet.pki._credential import CertInfo, Credential, PrivateKey, sha256_of, thumbprint_of
 from packfleet.pki._hosts import is_ip_address
 from packfleet.pki._io import export_certificate, export_pfx, load_credential, load_credential_bytes
-from packfleet.pki._names import local_ips, machine_names, parse_names
+from packfleet.pki._names import classify_name, local_ips, machine_names, parse_names
 from packfleet.pki._proof import sign_proof, verify_proof
 from packfleet.pki._store import STORE_NAMES, CertStore
 
 __all__ = [
+    "classify_name",
     "KEY_TYPES",
     "STORE_NAMES",
     "CertInfo",

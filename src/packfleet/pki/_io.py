@@ -175,13 +175,18 @@ def _write_out(path: Path, data: bytes, mode: int) -> Path:
         raise PkiError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def export_certificate(cred: Credential, path: Path, *, encoding: Literal["der", "pem"] = "der") -> Path:
-    """Write the public certificate (the seed's ``SSISScaleOutMaster.cer``), mode 0644.
+def export_certificate(
+    cred: Credential, path: Path, *, encoding: Literal["der", "pem"] = "der", mode: int = 0o644
+) -> Path:
+    """Write the public certificate (the seed's ``SSISScaleOutMaster.cer``), mode 0644 by default.
+
+    ``master init`` and ``worker init`` write theirs into the node's home 0600, private as every
+    file there; a copy exported elsewhere for other machines is public.
 
     DER is what Windows' ``.cer`` and MakeCert produce; PEM is what Linux tools expect.
     """
     data = cred.cert_der() if encoding == "der" else cred.cert_pem()
-    return _write_out(Path(path), data, 0o644)
+    return _write_out(Path(path), data, mode)
 
 
 def export_pfx(cred: Credential, path: Path, password: str) -> Path:

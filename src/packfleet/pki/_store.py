@@ -20,11 +20,12 @@ from packfleet.thumbprint import is_thumbprint, normalize_thumbprint, one_off
 
 STORE_NAMES = ("My", "Root")
 
-# My holds private keys: only the owner may list or enter it (``grant`` opens traversal to one
-# group). Root holds public certificates, but may also hold the master's key (``MakeCert -ss Root``);
-# that key file is 0600 like every other.
-_DIR_MODES = {"My": 0o700, "Root": 0o755}
-_CERT_MODE = 0o644
+# Every file and folder a node writes is private to its service account: My holds private keys, and
+# Root, though it holds public certificates, may hold the master's key too (``MakeCert -ss Root``) and
+# its list of certificates is the node's trust, which no other account needs to read. ``grant``
+# opens traversal to one group when another account must reach one key.
+_DIR_MODES = {"My": 0o700, "Root": 0o700}
+_CERT_MODE = 0o600
 _KEY_MODE = 0o600
 
 
@@ -63,7 +64,7 @@ class CertStore:
 
     def _ensure_dir(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.path.is_dir():
                 self.path.mkdir(mode=0o700)
                 os.chmod(self.path, _DIR_MODES[self.name])  # mkdir's mode is masked by the umask
@@ -195,10 +196,10 @@ class CertStore:
         """Let ``account`` read the private key (``winhttpcertcfg -g ... -a account``).
 
         Linux has no per-key ACL like Windows, so the key file becomes the account's own (its user
-        and primary group, mode 0600), and the store folder becomes traversable by that group (mode
-        0710: the account can open its key by name but cannot list the store). The home and its
-        ``certs`` folder must already be traversable by the account; that is checked first, so a
-        refused grant changes nothing.
+        and primary group, mode 0600), and the home, its ``certs`` folder and the store, private
+        (0700) as every folder a node writes, become traversable by that group (mode 0710: the account
+        can open its key by name but cannot list anything). Folders it can already enter are left as
+        they are.
         """
         try:
             entry = pwd.getpwnam(account)
@@ -216,18 +217,13 @@ class CertStore:
                 fix=f"import it with its key: packfleet cert import FILE.pfx --password P "
                 f"--store {self.name}",
             )
-        for folder in (self.home, self.path.parent):
-            if not _can_traverse(folder, entry):
-                raise PkiError(
-                    f"account {account!r} cannot enter {folder}, so it could not reach the key",
-                    fix=f"chmod o+x {folder}",
-                )
         try:
             os.chown(key_file, entry.pw_uid, entry.pw_gid)
             os.chmod(key_file, _KEY_MODE)
-            if not _can_traverse(self.path, entry):
-                os.chown(self.path, -1, entry.pw_gid)
-                os.chmod(self.path, 0o710)  # noqa: S103 - the key owner's group may enter, not list
+            for folder in (self.home, self.path.parent, self.path):
+                if not _can_traverse(folder, entry):
+                    os.chown(folder, -1, entry.pw_gid)
+                    os.chmod(folder, 0o710)  # noqa: S103 - the key owner's group may enter, not list
         except OSError as exc:
             raise PkiError(
                 f"cannot give {account!r} the key {key_file}: {exc.strerror or exc}",

@@ -52,7 +52,8 @@ def decode(cls: type[M], data: Any, *, where: str | None = None) -> M:
     return cls(**values)
 
 
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+#: The range of a wire integer, as the OpenAPI document states it (``format: int64``).
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
@@ -91,12 +92,16 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return decode(hint, value, where=where)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    # JSON has one number type: 2.0 is the integer 2 (JSON Schema's "integer" says so too).
+    if hint is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    # Every integer on the wire is a 64-bit one (ids, counts): a larger one would fail in the
+    # database driver, far from here, as a server error.
+    wide = isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]
+    if hint is int and wide:
+        raise ProtocolError(f"{where}: {value} is out of the 64-bit integer range")
     # bool is a subclass of int: refuse True where a count is expected, and 1 where a flag is.
     if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
-            # Every integer on the wire is an id, a count or a number of seconds that the catalog
-            # stores as a 64-bit integer; a bigger one would fail there, as a 500.
-            raise ProtocolError(f"{where}: {value} is out of range (a 64-bit integer)")
         return value
     expected = getattr(hint, "__name__", str(hint))
     raise ProtocolError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")

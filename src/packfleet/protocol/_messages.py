@@ -14,11 +14,15 @@ Outcome = Literal["succeeded", "failed", "canceled"]
 EventSource = Literal["stdout", "stderr", "log", "system"]
 
 
+#: Field metadata of every ``agent_id``: the OpenAPI document states what the master accepts (a UUID).
+AGENT_ID = {"schema": {"format": "uuid"}}
+
+
 @dataclass(frozen=True)
 class Heartbeat:
     """What a worker says of itself every AgentHeartbeatInterval (SSIS: the agent's machine info)."""
 
-    agent_id: str
+    agent_id: str = field(metadata=AGENT_ID)
     display_name: str
     machine_name: str
     user_account: str
@@ -44,7 +48,7 @@ class HeartbeatReply:
     state: WorkerState
     message: str
     master_time: str
-    agent_id: str
+    agent_id: str = field(metadata=AGENT_ID)
     #: During a master certificate rotation: the PEM of the certificate the master will serve next,
     #: which the worker adds to its Root store and accepts alongside the pinned one.
     next_master_cert_pem: str = ""
@@ -57,7 +61,7 @@ class HeartbeatReply:
 class LeaseRequest:
     """Ask for up to ``capacity`` tasks, waiting up to ``wait_seconds`` for one to be ready (long-poll)."""
 
-    agent_id: str
+    agent_id: str = field(metadata=AGENT_ID)
     capacity: int
     wait_seconds: float
     lease_seconds: float
@@ -98,7 +102,7 @@ class LeaseRef:
 
 @dataclass(frozen=True)
 class TaskHeartbeat:
-    agent_id: str
+    agent_id: str = field(metadata=AGENT_ID)
     leases: list[LeaseRef]
     lease_seconds: float
 
@@ -133,7 +137,7 @@ class EventMessage:
 
 @dataclass(frozen=True)
 class EventBatch:
-    agent_id: str
+    agent_id: str = field(metadata=AGENT_ID)
     events: list[EventMessage]
 
 
@@ -154,7 +158,7 @@ class CompletionReport:
 
 @dataclass(frozen=True)
 class CompletionBatch:
-    agent_id: str
+    agent_id: str = field(metadata=AGENT_ID)
     reports: list[CompletionReport]
 
 
@@ -178,7 +182,7 @@ class CertificateRenewal:
     holder of the new private key can produce it, so nobody can bind a certificate they merely copied.
     """
 
-    agent_id: str
+    agent_id: str = field(metadata=AGENT_ID)
     cert_pem: str
     signed_at: str
     proof: str
@@ -187,7 +191,7 @@ class CertificateRenewal:
 @dataclass(frozen=True)
 class CertificateRenewalReply:
     thumbprint: str
-    agent_id: str
+    agent_id: str = field(metadata=AGENT_ID)
     not_after: str
 
 
@@ -195,7 +199,7 @@ class CertificateRenewalReply:
 class CertificateRetirement:
     """Sent with the new certificate: the old one (of the same worker) may be retired."""
 
-    agent_id: str
+    agent_id: str = field(metadata=AGENT_ID)
     thumbprint: str
 
 
@@ -234,8 +238,8 @@ class JoinRequest:
 
     token_id: str
     secret: str = field(repr=False)  # never in a traceback or a log line
-    cert_pem: str
-    agent_id: str
+    cert_pem: str = field(metadata={"schema": {"format": "pem-certificate"}})
+    agent_id: str = field(metadata={"schema": {"format": "uuid"}})
     display_name: str
     issued_at: str
     signature: str
@@ -245,7 +249,7 @@ class JoinRequest:
 class JoinReply:
     """The enrolled worker: the AgentId to use (a token bound to a worker imposes its own), and state."""
 
-    agent_id: str
+    agent_id: str = field(metadata=AGENT_ID)
     display_name: str
     worker_thumbprint: str
     master_thumbprint: str

@@ -123,7 +123,7 @@ def join_worker(
     with PinnedConnection(token.endpoint, token.master_sha256, timeout=timeout) as conn:
         master = Credential(load_credential_bytes(conn.peer_der, source="the master certificate").certificate)
         challenge = decode(JoinChallenge, conn.request_json("GET", routes.JOIN))
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         known = settings_path(home, "worker").exists()
         settings = load_worker_settings(home) if known else WorkerSettings()
         display_name = name or (settings.display_name if known else socket.gethostname())
@@ -194,7 +194,7 @@ def join_worker(
             agent_id=reply.agent_id,
         ),
     )
-    export_certificate(cred, home / WORKER_CER)
+    export_certificate(cred, home / WORKER_CER, mode=0o600)
     log.info(
         "worker %s joined %s as %s with certificate %s",
         display_name,

@@ -36,6 +36,7 @@ from packfleet.pki import (
     export_certificate,
     machine_names,
 )
+from packfleet.secretbox import secrets_key_path
 from packfleet.thumbprint import normalize_thumbprint
 
 log = logging.getLogger("packfleet.provision")
@@ -136,7 +137,7 @@ def init_master(
     >>> init_master(Path("/srv/m"), cns=["127.0.0.1"], port=8391)  # doctest: +SKIP
     MasterInit(thumbprint='9F0A...', address='https://127.0.0.1:8391', ...)
     """
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     names = list(cns) or machine_names()
     cred = _master_credential(home, names, existing_cert, key_type, days)
     info = cred.info("Root")
@@ -153,11 +154,14 @@ def init_master(
         catalog_url=catalog_url if catalog_url is not None else _existing_settings(home).catalog_url,
     )
     save_master_settings(home, settings)
-    master_cer = export_certificate(cred, home / MASTER_CER)
+    master_cer = export_certificate(cred, home / MASTER_CER, mode=0o600)
 
     admin = _admin_identity(home, key_type, days)
     url = settings.resolved_catalog_url(home)
-    catalog = Catalog.open(url, connect_timeout=settings.sql_connection_timeout_secs, upgrade=True)
+    # Also creates the secrets key file (0600) that seals sensitive parameter values in the catalog.
+    catalog, _secrets = Catalog.open_sealed(
+        url, secrets_key_path(home), connect_timeout=settings.sql_connection_timeout_secs, upgrade=True
+    )
     try:
         catalog.ensure_principal("admin", "admin", thumbprint=admin.thumbprint, actor="master init")
         catalog.audit(

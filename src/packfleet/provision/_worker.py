@@ -102,7 +102,7 @@ def init_worker(
     """
     # Refuse anything but https://host:port before touching the stores.
     parse_endpoint(master_url, key="--master", fix="packfleet worker init --master https://MASTER:8391")
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     display_name = name or socket.gethostname()
     address = ip or next(iter(local_ips()), "127.0.0.1")
     names = list(dict.fromkeys([display_name, address]))
@@ -137,7 +137,7 @@ def init_worker(
     )
     save_worker_settings(home, settings)
     settings = load_worker_settings(home)  # AgentId generated on first save
-    worker_cer = export_certificate(cred, home / WORKER_CER)
+    worker_cer = export_certificate(cred, home / WORKER_CER, mode=0o600)
     log.info("worker %s initialised in %s with certificate %s", display_name, home, cred.thumbprint)
     return WorkerInit(
         home=home,

@@ -137,7 +137,7 @@ class TaskExecution:
     async def run(self) -> CompletionReport | None:
         a = self.assignment
         self.cache.open_attempt(a.execution_id, a.task_id, a.attempt)
-        self.task_dir.mkdir(parents=True, exist_ok=True)
+        self.task_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, as every node file
         self._task_log = TaskLog(
             self.task_dir / "task.log",
             enabled=self.settings.task_log_enabled,

@@ -129,7 +129,7 @@ async def register_next_certificate(
     store.add(new)  # MakeCert ... -ss My
     CertStore(home, "Root").add(Credential(new.certificate))  # seed step 2: also in its own Root
     pending = {"retire": info.thumbprint, "new": new.thumbprint}
-    atomic_write(home / PENDING_FILE, json.dumps(pending) + "\n", mode=0o644)
+    atomic_write(home / PENDING_FILE, json.dumps(pending) + "\n", mode=0o600)
     set_setting(home, "worker", "WorkerHttpsCertThumbprint", new.thumbprint)
     export_certificate(new, home / WORKER_CER)
     log.info(
@@ -201,7 +201,7 @@ def _start_time(pid: int) -> str | None:
 def write_pid_file(home: Path) -> Path:
     pid = os.getpid()
     path = home / PID_FILE
-    atomic_write(path, f"{pid} {_start_time(pid) or ''}\n", mode=0o644)
+    atomic_write(path, f"{pid} {_start_time(pid) or ''}\n", mode=0o600)
     return path
 
 
