@@ -20,7 +20,6 @@ import pytest
 
 import packfleet
 from packfleet.cli import cli
-from packfleet.cli._main import _register_commands
 
 SRC = Path(packfleet.__file__).parent
 #: Stands for an f-string's ``{...}``: any word is accepted where it appears.
@@ -121,11 +120,6 @@ def problem(mention: Mention) -> str | None:
             if option not in known:
                 return f"{' '.join(path)} has no option {option!r}"
     return None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _commands() -> None:
-    _register_commands()
 
 
 def test_the_source_mentions_commands_at_all() -> None:

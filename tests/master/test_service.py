@@ -7,7 +7,6 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from packfleet.cli import cli
-from packfleet.cli._main import _register_commands
 from packfleet.master import systemd_unit
 
 
@@ -24,7 +23,6 @@ def test_the_unit_runs_the_master_of_the_home_with_reload_and_hardening(tmp_path
 
 
 def test_install_service_writes_the_unit_and_says_how_to_enable_it(tmp_path: Path) -> None:
-    _register_commands()
     target = tmp_path / "units" / "packfleet-master.service"
     home = tmp_path / "home"
     result = CliRunner().invoke(
@@ -38,7 +36,6 @@ def test_install_service_writes_the_unit_and_says_how_to_enable_it(tmp_path: Pat
 
 
 def test_install_service_prints_the_unit_with_output_dash(tmp_path: Path) -> None:
-    _register_commands()
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "master", "install-service", "--output", "-"])
     assert result.exit_code == 0
     assert result.output.startswith("[Unit]\n") and "User=" not in result.output

@@ -1,15 +1,16 @@
-"""The root ``packfleet`` group, its global options and the one place errors become exit codes."""
+"""The root ``packfleet`` group and its global options; every command module attaches itself to it.
+
+``packfleet.cli._entry`` imports all command modules, then runs the group (:func:`main`).
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from packfleet import __version__
 from packfleet.cli._output import CliState
-from packfleet.errors import PackfleetError
 
 _LOCATIONS = ("LocalMachine", "CurrentUser")
 
@@ -49,34 +50,3 @@ def cli(ctx: click.Context, home: Path | None, location: str | None) -> None:
     state = ctx.ensure_object(CliState)
     state.home_option = home
     state.location_option = location
-
-
-def _register_commands() -> None:
-    # Imported here so each command module registers itself on `cli` without import cycles.
-    from packfleet.cli import _commands  # noqa: F401
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; a :class:`PackfleetError` becomes a message on stderr and its exit code."""
-    _register_commands()
-    try:
-        # standalone_mode=False: click returns instead of calling sys.exit, so tests can call main().
-        result = cli.main(args=argv, prog_name="packfleet", standalone_mode=False)
-    except PackfleetError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        if exc.fix:
-            click.echo(f"  fix: {exc.fix}", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    return result if isinstance(result, int) else 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -280,10 +280,11 @@ class MasterServer:
             reload_trust=self.reload,
         )
         self._state = state
-        state.rotation = _rotation.MasterCertRotation(
+        rotation = _rotation.MasterCertRotation(
             state, serving=lambda: self.serving_thumbprint, reload=self.reload, paused=self.reloads_paused
         )
-        await state.rotation.load()
+        state.rotation = rotation
+        await rotation.load()
         if catalog.dialect == "postgresql":
             self._coordination = PostgresCoordination(
                 url, state.wakeups, connect_timeout=settings.sql_connection_timeout_secs

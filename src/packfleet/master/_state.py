@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -19,10 +19,7 @@ from packfleet.master._auth import Caller, ConnectionRegistry, PrincipalCache
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._wakeup import Wakeups
 from packfleet.pki import CertStore
-from packfleet.protocol import decode
-
-if TYPE_CHECKING:
-    from packfleet.master._rotation import MasterCertRotation
+from packfleet.protocol import HeartbeatReply, decode
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -35,6 +32,16 @@ MAX_WAIT_SECONDS = 30.0
 #: peer trickling a byte a minute (slowloris) would otherwise hold a connection and a handler forever,
 #: on open routes too.
 BODY_TIMEOUT_SECONDS = 30.0
+
+
+class RotationHook(Protocol):
+    """What the worker routes need of the master certificate rotation (``_rotation.MasterCertRotation``).
+
+    Named here as a protocol so that this module, which every route module imports, does not import
+    the rotation module back (an import cycle).
+    """
+
+    def on_heartbeat(self, agent_id: str, accepted: list[str], reply: HeartbeatReply) -> HeartbeatReply: ...
 
 
 @dataclass
@@ -54,7 +61,7 @@ class MasterState:
     body_timeout: float = BODY_TIMEOUT_SECONDS
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: The master certificate rotation (set once the server has started).
-    rotation: MasterCertRotation | None = None
+    rotation: RotationHook | None = None
 
     async def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous catalog call on the catalog's executor, never on the event loop.
