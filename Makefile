@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy tests
 
 pytest: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadscope --cov --cov-report=term:skip-covered

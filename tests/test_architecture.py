@@ -343,3 +343,20 @@ def test_a_cycle_is_named_with_its_lines(tree: Path) -> None:
     assert problem.startswith("import cycle among packfleet.master._a, packfleet.master._b:")
     assert "packfleet/master/_a.py:1: packfleet.master._a imports packfleet.master._b" in problem
     assert "packfleet/master/_b.py:3: packfleet.master._b imports packfleet.master._a" in problem
+
+
+def test_every_test_module_gets_the_tests_mypy_profile() -> None:
+    # `mypy tests` names tests/master/x.py "master.x" (pytest puts tests/ on sys.path): a new test
+    # folder or top-level module must join the relaxed profile's list in pyproject.toml.
+    import tomllib
+
+    config = tomllib.loads((SRC.parent / "pyproject.toml").read_text())
+    overrides = config["tool"]["mypy"]["overrides"]
+    listed = {m for o in overrides if o.get("disallow_untyped_defs") is False for m in o["module"]}
+    tests = SRC.parent / "tests"
+    wanted = {p.stem for p in tests.glob("*.py")} | {
+        f"{p.name}.*" for p in tests.iterdir() if (p / "__init__.py").exists()
+    }
+    assert wanted <= listed, (
+        f"add to [[tool.mypy.overrides]] for tests in pyproject.toml: {sorted(wanted - listed)}"
+    )

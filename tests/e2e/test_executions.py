@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ SUCCEEDED, FAILED, CANCELED, RUNNING, PENDING = 7, 4, 3, 2, 5
 
 
 def _client_for(
-    cluster: LocalCluster, name: str, *, cert_home=None, thumbprint: str | None = None
+    cluster: LocalCluster, name: str, *, cert_home: Path | None = None, thumbprint: str | None = None
 ) -> MasterClient:
     """A client holding worker ``name``'s certificate (or another one), pinned like the worker."""
     home = cluster.workers[name].home
@@ -120,7 +121,7 @@ def test_a_disabled_worker_gets_no_tasks_and_a_clear_refusal(cluster: LocalClust
 
 
 def test_a_certificate_the_master_does_not_trust_is_refused_in_plain_words(
-    cluster: LocalCluster, tmp_path
+    cluster: LocalCluster, tmp_path: Path
 ) -> None:
     stranger = create_self_signed(["stranger", "127.0.0.9"])
     CertStore(tmp_path, "My").add(stranger)
