@@ -35,7 +35,8 @@ async def test_run_serves_until_stopped_and_gives_running_tasks_back(
     agent.stop()
     await asyncio.wait_for(serving, 20)
 
-    assert [c.task_id for c in stub.completions] == [1, 2]  # task 3 is requeued by the master, not failed
+    # Tasks 1 and 2 ran side by side: either may finish first. Task 3 is requeued by the master, not failed.
+    assert sorted(c.task_id for c in stub.completions) == [1, 2]
     assert any("canceled" in e.message for e in stub.lines(3))
     assert all(ask.wait_seconds == agent.timing.lease_wait for ask in stub.leases)
     assert len(stub.heartbeats) >= 1

@@ -1,0 +1,75 @@
+"""The docs stand alone and keep up with the code: every settings key documented, links that resolve."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from packfleet.config import _settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+SCHEMAS = {"MasterSettings.config": _settings._MASTER, "WorkerSettings.config": _settings._WORKER}
+SCHEMAS["ManagerSettings.config"] = _settings._MANAGER
+#: Defaults that depend on the machine, documented in words.
+IN_WORDS = {"DisplayName": "the host name"}
+
+
+def settings_rows() -> dict[str, dict[str, str]]:
+    """``{file: {key: default cell}}`` from the tables of docs/settings.md, section by section."""
+    rows: dict[str, dict[str, str]] = {}
+    section = ""
+    for line in (ROOT / "docs" / "settings.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+            rows[section] = {}
+        elif section and (match := re.match(r"\| `(\w+)` \| ([^|]+) \|", line)):
+            rows[section][match.group(1)] = match.group(2).strip()
+    return rows
+
+
+@pytest.mark.parametrize("file_name", sorted(SCHEMAS))
+def test_every_settings_key_is_documented_with_its_default(file_name: str) -> None:
+    schema = SCHEMAS[file_name]
+    documented = settings_rows().get(file_name, {})
+    missing = [key.name for key in schema.keys if key.name not in documented]
+    assert not missing, f"docs/settings.md, section {file_name}, lacks {missing}"
+    unknown = sorted(set(documented) - {key.name for key in schema.keys})
+    assert not unknown, f"docs/settings.md documents keys the code does not have: {unknown}"
+    for key in schema.keys:
+        default = _settings._default_json(schema, key)
+        expected = IN_WORDS.get(key.name) or f"`{json.dumps(default)}`"
+        assert documented[key.name] == expected, f"{file_name} {key.name}: default is {expected}"
+
+
+def test_every_alias_is_documented() -> None:
+    text = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    for schema in SCHEMAS.values():
+        for key in schema.keys:
+            for alias in key.aliases:
+                assert f"`{alias}`" in text, f"docs/settings.md does not name {key.name}'s alias {alias}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_a_doc_names_no_issue_and_no_path_of_a_build_machine(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    for pattern in (r"\bissue\s*#?\d+", r"\.\./shared", r"/work/", r"/tmp/", r"shared/DESIGN"):
+        found = re.search(pattern, text, re.IGNORECASE)
+        assert found is None, f"{doc.name} mentions {found.group(0)!r}" if found else ""
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_relative_links_resolve(doc: Path) -> None:
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target):
+            continue
+        assert (doc.parent / target).exists(), f"{doc.name} links to {target}, which does not exist"
+
+
+def test_the_readme_links_every_doc() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for doc in (ROOT / "docs").glob("*.md"):
+        assert f"(docs/{doc.name})" in readme, f"README.md does not link docs/{doc.name}"
