@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,8 +13,11 @@ from packfleet.config import _settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
-SCHEMAS = {"MasterSettings.config": _settings._MASTER, "WorkerSettings.config": _settings._WORKER}
-SCHEMAS["ManagerSettings.config"] = _settings._MANAGER
+SCHEMAS: dict[str, _settings._Schema[Any]] = {
+    "MasterSettings.config": _settings._MASTER,
+    "WorkerSettings.config": _settings._WORKER,
+    "ManagerSettings.config": _settings._MANAGER,
+}
 #: Defaults that depend on the machine, documented in words.
 IN_WORDS = {"DisplayName": "the host name"}
 
