@@ -32,6 +32,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "expiry": set(),
         "_files": set(),
         "_lifetime": set(),
+        "_systemd": set(),
         # Leaves: only the error tree, thumbprints and atomic file writes.
         "pki": {"thumbprint", "_files"},
         "config": {"thumbprint", "_files"},
@@ -42,9 +43,12 @@ ALLOWED: dict[str, frozenset[str]] = {
         # master and worker share only protocol (and the layers under both).
         "master": {
             "catalog", "packages", "protocol", "transport", "pki", "config", "thumbprint", "expiry",
-            "packfleet",
+            "packfleet", "_systemd",
         },
-        "worker": {"packages", "protocol", "transport", "pki", "config", "thumbprint", "expiry", "packfleet"},
+        "worker": {
+            "packages", "protocol", "transport", "pki", "config", "thumbprint", "expiry", "packfleet",
+            "_systemd",
+        },
         "manager": {"transport", "config", "pki", "protocol", "thumbprint"},
         "provision": {"catalog", "pki", "config", "transport", "protocol", "thumbprint"},
         "doctor": {
@@ -149,7 +153,7 @@ def layer_violations(root: Path) -> list[str]:
             )
             continue
         private = [p for p in module.split(".")[2:] if p.startswith("_") and p != "__init__"]
-        if private and dest not in ("_files", "_lifetime"):
+        if private and dest not in ("_files", "_lifetime", "_systemd"):
             problems.append(
                 f"{where(root, imp)}: a layer imports only another layer's facade, but {imp.importer} "
                 f"imports the private module {module} (use packfleet.{dest})"

@@ -82,17 +82,19 @@ def test_cli_run_reports_a_bad_home_with_its_fix(tmp_path: Path, capsys: pytest.
 
 def test_install_service_prints_or_writes_a_unit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "my home"
-    assert main(["--home", str(home), "worker", "install-service", "--user", "pfworker"]) == 0
+    assert (
+        main(["--home", str(home), "worker", "install-service", "--user", "pfworker", "--output", "-"]) == 0
+    )
     printed = capsys.readouterr().out
     assert printed == render_unit(home, user="pfworker")
     assert "User=pfworker\n" in printed
-    assert f'ExecStart={sys.executable} -m packfleet --home "{home}" worker run\n' in printed
+    assert f' --home "{home}" worker run\n' in printed
     assert "KillMode=mixed\n" in printed and "ExecReload=/bin/kill -HUP $MAINPID\n" in printed
 
     unit = tmp_path / "packfleet-worker.service"
     assert main(["--home", str(home), "worker", "install-service", "--output", str(unit)]) == 0
     assert unit.read_text().startswith("[Unit]\n")
-    assert "systemctl enable --now packfleet-worker" in capsys.readouterr().err
+    assert "systemctl enable --now packfleet-worker" in capsys.readouterr().out
 
 
 async def test_cached_events_go_out_as_soon_as_the_master_answers_again(
