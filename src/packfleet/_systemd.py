@@ -58,7 +58,7 @@ def service_section(
     command: Sequence[str] | None = None,
     writable: Sequence[Path] = (),
 ) -> list[str]:
-    """``ExecStart``, ``ExecReload``, the account and the sandbox of ``packfleet --home HOME ROLE run``."""
+    """``ExecStart``, ``ExecReload``, the account and the sandbox of the master or worker ``run`` command."""
     words = [*(command or executable()), "--home", str(home), role, "run"]
     lines = [
         "Type=exec",
