@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from packfleet.cli import main
 from packfleet.errors import AgentFailed
 from packfleet.worker import render_unit
 
-from .conftest import DemoProject, MakeAgent, Pki, write_home
+from .conftest import FAST, DemoProject, MakeAgent, Pki, write_home
 from .helpers import eventually
 from .stubmaster import StubMaster
 
@@ -24,7 +25,10 @@ from .stubmaster import StubMaster
 async def test_run_serves_until_stopped_and_gives_running_tasks_back(
     home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
 ) -> None:
-    agent = await make_agent(home)
+    # Real sleeps, so the stop's grace periods are real seconds: the package process must get the
+    # time to end on SIGTERM and report "canceled" however loaded the machine (or measured) it is.
+    timing = dataclasses.replace(FAST, stop_grace=0.5, cancel_grace=5.0)
+    agent = await make_agent(home, sleep=asyncio.sleep, timing=timing)
     serving = asyncio.ensure_future(agent.run(install_signals=False))
     await eventually(lambda: stub.leases, what="a first lease request")
     stub.add(demo.task(1, "hello", lines=3), demo.task(2, "hello", lines=3))
