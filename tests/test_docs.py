@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cli.test_fix_commands import _END, Mention, problem
 from packfleet.config import _settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,3 +78,35 @@ def test_the_readme_links_every_doc() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for doc in (ROOT / "docs").glob("*.md"):
         assert f"(docs/{doc.name})" in readme, f"README.md does not link docs/{doc.name}"
+
+
+#: Where a command starts on a shell line: the line's start, after sudo, after && or inside $(...).
+_SHELL_START = re.compile(r"(?:^|\bsudo |&& |\$\()(packfleet )(?=\S)")
+
+
+def doc_commands(doc: Path) -> list[Mention]:
+    """Every ``packfleet ...`` command of a doc's code blocks and inline code, as the CLI would parse it."""
+    found: list[Mention] = []
+    in_block = False
+    for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            in_block = not in_block
+            continue
+        texts = [line.strip()] if in_block else re.findall(r"`(packfleet [^`]+)`", line)
+        for text in texts:
+            for match in _SHELL_START.finditer(text):
+                tail = text[match.end() :]
+                cut = _END.search(tail)
+                command = "packfleet " + (tail[: cut.start()] if cut else tail)
+                if command.split()[1:2] != ["--version"]:  # the root group's own option
+                    found.append(Mention(f"{doc.name}:{number}", command))
+    return found
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_command_a_doc_shows_exists(doc: Path) -> None:
+    commands = doc_commands(doc)
+    problems = [f"{m}: {why}" for m in commands if (why := problem(m))]
+    assert problems == []
+    if doc.name in ("README.md", "quickstart.md"):
+        assert len(commands) > 15  # the extraction sees the cheat sheet
