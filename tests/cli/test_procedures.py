@@ -16,6 +16,7 @@ import os
 import pwd
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,8 +24,11 @@ from packfleet.cli import main
 from packfleet.config import get_binding, load_master_settings, load_worker_settings
 from packfleet.pki import CertStore
 
+#: master home, worker home, and what `master init` and `worker init` printed.
+Nodes = tuple[Path, Path, dict[str, Any], dict[str, Any]]
 
-def cli(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> dict | list | str:
+
+def cli(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> Any:  # the command's JSON output
     code = main(["--home", str(home), *args, "--json"])
     out, err = capsys.readouterr()
     assert code == 0, f"packfleet {' '.join(args)} exited {code}: {err}"
@@ -32,7 +36,7 @@ def cli(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> dict | li
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Path, dict, dict]:
+def nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Nodes:
     master, worker = tmp_path / "master", tmp_path / "worker"
     m = cli(capsys, master, "master", "init", "--cn", "127.0.0.1", "--port", "8391")
     w = cli(
@@ -43,7 +47,7 @@ def nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Pat
     return master, worker, m, w
 
 
-def test_master_init_lays_out_the_home(nodes: tuple[Path, Path, dict, dict]) -> None:
+def test_master_init_lays_out_the_home(nodes: Nodes) -> None:
     master, _worker, m, _w = nodes
     settings = load_master_settings(master)
     assert settings.ssl_cert_thumbprint == m["thumbprint"]
@@ -58,7 +62,7 @@ def test_master_init_lays_out_the_home(nodes: tuple[Path, Path, dict, dict]) -> 
     assert (master / "master.cer").exists()
 
 
-def test_worker_init_trusts_and_pins_the_master(nodes: tuple[Path, Path, dict, dict]) -> None:
+def test_worker_init_trusts_and_pins_the_master(nodes: Nodes) -> None:
     _master, worker, m, w = nodes
     settings = load_worker_settings(worker)
     assert settings.master_https_cert_thumbprint == m["thumbprint"]
@@ -74,7 +78,7 @@ def test_worker_init_trusts_and_pins_the_master(nodes: tuple[Path, Path, dict, d
 
 
 def test_worker_init_warns_when_the_endpoint_host_is_not_in_the_master_cert(
-    nodes: tuple[Path, Path, dict, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    nodes: Nodes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     master, *_ = nodes
     code = main(
@@ -87,7 +91,7 @@ def test_worker_init_warns_when_the_endpoint_host_is_not_in_the_master_cert(
 
 
 def test_change_the_master_certificate_by_hand(
-    nodes: tuple[Path, Path, dict, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    nodes: Nodes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     master, worker, m, _w = nodes
     cer = tmp_path / "SSISScaleOutMaster.cer"
@@ -139,7 +143,7 @@ def test_change_the_master_certificate_by_hand(
 
 
 def test_change_the_worker_certificate_by_hand(
-    nodes: tuple[Path, Path, dict, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    nodes: Nodes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     master, worker, _m, w = nodes
     cer = tmp_path / "SSISScaleOutWorker.cer"
@@ -191,7 +195,7 @@ def test_change_the_worker_certificate_by_hand(
 
 
 def test_a_typo_in_a_settings_key_names_the_right_one(
-    nodes: tuple[Path, Path, dict, dict], capsys: pytest.CaptureFixture[str]
+    nodes: Nodes, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _master, worker, *_ = nodes
     code = main(["--home", str(worker), "settings", "set", "worker", "MasterHttpsCertThumbprnt", "AB"])
@@ -199,9 +203,7 @@ def test_a_typo_in_a_settings_key_names_the_right_one(
     assert code != 0 and "MasterHttpsCertThumbprint" in err
 
 
-def test_a_typo_in_a_thumbprint_says_what_is_wrong(
-    nodes: tuple[Path, Path, dict, dict], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_typo_in_a_thumbprint_says_what_is_wrong(nodes: Nodes, capsys: pytest.CaptureFixture[str]) -> None:
     _master, worker, *_ = nodes
     code = main(
         ["--home", str(worker), "settings", "set", "worker", "MasterHttpsCertThumbprint", "AB" * 19 + "G1"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
+from typing import cast
 
 from packfleet.console import hash_password
+from packfleet.master._rotation import MasterCertRotation
 
 from .conftest import Client, RunningMaster, Runs
 
@@ -37,7 +39,7 @@ def test_every_answer_carries_the_security_headers_and_the_cookie_is_locked_down
     assert "unsafe-inline" not in csp
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert page.headers["Cache-Control"] == "no-store"
-    [cookie] = page.headers.get_all("Set-Cookie")
+    [cookie] = page.headers.get_all("Set-Cookie") or []
     assert cookie.startswith("__Host-packfleet-console=")
     for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
         assert attribute in cookie, cookie
@@ -239,8 +241,8 @@ def test_the_dashboard_warns_of_expiring_certificates_and_counts_the_fleet(
 def test_the_dashboard_shows_a_rotation_in_progress_and_certificates_lists_the_next_one(
     client: Client, master: RunningMaster
 ) -> None:
-    rotation = master.server.state.rotation
-    assert rotation is not None
+    assert master.server.state.rotation is not None
+    rotation = cast(MasterCertRotation, master.server.state.rotation)
     started = master.run(rotation.start(cns=["127.0.0.1", "localhost"], days=None, actor="admin"))
     client.sign_in("vera")
     page = client.get("/")

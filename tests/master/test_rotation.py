@@ -18,6 +18,7 @@ from packfleet.config import get_binding, load_master_settings
 from packfleet.errors import ApiError, Conflict
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
+from packfleet.master._rotation import MasterCertRotation
 from packfleet.pki import CertStore, Credential, create_self_signed, load_credential_bytes, sign_proof
 from packfleet.protocol import routes
 from packfleet.transport import MasterClient
@@ -66,7 +67,7 @@ async def test_a_rotation_waits_for_workers_survives_a_restart_switches_and_reti
     await again.start()
     try:
         rotation = again.state.rotation
-        assert rotation is not None and rotation.record is not None
+        assert isinstance(rotation, MasterCertRotation) and rotation.record is not None
         assert (rotation.record.phase, rotation.record.new) == ("announced", new)
         beat = client_for(mh.worker, mh, again, mh.home.parent / "again")
         try:
@@ -107,7 +108,7 @@ async def test_abort_drops_the_new_certificate_and_a_switched_rotation_cannot_ab
     assert (await manager.master_cert_rotation())["phase"] == "none"
 
     rotation = server.state.rotation
-    assert rotation is not None
+    assert isinstance(rotation, MasterCertRotation)
     await rotation.start(cns=["127.0.0.1"], days=10, actor="test")
     await rotation.switch(actor="test", force=True)  # no online worker accepts it: forced
     with pytest.raises(Conflict, match="cannot be undone"):

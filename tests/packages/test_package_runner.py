@@ -325,9 +325,11 @@ def test_the_fork_server_imports_nothing_heavy() -> None:
     import sys
 
     code = "import sys; from packfleet.packages import _forkserver; print(' '.join(sys.modules))"
+    # Without coverage's start-up hook (`make test` measures subprocesses): it loads modules of its own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS_")}
     loaded = set(
         subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, check=True, text=True
+            [sys.executable, "-c", code], capture_output=True, check=True, text=True, env=env
         ).stdout.split()
     )
 

@@ -91,7 +91,7 @@ def _get_health(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None) 
                 if not chunk:
                     break
                 data += chunk
-            result = Handshake(tls.version(), tls.session_reused, tls.session, data.split(b"\r\n")[0])
+            result = Handshake(tls.version(), bool(tls.session_reused), tls.session, data.split(b"\r\n")[0])
             # A clean close_notify: OpenSSL drops a session from its cache when a connection ends
             # without one, which would hide a cache that is on.
             with contextlib.suppress(OSError, ssl.SSLError):

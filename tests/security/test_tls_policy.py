@@ -217,7 +217,7 @@ async def test_a_tls12_session_would_resume_without_the_policy(tmp_path: Path) -
             with client.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls:
                 tls.sendall(b"x")
                 tls.recv(1)
-                result = (tls.session_reused, tls.session)
+                result = (bool(tls.session_reused), tls.session)
                 tls.unwrap()
                 return result
 

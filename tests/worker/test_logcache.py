@@ -176,10 +176,10 @@ def test_a_record_cut_short_by_a_full_disk_does_not_spoil_the_next(
             return real_write(fd, bytes(data[:10]))  # part of the record reached the disk
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_logcache.os, "write", full_disk)
+    monkeypatch.setattr(os, "write", full_disk)
     with pytest.raises(SettingsError, match="No space left"):
         cache.append(1, 1, time="2024-01-01T00:00:00+00:00", level=20, source="stdout", message="lost")
-    monkeypatch.setattr(_logcache.os, "write", real_write)
+    monkeypatch.setattr(os, "write", real_write)
     cache.append(1, 1, time="2024-01-01T00:00:00+00:00", level=20, source="stdout", message="after")
     cache.sync()
     assert [(e.seq, e.message) for e in cache.pending_events(10)] == [(1, "0"), (2, "after")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
 import os
 import sys
@@ -13,7 +12,8 @@ import click
 
 from packfleet.cli._output import CliState
 from packfleet.cli._worker import worker_group
-from packfleet.errors import UsageError
+from packfleet.config import load_worker_settings, settings_path
+from packfleet.errors import PackfleetError, UsageError
 
 
 def _state() -> CliState:
@@ -51,34 +51,50 @@ def worker_run(burst: bool, verbose: bool) -> None:
 
 
 @worker_group.command("install-service")
-@click.option(
-    "--user", "user", metavar="USER", help="Account the service runs as. Default: the current user."
-)
+@click.option("--user", "user", metavar="USER", help="Run the service as this account (User= and Group=).")
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the unit here (e.g. /etc/systemd/system/packfleet-worker.service) instead of printing it.",
+    default=Path("/etc/systemd/system/packfleet-worker.service"),
+    show_default=True,
+    help="Where to write the unit; '-' prints it.",
 )
-def worker_install_service(user: str | None, output: Path | None) -> None:
-    """Write a systemd unit that runs this worker as a service (SSIS: the SSISScaleOutWorker service).
+def worker_install_service(user: str | None, output: Path) -> None:
+    """Write a systemd unit that runs `packfleet --home HOME worker run` (reload = SIGHUP).
+
+    The same flags, output and sandbox as `packfleet master install-service` (SSIS: the
+    SSISScaleOutWorker service).
 
     \b
-    sudo packfleet worker install-service --user packfleet \\
-         --output /etc/systemd/system/packfleet-worker.service
+    sudo packfleet worker install-service --user packfleet
     sudo systemctl daemon-reload && sudo systemctl enable --now packfleet-worker
     """
-    from packfleet.worker import install_hint, render_unit
+    from packfleet.worker import enable_hint, render_unit
 
-    state = _state()
-    text = render_unit(state.home(), user=user or getpass.getuser())
-    if output is None:
-        click.echo(text, nl=False)
+    home = _state().home()
+    unit = render_unit(home, user=user, writable=_folders_outside(home))
+    if str(output) == "-":
+        click.echo(unit, nl=False)
         return
     try:
-        output.write_text(text, encoding="utf-8")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(unit, encoding="utf-8")
+        os.chmod(output, 0o644)
     except OSError as exc:
         raise UsageError(
-            f"cannot write the unit to {output}: {exc.strerror or exc}",
-            fix="run it with sudo, or pass --output in a folder you may write",
+            f"cannot write {output}: {exc.strerror or exc}",
+            fix="run as root (sudo packfleet worker install-service), or pass --output FILE",
         ) from exc
-    state.note(f"wrote {output}; now: {install_hint(output)}")
+    click.echo(enable_hint(output))
+
+
+def _folders_outside(home: Path) -> list[Path]:
+    """TasksRootFolder and ExecutionLogCacheFolder: the sandbox must let the worker write there."""
+    path = settings_path(home, "worker")
+    if not path.exists():
+        return []
+    try:
+        settings = load_worker_settings(home)
+    except PackfleetError:
+        return []  # `worker run` will say what is wrong with the file; the unit still works for the home
+    return [settings.tasks_root(home), settings.log_cache(home)]

@@ -457,7 +457,7 @@ async def _rotate(call: Call) -> web.StreamResponse:
 
 def _rotation(call: Call) -> MasterCertRotation:
     rotation = call.state.rotation
-    if rotation is None:
+    if not isinstance(rotation, MasterCertRotation):
         raise RuntimeError("the master's rotation is not set up")
     return rotation
 

@@ -375,10 +375,11 @@ class MasterServer:
             secrets=secrets,
         )
         self._state = state
-        state.rotation = _rotation.MasterCertRotation(
+        rotation = _rotation.MasterCertRotation(
             state, serving=lambda: self.serving_thumbprint, reload=self.reload, paused=self.reloads_paused
         )
-        await state.rotation.load()
+        state.rotation = rotation
+        await rotation.load()
         if catalog.dialect == "postgresql":
             # Imported here: psycopg is the optional `postgresql` extra, not needed on SQLite.
             from packfleet.master._coordination import PostgresCoordination

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -20,7 +20,7 @@ from packfleet.master._auth import Caller, ConnectionRegistry, PrincipalCache
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._wakeup import Wakeups
 from packfleet.pki import CertStore
-from packfleet.protocol import decode
+from packfleet.protocol import HeartbeatReply, decode
 from packfleet.secretbox import (
     SEALED_PREFIX,
     LiveKeyring,
@@ -29,9 +29,6 @@ from packfleet.secretbox import (
     seal_values,
     sensitive_names,
 )
-
-if TYPE_CHECKING:
-    from packfleet.master._rotation import MasterCertRotation
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -44,6 +41,36 @@ MAX_WAIT_SECONDS = 30.0
 #: peer trickling a byte a minute (slowloris) would otherwise hold a connection and a handler forever,
 #: on open routes too.
 BODY_TIMEOUT_SECONDS = 30.0
+
+
+class RotationView(Protocol):
+    """What others read of the rotation under way (``_rotation.RotationRecord``)."""
+
+    @property
+    def phase(self) -> str: ...
+    @property
+    def old(self) -> str: ...
+    @property
+    def new(self) -> str: ...
+
+
+class RotationHook(Protocol):
+    """What the worker routes need of the master certificate rotation (``_rotation.MasterCertRotation``).
+
+    Named here as a protocol so that this module, which every route module imports, does not import
+    the rotation module back (an import cycle).
+    """
+
+    @property
+    def record(self) -> RotationView | None:
+        """The rotation in progress, if any (the console's banner shows it)."""
+        ...
+
+    def on_heartbeat(self, agent_id: str, accepted: list[str], reply: HeartbeatReply) -> HeartbeatReply: ...
+
+    def needs_heartbeat(self, agent_id: str) -> bool:
+        """Whether a held lease request of ``agent_id`` should answer now, asking for a heartbeat."""
+        ...
 
 
 @dataclass
@@ -63,7 +90,7 @@ class MasterState:
     body_timeout: float = BODY_TIMEOUT_SECONDS
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: The master certificate rotation (set once the server has started).
-    rotation: MasterCertRotation | None = None
+    rotation: RotationHook | None = None
     #: Why each worker said, in its last heartbeat, that it asks for no tasks ("" when it asks),
     #: by agent id: what explains a pending execution.
     lease_gates: dict[str, str] = field(default_factory=dict)

@@ -24,10 +24,10 @@ import signal
 import sys
 import time
 import traceback
-from pathlib import Path
 
 from packfleet.errors import PackageError
 from packfleet.packages import _sql
+from packfleet.packages._context import PackageContext
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not loaded at run time: the fork server stays lean
@@ -119,31 +119,6 @@ class EventHandler(logging.Handler):
             self._channel.send("log", record.levelno, message)
         except Exception:
             self.handleError(record)
-
-
-class PackageContext:
-    """What a package function receives: ``def main(ctx): ctx.log.info("%d rows", n)``."""
-
-    __slots__ = ("attempt", "execution_id", "log", "parameters", "project_dir", "task_dir", "task_id")
-
-    def __init__(self, request: dict[str, Any], log: logging.Logger) -> None:
-        self.parameters: dict[str, Any] = dict(request["parameters"])
-        self.log = log
-        self.task_dir = Path(request["task_dir"])
-        self.project_dir = Path(request["project_dir"])
-        self.execution_id: int = request["execution_id"]
-        self.task_id: int = request["task_id"]
-        self.attempt: int = request["attempt"]
-
-    def connection(self, name: str) -> str:
-        """The connection URL held by parameter ``name`` (an SSIS connection manager's string)."""
-        value = self.parameters.get(name)
-        if not isinstance(value, str) or not value:
-            raise PackageError(f"parameter {name!r} holds no connection URL (got {value!r})")
-        return value
-
-    def __repr__(self) -> str:
-        return f"<PackageContext execution={self.execution_id} task={self.task_id} {self.task_dir}>"
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -15,7 +15,7 @@ from packfleet.errors import PackageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from packfleet.packages._child import PackageContext
+    from packfleet.packages._context import PackageContext
 
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _SHOWN = 120

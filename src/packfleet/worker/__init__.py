@@ -24,10 +24,11 @@ from packfleet.worker._renewal import (
     running_agent,
     signal_agent,
 )
-from packfleet.worker._service import install_hint, render_unit
+from packfleet.worker._service import SERVICE_NAME, enable_hint, render_unit
 from packfleet.worker._timing import AgentTiming
 
 __all__ = [
+    "SERVICE_NAME",
     "AgentTiming",
     "LogCache",
     "MachineProbe",
@@ -36,8 +37,8 @@ __all__ = [
     "WorkerAgent",
     "WorkerIdentity",
     "certificate_names",
+    "enable_hint",
     "host_matches",
-    "install_hint",
     "load_identity",
     "read_pending",
     "readmit_fix",

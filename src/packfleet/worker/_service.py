@@ -1,59 +1,59 @@
-"""A systemd unit for the worker, the Linux counterpart of SSIS's ``SSISScaleOutWorker140`` service."""
+"""A systemd unit for the worker, the Linux counterpart of SSIS's ``SSISScaleOutWorker140`` service.
+
+Built like the master's (``packfleet._systemd``: same command line, same flags, same sandbox); what
+differs is how it stops, because a worker has packages running:
+
+- ``KillMode=mixed``: ``systemctl stop`` sends SIGTERM to the agent only, which stops leasing and
+  lets running packages finish for its grace period before cancelling them itself; the final SIGKILL
+  still reaches the whole cgroup after ``TimeoutStopSec``.
+- ``TimeoutStopSec=90`` leaves room for that grace (30 s), the packages' own SIGTERM grace and a last
+  flush of the log cache.
+
+Packages run inside the worker's sandbox: they may write in the home (their task folders) and in
+``TasksRootFolder``/``ExecutionLogCacheFolder`` when those are elsewhere; a package that writes to
+other places needs them added (``systemctl edit packfleet-worker``: ``ReadWritePaths=...``).
+"""
 
 from __future__ import annotations
 
-import shlex
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-UNIT_NAME = "packfleet-worker.service"
+from packfleet import _systemd
+
+SERVICE_NAME = "packfleet-worker"
+UNIT_NAME = f"{SERVICE_NAME}.service"
 
 
-def _quote(word: str) -> str:
-    """Quote one ExecStart word the way systemd.service(5) parses it (C-style double quotes)."""
-    if word and not any(c in word for c in " \t\"'\\$%;"):
-        return word
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$").replace("%", "%%") + '"'
-
-
-def render_unit(home: Path, *, user: str, python: str | None = None) -> str:
-    """The unit text that runs ``packfleet --home HOME worker run`` as ``user``.
-
-    - ``KillMode=mixed``: ``systemctl stop`` sends SIGTERM to the agent only, which stops leasing
-      and lets running packages finish for its grace period before cancelling them itself; the
-      final SIGKILL still reaches the whole cgroup after ``TimeoutStopSec``.
-    - ``TimeoutStopSec=90`` leaves room for that grace (30 s), the packages' own SIGTERM grace and a
-      last flush of the log cache.
-    - ``ExecReload`` sends SIGHUP: settings and certificates are re-read without dropping tasks.
-    - ``Restart=on-failure``: a worker that lost its master keeps its log cache on disk and
-      replays it after the restart.
-    """
-    interpreter = python or sys.executable
-    command = " ".join(
-        _quote(w) for w in (interpreter, "-m", "packfleet", "--home", str(home), "worker", "run")
+def render_unit(
+    home: Path,
+    *,
+    user: str | None = None,
+    executable: str | None = None,
+    writable: Sequence[Path] = (),
+) -> str:
+    """The unit text that runs ``packfleet --home HOME worker run`` (as ``user``, when given)."""
+    service = _systemd.service_section(
+        home, "worker", user=user, command=[executable] if executable else None, writable=writable
     )
-    return (
-        "[Unit]\n"
-        f"Description=packfleet Scale Out Worker ({home})\n"
-        "Wants=network-online.target\n"
-        "After=network-online.target\n"
-        "\n"
-        "[Service]\n"
-        "Type=simple\n"
-        f"User={user}\n"
-        f"ExecStart={command}\n"
-        "ExecReload=/bin/kill -HUP $MAINPID\n"
-        "KillMode=mixed\n"
-        "TimeoutStopSec=90\n"
-        "Restart=on-failure\n"
-        "RestartSec=5\n"
-        "\n"
-        "[Install]\n"
-        "WantedBy=multi-user.target\n"
-    )
+    lines = [
+        "[Unit]",
+        "Description=packfleet worker (SSIS Scale Out worker for Linux)",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        *service,
+        "KillMode=mixed",
+        "TimeoutStopSec=90",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ]
+    return "\n".join(lines)
 
 
-def install_hint(path: Path | None) -> str:
-    """What to run after writing the unit (to ``path``, or printed for the user to place)."""
-    target = path or Path("/etc/systemd/system") / UNIT_NAME
-    return f"sudo systemctl daemon-reload && sudo systemctl enable --now {shlex.quote(target.stem)}"
+def enable_hint(unit_path: Path) -> str:
+    """What to run after writing the unit."""
+    return _systemd.enable_hint(unit_path, SERVICE_NAME)
