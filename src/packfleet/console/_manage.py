@@ -143,7 +143,7 @@ async def connect_review(request: web.Request) -> web.StreamResponse:
         f"Record the worker{' as ' + name if name else ''}; it is registered under its AgentId "
         "when it first connects, "
         + ("enabled: it takes tasks at once." if enable else "disabled: enable it here afterwards."),
-        "Write worker.add to the audit log under your name.",
+        "Write certificate.add to the audit log under your name.",
     ]
     return render(
         request,
@@ -151,7 +151,7 @@ async def connect_review(request: web.Request) -> web.StreamResponse:
         title="Connect worker: review",
         actions=actions,
         method="pem",
-        cert_pem=cert.cert_pem(),
+        cert_pem=cert.cert_pem().decode(),
         display_name=name,
         enable=enable,
     )
