@@ -207,3 +207,98 @@ def test_connect_wizard_join_token_command_admits_a_real_worker(
     )
     assert joined[0].is_enabled
     assert [r.actor for r in audit_rows(master, "token.create")] == ["console:ada"]
+
+
+# --- executions ----------------------------------------------------------------------------------
+
+
+def test_new_execution_dry_run_says_who_could_take_it_and_why_not_then_runs(
+    master: RunningMaster, runs: Runs, page: Page
+) -> None:
+    ready = master.add_worker("ready-1")
+    master.add_worker("off-1", enabled=False)
+    busy = master.add_worker("busy-1")
+    heartbeat(master, busy, "busy-1", running=2, max_tasks=2)
+    gone = master.add_worker("gone-1")
+    heartbeat(master, gone, "gone-1", age=600)
+    other = master.add_worker("other-1")
+    sign_in(page, master, "otto", "/executions")
+    page.get_by_role("link", name="New execution").click()
+    page.get_by_label("Package").select_option("default/etl/load")
+    page.get_by_role("button", name="Choose").click()
+    password = page.get_by_label("password", exact=True)
+    expect(password).to_have_attribute("type", "password")
+    expect(page.get_by_label("rows", exact=True)).to_have_attribute("type", "text")
+    assert "s3cret" not in page.content()  # a sensitive default is never sent to the browser
+    page.get_by_label("rows", exact=True).fill("42")
+    password.fill("hunter2-hunter2")
+    for name in ("ready-1", "off-1", "busy-1", "gone-1"):
+        page.get_by_label(name, exact=True).check()
+    page.get_by_role("button", name="Dry run").click()
+    result = page.get_by_role("region", name="Dry run")
+    expect(result).to_contain_text("1 of 5 workers could take it now.")
+    rows = {
+        r.locator("td").nth(0).inner_text(): r.locator("td").nth(2).inner_text()
+        for r in result.locator("tbody tr").all()
+    }
+    assert rows == {
+        "ready-1": "",
+        "off-1": "disabled",
+        "busy-1": "MaxTaskCount reached (2 of 2 running)",
+        "gone-1": "offline (no heartbeat for over 3 minutes)",
+        "other-1": "not in the allowed list",
+    }
+    assert master.db(master.catalog.list_executions) == []  # a dry run changes nothing
+    # The choices survive the dry run, except the sensitive value, which is typed again.
+    expect(page.get_by_label("rows", exact=True)).to_have_value("42")
+    expect(page.get_by_label("password", exact=True)).to_have_value("")
+    page.get_by_label("password", exact=True).fill("hunter2-hunter2")
+    page.get_by_label("busy-1", exact=True).uncheck()
+    page.get_by_label("gone-1", exact=True).uncheck()
+    page.get_by_label("off-1", exact=True).uncheck()
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.get_by_text(re.compile(r"^Execution \d+ queued\.$"))).to_be_visible()
+    [record] = master.db(master.catalog.list_executions)
+    assert page.url == f"{master.url}/executions/{record.execution_id}?done=started"
+    assert dict(record.parameters) == {"rows": 42, "password": "hunter2-hunter2"}
+    assert record.allowed_workers == (ready,) and record.created_by == "console:otto"
+    assert "hunter2" not in page.content()
+    [row] = audit_rows(master, "execution.create")
+    assert row.actor == "console:otto" and "hunter2" not in str(row.details)  # type: ignore[attr-defined]
+    assert other  # listed, not allowed
+
+
+def test_a_refused_parameter_is_shown_and_nothing_is_queued(
+    master: RunningMaster, runs: Runs, page: Page
+) -> None:
+    sign_in(page, master, "otto", "/executions/new?target=default/etl/load")
+    page.get_by_label("rows", exact=True).fill("many")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("rows")
+    assert master.db(master.catalog.list_executions) == []
+
+
+def test_re_run_starts_a_new_execution_with_the_same_parameters(
+    master: RunningMaster, runs: Runs, page: Page
+) -> None:
+    agent = master.add_worker("etl-1")
+    lease = runs.start(agent)
+    runs.finish(lease)
+    sign_in(page, master, "otto", f"/executions/{lease.execution_id}")
+    page.get_by_role("button", name="Re-run").click()
+    expect(page.get_by_text(re.compile(r"^Execution \d+ queued\.$"))).to_be_visible()
+    newest = master.db(master.catalog.list_executions, limit=1)[0]
+    assert newest.execution_id != lease.execution_id
+    assert page.url.endswith(f"/executions/{newest.execution_id}?done=started")
+    old = master.db(master.catalog.get_execution, lease.execution_id)
+    assert dict(newest.parameters) == dict(old.parameters) and newest.created_by == "console:otto"
+    [row] = audit_rows(master, "execution.create")
+    assert (row.actor, row.target) == ("console:otto", str(newest.execution_id))  # type: ignore[attr-defined]
+    assert row.details == {"package": "default/etl/load", "rerun_of": lease.execution_id}  # type: ignore[attr-defined]
+
+
+def test_a_viewer_cannot_start_or_re_run(master: RunningMaster, runs: Runs, page: Page) -> None:
+    sign_in(page, master, "vera", "/executions")
+    expect(page.get_by_role("link", name="New execution")).to_have_count(0)
+    page.goto(master.url + "/executions/new")
+    expect(page.get_by_role("main")).to_contain_text("Starting an execution needs the operator role")

@@ -151,8 +151,19 @@ async def new_run(request: web.Request) -> web.StreamResponse:
         )
     except PackfleetError as exc:
         return await _page(request, target, given=shown, allowed=allowed, problem=exc.message)
+    await _audit(request, viewer.actor, record.execution_id, target, None)
     log.info("console: %s started execution %d", viewer.name, record.execution_id)
     return see_other(f"/executions/{record.execution_id}?done=started")
+
+
+async def _audit(
+    request: web.Request, actor: str, execution_id: int, package: str, rerun_of: int | None
+) -> None:
+    # The catalog records the caller on the execution; the audit log gets the console's own row, so
+    # "what did console:otto do" is answered in one place. Parameter values stay out of it.
+    fleet = fleet_of(request)
+    details: dict[str, object] = {"package": package} | ({"rerun_of": rerun_of} if rerun_of else {})
+    await fleet.db(fleet.catalog.audit, actor, "execution.create", str(execution_id), details)
 
 
 async def rerun(request: web.Request) -> web.StreamResponse:
@@ -168,5 +179,7 @@ async def rerun(request: web.Request) -> web.StreamResponse:
         workers=old.allowed_workers,
         actor=viewer.actor,
     )
+    target = f"{old.folder}/{old.project}/{old.package}"
+    await _audit(request, viewer.actor, record.execution_id, target, old.execution_id)
     log.info("console: %s re-ran execution %d as %d", viewer.name, old.execution_id, record.execution_id)
     return see_other(f"/executions/{record.execution_id}?done=started")
