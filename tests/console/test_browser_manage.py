@@ -73,7 +73,7 @@ def test_drain_disables_the_worker_and_follows_its_running_tasks_to_zero(
     agent = master.add_worker("etl-1")
     lease = runs.start(agent)
     sign_in(page, master, "otto", f"/workers/{agent}")
-    page.get_by_label("Drain reason").fill("kernel patching")
+    page.get_by_label("Drain note").fill("kernel patching")
     page.get_by_role("button", name="Drain").click()
     status = page.get_by_role("region", name="Drain").get_by_role("status")
     expect(status).to_contain_text("Draining: 1 of 1 tasks still running")
