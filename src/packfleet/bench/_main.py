@@ -13,13 +13,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from packfleet.bench import _fleet, _latency, _limit, _spawn, _throughput
+from packfleet.bench import _console, _fleet, _latency, _limit, _spawn, _throughput
 from packfleet.bench._cluster import BenchCluster
 from packfleet.bench._stats import Result, table
 from packfleet.localcluster import sigterm_exits
 
-SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit")
-DEFAULT_N = {"throughput": 5000, "latency": 500, "spawn": 200, "fleet": 1000, "limit": 5}
+SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit", "console")
+DEFAULT_N = {"throughput": 5000, "latency": 500, "spawn": 200, "fleet": 1000, "limit": 5, "console": 100_000}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,13 +28,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--n",
         type=int,
-        help="executions (throughput, latency), samples (spawn), agents (fleet), seconds (limit)",
+        help="executions (throughput, latency, console), samples (spawn), agents (fleet), seconds (limit)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is the figure")
     parser.add_argument("--catalog", choices=("sqlite", "postgresql"), default=None)
     parser.add_argument("--isolation", choices=("fresh", "pooled"), default=None)
     parser.add_argument("--interval", type=float, default=10.0, help="fleet: heartbeat interval (s)")
     parser.add_argument("--rounds", type=int, default=2, help="fleet: measured heartbeats per agent")
+    parser.add_argument("--workers", type=int, default=1000, help="console: workers in the catalog")
+    parser.add_argument("--requests", type=int, default=40, help="console: fetches of each page")
+    parser.add_argument("--rate", type=int, default=1000, help="console: live tail lines per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="console: live tail duration")
     return parser
 
 
@@ -88,6 +92,19 @@ class Bench:
                 )
             )
 
+    def console(self) -> None:
+        with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
+            for result in _console.run(
+                bench,
+                workers=self.args.workers,
+                executions=self.n("console"),
+                requests=self.args.requests,
+                rate=self.args.rate,
+                seconds=self.args.seconds,
+                runs=self.args.runs,
+            ):
+                self._done(result)
+
 
 def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print) -> list[Result]:
     # `kill <pid>` of a bench run unwinds through the clusters' `with`, stopping every node.
@@ -110,6 +127,8 @@ def _main(argv: Sequence[str] | None, emit: Callable[[str], None]) -> list[Resul
         bench.spawn()
     elif scenario == "fleet":
         bench.fleet()
+    elif scenario == "console":
+        bench.console()
     elif scenario is not None:
         # The throughput scenario measures its limit in the same run so the ratio is like for like.
         wanted = [scenario, "limit"] if scenario == "throughput" and args.n is None else [scenario]
