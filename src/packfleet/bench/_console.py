@@ -216,10 +216,10 @@ def _follow(
     client: ConsoleClient,
     execution_id: int,
     expected: list[int],
-    arrivals: list[tuple[float, float]],
+    arrivals: list[tuple[float, float, int]],
     stop: threading.Event,
 ) -> None:
-    """Read the SSE stream; for each message, (arrival time, the producer's send time)."""
+    """Read the SSE stream; for each line, (arrival time, the producer's send time, its number)."""
     context = ssl.create_default_context(cadata=client.master_pem)
     conn = http.client.HTTPSConnection(client.host, client.port, context=context, timeout=30)
     cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
@@ -235,7 +235,8 @@ def _follow(
             if line.startswith(b"data: {"):
                 message = json.loads(line[6:])["message"]
                 if message.startswith("t="):
-                    arrivals.append((time.time(), float(message.split()[0][2:])))
+                    sent_at, number = message.split()
+                    arrivals.append((time.time(), float(sent_at[2:]), int(number[2:])))
     finally:
         conn.close()
 
@@ -267,7 +268,7 @@ def prepare_tail(bench: BenchCluster, catalog: Catalog) -> TailSetup:
 
 def tail(setup: TailSetup, client: ConsoleClient, *, rate: int, seconds: float) -> dict[str, float]:
     expected = [int(max(1, rate // 10) * int(seconds * 10))]
-    arrivals: list[tuple[float, float]] = []
+    arrivals: list[tuple[float, float, int]] = []
     stop = threading.Event()
     reader = threading.Thread(
         target=_follow, args=(client, setup.lease[0], expected, arrivals, stop), daemon=True
@@ -279,11 +280,12 @@ def tail(setup: TailSetup, client: ConsoleClient, *, rate: int, seconds: float) 
     stop.set()
     if not arrivals:
         raise RuntimeError("the SSE client received no line")
-    delays = [(arrived - sent_at) * 1000.0 for arrived, sent_at in arrivals]
+    delays = [(arrived - sent_at) * 1000.0 for arrived, sent_at, _ in arrivals]
     span = arrivals[-1][0] - arrivals[0][1]
     return {
         "sent": float(sent),
         "received": float(len(arrivals)),
+        "distinct": float(len({number for _, _, number in arrivals})),
         "lines_per_s": len(arrivals) / span if span > 0 else 0.0,
         "delay_p50_ms": percentile(delays, 50),
         "delay_p99_ms": percentile(delays, 99),
