@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
@@ -74,10 +74,40 @@ def main() -> None:
                     page.goto(master.url + str(path))
                     page.screenshot(path=OUT / f"{name}.png")
                     print(OUT / f"{name}.png")
+                _actions(page, master, agents[1], runs)
                 context.close()
                 browser.close()
         finally:
             master.stop()
+
+
+def _shot(page: Page, name: str) -> None:
+    page.screenshot(path=OUT / f"{name}.png", full_page=True)
+    print(OUT / f"{name}.png")
+
+
+def _actions(page: Page, master: RunningMaster, busy: str, runs: Runs) -> None:
+    """The pages that change the fleet: drain, Connect worker, new execution and its dry run."""
+    runs.start(busy)
+    page.goto(master.url + f"/workers/{busy}")
+    page.get_by_label("Drain note").fill("patching the kernel")
+    page.get_by_role("button", name="Drain").click()
+    page.get_by_role("progressbar").wait_for()
+    _shot(page, "worker-drain")
+    page.goto(master.url + "/workers/connect")
+    _shot(page, "connect")
+    page.get_by_label("Create a join token").check()
+    page.get_by_label("Enable it").check()
+    page.get_by_role("button", name="Next").click()
+    _shot(page, "connect-review")
+    page.get_by_role("button", name="Confirm").click()
+    _shot(page, "connect-token")
+    page.goto(master.url + "/executions/new?target=default/etl/load")
+    page.get_by_label("rows", exact=True).fill("500")
+    page.get_by_label("etl-1", exact=True).check()
+    page.get_by_label("etl-2", exact=True).check()
+    page.get_by_role("button", name="Dry run").click()
+    _shot(page, "execution-new")
 
 
 if __name__ == "__main__":

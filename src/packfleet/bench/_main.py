@@ -13,13 +13,21 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from packfleet.bench import _fleet, _idle, _latency, _limit, _spawn, _throughput
+from packfleet.bench import _console, _fleet, _idle, _latency, _limit, _spawn, _throughput
 from packfleet.bench._cluster import BenchCluster
 from packfleet.bench._stats import Result, table
 from packfleet.localcluster import sigterm_exits
 
-SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit", "idle")
-DEFAULT_N = {"throughput": 5000, "latency": 500, "spawn": 200, "fleet": 1000, "limit": 5, "idle": 1000}
+SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit", "idle", "console")
+DEFAULT_N = {
+    "throughput": 5000,
+    "latency": 500,
+    "spawn": 200,
+    "fleet": 1000,
+    "limit": 5,
+    "idle": 1000,
+    "console": 100_000,
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--n",
         type=int,
-        help="executions (throughput, latency), samples (spawn), agents (fleet), seconds (limit), "
+        help="executions (throughput, latency, console), samples (spawn), agents (fleet), seconds (limit), "
         "held connections (idle)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is the figure")
@@ -37,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=float, default=10.0, help="fleet: heartbeat interval (s)")
     parser.add_argument("--rounds", type=int, default=2, help="fleet: measured heartbeats per agent")
     parser.add_argument("--samples", type=int, default=200, help="idle: requests of each kind measured")
+    parser.add_argument("--workers", type=int, default=1000, help="console: workers in the catalog")
+    parser.add_argument("--requests", type=int, default=40, help="console: fetches of each page")
+    parser.add_argument("--rate", type=int, default=1000, help="console: live tail lines per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="console: live tail duration")
     return parser
 
 
@@ -94,6 +106,19 @@ class Bench:
                 )
             )
 
+    def console(self) -> None:
+        with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
+            for result in _console.run(
+                bench,
+                workers=self.args.workers,
+                executions=self.n("console"),
+                requests=self.args.requests,
+                rate=self.args.rate,
+                seconds=self.args.seconds,
+                runs=self.args.runs,
+            ):
+                self._done(result)
+
 
 def main(argv: Sequence[str] | None = None, emit: Callable[[str], None] = print) -> list[Result]:
     # `kill <pid>` of a bench run unwinds through the clusters' `with`, stopping every node.
@@ -118,6 +143,8 @@ def _main(argv: Sequence[str] | None, emit: Callable[[str], None]) -> list[Resul
         bench.fleet()
     elif scenario == "idle":
         bench.idle()
+    elif scenario == "console":
+        bench.console()
     elif scenario is not None:
         # The throughput scenario measures its limit in the same run so the ratio is like for like.
         wanted = [scenario, "limit"] if scenario == "throughput" and args.n is None else [scenario]

@@ -1,10 +1,10 @@
 """The web console: Scale Out Manager in a browser, served by the master on its own listener.
 
 Server-only TLS (browsers hold no client certificate), users with argon2id passwords and roles
-(viewer reads; operator also stops executions and enables or disables workers; admin also deletes
-workers), sessions in encrypted ``__Host-`` cookies, a CSRF token on every change, a strict
-Content-Security-Policy, and a live tail of event messages over Server-Sent Events. The master starts
-it with an object that implements :class:`Fleet`::
+(viewer reads; operator also starts, re-runs and stops executions, and enables, disables, drains
+and edits workers; admin also connects and deletes workers), sessions in encrypted ``__Host-``
+cookies, a CSRF token on every change, a strict Content-Security-Policy, and a live tail of event
+messages over Server-Sent Events. The master starts it with an object that implements :class:`Fleet`::
 
     console = ConsoleServer(fleet, home, host="127.0.0.1", port=8392, context=build_context)
     await console.start()

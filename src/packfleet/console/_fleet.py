@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from packfleet.catalog import Catalog, ExecutionRecord, WorkerRecord
+from packfleet.pki import Credential
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -64,3 +65,32 @@ class Fleet(Protocol):
     async def shown_execution(self, record: ExecutionRecord) -> dict[str, Any]: ...
 
     async def certificates(self) -> list[dict[str, Any]]: ...
+
+    async def update_worker(
+        self, agent_id: str, *, actor: str, description: str | None, tags: str | None
+    ) -> WorkerRecord: ...
+
+    def worker_certificate(self, data: bytes) -> Credential:
+        """``data`` (PEM or DER) checked as a worker's client certificate; raises PackfleetError."""
+        ...
+
+    def stored_certificate(self, thumbprint: str) -> bytes:
+        """A certificate already in the master's stores, by thumbprint; raises CertificateNotFound."""
+        ...
+
+    async def trust_worker(
+        self, public: Credential, *, actor: str, display_name: str | None, enable: bool
+    ) -> str: ...
+
+    async def create_join_token(self, *, actor: str, ttl_seconds: float, enable: bool) -> dict[str, Any]: ...
+
+    async def run_package(
+        self,
+        folder: str,
+        project: str,
+        package: str,
+        *,
+        parameters: dict[str, Any],
+        workers: tuple[str, ...],
+        actor: str,
+    ) -> ExecutionRecord: ...

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from packfleet.catalog import ExecutionStatus
+from packfleet.console._manage import drain_progress
 from packfleet.console._views import ONLINE_WINDOW, ago, duration, page_numbers, when, worker_view
 from packfleet.console._web import ConsoleRefusal, fleet_of, render, viewer_of
 from packfleet.errors import CatalogError
@@ -155,6 +156,7 @@ async def worker(request: web.Request) -> web.StreamResponse:
     record = await fleet.db(fleet.catalog.get_worker, request.match_info["agent_id"])
     now = fleet.now()
     recent = await fleet.db(fleet.catalog.list_executions, limit=10, agent_id=record.agent_id)
+    drain = await drain_progress(request, record.agent_id, record.is_enabled)
     return render(
         request,
         "worker.html",
@@ -164,6 +166,7 @@ async def worker(request: web.Request) -> web.StreamResponse:
         when=when,
         done=request.query.get("done", ""),
         window=int(ONLINE_WINDOW.total_seconds() // 60),
+        drain=drain,
     )
 
 

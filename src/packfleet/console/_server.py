@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from packfleet.console import _actions, _live, _pages, _signin
+from packfleet.console import _actions, _live, _manage, _pages, _runs, _signin
 from packfleet.console._fleet import Fleet
 from packfleet.console._sessions import SessionStore, SignInLimiter, load_session_key
 from packfleet.console._web import FLEET, LIMITER, SESSIONS, TEMPLATES, middleware, secure, templates
@@ -49,13 +49,21 @@ def build_app(fleet: Fleet, session_key: bytes, *, limiter: SignInLimiter | None
     r.add_post("/logout", _signin.logout)
     r.add_get("/", _pages.dashboard)
     r.add_get("/workers", _pages.workers)
+    r.add_get("/workers/connect", _manage.connect_page)
+    r.add_post("/workers/connect/review", _manage.connect_review)
+    r.add_post("/workers/connect", _manage.connect)
     r.add_get("/workers/{agent_id}", _pages.worker)
+    r.add_post("/workers/{agent_id}/drain", _manage.drain_worker)
+    r.add_post("/workers/{agent_id}/edit", _manage.edit_worker)
     r.add_post("/workers/{agent_id}/enable", _actions.enable_worker)
     r.add_post("/workers/{agent_id}/disable", _actions.disable_worker)
     r.add_get("/workers/{agent_id}/delete", _pages.confirm_delete)
     r.add_post("/workers/{agent_id}/delete", _actions.delete_worker)
     r.add_get("/executions", _pages.executions)
+    r.add_get("/executions/new", _runs.new_page)
+    r.add_post("/executions/new", _runs.new_run)
     r.add_get("/executions/{execution_id}", _pages.execution)
+    r.add_post("/executions/{execution_id}/rerun", _runs.rerun)
     r.add_get("/executions/{execution_id}/events", _live.tail)
     r.add_post("/executions/{execution_id}/stop", _actions.stop_execution)
     r.add_get("/certificates", _pages.certificates)

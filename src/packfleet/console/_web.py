@@ -225,7 +225,7 @@ async def _check_csrf(request: web.Request, session: Session | None) -> None:
     if site is not None and site not in ("same-origin", "none"):
         raise ConsoleRefusal(403, f"refused a {site} request: changes come only from the console's own pages")
     sent = request.headers.get("X-CSRF-Token")
-    if sent is None and request.content_type == "application/x-www-form-urlencoded":
+    if sent is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         # aiohttp caches the parsed form: the handler's own request.post() reads it again for free.
         token = (await request.post()).get("csrf_token")
         sent = token if isinstance(token, str) else None

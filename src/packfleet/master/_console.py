@@ -3,22 +3,26 @@ and the console certificate (``ConsoleCertThumbprint``, else the master's own)."
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from packfleet import __version__
 from packfleet.catalog import Catalog, ExecutionRecord, WorkerRecord
 from packfleet.console import EventTicket, MasterFacts
-from packfleet.errors import CertificateNotFound, SettingsError
-from packfleet.master import _admin_api, _fleet
+from packfleet.errors import CertificateNotFound, InvalidValue, SettingsError
+from packfleet.master import _admin_api, _fleet, _join_api
 from packfleet.master._state import MasterState
 from packfleet.master._tls import TlsMaterial
-from packfleet.master._wakeup import EVENTS
-from packfleet.pki import CertStore
+from packfleet.master._trust import trust_in_root
+from packfleet.master._wakeup import EVENTS, TASKS
+from packfleet.packages import Project, resolve_parameters
+from packfleet.pki import CertStore, Credential, check_usable, load_credential_bytes
+from packfleet.protocol import hash_secret, new_join_token
 from packfleet.transport import console_server_context
 
 P = ParamSpec("P")
@@ -85,6 +89,102 @@ class MasterFleet:
 
     async def certificates(self) -> list[dict[str, Any]]:
         return await _fleet.fleet_certificates(self._state, self._serving())
+
+    async def update_worker(
+        self, agent_id: str, *, actor: str, description: str | None, tags: str | None
+    ) -> WorkerRecord:
+        # What the admin route PATCH /workers/{ref} does: the catalog, then the principal cache.
+        state = self._state
+        worker = await state.db(
+            state.catalog.update_worker, agent_id, actor=actor, description=description, tags=tags
+        )
+        state.principals.invalidate([c.thumbprint for c in worker.certificates])
+        return worker
+
+    def worker_certificate(self, data: bytes) -> Credential:
+        """A worker certificate checked as ``manager worker add`` checks it (public part only)."""
+        cred = load_credential_bytes(data)
+        public = Credential(cred.certificate)  # never keep a key that came along
+        check_usable(public, purposes=("client",), now=self._state.clock(), peer=True)
+        return public
+
+    def stored_certificate(self, thumbprint: str) -> bytes:
+        """The certificate ``thumbprint`` from the master's Root or My store (PEM)."""
+        wanted = thumbprint.replace(" ", "").replace(":", "").upper()
+        for name in ("Root", "My"):
+            try:
+                return CertStore(self._state.home, name).get(wanted).cert_pem()
+            except CertificateNotFound:
+                continue
+        raise CertificateNotFound(
+            f"certificate {wanted} is in neither the master's Root nor its My store",
+            fix="upload the worker's .cer file instead, or create a join token and run "
+            "packfleet worker join TOKEN on the worker",
+        )
+
+    async def trust_worker(
+        self, public: Credential, *, actor: str, display_name: str | None, enable: bool
+    ) -> str:
+        """The admin route POST /workers: record the certificate, trust it in Root; its thumbprint."""
+        state = self._state
+        record = await state.db(
+            state.catalog.add_worker_certificate,
+            public.cert_pem(),
+            actor=actor,
+            display_name=display_name,
+            enable=enable,
+        )
+        await trust_in_root(state, public, actor=actor)
+        return record.thumbprint
+
+    async def create_join_token(self, *, actor: str, ttl_seconds: float, enable: bool) -> dict[str, Any]:
+        """The admin route POST /tokens for one use: the token string and when it expires."""
+        state = self._state
+        ttl = timedelta(seconds=ttl_seconds)
+        if not timedelta(0) < ttl <= _join_api.MAX_TTL:
+            raise InvalidValue(f"a join token lives more than 0 s and at most {_join_api.MAX_TTL}")
+        loop = asyncio.get_running_loop()
+        pin, address = await loop.run_in_executor(None, _join_api._served_pin_and_address, state)
+        endpoint = (address or self._address()).strip().rstrip("/")
+        token = new_join_token(endpoint, pin)
+        record = await state.db(
+            state.catalog.create_join_token,
+            token.token_id,
+            hash_secret(token.secret),
+            expires_at=state.clock() + ttl,
+            uses=1,
+            enable=enable,
+            endpoint=endpoint,
+            actor=actor,
+        )
+        return {"token": token.encode(), "expires_at": record.expires_at, "endpoint": endpoint}
+
+    async def run_package(
+        self,
+        folder: str,
+        project: str,
+        package: str,
+        *,
+        parameters: dict[str, Any],
+        workers: tuple[str, ...],
+        actor: str,
+    ) -> ExecutionRecord:
+        """The admin route POST /executions: resolve the parameters by the manifest, queue, wake."""
+        state = self._state
+        version = await state.db(state.catalog.get_project_version, folder, project)
+        resolved = resolve_parameters(Project.from_dict(version.manifest), package, parameters)
+        record = await state.db(
+            state.catalog.create_execution,
+            folder,
+            project,
+            package,
+            parameters=resolved,
+            actor=actor,
+            allowed_workers=workers,
+            project_version_id=version.id,
+        )
+        state.wakeups.notify(TASKS)
+        return record
 
 
 def console_context(home: Path, material: TlsMaterial) -> Callable[[], ssl.SSLContext]:
