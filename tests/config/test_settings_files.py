@@ -94,6 +94,10 @@ def test_master_defaults_match_the_ssis_table() -> None:
         "MasterAddress": "",
         "TlsMinimumVersion": "1.3",
         "RetentionWindowInDays": 7,
+        "RequestHeaderTimeoutInSecs": 10,
+        "IdleConnectionTimeoutInSecs": 30,
+        "MaxConnectionsPerAddress": 128,
+        "MaxConnections": 4096,
     }
 
 
@@ -408,6 +412,10 @@ BAD_VALUES = [
     ("master", "SqlServerName", "localhost\\SQLEXPRESS", "a SQLAlchemy URL"),
     ("master", "MasterAddress", "master:8391", "an https URL"),
     ("master", "RetentionWindowInDays", 0, "a whole number >= 1"),
+    ("master", "RequestHeaderTimeoutInSecs", 0, "a whole number from 1 to 3600"),
+    ("master", "IdleConnectionTimeoutInSecs", "30s", "a whole number from 1 to 86400"),
+    ("master", "MaxConnectionsPerAddress", 0, "a whole number from 1 to 1000000"),
+    ("master", "MaxConnections", -1, "a whole number from 1 to 1000000"),
 ]
 
 

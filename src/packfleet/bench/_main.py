@@ -13,13 +13,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from packfleet.bench import _fleet, _latency, _limit, _spawn, _throughput
+from packfleet.bench import _fleet, _idle, _latency, _limit, _spawn, _throughput
 from packfleet.bench._cluster import BenchCluster
 from packfleet.bench._stats import Result, table
 from packfleet.localcluster import sigterm_exits
 
-SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit")
-DEFAULT_N = {"throughput": 5000, "latency": 500, "spawn": 200, "fleet": 1000, "limit": 5}
+SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit", "idle")
+DEFAULT_N = {"throughput": 5000, "latency": 500, "spawn": 200, "fleet": 1000, "limit": 5, "idle": 1000}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,13 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--n",
         type=int,
-        help="executions (throughput, latency), samples (spawn), agents (fleet), seconds (limit)",
+        help="executions (throughput, latency), samples (spawn), agents (fleet), seconds (limit), "
+        "held connections (idle)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is the figure")
     parser.add_argument("--catalog", choices=("sqlite", "postgresql"), default=None)
     parser.add_argument("--isolation", choices=("fresh", "pooled"), default=None)
     parser.add_argument("--interval", type=float, default=10.0, help="fleet: heartbeat interval (s)")
     parser.add_argument("--rounds", type=int, default=2, help="fleet: measured heartbeats per agent")
+    parser.add_argument("--samples", type=int, default=200, help="idle: requests of each kind measured")
     return parser
 
 
@@ -73,6 +75,10 @@ class Bench:
                         result.notes["of_limit"] = round(median / limit.to_json()["median"], 4)
                     self._done(result)
 
+    def idle(self) -> None:
+        with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
+            self._done(_idle.run(bench, connections=self.n("idle"), n=self.args.samples, runs=self.args.runs))
+
     def spawn(self) -> None:
         self._done(_spawn.run(n=self.n("spawn"), runs=self.args.runs))
 
@@ -110,6 +116,8 @@ def _main(argv: Sequence[str] | None, emit: Callable[[str], None]) -> list[Resul
         bench.spawn()
     elif scenario == "fleet":
         bench.fleet()
+    elif scenario == "idle":
+        bench.idle()
     elif scenario is not None:
         # The throughput scenario measures its limit in the same run so the ratio is like for like.
         wanted = [scenario, "limit"] if scenario == "throughput" and args.n is None else [scenario]
@@ -125,6 +133,7 @@ def _main(argv: Sequence[str] | None, emit: Callable[[str], None]) -> list[Resul
             bench.on_cluster(catalog, wanted, isolations)
         bench.spawn()
         bench.fleet()
+        bench.idle()
         emit("")
         emit(table(bench.results))
     return bench.results

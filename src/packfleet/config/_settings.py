@@ -54,6 +54,14 @@ class MasterSettings:
     master_address: str = ""
     tls_minimum_version: str = "1.3"
     retention_window_days: int = 7
+    #: Seconds a new connection has for its TLS handshake and its first request's headers.
+    request_header_timeout_secs: int = 10
+    #: Seconds a keep-alive connection that has carried no request with a client certificate may idle.
+    idle_connection_timeout_secs: int = 30
+    #: Open connections (handshaking or established) from one peer address.
+    max_connections_per_address: int = 128
+    #: Open connections in total; the master raises its open-file limit to fit them when it may.
+    max_connections: int = 4096
 
     def resolved_catalog_url(self, home: Path) -> str:
         """The catalog URL to connect to: ``CatalogUrl``, or SQLite in the home when it is empty."""
@@ -167,6 +175,10 @@ _MASTER: _Schema[MasterSettings] = _Schema(
         _Key("MasterAddress", "master_address", v.read_https_endpoint),
         _Key("TlsMinimumVersion", "tls_minimum_version", v.choice(("1.3", "1.2"))),
         _Key("RetentionWindowInDays", "retention_window_days", v.integer(1)),
+        _Key("RequestHeaderTimeoutInSecs", "request_header_timeout_secs", v.integer(1, 3600)),
+        _Key("IdleConnectionTimeoutInSecs", "idle_connection_timeout_secs", v.integer(1, 86400)),
+        _Key("MaxConnectionsPerAddress", "max_connections_per_address", v.integer(1, 1_000_000)),
+        _Key("MaxConnections", "max_connections", v.integer(1, 1_000_000)),
     ),
 )
 

@@ -10,18 +10,14 @@ them from both ends of the handshake, and correlates the two by the connection's
 
 - *started*: the ``HotSwapServerContext`` servername callback, which OpenSSL calls for every
   ClientHello (with or without SNI), is handed the connection's ``SSLObject``;
-- *completed*: asyncio calls the application protocol's ``connection_made`` only once the handshake
-  has succeeded; :class:`CountingSite` puts a one-shot protocol in front of aiohttp's that notes the
-  ``SSLObject`` and then hands the transport to aiohttp's protocol for good (``set_protocol``), so it
-  costs nothing after the handshake;
+- *completed*: :class:`~packfleet.master._limits.GuardedSite` runs each handshake itself
+  (``loop.start_tls``) and notes the ``SSLObject`` when it returns;
 - *failed*: an ``SSLObject`` that is garbage collected (its connection gone) without having
   completed. A connection that closes before sending a ClientHello (a port check) counts as neither.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import ssl
 import weakref
 
@@ -69,6 +65,18 @@ class MasterMetrics:
             ["status"],
             registry=r,
         )
+        self.connections_open = Gauge(
+            "packfleet_connections_open",
+            "TCP connections the master holds (handshaking, waiting for a request, or serving)",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "packfleet_connections_refused",
+            "Connections closed by the master's connection guard, by reason (per_address_limit, "
+            "total_limit, header_timeout, idle_timeout)",
+            ["reason"],
+            registry=r,
+        )
         #: The (thumbprint, store) of the certificate new connections are served; set by the server.
         self.serving: tuple[str, str] | None = None
         self._open: dict[int, bool] = {}
@@ -110,51 +118,3 @@ METRICS: web.AppKey[MasterMetrics] = web.AppKey("packfleet_master_metrics", Mast
 def metrics_of(app: web.Application) -> MasterMetrics | None:
     """The app's metrics, or None for an app built without them (unit tests of single routes)."""
     return app.get(METRICS)
-
-
-class _HandshakeTap(asyncio.Protocol):
-    """Stands in front of aiohttp's protocol until the handshake completes, then steps aside."""
-
-    def __init__(self, inner: asyncio.BaseProtocol, metrics: MasterMetrics) -> None:
-        self._inner = inner
-        self._metrics = metrics
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._metrics.handshake_completed(transport.get_extra_info("ssl_object"))
-        transport.set_protocol(self._inner)
-        self._inner.connection_made(transport)
-
-
-class CountingSite(web.SockSite):
-    """``web.SockSite`` whose connections pass through :class:`_HandshakeTap` (see the module doc)."""
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        sock: socket.socket,
-        *,
-        ssl_context: ssl.SSLContext,
-        metrics: MasterMetrics,
-        shutdown_timeout: float = 60.0,
-        backlog: int = 128,
-    ) -> None:
-        super().__init__(
-            runner, sock, ssl_context=ssl_context, shutdown_timeout=shutdown_timeout, backlog=backlog
-        )
-        self._metrics = metrics
-
-    async def start(self) -> None:
-        # BaseSite.start registers the site with its runner, exactly what SockSite.start does first.
-        await web.BaseSite.start(self)
-        server = self._runner.server
-        if server is None:
-            raise RuntimeError("the runner is not set up")
-        metrics = self._metrics
-
-        def protocol() -> asyncio.BaseProtocol:
-            return _HandshakeTap(server(), metrics)
-
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            protocol, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
-        )

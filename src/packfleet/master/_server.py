@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -35,8 +36,9 @@ from packfleet.master._auth import (
 )
 from packfleet.master._coordination import PostgresCoordination
 from packfleet.master._jobs import Job, JobRunner
+from packfleet.master._limits import GUARD, ConnectionGuard, ConnectionLimits, GuardedSite, track_requests
 from packfleet.master._logsafe import RateLimitedLog, safe
-from packfleet.master._metrics import METRICS, CountingSite, MasterMetrics, metrics_of
+from packfleet.master._metrics import METRICS, MasterMetrics, metrics_of
 from packfleet.master._problems import (
     Problem,
     forbidden,
@@ -183,7 +185,8 @@ def build_app(state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS) -> 
     """The aiohttp application: one guarded route per endpoint, problem documents for every error."""
     # Bodies are read (and bounded per route) by the handlers; this is only the outer backstop.
     largest = max(ep.max_body for ep in endpoints)
-    app = web.Application(middlewares=[_problems], client_max_size=largest)
+    # track_requests first: it must see every request, including those the problem middleware answers.
+    app = web.Application(middlewares=[track_requests, _problems], client_max_size=largest)
     app[STATE] = state
     app[REFUSAL_LOG] = RateLimitedLog(log, burst=5, window=60.0)
     for endpoint in endpoints:
@@ -195,6 +198,25 @@ def build_app(state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS) -> 
 
     app.on_shutdown.append(wake_long_polls)
     return app
+
+
+def _raise_open_file_limit(connections: int) -> None:
+    """Let the process hold ``connections`` sockets plus its own files (catalog, stores, logs)."""
+    wanted = connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "MaxConnections is %d but this process may open only %d files: connections beyond that "
+            "fail at accept; raise LimitNOFILE in the service unit or lower MaxConnections "
+            "(packfleet settings set master MaxConnections N)",
+            connections,
+            soft,
+        )
 
 
 def _store_fingerprint(home: Path) -> tuple[tuple[str, int, int], ...]:
@@ -252,6 +274,8 @@ class MasterServer:
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         #: Prometheus metrics of this master (its own registry: see packfleet.master._metrics).
         self.metrics = MasterMetrics()
+        #: Caps and deadlines of connections (MaxConnections... in MasterSettings.config).
+        self.guard = ConnectionGuard(ConnectionLimits(), self.metrics)
         self._root_seen: frozenset[str] = frozenset()
         #: With a PostgreSQL catalog: wake-ups from other masters and the sweep leadership.
         self._coordination: PostgresCoordination | None = None
@@ -288,6 +312,8 @@ class MasterServer:
         self._root_seen = await loop.run_in_executor(None, root_thumbprints, self.home)
         await self._warn_never_accepted(material.thumbprint)
         settings = material.settings
+        self.guard.limits = ConnectionLimits.from_settings(settings)
+        _raise_open_file_limit(settings.max_connections)
         url = settings.resolved_catalog_url(self.home)
         # SQLite allows one writer: one thread keeps catalog calls in order instead of contending.
         threads = 1 if url.startswith("sqlite") else 4
@@ -338,11 +364,14 @@ class MasterServer:
             ) from exc
         app = build_app(state)
         app[METRICS] = self.metrics
+        app[GUARD] = self.guard
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self._shutdown_timeout
         )
         await self._runner.setup()
-        await CountingSite(self._runner, sock, ssl_context=self._tls.base, metrics=self.metrics).start()
+        await GuardedSite(
+            self._runner, sock, ssl_context=self._tls.base, metrics=self.metrics, guard=self.guard
+        ).start()
         self.port = sock.getsockname()[1]
         self._jobs.start(self._job_list())
         await self.expiry_once()
@@ -365,7 +394,7 @@ class MasterServer:
             Job("master-heartbeat", settings.master_heartbeat_interval_ms / 1000, self.heartbeat_once),
         ]
         if self._watch_interval > 0:
-            jobs.append(Job("watch-files", self._watch_interval, self._watch_once))
+            jobs.append(Job("watch-files", self._watch_interval, self.watch_once))
         jobs.append(Job("certificate-expiry", EXPIRY_CHECK_INTERVAL, self.expiry_once))
         return jobs
 
@@ -412,11 +441,14 @@ class MasterServer:
         key = f"master.{socket.gethostname()}:{self.port}.last_online"
         await self.state.db(self.state.catalog.set_property, key, self._clock().isoformat())
 
-    async def _watch_once(self) -> None:
+    async def watch_once(self) -> None:
+        """One check of the watched files (what the watcher job runs): reload if they changed."""
         loop = asyncio.get_running_loop()
         fingerprint = await loop.run_in_executor(None, _store_fingerprint, self.home)
+        # self._fingerprint is what the last reload read, whoever asked for it (SIGHUP, an admin
+        # route, a rotation, this watcher): a certificate added through the API and deleted by hand
+        # before the next tick is still a change from what is being trusted.
         if fingerprint != self._fingerprint:
-            self._fingerprint = fingerprint
             await self.try_reload()
 
     async def _warn_never_accepted(self, serving: str) -> None:
@@ -438,6 +470,9 @@ class MasterServer:
             if self._tls is None or self._material is None:
                 raise RuntimeError("the master is not started")
             loop = asyncio.get_running_loop()
+            # Taken before reading: an edit made while reading shows as a change at the next tick.
+            # A refused reload is recorded too, so the watcher retries only after a further edit.
+            self._fingerprint = await loop.run_in_executor(None, _store_fingerprint, self.home)
             try:
                 material = await loop.run_in_executor(None, load_tls_material, self.home)
                 self._tls.swap(material.context)
@@ -469,6 +504,13 @@ class MasterServer:
             new_url = material.settings.resolved_catalog_url(self.home)
             if new_url != old.settings.resolved_catalog_url(self.home):
                 log.warning("CatalogUrl changed: restart the master to use the new catalog")
+            self.guard.limits = ConnectionLimits.from_settings(material.settings)
+            if material.settings.tls_minimum_version != old.settings.tls_minimum_version:
+                log.info(
+                    "TlsMinimumVersion changed from %s to %s: new handshakes use it",
+                    old.settings.tls_minimum_version,
+                    material.settings.tls_minimum_version,
+                )
             self.state.principals.invalidate()
             await self._jobs.replace(self._job_list())
             trusted = material.trusted_pem.count("BEGIN CERTIFICATE")

@@ -12,6 +12,7 @@ from pathlib import Path
 from threading import Lock
 
 from packfleet.errors import PkiError, SettingsError
+from packfleet.transport._native import disable_session_cache, restrict_groups
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 # Forward-secret AEAD suites only, for deployments that opt into TLS 1.2 (TLS 1.3's suites are all AEAD).
@@ -31,8 +32,13 @@ def tls_version(text: str) -> ssl.TLSVersion:
 
 def _harden(ctx: ssl.SSLContext, minimum_version: str) -> None:
     ctx.minimum_version = tls_version(minimum_version)
-    if ctx.minimum_version < ssl.TLSVersion.TLSv1_3:
-        ctx.set_ciphers(_TLS12_CIPHERS)
+    # On every context, whatever its minimum version: the master's listening context lets a reload
+    # lower TlsMinimumVersion on it later (HotSwapServerContext.swap), and the suites must already
+    # be right then. TLS 1.3's own suites are all AEAD and forward secret and stay as they are.
+    ctx.set_ciphers(_TLS12_CIPHERS)
+    # X25519, P-256 and P-384 only (Mozilla modern and intermediate); OpenSSL would offer X448 and
+    # P-521 as well. Clients offer these key shares, servers accept no other.
+    restrict_groups(ctx)
     # No compression (CRIME) and no TLS 1.2 session tickets: a resumed session skips the certificate
     # check, which would let a revoked worker back in on a ticket issued before the revocation.
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_TICKET
@@ -72,6 +78,9 @@ def master_server_context(
     # TLS 1.3 tickets are the only resumption mechanism there; with none issued, every connection
     # presents and re-verifies its certificate.
     ctx.num_tickets = 0
+    # TLS 1.2 resumes by session ID from the server's cache, tickets or not: with the cache off, a
+    # certificate removed from the Root store is refused on its very next handshake.
+    disable_session_cache(ctx)
     ctx.verify_mode = ssl.CERT_OPTIONAL
     _load_identity(ctx, cert_file, key_file, "master certificate")
     _load_trust(ctx, trusted_pem, "master's Root store")
@@ -152,10 +161,19 @@ class HotSwapServerContext:
         return self._current
 
     def swap(self, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        """Build a new context and make it current; if building fails, keep the last good one."""
+        """Build a new context and make it current; if building fails, keep the last good one.
+
+        The new context's minimum TLS version applies from the next handshake on: OpenSSL copies
+        the protocol version range into each connection from the *listening* context when it
+        accepts (``SSL_new``), and moving a connection to another context in the servername
+        callback (``SSL_set_SSL_CTX``) changes its certificate and trust but not that range — so
+        the range is set on :attr:`base` here, or a changed ``TlsMinimumVersion`` would be a silent
+        no-op until a restart.
+        """
         new = build()  # raises before anything changes: the last good context stays
         with self._lock:
             self._current = new
+            self.base.minimum_version = new.minimum_version
         return new
 
     def _select(self, ssl_object: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
