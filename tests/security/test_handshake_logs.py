@@ -96,6 +96,26 @@ async def test_an_expired_certificate_leaves_one_line_naming_expiry_and_the_fix(
     assert f"presented certificate {old.thumbprint}" in line
 
 
+def _distrusting_client(peer: Peer) -> None:
+    """One connection from a client that does not trust the master's certificate (a wrong pin)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(cadata=CertFactory().good("other-master").cert_pem().decode())
+    with socket.create_connection(("127.0.0.1", peer.server.port), timeout=15) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            context.wrap_socket(raw)
+
+
+async def test_a_client_refusing_the_masters_certificate_is_told_apart(
+    peer: Peer, master_log: pytest.LogCaptureFixture
+) -> None:
+    master_log.clear()
+    await asyncio.to_thread(_distrusting_client, peer)
+    assert await eventually(lambda: bool(lines(master_log, HANDSHAKE))), master_log.text
+    [line] = lines(master_log, HANDSHAKE)
+    assert "the client refused the master's certificate" in line and "presented no certificate" in line
+
+
 async def test_no_certificate_on_an_admin_route_leaves_one_refusal_line(
     peer: Peer, master_log: pytest.LogCaptureFixture
 ) -> None:
