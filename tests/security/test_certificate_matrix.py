@@ -9,7 +9,13 @@ connection), and certificates of one kind on the routes of the other.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import re
+import socket
+import ssl
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -178,6 +184,53 @@ async def test_a_change_applies_to_an_already_open_keep_alive_connection(
             return  # the master closed the open connection
         assert answer.status == 403
         assert ("was revoked" if change == "revoke" else "is disabled") in answer.text
+
+
+def _exchange(tls: ssl.SSLSocket, path: str, body: dict[str, object]) -> int | None:
+    """One HTTP/1.1 request on an open connection; its status, or None if the master closed it."""
+    payload = json.dumps(body).encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: master\r\nContent-Type: application/json\r\n"
+    tls.sendall(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = tls.recv(65536)
+        if not chunk:
+            return None
+        received += chunk
+    header, _, rest = received.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", header)
+    assert length, header  # read the whole body, so the next request starts on a clean stream
+    while len(rest) < int(length.group(1)):
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return int(header.split()[1])
+
+
+async def test_a_revocation_reaches_the_very_same_open_connection_within_a_second(
+    mh: MasterHome, manager: ManagerClient, peer: Peer
+) -> None:
+    """One socket, kept alive by hand (no client library that could reconnect behind the test)."""
+    agent = await _enabled_worker(peer, manager, mh.worker)
+    context = peer.context(mh.worker)
+    raw = socket.create_connection(("127.0.0.1", peer.server.port), timeout=15)
+    tls = await asyncio.to_thread(context.wrap_socket, raw)
+    try:
+        assert await asyncio.to_thread(_exchange, tls, routes.WORKER_LEASE, lease_body(agent)) == 200
+        await manager.revoke_certificate(mh.worker.thumbprint)
+        tls.settimeout(1.0)
+        started = time.monotonic()
+        try:
+            status = await asyncio.to_thread(_exchange, tls, routes.WORKER_LEASE, lease_body(agent))
+        except TimeoutError:
+            pytest.fail("the open connection was neither refused nor closed within 1 s of the revocation")
+        except (OSError, ssl.SSLError):
+            status = None  # reset by the master: closed
+        assert time.monotonic() - started < 1.0
+        assert status in (403, None), status
+    finally:
+        tls.close()
 
 
 async def test_a_worker_certificate_is_refused_on_admin_routes(

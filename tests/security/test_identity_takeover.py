@@ -6,7 +6,9 @@ certificate, the AgentId it claimed and the command that fixes it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -298,6 +300,31 @@ async def test_a_revoked_join_token_is_refused(
         None, "POST", routes.JOIN, body=await _join_body(peer, token, certs.good("j"), new_agent())
     )
     assert answer.status == 403 and "was revoked" in answer.text
+
+
+async def test_an_expired_join_token_is_refused_naming_expiry_and_the_fix(
+    mh: MasterHome, master: MasterServer, manager: ManagerClient, peer: Peer, certs: CertFactory
+) -> None:
+    token = await _token(manager, master, ttl_seconds=1)
+    token_id = parse_join_token(token).token_id
+
+    async def status() -> str:
+        return str(next(t["status"] for t in await manager.list_tokens() if t["token_id"] == token_id))
+
+    assert await status() == "usable"
+    # Bounded wait on what the master itself says, not on a sleep tuned to this machine.
+    deadline = time.monotonic() + 30.0
+    while await status() != "expired":
+        assert time.monotonic() < deadline, "the 1 s token never expired"
+        await asyncio.sleep(0.2)
+    joiner = certs.good("late-joiner")
+    answer = await peer.request(
+        None, "POST", routes.JOIN, body=await _join_body(peer, token, joiner, new_agent())
+    )
+    assert answer.status == 403, answer.text
+    assert f"join token {token_id} expired at" in answer.text
+    assert "packfleet manager token create" in answer.body["fix"]
+    assert not CertStore(mh.home, "Root").contains(joiner.thumbprint)
 
 
 async def test_a_used_join_token_admits_no_second_certificate(

@@ -16,7 +16,10 @@ so the master does both itself, at the TCP level, before any TLS work:
 
 :class:`GuardedSite` accepts plain TCP and runs the TLS handshake itself (``loop.start_tls``); each
 refusal is counted in ``packfleet_connections_refused_total{reason}`` and logged at most once per
-reason every :data:`LOG_EVERY` seconds, with the number of refusals since the last line.
+reason every :data:`LOG_EVERY` seconds, with the number of refusals since the last line. A failed
+handshake is logged with the peer's address, the reason in words and the thumbprint of the
+certificate it presented, at most :data:`HANDSHAKE_BURST` lines per address a minute (the next line
+says how many were left out); ``packfleet_tls_handshake_failures_total`` counts every one.
 """
 
 from __future__ import annotations
@@ -35,12 +38,17 @@ from typing import Any
 from aiohttp import web
 
 from packfleet.config import MasterSettings
+from packfleet.master._auth import thumbprint_of_der
+from packfleet.master._logsafe import RateLimitedLog, safe
 from packfleet.master._metrics import MasterMetrics
+from packfleet.transport import explain_handshake_failure, presented_certificate
 
 log = logging.getLogger("packfleet.master.connections")
 
 #: Seconds between two log lines about refused connections of one reason.
 LOG_EVERY = 10.0
+#: Handshake failure lines per peer address and minute; the rest are counted, then reported.
+HANDSHAKE_BURST = 5
 
 PER_ADDRESS = "per_address_limit"
 TOTAL = "total_limit"
@@ -167,6 +175,8 @@ class ConnectionGuard:
         self.total = 0
         self._by_transport: dict[int, Connection] = {}
         self._log = _RefusalLog()
+        #: Failed handshakes, per peer address (public: tests shorten its window).
+        self.handshake_log = RateLimitedLog(log, burst=HANDSHAKE_BURST, window=60.0)
 
     def admit(self, address: str, transport: asyncio.Transport) -> Connection | None:
         """A TCP connection was accepted: track it, or refuse it (None) when a cap is reached."""
@@ -202,6 +212,21 @@ class ConnectionGuard:
     def refuse(self, reason: str, address: str) -> None:
         self.metrics.connections_refused.labels(reason=reason).inc()
         self._log.refused(reason, address)
+
+    def handshake_failed(self, address: str, exc: BaseException, ssl_object: ssl.SSLObject | None) -> None:
+        """Log one failed handshake: who, why, and which certificate it presented (rate-limited).
+
+        The metrics count it already (the ``SSLObject`` bookkeeping), so this only logs.
+        """
+        der = presented_certificate(ssl_object) if ssl_object is not None else None
+        presented = f"presented certificate {thumbprint_of_der(der)}" if der else "presented no certificate"
+        self.handshake_log.warning(
+            f"{address}:tls-handshake",
+            "TLS handshake with %s failed: %s; it %s",
+            safe(address, 60),
+            safe(explain_handshake_failure(exc), 500),
+            presented,
+        )
 
 
 GUARD: web.AppKey[ConnectionGuard] = web.AppKey("packfleet_connection_guard", ConnectionGuard)
@@ -305,6 +330,14 @@ class _Gate(asyncio.Protocol):
             self._conn.lost()
 
 
+def _ssl_object_of(protocol: object) -> ssl.SSLObject | None:
+    """The ``SSLObject`` of the ``SSLProtocol`` a failed ``start_tls`` used (asyncio keeps it private)."""
+    # asyncio exposes ``ssl_object`` only after a successful handshake; the protocol made it in
+    # its constructor and keeps it as ``_sslobj``.
+    candidate = getattr(protocol, "_sslobj", None)
+    return candidate if isinstance(candidate, ssl.SSLObject) else None
+
+
 class GuardedSite(web.SockSite):
     """``web.SockSite`` that admits connections through :class:`ConnectionGuard` and runs TLS itself.
 
@@ -349,6 +382,10 @@ class GuardedSite(web.SockSite):
             return
         tracked = _Tracked(server(), conn)
         loop = asyncio.get_running_loop()
+        # start_tls makes its SSLProtocol the transport's protocol before it first waits, and a
+        # failure closes the transport, which forgets it: note it on the loop's next turn.
+        used: list[asyncio.BaseProtocol] = []
+        loop.call_soon(lambda: used.append(transport.get_protocol()))
         try:
             tls = await loop.start_tls(
                 transport,
@@ -359,9 +396,13 @@ class GuardedSite(web.SockSite):
                 # keeps asyncio's default (60 s) from outliving it.
                 ssl_handshake_timeout=self.guard.limits.header_timeout + 1.0,
             )
-        except (OSError, ssl.SSLError, TimeoutError, RuntimeError, asyncio.CancelledError):
+        except (OSError, ssl.SSLError, TimeoutError, RuntimeError, asyncio.CancelledError) as exc:
             # A failed handshake is counted by the metrics' SSLObject bookkeeping; the transport is
-            # closed by start_tls, and _Tracked.connection_lost releases the connection.
+            # closed by start_tls, and _Tracked.connection_lost releases the connection. Only TLS
+            # verdicts are logged: a connection the guard closed was logged by it, and one that
+            # merely went away (a port check) or a stopping master says nothing worth a line.
+            if isinstance(exc, ssl.SSLError) and not conn.closed:
+                self.guard.handshake_failed(conn.address, exc, _ssl_object_of(used[0] if used else None))
             transport.abort()
             conn.lost()
             return

@@ -6,8 +6,10 @@ from packfleet.transport._explain import (
     READMIT_FIX,
     PeerCertificate,
     explain_client_failure,
+    explain_handshake_failure,
     fetch_server_certificate,
 )
+from packfleet.transport._native import presented_certificate
 from packfleet.transport._pinned import PinnedConnection
 from packfleet.transport._policy import (
     HotSwapServerContext,
@@ -28,9 +30,11 @@ __all__ = [
     "client_context",
     "console_server_context",
     "explain_client_failure",
+    "explain_handshake_failure",
     "fetch_server_certificate",
     "master_server_context",
     "parse_endpoint",
+    "presented_certificate",
     "probe_context",
     "tls_version",
 ]

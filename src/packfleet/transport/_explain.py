@@ -213,3 +213,45 @@ def explain_client_failure(
             "packfleet master, and does TlsMinimumVersion match on both sides?",
         )
     return TlsError(f"TLS with {where} failed: {text}", fix="packfleet doctor")
+
+
+def explain_handshake_failure(exc: BaseException) -> str:
+    """Why a client's TLS handshake with the master failed, as the master's log says it.
+
+    The master's side of :func:`explain_client_failure`: the same OpenSSL verdicts, seen from the
+    server, in words an operator can act on, ending with what fixes it.
+    """
+    verify_code = getattr(exc, "verify_code", None)
+    words = f"{getattr(exc, 'reason', None) or ''} {exc}".upper()
+    if verify_code == _EXPIRED:
+        return f"the client certificate has expired (a worker gets back in with: {READMIT_FIX})"
+    if verify_code == _NOT_YET_VALID:
+        return "the client certificate is not valid yet: check the clocks (timedatectl set-ntp true)"
+    if verify_code in _UNTRUSTED:
+        return (
+            "the client certificate is not in the master's Root store (to trust a worker's: "
+            "packfleet manager worker add --cert worker.cer)"
+        )
+    if verify_code == _PURPOSE:
+        return (
+            "the client certificate lacks the clientAuth purpose (re-create it with packfleet cert "
+            "create, which sets serverAuth and clientAuth)"
+        )
+    if verify_code is not None:
+        message = getattr(exc, "verify_message", None) or "unknown reason"
+        return f"the client certificate failed verification: {message} (packfleet doctor on the client)"
+    if any(alert in words for alert in ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN")):
+        return (
+            "the client refused the master's certificate: it does not pin or trust it (on the "
+            "client: packfleet doctor)"
+        )
+    if "HTTP_REQUEST" in words:
+        return "the client spoke plain HTTP to the HTTPS port (use an https:// endpoint)"
+    if any(v in words for v in ("WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL", "VERSION_TOO_LOW")):
+        return (
+            "the client offers no TLS version the master accepts (TlsMinimumVersion; packfleet "
+            "defaults to 1.3)"
+        )
+    if any(n in words for n in ("NO_SHARED_CIPHER", "NO_SUITABLE_KEY_SHARE", "NO_SHARED_GROUP")):
+        return "the client offers no cipher suite or key exchange group the master accepts"
+    return f"TLS error: {exc}"

@@ -94,3 +94,61 @@ def disable_session_cache(ctx: ssl.SSLContext) -> None:
 def session_cache_mode(ctx: ssl.SSLContext) -> int:
     """The context's ``SSL_SESS_CACHE_*`` mode (0 = off): what the policy set, read back."""
     return int(_libssl().SSL_CTX_ctrl(_ssl_ctx(ctx), _SSL_CTRL_GET_SESS_CACHE_MODE, 0, None))
+
+
+@cache
+def _chain_functions() -> ctypes.CDLL:
+    lib = _libssl()
+    lib.SSL_get_SSL_CTX.restype = ctypes.c_void_p
+    lib.SSL_get_SSL_CTX.argtypes = [ctypes.c_void_p]
+    lib.SSL_get0_verified_chain.restype = ctypes.c_void_p
+    lib.SSL_get0_verified_chain.argtypes = [ctypes.c_void_p]
+    lib.OPENSSL_sk_num.restype = ctypes.c_int
+    lib.OPENSSL_sk_num.argtypes = [ctypes.c_void_p]
+    lib.OPENSSL_sk_value.restype = ctypes.c_void_p
+    lib.OPENSSL_sk_value.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.i2d_X509.restype = ctypes.c_int
+    lib.i2d_X509.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    return lib
+
+
+def presented_certificate(ssl_object: ssl.SSLObject) -> bytes | None:
+    """The DER certificate the peer presented, also when its verification failed; None if unknown.
+
+    ``getpeercert`` answers only after a successful handshake (and CPython 3.11 has no
+    ``get_unverified_chain``), but the master's log must name the certificate it refused. OpenSSL
+    keeps the chain it tried to build, leaf first, whether or not it verified
+    (``SSL_get0_verified_chain``). The ``SSL *`` is the second field of CPython's ``PySSLSocket``
+    (after the socket weakref); it is used only if the third field is this object's context and
+    OpenSSL agrees that the ``SSL *`` belongs to that context. For a log line only: any doubt
+    gives None, never an error.
+    """
+    inner = getattr(ssl_object, "_sslobj", None)
+    word = ctypes.sizeof(ctypes.c_void_p)
+    if inner is None or sys.implementation.name != "cpython":
+        return None
+    if type(inner).__basicsize__ < object.__basicsize__ + 3 * word:
+        return None
+    try:
+        context = ssl_object.context
+        base = id(inner) + object.__basicsize__
+        pointer = ctypes.c_void_p.from_address(base + word).value
+        if not pointer or ctypes.c_void_p.from_address(base + 2 * word).value != id(context):
+            return None
+        lib = _chain_functions()
+        if lib.SSL_get_SSL_CTX(pointer) != _ssl_ctx(context):
+            return None
+        chain = lib.SSL_get0_verified_chain(pointer)
+        if not chain or lib.OPENSSL_sk_num(chain) < 1:
+            return None
+        leaf = lib.OPENSSL_sk_value(chain, 0)
+        size = lib.i2d_X509(leaf, None)
+        if size <= 0:
+            return None
+        buffer = ctypes.create_string_buffer(size)
+        cursor = ctypes.c_char_p(ctypes.addressof(buffer))
+        if lib.i2d_X509(leaf, ctypes.byref(cursor)) != size:
+            return None
+        return buffer.raw
+    except (TransportError, AttributeError, OSError, ValueError):
+        return None
