@@ -161,6 +161,8 @@ class WorkerInfo(_Record):
     memory_free_mb: float = 0.0
     running_tasks: int = 0
     version: str = ""
+    #: The worker's clock minus the master's when the heartbeat arrived (None: the worker did not say).
+    clock_skew_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -188,6 +190,8 @@ class WorkerRecord(_Record):
     machine_info: Mapping[str, Any]
     created_at: datetime
     certificates: tuple[WorkerCertificate, ...]
+    #: The worker's clock minus the master's at its last heartbeat (None: not measured yet).
+    clock_skew_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -408,6 +412,8 @@ class EventRecord(_Record):
     message_type: MessageType
     message_source: MessageSource
     message: str
+    #: When the master stored it; ``message_time`` is the worker's clock, this is the master's.
+    received_at: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

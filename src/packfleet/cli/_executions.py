@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from rich.table import Table
 from packfleet.cli._client import call, state
 from packfleet.cli._main import cli
 from packfleet.cli._output import json_option
-from packfleet.errors import ExecutionFailed, UsageError
+from packfleet.errors import ApiError, ExecutionFailed, TlsError, TransportError, UsageError
 from packfleet.manager import ManagerClient
 from packfleet.packages import archive_sha256, build_archive, load_project
 
@@ -89,7 +91,7 @@ async def _follow(
     after = 0
     last_status = None
     while True:
-        page = await client.events(execution_id, after_id=after, wait=15)
+        page = await _page(client, execution_id, after)
         for event in page.get("events", []):
             after = max(after, int(event["id"]))
             if out is not None and not quiet_json:
@@ -101,6 +103,26 @@ async def _follow(
             last_status = status
         if status in FINISHED and not page.get("events"):
             return execution
+
+
+#: How long ``run`` keeps resending a submit, and ``--wait`` keeps asking for events, while the master
+#: cannot be reached: a master restart or a catalog failover takes seconds to a minute.
+RECONNECT_SECONDS = 120.0
+
+
+async def _page(client: ManagerClient, execution_id: int, after: int) -> dict[str, Any]:
+    """The next page of events, asked again while the master is unreachable (a restart)."""
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    while True:
+        try:
+            return await client.events(execution_id, after_id=after, wait=15)
+        except TransportError as exc:
+            lost = not isinstance(exc, ApiError | TlsError) or (
+                isinstance(exc, ApiError) and exc.status in (502, 503, 504)
+            )
+            if not lost or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(1.0)
 
 
 @cli.command("run")
@@ -124,20 +146,46 @@ async def _follow(
     help="Times to retry if the worker is lost.",
 )
 @click.option("--wait", is_flag=True, help="Follow progress and logs; exit 0 only if the execution succeeds.")
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    default=None,
+    help="Submit with this key: the same key again returns the same execution. Default: a new one.",
+)
 @json_option
-def run(target: str, params: tuple[str, ...], workers: tuple[str, ...], retry_count: int, wait: bool) -> None:
+def run(
+    target: str,
+    params: tuple[str, ...],
+    workers: tuple[str, ...],
+    retry_count: int,
+    wait: bool,
+    idempotency_key: str | None,
+) -> None:
     """Run a package on any worker (or the ones given): SSIS "Execute Package in Scale Out".
 
     \b
     packfleet run default/etl/load --param batch_size=100 --wait
     packfleet run default/etl/load --worker 6f1c... --retry 2
+
+    A submit whose answer is lost (connection dropped, master restarting) is sent again with the
+    same idempotency key, so it never creates two executions.
     """
     folder, project, package = _split_target(target)
     parameters = _parse_params(params)
+    key = idempotency_key or str(uuid.uuid4())
     st = state()
 
     async def action(client: ManagerClient) -> dict[str, Any]:
-        execution = await client.run(folder, project, package, parameters, list(workers), retry_count)
+        execution = await client.run(
+            folder,
+            project,
+            package,
+            parameters,
+            list(workers),
+            retry_count,
+            idempotency_key=key,
+            retry_for=RECONNECT_SECONDS,
+        )
         if not wait:
             return execution
         st.note(

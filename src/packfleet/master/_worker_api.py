@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from aiohttp import web
 from cryptography import x509
@@ -16,7 +17,7 @@ from packfleet.master._api import Endpoint
 from packfleet.master._auth import Caller, require_agent
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response
-from packfleet.master._times import parse_aware_time
+from packfleet.master._times import clock_warning, parse_aware_time
 from packfleet.master._wakeup import EVENTS, TASKS
 from packfleet.protocol import routes
 
@@ -43,6 +44,8 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     state, caller = call.state, call.caller
     beat = await call.message(protocol.Heartbeat)
     assert caller.thumbprint is not None  # noqa: S101 - the "certificate" access rule guarantees it
+    received = state.clock()
+    skew = (parse_aware_time(beat.time, "Heartbeat.time") - received).total_seconds() if beat.time else None
     info = WorkerInfo(
         agent_id=beat.agent_id,
         display_name=beat.display_name,
@@ -53,6 +56,7 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         memory_free_mb=beat.memory_free_mb,
         running_tasks=beat.running_tasks,
         version=beat.version,
+        clock_skew_seconds=skew,
     )
     outcome = await state.db(
         state.catalog.worker_heartbeat,
@@ -70,6 +74,7 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         message=outcome.message,
         master_time=state.clock().isoformat(),
         agent_id=outcome.worker.agent_id if outcome.worker is not None else beat.agent_id,
+        clock_warning=clock_warning(beat.agent_id, skew),
     )
     if state.rotation is not None and outcome.worker is not None:
         reply = state.rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
@@ -91,7 +96,15 @@ async def lease(call: Call) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.wait_seconds(ask.wait_seconds)
     tasks: list[protocol.TaskAssignment] = []
+    waited = False
     while capacity > 0 and not state.closing:
+        if waited and not await state.db(
+            state.catalog.worker_alive, ask.agent_id, timedelta(seconds=lease_seconds)
+        ):
+            # A long-poll outlives a worker that went silent (partitioned, paused): its connection
+            # looks open, but a task handed through it would start late or never. Only a worker
+            # that heartbeated within its lease gets one through a held request.
+            break
         ticket = state.wakeups.ticket(TASKS)
         leased = await state.db(state.catalog.lease_tasks, ask.agent_id, capacity, lease_seconds)
         if leased:
@@ -101,6 +114,7 @@ async def lease(call: Call) -> web.StreamResponse:
         if remaining <= 0:
             break
         await ticket.wait(remaining)
+        waited = True
         if _gone(call.request) or not await _still_enabled(state, caller):
             # The worker hung up, or was disabled or revoked while it waited: leasing now would hand
             # a task to nobody, to sit until its lease expires.

@@ -32,6 +32,8 @@ class Heartbeat:
     #: The master certificate thumbprints this worker accepts (its pin, then the next one during a
     #: rotation): how the master learns that every worker is ready before it switches certificates.
     accepted_master_thumbprints: list[str] = field(default_factory=list)
+    #: The worker's clock (ISO 8601, UTC) when it sent this: the master measures the skew from it.
+    time: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class HeartbeatReply:
     #: The certificate the master serves now: a worker whose NextMasterHttpsCertThumbprint names it
     #: promotes that pin; one that pins a next certificate no rotation announces drops it (aborted).
     master_cert_thumbprint: str = ""
+    #: Set when the worker's clock is off the master's by more than a few seconds: what to fix.
+    clock_warning: str = ""
 
 
 @dataclass(frozen=True)

@@ -314,9 +314,12 @@ class WorkerAgent:
             version=__version__,
             cert_not_after=self.identity.certificate.not_after.isoformat(),
             accepted_master_thumbprints=list(self.identity.pins),
+            time=self._now().isoformat(),
         )
         reply = decode(HeartbeatReply, await self._post(routes.WORKER_HEARTBEAT, encode(beat)))
         self._set_state(reply.state, reply.message)
+        if reply.clock_warning:
+            log.warning("%s", reply.clock_warning)
         if reply.next_master_cert_pem:
             self._accept_next_master(reply.next_master_cert_pem)
         elif reply.master_cert_thumbprint:
