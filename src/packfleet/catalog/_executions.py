@@ -111,6 +111,7 @@ class ExecutionCatalog(CatalogBase):
                 ended_at=row.ended_at,
                 allowed_workers=tuple(allowed[row.id]),
                 task=_task(row),
+                idempotency_key=row.idempotency_key,
             )
             for row in rows
         ]

@@ -336,6 +336,8 @@ class ExecutionRecord(_Record):
     ended_at: datetime | None
     allowed_workers: tuple[str, ...]
     task: TaskRecord | None
+    #: The key the submit carried (None: none), so a client can match executions to its submits.
+    idempotency_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
