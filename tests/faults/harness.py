@@ -66,6 +66,7 @@ class FaultProxy:
         self.port = int(self._server.getsockname()[1])
         self._closed = False
         self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, name="fault-proxy", daemon=True)
         self._thread.start()
 
@@ -80,7 +81,13 @@ class FaultProxy:
             except OSError:
                 client.close()
                 continue
-            self._sockets += [client, upstream]
+            upstream.settimeout(None)
+            with self._lock:
+                if self._closed:
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
 
@@ -96,9 +103,14 @@ class FaultProxy:
             dst.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            sockets, self._sockets = self._sockets, []
         self._server.close()
-        for sock in self._sockets:
+        self._thread.join(timeout=10)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
@@ -384,7 +396,7 @@ class Ledger:
                     self.problems.append(f"stuck: execution {row['execution_id']} status {row['status']}")
                 elif row["status"] == SUCCEEDED and not self._logs_complete(row, entry.seconds):
                     totals["log_lines_missing"] += 1
-        counts.update({f"executions_{_status_name(r['status'])}": 1 for r in rows})
+        counts.update(f"executions_{_status_name(r['status'])}" for r in rows)
         self.totals = {**dict(counts), **totals}
         return self.totals
 

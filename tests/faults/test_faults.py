@@ -77,7 +77,7 @@ def test_a_silent_worker_loses_its_task_to_the_other_one(faults: FaultCluster, f
 
 def test_kill_9_of_a_worker_and_the_master_loses_nothing(faults: FaultCluster) -> None:
     ledger = Ledger(faults)
-    first = ledger.submit(seconds=3)
+    first = ledger.submit(seconds=8)
     assert first.execution_id is not None
     victim = faults.running_on(first.execution_id)
     faults.cluster.kill(faults.cluster.workers[victim])
