@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m packfleet.bench
+
+# A seeded random mix of every fault (docs/guarantees.md), then the ledger; SOAK_SECONDS shortens it.
+SOAK_SECONDS ?= 600
+SOAK_SEED ?= 1
+soak: $(STAMP)
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) $(BIN)/python tests/faults/soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
