@@ -167,10 +167,9 @@ def small_tmpfs(where: Path, size: str = "16m") -> Iterator[Path]:
 def fill(folder: Path) -> Path:
     """Fill the file system of ``folder`` until a write fails (ENOSPC); remove the file to heal."""
     filler = folder / "filler"
-    with filler.open("wb") as out, contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
         for _ in range(100_000):  # bounded: 100 000 x 64 KiB is far more than any small tmpfs
             out.write(b"\0" * 65536)
-            out.flush()
     return filler
 
 
@@ -304,7 +303,7 @@ class FaultCluster:
                 (e := self.execution(execution_id)).get("status") == RUNNING
                 and (e.get("task") or {}).get("agent_id")
             ),
-            timeout=60,
+            timeout=90,
             interval=0.1,
             what=f"execution {execution_id} to run",
         )
