@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench fuzz lock clean
+.PHONY: demo test lint typecheck pytest bench fuzz soak lock clean
 
 # Every install comes from the lock: the same versions, checked by hash, on every machine and every day.
 # `make lock` refreshes it after a change to pyproject.toml (tests/test_lock.py fails until then).
@@ -51,6 +51,12 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m packfleet.bench
+
+# A seeded random mix of every fault (docs/guarantees.md), then the ledger; SOAK_SECONDS shortens it.
+SOAK_SECONDS ?= 600
+SOAK_SEED ?= 1
+soak: $(STAMP)
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) $(BIN)/python tests/faults/soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -21,7 +21,8 @@ mends it. The CLI prints both and exits with ``exit_code``.
     ├── CatalogError             catalog: database, migrations, records
     │   ├── NotFound
     │   ├── Conflict             a change would break an invariant (a thumbprint bound twice...)
-    │   └── InvalidValue         a malformed value handed to the catalog (a bad request)
+    │   ├── InvalidValue         a malformed value handed to the catalog (a bad request)
+    │   └── CatalogUnavailable   the database cannot be reached right now (worth retrying)
     ├── PackageError             projects, archives, package runs
     │   ├── ArchiveError
     │   └── ExecutionFailed      run --wait saw the execution fail
@@ -160,6 +161,11 @@ class InvalidValue(CatalogError):
     so the master answers 400 (a plain :class:`CatalogError` is 503: worth retrying)."""
 
 
+class CatalogUnavailable(CatalogError):
+    """Raised when the catalog database cannot be reached or dropped the connection: an outage,
+    not a wrong request. The master counts these to renew leases when the database is back."""
+
+
 class PackageError(PackfleetError):
     """Raised when a project is invalid, or a package cannot be loaded or run."""
 
@@ -197,6 +203,7 @@ __all__ = [
     "ApiError",
     "ArchiveError",
     "CatalogError",
+    "CatalogUnavailable",
     "CertificateExpired",
     "CertificateNotFound",
     "ClusterError",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from packfleet.catalog import WorkerInfo
+from packfleet.catalog import AuditRecord, WorkerInfo
 from packfleet.pki import CertStore, Credential, create_self_signed
 
 from .conftest import PASSWORDS, RunningMaster, Runs, wait_until
@@ -35,7 +35,7 @@ def sign_in(page: Page, master: RunningMaster, name: str, path: str = "/") -> No
     expect(page.get_by_text(f"{name} (")).to_be_visible()
 
 
-def audit_rows(master: RunningMaster, action: str) -> list[object]:
+def audit_rows(master: RunningMaster, action: str) -> list[AuditRecord]:
     return [r for r in master.db(master.catalog.list_audit, limit=1000) if r.action == action]
 
 

@@ -217,3 +217,40 @@ async def test_the_sweep_wakes_a_waiting_lease_when_it_requeues(
     await server.sweep_once()
     reply = await asyncio.wait_for(waiting, 5)
     assert [t["attempt"] for t in reply["tasks"]] == ([] if wait == 0 else [2])
+
+
+async def test_a_long_poll_held_by_a_worker_gone_silent_gets_no_task(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    clock: FakeClock,
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    poll = asyncio.create_task(
+        worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=20, lease_seconds=5))
+    )
+    await asyncio.sleep(0.3)
+    clock.advance(30)  # no heartbeat for longer than its lease: paused or cut off
+    await manager.run("default", "etl", "load")
+    reply = await asyncio.wait_for(poll, 10)
+    assert reply["tasks"] == []
+    # Its next request (it is back) is answered with the task at once.
+    await worker.request("POST", routes.WORKER_HEARTBEAT, json_body=heartbeat_body(agent))
+    fresh = await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, lease_seconds=5))
+    assert len(fresh["tasks"]) == 1
+
+
+async def test_a_resent_submit_with_its_key_returns_the_same_execution(
+    server: MasterServer, manager: ManagerClient, tmp_path: Path
+) -> None:
+    await manager.deploy("default", project_archive(tmp_path))
+    first = await manager.run("default", "etl", "load", idempotency_key="resend-1")
+    again = await manager.run("default", "etl", "load", idempotency_key="resend-1")
+    other = await manager.run("default", "etl", "load", idempotency_key="resend-2")
+    assert again["execution_id"] == first["execution_id"] != other["execution_id"]
+    assert first["idempotency_key"] == "resend-1"
+    listed = await manager.list_executions()
+    assert sorted(e["execution_id"] for e in listed) == sorted({first["execution_id"], other["execution_id"]})

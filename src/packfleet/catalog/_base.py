@@ -42,6 +42,7 @@ class SystemEvent(NamedTuple):
 # Sequence numbers of system events, one per kind and task attempt (see _system_events).
 SEQ_LEASE_EXPIRED = -1
 SEQ_CANCEL = -2
+SEQ_REPORT_REFUSED = -3
 
 
 def utc_now() -> datetime:
@@ -135,6 +136,7 @@ class CatalogBase:
                     "message_type": int(e.message_type),
                     "message_source": "system",
                     "message": e.message,
+                    "received_at": now,
                 }
                 for e in events
             ],

@@ -20,7 +20,7 @@ from alembic.util import CommandError
 from sqlalchemy import URL, Connection, Engine, create_engine, event, exc, make_url, text
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from packfleet.errors import CatalogError, Conflict
+from packfleet.errors import CatalogError, CatalogUnavailable, Conflict
 
 MIGRATIONS = "packfleet.catalog:migrations"
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
@@ -179,7 +179,7 @@ def translate(error: exc.SQLAlchemyError, url: URL) -> CatalogError:
     if isinstance(error, exc.IntegrityError):
         return Conflict(f"the catalog refused the change: {_first_line(error)}")
     if isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError):
-        return CatalogError(
+        return CatalogUnavailable(
             f"cannot use the catalog database {mask(url)}: {_first_line(error)}",
             fix=_fix_for(url),
         )

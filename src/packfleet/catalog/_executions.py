@@ -111,6 +111,7 @@ class ExecutionCatalog(CatalogBase):
                 ended_at=row.ended_at,
                 allowed_workers=tuple(allowed[row.id]),
                 task=_task(row),
+                idempotency_key=row.idempotency_key,
             )
             for row in rows
         ]
@@ -137,8 +138,13 @@ class ExecutionCatalog(CatalogBase):
         allowed_workers: Sequence[str] = (),
         retry_count: int = 0,
         project_version_id: int | None = None,
+        idempotency_key: str | None = None,
     ) -> ExecutionRecord:
         """Queue one run of ``folder/project/package``: execution *pending*, task *ready*.
+
+        With ``idempotency_key``, a second call by the same ``actor`` with the same key returns the
+        execution the first one created instead of a new one (a client whose answer was lost sends
+        the submit again); the same key for another package is a :class:`Conflict`.
 
         ``allowed_workers`` are agent ids (SSIS ``[catalog].[add_execution_worker]``); none means
         any enabled worker. ``retry_count`` is how many times a task whose worker vanished (its lease
@@ -156,8 +162,31 @@ class ExecutionCatalog(CatalogBase):
             project_version_id,
         )
         with self._write() as conn:
-            (execution_id,) = self._create(conn, [request], actor)
+            existing = self._by_key(conn, actor, idempotency_key) if idempotency_key else None
+            if existing is not None:
+                target = f"{existing.folder}/{existing.project}/{existing.package}"
+                if target != f"{folder}/{project}/{package}":
+                    raise Conflict(
+                        f"idempotency key {idempotency_key!r} was already used by {actor} for "
+                        f"execution {existing.execution_id} of {target}",
+                        fix="send a new key for a new submit (packfleet run makes one when none is given)",
+                    )
+                return existing
+            (execution_id,) = self._create(conn, [request], actor, keys=[idempotency_key])
             return self._load_execution(conn, execution_id)
+
+    def execution_by_key(self, actor: str, idempotency_key: str) -> ExecutionRecord | None:
+        """The execution ``actor`` created with ``idempotency_key``, if any."""
+        with self._read() as conn:
+            return self._by_key(conn, actor, idempotency_key)
+
+    def _by_key(self, conn: Connection, actor: str, key: str) -> ExecutionRecord | None:
+        found = conn.scalar(
+            select(executions.c.id).where(
+                executions.c.created_by == actor, executions.c.idempotency_key == key
+            )
+        )
+        return None if found is None else self._load_execution(conn, int(found))
 
     def create_executions(self, requests: Sequence[ExecutionRequest], *, actor: str) -> list[int]:
         """Queue many executions in one transaction (all or none); return their ids in order."""
@@ -192,7 +221,14 @@ class ExecutionCatalog(CatalogBase):
         names = conn.scalars(select(packages.c.name).where(packages.c.project_version_id == version_id)).all()
         return int(version_id), set(names)
 
-    def _create(self, conn: Connection, requests: Sequence[ExecutionRequest], actor: str) -> list[int]:
+    def _create(
+        self,
+        conn: Connection,
+        requests: Sequence[ExecutionRequest],
+        actor: str,
+        *,
+        keys: Sequence[str | None] | None = None,
+    ) -> list[int]:
         versions: dict[tuple[str, str, int | None], tuple[int, set[str]]] = {}
         wanted_workers: set[str] = set()
         allowed: list[list[str]] = []
@@ -242,8 +278,9 @@ class ExecutionCatalog(CatalogBase):
                         "retry_count": r.retry_count,
                         "created_by": actor,
                         "created_at": now,
+                        "idempotency_key": key,
                     }
-                    for r in requests
+                    for r, key in zip(requests, keys or [None] * len(requests), strict=True)
                 ],
             )
         )
@@ -427,6 +464,7 @@ class ExecutionCatalog(CatalogBase):
                     f"event seq {event.seq} of task {event.task_id} attempt {event.attempt} is not 1 or "
                     "more: a worker numbers the lines of each attempt from 1"
                 )
+        received = self.now()
         with self._write() as conn:
             found = conn.execute(
                 select(tasks.c.id, tasks.c.execution_id, tasks.c.attempt).where(
@@ -444,6 +482,7 @@ class ExecutionCatalog(CatalogBase):
                     "message_type": int(MessageType.from_level(e.level)),
                     "message_source": e.source,
                     "message": _clean_text(e.message),
+                    "received_at": received,
                 }
                 for e in events
                 if (e.task_id, e.attempt) in leases
@@ -477,6 +516,7 @@ class ExecutionCatalog(CatalogBase):
                 message_type=MessageType(row.message_type),
                 message_source=row.message_source,
                 message=row.message,
+                received_at=row.received_at,
             )
             for row in rows
         ]

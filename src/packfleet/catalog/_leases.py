@@ -31,7 +31,13 @@ from sqlalchemy import (
     update,
 )
 
-from packfleet.catalog._base import SEQ_LEASE_EXPIRED, CatalogBase, SystemEvent, canonical_agent_id
+from packfleet.catalog._base import (
+    SEQ_LEASE_EXPIRED,
+    SEQ_REPORT_REFUSED,
+    CatalogBase,
+    SystemEvent,
+    canonical_agent_id,
+)
 from packfleet.catalog._records import (
     LEASED_TASK,
     CompletionReport,
@@ -73,6 +79,22 @@ def _allowed_for(agent_id: str | ColumnElement[str]) -> ColumnElement[bool]:
     )
 
 
+def _refusal(row: Any, report: CompletionReport, agent_id: str, status: int) -> SystemEvent:
+    """The system event explaining why a completion report was not recorded."""
+    said = f"report of attempt {report.attempt} ({report.outcome}) from worker {agent_id} refused"
+    if row.lost_by == agent_id and row.lost_at is not None and report.attempt <= row.attempt:
+        why = f"its lease expired at {row.lost_at.isoformat()}"
+    elif row.attempt != report.attempt or row.agent_id != agent_id:
+        why = f"the task is at attempt {row.attempt} on worker {row.agent_id or '(none)'}"
+    else:
+        why = f"the task already ended as {TaskStatus(status).label}"
+    if row.attempt != report.attempt:
+        why += f"; attempt {row.attempt} is the current one"
+    return SystemEvent(
+        row.execution_id, row.id, report.attempt, SEQ_REPORT_REFUSED, MessageType.WARNING, f"{said}: {why}"
+    )
+
+
 class LeaseCatalog(CatalogBase):
     """Leasing, extending, completing and sweeping tasks."""
 
@@ -94,9 +116,20 @@ class LeaseCatalog(CatalogBase):
         """
         agent = bindparam("agent", type_=String)
         enabled = exists().where(worker_agents.c.agent_id == agent, worker_agents.c.is_enabled)
+        # A task whose lease this very worker let expire goes to another live, enabled worker that
+        # may run it, if there is one: the worker that went silent (partitioned, paused) may still
+        # hold a long-poll, but it is the one least likely to finish the task.
+        other = worker_agents.alias("other_worker")
+        someone_else = exists().where(
+            other.c.agent_id != agent,
+            other.c.is_enabled,
+            other.c.last_online_time >= bindparam("alive_since", type_=UtcDateTime),
+            _allowed_for(other.c.agent_id),
+        )
+        not_the_loser = or_(tasks.c.lost_by.is_(None), tasks.c.lost_by != agent, not_(someone_else))
         ready = self._lock(
             select(tasks.c.id)
-            .where(tasks.c.status == int(TaskStatus.READY), _allowed_for(agent), enabled)
+            .where(tasks.c.status == int(TaskStatus.READY), _allowed_for(agent), enabled, not_the_loser)
             .order_by(tasks.c.id)
             .limit(bindparam("cap", type_=Integer)),
             skip_locked=True,
@@ -144,7 +177,9 @@ class LeaseCatalog(CatalogBase):
 
         Nothing for a disabled or unknown worker. Each leased task is *picked up* with its attempt
         increased and a lease of ``lease_seconds`` (the worker's ``LeaseInterval``); its execution
-        becomes *running*.
+        becomes *running*. A task requeued because this worker's lease on it expired is left for
+        another enabled worker that heartbeated within ``lease_seconds`` and may run it; only when
+        there is none does the same worker get it again.
         """
         agent_id = canonical_agent_id(agent_id)
         if capacity <= 0:
@@ -153,9 +188,14 @@ class LeaseCatalog(CatalogBase):
         expires = now + timedelta(seconds=lease_seconds)
         pick, start, packages_of = self._lease_statements
         with self._write() as conn:
-            leased = conn.execute(
-                pick, {"agent": agent_id, "cap": capacity, "expires": expires, "now": now}
-            ).all()
+            params = {
+                "agent": agent_id,
+                "cap": capacity,
+                "expires": expires,
+                "now": now,
+                "alive_since": now - timedelta(seconds=lease_seconds),
+            }
+            leased = conn.execute(pick, params).all()
             if not leased:
                 return []
             running = conn.execute(
@@ -238,6 +278,13 @@ class LeaseCatalog(CatalogBase):
                 extended.append(task_id)
                 if row is not None and row.execution_status == ExecutionStatus.STOPPING:
                     cancel.append(task_id)
+            if known is not None:
+                # A task heartbeat shows the worker alive as well as its own heartbeat does.
+                conn.execute(
+                    update(worker_agents)
+                    .where(worker_agents.c.agent_id == agent_id)
+                    .values(last_online_time=now)
+                )
             if extended:
                 conn.execute(
                     update(tasks)
@@ -286,6 +333,7 @@ class LeaseCatalog(CatalogBase):
             final: dict[int, int] = {row.id: row.status for row in rows}
             changes: list[dict[str, Any]] = []
             results: list[CompletionResult] = []
+            refusals: list[SystemEvent] = []
             for report in reports:
                 row = by_id.get(report.task_id)
                 task_status, execution_status = _OUTCOMES[report.outcome]
@@ -308,17 +356,28 @@ class LeaseCatalog(CatalogBase):
                     results.append(CompletionResult(report.task_id, True, False))
                 else:
                     results.append(CompletionResult(report.task_id, False, True))
+                    if row is not None:
+                        refusals.append(_refusal(row, report, agent_id, final[row.id]))
             if changes:
                 self._apply_completions(conn, changes)
+            # The log says why the status and the worker's report disagree (a resent refusal is
+            # stored once: same task, attempt and sequence number).
+            self._system_events(conn, refusals)
         return results
 
     @functools.cached_property
     def _completion_statements(self) -> tuple[Executable, Executable, Executable]:
         """The statements of :meth:`complete_tasks`, built once (see :attr:`_lease_statements`)."""
         lookup = self._lock(
-            select(tasks.c.id, tasks.c.execution_id, tasks.c.attempt, tasks.c.agent_id, tasks.c.status).where(
-                tasks.c.id.in_(bindparam("ids", expanding=True))
-            )
+            select(
+                tasks.c.id,
+                tasks.c.execution_id,
+                tasks.c.attempt,
+                tasks.c.agent_id,
+                tasks.c.status,
+                tasks.c.lost_by,
+                tasks.c.lost_at,
+            ).where(tasks.c.id.in_(bindparam("ids", expanding=True)))
         )
         end_tasks = (
             update(tasks)
@@ -361,6 +420,41 @@ class LeaseCatalog(CatalogBase):
                 .values(lease_expires_at=until)
             )
         return int(renewed.rowcount or 0)
+
+    def extend_held_leases(self, by: timedelta) -> int:
+        """Push every held lease's expiry ``by`` later; return how many were extended.
+
+        A master calls this when its catalog comes back after an outage, before any sweep: while
+        the database was unreachable no worker could renew a lease, so the time it was away must
+        not count against them.
+        """
+        with self._write() as conn:
+            held = conn.execute(
+                self._lock(
+                    select(tasks.c.id, tasks.c.lease_expires_at).where(
+                        tasks.c.status.in_(_LEASED), tasks.c.lease_expires_at.is_not(None)
+                    )
+                )
+            ).all()
+            if held:
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == bindparam("_id"))
+                    .values(lease_expires_at=bindparam("_until", type_=UtcDateTime)),
+                    [{"_id": row.id, "_until": row.lease_expires_at + by} for row in held],
+                )
+        return len(held)
+
+    def worker_alive(self, agent_id: str, within: timedelta) -> bool:
+        """Whether ``agent_id`` heartbeated (agent or task heartbeat) within ``within`` of now."""
+        since = self.now() - within
+        with self._read() as conn:
+            seen = conn.scalar(
+                select(worker_agents.c.last_online_time).where(
+                    worker_agents.c.agent_id == canonical_agent_id(agent_id)
+                )
+            )
+        return seen is not None and seen >= since
 
     def sweep_expired_leases(self) -> SweepResult:
         """Deal with tasks whose worker stopped renewing the lease (SSIS DealWithExpiredTasks).
@@ -412,6 +506,18 @@ class LeaseCatalog(CatalogBase):
                     SystemEvent(row.execution_id, row.id, row.attempt, SEQ_LEASE_EXPIRED, kind, text)
                 )
             self._settle(conn, result, now)
+            losers = [
+                {"_id": row.id, "_by": row.agent_id, "_at": row.lease_expires_at}
+                for row in expired
+                if row.execution_id not in result.canceled
+            ]
+            if losers:
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == bindparam("_id"))
+                    .values(lost_by=bindparam("_by"), lost_at=bindparam("_at", type_=UtcDateTime)),
+                    losers,
+                )
             self._system_events(conn, events)
             if result.requeued:
                 self._notify_tasks(conn)

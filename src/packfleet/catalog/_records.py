@@ -165,6 +165,8 @@ class WorkerInfo(_Record):
     version: str = ""
     #: The worker's MaxTaskCount (0: not reported).
     max_tasks: int = 0
+    #: The worker's clock minus the master's when the heartbeat arrived (None: the worker did not say).
+    clock_skew_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -192,6 +194,8 @@ class WorkerRecord(_Record):
     machine_info: Mapping[str, Any]
     created_at: datetime
     certificates: tuple[WorkerCertificate, ...]
+    #: The worker's clock minus the master's at its last heartbeat (None: not measured yet).
+    clock_skew_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -352,6 +356,8 @@ class ExecutionRecord(_Record):
     ended_at: datetime | None
     allowed_workers: tuple[str, ...]
     task: TaskRecord | None
+    #: The key the submit carried (None: none), so a client can match executions to its submits.
+    idempotency_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -428,6 +434,8 @@ class EventRecord(_Record):
     message_type: MessageType
     message_source: MessageSource
     message: str
+    #: When the master stored it; ``message_time`` is the worker's clock, this is the master's.
+    received_at: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -128,8 +129,12 @@ executions = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("started_at", UtcDateTime),
     Column("ended_at", UtcDateTime),
+    # The key a client sent with the submit (`run` makes one): a repeated submit returns this row.
+    Column("idempotency_key", String(128)),
     # cleanup_completed and list_executions(status=...) filter on these.
     Index(None, "status", "ended_at"),
+    # NULLs are distinct on both backends: only submits that carry a key are deduplicated.
+    Index(None, "created_by", "idempotency_key", unique=True),
 )
 
 # SSIS's [catalog].[add_execution_worker]: no row means any worker may run the execution.
@@ -164,6 +169,10 @@ tasks = Table(
     Column("ended_at", UtcDateTime),
     Column("exit_code", Integer),
     Column("message", Text),
+    # The worker whose lease last expired, and when: the lease goes to another live worker first,
+    # and a late report of that worker is refused with this time in the execution's log.
+    Column("lost_by", String(36)),
+    Column("lost_at", UtcDateTime),
     Index(None, "status", "id"),  # lease_tasks: oldest READY first
     Index(None, "status", "lease_expires_at"),  # sweep_expired_leases
 )
@@ -184,6 +193,8 @@ event_messages = Table(
     Column("message_type", Integer, nullable=False),
     Column("message_source", String(16), nullable=False),
     Column("message", Text, nullable=False),
+    # When the master stored it, beside the worker's own message_time (its clock may be off).
+    Column("received_at", UtcDateTime),
     # The worker resends a batch it has no acknowledgement for; this makes the resend harmless.
     UniqueConstraint("task_id", "attempt", "seq"),
     Index(None, "execution_id", "id"),  # get_events pages by id within one execution
@@ -200,6 +211,8 @@ worker_agents = Table(
     Column("user_account", String(256), nullable=False),
     Column("is_enabled", Boolean, nullable=False),
     Column("last_online_time", UtcDateTime),
+    # Worker clock minus master clock at its last heartbeat (positive: the worker is ahead).
+    Column("clock_skew_seconds", Float),
     Column("machine_info", JSON, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
 )

@@ -63,6 +63,7 @@ def _worker(row: Row[Any], certs: Sequence[Row[Any]]) -> WorkerRecord:
         machine_info=dict(row.machine_info),
         created_at=row.created_at,
         certificates=tuple(WorkerCertificate(c.thumbprint, c.sha256, c.not_after, c.status) for c in certs),
+        clock_skew_seconds=row.clock_skew_seconds,
     )
 
 
@@ -494,6 +495,7 @@ class WorkerCatalog(CatalogBase):
                     machine_name=info.machine_name,
                     user_account=info.user_account,
                     machine_info=_machine_info(info),
+                    clock_skew_seconds=info.clock_skew_seconds,
                 )
             )
             worker = self._require_worker(conn, agent_id)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from rich.markup import escape
 from packfleet.cli._client import call, state
 from packfleet.cli._main import cli
 from packfleet.cli._output import Column, json_option, print_table, short_time, to_jsonable
-from packfleet.errors import ExecutionFailed, UsageError, WaitTimeout
+from packfleet.errors import ApiError, ExecutionFailed, TlsError, TransportError, UsageError, WaitTimeout
 from packfleet.manager import ManagerClient
 from packfleet.packages import archive_sha256, build_archive, load_project
 
@@ -133,7 +135,7 @@ async def _follow(
             if left <= 0:
                 raise _timed_out(execution_id, timeout or 0.0, why)
             wait = max(0.0, min(wait, left))
-        page = await client.events(execution_id, after_id=after, wait=wait)
+        page = await _page(client, execution_id, after, wait=wait)
         for event in page.get("events", []):
             after = max(after, int(event["id"]))
             if out is not None and not quiet_json:
@@ -164,7 +166,7 @@ async def _stream_ndjson(client: ManagerClient, execution_id: int) -> None:
     """Write each event as one JSON line the moment the master hands it over, until the run ends."""
     after = 0
     for _ in range(1_000_000):  # bounded: each turn waits up to 15 s or returns events
-        page = await client.events(execution_id, after_id=after, wait=15)
+        page = await _page(client, execution_id, after)
         batch = page.get("events", [])
         for event in batch:
             after = max(after, int(event["id"]))
@@ -173,6 +175,26 @@ async def _stream_ndjson(client: ManagerClient, execution_id: int) -> None:
         execution = page.get("execution") or {}
         if execution.get("status") in FINISHED and not batch:
             return
+
+
+#: How long ``run`` keeps resending a submit, and ``--wait`` keeps asking for events, while the master
+#: cannot be reached: a master restart or a catalog failover takes seconds to a minute.
+RECONNECT_SECONDS = 120.0
+
+
+async def _page(client: ManagerClient, execution_id: int, after: int, *, wait: float = 15) -> dict[str, Any]:
+    """The next page of events, asked again while the master is unreachable (a restart)."""
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    while True:
+        try:
+            return await client.events(execution_id, after_id=after, wait=wait)
+        except TransportError as exc:
+            lost = not isinstance(exc, ApiError | TlsError) or (
+                isinstance(exc, ApiError) and exc.status in (502, 503, 504)
+            )
+            if not lost or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(1.0)
 
 
 @cli.command("run")
@@ -203,6 +225,12 @@ async def _stream_ndjson(client: ManagerClient, execution_id: int) -> None:
     metavar="SECONDS",
     help="With --wait: stop waiting after this long, exit 10 (the execution goes on).",
 )
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    default=None,
+    help="Submit with this key: the same key again returns the same execution. Default: a new one.",
+)
 @json_option
 def run(
     target: str,
@@ -211,6 +239,7 @@ def run(
     retry_count: int,
     wait: bool,
     timeout: float | None,
+    idempotency_key: str | None,
 ) -> None:
     """Run a package on any worker (or the ones given): SSIS "Execute Package in Scale Out".
 
@@ -218,9 +247,13 @@ def run(
     packfleet run default/etl/load --param batch_size=100 --wait
     packfleet run default/etl/load --wait --timeout 300    # exit 10 if it has not finished
     packfleet run default/etl/load --worker worker1 --retry 2
+
+    A submit whose answer is lost (connection dropped, master restarting) is sent again with the
+    same idempotency key, so it never creates two executions.
     """
     folder, project, package = _split_target(target)
     parameters = _parse_params(params)
+    key = idempotency_key or str(uuid.uuid4())
     if timeout is not None and not wait:
         raise UsageError(
             "--timeout applies to --wait only", fix=f"packfleet run {target} --wait --timeout 60"
@@ -228,7 +261,16 @@ def run(
     st = state()
 
     async def action(client: ManagerClient) -> dict[str, Any]:
-        execution = await client.run(folder, project, package, parameters, list(workers), retry_count)
+        execution = await client.run(
+            folder,
+            project,
+            package,
+            parameters,
+            list(workers),
+            retry_count,
+            idempotency_key=key,
+            retry_for=RECONNECT_SECONDS,
+        )
         if not wait:
             return execution
         st.note(

@@ -18,6 +18,7 @@ from packfleet.cli._client import call, state
 from packfleet.cli._main import cli
 from packfleet.cli._output import Column, json_option, print_table, short_time
 from packfleet.expiry import expiry_warning
+from packfleet.master import clock_warning
 from packfleet.pki import load_credential
 
 # The colours of packfleet.expiry's warnings, shared with `manager certs`.
@@ -65,7 +66,10 @@ def _state(worker: dict[str, Any]) -> str:
 
 def _workers_table(out: Console, workers: list[dict[str, Any]], *, wide: bool = False) -> None:
     rows: list[list[str]] = []
+    skewed: list[str] = []
     for w in workers:
+        if text := clock_warning(w.get("display_name", w["agent_id"]), w.get("clock_skew_seconds")):
+            skewed.append(text)
         cert = _active_cert(w)
         days = _days_left(cert.get("not_after") if cert else None)
         expiry = "-" if days is None else f"{days:.0f} days"
@@ -86,6 +90,8 @@ def _workers_table(out: Console, workers: list[dict[str, Any]], *, wide: bool = 
     if wide:
         columns += ["machine", "tags", Column("certificate", key=True)]
     print_table(out, columns, rows)
+    for text in skewed:
+        out.print(f"[yellow]warning: {text}[/]")
 
 
 @worker_admin.command("add")

@@ -33,7 +33,13 @@ from packfleet.doctor._common import (
 )
 from packfleet.doctor._findings import Finding, error, ok, warning
 from packfleet.errors import CertificateNotFound, PackfleetError, TlsError
-from packfleet.master import SERVICE_NAME, never_accepted, read_listening
+from packfleet.master import (
+    CLOCK_SKEW_WARNING_SECONDS,
+    SERVICE_NAME,
+    clock_warning,
+    never_accepted,
+    read_listening,
+)
 from packfleet.pki import CertInfo, CertStore, Credential
 from packfleet.transport import NEW_ADMIN_FIX, fetch_server_certificate, parse_endpoint
 
@@ -57,6 +63,7 @@ def check_master(home: Path, *, now: datetime, unit: Path | None = None, probe: 
             findings += _listening(home, settings, served[0])
     catalog_findings = _catalog(home, settings)
     findings += catalog_findings
+    findings += _worker_clocks(home, settings)
     findings += _admin(home, now)
     findings += _root_store(home, settings, now)
     if all(f.severity == "ok" for f in catalog_findings):
@@ -281,6 +288,34 @@ def _catalog(home: Path, settings: MasterSettings) -> list[Finding]:
             )
         ]
     return [ok(check, f"catalog {shown} answers and is migrated (revision {head})")]
+
+
+def _worker_clocks(home: Path, settings: MasterSettings) -> list[Finding]:
+    """Workers whose clock was off the master's at their last heartbeat (they report their time)."""
+    check = "master.worker-clocks"
+    try:
+        catalog = Catalog.open(
+            settings.resolved_catalog_url(home),
+            connect_timeout=settings.sql_connection_timeout_secs,
+            upgrade=False,
+        )
+    except PackfleetError:
+        return []  # master.catalog already says why
+    try:
+        workers = catalog.list_workers()
+    except PackfleetError:
+        return []  # not migrated: master.catalog says so
+    finally:
+        catalog.close()
+    findings = [
+        warning(check, text, fix="timedatectl set-ntp true (on that worker), then: packfleet doctor (there)")
+        for w in workers
+        if (text := clock_warning(f"{w.display_name!r} ({w.agent_id})", w.clock_skew_seconds))
+    ]
+    measured = sum(w.clock_skew_seconds is not None for w in workers)
+    return findings or [
+        ok(check, f"{measured} worker clock(s) measured, all within {CLOCK_SKEW_WARNING_SECONDS:g} s")
+    ]
 
 
 def _alembic_config() -> Config:

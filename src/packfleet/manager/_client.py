@@ -7,13 +7,18 @@ operations and the ``catalog.*`` procedures, spoken over mutual TLS with the adm
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import itertools
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from packfleet.config import ManagerSettings, load_manager_settings, settings_path
-from packfleet.errors import PkiError, SettingsError, UsageError
+from packfleet.errors import ApiError, PkiError, SettingsError, TlsError, TransportError, UsageError
 from packfleet.pki import CertStore, load_credential
 from packfleet.protocol import routes
 from packfleet.transport import MasterClient, client_context, parse_endpoint
@@ -61,6 +66,31 @@ def _private_key_file(path: Path) -> Path:
             fix=f"chmod 600 {path}",
         )
     return path
+
+
+#: Pause between resends of a submit whose answer was lost, growing to the last one.
+_RESEND_PAUSES = (0.5, 1.0, 2.0, 3.0)
+
+
+async def _retried(call: Callable[[], Awaitable[Any]], retry_for: float) -> Any:
+    """``call()``, again after a transport failure or a 502/503/504 while ``retry_for`` seconds last.
+
+    Only for calls safe to repeat (an idempotent submit): the first attempt may have been carried
+    out with its answer lost.
+    """
+    deadline = time.monotonic() + retry_for
+    for attempt in itertools.count():
+        try:
+            return await call()
+        except TransportError as exc:
+            retryable = not isinstance(exc, ApiError | TlsError) or (
+                isinstance(exc, ApiError) and exc.status in (502, 503, 504)
+            )
+            pause = _RESEND_PAUSES[min(attempt, len(_RESEND_PAUSES) - 1)]
+            if not retryable or time.monotonic() + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover - itertools.count() never ends
 
 
 def _path(template: str, **values: str | int) -> str:
@@ -342,9 +372,16 @@ class ManagerClient:
         parameters: dict[str, str] | None = None,
         workers: list[str] | None = None,
         retry_count: int = 0,
+        idempotency_key: str | None = None,
+        retry_for: float = 0.0,
     ) -> dict[str, Any]:
-        """Create an execution; ``parameters`` are text, typed by the master against the manifest."""
-        body = {
+        """Create an execution; ``parameters`` are text, typed by the master against the manifest.
+
+        With ``idempotency_key`` the master returns the execution an earlier submit with that key
+        created; then a submit whose answer was lost (connection dropped, master restarting, catalog
+        unavailable: 502/503/504) is sent again, with the same key, for up to ``retry_for`` seconds.
+        """
+        body: dict[str, Any] = {
             "folder": folder,
             "project": project,
             "package": package,
@@ -352,7 +389,10 @@ class ManagerClient:
             "workers": list(workers or []),
             "retry_count": retry_count,
         }
-        result: dict[str, Any] = await self._call("POST", routes.ADMIN_EXECUTIONS, json_body=body)
+        if idempotency_key:
+            body["idempotency_key"] = idempotency_key
+        call = functools.partial(self._call, "POST", routes.ADMIN_EXECUTIONS, json_body=body)
+        result: dict[str, Any] = await (_retried(call, retry_for) if idempotency_key else call())
         return result
 
     async def list_executions(self, limit: int = 50, status: int | None = None) -> list[dict[str, Any]]:

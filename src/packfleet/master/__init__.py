@@ -16,10 +16,12 @@ from packfleet.master._api import DEFAULT_MAX_BODY, DEPLOY_MAX_BODY, Endpoint, o
 from packfleet.master._listen import Listening, read_listening
 from packfleet.master._server import ENDPOINTS, MasterServer, build_app, run_master, serve
 from packfleet.master._service import SERVICE_NAME, enable_hint, systemd_unit
+from packfleet.master._times import CLOCK_SKEW_WARNING_SECONDS, clock_warning
 from packfleet.master._tls import TlsMaterial, load_tls_material
 from packfleet.master._wakeup import LocalWakeups, Ticket, Wakeups
 
 __all__ = [
+    "CLOCK_SKEW_WARNING_SECONDS",
     "DEFAULT_MAX_BODY",
     "DEPLOY_MAX_BODY",
     "ENDPOINTS",
@@ -33,6 +35,7 @@ __all__ = [
     "TlsMaterial",
     "Wakeups",
     "build_app",
+    "clock_warning",
     "enable_hint",
     "load_tls_material",
     "never_accepted",

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from packfleet.catalog import ExecutionRecord, WorkerRecord
-from packfleet.errors import PackfleetError, PkiError
+from packfleet.errors import Conflict, PackfleetError, PkiError
 from packfleet.master._admission import admission_refusal
 from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
 from packfleet.master._fleet import worker_view
@@ -75,6 +75,13 @@ class RunPackage:
     parameters: dict[str, str] = field(default_factory=dict)
     workers: list[str] = field(default_factory=list)
     retry_count: int = field(default=0, metadata={"schema": {"minimum": 0, "maximum": MAX_RETRY_COUNT}})
+    #: Chosen by the client (``run`` makes one per submit): the same key again returns the same
+    #: execution, so a submit whose answer was lost can be sent again safely.
+    idempotency_key: str = ""
+
+
+#: Longest idempotency key a client may send (the catalog column's size).
+MAX_IDEMPOTENCY_KEY = 128
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -301,21 +308,47 @@ async def run(call: Call) -> web.StreamResponse:
     ask = await call.message(RunPackage)
     if not 0 <= ask.retry_count <= MAX_RETRY_COUNT:
         raise bad_request(f"retry_count must be 0..{MAX_RETRY_COUNT}, not {ask.retry_count}")
+    key = ask.idempotency_key or None
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise bad_request(f"idempotency_key has {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY}")
+    if key is not None:
+        # A resent submit: answer with what the first one created (200, not 201), whatever was
+        # deployed since.
+        existing = await state.db(state.catalog.execution_by_key, call.caller.actor, key)
+        if existing is not None and (existing.folder, existing.project, existing.package) == (
+            ask.folder,
+            ask.project,
+            ask.package,
+        ):
+            return json_response(await _Manifests(state).shown(existing), status=200)
     version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
     project = Project.from_dict(version.manifest)
     parameters = resolve_parameters(project, ask.package, ask.parameters)
     parameters = state.seal(version.manifest, ask.package, parameters)
-    record = await state.db(
-        state.catalog.create_execution,
-        ask.folder,
-        ask.project,
-        ask.package,
-        parameters=parameters,
-        actor=call.caller.actor,
-        allowed_workers=await _agent_ids(state, ask.workers),
-        retry_count=ask.retry_count,
-        project_version_id=version.id,
-    )
+    try:
+        record = await state.db(
+            state.catalog.create_execution,
+            ask.folder,
+            ask.project,
+            ask.package,
+            parameters=parameters,
+            actor=call.caller.actor,
+            allowed_workers=await _agent_ids(state, ask.workers),
+            retry_count=ask.retry_count,
+            project_version_id=version.id,
+            idempotency_key=key,
+        )
+    except Conflict:
+        # Two submits with one key raced past the look-up above (PostgreSQL, several masters):
+        # the unique index kept one; answer with it.
+        raced = await state.db(state.catalog.execution_by_key, call.caller.actor, key) if key else None
+        if raced is None or (raced.folder, raced.project, raced.package) != (
+            ask.folder,
+            ask.project,
+            ask.package,
+        ):
+            raise
+        return json_response(await _Manifests(state).shown(raced), status=200)
     state.wakeups.notify(TASKS)
     log.info(
         "execution %d of %s/%s/%s created by %s",

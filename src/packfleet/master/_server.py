@@ -477,9 +477,13 @@ class MasterServer:
 
     async def sweep_once(self) -> None:
         """DealWithExpiredTasks: requeue (or end) tasks whose lease expired, and wake long-polls."""
-        if not await self._leads_sweeps():
-            return
         state = self.state
+        if not await self._leads_sweeps():
+            # The leader makes up for an outage it saw too; one that ended here is not this master's
+            # to remember, or it would push leases out long after, were this master to lead later.
+            state.forget_ended_outage()
+            return
+        await self._make_up_for_outage()
         result = await state.db(state.catalog.sweep_expired_leases)
         if result.requeued:
             state.wakeups.notify(TASKS)
@@ -491,6 +495,30 @@ class MasterServer:
                 result.ended,
                 result.canceled,
             )
+
+    async def _make_up_for_outage(self) -> None:
+        """After the catalog was unreachable, push held leases out by the outage before sweeping.
+
+        No worker could renew a lease while the database was away (its task heartbeats failed), so
+        that time says nothing about the workers; without this the first sweep after a failover
+        would end healthy executions. The outage is taken only once the extension is written.
+        """
+        state = self.state
+        outage = state.take_catalog_outage()
+        if outage is None:
+            return
+        try:
+            extended = await state.db(state.catalog.extend_held_leases, outage)
+        except PackfleetError:
+            # Still down (or down again): keep the outage for the next sweep, counted from its start.
+            if state.catalog_lost_since is None or state.catalog_lost_since > state.clock() - outage:
+                state.catalog_lost_since = state.clock() - outage
+            raise
+        log.warning(
+            "the catalog was unreachable for %.1f s: extended %d held lease(s) by that before sweeping",
+            outage.total_seconds(),
+            extended,
+        )
 
     async def cleanup_once(self) -> None:
         """CleanupCompletedJobs: delete finished executions older than RetentionWindowInDays."""

@@ -8,14 +8,14 @@ import json
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from aiohttp import web
 
 from packfleet.catalog import Catalog
-from packfleet.errors import InvalidValue
+from packfleet.errors import CatalogUnavailable, InvalidValue
 from packfleet.master._auth import Caller, ConnectionRegistry, PrincipalCache
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._wakeup import Wakeups
@@ -96,15 +96,42 @@ class MasterState:
     lease_gates: dict[str, str] = field(default_factory=dict)
     #: The secrets key file that seals sensitive parameter values (see packfleet.secretbox).
     secrets: LiveKeyring | None = None
+    #: When a catalog call last succeeded (master clock), and, once a call found the database
+    #: unreachable, the last success before that: the outage the lease sweep makes up for.
+    catalog_ok_at: datetime | None = None
+    catalog_lost_since: datetime | None = None
 
     async def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous catalog call on the catalog's executor, never on the event loop.
 
         SQLite has one writer, so its executor has one thread and calls queue up in order; on
-        PostgreSQL a few threads let slow queries overlap.
+        PostgreSQL a few threads let slow queries overlap. A call that finds the database
+        unreachable starts an outage (see :meth:`take_catalog_outage`).
         """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
+        try:
+            result = await loop.run_in_executor(self.executor, functools.partial(call, *args, **kwargs))
+        except CatalogUnavailable:
+            if self.catalog_lost_since is None:
+                self.catalog_lost_since = self.catalog_ok_at or self.clock()
+            raise
+        self.catalog_ok_at = self.clock()
+        return result
+
+    def forget_ended_outage(self) -> None:
+        """Drop an outage the catalog has come back from (a call succeeded since it began)."""
+        since, ok = self.catalog_lost_since, self.catalog_ok_at
+        if since is not None and ok is not None and ok > since:
+            self.catalog_lost_since = None
+
+    def take_catalog_outage(self) -> timedelta | None:
+        """How long the catalog was unreachable, counted from the last call that succeeded before
+        it, once per outage (None: no outage since the last time this was asked)."""
+        since = self.catalog_lost_since
+        if since is None:
+            return None
+        self.catalog_lost_since = None
+        return max(timedelta(0), self.clock() - since)
 
     def seal(self, manifest: Any, package: str, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` with the package's sensitive parameters sealed, as the catalog must store them."""

@@ -22,3 +22,20 @@ def parse_aware_time(text: str, where: str) -> datetime:
     if moment.tzinfo is None:
         raise ProtocolError(f"{where}: {text!r} has no UTC offset")
     return moment
+
+
+#: A worker clock further than this from the master's is reported (heartbeat reply, doctor, worker
+#: list): leases and event times are compared across machines, and a few seconds is what NTP keeps.
+CLOCK_SKEW_WARNING_SECONDS = 5.0
+
+
+def clock_warning(name: str, skew_seconds: float | None) -> str:
+    """What to tell about a worker clock ``skew_seconds`` off the master's ('' when within bounds)."""
+    if skew_seconds is None or abs(skew_seconds) <= CLOCK_SKEW_WARNING_SECONDS:
+        return ""
+    ahead = "ahead of" if skew_seconds > 0 else "behind"
+    return (
+        f"the clock of worker {name} is {abs(skew_seconds):.1f} s {ahead} the master's (more than "
+        f"{CLOCK_SKEW_WARNING_SECONDS:g} s): event times in its logs are off by as much; synchronize it "
+        "(timedatectl set-ntp true) and check with: packfleet doctor"
+    )

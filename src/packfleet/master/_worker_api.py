@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from aiohttp import web
 from cryptography import x509
@@ -19,7 +20,7 @@ from packfleet.master._auth import Caller, require_agent
 from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._state import Call, MasterState, json_response
-from packfleet.master._times import parse_aware_time
+from packfleet.master._times import clock_warning, parse_aware_time
 from packfleet.master._wakeup import EVENTS, TASKS
 from packfleet.pki import CertStore, Credential, check_usable
 from packfleet.protocol import routes
@@ -51,6 +52,8 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         # Not bound yet: about to register a worker. A certificate the master would refuse to add
         # (CA, SHA-1, wrong EKU...) that reached Root by hand must not register one either.
         await state.db(_check_registrable, state, caller)
+    received = state.clock()
+    skew = (parse_aware_time(beat.time, "Heartbeat.time") - received).total_seconds() if beat.time else None
     info = WorkerInfo(
         agent_id=beat.agent_id,
         display_name=beat.display_name,
@@ -62,6 +65,7 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         running_tasks=beat.running_tasks,
         max_tasks=beat.max_tasks,
         version=beat.version,
+        clock_skew_seconds=skew,
     )
     outcome = await state.db(
         state.catalog.worker_heartbeat,
@@ -94,6 +98,7 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         message=outcome.message,
         master_time=state.clock().isoformat(),
         agent_id=outcome.worker.agent_id if outcome.worker is not None else beat.agent_id,
+        clock_warning=clock_warning(beat.agent_id, skew),
     )
     if outcome.worker is not None:
         state.lease_gates[outcome.worker.agent_id] = beat.lease_gate
@@ -136,7 +141,15 @@ async def lease(call: Call) -> web.StreamResponse:
     deadline = loop.time() + state.wait_seconds(ask.wait_seconds)
     tasks: list[protocol.TaskAssignment] = []
     hint = False
+    waited = False
     while capacity > 0 and not state.closing:
+        if waited and not await state.db(
+            state.catalog.worker_alive, ask.agent_id, timedelta(seconds=lease_seconds)
+        ):
+            # A long-poll outlives a worker that went silent (partitioned, paused): its connection
+            # looks open, but a task handed through it would start late or never. Only a worker
+            # that heartbeated within its lease gets one through a held request.
+            break
         ticket = state.wakeups.ticket(TASKS)
         # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
         # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
@@ -152,6 +165,7 @@ async def lease(call: Call) -> web.StreamResponse:
         if remaining <= 0:
             break
         await ticket.wait(remaining)
+        waited = True
         if _gone(call.request) or not await _still_enabled(state, caller):
             # The worker hung up, or was disabled or revoked while it waited: leasing now would hand
             # a task to nobody, to sit until its lease expires.

@@ -39,6 +39,8 @@ class Heartbeat:
     #: Why the worker asks for no tasks now, with the figures ("CPU use 93% is not below
     #: TaskRequestMaxCPU 70%"), or "" when it asks: how `run --wait` explains a pending execution.
     lease_gate: str = ""
+    #: The worker's clock (ISO 8601, UTC) when it sent this: the master measures the skew from it.
+    time: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class HeartbeatReply:
     #: The certificate the master serves now: a worker whose NextMasterHttpsCertThumbprint names it
     #: promotes that pin; one that pins a next certificate no rotation announces drops it (aborted).
     master_cert_thumbprint: str = ""
+    #: Set when the worker's clock is off the master's by more than a few seconds: what to fix.
+    clock_warning: str = ""
 
 
 @dataclass(frozen=True)

@@ -295,11 +295,14 @@ class WorkerAgent:
             cert_not_after=self.identity.certificate.not_after.isoformat(),
             accepted_master_thumbprints=list(self.identity.pins),
             lease_gate=self._own_gate(),
+            time=self._now().isoformat(),
         )
         sent = self.clock()
         reply = decode(HeartbeatReply, await self._post(routes.WORKER_HEARTBEAT, encode(beat)))
         self._master_clock = master_clock(sent, self.clock(), reply.master_time) or self._master_clock
         self._set_state(reply.state, reply.message)
+        if reply.clock_warning:
+            log.warning("%s", reply.clock_warning)
         if reply.next_master_cert_pem:
             self._accept_next_master(reply.next_master_cert_pem)
         elif reply.master_cert_thumbprint:
