@@ -15,7 +15,7 @@ from packfleet.config import ManagerSettings, load_manager_settings, settings_pa
 from packfleet.errors import SettingsError
 from packfleet.pki import CertStore
 from packfleet.protocol import routes
-from packfleet.transport import MasterClient, client_context
+from packfleet.transport import MasterClient, client_context, connect_master
 
 #: Extra seconds on top of a long-poll's ``wait`` before the client gives up on the answer.
 _WAIT_MARGIN = 30.0
@@ -58,7 +58,7 @@ class ManagerClient:
         context = client_context(
             admin.cert_path(admin_thumbprint), admin.key_path(admin_thumbprint), pinned_pem
         )
-        client = MasterClient(
+        client = connect_master(  # several comma-separated URLs fail over in turn
             settings.master_endpoint,
             context,
             role="manager",

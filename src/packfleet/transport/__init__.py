@@ -8,6 +8,7 @@ from packfleet.transport._explain import (
     explain_client_failure,
     fetch_server_certificate,
 )
+from packfleet.transport._failover import EndpointList, FailoverClient, connect_master
 from packfleet.transport._pinned import PinnedConnection
 from packfleet.transport._policy import (
     HotSwapServerContext,
@@ -20,11 +21,14 @@ from packfleet.transport._policy import (
 __all__ = [
     "NEW_ADMIN_FIX",
     "READMIT_FIX",
+    "EndpointList",
+    "FailoverClient",
     "HotSwapServerContext",
     "MasterClient",
     "PeerCertificate",
     "PinnedConnection",
     "client_context",
+    "connect_master",
     "explain_client_failure",
     "fetch_server_certificate",
     "master_server_context",
