@@ -159,8 +159,8 @@ def read_https_endpoints(value: object) -> str:
     are dropped (the first keeps its place), and the list is written back as ``a,b`` without spaces.
     """
     expected = (
-        "one or more https URLs with host and port, separated by commas, like "
-        'https://m1.example.com:8391,https://m2.example.com:8391, or ""'
+        "an https URL with host and port, like https://m1.example.com:8391, or several separated by "
+        'commas (https://m1.example.com:8391,https://m2.example.com:8391), or ""'
     )
     text = read_text_as(value, expected).strip()
     if not text:
