@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +101,21 @@ def _online_since(pair: Pair, since: datetime) -> set[str]:
     }
 
 
+def _switch_times(pair: Pair, since: datetime) -> dict[str, float] | None:
+    """Seconds from ``since`` to each worker's first request that master B served (from its log)."""
+    marker = f"now talks to the master at {pair.urls[1]}"
+    found: dict[str, float] = {}
+    for name, node in pair.a.workers.items():
+        assert node.log_path is not None
+        for line in node.log_path.read_text(errors="replace").splitlines():
+            if marker in line:
+                stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")  # noqa: DTZ007 - local
+                if stamp >= since:
+                    found[name] = (stamp - since).total_seconds()
+                    break
+    return found if len(found) == len(pair.a.workers) else None
+
+
 def _finished_attempts(pair: Pair, execution_id: int, seconds: int) -> set[int]:
     """The attempts whose package ran to its last line: two would be a double success."""
     events = pair.cli("executions", "logs", str(execution_id))
@@ -128,15 +142,18 @@ def test_kill_9_of_the_master_in_use_loses_nothing_and_the_other_takes_over(pair
     assert LEADS not in b.master.log_path.read_text()
 
     killed_at = datetime.now(UTC)
-    started = time.monotonic()
+    killed_local = datetime.now()  # noqa: DTZ005 - the nodes' log lines carry local, naive times
     a.kill(a.master)
+    switched = wait_until(
+        lambda: _switch_times(pair, killed_local), interval=0.05, timeout=60, what="both workers to switch"
+    )
+    served_again = max(switched.values())
     # Executions submitted after the kill go through B: the manager fails over too.
     submitted += [submit() for _ in range(4)]
     agents = {a.agent_id(name) for name in a.workers}
     wait_until(
-        lambda: agents <= _online_since(pair, killed_at), interval=0.1, timeout=60, what="both workers on B"
+        lambda: agents <= _online_since(pair, killed_at), interval=0.2, timeout=60, what="both workers on B"
     )
-    served_again = time.monotonic() - started
     wait_until(lambda: LEADS in b.master.log_path.read_text(), timeout=60, what="B to lead the sweeps")
 
     for eid in submitted:
@@ -148,9 +165,6 @@ def test_kill_9_of_the_master_in_use_loses_nothing_and_the_other_takes_over(pair
         assert done["status"] == SUCCEEDED, done
         assert len(_finished_attempts(pair, eid, seconds)) == 1, f"execution {eid} succeeded twice"
 
-    print(f"\nworkers served again by the other master {served_again:.2f} s after kill -9")
-    (Path(a.root).parent / "served_again_seconds").write_text(f"{served_again:.3f}\n")
-    assert served_again < SERVE_AGAIN_BOUND, f"workers took {served_again:.2f} s to be served again"
-    # The worker logs say which master they now talk to.
-    for name in a.workers:
-        assert f"now talks to the master at {pair.urls[1]}" in a.tail(a.workers[name], lines=400)
+    figures = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in sorted(switched.items()))
+    print(f"\nfirst request served by the other master after kill -9: {figures}")
+    assert served_again < SERVE_AGAIN_BOUND, f"workers took {figures} to be served again"
