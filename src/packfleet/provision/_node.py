@@ -139,7 +139,7 @@ def unseal(data: bytes, password: str, *, source: str) -> dict[str, Any]:
         nonce = base64.b64decode(header["nonce"], validate=True)
     except (ValueError, KeyError, TypeError):
         raise UsageError(
-            f"{source} is not a packfleet node bundle",
+            f"{source} is not a node bundle of packfleet",
             fix="packfleet master export-node --out FILE (on the first master)",
         ) from None
     if header["format"] != BUNDLE_FORMAT or header["kdf"] != "scrypt":
