@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from packfleet.errors import ApiError, SettingsError, TransportError
+from packfleet.errors import ApiError, SettingsError, TlsError, TransportError
 from packfleet.pki import CertStore, Credential, create_self_signed
 from packfleet.transport import (
     EndpointList,
@@ -60,6 +60,14 @@ def test_when_every_master_fails_the_error_names_each_url_and_its_reason() -> No
         assert url in error.message
     assert "connection refused" in error.message and "timed out" in error.message
     assert error.fix is not None and "MasterEndpoint" in error.fix
+
+
+def test_when_every_master_refuses_the_handshake_the_error_stays_a_tls_error() -> None:
+    refused = [(A, TlsError("refused this worker's certificate", fix="readmit it")), (B, TlsError("same"))]
+    error = EndpointList([A, B]).all_failed(refused)
+    assert isinstance(error, TlsError) and error.fix == "readmit it"
+    mixed = EndpointList([A, B]).all_failed([(A, TlsError("refused")), (B, TransportError("down"))])
+    assert type(mixed) is TransportError
 
 
 def test_one_master_keeps_its_own_precise_error() -> None:

@@ -47,6 +47,10 @@ async def test_the_worker_keeps_being_served_by_the_second_master_when_the_first
         await agent.heartbeat()
         switched = time.monotonic() - started
         await serve_once(agent)
+        # A reload (SIGHUP) with the same list keeps the client, and with it the master that works.
+        client = agent.client
+        assert agent.reload()
+        assert agent.client is client and agent.client.endpoint == second.endpoint
 
     assert agent.client.endpoint == second.endpoint
     assert switched < 5.0, f"the heartbeat took {switched:.2f} s to reach the second master"

@@ -18,7 +18,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from packfleet.errors import ApiError, ProtocolError, SettingsError, TransportError
+from packfleet.errors import ApiError, ProtocolError, SettingsError, TlsError, TransportError
 from packfleet.transport._client import MasterClient, parse_endpoint
 
 log = logging.getLogger("packfleet.transport")
@@ -64,7 +64,12 @@ class EndpointList:
         if len(failures) == 1:
             return failures[0][1]  # a single master: its own, more precise, explanation
         reasons = "; ".join(f"{url}: {error.message}" for url, error in failures)
-        return TransportError(f"no master answered ({len(failures)} tried): {reasons}", fix=_ALL_DOWN_FIX)
+        message = f"no master answered ({len(failures)} tried): {reasons}"
+        if all(isinstance(error, TlsError) for _url, error in failures):
+            # Every master refused the handshake: a certificate problem, not an outage. Keeping the
+            # type lets callers that stop on TLS failures (a burst run, a renewal) still do so.
+            return TlsError(message, fix=failures[0][1].fix or _ALL_DOWN_FIX)
+        return TransportError(message, fix=_ALL_DOWN_FIX)
 
 
 def switches_master(error: TransportError) -> bool:
