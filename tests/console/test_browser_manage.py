@@ -84,8 +84,8 @@ def test_drain_disables_the_worker_and_follows_its_running_tasks_to_zero(
     expect(status).to_contain_text("Drained: no task is running (1 of 1 finished)", timeout=30_000)
     expect(page.get_by_role("progressbar", name="Drain progress")).to_have_attribute("value", "1")
     [row] = audit_rows(master, "worker.disable")
-    assert row.actor == "console:otto" and row.target == agent  # type: ignore[attr-defined]
-    assert row.details["reason"] == "drain: kernel patching"  # type: ignore[attr-defined]
+    assert row.actor == "console:otto" and row.target == agent
+    assert row.details["reason"] == "drain: kernel patching"
 
 
 def test_description_and_tags_are_edited_and_audited(master: RunningMaster, page: Page) -> None:
@@ -99,7 +99,7 @@ def test_description_and_tags_are_edited_and_audited(master: RunningMaster, page
     assert (record.description, record.tags) == ("rack 4, the big one", "etl,ssd")
     assert page.get_by_label("Tags").input_value() == "etl,ssd"
     rows = audit_rows(master, "worker.update")
-    assert rows and rows[-1].actor == "console:otto"  # type: ignore[attr-defined]
+    assert rows and rows[-1].actor == "console:otto"
 
 
 def test_a_viewer_sees_no_worker_actions_and_an_operator_cannot_connect(
@@ -138,7 +138,7 @@ def test_connect_wizard_uploads_a_cer_shows_the_plan_and_trusts_it_on_confirm(
     certs = {c.thumbprint: c for c in master.db(master.catalog.certificates)}
     assert certs[cred.thumbprint].display_name == "etl-9" and certs[cred.thumbprint].enable_on_bind
     [row] = audit_rows(master, "certificate.add")
-    assert (row.actor, row.target) == ("console:ada", cred.thumbprint)  # type: ignore[attr-defined]
+    assert (row.actor, row.target) == ("console:ada", cred.thumbprint)
 
 
 def test_connect_wizard_by_thumbprint_finds_the_certificate_or_says_what_to_do(
@@ -264,7 +264,7 @@ def test_new_execution_dry_run_says_who_could_take_it_and_why_not_then_runs(
     assert record.allowed_workers == (ready,) and record.created_by == "console:otto"
     assert "hunter2" not in page.content()
     [row] = audit_rows(master, "execution.create")
-    assert row.actor == "console:otto" and "hunter2" not in str(row.details)  # type: ignore[attr-defined]
+    assert row.actor == "console:otto" and "hunter2" not in str(row.details)
     assert other  # listed, not allowed
 
 
@@ -293,8 +293,8 @@ def test_re_run_starts_a_new_execution_with_the_same_parameters(
     old = master.db(master.catalog.get_execution, lease.execution_id)
     assert dict(newest.parameters) == dict(old.parameters) and newest.created_by == "console:otto"
     [row] = audit_rows(master, "execution.create")
-    assert (row.actor, row.target) == ("console:otto", str(newest.execution_id))  # type: ignore[attr-defined]
-    assert row.details == {"package": "default/etl/load", "rerun_of": lease.execution_id}  # type: ignore[attr-defined]
+    assert (row.actor, row.target) == ("console:otto", str(newest.execution_id))
+    assert row.details == {"package": "default/etl/load", "rerun_of": lease.execution_id}
 
 
 def test_a_viewer_cannot_start_or_re_run(master: RunningMaster, runs: Runs, page: Page) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -231,3 +232,18 @@ def test_cli_json_and_exit_status(
 def test_now_defaults_to_the_current_time(master_home: Path) -> None:
     report = run_doctor(master_home, probe=False, now=datetime.now(UTC))
     assert report.exit_code() == 0
+
+
+def test_the_master_names_this_hosts_names_its_certificate_does_not_cover(master_home: Path) -> None:
+    [names] = [f for f in run_doctor(master_home, probe=False).findings if f.check == "master.names"]
+    assert names.severity == "ok"
+    assert socket.gethostname() in names.message and "does not cover" in names.message
+
+
+def test_every_master_of_a_worker_is_checked_against_the_certificate(worker_home: Path) -> None:
+    first = load_worker_settings(worker_home).master_endpoint
+    set_setting(worker_home, "worker", "MasterEndpoint", f"{first},https://127.0.0.9:{PORT}")
+    text = only(run_doctor(worker_home, probe=False), "worker.master-host")
+    assert text.startswith("error:") and "'127.0.0.9'" in text
+    checked = [f for f in run_doctor(worker_home, probe=False).findings if f.check == "worker.master-host"]
+    assert [f.severity for f in checked] == ["ok", "error"]

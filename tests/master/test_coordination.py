@@ -49,3 +49,18 @@ async def test_one_master_leads_and_another_takes_over_when_it_stops(pg_url: str
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_a_master_that_leads_does_not_block_another_ones_schema_upgrade(pg_url: str) -> None:
+    from packfleet.catalog import Catalog
+
+    leader = PostgresCoordination(pg_url, LocalWakeups())
+    await leader.start()
+    try:
+        assert await leader.lead()
+        # A second master starting (or `master init --from-node`) upgrades the schema under its own
+        # advisory lock; it must not wait for the leader's.
+        opened = await asyncio.wait_for(asyncio.to_thread(Catalog.open, pg_url, upgrade=True), timeout=30)
+        opened.close()
+    finally:
+        await leader.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from rich.console import Console
 
 from packfleet.cli._main import cli
 from packfleet.cli._output import CliState, json_option
+from packfleet.errors import UsageError
 from packfleet.pki import KEY_TYPES
 
 if TYPE_CHECKING:
@@ -58,6 +60,14 @@ def master_group() -> None:
     metavar="THUMBPRINT",
     help="Use a certificate already in the Root store (with its key) instead of creating one.",
 )
+@click.option(
+    "--from-node",
+    "from_node",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Set up a further master on the same PostgreSQL catalog from a bundle made by "
+    "'master export-node' (same certificate, trust and shared settings). Needs --catalog.",
+)
+@click.option("--password-stdin", is_flag=True, help="Read the --from-node bundle's password from stdin.")
 @click.option("--key", "key_type", type=click.Choice(KEY_TYPES), default="ecdsa-p256", show_default=True)
 @click.option("--days", default=365, show_default=True, type=click.IntRange(1, 3650))
 @json_option
@@ -67,6 +77,8 @@ def master_init(
     catalog_url: str | None,
     address: str | None,
     existing_cert: str | None,
+    from_node: Path | None,
+    password_stdin: bool,
     key_type: str,
     days: int,
 ) -> None:
@@ -80,11 +92,34 @@ def master_init(
 
     \b
     packfleet --home /srv/m master init --cn master.example.com --cn 10.0.0.5
+    packfleet master init --from-node node.bundle --password-stdin --catalog postgresql+psycopg://u@db/pf
     """
     # Imported here: set-up pulls in the catalog layer, which `packfleet --help` need not load.
-    from packfleet.provision import init_master
+    from packfleet.provision import init_master, init_master_from_node
 
     state = _state()
+    if from_node is not None:
+        if not catalog_url:
+            raise UsageError(
+                "--from-node needs --catalog: the PostgreSQL catalog the first master uses",
+                fix="packfleet master init --from-node FILE --password-stdin --catalog "
+                "postgresql+psycopg://USER@HOST/DB",
+            )
+        if existing_cert:
+            raise UsageError("--from-node brings the master certificate; leave out --existing-cert")
+        result = init_master_from_node(
+            state.home(),
+            from_node,
+            _password(password_stdin, confirm=False),
+            catalog_url=catalog_url,
+            port=port,
+            cns=cns,
+            address=address,
+        )
+        state.emit(result.to_dict(), lambda out: _print_master(out, result))
+        return
+    if password_stdin:
+        raise UsageError("--password-stdin goes with --from-node")
     result = init_master(
         state.home(),
         cns=cns,
@@ -155,7 +190,56 @@ def _print_master(out: Console, result: MasterInit) -> None:
     out.print(f"public certificate  {result.master_cer}   <- copy to each worker (worker init --master-cert)")
     out.print(f"admin certificate   {result.admin_thumbprint}")
     out.print(f"catalog             {result.catalog_url}")
+    if result.uncovered:
+        out.print(
+            f"not covered         {', '.join(result.uncovered)}   <- names of this host the master "
+            "certificate lacks: workers must not use them"
+        )
     out.print(f"next: packfleet --home {_quoted(result.home)} master run")
+
+
+@master_group.command("export-node")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The bundle to write (mode 0600).",
+)
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of a prompt.")
+@json_option
+def master_export_node(out: Path, password_stdin: bool) -> None:
+    """Write what a further master on the same PostgreSQL catalog needs, encrypted with a password.
+
+    The bundle (mode 0600) holds the master certificate and key, the Root store's trusted
+    certificates, the admin identity, the settings every master must agree on (CatalogUrl, sweep
+    intervals, retention, TLS floor) and the home's secrets files. Use it on the other machine
+    with: packfleet master init --from-node FILE --password-stdin --catalog URL.
+
+    \b
+    printf '%s\n' "$PW" | packfleet master export-node --out node.bundle --password-stdin
+    """
+    from packfleet.provision import export_node
+
+    state = _state()
+    result = export_node(state.home(), out, _password(password_stdin, confirm=True))
+
+    def show(console: Console) -> None:
+        console.print(f"bundle              {result.path} (mode 0600)")
+        console.print(f"master certificate  {result.thumbprint}")
+        console.print(f"settings            {', '.join(result.settings)}")
+        console.print(f"files               {', '.join(result.files) or '-'}")
+        console.print(f"trusted certificates {result.trusted}")
+
+    state.emit(result.to_dict(), show)
+
+
+def _password(from_stdin: bool, *, confirm: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        return line.rstrip("\r\n")
+    text: str = click.prompt("Bundle password", hide_input=True, confirmation_prompt=confirm)
+    return text
 
 
 def _quoted(path: Path) -> str:

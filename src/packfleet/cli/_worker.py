@@ -31,7 +31,15 @@ def worker_group() -> None:
 
 
 @worker_group.command("init")
-@click.option("--master", "master_url", required=True, metavar="URL", help="https://MASTER:PORT")
+@click.option(
+    "--master",
+    "master_urls",
+    required=True,
+    multiple=True,
+    metavar="URL",
+    help="https://MASTER:PORT. Repeat for masters sharing one PostgreSQL catalog: the worker uses the "
+    "one it last reached and fails over to the others in order.",
+)
 @click.option(
     "--master-cert",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -48,7 +56,7 @@ def worker_group() -> None:
 @click.option("--days", default=365, show_default=True, type=click.IntRange(1, 3650))
 @json_option
 def worker_init(
-    master_url: str,
+    master_urls: tuple[str, ...],
     master_cert: Path | None,
     master_thumbprint: str | None,
     name: str | None,
@@ -65,6 +73,7 @@ def worker_init(
 
     \b
     packfleet --home /srv/w worker init --master https://127.0.0.1:8391 --master-cert /srv/m/master.cer
+    packfleet worker init --master https://m1:8391 --master https://m2:8391 --master-cert master.cer
     """
     # Imported here: set-up pulls in the catalog layer, which `packfleet --help` need not load.
     from packfleet.provision import init_worker
@@ -72,7 +81,7 @@ def worker_init(
     state = _state()
     result = init_worker(
         state.home(),
-        master_url=master_url,
+        master_url=",".join(master_urls),
         master_cert=master_cert,
         master_thumbprint=master_thumbprint,
         name=name,

@@ -48,6 +48,7 @@ from packfleet.config._settings import (
     settings_to_json,
 )
 from packfleet.config._timespan import format_timespan, parse_timespan
+from packfleet.config._values import split_endpoints
 
 __all__ = [
     "BINDINGS_FILE",
@@ -85,4 +86,5 @@ __all__ = [
     "set_setting",
     "settings_path",
     "settings_to_json",
+    "split_endpoints",
 ]

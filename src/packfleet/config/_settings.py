@@ -80,6 +80,7 @@ class WorkerSettings:
 
     display_name: str = field(default_factory=socket.gethostname)
     description: str = ""
+    #: One master URL, or several comma-separated when masters share a PostgreSQL catalog.
     master_endpoint: str = ""
     master_https_cert_thumbprint: str = ""
     worker_https_cert_thumbprint: str = ""
@@ -119,6 +120,7 @@ class WorkerSettings:
 class ManagerSettings:
     """ManagerSettings.config (packfleet's own): how the manager CLI reaches and proves itself to a master."""
 
+    #: One master URL, or several comma-separated when masters share a PostgreSQL catalog.
     master_endpoint: str = ""
     master_https_cert_thumbprint: str = ""
     admin_cert_thumbprint: str = ""
@@ -209,7 +211,7 @@ _WORKER: _Schema[WorkerSettings] = _Schema(
     keys=(
         _Key("DisplayName", "display_name", v.read_text),
         _Key("Description", "description", v.read_text),
-        _Key("MasterEndpoint", "master_endpoint", v.read_https_endpoint),
+        _Key("MasterEndpoint", "master_endpoint", v.read_https_endpoints),
         _Key("MasterHttpsCertThumbprint", "master_https_cert_thumbprint", v.read_thumbprint),
         _Key("WorkerHttpsCertThumbprint", "worker_https_cert_thumbprint", v.read_thumbprint),
         _Key("StoreLocation", "store_location", v.read_store_location, v.write_enum),
@@ -251,7 +253,7 @@ _MANAGER: _Schema[ManagerSettings] = _Schema(
     cls=ManagerSettings,
     missing_fix="packfleet settings set manager MasterEndpoint https://HOST:8391",
     keys=(
-        _Key("MasterEndpoint", "master_endpoint", v.read_https_endpoint),
+        _Key("MasterEndpoint", "master_endpoint", v.read_https_endpoints),
         _Key("MasterHttpsCertThumbprint", "master_https_cert_thumbprint", v.read_thumbprint),
         _Key("AdminCertThumbprint", "admin_cert_thumbprint", v.read_thumbprint),
         _Key("NextMasterHttpsCertThumbprint", "next_master_https_cert_thumbprint", v.read_thumbprint),

@@ -162,6 +162,36 @@ def read_https_endpoint(value: object) -> str:
     return f"https://{parts.netloc}"
 
 
+def read_https_endpoints(value: object) -> str:
+    """One or more ``https://host:port`` URLs, comma-separated, or ``""``: a node's masters in order.
+
+    Several masters share one PostgreSQL catalog; a worker or manager given all their URLs fails over
+    from one to the next. Each URL is checked as :func:`read_https_endpoint` checks one, duplicates
+    are dropped (the first keeps its place), and the list is written back as ``a,b`` without spaces.
+    """
+    expected = (
+        "an https URL with host and port, like https://m1.example.com:8391, or several separated by "
+        'commas (https://m1.example.com:8391,https://m2.example.com:8391), or ""'
+    )
+    text = read_text_as(value, expected).strip()
+    if not text:
+        return ""
+    urls: list[str] = []
+    for part in text.split(","):
+        if not part.strip():
+            raise Invalid(f"{expected}; an empty entry between commas")
+        try:
+            urls.append(read_https_endpoint(part))
+        except Invalid:
+            raise Invalid(f"{expected}; {part.strip()!r} is not one") from None
+    return ",".join(dict.fromkeys(urls))
+
+
+def split_endpoints(value: str) -> list[str]:
+    """The URLs of a ``MasterEndpoint`` value, in order (``[]`` for an empty value)."""
+    return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+
+
 def read_catalog_url(value: object) -> str:
     """A SQLAlchemy URL, or ``""`` for the default SQLite catalog in the home.
 

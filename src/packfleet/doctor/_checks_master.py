@@ -40,7 +40,7 @@ from packfleet.master import (
     never_accepted,
     read_listening,
 )
-from packfleet.pki import CertInfo, CertStore, Credential
+from packfleet.pki import CertInfo, CertStore, Credential, machine_names
 from packfleet.transport import NEW_ADMIN_FIX, fetch_server_certificate, parse_endpoint
 
 WILDCARD = "0.0.0.0"  # noqa: S104 - the binding key HTTP.SYS and packfleet look the master cert up by
@@ -192,7 +192,22 @@ def _served_certificate(
     info = cred.info(store_name)
     findings.append(expiry_finding("master.expiry", "the master certificate", info, now, _ROTATE))
     findings.append(_address(home, settings, info))
+    findings.append(_host_names(info))
     return findings
+
+
+def _host_names(info: CertInfo) -> Finding:
+    """Which of this host's names the master certificate lacks: with several masters behind DNS or
+    a load balancer, a worker may reach this one by any of them. Said, not failed: a certificate
+    made for one name (``--cn 10.0.0.5``) is a normal set-up, and MasterAddress is checked apart."""
+    missing = [name for name in machine_names() if not info.matches_host(name)]
+    if not missing:
+        return ok("master.names", "the master certificate covers every name of this host")
+    return ok(
+        "master.names",
+        f"names of this host the master certificate does not cover: {', '.join(missing)} "
+        "(workers and load balancers must reach this master by a name it covers)",
+    )
 
 
 def _address(home: Path, settings: MasterSettings, info: CertInfo) -> Finding:

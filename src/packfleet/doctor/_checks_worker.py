@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from packfleet.config import WorkerSettings, load_worker_settings, settings_path
+from packfleet.config import WorkerSettings, load_worker_settings, settings_path, split_endpoints
 from packfleet.doctor._common import (
     check_key_pair,
     expiry_finding,
@@ -51,11 +51,12 @@ def check_worker(home: Path, *, now: datetime, unit: Path | None = None, probe: 
         return [error("worker.settings", exc.message, exc.fix)]
     findings = [ok("worker.settings", f"{settings_path(home, 'worker')} parses")]
     findings += _own_certificate(home, settings, now, unit)
-    endpoint = _endpoint(home, settings, findings)
-    pinned_ok = _pinned_master(home, settings, endpoint, now, findings)
-    if probe and endpoint is not None:
-        served = _served(settings, endpoint, findings)
-        if served and pinned_ok:
+    endpoints = _endpoints(home, settings, findings)
+    pinned_ok = _pinned_master(home, settings, endpoints, now, findings)
+    if probe and endpoints:
+        # Every listed master is probed: a standby that fails over badly is found before it is needed.
+        served = [_served(settings, endpoint, findings) for endpoint in endpoints]
+        if all(served) and pinned_ok:
             health = _health(home)
             findings += health
             if health and health[0].check == "worker.tls" and health[0].severity == "ok":
@@ -166,7 +167,7 @@ def _own_certificate(home: Path, settings: WorkerSettings, now: datetime, unit: 
     return findings
 
 
-def _endpoint(home: Path, settings: WorkerSettings, findings: list[Finding]) -> tuple[str, int] | None:
+def _endpoints(home: Path, settings: WorkerSettings, findings: list[Finding]) -> list[tuple[str, int]]:
     if not settings.master_endpoint:
         findings.append(
             error(
@@ -175,18 +176,18 @@ def _endpoint(home: Path, settings: WorkerSettings, findings: list[Finding]) -> 
                 fix="packfleet settings set worker MasterEndpoint https://MASTER:8391",
             )
         )
-        return None
+        return []
     try:
-        return parse_endpoint(settings.master_endpoint)
+        return [parse_endpoint(url) for url in split_endpoints(settings.master_endpoint)]
     except PackfleetError as exc:
         findings.append(error("worker.endpoint", exc.message, exc.fix))
-        return None
+        return []
 
 
 def _pinned_master(
     home: Path,
     settings: WorkerSettings,
-    endpoint: tuple[str, int] | None,
+    endpoints: list[tuple[str, int]],
     now: datetime,
     findings: list[Finding],
 ) -> bool:
@@ -221,7 +222,7 @@ def _pinned_master(
         return False
     findings.append(ok(check, f"the pinned master certificate {pin} is in the Root store"))
     good = True
-    if endpoint is not None:
+    for endpoint in endpoints:
         host = endpoint[0]
         names = ", ".join(names_of(info)) or "no names"
         if info.matches_host(host):

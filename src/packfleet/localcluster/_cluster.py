@@ -245,16 +245,24 @@ class LocalCluster:
     # -- workers ---------------------------------------------------------------------------
 
     def add_worker(
-        self, name: str, ip: str, *, enable: bool = True, settings: dict[str, str] | None = None
+        self,
+        name: str,
+        ip: str,
+        *,
+        enable: bool = True,
+        settings: dict[str, str] | None = None,
+        masters: Sequence[str] = (),
     ) -> Node:
         """Connect a worker by hand, as the seed does: worker init with master.cer, then on the
-        master ``manager worker add --cert worker.cer`` (and enable)."""
+        master ``manager worker add --cert worker.cer`` (and enable). ``masters`` lists every
+        master's URL (several masters on one catalog); by default, this cluster's master."""
         node = Node(name, self.root / name)
         self.workers[name] = node
+        urls = list(masters) or [f"https://{self.host}:{self.port}"]
         node.info = self.cli(
             node.home,
             "worker", "init",
-            "--master", f"https://{self.host}:{self.port}",
+            *(arg for url in urls for arg in ("--master", url)),
             "--master-cert", str(self.master.home / "master.cer"),
             "--name", name, "--ip", ip,
             as_json=True,

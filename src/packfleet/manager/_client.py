@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from packfleet.config import ManagerSettings, load_manager_settings, settings_path
+from packfleet.config import ManagerSettings, load_manager_settings, settings_path, split_endpoints
 from packfleet.errors import ApiError, PkiError, SettingsError, TlsError, TransportError, UsageError
 from packfleet.pki import CertStore, load_credential
 from packfleet.protocol import routes
-from packfleet.transport import MasterClient, client_context, parse_endpoint
+from packfleet.transport import MasterClient, client_context, connect_master, parse_endpoint
 
 #: Extra seconds on top of a long-poll's ``wait`` before the client gives up on the answer.
 _WAIT_MARGIN = 30.0
@@ -148,7 +148,9 @@ class ManagerClient:
                 f"{source or 'ManagerSettings.config'} sets no MasterEndpoint",
                 fix=_REMOTE_FIX,
             )
-        parse_endpoint(endpoint, kind="manager", fix="--master https://MASTER:8391")
+        # Several comma-separated URLs (masters sharing one PostgreSQL catalog) fail over in turn.
+        for url in split_endpoints(endpoint):
+            parse_endpoint(url, kind="manager", fix="--master https://MASTER:8391")
         if master_cert is not None:
             master = load_credential(master_cert)
             pins = [master.thumbprint]
@@ -184,7 +186,7 @@ class ManagerClient:
                     fix="packfleet cert import admin.pfx --password P --store My",
                 )
             context = client_context(admin.cert_path(own), admin.key_path(own), pinned_pem)
-        client = MasterClient(
+        client = connect_master(
             endpoint, context, role="manager", pins=pins, own_thumbprint=own, timeout=timeout
         )
         return cls(client)

@@ -28,8 +28,10 @@ from packfleet.master._wakeup import TASKS, Wakeups
 
 log = logging.getLogger("packfleet.master")
 
-#: Advisory lock key (any 64-bit number; this is "packfleet" in ASCII, truncated).
-LEADER_LOCK = 0x7061636B666C6565
+#: Advisory lock key (any 64-bit number; this is "pfleader" in ASCII). It must differ from the
+#: catalog's schema-upgrade lock ("packflee"): with one key, the leader's session lock blocked every
+#: other master's start-up upgrade (and ``master init``) for as long as the leader lived.
+LEADER_LOCK = 0x70666C6561646572
 _RECONNECT_DELAY = 2.0
 
 

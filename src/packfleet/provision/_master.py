@@ -59,9 +59,13 @@ class MasterInit:
     master_cer: Path
     catalog_url: str
     binding: Binding
+    #: This host's names (or the --cn names) that the master certificate does not cover: a worker
+    #: reaching this master by one of them fails the TLS host check.
+    uncovered: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
+            "uncovered_names": list(self.uncovered),
             "home": str(self.home),
             "thumbprint": self.thumbprint,
             "admin_thumbprint": self.admin_thumbprint,
@@ -180,6 +184,7 @@ def init_master(
             admin_cert_thumbprint=admin.thumbprint,
         ),
     )
+    covered = info.matches_host
     log.info("master initialised in %s: certificate %s bound to %s", home, cred.thumbprint, binding.ipport)
     return MasterInit(
         home=home,
@@ -190,4 +195,5 @@ def init_master(
         master_cer=master_cer,
         catalog_url=catalog.url,
         binding=binding,
+        uncovered=tuple(name for name in dict.fromkeys([*names, *machine_names()]) if not covered(name)),
     )

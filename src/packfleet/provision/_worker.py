@@ -12,7 +12,13 @@ import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from packfleet.config import WorkerSettings, load_worker_settings, save_worker_settings, settings_path
+from packfleet.config import (
+    WorkerSettings,
+    load_worker_settings,
+    save_worker_settings,
+    settings_path,
+    split_endpoints,
+)
 from packfleet.errors import UsageError
 from packfleet.pki import (
     CertStore,
@@ -62,12 +68,14 @@ def trust_master_certificate(home: Path, master_cert: Path, endpoint: str) -> tu
     cred = load_credential(master_cert)
     check_usable(Credential(cred.certificate, None), purposes=("server",))
     info = CertStore(home, "Root").add(Credential(cred.certificate, None))
-    host, _port = parse_endpoint(endpoint)
     warnings = []
-    if not info.matches_host(host):
+    for url in split_endpoints(endpoint):
+        host, _port = parse_endpoint(url)
+        if info.matches_host(host):
+            continue
         names = ", ".join([*info.san_dns, *info.san_ip]) or "no names"
         warnings.append(
-            f"the host {host!r} of {endpoint} is not among the master certificate's names ({names}); "
+            f"the host {host!r} of {url} is not among the master certificate's names ({names}); "
             "TLS will refuse it. Use an endpoint with one of those names, or re-create the master "
             f"certificate with --cn {host}"
         )
@@ -97,11 +105,20 @@ def init_worker(
 ) -> WorkerInit:
     """Set up a worker node in ``home`` to talk to the master at ``master_url``.
 
+    ``master_url`` may list several masters, comma-separated (``--master`` given more than once):
+    every host must be a name of the master certificate, which they all serve.
+
     >>> init_worker(Path("/srv/w"), master_url="https://127.0.0.1:8391",
     ...             master_cert=Path("/srv/m/master.cer"), name="worker1", ip="127.0.0.2")  # doctest: +SKIP
     """
-    # Refuse anything but https://host:port before touching the stores.
-    parse_endpoint(master_url, key="--master", fix="packfleet worker init --master https://MASTER:8391")
+    # Refuse anything but https://host:port before touching the stores. Several URLs (masters that
+    # share one PostgreSQL catalog) come comma-joined; the worker fails over between them in turn.
+    urls = split_endpoints(master_url)
+    if not urls:
+        raise UsageError("no master URL given", fix="packfleet worker init --master https://MASTER:8391")
+    for url in urls:
+        parse_endpoint(url, key="--master", fix="packfleet worker init --master https://MASTER:8391")
+    master_url = ",".join(dict.fromkeys(urls))
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     display_name = name or socket.gethostname()
     address = ip or next(iter(local_ips()), "127.0.0.1")

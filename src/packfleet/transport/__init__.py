@@ -9,6 +9,7 @@ from packfleet.transport._explain import (
     explain_handshake_failure,
     fetch_server_certificate,
 )
+from packfleet.transport._failover import EndpointList, FailoverClient, connect_master
 from packfleet.transport._native import presented_certificate
 from packfleet.transport._pinned import PinnedConnection
 from packfleet.transport._policy import (
@@ -23,12 +24,15 @@ from packfleet.transport._policy import (
 __all__ = [
     "NEW_ADMIN_FIX",
     "READMIT_FIX",
+    "EndpointList",
+    "FailoverClient",
     "HotSwapServerContext",
     "MasterClient",
     "PeerCertificate",
     "PinnedConnection",
     "client_context",
     "console_server_context",
+    "connect_master",
     "explain_client_failure",
     "explain_handshake_failure",
     "fetch_server_certificate",

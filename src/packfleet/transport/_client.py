@@ -132,6 +132,10 @@ class MasterClient:
             )
         return self._session
 
+    def serves(self, endpoint: str) -> bool:
+        """Whether ``endpoint`` (a MasterEndpoint value) is the master this client talks to."""
+        return endpoint.strip().rstrip("/") == self.endpoint
+
     def replace_context(
         self, ssl_context: ssl.SSLContext, *, pins: list[str], own_thumbprint: str | None
     ) -> None:

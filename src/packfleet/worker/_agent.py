@@ -214,7 +214,7 @@ class WorkerAgent:
         return True
 
     def _install(self, identity: WorkerIdentity, context: ssl.SSLContext) -> None:
-        if identity.settings.master_endpoint.rstrip("/") == self.client.endpoint:
+        if self.client.serves(identity.settings.master_endpoint):
             self.client.replace_context(
                 context, pins=identity.pins, own_thumbprint=identity.certificate.thumbprint
             )

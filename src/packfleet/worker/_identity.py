@@ -15,10 +15,10 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from packfleet.config import WorkerSettings, load_worker_settings
+from packfleet.config import WorkerSettings, load_worker_settings, split_endpoints
 from packfleet.errors import CertificateNotFound, PkiError, SettingsError
 from packfleet.pki import CertInfo, CertStore, check_usable
-from packfleet.transport import MasterClient, client_context, parse_endpoint
+from packfleet.transport import MasterClient, client_context, connect_master, parse_endpoint
 
 log = logging.getLogger("packfleet.worker")
 
@@ -43,8 +43,9 @@ class WorkerIdentity:
         return client_context(self.cert_file, self.key_file, self.master_pem)
 
     def connect(self) -> MasterClient:
-        """A client for ``MasterEndpoint`` with this identity (one keep-alive pool per client)."""
-        return MasterClient(
+        """A client for ``MasterEndpoint`` with this identity: one keep-alive pool per master, and
+        fail-over between them when MasterEndpoint lists several."""
+        return connect_master(
             self.settings.master_endpoint,
             self.ssl_context(),
             role="worker",
@@ -86,7 +87,7 @@ def load_identity(home: Path) -> WorkerIdentity:
     pinned: list[tuple[str, str]] = [("MasterHttpsCertThumbprint", settings.master_https_cert_thumbprint)]
     if settings.next_master_https_cert_thumbprint:
         pinned.append(("NextMasterHttpsCertThumbprint", settings.next_master_https_cert_thumbprint))
-    host, _port = parse_endpoint(settings.master_endpoint)
+    hosts = [parse_endpoint(url)[0] for url in split_endpoints(settings.master_endpoint)]
     pems: list[str] = []
     for index, (key, thumbprint) in enumerate(pinned):
         try:
@@ -99,7 +100,7 @@ def load_identity(home: Path) -> WorkerIdentity:
             ) from None
         check_usable(master, purposes=("server",))
         info = master.info("Root")
-        if not info.matches_host(host):
+        for host in (host for host in hosts if not info.matches_host(host)):
             names = ", ".join(certificate_names(info)) or "no names"
             if index == 0:
                 raise SettingsError(
