@@ -192,14 +192,14 @@ async def test_rotation_reseals_every_value_retires_the_old_key_and_leases_still
 async def test_an_upgrade_seals_values_an_older_version_stored_in_plaintext(
     mh: MasterHome, clock: FakeClock, connect: Connect, tmp_path: Path
 ) -> None:
-    # An older catalog: plaintext sensitive values, schema at revision 0001, no key anywhere.
+    # An older catalog: plaintext sensitive values, schema at revision 0003 (before sealing), no key anywhere.
     with Catalog.open(mh.catalog_url) as catalog:
         archive = project_archive(tmp_path)
         catalog.deploy_project("default", inspect_archive(archive).to_dict(), archive, actor="test")
         plain = {"password": SECRET, "rows": 1}
         catalog.create_execution("default", "etl", "load", parameters=plain, actor="test")
     with sqlite3.connect(_db_path(mh)) as db:
-        db.execute("UPDATE alembic_version SET version_num = '0001'")
+        db.execute("UPDATE alembic_version SET version_num = '0003'")
     assert _stored_parameters(mh)[1]["password"] == SECRET
 
     # Without the key the upgrade refuses, and says how to get one.

@@ -184,7 +184,7 @@ async def test_huge_integers_from_a_worker_are_a_400_never_a_500(
     await peer.heartbeat(mh.worker, agent)
     await manager.enable_worker(agent)
     answer = await peer.request(mh.worker, "POST", route, body={"agent_id": agent} | body)
-    assert answer.status == 400 and "is out of range (a 64-bit integer)" in answer.text
+    assert answer.status == 400 and "is out of the 64-bit integer range" in answer.text
 
 
 # --- log injection and flooding ---------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Fault tolerance: submit idempotency keys, who lost a lease and when, receive times, clock skew.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-06
 
 Only nullable columns and one index are added, so existing rows need no rewrite and SQLite needs no
@@ -15,8 +15,8 @@ from alembic import op
 
 from packfleet.catalog._schema import UtcDateTime
 
-revision = "0004"
-down_revision: str | None = "0003"
+revision = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | None = None
 depends_on: str | None = None
 

@@ -1,7 +1,7 @@
 """Seal the sensitive parameter values that older versions stored in plaintext.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-06
 
 A data migration: for each execution, the sensitive parameters of its package (from the manifest of
@@ -24,8 +24,8 @@ from packfleet.catalog._schema import UtcDateTime
 from packfleet.errors import SecretsError
 from packfleet.secretbox import is_sealed, seal_values, sensitive_names
 
-revision = "0003"
-down_revision: str | None = "0002"
+revision = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | None = None
 depends_on: str | None = None
 
