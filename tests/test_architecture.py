@@ -36,33 +36,48 @@ ALLOWED: dict[str, frozenset[str]] = {
         # Leaves: only the error tree, thumbprints and atomic file writes.
         "pki": {"thumbprint", "_files"},
         "config": {"thumbprint", "_files"},
+        "secretbox": {"_files"},
         "protocol": set(),
         "transport": {"pki", "protocol", "config", "thumbprint"},
-        "catalog": {"pki", "thumbprint"},
+        "catalog": {"pki", "thumbprint", "secretbox"},
         "packages": {"_lifetime"},
         # master and worker share only protocol (and the layers under both).
         "master": {
             "catalog", "packages", "protocol", "transport", "pki", "config", "thumbprint", "expiry",
-            "packfleet", "_systemd",
+            "packfleet", "_systemd", "_files", "secretbox", "console",
+        },
+        # The web console: the master hands it a `Fleet`; it imports no master module.
+        "console": {
+            "catalog", "packages", "transport", "pki", "config", "thumbprint", "expiry", "packfleet",
+            "secretbox", "_files",
         },
         "worker": {
             "packages", "protocol", "transport", "pki", "config", "thumbprint", "expiry", "packfleet",
             "_systemd",
         },
         "manager": {"transport", "config", "pki", "protocol", "thumbprint"},
-        "provision": {"catalog", "pki", "config", "transport", "protocol", "thumbprint"},
+        "provision": {
+            "catalog", "pki", "config", "transport", "protocol", "thumbprint", "secretbox", "_files",
+        },
         "doctor": {
             "catalog", "config", "expiry", "master", "worker", "pki", "protocol", "transport", "thumbprint",
         },
-        "localcluster": {"_lifetime", "pki", "transport"},
-        "bench": {"localcluster", "manager", "packages", "pki", "protocol", "transport", "packfleet"},
+        "localcluster": {"_lifetime", "pki", "transport", "config"},
+        # The bench fills catalogs directly and drives the console over HTTPS.
+        "bench": {
+            "localcluster", "manager", "packages", "pki", "protocol", "transport", "packfleet", "catalog",
+            "console",
+        },
         # cli is on top: it may use every layer below it, none of which imports it back.
         "cli": {
             "provision", "manager", "master", "worker", "packages", "doctor", "localcluster", "catalog",
-            "transport", "protocol", "pki", "config", "thumbprint", "expiry", "packfleet",
+            "transport", "protocol", "pki", "config", "thumbprint", "expiry", "packfleet", "secretbox",
+            "console", "demo",
         },
         "__main__": {"cli"},
         "demo": {"localcluster"},
+        # The sample project shipped as package data: user code that imports no packfleet layer.
+        "examples": set(),
     }.items()
 }  # fmt: skip
 

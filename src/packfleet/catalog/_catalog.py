@@ -83,7 +83,7 @@ class Catalog(
     @classmethod
     def open_sealed(cls, url: str, key_file: Path, **options: Any) -> tuple[Catalog, LiveKeyring]:
         """:meth:`open` together with the master's secrets key file (see :func:`open_sealed_catalog`)."""
-        return open_sealed_catalog(cls, url, key_file, **options)
+        return open_sealed_catalog(lambda keyring: cls.open(url, keyring=keyring, **options), key_file)
 
     def upgrade(self, keyring: Callable[[], SecretKeyring] | None = None) -> None:
         """Migrate the schema to the newest revision; a no-op when it is already current."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Text, cast, select, update
 
@@ -21,8 +21,20 @@ from packfleet.catalog._schema import executions, master_properties
 from packfleet.errors import SecretsError
 from packfleet.secretbox import SEALED_PREFIX, LiveKeyring, SecretKeyring, is_sealed, sealed_key_id
 
-if TYPE_CHECKING:
-    from packfleet.catalog._catalog import Catalog
+
+class _SealedCatalog(Protocol):
+    """What :func:`open_sealed_catalog` needs of the catalog it opens (``Catalog``, which this module
+    cannot import: it is built from :class:`SealedValuesCatalog` among others)."""
+
+    @property
+    def url(self) -> str: ...
+    def secret_key_ids(self) -> set[str]: ...
+    def record_secret_key_ids(self, key_ids: Iterable[str]) -> None: ...
+    def drop_freed_pages(self) -> None: ...
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_SealedCatalog)
 
 #: Master property: comma-separated ids of the keys that may have sealed a value in this catalog.
 KEY_IDS_PROPERTY = "secrets.key_ids"
@@ -106,8 +118,8 @@ class SealedValuesCatalog(CatalogBase):
 
 
 def open_sealed_catalog(
-    catalog_type: type[Catalog], url: str, key_file: Path, **options: Any
-) -> tuple[Catalog, LiveKeyring]:
+    open_catalog: Callable[[Callable[[], SecretKeyring]], C], key_file: Path
+) -> tuple[C, LiveKeyring]:
     """Open (and upgrade) the catalog at ``url`` together with the master's secrets key file.
 
     No key file and no key recorded in the catalog (a new master, or one from before values were
@@ -131,7 +143,7 @@ def open_sealed_catalog(
         migrated = True
         return ring
 
-    catalog = catalog_type.open(url, keyring=provide, **options)
+    catalog = open_catalog(provide)
     try:
         recorded = catalog.secret_key_ids()
         missing = sorted(recorded - set(ring.keys))
