@@ -117,6 +117,8 @@ def _define(cls: type, defs: dict[str, Any]) -> str:
         if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             required.append(field.name)
     schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    # A rule across fields (``SCHEMA: ClassVar[...]``, e.g. "exactly one of a and b") the handler checks.
+    schema |= getattr(cls, "SCHEMA", {})
     if cls.__doc__:
         schema["description"] = " ".join(cls.__doc__.split())
     if required:

@@ -9,7 +9,8 @@ routes admit it); revoking undoes both and closes its open connections. The cata
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -26,15 +27,19 @@ log = logging.getLogger("packfleet.master")
 
 #: The roles an identity may hold (a worker certificate is never an identity).
 IDENTITY_ROLES = ("admin", "executor", "viewer")
+#: An identity's name: at most the catalog column's 256 characters, something besides spaces, and
+#: neither control characters (it is logged) nor "/" (it is a path segment of the revoke route).
+MAX_NAME = 256
+NAME_PATTERN = r"^[^\x00-\x1f\x7f/]*[^\s\x00-\x1f\x7f/][^\x00-\x1f\x7f/]*$"
 
 
 @dataclass(frozen=True)
 class CreateIdentity:
     """Pin a client certificate (PEM, no key) to a new principal ``name`` with ``role``."""
 
-    name: str
-    role: str
-    cert_pem: str
+    name: str = field(metadata={"schema": {"maxLength": MAX_NAME, "pattern": NAME_PATTERN}})
+    role: str = field(metadata={"schema": {"enum": list(IDENTITY_ROLES)}})
+    cert_pem: str = field(metadata={"schema": {"format": "pem-certificate"}})
 
 
 def _not_after(state: MasterState, thumbprint: str | None) -> str | None:
@@ -53,6 +58,14 @@ async def create_identity(call: Call) -> web.StreamResponse:
         raise bad_request(
             f"role {ask.role!r} is not one of {', '.join(IDENTITY_ROLES)}",
             fix="packfleet manager identity create NAME --role viewer --out DIR",
+        )
+    # The same test as the document's pattern (Python's re, as a fuzzer's validator uses), so the
+    # master takes exactly the names the document promises.
+    if len(ask.name) > MAX_NAME or not re.search(NAME_PATTERN, ask.name):
+        raise bad_request(
+            f"name {ask.name!r} is not a usable identity name: 1 to {MAX_NAME} characters, not only "
+            "spaces, without control characters or '/'",
+            fix="packfleet manager identity create alice --role viewer --out DIR",
         )
     try:
         public = Credential(load_credential_bytes(ask.cert_pem.encode()).certificate)

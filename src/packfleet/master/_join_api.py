@@ -19,7 +19,7 @@ import binascii
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -91,8 +91,11 @@ class ConnectWorker:
     heartbeat asked for and was refused (the seed's manual "change the worker certificate").
     """
 
-    cert_pem: str = field(default="", metadata={"schema": {"format": "pem-certificate"}})
-    thumbprint: str = ""
+    cert_pem: str = field(default="", metadata={"schema": {"format": "pem-certificate", "minLength": 1}})
+    #: The canonical spelling; the handler also takes spaces, colons and lowercase, as people paste.
+    thumbprint: str = field(default="", metadata={"schema": {"pattern": "^[0-9A-F]{40}$"}})
+    #: Exactly one of the two: the handler refuses neither and both (400).
+    SCHEMA: ClassVar[dict[str, Any]] = {"oneOf": [{"required": ["cert_pem"]}, {"required": ["thumbprint"]}]}
 
 
 # --- /api/v1/join -------------------------------------------------------------------------------

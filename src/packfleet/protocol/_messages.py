@@ -16,6 +16,8 @@ EventSource = Literal["stdout", "stderr", "log", "system"]
 
 #: Field metadata of every ``agent_id``: the OpenAPI document states what the master accepts (a UUID).
 AGENT_ID = {"schema": {"format": "uuid"}}
+#: A time field a sender may leave empty: "" or an RFC 3339 date-time (which always has an offset).
+OPTIONAL_TIME = {"schema": {"anyOf": [{"const": ""}, {"format": "date-time"}]}}
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ class Heartbeat:
     #: TaskRequestMaxCPU 70%"), or "" when it asks: how `run --wait` explains a pending execution.
     lease_gate: str = ""
     #: The worker's clock (ISO 8601, UTC) when it sent this: the master measures the skew from it.
-    time: str = ""
+    #: Empty (an older worker) or a time with its offset; the master answers 400 for anything else.
+    time: str = field(default="", metadata=OPTIONAL_TIME)
 
 
 @dataclass(frozen=True)
