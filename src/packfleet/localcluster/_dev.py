@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from packfleet.config import load_master_settings
 from packfleet.errors import ClusterError, UsageError
 from packfleet.localcluster._cluster import LocalCluster, free_port, sigterm_exits
 
@@ -73,10 +72,10 @@ def console_lines(cluster: LocalCluster, *, wait: float = _CONSOLE_WAIT) -> list
     clusters, or a console already on 8392, never collide), read back from its settings. The
     master leaves out a console that cannot start and says why in its log: so is this output.
     """
-    settings = load_master_settings(cluster.master.home)
-    if not settings.console_enabled:
+    console = cluster.console()
+    if console is None:
         return []
-    host, port = settings.console_address, settings.console_port
+    host, port = console
     if not _accepts(host, port, wait):
         return [f"  console   not started on {host}:{port}: see {cluster.master.log_path}"]
     home = cluster.master.home
