@@ -69,8 +69,9 @@ def console_lines(cluster: LocalCluster, *, wait: float = _CONSOLE_WAIT) -> list
     """Where the web console answers and how to add its first user; nothing when ConsoleEnabled is false.
 
     The port is the one this master was given (LocalCluster picks a free one, so several dev
-    clusters, or a console already on 8392, never collide), read back from its settings. The
-    master leaves out a console that cannot start and says why in its log: so is this output.
+    clusters, or a console already on 8392, never collide), read back from its settings. A
+    console that cannot start is left out by the master, which says why in its log: this output
+    then points there instead of printing a URL that does not answer.
     """
     console = cluster.console()
     if console is None:
