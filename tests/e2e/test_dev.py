@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import http.client
 import os
+import re
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
+from packfleet.config import load_master_settings
 from packfleet.localcluster import READY, free_port
+from packfleet.pki import load_credential
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +56,56 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _console_request(
+    conn: http.client.HTTPSConnection,
+    cookies: dict[str, str],
+    method: str,
+    path: str,
+    form: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}
+    if form is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    conn.request(method, path, body=urllib.parse.urlencode(form) if form else None, headers=headers)
+    response = conn.getresponse()
+    for raw in response.headers.get_all("Set-Cookie") or []:
+        name, _, rest = raw.partition("=")
+        cookies[name] = rest.split(";", 1)[0]
+    return response.status, response.read().decode()
+
+
+def _sign_in_to_console(port: int, master_home: Path, hint: str, env: dict[str, str]) -> None:
+    """The console answers over HTTPS with the master's certificate and no client certificate,
+    and the printed hint adds a user who can sign in."""
+    # Server-only TLS: the master's certificate as the one trust anchor, no client certificate.
+    context = ssl.create_default_context(
+        cadata=load_credential(master_home / "master.cer").cert_pem().decode()
+    )
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=60)
+    cookies: dict[str, str] = {}
+    try:
+        status, page = _console_request(conn, cookies, "GET", "/login")
+        assert status == 200, page[:300]
+        password = "dev-console-password"  # noqa: S105 - a throwaway cluster's user
+        added = subprocess.run(
+            [sys.executable, "-m", *shlex.split(hint)],
+            input=password,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert added.returncode == 0, added.stdout + added.stderr
+        token = re.search(r'name="csrf-token" content="([^"]*)"', page)
+        assert token is not None, page[:300]
+        form = {"csrf_token": token.group(1), "username": "admin", "password": password, "next": "/"}
+        status, text = _console_request(conn, cookies, "POST", "/login", form)
+        assert status == 303, text[:300]
+    finally:
+        conn.close()
+
+
 def test_dev_runs_a_cluster_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
     home = tmp_path / "dev"
     port = free_port()
@@ -84,7 +140,15 @@ def test_dev_runs_a_cluster_and_stops_everything_on_sigterm(tmp_path: Path) -> N
         assert ready.wait(_READY_TIMEOUT), "no ready line:\n" + "\n".join(lines)
         out = "\n".join(lines)
         assert f"https://127.0.0.1:{port}" in out
-        assert "console" not in out  # ConsoleEnabled is not set
+        # ConsoleEnabled is true by default: the console's own free port, never the fixed 8392.
+        found = re.search(r"console +https://127\.0\.0\.1:(\d+)/", out)
+        assert found is not None, out
+        console_port = int(found.group(1))
+        assert console_port not in (port, 8392)
+        assert console_port == load_master_settings(home / "master").console_port
+        hint = next(line for line in lines if "add one:" in line).split("| ", 1)[1]
+        assert f"--home {home / 'master'} manager user add" in hint
+        _sign_in_to_console(console_port, home / "master", hint, env)
         commands = [line.strip() for line in lines if line.strip().startswith("packfleet --home ")]
         assert all(f"--home {home / 'master'}" in c for c in commands)
         run = next(c for c in commands if " run " in c and "--worker" in c)

@@ -138,20 +138,52 @@ def test_a_worker_certificate_is_refused_on_admin_routes(cluster: LocalCluster) 
     assert "worker" in str(refused.value).lower()
 
 
+def _task_logs(cluster: LocalCluster, execution_id: int, attempt: int = 1) -> dict[str, Path]:
+    """Worker name -> where that worker writes this attempt's task.log, whether it exists yet or not."""
+    found = {}
+    for name, node in cluster.workers.items():
+        root = load_worker_settings(node.home).tasks_root(node.home)
+        found[name] = root / f"{execution_id}-{attempt}" / "task.log"
+    return found
+
+
+def _task_log(path: Path) -> str:
+    """A task.log's text so far ("" before it exists): the worker's own, written as events happen.
+
+    Read from the worker's disk rather than through the master: a status poll is a CLI process,
+    seconds apart on a loaded machine, long enough to miss a short package entirely.
+    """
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _package_started(path: Path) -> bool:
+    return "started in process" in _task_log(path)
+
+
 def test_kill_9_mid_task_retries_on_the_other_worker(cluster: LocalCluster) -> None:
     record = run(cluster, "default/etl/sleep", "--param", "seconds=4", "--retry", "1")
     eid = record["execution_id"]
-    first = wait_until(
-        lambda: (e := execution(cluster, eid))["status"] == RUNNING and e["task"]["agent_id"],
-        what="the task to start",
+    task_logs = _task_logs(cluster, eid)
+    # Killed the moment its package starts: the whole 4 s package is still ahead, however slow the
+    # machine, so attempt 1 cannot finish on the victim first.
+    victim = wait_until(
+        lambda: next((name for name, path in task_logs.items() if _package_started(path)), None),
+        interval=0.05,
+        what="attempt 1's package to start on a worker",
     )
-    victim = next(n for n in cluster.workers if cluster.agent_id(n) == first)
+    first = cluster.agent_id(victim)
     cluster.kill(cluster.workers[victim])
     try:
         done = wait_finished(cluster, eid, timeout=90)
         assert done["status"] == SUCCEEDED, done
         assert done["task"]["agent_id"] != first
         assert done["task"]["attempt"] == 2
+        events = logs(cluster, eid)
+        printed = [e["message"] for e in events if e["message_source"] == "stdout" and e["attempt"] == 2]
+        assert printed == [f"slept {n} s of 4" for n in (1, 2, 3, 4)]
     finally:
         cluster.start_worker(victim)
         cluster.wait_for_workers([victim])
@@ -159,12 +191,14 @@ def test_kill_9_mid_task_retries_on_the_other_worker(cluster: LocalCluster) -> N
 
 def test_master_restart_mid_run_loses_nothing(cluster: LocalCluster) -> None:
     ids = [run(cluster, "default/etl/sleep", "--param", "seconds=3")["execution_id"] for _ in range(6)]
+    task_logs = [path for eid in ids for path in _task_logs(cluster, eid).values()]
 
-    def any_running() -> bool:
-        listed = cluster.cli(cluster.master.home, "executions", "list", "--limit", "20", as_json=True)
-        return any(e["status"] == RUNNING and e["execution_id"] in ids for e in listed)
+    def mid_run(path: Path) -> bool:
+        text = _task_log(path)
+        return "started in process" in text and "slept 3 s of 3" not in text
 
-    wait_until(any_running, interval=0.1, what="a task to run")
+    # The master stops while a package runs: seen on the worker's disk, polled every 50 ms.
+    wait_until(lambda: any(mid_run(p) for p in task_logs), interval=0.05, what="a package to be mid-run")
     cluster.stop(cluster.master)
     time.sleep(2)
     cluster.start_master()

@@ -43,6 +43,20 @@ def sleep(ctx):
     print("woke up")
 
 
+def slow_stop(ctx):
+    """Takes ``linger`` seconds to end after SIGTERM, as a package that cleans up on the way out."""
+    import signal
+
+    def stopping(_signum, _frame):
+        print("stopping", flush=True)
+        time.sleep(float(ctx.parameters.get("linger", 0.5)))
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stopping)
+    print("sleeping", flush=True)
+    time.sleep(60)
+
+
 def hold(ctx):
     """Record when it ran, so a test can count how many tasks ran at once."""
     folder = Path(ctx.parameters["folder"])
@@ -67,6 +81,10 @@ entry = "demo_jobs:fail"
 [packages.sleep]
 kind = "python"
 entry = "demo_jobs:sleep"
+
+[packages.slow_stop]
+kind = "python"
+entry = "demo_jobs:slow_stop"
 
 [packages.hold]
 kind = "python"

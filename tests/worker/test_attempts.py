@@ -70,6 +70,30 @@ async def test_a_new_attempt_stops_the_old_one_first_and_the_old_ones_end_never_
     assert (root / "1001-1" / "task.log").exists() and (root / "1001-2" / "task.log").exists()
 
 
+async def test_a_new_attempt_waits_in_real_time_for_an_old_one_slow_to_stop(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    """The agent's sleep is shrunk to milliseconds here; the old package's half second is not."""
+    agent = await make_agent(home)
+    serving = asyncio.ensure_future(agent.run(install_signals=False))
+    try:
+        stub.add(demo.task(1, "slow_stop", attempt=1, linger=0.5))
+        await eventually(lambda: says(stub, 1, 1, "sleeping"), what="attempt 1 runs")
+        old_pid = pid_of(stub, 1, 1)
+        stub.add(demo.task(1, "hello", attempt=2))
+        await eventually(lambda: stub.completions, timeout=30, what="attempt 2's report")
+        assert not alive(old_pid)
+    finally:
+        agent.stop()
+        await asyncio.wait_for(serving, 30)
+
+    assert [(c.attempt, c.outcome) for c in stub.completions] == [(2, "succeeded")]
+    assert says(stub, 1, 1, "stopping")
+    ended_1 = max(e.time for e in stub.lines(1, 1))
+    started_2 = min(e.time for e in stub.lines(1, 2) if "started in process" in e.message)
+    assert started_2 >= ended_1
+
+
 async def test_an_attempt_older_than_one_held_is_not_started(
     home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
 ) -> None:

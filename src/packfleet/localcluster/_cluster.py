@@ -206,6 +206,11 @@ class LocalCluster:
         self.wait_for_master(wait)
         return self.master
 
+    def console(self) -> tuple[str, int] | None:
+        """Where this master's web console listens, as its settings say; None with ConsoleEnabled false."""
+        settings = load_master_settings(self.master.home)
+        return (settings.console_address, settings.console_port) if settings.console_enabled else None
+
     def master_pem(self) -> Path:
         """The master's public certificate as PEM (for ``ssl`` cafile), kept in step with master.cer."""
         cer, pem = self.master.home / "master.cer", self.root / "master.cer.pem"

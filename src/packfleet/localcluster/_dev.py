@@ -8,7 +8,7 @@ line, and stops every node it started on Ctrl+C or SIGTERM.
 from __future__ import annotations
 
 import contextlib
-import json
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,8 +21,8 @@ from packfleet.localcluster._cluster import LocalCluster, free_port, sigterm_exi
 
 #: The line a script (or a test) waits for: everything after it is running and deployed.
 READY = "packfleet dev: ready"
-#: Where the web console listens when MasterSettings.config has ConsoleEnabled.
-CONSOLE_PORT = 8392
+#: Seconds ``dev`` waits for the web console to accept connections before saying it did not start.
+_CONSOLE_WAIT = 15.0
 #: Seconds between checks that every node is still alive.
 _WATCH_INTERVAL = 0.5
 
@@ -65,12 +65,37 @@ def _worker_ip(host: str, index: int) -> str:
     return host
 
 
-def _console_enabled(master_home: Path) -> bool:
-    # Read raw: ConsoleEnabled belongs to the console, which may not be part of this build.
-    with contextlib.suppress(OSError, ValueError):
-        raw = json.loads((master_home / "MasterSettings.config").read_text())
-        return isinstance(raw, dict) and str(raw.get("ConsoleEnabled", "")).lower() in ("true", "1")
-    return False
+def console_lines(cluster: LocalCluster, *, wait: float = _CONSOLE_WAIT) -> list[str]:
+    """Where the web console answers and how to add its first user; nothing when ConsoleEnabled is false.
+
+    The port is the one this master was given (LocalCluster picks a free one, so several dev
+    clusters, or a console already on 8392, never collide), read back from its settings. A
+    console that cannot start is left out by the master, which says why in its log: this output
+    then points there instead of printing a URL that does not answer.
+    """
+    console = cluster.console()
+    if console is None:
+        return []
+    host, port = console
+    if not _accepts(host, port, wait):
+        return [f"  console   not started on {host}:{port}: see {cluster.master.log_path}"]
+    home = cluster.master.home
+    return [
+        f"  console   https://{host}:{port}/  (the master's certificate; sign in as a console user)",
+        f"            add one: printf '%s' \"$PASSWORD\" | packfleet --home {home} manager user add "
+        "admin --role admin --password-stdin",
+    ]
+
+
+def _accepts(host: str, port: int, wait: float) -> bool:
+    """Whether ``host:port`` accepts a TCP connection within ``wait`` seconds (polled)."""
+    deadline = time.monotonic() + wait
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2.0):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def next_commands(cluster: LocalCluster) -> list[str]:
@@ -113,8 +138,8 @@ def run_dev(options: DevOptions, say: Callable[[str], None]) -> int:
             for node in [cluster.master, *cluster.workers.values()]:
                 say(f"--- {node.name} log (last lines)\n{cluster.tail(node)}")
             return 1
-        if _console_enabled(cluster.master.home):
-            say(f"  console   https://{options.host}:{CONSOLE_PORT}/")
+        for line in console_lines(cluster):
+            say(line)
         say("\nTry:")
         for command in next_commands(cluster):
             say(f"  {command}")

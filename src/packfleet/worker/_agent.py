@@ -532,7 +532,7 @@ class WorkerAgent:
             self.running,
             self._executions,
             stop=self.taskbeat.stop,
-            wait=lambda tasks: self._wait_for(tasks, self.timing.cancel_grace + 15.0),
+            grace=self.timing.cancel_grace + 15.0,  # SIGTERM, SIGKILL after cancel_grace, the clean-up
         )
 
     async def task_heartbeat(self) -> TaskHeartbeatReply | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -58,7 +58,7 @@ async def supersede(
     executions: Mapping[LeaseKey, asyncio.Task[Any]],
     *,
     stop: Callable[[Running, str], None],
-    wait: Callable[[set[asyncio.Task[Any]]], Awaitable[None]],
+    grace: float,
 ) -> bool:
     """Make sure no other attempt of this task runs here; False when this one must not run.
 
@@ -66,6 +66,11 @@ async def supersede(
     running here (a partition hid its heartbeats) is stale: it is stopped, without a report,
     and the new attempt starts once it has ended. A newer attempt already here makes this
     one stale instead. A worker never runs two attempts of one task at once.
+
+    The old attempt ends when its package process has, and ``stop`` ends that process on real
+    time (SIGTERM, then SIGKILL after the cancel grace): so the wait for it is bounded in real
+    seconds, ``grace``, never through the agent's injected sleep. Tests shrink that sleep to
+    milliseconds, and a bound shrunk with it gave up on an old attempt still being killed.
     """
     new = running.assignment
     others = [r for k, r in held.items() if k[0] == new.task_id and r is not running]
@@ -89,7 +94,7 @@ async def supersede(
         if old is not None:
             waits.add(old)
     if waits:
-        await wait(waits)  # bounded by the caller
+        await asyncio.wait(waits, timeout=grace)
         if not all(task.done() for task in waits):
             log.error(
                 "task %s: an older attempt did not end; attempt %s is not started (its lease lapses)",
