@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from packfleet.config import split_endpoints
 from packfleet.errors import ApiError, ProtocolError, SettingsError, TlsError, TransportError
 from packfleet.transport._client import MasterClient, parse_endpoint
 
@@ -177,7 +178,7 @@ class FailoverClient(MasterClient):
 
 
 def _urls(endpoint: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(part.strip().rstrip("/") for part in endpoint.split(",") if part.strip()))
+    return tuple(dict.fromkeys(split_endpoints(endpoint)))  # a URL listed twice is tried once
 
 
 def connect_master(
