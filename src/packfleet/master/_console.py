@@ -14,8 +14,9 @@ from typing import Any, ParamSpec, TypeVar
 from packfleet import __version__
 from packfleet.catalog import Catalog, ExecutionRecord, WorkerRecord
 from packfleet.console import EventTicket, MasterFacts
-from packfleet.errors import CertificateNotFound, InvalidValue, SettingsError
+from packfleet.errors import CertificateNotFound, Conflict, InvalidValue, SettingsError
 from packfleet.master import _admin_api, _fleet, _join_api
+from packfleet.master._rotation import MasterCertRotation
 from packfleet.master._state import MasterState
 from packfleet.master._tls import TlsMaterial
 from packfleet.master._trust import trust_in_root
@@ -185,6 +186,36 @@ class MasterFleet:
         )
         state.wakeups.notify(TASKS)
         return record
+
+    # --- master certificate rotation, for the console's Certificates page -----------------------
+    # Only calls into MasterCertRotation, the object the admin route POST /rotation/master-cert
+    # drives: the console starts, switches, finishes and aborts exactly as the CLI does.
+
+    def _master_rotation(self) -> MasterCertRotation:
+        rotation = self._state.rotation
+        if not isinstance(rotation, MasterCertRotation):
+            raise Conflict("the master certificate rotation is not set up on this master yet")
+        return rotation
+
+    async def rotation_status(self) -> dict[str, Any] | None:
+        rotation = self._master_rotation()
+        if rotation.record is None:
+            return None  # no list of every worker for a rotation that is not there
+        return await rotation.status()
+
+    async def rotate_master_certificate(
+        self, action: str, *, actor: str, force: bool = False
+    ) -> dict[str, Any]:
+        rotation = self._master_rotation()
+        if action == "start":
+            return await rotation.start(cns=[], days=None, actor=actor)
+        if action == "switch":
+            return await rotation.switch(actor=actor, force=force)
+        if action == "finish":
+            return await rotation.finish(actor=actor)
+        if action == "abort":
+            return await rotation.abort(actor=actor)
+        raise InvalidValue(f"rotation step {action!r} is not one of start, switch, finish, abort")
 
 
 def console_context(home: Path, material: TlsMaterial) -> Callable[[], ssl.SSLContext]:
