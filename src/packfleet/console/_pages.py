@@ -23,6 +23,8 @@ from packfleet.errors import CatalogError
 from packfleet.expiry import expiry_warning
 
 PAGE_SIZE = 25
+#: Certificates per page of the Certificates page.
+CERTIFICATES_PAGE = 100
 #: The execution page shows event messages in windows of this many: a log of up to two windows
 #: whole, a longer one its first and last window with links to those in between.
 EVENT_WINDOW = 500
@@ -315,14 +317,37 @@ def _execution_id(request: web.Request) -> int:
 
 
 async def certificates(request: web.Request) -> web.StreamResponse:
+    """The rotation section, then the fleet's certificates, soonest expiry first, a page at a time
+    (a fleet of thousands of workers has thousands), with a search and a role filter."""
     fleet = fleet_of(request)
     entries = await inventory_of(request).entries(fleet)
+    roles = sorted({e["role"] for e in entries})
+    role = request.query.get("role", "")
+    search = request.query.get("q", "").strip()[:200]
+    if role:
+        entries = [e for e in entries if e["role"] == role]
+    if search:
+        needle = search.casefold().replace(" ", "").replace(":", "")
+        entries = [
+            e
+            for e in entries
+            if needle in e["thumbprint"].casefold()
+            or needle in (e["sha256"] or "").casefold()
+            or search.casefold() in f"{e['name'] or ''} {e['worker_name']} {e['worker'] or ''}".casefold()
+        ]
+    page = _int(request, "page", 1, maximum=10**6)
     rotation = await fleet.rotation_status()
     return render(
         request,
         "certificates.html",
         title="Certificates",
-        entries=entries,
+        entries=entries[(page - 1) * CERTIFICATES_PAGE : page * CERTIFICATES_PAGE],
+        total=len(entries),
+        roles=roles,
+        role=role,
+        q=search,
+        paging=page_numbers(page, len(entries) > page * CERTIFICATES_PAGE),
+        query=lambda **kw: _query(request, **kw),
         warning=expiry_warning,
         rotation=rotation_view(rotation),
         done=request.query.get("done", ""),
