@@ -136,6 +136,7 @@ executions = Table(
     # NULLs are distinct on both backends: only submits that carry a key are deduplicated.
     Index(None, "created_by", "idempotency_key", unique=True),
     Index(None, "status", "id"),  # the console: a status filter pages newest first
+    Index(None, "status", "created_at"),  # the dashboard: the last 24 hours by status
 )
 
 # SSIS's [catalog].[add_execution_worker]: no row means any worker may run the execution.
@@ -177,6 +178,7 @@ tasks = Table(
     Index(None, "status", "id"),  # lease_tasks: oldest READY first
     Index(None, "status", "lease_expires_at"),  # sweep_expired_leases
     Index(None, "agent_id"),  # the console: a worker's executions
+    Index(None, "status", "created_at"),  # the dashboard: the queue and its oldest task
 )
 
 event_messages = Table(
