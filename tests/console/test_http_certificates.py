@@ -188,8 +188,8 @@ def test_a_huge_log_shows_its_head_and_tail_windows_with_links_between(
     assert "line 00500<" in page.body and "line 00501<" not in page.body
     assert "line 02700<" not in page.body and "line 02701<" in page.body and "line 03200<" in page.body
     assert "2200 messages not shown" in page.body
-    for n, first, last in ((2, 501, 1000), (6, 2501, 3000)):
-        assert f'href="?window={n}">{first}–{last}</a>' in page.body
+    for n, first, final in ((2, 501, 1000), (6, 2501, 3000)):
+        assert f'href="?window={n}">{first}–{final}</a>' in page.body
     window = client.get(f"/executions/{execution_id}?window=3")
     assert window.body.count('class="msg"') == 500
     assert "line 01001<" in window.body and "line 01500<" in window.body and "line 01501<" not in window.body
