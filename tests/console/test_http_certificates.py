@@ -198,3 +198,26 @@ def test_a_huge_log_shows_its_head_and_tail_windows_with_links_between(
     assert last.body.count('class="msg"') == 200 and "line 03200<" in last.body
     assert client.get(f"/executions/{execution_id}?window=8").status == 400
     assert client.get(f"/executions/{execution_id}?window=x").status == 400
+
+
+def test_a_large_fleet_names_its_allowed_workers_in_a_text_box(
+    client: Client, master: RunningMaster, runs: Runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from packfleet.console import _runs
+
+    monkeypatch.setattr(_runs, "CHECKBOXES", 2)  # three workers count as a large fleet here
+    agents = {name: master.add_worker(name) for name in ("etl-1", "etl-2", "etl-3")}
+    client.sign_in("otto")
+    page = client.get("/executions/new?target=default/etl/load")
+    assert 'type="checkbox"' not in page.body and 'name="workers"' in page.body
+    form = {"csrf_token": page.csrf, "target": "default/etl/load", "p.rows": "5"}
+    dry = client.post("/executions/new", form | {"action": "dry-run", "workers": "etl-2\n" + agents["etl-3"]})
+    assert dry.status == 200 and "2 of 3 workers could take it now" in dry.body
+    assert "etl-2\netl-3\n</textarea>" in dry.body, "the allowed workers are kept, by name"
+    refused = client.post("/executions/new", form | {"action": "run", "workers": "etl-9"})
+    assert refused.status == 400 and "no worker has the name or agent id &#39;etl-9&#39;" in refused.body
+    ran = client.post("/executions/new", form | {"action": "run", "workers": "etl-1, etl-2"})
+    assert ran.status == 303
+    execution_id = int(ran.headers["Location"].split("/")[2].split("?")[0])
+    record = master.db(master.catalog.get_execution, execution_id)
+    assert set(record.allowed_workers) == {agents["etl-1"], agents["etl-2"]}
