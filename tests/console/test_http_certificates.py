@@ -9,6 +9,8 @@ import json
 
 import pytest
 
+from master.support import write_manager_settings
+from packfleet.config import load_manager_settings
 from packfleet.console import _rotation
 
 from .conftest import Client, RunningMaster, Runs
@@ -49,6 +51,7 @@ def test_an_admin_starts_and_aborts_a_rotation_audited_under_her_name(
     client: Client, master: RunningMaster
 ) -> None:
     agent_id = master.add_worker("worker1")
+    write_manager_settings(master.mh, master.server)  # the administrator's manager in the master's home
     client.sign_in("ada")
     page = client.get("/certificates")
     assert "No rotation under way" in page.body and "Start rotation" in page.body
@@ -57,6 +60,12 @@ def test_an_admin_starts_and_aborts_a_rotation_audited_under_her_name(
     assert started.status == 303 and started.headers["Location"] == "/certificates?done=started#rotation"
     record = master.server.state.rotation.record  # type: ignore[union-attr]
     assert record is not None and record.phase == "announced" and record.old == served
+    # The manager of the master's home pins the next certificate beside the current one, as the CLI does.
+    pinned = load_manager_settings(master.mh.home)
+    assert (pinned.master_https_cert_thumbprint, pinned.next_master_https_cert_thumbprint) == (
+        served,
+        record.new,
+    )
     shown = client.get("/certificates?done=started")
     assert "Rotation started." in shown.body and record.new in shown.body
     # The new certificate is in the inventory at once (a standby master certificate): the cache
@@ -77,6 +86,7 @@ def test_an_admin_starts_and_aborts_a_rotation_audited_under_her_name(
     assert aborted.status == 303
     assert master.server.state.rotation.record is None  # type: ignore[union-attr]
     assert record.new not in client.get("/certificates").body, "the aborted certificate left the Root store"
+    assert load_manager_settings(master.mh.home).next_master_https_cert_thumbprint == ""
     steps = master.db(master.catalog.list_audit, action="master-cert")
     assert [(a.actor, a.action, a.target) for a in steps] == [
         ("console:ada", "master-cert.rotation.start", record.new),
