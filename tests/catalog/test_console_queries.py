@@ -221,3 +221,23 @@ def test_the_newest_audit_id_moves_with_every_change(catalog: Catalog) -> None:
     first = catalog.last_audit_id()
     catalog.add_worker_certificate(create_self_signed(["w2"]).cert_pem(), actor="admin")
     assert catalog.last_audit_id() > first
+
+
+def test_the_dashboard_counts_are_bounded_and_exact_below_the_cap(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    agent_id = worker("worker1")
+    first = deployed.create_execution("default", "etl", "extract", parameters={}, actor="alice")
+    clock.advance(10)
+    for _ in range(4):
+        deployed.create_execution("default", "etl", "extract", parameters={}, actor="bob")
+    assert deployed.queue_depth(cap=10) == (5, first.created_at)
+    assert deployed.queue_depth(cap=3) == (4, first.created_at), "past the cap: cap + 1"
+    deployed.lease_tasks(agent_id, 1, 60)
+    assert deployed.queue_depth(cap=10)[0] == 4
+    since = clock.now - timedelta(seconds=5)
+    recent = deployed.recent_counts(since=since, cap=10)
+    assert recent[ExecutionStatus.PENDING] == 4 and sum(recent.values()) == 4, "the first is older"
+    assert deployed.recent_counts(since=since, cap=2)[ExecutionStatus.PENDING] == 3
+    everything = deployed.recent_counts(since=clock.now - timedelta(days=1), cap=100)
+    assert everything == deployed.execution_counts(since=clock.now - timedelta(days=1))

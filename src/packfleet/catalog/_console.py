@@ -11,8 +11,15 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, exists, func, not_, or_, select
 
 from packfleet.catalog._base import CatalogBase
-from packfleet.catalog._records import EventRecord, MessageType, WorkerRecord
-from packfleet.catalog._schema import audit_log, event_messages, worker_agents, worker_certificates
+from packfleet.catalog._records import EventRecord, ExecutionStatus, MessageType, TaskStatus, WorkerRecord
+from packfleet.catalog._schema import (
+    audit_log,
+    event_messages,
+    executions,
+    tasks,
+    worker_agents,
+    worker_certificates,
+)
 from packfleet.catalog._workers import _worker
 from packfleet.errors import InvalidValue
 
@@ -214,6 +221,32 @@ class ConsoleCatalog(CatalogBase):
         )
         with self._read() as conn:
             return [((int(t), int(a)), int(n)) for t, a, n in conn.execute(query).all()]
+
+    def queue_depth(self, *, cap: int) -> tuple[int, datetime | None]:
+        """Tasks waiting for a worker (READY), counted up to ``cap + 1`` (more than ``cap`` reads as
+        ``cap + 1``), and when the oldest of them was made ready. Bounded: a queue of a million
+        costs what one of ``cap`` costs; ``queue_summary`` gives the exact count."""
+        ready = tasks.c.status == int(TaskStatus.READY)
+        some = select(tasks.c.id).where(ready).limit(cap + 1).subquery()
+        with self._read() as conn:
+            count = int(conn.scalar(select(func.count()).select_from(some)) or 0)
+            oldest = conn.scalar(select(func.min(tasks.c.created_at)).where(ready))  # first index entry
+        return count, oldest
+
+    def recent_counts(self, *, since: datetime, cap: int) -> dict[ExecutionStatus, int]:
+        """Executions created at or after ``since`` in each status, each counted up to ``cap + 1``
+        (one bounded range of the ``(status, created_at)`` index per status)."""
+        counts = {}
+        with self._read() as conn:
+            for status in ExecutionStatus:
+                some = (
+                    select(executions.c.id)
+                    .where(executions.c.status == int(status), executions.c.created_at >= since)
+                    .limit(cap + 1)
+                    .subquery()
+                )
+                counts[status] = int(conn.scalar(select(func.count()).select_from(some)) or 0)
+        return counts
 
     def last_audit_id(self) -> int:
         """The id of the newest audit row (0 when there is none): every change to the fleet's

@@ -24,6 +24,9 @@ from packfleet.errors import CatalogError
 from packfleet.expiry import expiry_warning
 
 PAGE_SIZE = 25
+#: The dashboard counts queued tasks and each status of the last 24 hours up to this many: its cost
+#: stays bounded whatever the catalog holds (/metrics and the CLI give exact figures).
+COUNT_CAP = 10_000
 #: Certificates per page of the Certificates page.
 CERTIFICATES_PAGE = 100
 #: The execution page shows event messages in windows of this many: a log of up to two windows
@@ -85,8 +88,8 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         # Four independent reads at once: the catalog's threads overlap their waits on the database.
         counted, (waiting, oldest), counts, certificates = await asyncio.gather(
             fleet.db(fleet.catalog.worker_counts, now=now, online_window=ONLINE_WINDOW),
-            fleet.db(fleet.catalog.queue_summary),
-            fleet.db(fleet.catalog.execution_counts, since=now - timedelta(hours=24)),
+            fleet.db(fleet.catalog.queue_depth, cap=COUNT_CAP),
+            fleet.db(fleet.catalog.recent_counts, since=now - timedelta(hours=24), cap=COUNT_CAP),
             inventory_of(request).entries(fleet),
         )
     states = {
@@ -104,12 +107,18 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         reachable=reachable,
         states=sorted(states.items()),
         workers_total=sum(states.values()),
-        waiting=waiting,
+        waiting=_counted(waiting),
+        queued=waiting > 0,
         oldest=ago(oldest, now) if oldest is not None else "",
-        counts=[(status.label, counts.get(status, 0)) for status in ExecutionStatus],
+        counts=[(status.label, _counted(counts[status])) for status in ExecutionStatus if counts.get(status)],
         master_cert=master_cert,
         expiring=expiring,
     )
+
+
+def _counted(n: int) -> str:
+    """A bounded count as the dashboard shows it: ``more than 10,000`` past the cap."""
+    return f"more than {COUNT_CAP:,}" if n > COUNT_CAP else f"{n:,}"
 
 
 # --- workers -----------------------------------------------------------------------------------
