@@ -60,14 +60,6 @@ def _query(request: web.Request, **changes: Any) -> str:
     return "?" + urllib.parse.urlencode(params)
 
 
-def _certificates(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Inventory entries with every optional key present (templates are strict about missing ones)."""
-    for entry in entries:
-        for key in ("worker", "name", "status", "sha256", "warning", "days_left", "not_after"):
-            entry.setdefault(key, None)
-    return entries
-
-
 # --- dashboard ---------------------------------------------------------------------------------
 
 
