@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import create_engine, text
+
 from packfleet import __version__
 from packfleet.bench._cluster import BenchCluster
 from packfleet.bench._fleet import _wait_trusted
@@ -331,6 +333,16 @@ def run(
         began = time.monotonic()
         agents = fill(catalog, workers, executions)
         pages_result.notes["fill_s"] = round(time.monotonic() - began, 1)
+        if catalog.dialect == "postgresql":
+            # The statistics autovacuum gathers soon after a bulk load, gathered now: without them
+            # PostgreSQL plans the first minutes of a freshly filled catalog blind.
+            engine = create_engine(bench.url)
+            try:
+                with engine.connect() as conn:
+                    conn.execute(text("ANALYZE"))
+                    conn.commit()
+            finally:
+                engine.dispose()
         newest = catalog.list_executions(limit=1)[0].execution_id
         master_pem = load_credential(bench.master_home / "master.cer").cert_pem().decode()
         client = ConsoleClient(bench.cluster.host, bench.cluster.console_port, master_pem)
