@@ -16,6 +16,7 @@ A typical round trip, as the master's handlers make it::
 
 from packfleet.catalog._base import TASKS_CHANNEL, Clock, canonical_agent_id, utc_now
 from packfleet.catalog._catalog import Catalog
+from packfleet.catalog._console import WORKER_SORTS, WORKER_STATES, WorkerPage
 from packfleet.catalog._joins import ConnectOutcome, JoinOutcome, TokenBinding
 from packfleet.catalog._records import (
     CONSOLE_ROLES,
@@ -51,6 +52,8 @@ from packfleet.catalog._sealed import SecretKeyRotation, rotate_secrets_key
 __all__ = [
     "CONSOLE_ROLES",
     "TASKS_CHANNEL",
+    "WORKER_SORTS",
+    "WORKER_STATES",
     "AuditRecord",
     "Catalog",
     "CertificateRecord",
@@ -82,6 +85,7 @@ __all__ = [
     "TokenBinding",
     "WorkerCertificate",
     "WorkerInfo",
+    "WorkerPage",
     "WorkerRecord",
     "canonical_agent_id",
     "rotate_secrets_key",

@@ -12,6 +12,7 @@ from sqlalchemy import URL, Engine, text
 from packfleet.catalog import _engine
 from packfleet.catalog._admin import AdminCatalog
 from packfleet.catalog._base import Clock, utc_now
+from packfleet.catalog._console import ConsoleCatalog
 from packfleet.catalog._executions import ExecutionCatalog
 from packfleet.catalog._joins import JoinCatalog
 from packfleet.catalog._leases import LeaseCatalog
@@ -33,6 +34,7 @@ class Catalog(
     RotationCatalog,
     UserCatalog,
     SealedValuesCatalog,
+    ConsoleCatalog,
 ):
     """The master's database: projects, executions and tasks, workers and trust, audit.
 

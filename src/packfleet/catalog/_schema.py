@@ -135,6 +135,8 @@ executions = Table(
     Index(None, "status", "ended_at"),
     # NULLs are distinct on both backends: only submits that carry a key are deduplicated.
     Index(None, "created_by", "idempotency_key", unique=True),
+    Index(None, "status", "id"),  # the console: a status filter pages newest first
+    Index(None, "status", "created_at"),  # the dashboard: the last 24 hours by status
 )
 
 # SSIS's [catalog].[add_execution_worker]: no row means any worker may run the execution.
@@ -175,6 +177,8 @@ tasks = Table(
     Column("lost_at", UtcDateTime),
     Index(None, "status", "id"),  # lease_tasks: oldest READY first
     Index(None, "status", "lease_expires_at"),  # sweep_expired_leases
+    Index(None, "agent_id"),  # the console: a worker's executions
+    Index(None, "status", "created_at"),  # the dashboard: the queue and its oldest task
 )
 
 event_messages = Table(
@@ -286,6 +290,7 @@ audit_log = Table(
     Column("action", String(64), nullable=False),
     Column("target", String(256), nullable=False),
     Column("details", JSON, nullable=False),
+    Index(None, "target", "id"),  # the console: a worker's audit trail, the target filter
 )
 
 master_properties = Table(

@@ -13,9 +13,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from packfleet import __version__
 from packfleet.catalog import Catalog, ExecutionRecord, WorkerRecord
+from packfleet.config import load_manager_settings, set_setting
 from packfleet.console import EventTicket, MasterFacts
-from packfleet.errors import CertificateNotFound, InvalidValue, SettingsError
+from packfleet.errors import CertificateNotFound, Conflict, InvalidValue, SettingsError
 from packfleet.master import _admin_api, _fleet, _join_api
+from packfleet.master._rotation import MasterCertRotation
 from packfleet.master._state import MasterState
 from packfleet.master._tls import TlsMaterial
 from packfleet.master._trust import trust_in_root
@@ -185,6 +187,66 @@ class MasterFleet:
         )
         state.wakeups.notify(TASKS)
         return record
+
+    # --- master certificate rotation, for the console's Certificates page -----------------------
+    # Only calls into MasterCertRotation, the object the admin route POST /rotation/master-cert
+    # drives: the console starts, switches, finishes and aborts exactly as the CLI does.
+
+    def _master_rotation(self) -> MasterCertRotation:
+        rotation = self._state.rotation
+        if not isinstance(rotation, MasterCertRotation):
+            raise Conflict("the master certificate rotation is not set up on this master yet")
+        return rotation
+
+    async def rotation_status(self) -> dict[str, Any] | None:
+        rotation = self._master_rotation()
+        if rotation.record is None:
+            return None  # no list of every worker for a rotation that is not there
+        return await rotation.status()
+
+    async def rotate_master_certificate(
+        self, action: str, *, actor: str, force: bool = False
+    ) -> dict[str, Any]:
+        rotation = self._master_rotation()
+        if action == "start":
+            result = await rotation.start(cns=[], days=None, actor=actor)
+        elif action == "switch":
+            result = await rotation.switch(actor=actor, force=force)
+        elif action == "finish":
+            result = await rotation.finish(actor=actor)
+        elif action == "abort":
+            result = await rotation.abort(actor=actor)
+        else:
+            raise InvalidValue(f"rotation step {action!r} is not one of start, switch, finish, abort")
+        await self._state.db(_follow_local_manager, self._state.home, action, result)
+        return result
+
+
+def _follow_local_manager(home: Path, action: str, result: dict[str, Any]) -> None:
+    """Keep the manager of the master's own home pinned through a rotation made in the console.
+
+    ``packfleet manager rotate master-cert`` re-pins the manager it runs as (Next pin at start, the
+    new one after the switch); a rotation started in a browser has no CLI to do that, and the
+    master's home is where its administrator's ManagerSettings.config usually lives. The new
+    certificate is in this home's Root store already (the rotation put it there). A manager on
+    another machine follows the steps the page lists, as a worker that missed the rotation does.
+    """
+    try:
+        settings = load_manager_settings(home)
+    except SettingsError:
+        return  # no manager in this home (or one this master cannot read): nothing to keep pinned
+    new = str(result.get("new") or result.get("aborted") or "")
+    if not new:
+        return
+    if action == "start" and settings.master_https_cert_thumbprint != new:
+        set_setting(home, "manager", "NextMasterHttpsCertThumbprint", new)
+    elif action in ("switch", "finish") and result.get("phase") in ("switched", "finished"):
+        if settings.master_https_cert_thumbprint != new:
+            set_setting(home, "manager", "MasterHttpsCertThumbprint", new)
+        if settings.next_master_https_cert_thumbprint:
+            set_setting(home, "manager", "NextMasterHttpsCertThumbprint", "")
+    elif action == "abort" and settings.next_master_https_cert_thumbprint == new:
+        set_setting(home, "manager", "NextMasterHttpsCertThumbprint", "")
 
 
 def console_context(home: Path, material: TlsMaterial) -> Callable[[], ssl.SSLContext]:
