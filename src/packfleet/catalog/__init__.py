@@ -17,6 +17,12 @@ A typical round trip, as the master's handlers make it::
 from packfleet.catalog._base import TASKS_CHANNEL, Clock, canonical_agent_id, utc_now
 from packfleet.catalog._catalog import Catalog
 from packfleet.catalog._joins import ConnectOutcome, JoinOutcome, TokenBinding
+from packfleet.catalog._mastercert import (
+    CUTOFF_CHANNEL,
+    ROTATION_CHANNEL,
+    TRUST_CHANNEL,
+    MasterRotationRecord,
+)
 from packfleet.catalog._records import (
     CONSOLE_ROLES,
     AuditRecord,
@@ -50,6 +56,9 @@ from packfleet.catalog._sealed import SecretKeyRotation, rotate_secrets_key
 
 __all__ = [
     "CONSOLE_ROLES",
+    "CUTOFF_CHANNEL",
+    "ROTATION_CHANNEL",
+    "TRUST_CHANNEL",
     "TASKS_CHANNEL",
     "AuditRecord",
     "Catalog",
@@ -69,6 +78,7 @@ __all__ = [
     "JoinOutcome",
     "JoinTokenRecord",
     "LeaseStatus",
+    "MasterRotationRecord",
     "MessageType",
     "PackageRecord",
     "Principal",
