@@ -332,11 +332,15 @@ class MasterCertRotation:
                 # This reply tells the worker the next step; its lease long-poll, woken, asks it for
                 # the heartbeat that reports the step done (else it would wait out the long-poll).
                 self.state.wakeups.notify(TASKS)
-        record = self.record
-        announce = record is not None and record.phase == "announced" and bool(self._new_pem)
+        record, serving = self.record, self._serving()
+        # Announced while this master serves the old certificate, whatever the phase: between the
+        # catalog saying "switched" and this master's hot swap, a reply naming the old certificate
+        # without the next one would tell the worker the rotation was aborted, and it would drop
+        # the pin it needs a moment later.
+        announce = record is not None and bool(self._new_pem) and serving != record.new
         return dataclasses.replace(
             reply,
-            master_cert_thumbprint=self._serving(),
+            master_cert_thumbprint=serving,
             next_master_cert_pem=self._new_pem if announce else "",
         )
 

@@ -720,8 +720,10 @@ class MasterServer:
             return
         self._state = None
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(state.executor, state.catalog.close)
-        state.executor.shutdown(wait=True)
+        # Calls already on the executor (a background write whose task was canceled keeps running
+        # in its thread) end first: a connection they hold would outlive the closed pool, unclosed.
+        await loop.run_in_executor(None, functools.partial(state.executor.shutdown, wait=True))
+        await loop.run_in_executor(None, state.catalog.close)
 
     async def __aenter__(self) -> MasterServer:
         await self.start()
