@@ -49,6 +49,10 @@ class HaBench(BenchCluster):
         super().__init__("postgresql", workers=2, keep=keep)
         self.b: LocalCluster | None = None
 
+    def __enter__(self) -> HaBench:
+        super().__enter__()
+        return self
+
     @property
     def a(self) -> LocalCluster:
         assert self.cluster is not None  # noqa: S101 - set by __enter__
