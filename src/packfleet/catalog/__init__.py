@@ -18,6 +18,12 @@ from packfleet.catalog._base import TASKS_CHANNEL, Clock, canonical_agent_id, ut
 from packfleet.catalog._catalog import Catalog
 from packfleet.catalog._console import WORKER_SORTS, WORKER_STATES, WorkerPage
 from packfleet.catalog._joins import ConnectOutcome, JoinOutcome, TokenBinding
+from packfleet.catalog._mastercert import (
+    CUTOFF_CHANNEL,
+    ROTATION_CHANNEL,
+    TRUST_CHANNEL,
+    MasterRotationRecord,
+)
 from packfleet.catalog._records import (
     CONSOLE_ROLES,
     AuditRecord,
@@ -51,6 +57,9 @@ from packfleet.catalog._sealed import SecretKeyRotation, rotate_secrets_key
 
 __all__ = [
     "CONSOLE_ROLES",
+    "CUTOFF_CHANNEL",
+    "ROTATION_CHANNEL",
+    "TRUST_CHANNEL",
     "TASKS_CHANNEL",
     "WORKER_SORTS",
     "WORKER_STATES",
@@ -72,6 +81,7 @@ __all__ = [
     "JoinOutcome",
     "JoinTokenRecord",
     "LeaseStatus",
+    "MasterRotationRecord",
     "MessageType",
     "PackageRecord",
     "Principal",

@@ -16,6 +16,7 @@ from packfleet.catalog._console import ConsoleCatalog
 from packfleet.catalog._executions import ExecutionCatalog
 from packfleet.catalog._joins import JoinCatalog
 from packfleet.catalog._leases import LeaseCatalog
+from packfleet.catalog._mastercert import MasterCertCatalog
 from packfleet.catalog._projects import ProjectCatalog
 from packfleet.catalog._rotation import RotationCatalog
 from packfleet.catalog._sealed import SealedValuesCatalog, open_sealed_catalog
@@ -32,6 +33,7 @@ class Catalog(
     LeaseCatalog,
     AdminCatalog,
     RotationCatalog,
+    MasterCertCatalog,
     UserCatalog,
     SealedValuesCatalog,
     ConsoleCatalog,

@@ -300,3 +300,32 @@ master_properties = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )
+
+# The master certificate rotation the masters sharing this catalog carry out together: one row (id 1),
+# the last rotation. ``phase`` is announced, switched, finished or aborted; the new certificate and
+# its key (sealed with the masters' shared secrets key) are here so that every master can serve it
+# and any master can finish a rotation another one started.
+master_cert_rotation = Table(
+    "master_cert_rotation",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("phase", String(16), nullable=False),
+    Column("old_thumbprint", String(40), nullable=False),
+    Column("new_thumbprint", String(40), nullable=False),
+    Column("new_cert_pem", Text, nullable=False),
+    Column("new_key_sealed", Text, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("switched_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Which master certificates each worker said it accepts in its last heartbeat, whichever master
+# received it: a rotation switches once every online worker accepts the new certificate.
+master_cert_acceptances = Table(
+    "master_cert_acceptances",
+    metadata,
+    Column("agent_id", String(36), primary_key=True),
+    Column("accepts", JSON, nullable=False),
+    Column("heard_at", UtcDateTime, nullable=False),
+)

@@ -22,7 +22,7 @@ from packfleet.cli._client import call, state
 from packfleet.cli._manager import manager_group, worker_admin
 from packfleet.cli._output import json_option, print_table
 from packfleet.cli._worker import worker_group
-from packfleet.config import load_manager_settings, set_setting
+from packfleet.config import load_manager_settings, load_master_settings, set_setting, settings_path
 from packfleet.errors import CertificateNotFound
 from packfleet.manager import ManagerClient
 from packfleet.pki import CertStore, Credential, load_credential_bytes
@@ -108,6 +108,16 @@ class _MasterRotation:
         if load_manager_settings(self.home).master_https_cert_thumbprint != thumbprint:
             set_setting(self.home, "manager", "NextMasterHttpsCertThumbprint", thumbprint)
 
+    def _serves(self, thumbprint: str) -> bool:
+        """Whether a master of this home still serves ``thumbprint`` (it was down during the rotation).
+
+        Its certificate is not the manager's to delete: that master retires it itself once it
+        starts and catches up with the rotation from the catalog, which it could not do without it.
+        """
+        if not settings_path(self.home, "master").exists():
+            return False
+        return load_master_settings(self.home).ssl_cert_thumbprint == thumbprint
+
     def _promote(self, new: str) -> None:
         set_setting(self.home, "manager", "MasterHttpsCertThumbprint", new)
         set_setting(self.home, "manager", "NextMasterHttpsCertThumbprint", "")
@@ -140,7 +150,7 @@ class _MasterRotation:
         finished = await self.client.rotate_master_cert("finish")
         self.progress.step(f"{old} retired from the master's Root store")
         with contextlib.suppress(CertificateNotFound):
-            if load_manager_settings(self.home).master_https_cert_thumbprint != old:
+            if load_manager_settings(self.home).master_https_cert_thumbprint != old and not self._serves(old):
                 CertStore(self.home, "Root").delete(old)
         behind = [row for row in promoted["workers"] if not row.get("promoted")]
         return finished | {"workers": promoted["workers"], "behind": behind}

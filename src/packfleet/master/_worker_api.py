@@ -66,6 +66,7 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         max_tasks=beat.max_tasks,
         version=beat.version,
         clock_skew_seconds=skew,
+        lease_gate=beat.lease_gate,
     )
     outcome = await state.db(
         state.catalog.worker_heartbeat,
@@ -100,8 +101,6 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         agent_id=outcome.worker.agent_id if outcome.worker is not None else beat.agent_id,
         clock_warning=clock_warning(beat.agent_id, skew),
     )
-    if outcome.worker is not None:
-        state.lease_gates[outcome.worker.agent_id] = beat.lease_gate
     if state.rotation is not None and outcome.worker is not None:
         reply = state.rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
     return json_response(protocol.encode(reply))
