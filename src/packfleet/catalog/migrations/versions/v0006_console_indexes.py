@@ -1,7 +1,7 @@
 """Indexes for the web console's pages over a large catalog.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-06
 
 ``executions (status, id)``: a status filter pages newest first without sorting every match.
@@ -17,7 +17,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | None = None
 depends_on: str | None = None
 
