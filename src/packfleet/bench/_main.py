@@ -18,7 +18,7 @@ from packfleet.bench._cluster import BenchCluster
 from packfleet.bench._stats import Result, table
 from packfleet.localcluster import sigterm_exits
 
-SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit", "idle", "console")
+SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit", "idle", "console", "peers")
 DEFAULT_N = {
     "throughput": 5000,
     "latency": 500,
@@ -27,6 +27,7 @@ DEFAULT_N = {
     "limit": 5,
     "idle": 1000,
     "console": 100_000,
+    "peers": 3000,
 }
 
 
@@ -36,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--n",
         type=int,
-        help="executions (throughput, latency, console), samples (spawn), agents (fleet), seconds (limit), "
-        "held connections (idle)",
+        help="executions (throughput, latency, console, peers), samples (spawn), agents (fleet), "
+        "seconds (limit), held connections (idle)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is the figure")
     parser.add_argument("--catalog", choices=("sqlite", "postgresql"), default=None)
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=40, help="console: fetches of each page")
     parser.add_argument("--rate", type=int, default=1000, help="console: live tail lines per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="console: live tail duration")
+    parser.add_argument("--fresh-n", type=int, default=1000, help="peers: executions of packfleet fresh")
+    parser.add_argument("--latency-n", type=int, default=200, help="peers: sequential round trips per run")
     return parser
 
 
@@ -145,6 +148,16 @@ def _main(argv: Sequence[str] | None, emit: Callable[[str], None]) -> list[Resul
         bench.idle()
     elif scenario == "console":
         bench.console()
+    elif scenario == "peers":
+        from packfleet.bench import _peers  # the peers' packages are the optional `bench` extra
+
+        bench.results += _peers.run(
+            n=bench.n("peers"),
+            fresh_n=args.fresh_n,
+            latency_n=args.latency_n,
+            runs=args.runs,
+            emit=emit_now,
+        )
     elif scenario is not None:
         # The throughput scenario measures its limit in the same run so the ratio is like for like.
         wanted = [scenario, "limit"] if scenario == "throughput" and args.n is None else [scenario]
