@@ -13,17 +13,31 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from packfleet.bench import _console, _fleet, _idle, _latency, _limit, _spawn, _throughput
+from packfleet.bench import (
+    _console,
+    _fleet,
+    _idle,
+    _latency,
+    _limit,
+    _reconnect,
+    _rotation,
+    _spawn,
+    _throughput,
+)
 from packfleet.bench._cluster import BenchCluster
 from packfleet.bench._stats import Result, table
 from packfleet.localcluster import sigterm_exits
 
-SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit", "idle", "console", "peers")
+SCENARIOS = (
+    "throughput", "latency", "spawn", "fleet", "rotation", "reconnect", "limit", "idle", "console", "peers",
+)  # fmt: skip
 DEFAULT_N = {
     "throughput": 5000,
     "latency": 500,
     "spawn": 200,
-    "fleet": 1000,
+    "fleet": 5000,
+    "rotation": 1000,
+    "reconnect": 1000,
     "limit": 5,
     "idle": 1000,
     "console": 100_000,
@@ -37,13 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--n",
         type=int,
-        help="executions (throughput, latency, console, peers), samples (spawn), agents (fleet), "
-        "seconds (limit), held connections (idle)",
+        help="executions (throughput, latency, console, peers), samples (spawn), agents (fleet, rotation, "
+        "reconnect), seconds (limit), held connections (idle)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is the figure")
     parser.add_argument("--catalog", choices=("sqlite", "postgresql"), default=None)
     parser.add_argument("--isolation", choices=("fresh", "pooled"), default=None)
-    parser.add_argument("--interval", type=float, default=10.0, help="fleet: heartbeat interval (s)")
+    parser.add_argument("--interval", type=float, default=10.0, help="fleet, rotation: heartbeats (s)")
     parser.add_argument("--rounds", type=int, default=2, help="fleet: measured heartbeats per agent")
     parser.add_argument("--samples", type=int, default=200, help="idle: requests of each kind measured")
     parser.add_argument("--workers", type=int, default=1000, help="console: workers in the catalog")
@@ -109,6 +123,15 @@ class Bench:
                 )
             )
 
+    def rotation(self) -> None:
+        with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
+            agents, interval = self.n("rotation"), self.args.interval
+            self._done(_rotation.run(bench, agents=agents, interval=interval, runs=self.args.runs))
+
+    def reconnect(self) -> None:
+        with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
+            self._done(_reconnect.run(bench, agents=self.n("reconnect"), runs=self.args.runs))
+
     def console(self) -> None:
         with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
             for result in _console.run(
@@ -146,6 +169,10 @@ def _main(argv: Sequence[str] | None, emit: Callable[[str], None]) -> list[Resul
         bench.fleet()
     elif scenario == "idle":
         bench.idle()
+    elif scenario == "rotation":
+        bench.rotation()
+    elif scenario == "reconnect":
+        bench.reconnect()
     elif scenario == "console":
         bench.console()
     elif scenario == "peers":
@@ -173,6 +200,8 @@ def _main(argv: Sequence[str] | None, emit: Callable[[str], None]) -> list[Resul
             bench.on_cluster(catalog, wanted, isolations)
         bench.spawn()
         bench.fleet()
+        bench.rotation()
+        bench.reconnect()
         bench.idle()
         emit("")
         emit(table(bench.results))

@@ -44,7 +44,7 @@ from packfleet.master._api import Endpoint
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._tls import load_tls_material
-from packfleet.master._wakeup import TASKS
+from packfleet.master._wakeup import TASKS, worker_topic
 from packfleet.pki import CertStore, classify_name, export_certificate, successor_of
 from packfleet.protocol import HeartbeatReply, routes
 from packfleet.transport import master_server_context
@@ -176,7 +176,8 @@ class MasterCertRotation:
             if self._behind(now_accepts) and self._stale[key] < _MAX_STALE:
                 # This reply tells the worker the next step; its lease long-poll, woken, asks it for
                 # the heartbeat that reports the step done (else it would wait out the long-poll).
-                self.state.wakeups.notify(TASKS)
+                # Its own topic: waking every worker's long-poll for each one's step costs N².
+                self.state.wakeups.notify(worker_topic(key))
         record = self.record
         announce = record is not None and record.phase == "announced" and bool(self._new_pem)
         return dataclasses.replace(
