@@ -24,7 +24,7 @@ from packfleet.bench import (
     _spawn,
     _throughput,
 )
-from packfleet.bench._cluster import BenchCluster
+from packfleet.bench._cluster import BenchCluster, fleet_settings
 from packfleet.bench._stats import Result, table
 from packfleet.localcluster import sigterm_exits
 
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is the figure")
     parser.add_argument("--catalog", choices=("sqlite", "postgresql"), default=None)
     parser.add_argument("--isolation", choices=("fresh", "pooled"), default=None)
-    parser.add_argument("--interval", type=float, default=10.0, help="fleet, rotation: heartbeats (s)")
+    parser.add_argument("--interval", type=float, default=10.0, help="fleet: heartbeat interval (s)")
     parser.add_argument("--rounds", type=int, default=2, help="fleet: measured heartbeats per agent")
     parser.add_argument("--samples", type=int, default=200, help="idle: requests of each kind measured")
     parser.add_argument("--workers", type=int, default=1000, help="console: workers in the catalog")
@@ -111,8 +111,11 @@ class Bench:
     def spawn(self) -> None:
         self._done(_spawn.run(n=self.n("spawn"), runs=self.args.runs))
 
+    def _fleet_cluster(self, agents: int) -> BenchCluster:
+        return BenchCluster(self.args.catalog or "sqlite", workers=0, master_settings=fleet_settings(agents))
+
     def fleet(self) -> None:
-        with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
+        with self._fleet_cluster(self.n("fleet")) as bench:
             self._done(
                 _fleet.run(
                     bench,
@@ -124,12 +127,11 @@ class Bench:
             )
 
     def rotation(self) -> None:
-        with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
-            agents, interval = self.n("rotation"), self.args.interval
-            self._done(_rotation.run(bench, agents=agents, interval=interval, runs=self.args.runs))
+        with self._fleet_cluster(self.n("rotation")) as bench:
+            self._done(_rotation.run(bench, agents=self.n("rotation"), runs=self.args.runs))
 
     def reconnect(self) -> None:
-        with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
+        with self._fleet_cluster(self.n("reconnect")) as bench:
             self._done(_reconnect.run(bench, agents=self.n("reconnect"), runs=self.args.runs))
 
     def console(self) -> None:

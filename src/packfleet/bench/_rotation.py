@@ -1,6 +1,7 @@
 """``rotation``: a master certificate rotation with a large fleet connected.
 
-``agents`` simulated workers (own certificates, enabled) do what a worker does between tasks: a
+``agents`` simulated workers (own certificates, enabled) do what a worker does between tasks, with a
+worker's default timing (AgentHeartbeatInterval 1 minute, 20 s long-polls): a
 lease long-poll always open, and a heartbeat every ``interval`` seconds or at once when the lease
 reply says ``heartbeat_now``. From a heartbeat reply each takes the announced certificate (trusts
 it beside the current one, reports both), and when the master serves it, promotes it: its client
@@ -32,6 +33,8 @@ from packfleet.bench._stats import Result, load_average
 
 #: Longest the agents keep going in one run (they stop earlier, when the bench says so).
 RUN_LIMIT = 300.0
+#: A worker's defaults: AgentHeartbeatInterval 1 minute, a lease long-poll held 20 s.
+HEARTBEAT_INTERVAL = 60.0
 LEASE_WAIT = 20.0
 
 
@@ -198,7 +201,7 @@ def _one_run(bench: BenchCluster, fleet: list[Agent], interval: float, control: 
     }
 
 
-def run(bench: BenchCluster, *, agents: int, interval: float, runs: int) -> Result:
+def run(bench: BenchCluster, *, agents: int, runs: int, interval: float = HEARTBEAT_INTERVAL) -> Result:
     result = Result("rotation", "s (manager rotate master-cert)", catalog=bench.catalog)
     result.notes.update(agents=agents, interval_s=interval)
     fleet = make_enabled_agents(bench, agents, bench.root / "rotation")
