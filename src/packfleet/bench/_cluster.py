@@ -67,10 +67,11 @@ def fleet_settings(agents: int) -> dict[str, str]:
     """Master settings for ``agents`` simulated workers, which all connect from one loopback address.
 
     A real fleet's workers each come from their own address, under the default 128 per address;
-    simulated ones share 127.0.0.1, so the per-address cap is raised to fit them (two connections
-    each: a lease long-poll and a heartbeat), and the total one likewise.
+    simulated ones share 127.0.0.1, so the per-address cap is raised to fit them (up to four
+    connections each: a lease long-poll and a heartbeat, twice while a client that changed its
+    trusted certificates lets its old connections finish), and the total one likewise.
     """
-    room = str(2 * agents + 256)
+    room = str(4 * agents + 256)
     return {"MaxConnectionsPerAddress": room, "MaxConnections": room}
 
 
