@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench fuzz soak lock clean
+.PHONY: demo test lint typecheck pytest bench bench-peers fuzz soak lock clean
 
 # Every install comes from the lock: the same versions, checked by hash, on every machine and every day.
 # `make lock` refreshes it after a change to pyproject.toml (tests/test_lock.py fails until then).
@@ -22,7 +22,7 @@ $(STAMP): $(BIN)/python pyproject.toml $(LOCK)
 
 lock: $(BIN)/python
 	$(BIN)/python -m pip install --quiet 'uv>=0.5'
-	$(BIN)/uv pip compile pyproject.toml --extra test --extra postgresql --generate-hashes --quiet \
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra postgresql --extra bench --generate-hashes --quiet \
 	    --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	    --custom-compile-command "make lock" -o $(LOCK)
 
@@ -51,6 +51,11 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m packfleet.bench
+
+# packfleet side by side with Celery + Redis and Dask distributed (their packages are the `bench` extra,
+# installed from the lock like everything else; redis-server comes from the system's packages).
+bench-peers: $(STAMP)
+	$(BIN)/python -m packfleet.bench --scenario peers
 
 # A seeded random mix of every fault (docs/guarantees.md), then the ledger; SOAK_SECONDS shortens it.
 SOAK_SECONDS ?= 600

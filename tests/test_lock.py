@@ -16,8 +16,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
-# The extras `make lock` compiles: everything `make test` needs.
-LOCKED_EXTRAS = ("test", "postgresql")
+# The extras `make lock` compiles: everything `make test` and `make bench-peers` need.
+LOCKED_EXTRAS = ("test", "postgresql", "bench")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
 
 
@@ -93,3 +93,13 @@ def test_the_makefile_installs_from_the_lock() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "--require-hashes -r $(LOCK)" in makefile
     assert "LOCK := requirements.lock" in makefile
+
+
+def test_make_lock_compiles_every_locked_extra() -> None:
+    # An extra missing from the Makefile's compile line would drop out of the lock at the next
+    # `make lock`, and `make bench-peers` (which installs from the lock) would lose its peers.
+    makefile = (ROOT / "Makefile").read_text()
+    compile_line = next(line for line in makefile.splitlines() if "uv pip compile" in line)
+    missing = [extra for extra in LOCKED_EXTRAS if f"--extra {extra}" not in compile_line]
+    assert not missing, f"the Makefile's lock target does not compile the extras {missing}"
+    assert "bench-peers: $(STAMP)" in makefile  # installed from the lock before it runs

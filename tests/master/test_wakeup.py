@@ -32,3 +32,28 @@ async def test_notify_all_wakes_every_topic() -> None:
     await asyncio.sleep(0)
     wakeups.notify_all()
     assert await asyncio.wait_for(asyncio.gather(*waiting), 1) == [True, True]
+
+
+async def test_a_long_poll_wakes_for_the_fleet_or_for_its_own_worker_only() -> None:
+    from packfleet.master._wakeup import wait_any, worker_topic
+
+    wakeups = LocalWakeups()
+    polls = {agent: (wakeups.ticket("tasks"), wakeups.ticket(worker_topic(agent))) for agent in ("a", "b")}
+    waiting = {agent: asyncio.create_task(wait_any(tickets, 30)) for agent, tickets in polls.items()}
+    await asyncio.sleep(0)
+    wakeups.notify(worker_topic("a"))  # news for worker a alone (a rotation step)
+    assert await asyncio.wait_for(waiting["a"], 1) is True
+    assert not waiting["b"].done()
+    assert await wait_any(polls["b"], 0.05) is False  # b's long-poll keeps waiting
+    wakeups.notify("tasks")  # news for the whole fleet
+    assert await asyncio.wait_for(waiting["b"], 1) is True
+
+
+async def test_wait_any_returns_at_once_for_a_ticket_already_notified() -> None:
+    from packfleet.master._wakeup import wait_any
+
+    wakeups = LocalWakeups()
+    tickets = (wakeups.ticket("tasks"), wakeups.ticket("events"))
+    wakeups.notify("events")
+    assert await asyncio.wait_for(wait_any(tickets, 30), 1) is True
+    assert await wait_any((wakeups.ticket("tasks"),), 0) is False

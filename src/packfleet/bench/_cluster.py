@@ -63,6 +63,18 @@ SUCCEEDED = 7
 WORKER_SETTINGS = {"TaskRequestMaxCPU": "100", "TaskRequestMinMemory": "1"}
 
 
+def fleet_settings(agents: int) -> dict[str, str]:
+    """Master settings for ``agents`` simulated workers, which all connect from one loopback address.
+
+    A real fleet's workers each come from their own address, under the default 128 per address;
+    simulated ones share 127.0.0.1, so the per-address cap is raised to fit them (up to four
+    connections each: a lease long-poll and a heartbeat, twice while a client that changed its
+    trusted certificates lets its old connections finish), and the total one likewise.
+    """
+    room = str(4 * agents + 256)
+    return {"MaxConnectionsPerAddress": room, "MaxConnections": room}
+
+
 def write_project(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "packfleet.toml").write_text(PROJECT_TOML)
@@ -103,11 +115,13 @@ class BenchCluster:
         *,
         workers: int = 2,
         worker_settings: dict[str, str] | None = None,
+        master_settings: dict[str, str] | None = None,
         keep: bool = False,
     ) -> None:
         self.catalog = catalog
         self.worker_count = workers
         self.worker_settings = {**WORKER_SETTINGS, **(worker_settings or {})}
+        self.master_settings = dict(master_settings or {})
         self.keep = keep
         self._stack = contextlib.ExitStack()
         self.root = Path(tempfile.mkdtemp(prefix="packfleet-bench-"))
@@ -134,6 +148,8 @@ class BenchCluster:
         )
         self.cluster = cluster
         cluster.init_master()
+        for key, value in self.master_settings.items():
+            cluster.cli(cluster.master.home, "settings", "set", "master", key, value, as_json=True)
         cluster.start_master()
         names = [f"worker{i + 1}" for i in range(self.worker_count)]
         for i, name in enumerate(names):

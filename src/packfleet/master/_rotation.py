@@ -58,7 +58,7 @@ from packfleet.master._api import Endpoint
 from packfleet.master._problems import bad_request
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._tls import load_tls_material
-from packfleet.master._wakeup import TASKS
+from packfleet.master._wakeup import TASKS, worker_topic
 from packfleet.pki import (
     CertStore,
     Credential,
@@ -331,7 +331,8 @@ class MasterCertRotation:
             if self._behind(now_accepts) and self._stale[key] < _MAX_STALE:
                 # This reply tells the worker the next step; its lease long-poll, woken, asks it for
                 # the heartbeat that reports the step done (else it would wait out the long-poll).
-                self.state.wakeups.notify(TASKS)
+                # Its own topic: waking every worker's long-poll for each one's step costs N².
+                self.state.wakeups.notify(worker_topic(key))
         record, serving = self.record, self._serving()
         # Announced while this master serves the old certificate, whatever the phase: between the
         # catalog saying "switched" and this master's hot swap, a reply naming the old certificate

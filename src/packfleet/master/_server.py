@@ -71,6 +71,11 @@ from packfleet.transport import HotSwapServerContext
 if TYPE_CHECKING:
     from packfleet.master._coordination import PostgresCoordination
 
+#: Connections the kernel queues before the master accepts them (capped by net.core.somaxconn). A
+#: fleet reconnecting at once after a restart or a certificate switch arrives together; with the
+#: listen(2) default of 128 the rest were reset.
+LISTEN_BACKLOG = 4096
+
 log = logging.getLogger("packfleet.master")
 
 #: Leases held when the master starts get at least this long: while the master was away no worker
@@ -403,7 +408,7 @@ class MasterServer:
             log.info("renewed %d lease(s) held while the master was away", renewed)
         port = settings.port_number if self._port_override is None else self._port_override
         try:
-            sock = socket.create_server((self.host, port), backlog=512)
+            sock = socket.create_server((self.host, port), backlog=LISTEN_BACKLOG)
         except OSError as exc:
             await self._close_catalog()
             raise PackfleetError(
@@ -419,7 +424,12 @@ class MasterServer:
         )
         await self._runner.setup()
         await GuardedSite(
-            self._runner, sock, ssl_context=self._tls.base, metrics=self.metrics, guard=self.guard
+            self._runner,
+            sock,
+            ssl_context=self._tls.base,
+            metrics=self.metrics,
+            guard=self.guard,
+            backlog=LISTEN_BACKLOG,
         ).start()
         self.port = sock.getsockname()[1]
         await state.db(write_listening, self.home, self.host, self.port)

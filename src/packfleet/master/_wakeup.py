@@ -20,6 +20,15 @@ TASKS = "tasks"
 EVENTS = "events"
 
 
+def worker_topic(agent_id: str) -> str:
+    """One worker's own news (a rotation step waits on its heartbeat): wakes its long-poll alone.
+
+    A fleet-wide topic would wake every worker's long-poll for each worker's step, each re-checking
+    the catalog: N workers times N steps, minutes for a thousand workers.
+    """
+    return f"worker:{agent_id}"
+
+
 class Ticket:
     """A topic's generation at one moment; waiting on it returns once a later notification happened."""
 
@@ -39,6 +48,21 @@ class Ticket:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event.wait(), timeout)
         return self._event.is_set()
+
+
+async def wait_any(tickets: tuple[Ticket, ...], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for a notification of any of ``tickets``; return whether one came."""
+    if any(ticket.notified for ticket in tickets):
+        return True
+    if timeout <= 0:
+        return False
+    waiters = [asyncio.ensure_future(ticket._event.wait()) for ticket in tickets]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return any(ticket.notified for ticket in tickets)
 
 
 class Wakeups(Protocol):

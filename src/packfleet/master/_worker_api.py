@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from packfleet import protocol
-from packfleet.catalog import CompletionReport, EventInput, WorkerInfo
+from packfleet.catalog import CompletionReport, EventInput, WorkerInfo, canonical_agent_id
 from packfleet.errors import PackfleetError
 from packfleet.master._admission import admission_refusal
 from packfleet.master._api import Endpoint
@@ -21,7 +21,7 @@ from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import clock_warning, parse_aware_time
-from packfleet.master._wakeup import EVENTS, TASKS
+from packfleet.master._wakeup import EVENTS, TASKS, wait_any, worker_topic
 from packfleet.pki import CertStore, Credential, check_usable
 from packfleet.protocol import routes
 
@@ -136,6 +136,7 @@ async def lease(call: Call) -> web.StreamResponse:
     require_agent(caller, ask.agent_id)
     capacity = max(0, min(ask.capacity, MAX_CAPACITY))
     lease_seconds = _lease_seconds(ask.lease_seconds)
+    own_topic = worker_topic(canonical_agent_id(ask.agent_id))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.wait_seconds(ask.wait_seconds)
     tasks: list[protocol.TaskAssignment] = []
@@ -150,6 +151,7 @@ async def lease(call: Call) -> web.StreamResponse:
             # that heartbeated within its lease gets one through a held request.
             break
         ticket = state.wakeups.ticket(TASKS)
+        own = state.wakeups.ticket(own_topic)
         # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
         # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
         if state.rotation is not None and state.rotation.needs_heartbeat(ask.agent_id):
@@ -163,7 +165,7 @@ async def lease(call: Call) -> web.StreamResponse:
         remaining = deadline - loop.time()
         if remaining <= 0:
             break
-        await ticket.wait(remaining)
+        await wait_any((ticket, own), remaining)
         waited = True
         if _gone(call.request) or not await _still_enabled(state, caller):
             # The worker hung up, or was disabled or revoked while it waited: leasing now would hand

@@ -1,0 +1,100 @@
+"""bench-peers' harness at a tiny N, so it cannot rot: every system starts over mutual TLS, runs,
+and is measured; the table names the best peer and every ratio.
+
+Real parts throughout: packfleet's bench cluster (master and two workers), a private redis-server
+with TLS and a Celery prefork worker, a Dask scheduler and two workers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from packfleet.bench import _main
+from packfleet.bench._celery_peer import CeleryPeer
+from packfleet.bench._dask_peer import DaskPeer
+from packfleet.bench._peer_tls import PeerTls, make_peer_tls
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> PeerTls:
+    return make_peer_tls(tmp_path / "tls")
+
+
+@pytest.fixture
+def celery(tmp_path: Path, tls: PeerTls) -> Iterator[CeleryPeer]:
+    with CeleryPeer(tmp_path / "celery", tls) as peer:
+        yield peer
+
+
+def test_the_private_redis_refuses_a_client_without_a_certificate(celery: CeleryPeer, tls: PeerTls) -> None:
+    import redis
+
+    from packfleet.bench import _peer_tasks
+
+    url = _peer_tasks.app.conf.broker_url
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    anonymous = redis.Redis(
+        host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(tls.ca), ssl_cert_reqs=ssl.CERT_REQUIRED
+    )
+    with pytest.raises(redis.exceptions.ConnectionError):
+        anonymous.ping()
+    anonymous.close()
+    trusted = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        ssl=True,
+        ssl_ca_certs=str(tls.ca),
+        ssl_certfile=str(tls.client_cert),
+        ssl_keyfile=str(tls.client_key),
+    )
+    assert trusted.ping()
+    trusted.close()
+    assert celery.roundtrips(2)[0] > 0
+
+
+def test_dask_refuses_a_client_without_a_certificate(tmp_path: Path, tls: PeerTls) -> None:
+    with DaskPeer(tmp_path / "dask", tls) as dask:
+        port = int(dask.address.rsplit(":", 1)[1])
+        context = ssl.create_default_context(cafile=str(tls.ca))
+        # TLS 1.3: the server's "certificate required" alert arrives at the client's first read. A
+        # scheduler that took the connection would wait for a message instead (a timeout: no pass).
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+            pytest.raises((ssl.SSLError, ConnectionResetError)),
+        ):
+            conn.recv(1)
+        rate, cpu_ms = dask.throughput(10)
+        assert rate > 0 and cpu_ms > 0
+
+
+def test_bench_peers_prints_every_figure_and_ratio() -> None:
+    lines: list[str] = []
+    results = _main.main(
+        ["--scenario", "peers", "--n", "20", "--fresh-n", "20", "--latency-n", "5", "--runs", "1"],
+        emit=lines.append,
+    )
+    systems = [r.notes["system"] for r in results]
+    assert systems == ["packfleet pooled", "celery", "dask", "packfleet fresh"]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [r["system"] for r in records] == systems
+    for record in records:
+        assert record["runs"] == 1 and record["median"] > 0
+        for metric in ("cpu_ms_per_task", "roundtrip_p50_ms", "roundtrip_p99_ms"):
+            value = record["metrics"][metric]["median"]
+            assert value > 0 and not math.isnan(value), (record["system"], metric)
+    for record in records:
+        if record["system"].startswith("packfleet"):
+            assert set(record["vs_best_peer"]) == {"tasks_per_s", "cpu_ms_per_task", "roundtrip_p50"}
+    text = "\n".join(lines)
+    assert "best peer:" in text
+    assert text.count("target packfleet") == 5
