@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from packfleet.errors import ApiError
+from packfleet.worker._leasing import BURST_LEASE_ATTEMPTS
 
 from .conftest import DemoProject, MakeAgent, Pki
 from .helpers import journal
@@ -136,3 +137,27 @@ async def test_a_package_spec_the_worker_cannot_read_fails_the_task(
     assert report.outcome == "failed"
     assert "cobol" in report.message
     assert any("could not start the package" in e.message for e in stub.lines(1))
+
+
+async def test_a_burst_retries_a_failing_lease_with_backoff_then_runs_the_task(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    stub.lease_script = ["503", "503", "503"]
+    stub.add(demo.task(1, "hello", lines=2))
+    agent = await make_agent(home)
+    await agent.run(burst=True)
+    assert stub.completion(1).outcome == "succeeded"
+    assert len(stub.leases) >= 4 and not stub.lease_script
+
+
+async def test_a_burst_gives_up_on_a_master_that_keeps_failing_its_leases(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    stub.lease_script = ["503"] * 20
+    stub.add(demo.task(1, "hello"))
+    agent = await make_agent(home)
+    with pytest.raises(ApiError) as raised:
+        await agent.run(burst=True)
+    assert raised.value.status == 503
+    assert len(stub.leases) == BURST_LEASE_ATTEMPTS  # bounded in count, each after a backoff
+    assert stub.queue  # the task waits for a worker that can lease it

@@ -123,7 +123,8 @@ def own_certificate_rule(
         return [
             error(
                 check,
-                f"the {spec.what} {thumbprint}{spec.named_by} is not in store {store.name} ({store.path})",
+                f"the {spec.what} {thumbprint}{spec.named_by} is not in store {store.name} "
+                f"({store.path}){did_you_mean(store, thumbprint)}",
                 spec.needs,
                 f"packfleet cert list --store {store.name}, then: packfleet settings set {role} "
                 "WorkerHttpsCertThumbprint THUMBPRINT"
@@ -157,9 +158,8 @@ def own_certificate_rule(
                 raises=PkiError,
             )
         )
-        return findings
     info = cred.info(store.name)
-    if profile:
+    if profile and findings[-1].severity == "ok":  # check_usable would refuse the mismatch again
         try:
             # The dates are judged below, in words that name the role's fix; here only the profile.
             check_usable(cred, purposes=spec.purposes, now=info.not_before)
@@ -190,6 +190,12 @@ def own_dates(spec: OwnRole, info: CertInfo, now: datetime) -> list[Finding]:
         warn_fix=spec.renew_fix,
         expired_why=spec.expired_why,
     )
+
+
+def did_you_mean(store: CertStore, thumbprint: str) -> str:
+    """``"; did you mean X?"`` when the store holds a thumbprint one character away (a typo)."""
+    near = store.near(thumbprint)
+    return f"; did you mean {near[0]}? (one character differs)" if near else ""
 
 
 def refused_as_expired(role: str, thumbprint: str | None) -> Finding:

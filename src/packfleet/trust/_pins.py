@@ -19,6 +19,7 @@ from packfleet.pki import CertInfo, CertStore, check_usable
 from packfleet.trust._expiry import date_findings
 from packfleet.trust._finding import Finding, error, from_exception, ok, warning
 from packfleet.trust._fixes import IMPORT_MASTER, ROTATE_MASTER
+from packfleet.trust._own import did_you_mean
 
 #: How the rules name the master certificate a node pins, wherever they judge it.
 PINNED_MASTER = "the pinned master certificate"
@@ -95,7 +96,7 @@ def pinned_master_rule(
                 error(
                     "worker.master-pin",
                     f"cert not in Root: the pinned master certificate {thumbprint} ({key}) is not in "
-                    f"this worker's Root store ({root.path})",
+                    f"this worker's Root store ({root.path}){did_you_mean(root, thumbprint)}",
                     "this worker trusts no master (seed step 5.1 was skipped)"
                     if index == 0
                     else "this worker could not follow the master to its next certificate",
