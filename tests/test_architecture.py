@@ -38,13 +38,15 @@ ALLOWED: dict[str, frozenset[str]] = {
         "config": {"thumbprint", "_files"},
         "secretbox": {"_files"},
         "protocol": set(),
-        "transport": {"pki", "protocol", "config", "thumbprint"},
+        # The trust rules, each once: the loaders, doctor and the TLS explainer read their findings.
+        "trust": {"pki", "config", "expiry", "thumbprint"},
+        "transport": {"pki", "protocol", "config", "thumbprint", "trust"},
         "catalog": {"pki", "thumbprint", "secretbox"},
         "packages": {"_lifetime"},
         # master and worker share only protocol (and the layers under both).
         "master": {
             "catalog", "packages", "protocol", "transport", "pki", "config", "thumbprint", "expiry",
-            "packfleet", "_systemd", "_files", "secretbox", "console",
+            "packfleet", "_systemd", "_files", "secretbox", "console", "trust",
         },
         # The web console: the master hands it a `Fleet`; it imports no master module.
         "console": {
@@ -53,7 +55,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         },
         "worker": {
             "packages", "protocol", "transport", "pki", "config", "thumbprint", "expiry", "packfleet",
-            "_systemd",
+            "_systemd", "trust",
         },
         "manager": {"transport", "config", "pki", "protocol", "thumbprint"},
         "provision": {
@@ -61,6 +63,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         },
         "doctor": {
             "catalog", "config", "expiry", "master", "worker", "pki", "protocol", "transport", "thumbprint",
+            "trust",
         },
         "localcluster": {"_lifetime", "pki", "transport", "config"},
         # The bench fills catalogs directly and drives the console over HTTPS.

@@ -69,6 +69,7 @@ class StubMaster:
     event_script: list[str] = field(default_factory=list)
     completion_script: list[str] = field(default_factory=list)
     task_beat_script: list[str] = field(default_factory=list)
+    lease_script: list[str] = field(default_factory=list)
     forbid_lease: bool = False
     #: Seconds a lease answer that carries tasks is held back (an answer stuck in a partition).
     lease_delay: float = 0.0
@@ -123,6 +124,8 @@ class StubMaster:
     async def lease(self, request: web.Request) -> web.Response:
         ask = decode(LeaseRequest, await request.json())
         self.leases.append(ask)
+        if self.lease_script and self.lease_script.pop(0) == "503":
+            return problem(503, "the master is restarting")
         if self.forbid_lease or self.state != "enabled":
             return problem(
                 403, f"worker {ask.agent_id} is {self.state}", fix="packfleet manager worker enable"

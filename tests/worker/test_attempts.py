@@ -153,7 +153,7 @@ async def test_an_assignment_whose_lease_expired_in_transit_is_never_started(
     stub.add(demo.task(1, "hello"))
     agent = await make_agent(home)
     with caplog.at_level(logging.WARNING, logger="packfleet.worker"):
-        await asyncio.wait_for(agent.run_burst(), 30)
+        await asyncio.wait_for(agent.run(burst=True), 30)
 
     assert stub.completions == []
     assert all("started in process" not in e.message for e in stub.lines(1))

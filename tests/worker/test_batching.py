@@ -11,7 +11,6 @@ from typing import Any
 from packfleet.protocol import CompletionReport, EventMessage, decode, routes
 from packfleet.worker import LogCache
 from packfleet.worker._reporter import Reporter
-from packfleet.worker._taskbeat import Running
 
 from .conftest import FAST, DemoProject, MakeAgent
 from .helpers import journal
@@ -24,7 +23,7 @@ async def never(_seconds: float) -> None:
 
 async def test_an_idle_worker_leases_at_once(home: Path, demo: DemoProject, make_agent: MakeAgent) -> None:
     agent = await make_agent(home, sleep=never, timing=dataclasses.replace(FAST, lease_linger=30.0))
-    await asyncio.wait_for(agent._gather_slots(), 5)  # no running task: no linger at all
+    await asyncio.wait_for(agent.leases.gather_slots(), 5)  # no running task: no linger at all
 
 
 async def test_a_busy_worker_waits_for_half_its_slots_before_leasing(
@@ -33,18 +32,18 @@ async def test_a_busy_worker_waits_for_half_its_slots_before_leasing(
     agent = await make_agent(home, sleep=never, timing=dataclasses.replace(FAST, lease_linger=30.0))
     slots = agent.settings.max_task_count
     for task_id in range(slots):
-        agent.running[(task_id, 1)] = Running(demo.task(task_id, "hello"))
-    gathering = asyncio.ensure_future(agent._gather_slots())
+        agent.tasks.hold(demo.task(task_id, "hello"), deadline=float("inf"))
+    gathering = asyncio.ensure_future(agent.leases.gather_slots())
 
     agent.running.pop((0, 1))  # one task ends: not yet worth a lease request
-    agent._wake_lease.set()
+    agent.events.wake_lease.set()  # as a finished attempt does
     for _ in range(5):
         await asyncio.sleep(0)
     assert not gathering.done()
 
     for task_id in range(1, slots // 2):
         agent.running.pop((task_id, 1))
-        agent._wake_lease.set()
+        agent.events.wake_lease.set()
         await asyncio.sleep(0)
     await asyncio.wait_for(gathering, 5)
     assert agent.capacity == slots // 2
@@ -60,8 +59,8 @@ async def test_the_linger_is_bounded_when_no_slot_frees(
 
     agent = await make_agent(home, sleep=record, timing=dataclasses.replace(FAST, lease_linger=0.004))
     for task_id in range(agent.settings.max_task_count):
-        agent.running[(task_id, 1)] = Running(demo.task(task_id, "hello"))
-    await asyncio.wait_for(agent._gather_slots(), 5)
+        agent.tasks.hold(demo.task(task_id, "hello"), deadline=float("inf"))
+    await asyncio.wait_for(agent.leases.gather_slots(), 5)
     assert waited and all(0 < seconds <= 0.004 for seconds in waited)
     assert len(waited) <= agent.settings.max_task_count // 2
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from packfleet.errors import ApiError
+from packfleet.worker._leasing import BURST_LEASE_ATTEMPTS
 
 from .conftest import DemoProject, MakeAgent, Pki
 from .helpers import journal
@@ -20,7 +21,7 @@ async def test_burst_runs_tasks_and_reports_every_event_in_order(
 ) -> None:
     stub.add(demo.task(1, "hello", lines=20), demo.task(2, "fail"), demo.task(3, "hello", lines=3))
     agent = await make_agent(home)
-    await agent.run_burst()
+    await agent.run(burst=True)
 
     for task_id in (1, 2, 3):
         lines = stub.lines(task_id)
@@ -45,7 +46,7 @@ async def test_project_is_downloaded_once_for_many_tasks(
 ) -> None:
     stub.add(*(demo.task(i, "hello", lines=1) for i in range(1, 7)))
     agent = await make_agent(home)
-    await agent.run_burst()
+    await agent.run(burst=True)
 
     assert stub.downloads[demo.sha256] == 1
     assert (home / "projects" / demo.sha256 / "packfleet.toml").is_file()
@@ -53,7 +54,7 @@ async def test_project_is_downloaded_once_for_many_tasks(
     # A second burst (a new agent on the same home) reuses the extracted project.
     stub.add(demo.task(7, "hello", lines=1))
     again = await make_agent(home)
-    await again.run_burst()
+    await again.run(burst=True)
     assert stub.downloads[demo.sha256] == 1
     assert stub.completion(7).outcome == "succeeded"
 
@@ -64,7 +65,7 @@ async def test_archive_with_another_sha256_is_refused(
     stub.tampered.add(demo.sha256)
     stub.add(demo.task(1, "hello"), demo.task(2, "hello"))
     agent = await make_agent(home)
-    await agent.run_burst()
+    await agent.run(burst=True)
 
     for task_id in (1, 2):
         report = stub.completion(task_id)
@@ -89,7 +90,7 @@ async def test_a_worker_that_is_not_enabled_never_asks_for_tasks(
     stub.add(demo.task(1, "hello"))
     agent = await make_agent(home)
     with caplog.at_level(logging.INFO, logger="packfleet.worker"):
-        await agent.run_burst()
+        await agent.run(burst=True)
 
     assert len(stub.heartbeats) == 1
     assert stub.leases == []
@@ -130,9 +131,33 @@ async def test_a_package_spec_the_worker_cannot_read_fails_the_task(
     task = demo.task(1, "hello")
     stub.add(dataclasses.replace(task, package_spec={**task.package_spec, "kind": "cobol"}))
     agent = await make_agent(home)
-    await agent.run_burst()
+    await agent.run(burst=True)
 
     report = stub.completion(1)
     assert report.outcome == "failed"
     assert "cobol" in report.message
     assert any("could not start the package" in e.message for e in stub.lines(1))
+
+
+async def test_a_burst_retries_a_failing_lease_with_backoff_then_runs_the_task(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    stub.lease_script = ["503", "503", "503"]
+    stub.add(demo.task(1, "hello", lines=2))
+    agent = await make_agent(home)
+    await agent.run(burst=True)
+    assert stub.completion(1).outcome == "succeeded"
+    assert len(stub.leases) >= 4 and not stub.lease_script
+
+
+async def test_a_burst_gives_up_on_a_master_that_keeps_failing_its_leases(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    stub.lease_script = ["503"] * 20
+    stub.add(demo.task(1, "hello"))
+    agent = await make_agent(home)
+    with pytest.raises(ApiError) as raised:
+        await agent.run(burst=True)
+    assert raised.value.status == 503
+    assert len(stub.leases) == BURST_LEASE_ATTEMPTS  # bounded in count, each after a backoff
+    assert stub.queue  # the task waits for a worker that can lease it

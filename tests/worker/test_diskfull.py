@@ -54,7 +54,7 @@ async def test_a_full_cache_slows_the_package_and_every_line_arrives(
     home = write_home(tmp_path / "w", pki, stub.endpoint, execution_log_cache_folder=str(small_disk))
     stub.add(demo.task(1, "hello", lines=LINES))
     agent = await make_agent(home, sleep=asyncio.sleep, timing=dataclasses.replace(FAST, log_stall_poll=0.05))
-    await asyncio.wait_for(agent.run_burst(), 120)
+    await asyncio.wait_for(agent.run(burst=True), 120)
 
     report = stub.completion(1)
     messages = [e.message for e in stub.lines(1)]
@@ -88,7 +88,7 @@ async def test_a_cache_that_stays_full_fails_the_attempt_with_the_reason_and_cou
     stub.add(demo.task(1, "hello", lines=LINES))
     timing = dataclasses.replace(FAST, log_stall_limit=2.0, log_stall_poll=0.05)
     agent = await make_agent(home, timing=timing)
-    burst = asyncio.ensure_future(agent.run_burst())
+    burst = asyncio.ensure_future(agent.run(burst=True))
     try:
         for _ in range(3000):  # bounded: 60 s
             if agent.cache.waiting_events and not agent.running:

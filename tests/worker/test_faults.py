@@ -24,7 +24,7 @@ async def test_events_survive_503s_and_cut_connections_exactly_once(
     stub.completion_script = ["503", "503"]
     stub.add(*(demo.task(i, "hello", lines=400) for i in (1, 2, 3)))
     agent = await make_agent(home)
-    await agent.run_burst()
+    await agent.run(burst=True)
 
     assert not stub.event_script, "every scripted fault was met"
     assert stub.duplicates > 0, "a cut connection made the worker resend what the master had stored"
@@ -53,7 +53,7 @@ async def test_a_new_agent_replays_what_the_last_one_could_not_send(
     stub.event_script.clear()
     stub.completion_script.clear()
     second = await make_agent(home)
-    await second.run_burst()
+    await second.run(burst=True)
 
     assert_complete_and_once(stub, 1, 50)
     assert stub.completion(1).outcome == "succeeded"
@@ -97,7 +97,7 @@ async def test_tasks_are_given_up_when_task_heartbeats_fail_for_the_tolerance(
     clock = FakeClock()
     stub.add(demo.task(1, "sleep", seconds=60))
     agent = await make_agent(home, clock=clock)
-    burst = asyncio.ensure_future(agent.run_burst())
+    burst = asyncio.ensure_future(agent.run(burst=True))
     await eventually(lambda: any(e.message == "sleeping" for e in stub.lines(1)), what="the package runs")
     stub.task_beat_script = ["503"] * 10_000
     await eventually(lambda: agent.taskbeat.last_error != "", what="a failed task heartbeat")

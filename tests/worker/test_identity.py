@@ -91,7 +91,7 @@ async def test_a_master_serving_another_certificate_fails_with_an_explanation(
         home = write_home(tmp_path, pki, stub.endpoint)
         agent = await make_agent(home)
         with pytest.raises(TlsError) as raised:
-            await agent.run_burst()
+            await agent.run(burst=True)
     message = str(raised.value)
     assert f"presented certificate {impostor.thumbprint}" in message
     assert f"pins MasterHttpsCertThumbprint {pki.master.thumbprint}" in message

@@ -52,7 +52,7 @@ async def test_the_task_log_keeps_the_levels_of_task_log_level(
     home = write_home(tmp_path / "w", pki, stub.endpoint, task_log_level=0x04)  # Warning only
     stub.add(demo.task(1, "hello", lines=2))
     agent = await make_agent(home)
-    await agent.run_burst()
+    await agent.run(burst=True)
 
     lines = (home / "tasks" / "1001-1" / "task.log").read_text().splitlines()
     assert len(lines) == 1

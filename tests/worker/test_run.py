@@ -17,7 +17,7 @@ from packfleet.cli import main
 from packfleet.errors import AgentFailed
 from packfleet.worker import render_unit
 
-from .conftest import FAST, DemoProject, MakeAgent, Pki, write_home
+from .conftest import FAST, DemoProject, FakeProbe, MakeAgent, Pki, write_home
 from .helpers import eventually, journal
 from .stubmaster import StubMaster
 
@@ -122,15 +122,17 @@ async def test_cached_events_go_out_as_soon_as_the_master_answers_again(
     assert [e.seq for e in stub.lines(1)] == list(range(1, len(stub.lines(1)) + 1))
 
 
+class BrokenProbe(FakeProbe):
+    """A machine probe that fails as a bug would: not a transport error any loop retries."""
+
+    def machine_name(self) -> str:
+        raise RuntimeError("disk on fire")
+
+
 async def test_a_failed_loop_stops_the_agent_with_an_error_instead_of_hanging(
     home: Path, stub: StubMaster, make_agent: MakeAgent
 ) -> None:
-    agent = await make_agent(home)
-
-    async def broken() -> None:
-        raise RuntimeError("disk on fire")
-
-    agent._task_heartbeat_loop = broken  # type: ignore[method-assign]
+    agent = await make_agent(home, probe=BrokenProbe())  # the heartbeat loop dies on its first beat
     with pytest.raises(AgentFailed) as stopped:
         await asyncio.wait_for(agent.run(install_signals=False), 20)
     assert "disk on fire" in str(stopped.value)

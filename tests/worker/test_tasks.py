@@ -36,7 +36,7 @@ async def test_cancel_in_a_task_heartbeat_reply_stops_the_package(
 ) -> None:
     stub.add(demo.task(1, "sleep", seconds=60))
     agent = await make_agent(home)
-    burst = asyncio.ensure_future(agent.run_burst())
+    burst = asyncio.ensure_future(agent.run(burst=True))
     await eventually(lambda: any(e.message == "sleeping" for e in stub.lines(1)), what="the package runs")
     stub.cancel.add(1)
     await asyncio.wait_for(burst, 15)
@@ -53,7 +53,7 @@ async def test_a_lost_lease_kills_the_package_without_a_report(
 ) -> None:
     stub.add(demo.task(1, "sleep", seconds=60))
     agent = await make_agent(home)
-    burst = asyncio.ensure_future(agent.run_burst())
+    burst = asyncio.ensure_future(agent.run(burst=True))
     await eventually(lambda: any(e.message == "sleeping" for e in stub.lines(1)), what="the package runs")
     stub.lost.add(1)
     await asyncio.wait_for(burst, 15)
@@ -80,7 +80,7 @@ async def test_never_more_tasks_than_max_task_count(
     home = write_home(tmp_path / "w", pki, stub.endpoint, max_task_count=2)
     stub.add(*(demo.task(i, "hold", folder=str(span_folder), seconds=0.3) for i in range(1, 7)))
     agent = await make_agent(home)
-    await agent.run_burst()
+    await agent.run(burst=True)
 
     assert len(list(span_folder.glob("*.span"))) == 6
     assert max_overlap(span_folder) == 2
@@ -101,7 +101,7 @@ async def test_tasks_beyond_the_capacity_asked_for_are_not_run(
     stub.overgive = 3
     stub.add(*(demo.task(i, "hold", folder=str(span_folder), seconds=0.05) for i in range(1, 6)))
     agent = await make_agent(home)
-    await agent.run_burst()
+    await agent.run(burst=True)
 
     assert sorted(c.task_id for c in stub.completions) == [1, 2]
     assert sorted(p.stem for p in span_folder.glob("*.span")) == ["1", "2"]
@@ -131,11 +131,11 @@ async def test_a_busy_machine_does_not_ask_for_tasks(
     probe = FakeProbe(cpu=cpu, memory=memory)
     agent = await make_agent(home, probe=probe)
     with caplog.at_level(logging.INFO, logger="packfleet.worker"):
-        await agent.run_burst()
+        await agent.run(burst=True)
 
     assert stub.leases == []
     assert f"not asking for tasks: {reason}" in caplog.text
     probe.cpu, probe.memory = 69.0, 101.0
     again = await make_agent(home, probe=probe)
-    await again.run_burst()
+    await again.run(burst=True)
     assert stub.completion(1).outcome == "succeeded"

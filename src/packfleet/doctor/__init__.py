@@ -12,9 +12,10 @@ later with an obscure TLS error. ``doctor`` finds those states up front::
 
 from packfleet.doctor._checks_master import check_master
 from packfleet.doctor._checks_worker import SKEW_ERROR_SECONDS, SKEW_WARNING_SECONDS, check_worker
-from packfleet.doctor._common import Account, unit_user
+from packfleet.doctor._common import unit_user
 from packfleet.doctor._doctor import run_doctor
 from packfleet.doctor._findings import Finding, Report, Severity
+from packfleet.trust import Account
 
 __all__ = [
     "SKEW_ERROR_SECONDS",

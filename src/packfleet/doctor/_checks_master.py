@@ -8,6 +8,7 @@ read, a MasterAddress host the new certificate does not name.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import sqlalchemy
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from packfleet import trust
 from packfleet.catalog import Catalog
 from packfleet.config import (
     MasterSettings,
@@ -24,15 +26,9 @@ from packfleet.config import (
     load_master_settings,
     settings_path,
 )
-from packfleet.doctor._common import (
-    check_key_pair,
-    expiry_finding,
-    key_file_findings,
-    names_of,
-    service_account,
-)
+from packfleet.doctor._common import from_rules, service_account
 from packfleet.doctor._findings import Finding, error, ok, warning
-from packfleet.errors import CertificateNotFound, PackfleetError, TlsError
+from packfleet.errors import PackfleetError, TlsError
 from packfleet.master import (
     CLOCK_SKEW_WARNING_SECONDS,
     SERVICE_NAME,
@@ -41,12 +37,10 @@ from packfleet.master import (
     read_listening,
 )
 from packfleet.pki import CertInfo, CertStore, Credential, machine_names
-from packfleet.transport import NEW_ADMIN_FIX, fetch_server_certificate, parse_endpoint
+from packfleet.transport import fetch_server_certificate, parse_endpoint
 
-WILDCARD = "0.0.0.0"  # noqa: S104 - the binding key HTTP.SYS and packfleet look the master cert up by
 # master init keeps a served certificate given with --existing-cert and makes an admin one if none is valid.
-_NEW_ADMIN = NEW_ADMIN_FIX
-_ROTATE = "packfleet manager rotate master-cert (or the seed's 'change the master certificate' steps)"
+_NEW_ADMIN = trust.NEW_ADMIN_FIX
 
 
 def check_master(home: Path, *, now: datetime, unit: Path | None = None, probe: bool = True) -> list[Finding]:
@@ -109,88 +103,34 @@ def _refused_binds(home: Path, settings: MasterSettings) -> list[Finding]:
 
 def _binding(home: Path, settings: MasterSettings, findings: list[Finding]) -> tuple[str, str] | None:
     """Binding for 0.0.0.0:<PortNumber> vs SSLCertThumbprint; the (thumbprint, store) it serves."""
-    port = settings.port_number
-    ipport = format_ipport(WILDCARD, port)
+    findings += from_rules(trust.binding_rule(home, settings))
     try:
-        binding = get_binding(home, ipport)
-    except PackfleetError as exc:
-        findings.append(error("master.binding", exc.message, exc.fix))
-        return None
-    configured = settings.ssl_cert_thumbprint
-    source = settings_path(home, "master")
-    if binding is None:
-        findings.append(
-            error(
-                "master.binding",
-                f"no certificate is bound to {ipport} in {home / 'bindings.json'} (PortNumber {port}), so "
-                "the master has nothing to serve (the seed's `netsh http add sslcert` step)",
-                fix=f"packfleet binding add --port {port} --certhash {configured or 'THUMBPRINT'} "
-                "--store Root",
-            )
-        )
-        return None
-    if configured != binding.certhash:
-        shown = configured or "(empty)"
-        findings.append(
-            error(
-                "master.binding",
-                f"the binding on {ipport} serves certificate {binding.certhash} but SSLCertThumbprint in "
-                f"{source} is {shown}; the master refuses to start or reload until they agree",
-                fix=f"packfleet settings set master SSLCertThumbprint {binding.certhash}   (keep the "
-                f"binding), or: packfleet binding delete --port {port} && packfleet binding add --port "
-                f"{port} --certhash {configured or 'THUMBPRINT'} --store {binding.certstorename} --appid "
-                f"{binding.appid}   (keep the setting)",
-            )
-        )
-    else:
-        findings.append(
-            ok(
-                "master.binding",
-                f"{ipport} is bound to {binding.certhash} ({binding.certstorename} store), as "
-                "SSLCertThumbprint says",
-            )
-        )
-    return binding.certhash, binding.certstorename
+        binding = get_binding(home, format_ipport(trust.WILDCARD, settings.port_number))
+    except PackfleetError:
+        return None  # the rule reported it
+    return None if binding is None else (binding.certhash, binding.certstorename)
 
 
 def _served_certificate(
     home: Path, settings: MasterSettings, served: tuple[str, str], now: datetime, unit: Path | None
 ) -> list[Finding]:
+    """The bound certificate, its key, key access and expiry (the rule the master's loader applies),
+    then the names it must carry."""
     thumbprint, store_name = served
-    store = CertStore(home, store_name)
-    check = "master.certificate"
-    try:
-        cred = store.get(thumbprint)
-    except CertificateNotFound:
-        return [
-            error(
-                check,
-                f"the bound certificate {thumbprint} is not in store {store_name} ({store.path})",
-                fix=f"packfleet cert import master.pfx --password P --store {store_name}",
-            )
-        ]
-    except PackfleetError as exc:
-        return [error(check, exc.message, exc.fix)]
-    findings = check_key_pair(
-        "master", cred, store, what="bound certificate", needs="the master cannot serve it"
-    )
-    if cred.private_key is None:
-        return findings
     account, problem = service_account("master.key-access", home, f"{SERVICE_NAME}.service", unit)
+    judged = trust.own_certificate_rule(
+        home, trust.MASTER, store_name=store_name, thumbprint=thumbprint, now=now, account=account
+    )
+    findings = from_rules(judged)
     if problem is not None:
         findings.append(problem)
-    if account is not None:
-        folders = [home, home / "certs", store.path]
-        findings += key_file_findings(
-            "master.key-access",
-            store.key_path(thumbprint),
-            folders,
-            account,
-            thumbprint=thumbprint,
-            store=store_name,
-        )
-    info = cred.info(store_name)
-    findings.append(expiry_finding("master.expiry", "the master certificate", info, now, _ROTATE))
+    store = CertStore(home, store_name)
+    if any(f.severity == "error" and f.check == "master.certificate" for f in judged):
+        return findings
+    try:
+        info = store.info(thumbprint)
+    except PackfleetError:
+        return findings
     findings.append(_address(home, settings, info))
     findings.append(_host_names(info))
     return findings
@@ -216,19 +156,19 @@ def _address(home: Path, settings: MasterSettings, info: CertInfo) -> Finding:
             "master.address",
             f"MasterAddress is empty in {settings_path(home, 'master')}: join tokens and workers need the "
             "URL workers reach this master at",
-            fix=f"packfleet settings set master MasterAddress https://{names_of(info)[0]}:{settings.port_number}",
+            fix=f"packfleet settings set master MasterAddress https://{info.names[0]}:{settings.port_number}",
         )
     try:
         host, _port = parse_endpoint(settings.master_address, kind="master", key="MasterAddress")
     except PackfleetError as exc:
         return error("master.address", f"MasterAddress: {exc.message}", exc.fix)
-    names = ", ".join(names_of(info)) or "no names"
+    names = ", ".join(info.names) or "no names"
     if not info.matches_host(host):
         return error(
             "master.address",
             f"the MasterAddress host {host!r} is not among the names of the master certificate "
             f"{info.thumbprint} ({names}); every worker using that address would fail the TLS host check",
-            fix=f"packfleet settings set master MasterAddress https://{names_of(info)[0]}:"
+            fix=f"packfleet settings set master MasterAddress https://{info.names[0]}:"
             f"{settings.port_number}   (or re-create the certificate with --cn {host})",
         )
     return ok("master.address", f"MasterAddress host {host!r} is among the certificate's names ({names})")
@@ -404,7 +344,7 @@ def _admin(home: Path, now: datetime) -> list[Finding]:
         findings.append(
             ok(check, f"admin certificate {thumbprint} is in My with its key and trusted in Root")
         )
-    findings.append(
-        expiry_finding("master.admin-expiry", "the admin certificate", cred.info("My"), now, _NEW_ADMIN)
-    )
+    # The manager's own certificate, by the rule the explainer cites when the master refuses it.
+    dates = trust.own_dates(trust.ADMIN, cred.info("My"), now)
+    findings += from_rules([dataclasses.replace(f, check="master.admin-expiry") for f in dates])
     return findings

@@ -14,17 +14,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from packfleet import trust
 from packfleet.config import WorkerSettings, load_worker_settings, settings_path, split_endpoints
-from packfleet.doctor._common import (
-    check_key_pair,
-    expiry_finding,
-    key_file_findings,
-    names_of,
-    service_account,
-)
+from packfleet.doctor._common import from_rules, service_account
 from packfleet.doctor._findings import Finding, error, ok, warning
-from packfleet.errors import CertificateNotFound, PackfleetError, TlsError
-from packfleet.pki import CertStore
+from packfleet.errors import PackfleetError, TlsError
 from packfleet.protocol import routes
 from packfleet.transport import fetch_server_certificate, parse_endpoint
 from packfleet.worker import load_identity
@@ -36,11 +30,6 @@ SKEW_WARNING_SECONDS = 60.0
 #: Clock skew that breaks TLS: certificates are back-dated by five minutes (packfleet.pki), so a
 #: larger skew makes a freshly made certificate "not yet valid" on the other machine.
 SKEW_ERROR_SECONDS = 300.0
-_IMPORT_MASTER = "packfleet cert import master.cer --store Root"
-_NEW_WORKER_CERT = (
-    'packfleet cert create -n "CN=NAME;CN=IP" --store My, then the seed\'s "change the worker '
-    'certificate" steps (or a new join: packfleet worker join TOKEN)'
-)
 
 
 def check_worker(home: Path, *, now: datetime, unit: Path | None = None, probe: bool = True) -> list[Finding]:
@@ -50,7 +39,9 @@ def check_worker(home: Path, *, now: datetime, unit: Path | None = None, probe: 
     except PackfleetError as exc:
         return [error("worker.settings", exc.message, exc.fix)]
     findings = [ok("worker.settings", f"{settings_path(home, 'worker')} parses")]
-    findings += _own_certificate(home, settings, now, unit)
+    findings += from_rules(trust.worker_settings_rule(home, settings))
+    if settings.worker_https_cert_thumbprint:
+        findings += _own_certificate(home, settings, now, unit)
     endpoints = _endpoints(home, settings, findings)
     pinned_ok = _pinned_master(home, settings, endpoints, now, findings)
     if probe and endpoints:
@@ -117,66 +108,24 @@ def _master_view(home: Path, settings: WorkerSettings) -> Finding:
 
 
 def _own_certificate(home: Path, settings: WorkerSettings, now: datetime, unit: Path | None) -> list[Finding]:
-    thumbprint = settings.worker_https_cert_thumbprint
-    check = "worker.certificate"
-    if not thumbprint:
-        return [
-            error(
-                check,
-                f"WorkerHttpsCertThumbprint is empty in {settings_path(home, 'worker')}",
-                fix="packfleet worker init --master URL --master-cert master.cer",
-            )
-        ]
-    store = CertStore(home, settings.store_name)
-    try:
-        cred = store.get(thumbprint)
-    except CertificateNotFound:
-        return [
-            error(
-                check,
-                f"the worker certificate {thumbprint} (WorkerHttpsCertThumbprint) is not in store "
-                f"{store.name} ({store.path}, StoreName {settings.store_name})",
-                fix=f"packfleet cert list --store {store.name}, then: packfleet settings set worker "
-                "WorkerHttpsCertThumbprint THUMBPRINT",
-            )
-        ]
-    except PackfleetError as exc:
-        return [error(check, exc.message, exc.fix)]
-    findings = check_key_pair(
-        "worker", cred, store, what="worker certificate", needs="it cannot prove this worker's identity"
-    )
-    if cred.private_key is None:
-        return findings
+    """The worker's own certificate, key, key access and expiry: the rule its loader applies."""
     account, problem = service_account("worker.key-access", home, UNIT, unit)
-    if problem is not None:
-        findings.append(problem)
-    if account is not None:
-        findings += key_file_findings(
-            "worker.key-access",
-            store.key_path(thumbprint),
-            [home, home / "certs", store.path],
-            account,
-            thumbprint=thumbprint,
-            store=store.name,
-        )
-    findings.append(
-        expiry_finding(
-            "worker.expiry", "the worker certificate", cred.info(store.name), now, _NEW_WORKER_CERT
+    findings = from_rules(
+        trust.own_certificate_rule(
+            home,
+            trust.WORKER,
+            store_name=settings.store_name,
+            thumbprint=settings.worker_https_cert_thumbprint,
+            now=now,
+            account=account,
         )
     )
-    return findings
+    return findings if problem is None else [*findings, problem]
 
 
 def _endpoints(home: Path, settings: WorkerSettings, findings: list[Finding]) -> list[tuple[str, int]]:
     if not settings.master_endpoint:
-        findings.append(
-            error(
-                "worker.endpoint",
-                f"MasterEndpoint is empty in {settings_path(home, 'worker')}",
-                fix="packfleet settings set worker MasterEndpoint https://MASTER:8391",
-            )
-        )
-        return []
+        return []  # worker.endpoint: the settings rule says so
     try:
         return [parse_endpoint(url) for url in split_endpoints(settings.master_endpoint)]
     except PackfleetError as exc:
@@ -191,70 +140,17 @@ def _pinned_master(
     now: datetime,
     findings: list[Finding],
 ) -> bool:
-    pin = settings.master_https_cert_thumbprint
-    check = "worker.master-pin"
-    if not pin:
-        findings.append(
-            error(
-                check,
-                f"MasterHttpsCertThumbprint is empty in {settings_path(home, 'worker')}: this worker "
-                "trusts no master",
-                fix=f"{_IMPORT_MASTER} && packfleet settings set worker MasterHttpsCertThumbprint THUMBPRINT",
-            )
-        )
-        return False
-    root = CertStore(home, "Root")
-    try:
-        info = root.info(pin)
-    except CertificateNotFound:
-        findings.append(
-            error(
-                check,
-                f"cert not in Root: the pinned master certificate {pin} (MasterHttpsCertThumbprint) is "
-                f"not in this worker's Root store ({root.path}), so the worker trusts no master (seed "
-                "step 5.1 was skipped)",
-                fix=_IMPORT_MASTER,
-            )
-        )
-        return False
-    except PackfleetError as exc:
-        findings.append(error(check, exc.message, exc.fix))
-        return False
-    findings.append(ok(check, f"the pinned master certificate {pin} is in the Root store"))
-    good = True
-    for endpoint in endpoints:
-        host = endpoint[0]
-        names = ", ".join(names_of(info)) or "no names"
-        if info.matches_host(host):
-            findings.append(ok("worker.master-host", f"endpoint host {host!r} is among the master's names"))
-        else:
-            good = False
-            findings.append(
-                error(
-                    "worker.master-host",
-                    f"wrong host: the MasterEndpoint host {host!r} is not among the names of the pinned "
-                    f"master certificate {pin} ({names}); TLS refuses the connection",
-                    fix=f"packfleet settings set worker MasterEndpoint https://{names_of(info)[0]}:"
-                    f"{endpoint[1]}   (or re-create the master certificate with --cn {host})",
-                )
-            )
-    findings.append(
-        expiry_finding(
-            "worker.master-expiry",
-            "the pinned master certificate",
-            info,
-            now,
-            "on the master: packfleet manager rotate master-cert (or the seed's 'change the master "
-            "certificate' steps)",
-        )
-    )
-    return good
+    """Each pinned master certificate against the Root store, its dates and every endpoint host."""
+    if not settings.master_https_cert_thumbprint:
+        return False  # worker.master-pin: the settings rule says so
+    judged, _found = trust.pinned_master_rule(home, settings, endpoints, now=now)
+    findings += from_rules(judged)
+    return not any(f.severity == "error" and f.check != "worker.master-expiry" for f in judged)
 
 
 def _served(settings: WorkerSettings, endpoint: tuple[str, int], findings: list[Finding]) -> bool:
     """Which certificate does the master actually serve? The seed's "thumbprint mismatch"."""
     host, port = endpoint
-    check = "worker.master-served"
     try:
         peer = fetch_server_certificate(host, port, timeout=5.0)
     except (OSError, TlsError, ValueError) as exc:
@@ -266,22 +162,10 @@ def _served(settings: WorkerSettings, endpoint: tuple[str, int], findings: list[
             )
         )
         return False
-    pin = settings.master_https_cert_thumbprint
-    pins = [p for p in (pin, settings.next_master_https_cert_thumbprint) if p]
-    if peer.thumbprint not in pins:
-        findings.append(
-            error(
-                check,
-                f"thumbprint mismatch: the master at {host}:{port} serves certificate {peer.thumbprint} but "
-                f"this worker pins MasterHttpsCertThumbprint {pin or '(none)'}; the master certificate was "
-                "changed and this worker was not (seed step 5)",
-                fix=f"copy the new master.cer here, then: {_IMPORT_MASTER} && packfleet settings set worker "
-                f"MasterHttpsCertThumbprint {peer.thumbprint}",
-            )
-        )
-        return False
-    findings.append(ok(check, f"the master at {host}:{port} serves the pinned certificate {peer.thumbprint}"))
-    return True
+    pins = [thumbprint for _key, thumbprint in trust.pin_keys(settings) if thumbprint]
+    served = trust.served_rule(peer.info, pins, role="worker", host=host, port=port)
+    findings += from_rules([served])
+    return served.severity == "ok"
 
 
 def _health(home: Path) -> list[Finding]:

@@ -12,20 +12,11 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from packfleet.config import (
-    Binding,
-    MasterSettings,
-    format_ipport,
-    get_binding,
-    load_master_settings,
-    settings_path,
-)
-from packfleet.errors import SettingsError
+from packfleet.config import Binding, MasterSettings, load_master_settings
 from packfleet.pki import CertStore
 from packfleet.transport import master_server_context
-
-#: HTTP.SYS bindings name the wildcard address; the master looks its certificate up there.
-WILDCARD = "0.0.0.0"  # noqa: S104 - a key in bindings.json, not an address the tests listen on
+from packfleet.trust import MASTER, own_certificate_rule, raise_first, served_binding
+from packfleet.trust import WILDCARD as WILDCARD  # the master's default listen address names it too
 
 
 @dataclass(frozen=True)
@@ -52,41 +43,21 @@ class TlsMaterial:
 
 
 def load_tls_material(home: Path) -> TlsMaterial:
-    """Read settings, binding, bound certificate and Root store; refuse any disagreement."""
+    """Read settings, binding, bound certificate and Root store; refuse any disagreement.
+
+    The refusals are the trust rules' findings (:mod:`packfleet.trust`), the ones ``doctor`` lists:
+    the binding against SSLCertThumbprint, then the bound certificate and its key.
+    """
     settings = load_master_settings(home)
-    port = settings.port_number
-    ipport = format_ipport(WILDCARD, port)
-    binding = get_binding(home, ipport)
-    configured = settings.ssl_cert_thumbprint
-    if binding is None:
-        named = configured or "THUMBPRINT"
-        raise SettingsError(
-            f"no certificate is bound to {ipport} in {home / 'bindings.json'}, so the master has "
-            "nothing to serve (the seed's `netsh http add sslcert` step)",
-            fix=f"packfleet binding add --port {port} --certhash {named} --store Root",
+    binding = served_binding(home, settings)
+    # Dates are not judged here: a master with an expired certificate still starts, so that
+    # `doctor` and the workers' explanations can say so, and a rotation can replace it live.
+    raise_first(
+        own_certificate_rule(
+            home, MASTER, store_name=binding.certstorename, thumbprint=binding.certhash, profile=False
         )
-    if not configured:
-        raise SettingsError(
-            f"SSLCertThumbprint is empty in {settings_path(home, 'master')}, but the binding on "
-            f"{ipport} serves certificate {binding.certhash}",
-            fix=f"packfleet settings set master SSLCertThumbprint {binding.certhash}",
-        )
-    if configured != binding.certhash:
-        raise SettingsError(
-            f"the binding on {ipport} serves certificate {binding.certhash} but SSLCertThumbprint "
-            f"in {settings_path(home, 'master')} is {configured}; they must name the same certificate",
-            fix=f"packfleet settings set master SSLCertThumbprint {binding.certhash}   (keep the "
-            f"binding), or: packfleet binding delete --ip {WILDCARD} --port {port} && packfleet "
-            f"binding add --port {port} --certhash {configured} --store Root   (keep the setting)",
-        )
+    )
     store = CertStore(home, binding.certstorename)
-    cred = store.get(binding.certhash)  # CertificateNotFound names the store and the listing command
-    if cred.private_key is None:
-        raise SettingsError(
-            f"certificate {binding.certhash} in store {store.name} has no private key beside it, "
-            "so the master cannot serve it",
-            fix=f"packfleet cert import master.pfx --password P --store {store.name}",
-        )
     return TlsMaterial(
         settings=settings,
         binding=binding,

@@ -2,8 +2,6 @@
 
 from packfleet.transport._client import MasterClient, parse_endpoint
 from packfleet.transport._explain import (
-    NEW_ADMIN_FIX,
-    READMIT_FIX,
     PeerCertificate,
     explain_client_failure,
     explain_handshake_failure,
@@ -20,6 +18,9 @@ from packfleet.transport._policy import (
     probe_context,
     tls_version,
 )
+
+# The fixes the TLS explanations give, kept where callers have always found them; the trust rules own them.
+from packfleet.trust import NEW_ADMIN_FIX, READMIT_FIX
 
 __all__ = [
     "NEW_ADMIN_FIX",

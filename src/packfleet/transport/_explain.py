@@ -17,6 +17,16 @@ from cryptography.x509.oid import NameOID
 from packfleet.errors import TlsError
 from packfleet.pki import CertInfo, Credential, is_ip_address
 from packfleet.transport._policy import probe_context
+from packfleet.trust import (
+    IMPORT_MASTER,
+    PINNED_MASTER,
+    READMIT_FIX,
+    ROTATE_MASTER,
+    SYNC_CLOCKS,
+    master_certificate_rule,
+    refused_as_expired,
+    served_rule,
+)
 
 # OpenSSL X509_V_ERR_* codes that a pinned, self-signed setup meets (openssl/x509_vfy.h).
 _EXPIRED = 10
@@ -24,20 +34,6 @@ _NOT_YET_VALID = 9
 _UNTRUSTED = {18, 19, 20, 21}
 _HOST_MISMATCH = {62, 64}
 _PURPOSE = 26
-
-#: How a worker whose certificate the master no longer accepts (expired, revoked) gets back in: its
-#: own certificate cannot carry a renewal request any more, so the master admits it again.
-READMIT_FIX = (
-    "on the master: packfleet manager worker connect WORKER --token, then on this worker: "
-    "packfleet worker join TOKEN"
-)
-#: ``master init`` run again with ``--existing-cert`` keeps the served certificate and makes a new admin
-#: certificate when the old one is expired; without it, it would replace the master certificate too.
-#: ``--port`` and ``--address`` default to 8391 and the first CN, so they are passed to keep the settings.
-NEW_ADMIN_FIX = (
-    "on the master: packfleet master init --existing-cert SSLCERTTHUMBPRINT --port PORTNUMBER "
-    "--address MASTERADDRESS, with the values packfleet settings show master prints"
-)
 
 
 @dataclass(frozen=True)
@@ -140,37 +136,20 @@ def explain_client_failure(
     text = str(exc)
 
     if peer is not None and (verify_code is not None or "CERTIFICATE_VERIFY_FAILED" in text):
-        if peer.not_after < now:
-            return TlsError(
-                f"{where} presented certificate {peer.thumbprint}, which expired on "
-                f"{peer.not_after:%Y-%m-%d %H:%M} UTC",
-                fix="on the master: packfleet manager rotate master-cert "
-                "(or the seed's manual 'change the master certificate' steps)",
-            )
-        if peer.not_before > now:
-            return TlsError(
-                f"{where} presented certificate {peer.thumbprint}, which is not valid before "
-                f"{peer.not_before:%Y-%m-%d %H:%M} UTC: check this machine's clock",
-                fix="synchronise the clocks (timedatectl set-ntp true)",
-            )
-        if peer.thumbprint not in pins:
-            return TlsError(
-                f"{where} presented certificate {peer.thumbprint} but this {role} pins "
-                f"MasterHttpsCertThumbprint {pinned}",
-                fix=f"if the master certificate was changed: packfleet cert import master.cer --store "
-                f"Root && packfleet settings set {role} MasterHttpsCertThumbprint {peer.thumbprint}",
-            )
-        if not peer.matches_host(host):
-            return TlsError(
-                f"the endpoint host {host!r} is not among the names of the master certificate "
-                f"{peer.thumbprint} ({', '.join(peer.names) or 'no names'})",
-                fix="use an endpoint whose host is one of those names, or re-create the master "
-                "certificate with it: packfleet manager rotate master-cert --cn " + host,
-            )
+        # The trust rules judge the presented certificate: is it the one this node pins, then (it
+        # being the pinned one) its dates and names, in the words and with the fixes the loader
+        # and doctor give for the pinned copy. The first error is the explanation.
+        served = served_rule(peer.info, pins, role=role, host=host, port=port)
+        judged = master_certificate_rule(peer.info, [(host, port)], now=now, role=role, label=PINNED_MASTER)
+        for finding in (served, *judged):
+            if finding.severity == "error":
+                return TlsError(finding.message, fix=finding.fix)
     if verify_code == _EXPIRED:
-        return TlsError(f"{where} presented an expired certificate", fix="packfleet doctor")
+        return TlsError(f"{where} presented an expired certificate", fix=ROTATE_MASTER)
     if verify_code == _NOT_YET_VALID:
-        return TlsError(f"{where} presented a certificate that is not valid yet: check the clocks")
+        return TlsError(
+            f"{where} presented a certificate that is not valid yet: check the clocks", fix=SYNC_CLOCKS
+        )
     if verify_code in _HOST_MISMATCH:
         return TlsError(
             f"the endpoint host {host!r} is not among the names of the master's certificate",
@@ -180,7 +159,7 @@ def explain_client_failure(
         return TlsError(
             f"{where} presented a certificate that is not the pinned MasterHttpsCertThumbprint "
             f"{pinned} in this {role}'s Root store",
-            fix="packfleet cert import master.cer --store Root (and check MasterHttpsCertThumbprint)",
+            fix=f"{IMPORT_MASTER} (and check MasterHttpsCertThumbprint)",
         )
     if verify_code == _PURPOSE:
         return TlsError(
@@ -198,10 +177,8 @@ def explain_client_failure(
             else "on the master: packfleet cert import admin.cer --store Root",
         )
     if "CERTIFICATE_EXPIRED" in reason + text:
-        return TlsError(
-            f"{where} refused this {role}'s certificate {mine}: it has expired",
-            fix=READMIT_FIX if role == "worker" else NEW_ADMIN_FIX,
-        )
+        expired = refused_as_expired(role, own_thumbprint)
+        return TlsError(f"{where} refused this {role}'s certificate: {expired.message}", fix=expired.fix)
     if "CERTIFICATE_REQUIRED" in reason + text:
         return TlsError(
             f"{where} requires a client certificate and this {role} presented none",

@@ -4,7 +4,7 @@ A worker is its home (WorkerSettings.config, the My and Root stores) and one asy
 
     agent = WorkerAgent(home)              # settings, certificates and pins checked here
     async with agent:
-        await agent.run_burst()            # heartbeat, lease, run, report until no work is left
+        await agent.run(burst=True)        # heartbeat, lease, run, report until no work is left
 
 or ``await run_worker(home)`` to serve until SIGTERM (SIGHUP reloads settings and certificates).
 Nothing here imports the master: the two share only :mod:`packfleet.protocol`.

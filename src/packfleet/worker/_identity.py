@@ -13,16 +13,22 @@ from __future__ import annotations
 import logging
 import ssl
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from packfleet.config import WorkerSettings, load_worker_settings, split_endpoints
-from packfleet.errors import CertificateNotFound, PkiError, SettingsError
-from packfleet.pki import CertInfo, CertStore, check_usable
+from packfleet.pki import CertInfo, CertStore
 from packfleet.transport import MasterClient, client_context, connect_master, parse_endpoint
+from packfleet.trust import (
+    WORKER,
+    own_certificate_rule,
+    pin_keys,
+    pinned_master_rule,
+    raise_first,
+    worker_settings_rule,
+)
 
 log = logging.getLogger("packfleet.worker")
-
-_IMPORT_MASTER = "packfleet cert import master.cer --store Root"
 
 
 @dataclass(frozen=True)
@@ -54,79 +60,47 @@ class WorkerIdentity:
         )
 
 
-def load_identity(home: Path) -> WorkerIdentity:
-    """Read WorkerSettings.config and the stores of ``home``; raise a packfleet error naming the fix."""
+def load_identity(home: Path, *, now: datetime | None = None) -> WorkerIdentity:
+    """Read WorkerSettings.config and the stores of ``home``; raise a packfleet error naming the fix.
+
+    The checks are the trust rules (:mod:`packfleet.trust`) that ``doctor`` lists: the settings a
+    worker needs, its own certificate and key, and each pinned master certificate against every
+    endpoint host. The first error is raised; a warning (a next pin that does not name a host) is
+    logged.
+    """
+    moment = now or datetime.now(UTC)
     settings = load_worker_settings(home)
-    if not settings.master_endpoint:
-        raise SettingsError(
-            f"{home}/WorkerSettings.config has no MasterEndpoint",
-            fix="packfleet settings set worker MasterEndpoint https://MASTER:8391",
-        )
-    if not settings.worker_https_cert_thumbprint:
-        raise SettingsError(
-            f"{home}/WorkerSettings.config has no WorkerHttpsCertThumbprint",
-            fix="packfleet worker init --master URL (creates the worker certificate and sets it)",
-        )
-    if not settings.master_https_cert_thumbprint:
-        raise SettingsError(
-            f"{home}/WorkerSettings.config has no MasterHttpsCertThumbprint: this worker trusts no master",
-            fix=f"{_IMPORT_MASTER} && packfleet settings set worker MasterHttpsCertThumbprint THUMBPRINT",
-        )
-
+    raise_first(worker_settings_rule(home, settings))
+    endpoints = [parse_endpoint(url) for url in split_endpoints(settings.master_endpoint)]
+    own = own_certificate_rule(
+        home,
+        WORKER,
+        store_name=settings.store_name,
+        thumbprint=settings.worker_https_cert_thumbprint,
+        now=moment,
+    )
+    pinned, masters = pinned_master_rule(home, settings, endpoints, now=moment)
+    # A worker whose own certificate is near its end still starts (and renews it); only errors stop it.
+    raise_first([*own, *pinned])
+    for finding in pinned:
+        if finding.severity == "warning" and finding.check == "worker.master-host":
+            log.warning("%s: %s", finding.message, finding.fix)
     store = CertStore(home, settings.store_name)
-    own = store.get(settings.worker_https_cert_thumbprint)
-    if own.private_key is None:
-        raise PkiError(
-            f"the worker certificate {own.thumbprint} (WorkerHttpsCertThumbprint) in store "
-            f"{store.name} has no private key, so it cannot prove this worker's identity",
-            fix=f"import it with its key: packfleet cert import worker.pfx --password P --store {store.name}",
-        )
-    check_usable(own, purposes=("client",))
-
-    root = CertStore(home, "Root")
-    pinned: list[tuple[str, str]] = [("MasterHttpsCertThumbprint", settings.master_https_cert_thumbprint)]
-    if settings.next_master_https_cert_thumbprint:
-        pinned.append(("NextMasterHttpsCertThumbprint", settings.next_master_https_cert_thumbprint))
-    hosts = [parse_endpoint(url)[0] for url in split_endpoints(settings.master_endpoint)]
-    pems: list[str] = []
-    for index, (key, thumbprint) in enumerate(pinned):
-        try:
-            master = root.get(thumbprint)
-        except CertificateNotFound:
-            raise PkiError(
-                f"the pinned master certificate {thumbprint} ({key}) is not in this worker's Root store "
-                f"({root.path})",
-                fix=_IMPORT_MASTER,
-            ) from None
-        check_usable(master, purposes=("server",))
-        info = master.info("Root")
-        for host in (host for host in hosts if not info.matches_host(host)):
-            names = ", ".join(certificate_names(info)) or "no names"
-            if index == 0:
-                raise SettingsError(
-                    f"the MasterEndpoint host {host!r} is not among the names of the master certificate "
-                    f"{info.thumbprint} ({names}); TLS would refuse the connection",
-                    fix="packfleet settings set worker MasterEndpoint https://NAME:PORT with one of those "
-                    "names, or re-create the master certificate with this host among its names",
-                )
-            log.warning(
-                "the next master certificate %s does not name the endpoint host %r (%s): connections "
-                "will fail once the master serves it",
-                info.thumbprint,
-                host,
-                names,
-            )
-        pems.append(master.cert_pem().decode("ascii"))
-
+    thumbprint = settings.worker_https_cert_thumbprint
     return WorkerIdentity(
         home=home,
         settings=settings,
-        cert_file=store.cert_path(own.thumbprint),
-        key_file=store.key_path(own.thumbprint),
-        certificate=own.info(store.name),
-        pins=[thumbprint for _key, thumbprint in pinned],
-        master_pem="".join(pems),
+        cert_file=store.cert_path(thumbprint),
+        key_file=store.key_path(thumbprint),
+        certificate=store.info(thumbprint),
+        pins=[thumbprint for _key, thumbprint in pin_keys(settings)],
+        master_pem="".join(root_pem(home, info.thumbprint) for info in masters),
     )
+
+
+def root_pem(home: Path, thumbprint: str) -> str:
+    """The PEM of a certificate in the Root store."""
+    return CertStore(home, "Root").get(thumbprint).cert_pem().decode("ascii")
 
 
 def certificate_names(info: CertInfo) -> list[str]:

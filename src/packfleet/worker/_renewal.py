@@ -45,7 +45,8 @@ from packfleet.protocol import (
     renewal_proof_message,
     routes,
 )
-from packfleet.transport import READMIT_FIX, MasterClient
+from packfleet.transport import MasterClient
+from packfleet.trust import READMIT_FIX, WORKER, own_dates, raise_first
 from packfleet.worker._identity import WorkerIdentity
 
 log = logging.getLogger("packfleet.worker")
@@ -69,15 +70,14 @@ def renewal_due(info: CertInfo, now: datetime) -> bool:
 
 
 def check_not_expired(info: CertInfo, now: datetime) -> None:
-    """Raise :class:`CertificateExpired`, in plain words, when the worker certificate has expired."""
+    """Raise :class:`CertificateExpired`, in plain words, when the worker certificate has expired.
+
+    The words and the fix are the trust rule's (:func:`packfleet.trust.own_dates`), as ``doctor``
+    and the TLS failure explainer give them.
+    """
     if now < info.not_after:
         return
-    raise CertificateExpired(
-        f"the worker certificate {info.thumbprint} (WorkerHttpsCertThumbprint) expired on "
-        f"{info.not_after:%Y-%m-%d %H:%M} UTC; the master refuses it during the TLS handshake, so it "
-        "cannot be renewed over the old one",
-        fix=readmit_fix(),
-    )
+    raise_first(f for f in own_dates(WORKER, info, now) if f.error is CertificateExpired)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,107 @@
+"""The trust rules, each written once: which certificate a node serves, trusts and presents.
+
+A rule is a function that returns :class:`Finding` values (what, why, the command that fixes it).
+Three consumers read the same findings, so their words and fix commands never drift apart:
+
+- the start-up loaders (the master's TLS material, the worker's identity) raise the first error,
+  as the error type the finding names (:func:`raise_first`);
+- ``packfleet doctor`` lists them all;
+- the TLS failure explainer (:mod:`packfleet.transport`) quotes the finding that matches what the
+  handshake refused.
+
+The rules: :func:`binding_rule` (binding vs SSLCertThumbprint), :func:`worker_settings_rule` and
+:func:`pinned_master_rule` (the worker's identity: who it is and which master it trusts),
+:func:`master_certificate_rule` and :func:`served_rule` (the served certificate vs the pinned one),
+and :func:`own_certificate_rule` (own certificate, key, access and expiry).
+
+>>> from packfleet.trust import error, raise_first
+>>> found = error("worker.endpoint", "WorkerSettings.config has no MasterEndpoint",
+...               "it knows no master",
+...               "packfleet settings set worker MasterEndpoint https://MASTER:8391")
+>>> raise_first([found])
+Traceback (most recent call last):
+...
+packfleet.errors.SettingsError: WorkerSettings.config has no MasterEndpoint; it knows no master
+  fix: packfleet settings set worker MasterEndpoint https://MASTER:8391
+"""
+
+from packfleet.trust._account import Account, unreadable_reason
+from packfleet.trust._binding import WILDCARD, binding_rule, served_binding
+from packfleet.trust._expiry import date_findings
+from packfleet.trust._finding import (
+    Finding,
+    Severity,
+    error,
+    errors,
+    from_exception,
+    ok,
+    raise_first,
+    warning,
+)
+from packfleet.trust._fixes import (
+    IMPORT_MASTER,
+    NEW_ADMIN_FIX,
+    READMIT_FIX,
+    RENEW_WORKER,
+    ROTATE_MASTER,
+    SYNC_CLOCKS,
+)
+from packfleet.trust._own import (
+    ADMIN,
+    MASTER,
+    WORKER,
+    OwnRole,
+    key_access_findings,
+    key_matches,
+    own_certificate_rule,
+    own_dates,
+    refused_as_expired,
+)
+from packfleet.trust._pins import (
+    PINNED_MASTER,
+    Endpoint,
+    master_certificate_rule,
+    pin_keys,
+    pinned_master_rule,
+    served_rule,
+    worker_settings_rule,
+)
+
+__all__ = [
+    "ADMIN",
+    "IMPORT_MASTER",
+    "MASTER",
+    "NEW_ADMIN_FIX",
+    "PINNED_MASTER",
+    "READMIT_FIX",
+    "RENEW_WORKER",
+    "ROTATE_MASTER",
+    "SYNC_CLOCKS",
+    "WILDCARD",
+    "WORKER",
+    "Account",
+    "Endpoint",
+    "Finding",
+    "OwnRole",
+    "Severity",
+    "binding_rule",
+    "date_findings",
+    "error",
+    "errors",
+    "from_exception",
+    "key_access_findings",
+    "key_matches",
+    "master_certificate_rule",
+    "ok",
+    "own_certificate_rule",
+    "own_dates",
+    "pin_keys",
+    "pinned_master_rule",
+    "raise_first",
+    "refused_as_expired",
+    "served_binding",
+    "served_rule",
+    "unreadable_reason",
+    "warning",
+    "worker_settings_rule",
+]

@@ -1,0 +1,208 @@
+"""The lease loop: when this worker may ask for tasks (the gate), how many, and how long it waits.
+
+SSIS's worker asks only when it is enabled, has a free slot (MaxTaskCount), its CPU use is below
+TaskRequestMaxCPU and its free memory above TaskRequestMinMemory. Serving, the loop long-polls
+(the master answers as soon as a task is ready) and, while tasks run, lets a few slots free before
+asking so one request fills several. In a burst it asks without waiting and ends once no task is
+left to lease or run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from packfleet.config import WorkerSettings
+from packfleet.errors import TlsError, TransportError
+from packfleet.protocol import LeaseReply, LeaseRequest, TaskAssignment, decode, encode, routes
+from packfleet.worker._attempts import lease_deadline
+from packfleet.worker._link import MasterLink
+from packfleet.worker._machine import MachineProbe
+from packfleet.worker._pacing import AgentEvents, Backoff, Pause
+from packfleet.worker._taskbeat import lease_key
+from packfleet.worker._tasks import TaskRunner
+from packfleet.worker._timing import AgentTiming
+
+log = logging.getLogger("packfleet.worker")
+
+#: A burst (a script, a test) gives up on a master that refused this many lease requests in a row.
+BURST_LEASE_ATTEMPTS = 6
+
+
+class LeaseLoop:
+    """Asks the master for tasks when the gate is open and hands them to the :class:`TaskRunner`."""
+
+    def __init__(
+        self,
+        *,
+        link: MasterLink,
+        tasks: TaskRunner,
+        settings: Callable[[], WorkerSettings],
+        probe: MachineProbe,
+        events: AgentEvents,
+        pause: Pause,
+        timing: AgentTiming,
+        clock: Callable[[], float],
+    ) -> None:
+        self._link = link
+        self._tasks = tasks
+        self._settings = settings
+        self._probe = probe
+        self._events = events
+        self._pause = pause
+        self.timing = timing
+        self._clock = clock
+        self._gate_cause: str | None = None
+
+    # -- the gate ---------------------------------------------------------------------------------
+
+    def gate(self) -> str | None:
+        """Why this worker may not ask for tasks now, or None when it may.
+
+        TaskRequestMaxCPU 100 lifts the CPU limit: no reading is below 100% on a saturated machine,
+        and a threshold that can never be met would stop the worker for good.
+        """
+        closed = self._closed()
+        return None if closed is None else closed[1]
+
+    def _closed(self) -> tuple[str, str] | None:
+        """``(what closes the gate, why in words)``, or None when it is open."""
+        settings = self._settings()
+        if self._events.stopping.is_set():
+            return "stopping", "stopping"
+        if self._link.state != "enabled":
+            return "state", f"the master reports this worker as {self._link.state or 'unknown'}"
+        if self._tasks.capacity <= 0:
+            return "MaxTaskCount", f"all {settings.max_task_count} slots (MaxTaskCount) are busy"
+        cpu = self._probe.cpu_percent()
+        if settings.task_request_max_cpu < 100.0 and cpu >= settings.task_request_max_cpu:
+            return (
+                "TaskRequestMaxCPU",
+                f"CPU use {cpu:.0f}% is not below TaskRequestMaxCPU {settings.task_request_max_cpu:.0f}%",
+            )
+        memory = self._probe.memory_free_mb()
+        if memory <= settings.task_request_min_memory:
+            return (
+                "TaskRequestMinMemory",
+                f"free memory {memory:.0f} MB is not above TaskRequestMinMemory "
+                f"{settings.task_request_min_memory:.0f} MB",
+            )
+        return None
+
+    def own_gate(self) -> str:
+        """The gate's reason when this worker closes it itself (slots, CPU, memory), for the master."""
+        closed = self._closed()
+        return "" if closed is None or closed[0] in ("state", "stopping") else closed[1]
+
+    def check_gate(self) -> str | None:
+        """:meth:`gate`, logged when what closes it changes (not each time a reading moves)."""
+        closed = self._closed()
+        cause = None if closed is None else closed[0]
+        if cause != self._gate_cause:
+            if closed is not None and cause not in ("state", "stopping"):
+                log.info("not asking for tasks: %s", closed[1])
+            self._gate_cause = cause
+        return None if closed is None else closed[1]
+
+    # -- one lease --------------------------------------------------------------------------------
+
+    async def lease(self, wait_seconds: float | None = None) -> list[TaskAssignment]:
+        """Ask for up to the free capacity in tasks, waiting up to ``wait_seconds`` for one (long-poll).
+
+        Returns the tasks leased, already counted against the capacity; nothing when the gate is
+        closed (the reason is logged when it changes).
+        """
+        if self.check_gate() is not None:
+            return []
+        settings = self._settings()
+        wait = self.timing.lease_wait if wait_seconds is None else wait_seconds
+        capacity = self._tasks.capacity
+        request = LeaseRequest(
+            agent_id=settings.agent_id,
+            capacity=capacity,
+            wait_seconds=wait,
+            lease_seconds=settings.lease_interval.total_seconds(),
+        )
+        # The lease runs from some moment after this one: counting it from here never overstates it.
+        sent = self._clock()
+        # The master may hold the request for `wait` seconds: allow that plus a normal answer time.
+        raw = await self._link.post(routes.WORKER_LEASE, encode(request), timeout=wait + 30.0)
+        reply = decode(LeaseReply, raw)
+        if reply.heartbeat_now:
+            self._events.wake_heartbeat.set()
+        tasks = []
+        for task in reply.tasks:
+            if lease_key(task) in self._tasks.running:
+                # The same lease twice (a repeated answer): running it again would run it twice.
+                log.warning("task %s attempt %s is already running here", task.task_id, task.attempt)
+            else:
+                tasks.append(task)
+        if len(tasks) > capacity:
+            log.error(
+                "the master leased %d tasks for %d free slots; running %d, the others' leases expire",
+                len(tasks),
+                capacity,
+                capacity,
+            )
+            tasks = tasks[:capacity]
+        for task in tasks:
+            self._tasks.hold(task, lease_deadline(task, sent, request.lease_seconds, self._link.master_clock))
+        return tasks
+
+    async def gather_slots(self) -> None:
+        """While tasks run, give other slots up to ``lease_linger`` to free before leasing.
+
+        Stops waiting once half the slots (MaxTaskCount) are free, so one lease asks for several
+        tasks; each finished task wakes it to count again. An idle worker leases at once.
+        """
+        if not self._tasks.running or self.timing.lease_linger <= 0:
+            return
+        want = max(1, self._settings().max_task_count // 2)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timing.lease_linger
+        for _ in range(want):  # each pass waits for one finished task at most
+            remaining = deadline - loop.time()
+            if self._tasks.capacity >= want or remaining <= 0 or self._events.stopping.is_set():
+                return
+            self._events.wake_lease.clear()
+            await self._pause(remaining, self._events.wake_lease)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Lease and start tasks until stopping; with ``burst``, until nothing is left to lease or run.
+
+        Serving, a failed lease request is retried with backoff for as long as it takes. A burst
+        raises a TLS failure at once and any other failure after :data:`BURST_LEASE_ATTEMPTS` in a
+        row: a script should fail loudly rather than wait on a master that will not answer.
+        """
+        backoff = Backoff()
+        events = self._events
+        while not events.stopping.is_set():
+            events.wake_lease.clear()
+            if self.check_gate() is not None:
+                if not burst:
+                    await self._pause(self.timing.gate_poll, events.wake_lease)
+                elif self._tasks.executions:
+                    await self._tasks.wait_one()
+                else:
+                    return
+                continue
+            if not burst:
+                await self.gather_slots()
+            try:
+                tasks = await self.lease(wait_seconds=0.0 if burst else None)
+            except TransportError as exc:
+                if burst and (isinstance(exc, TlsError) or backoff.failures + 1 >= BURST_LEASE_ATTEMPTS):
+                    raise
+                log.error("lease request failed (%d): %s", backoff.failures + 1, exc)
+                await self._pause(backoff.next())
+                continue
+            backoff.reset()
+            for task in tasks:
+                self._tasks.start(task)
+            if burst and not tasks:
+                if not self._tasks.executions:
+                    return
+                await self._tasks.wait_one()
