@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from packfleet.catalog import Catalog, EventInput, ExecutionStatus, WorkerInfo
+from packfleet.catalog import Catalog, EventInput, ExecutionStatus, MessageType, WorkerInfo
 from packfleet.errors import Conflict, InvalidValue, NotFound
 from packfleet.pki import create_self_signed
 
@@ -241,3 +241,53 @@ def test_the_dashboard_counts_are_bounded_and_exact_below_the_cap(
     assert deployed.recent_counts(since=since, cap=2)[ExecutionStatus.PENDING] == 3
     everything = deployed.recent_counts(since=clock.now - timedelta(days=1), cap=100)
     assert everything == deployed.execution_counts(since=clock.now - timedelta(days=1))
+
+
+def test_event_windows_and_counts_filter_by_type_and_source_in_the_query(
+    deployed: Catalog, worker: Register
+) -> None:
+    agent_id = worker("worker1")
+    execution = deployed.create_execution("default", "etl", "extract", parameters={}, actor="alice")
+    other = deployed.create_execution("default", "etl", "extract", parameters={}, actor="alice")
+    leased = {t.execution_id: t for t in deployed.lease_tasks(agent_id, 2, 60)}
+    now = datetime.now(UTC)
+    # Every third line a warning on stderr, every fifth (not third) a log record; the rest stdout.
+    kinds = {0: (logging.WARNING, "stderr"), 1: (logging.INFO, "log")}
+    events = []
+    for run in (execution, other):
+        task = leased[run.execution_id]
+        for seq in range(1, 1201):
+            level, source = (
+                kinds[0] if seq % 3 == 0 else kinds[1] if seq % 5 == 0 else (logging.INFO, "stdout")
+            )
+            events.append(
+                EventInput(
+                    run.execution_id, task.task_id, task.attempt, seq, now, level, source, f"line {seq}"
+                )
+            )
+    assert deployed.add_events(agent_id, events) == 2400
+    run_id = execution.execution_id
+    warnings = [f"line {s}" for s in range(1, 1201) if s % 3 == 0]
+    logged = [f"line {s}" for s in range(1, 1201) if s % 5 == 0 and s % 3 != 0]
+    assert deployed.count_events(run_id, message_type=MessageType.WARNING) == len(warnings) == 400
+    assert deployed.count_events(run_id, source="stderr") == 400
+    assert deployed.count_events(run_id, source="std") == 1200 - len(logged), "a prefix matches a family"
+    assert deployed.count_events(run_id, message_type=MessageType.INFORMATION, source="stderr") == 0
+    assert deployed.count_events(run_id, message_type=MessageType.ERROR) == 0
+    assert deployed.count_events(run_id, source="%") == 0, "LIKE wildcards are matched as text"
+    assert deployed.count_events(run_id, source="") == 1200
+    head = deployed.event_window(run_id, offset=0, limit=250, message_type=MessageType.WARNING)
+    assert [e.message for e in head] == warnings[:250]
+    assert {(e.message_type, e.message_source, e.execution_id) for e in head} == {
+        (MessageType.WARNING, "stderr", run_id)
+    }
+    tail = deployed.event_window(run_id, offset=-100, limit=100, source="log")
+    assert [e.message for e in tail] == logged[-100:] and len(logged) > 100
+    second = deployed.event_window(run_id, offset=100, limit=100, source="stderr")
+    assert [e.message for e in second] == warnings[100:200]
+    after = deployed.event_window(run_id, offset=0, limit=10, source="log", after_id=tail[0].id)
+    assert [e.message for e in after] == logged[-99:-89], "after_id pages by id, past the given one"
+    with pytest.raises(InvalidValue, match="not a source name"):
+        deployed.count_events(run_id, source="x" * 17)
+    with pytest.raises(InvalidValue, match="not a source name"):
+        deployed.event_window(run_id, offset=0, limit=10, source="std\n")

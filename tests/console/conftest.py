@@ -125,15 +125,15 @@ class Runs:
         assert task.execution_id == record.execution_id
         return Lease(agent_id, record.execution_id, task.task_id, task.attempt)
 
-    def lines(self, lease: Lease, texts: list[str]) -> None:
+    def lines(
+        self, lease: Lease, texts: list[str], *, level: int = logging.INFO, source: str = "stdout"
+    ) -> None:
         key = (lease.task_id, lease.attempt)
         first = self._seq.get(key, 0) + 1
         self._seq[key] = first + len(texts) - 1
         now = datetime.now(UTC)
         events = [
-            EventInput(
-                lease.execution_id, lease.task_id, lease.attempt, first + i, now, logging.INFO, "stdout", text
-            )
+            EventInput(lease.execution_id, lease.task_id, lease.attempt, first + i, now, level, source, text)
             for i, text in enumerate(texts)
         ]
         m = self.master

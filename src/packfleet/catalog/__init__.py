@@ -16,7 +16,7 @@ A typical round trip, as the master's handlers make it::
 
 from packfleet.catalog._base import TASKS_CHANNEL, Clock, canonical_agent_id, utc_now
 from packfleet.catalog._catalog import Catalog
-from packfleet.catalog._console import WORKER_SORTS, WORKER_STATES, WorkerPage
+from packfleet.catalog._console import EVENT_SOURCE_MAX, WORKER_SORTS, WORKER_STATES, WorkerPage
 from packfleet.catalog._joins import ConnectOutcome, JoinOutcome, TokenBinding
 from packfleet.catalog._mastercert import (
     CUTOFF_CHANNEL,
@@ -56,6 +56,7 @@ from packfleet.catalog._records import (
 from packfleet.catalog._sealed import SecretKeyRotation, rotate_secrets_key
 
 __all__ = [
+    "EVENT_SOURCE_MAX",
     "CONSOLE_ROLES",
     "CUTOFF_CHANNEL",
     "ROTATION_CHANNEL",

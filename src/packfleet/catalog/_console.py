@@ -44,6 +44,30 @@ def _online(now: datetime, window: timedelta) -> ColumnElement[bool]:
     return and_(seen.is_not(None), seen >= now - window)
 
 
+#: The longest ``message_source`` the catalog stores (its column is ``String(16)``).
+EVENT_SOURCE_MAX = 16
+
+
+def _event_filter(
+    execution_id: int, message_type: MessageType | None, source: str
+) -> list[ColumnElement[bool]]:
+    """The ``where`` of an execution's event messages, filtered. The query still walks the
+    ``(execution_id, id)`` index (there is none on type or source, and no migration adds one): type
+    and source are checked on that one execution's rows, in id order, and a page stops after
+    ``limit`` matches."""
+    if len(source) > EVENT_SOURCE_MAX or not source.isprintable():
+        raise InvalidValue(
+            f"event source {source!r} is not a source name (printable, at most {EVENT_SOURCE_MAX} characters)"
+        )
+    where: list[ColumnElement[bool]] = [event_messages.c.execution_id == execution_id]
+    if message_type is not None:
+        where.append(event_messages.c.message_type == int(MessageType(message_type)))
+    if source:
+        # A prefix matches exactly too ("stdout"), or a family ("std"); % and _ are matched as text.
+        where.append(event_messages.c.message_source.startswith(source, autoescape=True))
+    return where
+
+
 class ConsoleCatalog(CatalogBase):
     """The console's bounded reads."""
 
@@ -171,24 +195,40 @@ class ConsoleCatalog(CatalogBase):
                 for r in conn.execute(query)
             ]
 
-    def count_events(self, execution_id: int) -> int:
-        """How many event messages execution ``execution_id`` has."""
-        query = select(func.count()).where(event_messages.c.execution_id == execution_id)
+    def count_events(
+        self, execution_id: int, *, message_type: MessageType | None = None, source: str = ""
+    ) -> int:
+        """How many event messages execution ``execution_id`` has (of ``message_type``, from a
+        source starting with ``source``, when given)."""
+        query = select(func.count()).where(*_event_filter(execution_id, message_type, source))
         with self._read() as conn:
             return int(conn.scalar(query) or 0)
 
-    def event_window(self, execution_id: int, *, offset: int, limit: int) -> list[EventRecord]:
-        """Event messages ``offset`` .. ``offset + limit - 1`` of an execution, in arrival order.
+    def event_window(
+        self,
+        execution_id: int,
+        *,
+        offset: int,
+        limit: int,
+        message_type: MessageType | None = None,
+        source: str = "",
+        after_id: int = 0,
+    ) -> list[EventRecord]:
+        """Event messages ``offset`` .. ``offset + limit - 1`` of an execution, in arrival order,
+        optionally only those of ``message_type`` and from a source starting with ``source``.
 
         A negative ``offset`` counts from the end: ``-500`` is the last 500 (read newest first on the
-        index, so the tail of a huge log costs what its head costs).
+        index, so the tail of a huge log costs what its head costs). ``after_id`` keeps only messages
+        newer than that id: a download pages on it (by id, never by a growing offset).
         """
-        where = event_messages.c.execution_id == execution_id
+        where = _event_filter(execution_id, message_type, source)
+        if after_id:
+            where.append(event_messages.c.id > after_id)
         if offset < 0:
-            query = select(event_messages).where(where).order_by(event_messages.c.id.desc()).limit(-offset)
+            query = select(event_messages).where(*where).order_by(event_messages.c.id.desc()).limit(-offset)
         else:
             query = (
-                select(event_messages).where(where).order_by(event_messages.c.id).limit(limit).offset(offset)
+                select(event_messages).where(*where).order_by(event_messages.c.id).limit(limit).offset(offset)
             )
         with self._read() as conn:
             rows = conn.execute(query).all()

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from packfleet.catalog import AuditRecord, EventRecord
-from packfleet.console._pages import _execution_id, audit_filters
+from packfleet.console._pages import _execution_id, audit_filters, event_filter
 from packfleet.console._web import ConsoleRefusal, fleet_of, secure
 
 #: Rows read from the catalog per write.
@@ -70,16 +70,20 @@ def event_json(event: EventRecord) -> str:
 
 
 async def execution_log(request: web.Request) -> web.StreamResponse:
-    """``/executions/{id}/log.txt`` or ``.jsonl``: every event message, in arrival order."""
+    """``/executions/{id}/log.txt`` or ``.jsonl``: every event message, in arrival order; with the
+    execution page's ``?type=`` and ``?source=``, every matching one."""
     kind = _kind(request, ("txt", "jsonl"))
     fleet = fleet_of(request)
     execution_id = _execution_id(request)
+    filters = event_filter(request)  # a bad filter is a 400 before the download starts
     await fleet.db(fleet.catalog.get_execution, execution_id)  # 404 before the download starts
     response = await _start(request, f"execution-{execution_id}.{kind}", kind)
     render = event_text if kind == "txt" else event_json
     last = 0
     while True:
-        events = await fleet.db(fleet.catalog.get_events, execution_id, after_id=last, limit=BATCH)
+        events = await fleet.db(
+            fleet.catalog.event_window, execution_id, offset=0, limit=BATCH, after_id=last, **filters
+        )
         if not events:
             break
         await response.write("".join(render(event) for event in events).encode())

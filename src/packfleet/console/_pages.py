@@ -14,7 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from packfleet.catalog import WORKER_SORTS, WORKER_STATES, EventRecord, ExecutionStatus
+from packfleet.catalog import (
+    EVENT_SOURCE_MAX,
+    WORKER_SORTS,
+    WORKER_STATES,
+    EventRecord,
+    ExecutionStatus,
+    MessageType,
+)
 from packfleet.console._inventory import inventory_of
 from packfleet.console._manage import drain_progress
 from packfleet.console._rotation import rotation_view
@@ -243,18 +250,48 @@ async def executions(request: web.Request) -> web.StreamResponse:
     )
 
 
+#: The message types the execution page filters on, as the address spells them (``?type=error``).
+EVENT_TYPES = {t.name.lower(): t for t in MessageType}
+
+
+def event_filter(request: web.Request) -> dict[str, Any]:
+    """The execution page's event filter from the address: ``type`` (a message type's name, or
+    ``any``) and ``source`` (a message source, matched exactly or by prefix). The downloads take
+    the same. A value that is neither gets a 400 that says what is allowed."""
+    raw_type = request.query.get("type", "").strip().lower()
+    message_type = None
+    if raw_type and raw_type != "any":
+        if raw_type not in EVENT_TYPES:
+            raise ConsoleRefusal(
+                400, f"type={raw_type!r} in the address is not one of any, {', '.join(EVENT_TYPES)}"
+            )
+        message_type = EVENT_TYPES[raw_type]
+    source = request.query.get("source", "").strip()
+    if len(source) > EVENT_SOURCE_MAX or not source.isprintable():
+        raise ConsoleRefusal(
+            400,
+            f"source={source[:40]!r} in the address is not a message source "
+            f"(printable text of at most {EVENT_SOURCE_MAX} characters, such as stdout or std)",
+        )
+    return {"message_type": message_type, "source": source}
+
+
 async def execution(request: web.Request) -> web.StreamResponse:
     """An execution and a bounded page of its event messages.
 
     A log of up to two windows is shown whole. A longer one shows its head and its tail window (the
     live tail goes on from the last line) with links to the windows in between; ``?window=N`` shows
-    window N alone (no live tail: it is history).
+    window N alone (no live tail: it is history). ``?type=`` and ``?source=`` (see
+    :func:`event_filter`) show only the matching messages, windowed the same way; the live tail is
+    off then (it sends every message).
     """
     fleet = fleet_of(request)
     execution_id = _execution_id(request)
+    filters = event_filter(request)
+    filtered = filters["message_type"] is not None or bool(filters["source"])
     record = await fleet.db(fleet.catalog.get_execution, execution_id)
     shown = await fleet.shown_execution(record)
-    total = await fleet.db(fleet.catalog.count_events, execution_id)
+    total = await fleet.db(fleet.catalog.count_events, execution_id, **filters)
     windows = max(1, -(-total // EVENT_WINDOW))
     chosen = _int(request, "window", 0, minimum=1, maximum=windows) if request.query.get("window") else None
     head = await fleet.db(
@@ -262,11 +299,12 @@ async def execution(request: web.Request) -> web.StreamResponse:
         execution_id,
         offset=(chosen - 1) * EVENT_WINDOW if chosen else 0,
         limit=EVENT_WINDOW if chosen or total > 2 * EVENT_WINDOW else 2 * EVENT_WINDOW,
+        **filters,
     )
     tail: list[EventRecord] = []
     if chosen is None and total > 2 * EVENT_WINDOW:
         tail = await fleet.db(
-            fleet.catalog.event_window, execution_id, offset=-EVENT_WINDOW, limit=EVENT_WINDOW
+            fleet.catalog.event_window, execution_id, offset=-EVENT_WINDOW, limit=EVENT_WINDOW, **filters
         )
     hidden = [
         {"n": n, "first": (n - 1) * EVENT_WINDOW + 1, "last": min(n * EVENT_WINDOW, total)}
@@ -289,7 +327,12 @@ async def execution(request: web.Request) -> web.StreamResponse:
         windows=windows,
         window_size=EVENT_WINDOW,
         hidden=hidden,
-        live=chosen is None,
+        live=chosen is None and not filtered,
+        filtered=filtered,
+        types=list(EVENT_TYPES),
+        type_name=filters["message_type"].name.lower() if filters["message_type"] else "any",
+        source=filters["source"],
+        query=lambda **kw: _query(request, **kw),
         last_id=last,
         attempts=attempts,
         duration=duration((end - record.started_at).total_seconds()) if record.started_at and end else "",
