@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import pytest
 
@@ -252,14 +253,16 @@ def test_event_windows_and_counts_filter_by_type_and_source_in_the_query(
     leased = {t.execution_id: t for t in deployed.lease_tasks(agent_id, 2, 60)}
     now = datetime.now(UTC)
     # Every third line a warning on stderr, every fifth (not third) a log record; the rest stdout.
-    kinds = {0: (logging.WARNING, "stderr"), 1: (logging.INFO, "log")}
     events = []
+    source: Literal["stdout", "stderr", "log"]
     for run in (execution, other):
         task = leased[run.execution_id]
         for seq in range(1, 1201):
-            level, source = (
-                kinds[0] if seq % 3 == 0 else kinds[1] if seq % 5 == 0 else (logging.INFO, "stdout")
-            )
+            level, source = logging.INFO, "stdout"
+            if seq % 3 == 0:
+                level, source = logging.WARNING, "stderr"
+            elif seq % 5 == 0:
+                source = "log"
             events.append(
                 EventInput(
                     run.execution_id, task.task_id, task.attempt, seq, now, level, source, f"line {seq}"

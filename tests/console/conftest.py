@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -31,6 +31,8 @@ from packfleet.packages import inspect_archive
 from packfleet.pki import create_self_signed
 
 P = ParamSpec("P")
+#: The sources a worker's event messages come from (``packfleet.catalog``'s ``MessageSource``).
+Source = Literal["stdout", "stderr", "log", "system"]
 T = TypeVar("T")
 
 PASSWORDS = {"ada": "admin-password-1", "otto": "operator-password-1", "vera": "viewer-password-1"}
@@ -126,7 +128,7 @@ class Runs:
         return Lease(agent_id, record.execution_id, task.task_id, task.attempt)
 
     def lines(
-        self, lease: Lease, texts: list[str], *, level: int = logging.INFO, source: str = "stdout"
+        self, lease: Lease, texts: list[str], *, level: int = logging.INFO, source: Source = "stdout"
     ) -> None:
         key = (lease.task_id, lease.attempt)
         first = self._seq.get(key, 0) + 1
