@@ -107,6 +107,16 @@ class AdminCatalog(CatalogBase):
         stmt = self._insert(principal_certificates).values(thumbprint=thumbprint, **values)
         conn.execute(stmt.on_conflict_do_update(index_elements=["thumbprint"], set_=values))
 
+    def _unshare_certificate(self, conn: Connection, thumbprint: str) -> None:
+        # The row stays as a tombstone: it tells the other masters to drop the certificate from
+        # their Root stores (a certificate the catalog never shared is left to the administrator).
+        conn.execute(
+            update(principal_certificates)
+            .where(principal_certificates.c.thumbprint == thumbprint)
+            .where(principal_certificates.c.revoked_at.is_(None))
+            .values(revoked_at=self.now())
+        )
+
     def principal_certificates(self) -> list[PrincipalCertificate]:
         """Every identity certificate the catalog shares, active and revoked, by thumbprint."""
         with self._read() as conn:
@@ -143,6 +153,8 @@ class AdminCatalog(CatalogBase):
             if tp is not None and row.thumbprint != tp:
                 self._refuse_taken_thumbprint(conn, tp)
                 changes["thumbprint"] = tp
+                if row.thumbprint is not None:
+                    self._unshare_certificate(conn, row.thumbprint)  # no longer anyone's identity
             if password_hash is not None and row.password_hash != password_hash:
                 changes["password_hash"] = password_hash
             if changes:
@@ -213,13 +225,7 @@ class AdminCatalog(CatalogBase):
                 raise NotFound(f"no principal {name!r}", fix=_PRINCIPALS_FIX)
             conn.execute(principals.delete().where(principals.c.id == row.id))
             if row.thumbprint is not None:
-                # Kept as a tombstone: the other masters drop the certificate from their Root stores.
-                conn.execute(
-                    update(principal_certificates)
-                    .where(principal_certificates.c.thumbprint == row.thumbprint)
-                    .where(principal_certificates.c.revoked_at.is_(None))
-                    .values(revoked_at=self.now())
-                )
+                self._unshare_certificate(conn, row.thumbprint)
             self._audit(conn, actor, "principal.remove", name, {"thumbprint": row.thumbprint})
         return _principal(row)
 
