@@ -115,7 +115,9 @@ def test_audit_log_pages_and_is_json_ready(catalog: Catalog, clock: FakeClock) -
     json.dumps([r.to_dict() for r in first])
 
 
-def test_an_identity_certificate_is_shared_until_its_principal_goes(catalog: Catalog, clock: FakeClock) -> None:
+def test_an_identity_certificate_is_shared_until_its_principal_goes(
+    catalog: Catalog, clock: FakeClock
+) -> None:
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"  # stored as given
     catalog.add_principal("alice", "viewer", actor="admin", thumbprint=ADMIN_TP, cert_pem=pem)
     catalog.add_principal("web", "executor", actor="admin", password_hash="$argon2id$v=19$x")
