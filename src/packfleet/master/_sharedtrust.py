@@ -73,10 +73,10 @@ def _bring_in_line(state: MasterState) -> TrustChange:
             continue  # a worker's certificate follows its worker row above, never an identity row
         present = store.contains(identity.thumbprint)
         if identity.active and not present:
-            public = _public(identity.pem, f"identity {identity.principal} ({identity.thumbprint})")
-            if public is None or public.thumbprint != identity.thumbprint:
-                continue
-            store.add(public)
+            shared = _public(identity.pem, f"identity {identity.principal} ({identity.thumbprint})")
+            if shared is None or shared.thumbprint != identity.thumbprint:
+                continue  # a PEM that is not the pinned certificate is never trusted in its place
+            store.add(shared)
             added.append(identity.thumbprint)
         elif not identity.active and present:
             try:
