@@ -113,3 +113,35 @@ def test_audit_log_pages_and_is_json_ready(catalog: Catalog, clock: FakeClock) -
     assert [r.details["n"] for r in first + rest] == [0, 1, 2, 3, 4]
     assert first[0].time == clock.now and first[0].details["when"] == clock.now.isoformat()
     json.dumps([r.to_dict() for r in first])
+
+
+def test_an_identity_certificate_is_shared_until_its_principal_goes(
+    catalog: Catalog, clock: FakeClock
+) -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"  # stored as given
+    catalog.add_principal("alice", "viewer", actor="admin", thumbprint=ADMIN_TP, cert_pem=pem)
+    catalog.add_principal("web", "executor", actor="admin", password_hash="$argon2id$v=19$x")
+    catalog.add_principal("old", "admin", actor="admin", thumbprint=OTHER_TP)  # pinned without PEM
+    [shared] = catalog.principal_certificates()
+    assert (shared.thumbprint, shared.principal, shared.pem, shared.active) == (ADMIN_TP, "alice", pem, True)
+
+    clock.advance(5)
+    catalog.remove_principal("alice", actor="admin")
+    catalog.remove_principal("old", actor="admin")  # nothing shared, nothing to record
+    [revoked] = catalog.principal_certificates()
+    assert revoked.thumbprint == ADMIN_TP and not revoked.active
+    assert revoked.revoked_at == clock()
+
+    # Pinned again (to someone else): the same row, active again.
+    catalog.add_principal("bob", "admin", actor="admin", thumbprint=ADMIN_TP, cert_pem=pem)
+    [again] = catalog.principal_certificates()
+    assert (again.principal, again.active) == ("bob", True)
+    # Re-pointed to another certificate by a re-run of master init: the old one is no longer shared.
+    catalog.ensure_principal("bob", "admin", actor="init --force", thumbprint=OTHER_TP)
+    assert [c.active for c in catalog.principal_certificates()] == [False]
+
+
+def test_a_certificate_pem_needs_its_thumbprint(catalog: Catalog) -> None:
+    with pytest.raises(CatalogError, match="thumbprint"):
+        catalog.add_principal("alice", "viewer", actor="admin", cert_pem="pem")
+    assert catalog.principal_certificates() == [] and catalog.list_principals() == []

@@ -201,7 +201,8 @@ async def test_an_upgrade_seals_values_an_older_version_stored_in_plaintext(
     with sqlite3.connect(_db_path(mh)) as db:
         db.execute("UPDATE alembic_version SET version_num = '0003'")
         # ...and without what later revisions add (0005: the shared master certificate rotation;
-        # 0006: the console's indexes).
+        # 0006: the console's indexes; 0007: the identity certificates every master trusts).
+        db.execute("DROP TABLE principal_certificates")
         db.execute("DROP TABLE master_cert_rotation")
         db.execute("DROP TABLE master_cert_acceptances")
         for index in (

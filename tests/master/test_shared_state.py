@@ -1,8 +1,9 @@
 """Two masters in this process on one PostgreSQL catalog: what one does, the other knows at once.
 
 A master certificate rotation started on one and finished on the other after the first stopped;
-both switching together; a worker certificate added through one trusted by the other; a revocation
-and a disabling on one closing the connection on the other within a second.
+both switching together; a worker certificate added through one trusted by the other; an identity
+pinned on one calling the admin API on the other, and refused there once revoked; a revocation and a
+disabling on one closing the connection on the other within a second.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from master.support import (
@@ -25,6 +27,8 @@ from master.support import (
     context_for,
     heartbeat_body,
     new_agent_id,
+    public,
+    raw,
     write_manager_settings,
 )
 from master.test_connections import KeepAlive
@@ -34,7 +38,7 @@ from packfleet.config import load_master_settings
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.master._rotation import MasterCertRotation
-from packfleet.pki import CertStore, create_self_signed
+from packfleet.pki import CertStore, Credential, create_self_signed
 from packfleet.protocol import routes
 from packfleet.transport import MasterClient
 
@@ -189,6 +193,54 @@ async def test_a_worker_certificate_added_through_one_master_is_trusted_by_the_o
     finally:
         await worker.close()
     assert reply["state"] == "enabled"
+
+
+async def _admin_call_on(pair: Pair, server: MasterServer, cred: Credential, folder: str) -> int | None:
+    """The status of an admin-only request with ``cred`` on ``server``; None if the handshake refuses it."""
+    home = pair.mh if server is pair.a else replace(pair.mh, home=pair.home_b)
+    try:
+        answer = await raw(
+            context_for(cred, home, pair.root / folder), server, "GET", routes.ADMIN_IDENTITIES
+        )
+    except aiohttp.ClientError:  # the master's Root store does not hold it: TLS ends the connection
+        return None
+    return answer.status
+
+
+async def test_an_identity_pinned_on_one_master_administers_the_other_until_revoked(pair: Pair) -> None:
+    alice = create_self_signed(["alice"])
+    assert not CertStore(pair.home_b, "Root").contains(alice.thumbprint)
+    async with ManagerClient.from_home(pair.mh.home) as manager:  # talks to A
+        await manager.create_identity("alice", "admin", public(alice).cert_pem().decode())
+    took = await _until("B to trust it", lambda: CertStore(pair.home_b, "Root").contains(alice.thumbprint))
+    assert took < AT_ONCE
+    assert CertStore(pair.home_b, "Root").get(alice.thumbprint).private_key is None  # never a key
+    assert await _admin_call_on(pair, pair.b, alice, "alice-1") == 200
+
+    async with ManagerClient.from_home(pair.mh.home) as manager:
+        await manager.revoke_identity("alice")
+    took = await _until("B to drop it", lambda: not CertStore(pair.home_b, "Root").contains(alice.thumbprint))
+    assert took < AT_ONCE
+    assert await _admin_call_on(pair, pair.b, alice, "alice-2") is None  # refused in the handshake
+    with Catalog.open(pair.mh.catalog_url, upgrade=False) as catalog:
+        audited = [(r.action, r.target) for r in catalog.list_audit(action="principal")]
+    assert audited[-2:] == [("principal.add", "alice"), ("principal.remove", "alice")]
+
+
+async def test_a_master_started_later_trusts_the_identities_and_not_the_revoked_ones(pair: Pair) -> None:
+    kept, gone = create_self_signed(["kept"]), create_self_signed(["gone"])
+    await pair.b.stop()
+    async with ManagerClient.from_home(pair.mh.home) as manager:  # B hears no NOTIFY while stopped
+        await manager.create_identity("kept", "viewer", public(kept).cert_pem().decode())
+        await manager.create_identity("gone", "executor", public(gone).cert_pem().decode())
+        await manager.revoke_identity("gone")
+    CertStore(pair.home_b, "Root").add(public(gone))  # as if B had trusted it before
+    pair.b = pair.start(pair.home_b)
+    await pair.b.start()  # the sync at start brings B's Root store in line
+    b_root = CertStore(pair.home_b, "Root")
+    await _until("B to trust kept", lambda: b_root.contains(kept.thumbprint))
+    await _until("B to drop gone", lambda: not b_root.contains(gone.thumbprint))
+    assert b_root.contains(pair.mh.admin.thumbprint)  # identities the catalog has no PEM of stay
 
 
 @pytest.mark.parametrize("how", ["revoke", "disable"])

@@ -13,6 +13,7 @@ from packfleet.catalog._records import (
     ROLES,
     AuditRecord,
     JoinTokenRecord,
+    PrincipalCertificate,
     PrincipalRecord,
     Role,
 )
@@ -20,6 +21,7 @@ from packfleet.catalog._schema import (
     audit_log,
     join_tokens,
     master_properties,
+    principal_certificates,
     principals,
     worker_certificates,
 )
@@ -79,17 +81,52 @@ class AdminCatalog(CatalogBase):
         actor: str,
         thumbprint: str | None = None,
         password_hash: str | None = None,
+        cert_pem: str | None = None,
     ) -> PrincipalRecord:
         """Add an admin or executor identity: a client certificate, a console password, or both.
 
         ``password_hash`` is the argon2 hash (never the password). A certificate may not be both a
         principal's and a worker's: a worker certificate is never accepted for admin routes.
+        ``cert_pem`` is the certificate of ``thumbprint`` (PEM, no key): kept so that every master
+        sharing the catalog trusts it (see :meth:`principal_certificates`).
         """
         tp = _check_principal(name, role, thumbprint)
+        if cert_pem is not None and tp is None:
+            raise InvalidValue("a certificate PEM needs the thumbprint it belongs to")
         with self._write() as conn:
             if conn.scalar(select(principals.c.id).where(principals.c.name == name)) is not None:
                 raise Conflict(f"principal {name!r} already exists", fix="pick another name")
-            return self._new_principal(conn, name, role, tp, password_hash, actor)
+            record = self._new_principal(conn, name, role, tp, password_hash, actor)
+            if tp is not None and cert_pem is not None:
+                self._share_certificate(conn, tp, name, cert_pem)
+            return record
+
+    def _share_certificate(self, conn: Connection, thumbprint: str, name: str, pem: str) -> None:
+        # A thumbprint revoked earlier and pinned again becomes active again (same row, new owner).
+        values = {"principal": name, "pem": pem, "created_at": self.now(), "revoked_at": None}
+        stmt = self._insert(principal_certificates).values(thumbprint=thumbprint, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["thumbprint"], set_=values))
+
+    def _unshare_certificate(self, conn: Connection, thumbprint: str) -> None:
+        # The row stays as a tombstone: it tells the other masters to drop the certificate from
+        # their Root stores (a certificate the catalog never shared is left to the administrator).
+        conn.execute(
+            update(principal_certificates)
+            .where(principal_certificates.c.thumbprint == thumbprint)
+            .where(principal_certificates.c.revoked_at.is_(None))
+            .values(revoked_at=self.now())
+        )
+
+    def principal_certificates(self) -> list[PrincipalCertificate]:
+        """Every identity certificate the catalog shares, active and revoked, by thumbprint."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(principal_certificates).order_by(principal_certificates.c.thumbprint)
+            ).all()
+        return [
+            PrincipalCertificate(row.thumbprint, row.principal, row.pem, row.created_at, row.revoked_at)
+            for row in rows
+        ]
 
     def ensure_principal(
         self,
@@ -116,6 +153,8 @@ class AdminCatalog(CatalogBase):
             if tp is not None and row.thumbprint != tp:
                 self._refuse_taken_thumbprint(conn, tp)
                 changes["thumbprint"] = tp
+                if row.thumbprint is not None:
+                    self._unshare_certificate(conn, row.thumbprint)  # no longer anyone's identity
             if password_hash is not None and row.password_hash != password_hash:
                 changes["password_hash"] = password_hash
             if changes:
@@ -185,6 +224,8 @@ class AdminCatalog(CatalogBase):
             if row is None:
                 raise NotFound(f"no principal {name!r}", fix=_PRINCIPALS_FIX)
             conn.execute(principals.delete().where(principals.c.id == row.id))
+            if row.thumbprint is not None:
+                self._unshare_certificate(conn, row.thumbprint)
             self._audit(conn, actor, "principal.remove", name, {"thumbprint": row.thumbprint})
         return _principal(row)
 

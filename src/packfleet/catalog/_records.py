@@ -263,6 +263,21 @@ class PrincipalRecord(_Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PrincipalCertificate(_Record):
+    """An identity's certificate as the catalog shares it with every master (PEM, never a key)."""
+
+    thumbprint: str
+    principal: str
+    pem: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ConsoleUserRecord(_Record):
     """A web console user; the argon2id hash stays off ``to_dict``."""
 

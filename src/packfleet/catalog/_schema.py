@@ -253,6 +253,20 @@ principals = Table(
     Column("created_at", UtcDateTime, nullable=False),
 )
 
+# The certificate (PEM, never a key) of each identity pinned through the admin API, so every master
+# sharing the catalog trusts it. A row outlives its principal: ``revoked_at`` tells the other masters
+# to drop the certificate from their Root stores. Identities without a row (older catalogs, console
+# passwords) are simply not shared.
+principal_certificates = Table(
+    "principal_certificates",
+    metadata,
+    Column("thumbprint", String(40), primary_key=True),
+    Column("principal", String(256), nullable=False),
+    Column("pem", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+)
+
 # Web console users: a name, a role (viewer, operator, admin) and an argon2id password hash. Kept apart
 # from ``principals``, whose roles are those of client certificates on the admin API.
 console_users = Table(

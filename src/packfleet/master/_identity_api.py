@@ -78,6 +78,7 @@ async def create_identity(call: Call) -> web.StreamResponse:
         ask.role,  # type: ignore[arg-type]  # checked against IDENTITY_ROLES above
         actor=call.caller.actor,
         thumbprint=public.thumbprint,
+        cert_pem=public.cert_pem().decode(),  # the other masters of a shared catalog trust it too
     )
     await trust_in_root(state, public, actor=call.caller.actor)
     log.info(

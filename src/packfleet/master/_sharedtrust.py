@@ -5,8 +5,11 @@ The TLS handshake trusts what the master's own Root store holds, and ``manager w
 the request. With a shared (PostgreSQL) catalog every master therefore brings its Root store in line
 with the catalog: an active certificate (bound or pending) the catalog holds the PEM of is added; a
 retired one is removed. Revoked certificates stay where they are: their handshake still completes, so
-their worker hears why it is refused. Root entries the catalog does not know (the master certificate,
-admin certificates, anything imported by hand) are never touched.
+their worker hears why it is refused. Identity certificates (admin, executor, viewer) pinned with
+``manager identity add`` follow the same way: an active one is added, a revoked one removed (the
+catalog already refuses it on every route; leaving Root only ends its handshakes too). Root entries
+the catalog does not know (the master certificate, identities pinned before the catalog kept their
+PEM, anything imported by hand) are never touched.
 
 A master that changes the trusted set sends ``NOTIFY packfleet_trust``; the others sync at once, and
 every master syncs at start and every :data:`TRUST_SYNC_INTERVAL` seconds in case one was missed.
@@ -38,11 +41,13 @@ class TrustChange:
 
 
 def _bring_in_line(state: MasterState) -> TrustChange:
-    """Add the catalog's active worker certificates to Root, remove its retired ones (executor)."""
+    """Add the catalog's active worker and identity certificates to Root, remove the retired and
+    revoked ones (executor)."""
     store = CertStore(state.home, "Root")
     added: list[str] = []
     removed: list[str] = []
-    for cert in state.catalog.certificates():
+    certificates = state.catalog.certificates()
+    for cert in certificates:
         present = store.contains(cert.thumbprint)
         if cert.status == "active" and not present and cert.pem:
             try:
@@ -62,7 +67,33 @@ def _bring_in_line(state: MasterState) -> TrustChange:
             except CertificateNotFound:
                 continue
             removed.append(cert.thumbprint)
+    workers = {cert.thumbprint for cert in certificates}
+    for identity in state.catalog.principal_certificates():
+        if identity.thumbprint in workers:
+            continue  # a worker's certificate follows its worker row above, never an identity row
+        present = store.contains(identity.thumbprint)
+        if identity.active and not present:
+            shared = _public(identity.pem, f"identity {identity.principal} ({identity.thumbprint})")
+            if shared is None or shared.thumbprint != identity.thumbprint:
+                continue  # a PEM that is not the pinned certificate is never trusted in its place
+            store.add(shared)
+            added.append(identity.thumbprint)
+        elif not identity.active and present:
+            try:
+                store.delete(identity.thumbprint)
+            except CertificateNotFound:
+                continue
+            removed.append(identity.thumbprint)
     return TrustChange(added, removed)
+
+
+def _public(pem: str, what: str) -> Credential | None:
+    """The certificate alone from a catalog PEM, or None (logged) when it does not load."""
+    try:
+        return Credential(load_credential_bytes(pem.encode(), source=f"catalog {what}").certificate)
+    except PackfleetError as exc:
+        log.warning("cannot trust %s from the catalog: %s", what, exc.message)
+        return None
 
 
 async def sync_trust(state: MasterState) -> TrustChange:
@@ -71,7 +102,7 @@ async def sync_trust(state: MasterState) -> TrustChange:
     if change:
         state.principals.invalidate(change.added + change.removed)
         log.info(
-            "Root store brought in line with the catalog: %d worker certificate(s) added %s, %d removed %s",
+            "Root store brought in line with the catalog: %d certificate(s) added %s, %d removed %s",
             len(change.added),
             change.added,
             len(change.removed),
