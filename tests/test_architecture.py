@@ -39,7 +39,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "secretbox": {"_files"},
         "protocol": set(),
         "transport": {"pki", "protocol", "config", "thumbprint"},
-        "catalog": {"pki", "thumbprint", "secretbox"},
+        # The catalog stores the codes the protocol defines (status codes, sources, states).
+        "catalog": {"pki", "thumbprint", "secretbox", "protocol"},
         "packages": {"_lifetime"},
         # master and worker share only protocol (and the layers under both).
         "master": {

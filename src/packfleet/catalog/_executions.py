@@ -20,8 +20,6 @@ from packfleet.catalog._base import (
     canonical_agent_id,
 )
 from packfleet.catalog._records import (
-    FINISHED_EXECUTION,
-    MESSAGE_SOURCES,
     EventInput,
     EventRecord,
     ExecutionRecord,
@@ -43,6 +41,7 @@ from packfleet.catalog._schema import (
     worker_agents,
 )
 from packfleet.errors import Conflict, InvalidValue, NotFound
+from packfleet.protocol import EVENT_SOURCES, FINISHED_EXECUTION
 
 
 def _execution_query() -> Select[Any]:
@@ -455,9 +454,9 @@ class ExecutionCatalog(CatalogBase):
         if not events:
             return 0
         for event in events:
-            if event.source not in MESSAGE_SOURCES:
+            if event.source not in EVENT_SOURCES:
                 raise InvalidValue(
-                    f"event source {event.source!r} is not one of {', '.join(sorted(MESSAGE_SOURCES))}"
+                    f"event source {event.source!r} is not one of {', '.join(sorted(EVENT_SOURCES))}"
                 )
             if event.seq < 1:
                 raise InvalidValue(

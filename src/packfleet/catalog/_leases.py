@@ -39,7 +39,6 @@ from packfleet.catalog._base import (
     canonical_agent_id,
 )
 from packfleet.catalog._records import (
-    LEASED_TASK,
     CompletionReport,
     CompletionResult,
     ExecutionStatus,
@@ -60,6 +59,7 @@ from packfleet.catalog._schema import (
     worker_agents,
 )
 from packfleet.errors import CatalogError
+from packfleet.protocol import LEASED_TASK
 
 # outcome -> (task status, execution status), as SSIS reports a Scale Out run.
 _OUTCOMES: dict[str, tuple[TaskStatus, ExecutionStatus]] = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -23,66 +22,23 @@ from packfleet.master._trust import cut_off, reload_after_removal, remove_from_r
 from packfleet.master._wakeup import EVENTS, TASKS
 from packfleet.packages import Project, inspect_archive, mask_parameters, resolve_parameters
 from packfleet.pki import CertStore, Credential, check_usable, load_credential_bytes
-from packfleet.protocol import routes
+from packfleet.protocol import (
+    MAX_IDEMPOTENCY_KEY,
+    MAX_RETRY_COUNT,
+    AddWorker,
+    RunPackage,
+    UpdateWorker,
+    routes,
+)
 from packfleet.thumbprint import normalize_thumbprint
 
 log = logging.getLogger("packfleet.master")
 
 _LIST_LIMIT = 10_000
-#: Retries of a task whose worker vanished: a few are useful, more only hide a broken worker.
-MAX_RETRY_COUNT = 100
 _EVENTS_LIMIT = 1000
 
 
-# --- bodies -------------------------------------------------------------------------------------
-
-
-#: How often an execution whose worker vanished may be requeued: plenty for flaky machines, and a
-#: bound the database column and the OpenAPI document both hold.
-MAX_RETRY_COUNT = 1000
-#: OpenAPI format of a certificate field: the handler takes PEM (or base64 DER) and answers 400
-#: for anything it cannot read as a certificate.
-PEM_CERTIFICATE = {"schema": {"format": "pem-certificate"}}
-
-
-@dataclass(frozen=True)
-class AddWorker:
-    """Trust a worker certificate: install it in the master's Root store and record it (pending)."""
-
-    cert_pem: str = field(metadata=PEM_CERTIFICATE)
-    display_name: str | None = None
-    enable: bool = False
-    #: An existing worker (agent id, thumbprint or name) this certificate is for: bound at once.
-    worker: str = ""
-
-
-@dataclass(frozen=True)
-class UpdateWorker:
-    """What an administrator may change on a worker; absent fields stay as they are."""
-
-    description: str | None = None
-    tags: str | None = None
-    display_name: str | None = None
-
-
-@dataclass(frozen=True)
-class RunPackage:
-    """Start one execution (SSIS ``create_execution`` + ``add_execution_worker`` + ``start_execution``)."""
-
-    folder: str
-    project: str
-    package: str
-    parameters: dict[str, str] = field(default_factory=dict)
-    workers: list[str] = field(default_factory=list)
-    retry_count: int = field(default=0, metadata={"schema": {"minimum": 0, "maximum": MAX_RETRY_COUNT}})
-    #: Chosen by the client (``run`` makes one per submit): the same key again returns the same
-    #: execution, so a submit whose answer was lost can be sent again safely.
-    idempotency_key: str = ""
-
-
-#: Longest idempotency key a client may send (the catalog column's size).
-MAX_IDEMPOTENCY_KEY = 128
-
+# --- bodies: the protocol's admin messages ------------------------------------------------------
 
 # --- workers ------------------------------------------------------------------------------------
 
