@@ -50,7 +50,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         # The web console: the master hands it a `Fleet`; it imports no master module.
         "console": {
             "catalog", "packages", "transport", "pki", "config", "thumbprint", "expiry", "packfleet",
-            "secretbox", "_files",
+            "secretbox", "_files", "protocol",
         },
         "worker": {
             "packages", "protocol", "transport", "pki", "config", "thumbprint", "expiry", "packfleet",

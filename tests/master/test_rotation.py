@@ -66,7 +66,8 @@ async def test_a_rotation_waits_for_workers_survives_a_restart_switches_and_reti
     again = MasterServer(mh.home, host="127.0.0.1", port=0, clock=clock, watch_interval=0)
     await again.start()
     try:
-        rotation = again.state.rotation
+        assert again.services is not None
+        rotation = again.services.require_rotation().rotation
         assert isinstance(rotation, MasterCertRotation) and rotation.record is not None
         assert (rotation.record.phase, rotation.record.new) == ("announced", new)
         beat = client_for(mh.worker, mh, again, mh.home.parent / "again")
@@ -107,7 +108,8 @@ async def test_abort_drops_the_new_certificate_and_a_switched_rotation_cannot_ab
     assert (reply.next_master_cert_pem, reply.master_cert_thumbprint) == ("", mh.master.thumbprint)
     assert (await manager.master_cert_rotation())["phase"] == "none"
 
-    rotation = server.state.rotation
+    assert server.services is not None
+    rotation = server.services.require_rotation().rotation
     assert isinstance(rotation, MasterCertRotation)
     await rotation.start(cns=["127.0.0.1"], days=10, actor="test")
     await rotation.switch(actor="test", force=True)  # no online worker accepts it: forced

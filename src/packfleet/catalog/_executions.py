@@ -24,10 +24,7 @@ from packfleet.catalog._records import (
     EventRecord,
     ExecutionRecord,
     ExecutionRequest,
-    ExecutionStatus,
-    MessageType,
     TaskRecord,
-    TaskStatus,
 )
 from packfleet.catalog._schema import (
     event_messages,
@@ -41,7 +38,7 @@ from packfleet.catalog._schema import (
     worker_agents,
 )
 from packfleet.errors import Conflict, InvalidValue, NotFound
-from packfleet.protocol import EVENT_SOURCES, FINISHED_EXECUTION
+from packfleet.protocol import EVENT_SOURCES, FINISHED_EXECUTION, ExecutionStatus, MessageType, TaskStatus
 
 
 def _execution_query() -> Select[Any]:

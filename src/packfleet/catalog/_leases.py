@@ -41,13 +41,9 @@ from packfleet.catalog._base import (
 from packfleet.catalog._records import (
     CompletionReport,
     CompletionResult,
-    ExecutionStatus,
     LeaseStatus,
-    MessageType,
-    Outcome,
     SweepResult,
     TaskAssignment,
-    TaskStatus,
 )
 from packfleet.catalog._schema import (
     UtcDateTime,
@@ -59,7 +55,7 @@ from packfleet.catalog._schema import (
     worker_agents,
 )
 from packfleet.errors import CatalogError
-from packfleet.protocol import LEASED_TASK
+from packfleet.protocol import LEASED_TASK, ExecutionStatus, MessageType, Outcome, TaskStatus
 
 # outcome -> (task status, execution status), as SSIS reports a Scale Out run.
 _OUTCOMES: dict[str, tuple[TaskStatus, ExecutionStatus]] = {

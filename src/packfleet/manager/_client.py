@@ -48,7 +48,6 @@ from packfleet.protocol import (
     ProjectVersion,
     TrustedCertificate,
     Worker,
-    WorkerChange,
     routes,
 )
 from packfleet.transport import MasterClient, client_context, connect_master, parse_endpoint
@@ -290,11 +289,11 @@ class ManagerClient:
     async def get_worker(self, ref: str) -> Worker:
         return Worker.from_wire(await self._call("GET", _path(routes.ADMIN_WORKER, ref=ref)))
 
-    async def enable_worker(self, ref: str) -> WorkerChange:
-        return WorkerChange.from_wire(await self._call("POST", _path(routes.ADMIN_WORKER_ENABLE, ref=ref)))
+    async def enable_worker(self, ref: str) -> Worker:
+        return Worker.from_wire(await self._call("POST", _path(routes.ADMIN_WORKER_ENABLE, ref=ref)))
 
-    async def disable_worker(self, ref: str) -> WorkerChange:
-        return WorkerChange.from_wire(await self._call("POST", _path(routes.ADMIN_WORKER_DISABLE, ref=ref)))
+    async def disable_worker(self, ref: str) -> Worker:
+        return Worker.from_wire(await self._call("POST", _path(routes.ADMIN_WORKER_DISABLE, ref=ref)))
 
     async def update_worker(
         self,
@@ -303,10 +302,10 @@ class ManagerClient:
         description: str | None = None,
         tags: str | None = None,
         display_name: str | None = None,
-    ) -> WorkerChange:
+    ) -> Worker:
         changes = {"description": description, "tags": tags, "display_name": display_name}
         body = {name: value for name, value in changes.items() if value is not None}
-        return WorkerChange.from_wire(
+        return Worker.from_wire(
             await self._call("PATCH", _path(routes.ADMIN_WORKER, ref=ref), json_body=body)
         )
 

@@ -25,7 +25,6 @@ from packfleet.protocol._admin import (
     UpdateWorker,
     Worker,
     WorkerCertificate,
-    WorkerChange,
 )
 from packfleet.protocol._codec import decode, encode
 from packfleet.protocol._codes import (
@@ -35,10 +34,14 @@ from packfleet.protocol._codes import (
     LIVENESS,
     ONLINE_WINDOW,
     OUTCOMES,
+    EventSource,
     ExecutionStatus,
     Liveness,
     MessageType,
+    Outcome,
     TaskStatus,
+    WorkerState,
+    liveness,
 )
 from packfleet.protocol._messages import (
     CertificateRenewal,
@@ -52,7 +55,6 @@ from packfleet.protocol._messages import (
     EventAck,
     EventBatch,
     EventMessage,
-    EventSource,
     Heartbeat,
     HeartbeatReply,
     JoinChallenge,
@@ -61,11 +63,9 @@ from packfleet.protocol._messages import (
     LeaseRef,
     LeaseReply,
     LeaseRequest,
-    Outcome,
     TaskAssignment,
     TaskHeartbeat,
     TaskHeartbeatReply,
-    WorkerState,
     renewal_proof_message,
 )
 from packfleet.protocol._tokens import (
@@ -96,7 +96,6 @@ __all__ = [
     "UpdateWorker",
     "Worker",
     "WorkerCertificate",
-    "WorkerChange",
     "EVENT_SOURCES",
     "FINISHED_EXECUTION",
     "LEASED_TASK",
@@ -136,6 +135,7 @@ __all__ = [
     "decode",
     "encode",
     "hash_secret",
+    "liveness",
     "join_proof_message",
     "new_join_token",
     "parse_join_token",

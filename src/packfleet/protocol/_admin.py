@@ -200,18 +200,6 @@ class Worker(AdminAnswer):
 
 
 @dataclass(frozen=True)
-class WorkerChange(AdminAnswer):
-    """A worker as a change left it (enable, disable, update): the catalog row, no verdict."""
-
-    agent_id: str
-    display_name: str
-    is_enabled: bool
-    certificates: list[WorkerCertificate] = field(default_factory=list)
-    description: str = ""
-    tags: str = ""
-
-
-@dataclass(frozen=True)
 class TrustedCertificate(AdminAnswer):
     """A certificate the master now trusts (``manager worker add``); ``agent_id`` None: pending."""
 

@@ -12,7 +12,8 @@ and the CLI and the console print them, all by these names.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Literal, get_args
 
@@ -143,3 +144,29 @@ LIVENESS: tuple[str, ...] = get_args(Liveness)
 #: A worker counts as online when its last heartbeat is this recent (three default
 #: AgentHeartbeatIntervals). The master judges it, on its own clock, for every client.
 ONLINE_WINDOW = timedelta(minutes=3)
+
+
+def liveness(
+    last_seen: datetime | None, certificates: Iterable[tuple[str, datetime | None]], now: datetime
+) -> Liveness:
+    """The master's verdict on a worker: the one rule every client shows.
+
+    ``certificates`` are the worker's (status, not_after) pairs. A revoked or expired worker is never
+    ``online``, even with a recent heartbeat: the master refuses it at its next request.
+
+    >>> from datetime import UTC
+    >>> now = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> liveness(now - timedelta(minutes=1), [("active", None)], now)
+    'online'
+    >>> liveness(now - timedelta(minutes=1), [("revoked", None)], now)
+    'revoked'
+    """
+    certs = list(certificates)
+    active = [not_after for status, not_after in certs if status == "active"]
+    if not active and any(status == "revoked" for status, _ in certs):
+        return "revoked"
+    if active and all(not_after is not None and not_after <= now for not_after in active):
+        return "expired"
+    if last_seen is None:
+        return "never"
+    return "online" if now - last_seen <= ONLINE_WINDOW else "offline"
