@@ -18,7 +18,7 @@ import pytest
 from master.support import FakeClock, MasterHome, context_for, heartbeat_body, raw
 from packfleet.catalog import Catalog
 from packfleet.config import load_worker_settings
-from packfleet.errors import ApiError, JoinError, PinMismatch
+from packfleet.errors import ApiError, BadRequest, JoinError, PinMismatch
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.pki import CertStore, Credential, create_self_signed, sign_proof
@@ -132,7 +132,7 @@ async def test_create_list_and_revoke_tokens_never_show_a_secret(
 async def test_the_endpoint_defaults_to_master_address(
     mh: MasterHome, server: MasterServer, manager: ManagerClient
 ) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(BadRequest) as caught:
         await manager.create_token()
     assert "MasterAddress" in caught.value.message
     from packfleet.config import load_master_settings, save_master_settings
