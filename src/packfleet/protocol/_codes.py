@@ -1,4 +1,4 @@
-"""The codes every side of packfleet speaks: SSIS status codes, outcomes, event sources, worker states.
+"""The codes every part of the fleet speaks: SSIS status codes, outcomes, event sources, worker states.
 
 Defined here, once: the catalog stores them, the master sends them, the manager client decodes them
 and the CLI and the console print them, all by these names.
