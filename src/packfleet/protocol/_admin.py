@@ -212,6 +212,7 @@ class TrustedCertificate(AdminAnswer):
     not_after: str | None = None
     sha256: str | None = None
     enable_on_bind: bool = False
+    created_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,7 @@ class JoinTokenView(AdminAnswer):
     status: str
     uses: int
     expires_at: str
+    id: int = 0
     uses_left: int = 0
     enable: bool = False
     endpoint: str = ""
