@@ -24,6 +24,7 @@ from packfleet.master import MasterServer
 from packfleet.pki import CertStore, Credential, create_self_signed, sign_proof
 from packfleet.protocol import (
     JoinToken,
+    JoinTokenView,
     hash_secret,
     join_proof_message,
     parse_join_token,
@@ -38,7 +39,7 @@ def endpoint(server: MasterServer) -> str:
     return f"https://127.0.0.1:{server.port}"
 
 
-async def new_token(manager: ManagerClient, server: MasterServer, **options: Any) -> dict[str, Any]:
+async def new_token(manager: ManagerClient, server: MasterServer, **options: Any) -> JoinTokenView:
     return await manager.create_token(endpoint=endpoint(server), **options)
 
 

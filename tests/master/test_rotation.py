@@ -15,7 +15,7 @@ from master.test_connections import KeepAlive
 from packfleet import protocol
 from packfleet.catalog import Catalog
 from packfleet.config import get_binding, load_master_settings
-from packfleet.errors import ApiError, Conflict
+from packfleet.errors import ApiError, Conflict, RemoteConflict
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.master._rotation import MasterCertRotation
@@ -58,7 +58,7 @@ async def test_a_rotation_waits_for_workers_survives_a_restart_switches_and_reti
     reply = await _beat(worker, agent, [old])
     assert reply.master_cert_thumbprint == old
     assert _thumbprint_of_pem(reply.next_master_cert_pem) == new
-    with pytest.raises(Conflict, match="do not accept certificate") as refused:
+    with pytest.raises(RemoteConflict, match="do not accept certificate") as refused:
         await manager.rotate_master_cert("switch")
     assert refused.value.status == 409
 
