@@ -27,7 +27,7 @@ from packfleet.errors import CatalogError, Conflict, NotFound, PackfleetError
 from packfleet.master._api import Endpoint
 from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request, forbidden
-from packfleet.master._services import MAX_TTL, MAX_USES, off_catalog, services_of
+from packfleet.master._services import MAX_TTL, MAX_USES, services_of
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import PROOF_WINDOW, parse_aware_time
 from packfleet.master._tls import load_tls_material
@@ -198,7 +198,7 @@ async def _retire(state: MasterState, thumbprints: list[str], why: str) -> list[
     """Drop replaced certificates from the Root store and end their connections."""
     if not thumbprints:
         return []
-    removed = await off_catalog(remove_from_root, state, thumbprints)
+    removed = await state.db(remove_from_root, state, thumbprints)
     state.principals.invalidate(thumbprints)
     cut_off(state, thumbprints, why)
     return removed
