@@ -36,11 +36,15 @@ from packfleet.pki import create_self_signed
 from packfleet.protocol import (
     AdminAnswer,
     AuditEntry,
+    CertificateEntry,
     EventPage,
     Execution,
     ExecutionStatus,
+    Identity,
     JoinTokenView,
+    PendingExplanation,
     ProjectVersion,
+    RotationStatus,
     TrustedCertificate,
     Worker,
     routes,
@@ -159,12 +163,37 @@ async def test_every_answer_is_a_protocol_message_declaring_all_the_master_sends
         await manager.revoke_token(token.token_id),
         *(await manager.audit(limit=1000)),
     ]
+    viewer = create_self_signed(["reader"])
+    answers += [
+        await manager.pending(execution.execution_id),
+        *(await manager.certificates()),
+        await manager.create_identity("reader", "viewer", public(viewer).cert_pem().decode()),
+        *(await manager.list_identities()),
+        await manager.revoke_identity("reader"),
+        await manager.master_cert_rotation(),
+    ]
     kinds = {type(a) for a in answers}
-    assert kinds == {ProjectVersion, Worker, Execution, EventPage, JoinTokenView, AuditEntry}
+    assert kinds == {
+        ProjectVersion,
+        Worker,
+        Execution,
+        EventPage,
+        JoinTokenView,
+        AuditEntry,
+        PendingExplanation,
+        CertificateEntry,
+        Identity,
+        RotationStatus,
+    }
     assert set().union(*(_undeclared(a) for a in answers)) == set()
     assert isinstance(page, EventPage) and page.finished and page.execution.code is ExecutionStatus.CANCELED
     assert canceled.code.label == "canceled" and canceled["status_name"] == "canceled"  # the wire, too
     assert token.token.startswith("pfjoin1.") and token.status == "usable"
+    started = await manager.rotate_master_cert("start")
+    assert started.phase == "announced" and started.new and _undeclared(started) == set()
+    assert started.workers and _undeclared(started) == set()  # each worker's part, declared too
+    aborted = await manager.rotate_master_cert("abort")
+    assert aborted.aborted == started.new and _undeclared(aborted) == set()
     trusted = await manager.revoke_certificate(mh.worker.thumbprint)
     assert isinstance(trusted, TrustedCertificate) and trusted.status == "revoked"
     assert _undeclared(trusted) == set()

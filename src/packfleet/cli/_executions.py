@@ -21,7 +21,7 @@ from packfleet.cli._output import Column, json_option, print_table, short_time, 
 from packfleet.errors import ApiError, ExecutionFailed, TlsError, TransportError, UsageError, WaitTimeout
 from packfleet.manager import ManagerClient
 from packfleet.packages import archive_sha256, build_archive, load_project
-from packfleet.protocol import Event, EventPage, Execution, ExecutionStatus, MessageType
+from packfleet.protocol import Event, EventPage, Execution, ExecutionStatus, MessageType, PendingExplanation
 
 _LEVEL_STYLE: dict[int, str] = {MessageType.ERROR: "red", MessageType.WARNING: "yellow"}
 
@@ -96,10 +96,10 @@ class _Why:
         self.note = note
         self.last: list[str] = []
 
-    def show(self, answer: dict[str, Any]) -> None:
-        reasons = list(answer.get("reasons") or [])
-        if not reasons and answer.get("ready"):
-            reasons = [f"waiting for {', '.join(answer['ready'])} to lease it"]
+    def show(self, answer: PendingExplanation) -> None:
+        reasons = list(answer.reasons)
+        if not reasons and answer.ready:
+            reasons = [f"waiting for {', '.join(answer.ready)} to lease it"]
         if reasons != self.last:
             self.last = reasons
             for line in reasons:

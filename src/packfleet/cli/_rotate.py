@@ -20,7 +20,8 @@ from packfleet.cli._client import call, state
 from packfleet.cli._manager import manager_group, worker_admin
 from packfleet.cli._output import json_option, print_table
 from packfleet.cli._worker import worker_group
-from packfleet.manager import MasterCertRotator, worker_label
+from packfleet.manager import MasterCertRotator, RotationResult, worker_label
+from packfleet.protocol import RotationStatus
 
 #: How often ``worker rotate-cert`` looks whether the running agent has switched (seconds).
 _POLL = 0.5
@@ -31,28 +32,28 @@ def rotate_group() -> None:
     """Rotate certificates without stopping anything."""
 
 
-def _print_rotation(out: Console, result: dict[str, Any]) -> None:
-    if result.get("phase") == "aborted":
-        out.print(f"rotation to {result['aborted']} aborted; the master keeps serving {result['serving']}")
+def _print_rotation(out: Console, result: RotationResult | RotationStatus) -> None:
+    if isinstance(result, RotationStatus):  # an abort
+        out.print(f"rotation to {result.aborted} aborted; the master keeps serving {result.serving}")
         return
-    out.print(f"the master serves {result['new']}; {result['old']} is retired")
+    finished = result.finished
+    out.print(f"the master serves {finished.new}; {finished.old} is retired")
     rows: list[list[str]] = []
-    for row in result.get("workers", []):
-        done = "[green]rotated[/]" if row.get("promoted") else "[yellow]needs the manual steps[/]"
+    for row in result.workers:
+        done = "[green]rotated[/]" if row.promoted else "[yellow]needs the manual steps[/]"
         rows.append(
             [
                 worker_label(row),
-                "yes" if row.get("online") else "no",
-                "yes" if row.get("enabled") else "no",
-                ", ".join(row.get("accepts") or []) or "-",
+                "yes" if row.online else "no",
+                "yes" if row.enabled else "no",
+                ", ".join(row.accepts) or "-",
                 done,
             ]
         )
     print_table(out, ["worker", "online", "enabled", "accepts", "status"], rows)
-    behind = result.get("behind") or []
-    if behind:
-        out.print(f"{len(behind)} worker(s) did not take part; on each of them (seed steps 5.1-5.3):")
-        for step in result.get("manual_steps") or []:
+    if result.behind:
+        out.print(f"{len(result.behind)} worker(s) did not take part; on each of them (seed steps 5.1-5.3):")
+        for step in finished.manual_steps:
             out.print(f"  {step}")
 
 
@@ -95,7 +96,7 @@ def rotate_master_cert(
     """
     st = state()
 
-    async def run() -> dict[str, Any]:
+    async def run() -> RotationResult | RotationStatus:
         async with MasterCertRotator(st.home(), note=st.note, timeout=timeout) as rotation:
             if abort:
                 return await rotation.abort()

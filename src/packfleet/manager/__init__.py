@@ -8,6 +8,7 @@ from packfleet.manager._client import ManagerClient, RemoteOptions, answered_err
 from packfleet.manager._rotation import (
     MasterCertRotator,
     RotationProgress,
+    RotationResult,
     awaited_workers,
     worker_label,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "MasterCertRotator",
     "RemoteOptions",
     "RotationProgress",
+    "RotationResult",
     "answered_error",
     "awaited_workers",
     "worker_label",

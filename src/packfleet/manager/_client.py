@@ -41,11 +41,16 @@ from packfleet.errors import (
 from packfleet.pki import CertStore, load_credential
 from packfleet.protocol import (
     AuditEntry,
+    CertificateEntry,
+    ConnectedWorker,
     DeletedWorker,
     EventPage,
     Execution,
+    Identity,
     JoinTokenView,
+    PendingExplanation,
     ProjectVersion,
+    RotationStatus,
     TrustedCertificate,
     Worker,
     routes,
@@ -312,10 +317,9 @@ class ManagerClient:
     async def delete_worker(self, ref: str) -> DeletedWorker:
         return DeletedWorker.from_wire(await self._call("DELETE", _path(routes.ADMIN_WORKER, ref=ref)))
 
-    async def certificates(self) -> list[dict[str, Any]]:
+    async def certificates(self) -> list[CertificateEntry]:
         """Every fleet certificate (master, admin, workers) with ``days_left`` and ``warning``."""
-        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_CERTIFICATES)
-        return result
+        return CertificateEntry.many(await self._call("GET", routes.ADMIN_CERTIFICATES))
 
     async def metrics(self) -> str:
         """The master's Prometheus exposition text (``GET /metrics``)."""
@@ -328,32 +332,28 @@ class ManagerClient:
 
     async def connect_worker(
         self, ref: str, cert_pem: str | None = None, *, thumbprint: str | None = None
-    ) -> dict[str, Any]:
+    ) -> ConnectedWorker:
         """Give worker ``ref`` a certificate, by PEM or by the thumbprint of one the master holds.
 
         Its old certificates leave the master's Root store.
         """
         path = _path(routes.ADMIN_WORKER_CONNECT, ref=ref)
         body = {"thumbprint": thumbprint} if thumbprint else {"cert_pem": cert_pem or ""}
-        result: dict[str, Any] = await self._call("POST", path, json_body=body)
-        return result
+        return ConnectedWorker.from_wire(await self._call("POST", path, json_body=body))
 
     # --- identities ---------------------------------------------------------------------------
 
-    async def create_identity(self, name: str, role: str, cert_pem: str) -> dict[str, Any]:
+    async def create_identity(self, name: str, role: str, cert_pem: str) -> Identity:
         """Pin ``cert_pem`` (no key) to a new identity ``name`` with ``role`` admin, executor or viewer."""
         body = {"name": name, "role": role, "cert_pem": cert_pem}
-        result: dict[str, Any] = await self._call("POST", routes.ADMIN_IDENTITIES, json_body=body)
-        return result
+        return Identity.from_wire(await self._call("POST", routes.ADMIN_IDENTITIES, json_body=body))
 
-    async def list_identities(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_IDENTITIES)
-        return result
+    async def list_identities(self) -> list[Identity]:
+        return Identity.many(await self._call("GET", routes.ADMIN_IDENTITIES))
 
-    async def revoke_identity(self, name: str) -> dict[str, Any]:
+    async def revoke_identity(self, name: str) -> Identity:
         path = _path(routes.ADMIN_IDENTITY_REVOKE, name=name)
-        result: dict[str, Any] = await self._call("POST", path)
-        return result
+        return Identity.from_wire(await self._call("POST", path))
 
     # --- join tokens --------------------------------------------------------------------------
 
@@ -383,20 +383,20 @@ class ManagerClient:
         path = _path(routes.ADMIN_TOKEN_REVOKE, token_id=token_id)
         return JoinTokenView.from_wire(await self._call("POST", path))
 
-    async def master_cert_rotation(self) -> dict[str, Any]:
+    async def master_cert_rotation(self) -> RotationStatus:
         """The master certificate rotation under way (``phase`` "none" when there is none), per worker."""
-        result: dict[str, Any] = await self._call("GET", routes.ADMIN_ROTATION_MASTER_CERT)
-        return result
+        return RotationStatus.from_wire(await self._call("GET", routes.ADMIN_ROTATION_MASTER_CERT))
 
     async def rotate_master_cert(
         self, action: str, *, cns: list[str] | None = None, days: int | None = None, force: bool = False
-    ) -> dict[str, Any]:
+    ) -> RotationStatus:
         """Advance the master certificate rotation: ``start``, ``switch``, ``finish`` or ``abort``."""
         body: dict[str, Any] = {"action": action, "cns": list(cns or []), "force": force}
         if days is not None:
             body["days"] = days
-        result: dict[str, Any] = await self._call("POST", routes.ADMIN_ROTATION_MASTER_CERT, json_body=body)
-        return result
+        return RotationStatus.from_wire(
+            await self._call("POST", routes.ADMIN_ROTATION_MASTER_CERT, json_body=body)
+        )
 
     # --- projects -----------------------------------------------------------------------------
 
@@ -461,11 +461,10 @@ class ManagerClient:
         params = {"after_id": str(after_id), "wait": str(wait)}
         return EventPage.from_wire(await self._call("GET", path, params=params, timeout=wait + _WAIT_MARGIN))
 
-    async def pending(self, execution_id: int) -> dict[str, Any]:
+    async def pending(self, execution_id: int) -> PendingExplanation:
         """Why the execution is still pending: ``reasons`` (per worker, with figures) and ``ready``."""
         path = _path(routes.ADMIN_EXECUTION_PENDING, execution_id=execution_id)
-        result: dict[str, Any] = await self._call("GET", path)
-        return result
+        return PendingExplanation.from_wire(await self._call("GET", path))
 
     async def cancel(self, execution_id: int) -> Execution:
         path = _path(routes.ADMIN_EXECUTION_CANCEL, execution_id=execution_id)

@@ -12,26 +12,47 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from packfleet.config import load_manager_settings, set_setting
 from packfleet.errors import CertificateNotFound
 from packfleet.manager._client import ManagerClient
 from packfleet.pki import CertStore, Credential, load_credential_bytes
+from packfleet.protocol import RotationStatus, RotationWorker, encode
 
 #: How often the rotation's progress is asked for while waiting on workers (seconds).
 POLL_SECONDS = 0.5
 
 
-def worker_label(row: dict[str, Any]) -> str:
-    return f"{row.get('display_name') or '?'} ({row['agent_id']})"
+Step = Literal["confirmed", "promoted"]
 
 
-def awaited_workers(status: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """Online workers that have not reached ``key`` (``confirmed`` / ``promoted``) yet; the master
-    judges ``online``."""
-    return [row for row in status.get("workers", []) if row.get("online") and not row.get(key)]
+def worker_label(row: RotationWorker) -> str:
+    return f"{row.display_name or '?'} ({row.agent_id})"
+
+
+def awaited_workers(status: RotationStatus, step: Step) -> list[RotationWorker]:
+    """Online workers that have not reached ``step`` yet; the master judges ``online``."""
+    return [row for row in status.workers if row.online and not getattr(row, step)]
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    """What a whole rotation did: the master's answer to ``finish``, the workers as last seen, and
+    those that did not take part (each needs the manual steps, ``finished.manual_steps``)."""
+
+    finished: RotationStatus
+    workers: list[RotationWorker]
+    behind: list[RotationWorker]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON ``manager rotate master-cert --json`` prints."""
+        return self.finished.wire() | {
+            "workers": [encode(w) for w in self.workers],
+            "behind": [encode(w) for w in self.behind],
+        }
 
 
 class RotationProgress:
@@ -47,25 +68,25 @@ class RotationProgress:
     def elapsed(self) -> str:
         return f"[{time.monotonic() - self._started:5.1f} s]"
 
-    def show(self, status: dict[str, Any], key: str | None = None) -> None:
-        for row in status.get("workers", []):
+    def show(self, status: RotationStatus, key: Step | None = None) -> None:
+        for row in status.workers:
             for step, words in (("confirmed", "accepts"), ("promoted", "now pins only")):
-                if row.get(step) and (row["agent_id"], step) not in self._seen:
-                    self._seen.add((row["agent_id"], step))
-                    self.note(f"{self.elapsed()} {worker_label(row)} {words} {status.get('new')}")
+                if getattr(row, step) and (row.agent_id, step) not in self._seen:
+                    self._seen.add((row.agent_id, step))
+                    self.note(f"{self.elapsed()} {worker_label(row)} {words} {status.new}")
         if key is not None:
             awaited = tuple(worker_label(r) for r in awaited_workers(status, key))
             if awaited and awaited != self._awaited.get(key):
                 self.note(f"{self.elapsed()} still awaited ({key}): {', '.join(awaited)}")
             self._awaited[key] = awaited
-        offline = [r for r in status.get("workers", []) if not r.get("online")]
+        offline = [r for r in status.workers if not r.online]
         if offline and not self._offline_shown:
             self._offline_shown = True
             self.note(
                 f"{self.elapsed()} offline, not waited for ({len(offline)}): "
                 + ", ".join(worker_label(r) for r in offline)
                 + "; unless they come back during the rotation, each needs: "
-                + "; ".join(status.get("manual_steps") or [])
+                + "; ".join(status.manual_steps)
             )
 
     def step(self, text: str) -> None:
@@ -116,7 +137,7 @@ class MasterCertRotator:
         set_setting(self.home, "manager", "MasterHttpsCertThumbprint", new)
         set_setting(self.home, "manager", "NextMasterHttpsCertThumbprint", "")
 
-    async def _wait(self, key: str) -> dict[str, Any]:
+    async def _wait(self, key: Step) -> RotationStatus:
         deadline = time.monotonic() + self.timeout
         while True:
             status = await self.client.master_cert_rotation()
@@ -125,18 +146,17 @@ class MasterCertRotator:
                 return status
             await asyncio.sleep(POLL_SECONDS)
 
-    async def run(self, *, cns: list[str], days: int | None, force: bool) -> dict[str, Any]:
-        """The whole rotation; the answer is the master's ``finish`` with ``workers`` and ``behind``
-        (the workers that did not take part and need the manual steps)."""
+    async def run(self, *, cns: list[str], days: int | None, force: bool) -> RotationResult:
+        """The whole rotation, started or resumed (after an interruption, or a master restart)."""
         started = await self.client.rotate_master_cert("start", cns=cns, days=days)
-        old, new = started["old"], started["new"]
+        old, new = started.old or "", started.new or ""
         self.progress.step(
-            f"{'resuming' if started.get('resumed') else 'started'} the rotation of the master certificate "
-            f"{old} -> {new} ({started['phase']}); announced to the workers through their open connections"
+            f"{'resuming' if started.resumed else 'started'} the rotation of the master certificate "
+            f"{old} -> {new} ({started.phase}); announced to the workers through their open connections"
         )
-        await self._trust_next(started["new_cert_pem"], new)
+        await self._trust_next(started.new_cert_pem, new)
         await self._reconnect()
-        if started["phase"] == "announced":
+        if started.phase == "announced":
             await self._wait("confirmed")
             await self.client.rotate_master_cert("switch", force=force)
             self.progress.step(f"the master now serves {new}")
@@ -148,13 +168,13 @@ class MasterCertRotator:
         with contextlib.suppress(CertificateNotFound):
             if load_manager_settings(self.home).master_https_cert_thumbprint != old:
                 CertStore(self.home, "Root").delete(old)
-        behind = [row for row in promoted["workers"] if not row.get("promoted")]
-        return finished | {"workers": promoted["workers"], "behind": behind}
+        behind = [row for row in promoted.workers if not row.promoted]
+        return RotationResult(finished, promoted.workers, behind)
 
-    async def abort(self) -> dict[str, Any]:
+    async def abort(self) -> RotationStatus:
         """Give up a rotation that has not switched; this manager forgets the next pin."""
         result = await self.client.rotate_master_cert("abort")
         settings = load_manager_settings(self.home)
-        if settings.next_master_https_cert_thumbprint == result.get("aborted"):
+        if result.aborted and settings.next_master_https_cert_thumbprint == result.aborted:
             set_setting(self.home, "manager", "NextMasterHttpsCertThumbprint", "")
         return result

@@ -362,3 +362,96 @@ class JoinTokenView(AdminAnswer):
     admitted: int = 0
     token: str = ""
     master_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectedWorker(AdminAnswer):
+    """A worker given a new certificate (``worker connect``): the ones it replaced are retired."""
+
+    agent_id: str
+    thumbprint: str
+    display_name: str = ""
+    enabled: bool = False
+    retired: list[str] = field(default_factory=list)
+    #: The retired thumbprints that left the master's Root store.
+    removed_from_root: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CertificateEntry(AdminAnswer):
+    """One fleet certificate and how long it has left; ``warning`` None, "30d", "7d" or "expired"."""
+
+    role: str
+    thumbprint: str
+    not_after: str | None = None
+    days_left: float | None = None
+    warning: str | None = None
+    status: str = ""
+    name: str = ""
+    sha256: str | None = None
+    #: The worker's agent id, for a worker certificate.
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class Identity(AdminAnswer):
+    """An admin, executor or viewer identity: a client certificate pinned to a role."""
+
+    name: str
+    role: str
+    thumbprint: str | None = None
+    created_at: str = ""
+    not_after: str | None = None
+    #: Only in the answer to a revocation.
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class PendingExplanation(AdminAnswer):
+    """Why an execution is still pending: per worker that could run it, what stops it; ``ready``
+    names workers that could lease it now."""
+
+    execution_id: int
+    status: str
+    pending: bool
+    reasons: list[str] = field(default_factory=list)
+    ready: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RotationWorker(AdminAnswer):
+    """A worker during a master certificate rotation: which master certificates it accepts."""
+
+    agent_id: str
+    display_name: str = ""
+    enabled: bool = False
+    #: The master's verdict, on its clock.
+    online: bool = False
+    last_online_time: str | None = None
+    accepts: list[str] = field(default_factory=list)
+    #: It accepts the new certificate beside the current one.
+    confirmed: bool = False
+    #: It pins only the new certificate.
+    promoted: bool = False
+
+
+@dataclass(frozen=True)
+class RotationStatus(AdminAnswer):
+    """The master certificate rotation (``phase`` "none" when there is none), and each worker's part.
+
+    A step's answer says what it did too: ``resumed`` (start), ``removed_from_root`` (finish),
+    ``aborted`` (abort: the thumbprint given up).
+    """
+
+    phase: str
+    serving: str = ""
+    old: str | None = None
+    new: str | None = None
+    started_at: str | None = None
+    switched_at: str | None = None
+    new_cert_pem: str = ""
+    manual_steps: list[str] = field(default_factory=list)
+    workers: list[RotationWorker] = field(default_factory=list)
+    resumed: bool = False
+    removed_from_root: bool = False
+    aborted: str = ""
