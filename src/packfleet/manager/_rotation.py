@@ -20,7 +20,7 @@ from packfleet.config import load_manager_settings, set_setting
 from packfleet.errors import CertificateNotFound
 from packfleet.manager._client import ManagerClient
 from packfleet.pki import CertStore, Credential, load_credential_bytes
-from packfleet.protocol import RotationStatus, RotationWorker, encode
+from packfleet.protocol import RotationStatus, RotationWorker
 
 #: How often the rotation's progress is asked for while waiting on workers (seconds).
 POLL_SECONDS = 0.5
@@ -44,15 +44,21 @@ class RotationResult:
     those that did not take part (each needs the manual steps, ``finished.manual_steps``)."""
 
     finished: RotationStatus
-    workers: list[RotationWorker]
-    behind: list[RotationWorker]
+    #: The master's last status before ``finish``: the workers as last seen.
+    last: RotationStatus
+
+    @property
+    def workers(self) -> list[RotationWorker]:
+        return self.last.workers
+
+    @property
+    def behind(self) -> list[RotationWorker]:
+        return [row for row in self.last.workers if not row.promoted]
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON ``manager rotate master-cert --json`` prints."""
-        return self.finished.wire() | {
-            "workers": [encode(w) for w in self.workers],
-            "behind": [encode(w) for w in self.behind],
-        }
+        """The JSON ``manager rotate master-cert --json`` prints: worker rows as the master sent them."""
+        rows = self.last.wire().get("workers", [])
+        return self.finished.wire() | {"workers": rows, "behind": [r for r in rows if not r.get("promoted")]}
 
 
 class RotationProgress:
@@ -168,8 +174,7 @@ class MasterCertRotator:
         with contextlib.suppress(CertificateNotFound):
             if load_manager_settings(self.home).master_https_cert_thumbprint != old:
                 CertStore(self.home, "Root").delete(old)
-        behind = [row for row in promoted.workers if not row.promoted]
-        return RotationResult(finished, promoted.workers, behind)
+        return RotationResult(finished, promoted)
 
     async def abort(self) -> RotationStatus:
         """Give up a rotation that has not switched; this manager forgets the next pin."""
