@@ -1,4 +1,6 @@
-"""Wire schemas and route paths: all that :mod:`packfleet.master` and :mod:`packfleet.worker` share.
+"""Wire schemas and route paths: all that :mod:`packfleet.master` and :mod:`packfleet.worker` share,
+the admin contract the master and :mod:`packfleet.manager` share (``_admin``), and the codes every
+layer speaks (``_codes``: SSIS status codes, outcomes, event sources, worker states, ``liveness``).
 
 >>> msg = decode(LeaseRequest, {"agent_id": "a", "capacity": 2, "wait_seconds": 20, "lease_seconds": 60})
 >>> encode(msg)["capacity"]
