@@ -6,8 +6,6 @@ the answer; the call sequences live in the services, which the web console calls
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 
 from packfleet.errors import PackfleetError, PkiError
@@ -15,20 +13,11 @@ from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
 from packfleet.master._problems import bad_request
 from packfleet.master._services import EVENTS_LIMIT, services_of
 from packfleet.master._state import Call, json_response, query_float, query_int
-from packfleet.protocol import (
-    AddWorker,
-    RunPackage,
-    UpdateWorker,
-    routes,
-)
+from packfleet.protocol import AddWorker, RunPackage, UpdateWorker, routes
 from packfleet.thumbprint import normalize_thumbprint
-
-log = logging.getLogger("packfleet.master")
 
 _LIST_LIMIT = 10_000
 
-
-# --- bodies: the protocol's admin messages ------------------------------------------------------
 
 # --- workers ------------------------------------------------------------------------------------
 
