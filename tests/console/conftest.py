@@ -27,6 +27,7 @@ from master.support import MasterHome, build_master_home, project_archive
 from packfleet.catalog import EventInput, WorkerInfo
 from packfleet.console import hash_password
 from packfleet.master import MasterServer
+from packfleet.master._services import RotationService
 from packfleet.packages import inspect_archive
 from packfleet.pki import create_self_signed
 
@@ -53,6 +54,11 @@ class RunningMaster:
 
     def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return self.run(self.server.state.db(call, *args, **kwargs))
+
+    def rotation(self) -> RotationService:
+        """The master certificate rotation, as the admin route and the console reach it."""
+        assert self.server.services is not None, "the master is not started"
+        return self.server.services.require_rotation()
 
     @property
     def catalog(self) -> Any:

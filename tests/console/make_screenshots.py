@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
 
@@ -19,6 +20,7 @@ sys.path[:0] = [str(HERE.parent)]
 from console.conftest import PASSWORDS, ROLES, RunningMaster, Runs  # noqa: E402
 from master.support import build_master_home  # noqa: E402
 from packfleet.console import hash_password  # noqa: E402
+from packfleet.protocol import HeartbeatReply  # noqa: E402
 
 OUT = HERE.parents[1] / "docs" / "console"
 PAGES = {
@@ -74,7 +76,7 @@ def main() -> None:
                     page.goto(master.url + str(path))
                     page.screenshot(path=OUT / f"{name}.png")
                     print(OUT / f"{name}.png")
-                _actions(page, master, agents[1], runs)
+                _actions(page, master, agents, runs)
                 context.close()
                 browser.close()
         finally:
@@ -86,8 +88,12 @@ def _shot(page: Page, name: str) -> None:
     print(OUT / f"{name}.png")
 
 
-def _actions(page: Page, master: RunningMaster, busy: str, runs: Runs) -> None:
-    """The pages that change the fleet: drain, Connect worker, new execution and its dry run."""
+def _actions(page: Page, master: RunningMaster, agents: list[str], runs: Runs) -> None:
+    """The pages that change the fleet: drain, Connect worker, new execution and its dry run, a
+    master certificate rotation under way, and the windows of a huge log."""
+    _rotation(page, master, agents)
+    _windows(page, master, agents[0], runs)
+    busy = agents[1]
     runs.start(busy)
     page.goto(master.url + f"/workers/{busy}")
     page.get_by_label("Drain note").fill("patching the kernel")
@@ -108,6 +114,36 @@ def _actions(page: Page, master: RunningMaster, busy: str, runs: Runs) -> None:
     page.get_by_label("etl-2", exact=True).check()
     page.get_by_role("button", name="Dry run").click()
     _shot(page, "execution-new")
+
+
+def _rotation(page: Page, master: RunningMaster, agents: list[str]) -> None:
+    rotation = master.rotation()
+    page.goto(master.url + "/certificates")
+    page.get_by_role("button", name="Start rotation").click()
+    record = rotation.record
+    assert record is not None
+    # etl-1's heartbeat says it accepts the new certificate, as the worker route reports it.
+    reply = HeartbeatReply("enabled", "", "", agents[0])
+    master.run(_call(rotation.on_heartbeat, agents[0], [record.old, record.new], reply))
+    page.goto(master.url + "/certificates/rotation")
+    _shot(page, "rotation")
+    page.get_by_role("button", name="Abort rotation").click()
+
+
+async def _call(function: Any, *args: Any) -> Any:
+    return function(*args)
+
+
+def _windows(page: Page, master: RunningMaster, agent_id: str, runs: Runs) -> None:
+    lease = runs.start(agent_id)
+    for first in range(1, 3001, 500):
+        runs.lines(lease, [f"row {i}: loaded" for i in range(first, first + 500)])
+    runs.finish(lease)
+    page.goto(master.url + f"/executions/{lease.execution_id}")
+    page.locator("#gap").scroll_into_view_if_needed()
+    page.evaluate("window.scrollBy(0, -300)")
+    page.screenshot(path=OUT / "execution-windows.png")
+    print(OUT / "execution-windows.png")
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ def project_archive(root: Path) -> bytes:
 
             [parameters.password]
             type = "string"
-            default = "s3cret"
+            default = ""
             sensitive = true
 
             [packages.load]

@@ -4,6 +4,7 @@ with proof of possession, and revocation cutting an open connection within a sec
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,3 +180,35 @@ async def test_revoking_closes_an_open_keep_alive_connection_within_a_second(
         lease = {"agent_id": agent, "capacity": 1, "wait_seconds": 0, "lease_seconds": 60}
         await connect(mh.worker).request("POST", routes.WORKER_LEASE, json_body=lease)
     assert refused.value.status == 403
+
+
+async def test_a_rotation_kept_as_a_master_property_by_an_earlier_version_is_carried_over(
+    mh: MasterHome, clock: FakeClock
+) -> None:
+    # What an earlier version left mid-rotation: the new certificate (with its key) in Root, and
+    # the phase as the master property rotation.master_cert.
+    new = create_self_signed(["127.0.0.1", "localhost"])
+    CertStore(mh.home, "Root").add(new)
+    legacy = {
+        "phase": "announced",
+        "old": mh.master.thumbprint,
+        "new": new.thumbprint,
+        "started_at": datetime.now(UTC).isoformat(),
+        "actor": "admin:admin",
+        "switched_at": "",
+    }
+    with Catalog.open(mh.catalog_url) as catalog:
+        catalog.set_property("rotation.master_cert", json.dumps(legacy))
+    server = MasterServer(mh.home, host="127.0.0.1", port=0, clock=clock, watch_interval=0)
+    await server.start()
+    try:
+        assert server.services is not None
+        rotation = server.services.require_rotation().rotation
+        assert isinstance(rotation, MasterCertRotation) and rotation.record is not None
+        assert (rotation.record.phase, rotation.record.new) == ("announced", new.thumbprint)
+    finally:
+        await server.stop()
+    with Catalog.open(mh.catalog_url) as catalog:
+        assert catalog.get_property("rotation.master_cert") == ""
+        shared = catalog.master_rotation()
+    assert shared is not None and shared.new == new.thumbprint and shared.new_cert_pem

@@ -200,6 +200,18 @@ async def test_an_upgrade_seals_values_an_older_version_stored_in_plaintext(
         catalog.create_execution("default", "etl", "load", parameters=plain, actor="test")
     with sqlite3.connect(_db_path(mh)) as db:
         db.execute("UPDATE alembic_version SET version_num = '0003'")
+        # ...and without what later revisions add (0005: the shared master certificate rotation;
+        # 0006: the console's indexes).
+        db.execute("DROP TABLE master_cert_rotation")
+        db.execute("DROP TABLE master_cert_acceptances")
+        for index in (
+            "ix_executions_status_id",
+            "ix_tasks_agent_id",
+            "ix_audit_log_target_id",
+            "ix_tasks_status_created_at",
+            "ix_executions_status_created_at",
+        ):
+            db.execute(f"DROP INDEX {index}")
     assert _stored_parameters(mh)[1]["password"] == SECRET
 
     # Without the key the upgrade refuses, and says how to get one.

@@ -54,7 +54,7 @@ async def test_a_waiting_lease_answers_as_soon_as_an_execution_is_created(
     waiting = asyncio.create_task(wait_for_task())
     await asyncio.sleep(0.3)  # the lease is parked in its long-poll by now
     assert not waiting.done()
-    execution = await manager.run("default", "etl", "load", {"rows": "5"})
+    execution = await manager.run("default", "etl", "load", {"rows": "5", "password": "s3cret"})
     created = time.monotonic()
     reply = await asyncio.wait_for(waiting, 5)
     assert answered[0] - created < 0.1

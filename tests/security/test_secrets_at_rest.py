@@ -8,17 +8,21 @@ master's catalog holds it sealed; the worker received it only inside TLS and onl
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
 import textwrap
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import pg_database
+from packfleet.errors import PackageError
 from packfleet.localcluster import LocalCluster
+from packfleet.packages import build_archive, inspect_archive
 
 SECRET = "tok-9f8e7d-never-on-disk"
 PACKAGE = """
@@ -150,3 +154,72 @@ def test_a_postgresql_password_never_appears_in_output(tmp_path: Path) -> None:
             shown.append(cluster.master.log_path.read_text() if cluster.master.log_path else "")
     assert "postgres:***@" in "".join(shown)  # the URL is shown, masked
     assert password not in "".join(shown)
+
+
+SENSITIVE_DEFAULT = """
+[project]
+name = "vault"
+version = "1.0.0"
+
+[parameters.api_token]
+type = "string"
+default = "{project_default}"
+sensitive = true
+
+[packages.use]
+kind = "python"
+entry = "vault.jobs:use"
+[packages.use.parameters.dsn]
+type = "string"
+default = "{package_default}"
+sensitive = true
+"""
+
+
+def _vault(root: Path, *, project_default: str = "", package_default: str = "") -> Path:
+    folder = root / "vault"
+    (folder / "vault").mkdir(parents=True)
+    text = SENSITIVE_DEFAULT.format(project_default=project_default, package_default=package_default)
+    (folder / "packfleet.toml").write_text(text)
+    (folder / "vault" / "__init__.py").write_text("")
+    (folder / "vault" / "jobs.py").write_text(PACKAGE)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("defaults", "where"),
+    [
+        ({"project_default": SECRET}, "[parameters.api_token]"),
+        ({"package_default": SECRET}, "[packages.use.parameters.dsn]"),
+    ],
+)
+def test_a_secret_written_as_a_default_is_refused_before_it_is_stored(
+    tmp_path: Path, defaults: dict[str, str], where: str
+) -> None:
+    # Nothing seals a default: it would sit in plain text in the archive and in the catalog's manifest.
+    with pytest.raises(PackageError) as building:
+        build_archive(_vault(tmp_path, **defaults))
+    assert where in str(building.value) and "sensitive parameter cannot have a default" in str(building.value)
+    assert building.value.fix is not None and "--param" in building.value.fix
+
+    # An archive built by other means is refused at deploy, before the master stores it.
+    crafted = io.BytesIO()
+    with zipfile.ZipFile(crafted, "w") as archive:
+        archive.writestr("packfleet.toml", SENSITIVE_DEFAULT.format(project_default="", package_default=""))
+        archive.writestr("vault/__init__.py", "")
+        archive.writestr("vault/jobs.py", PACKAGE)
+    assert inspect_archive(crafted.getvalue()).name == "vault"  # empty defaults hold no secret
+    crafted = io.BytesIO()
+    with zipfile.ZipFile(crafted, "w") as archive:
+        archive.writestr(
+            "packfleet.toml",
+            SENSITIVE_DEFAULT.format(**{"project_default": "", "package_default": ""} | defaults),
+        )
+        archive.writestr("vault/__init__.py", "")
+        archive.writestr("vault/jobs.py", PACKAGE)
+    with pytest.raises(PackageError, match="sensitive parameter cannot have a default"):
+        inspect_archive(crafted.getvalue())
+
+
+def test_a_sensitive_parameter_without_a_default_deploys(tmp_path: Path) -> None:
+    assert build_archive(_vault(tmp_path))  # empty defaults: nothing secret at rest

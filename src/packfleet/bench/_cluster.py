@@ -85,7 +85,7 @@ def pg_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _epoch(value: Any) -> float:
+def epoch(value: Any) -> float:
     """A catalog timestamp as POSIX seconds (SQLite hands back naive UTC text)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
@@ -211,7 +211,7 @@ class BenchCluster:
             raise ClusterError(f"{failed} of {wanted} bench executions did not succeed")
 
     def last_ended(self, first: int, last: int) -> float:
-        return _epoch(
+        return epoch(
             self._scalar(
                 "SELECT max(ended_at) FROM tasks WHERE execution_id BETWEEN :a AND :b", a=first, b=last
             )
@@ -228,4 +228,4 @@ class BenchCluster:
                 ),
                 {"a": min(ids), "b": max(ids)},
             ).all()
-        return [(_epoch(c), _epoch(s), _epoch(e)) for c, s, e in rows]
+        return [(epoch(c), epoch(s), epoch(e)) for c, s, e in rows]

@@ -13,12 +13,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from packfleet.bench import _console, _fleet, _idle, _latency, _limit, _spawn, _throughput
+from packfleet.bench import _console, _fleet, _ha, _idle, _latency, _limit, _spawn, _throughput
 from packfleet.bench._cluster import BenchCluster
 from packfleet.bench._stats import Result, table
 from packfleet.localcluster import sigterm_exits
 
-SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit", "idle", "console")
+SCENARIOS = ("throughput", "latency", "spawn", "fleet", "limit", "idle", "console", "ha")
 DEFAULT_N = {
     "throughput": 5000,
     "latency": 500,
@@ -27,6 +27,7 @@ DEFAULT_N = {
     "limit": 5,
     "idle": 1000,
     "console": 100_000,
+    "ha": 2000,
 }
 
 
@@ -36,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--n",
         type=int,
-        help="executions (throughput, latency, console), samples (spawn), agents (fleet), seconds (limit), "
-        "held connections (idle)",
+        help="executions (throughput, latency, console, ha), samples (spawn), agents (fleet), "
+        "seconds (limit), held connections (idle)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is the figure")
     parser.add_argument("--catalog", choices=("sqlite", "postgresql"), default=None)
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=40, help="console: fetches of each page")
     parser.add_argument("--rate", type=int, default=1000, help="console: live tail lines per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="console: live tail duration")
+    parser.add_argument("--kills", type=int, default=3, help="ha: kill -9 of a master, one gap each")
     return parser
 
 
@@ -106,6 +108,11 @@ class Bench:
                 )
             )
 
+    def ha(self) -> None:
+        with _ha.HaBench() as bench:
+            for result in _ha.run(bench, n=self.n("ha"), runs=self.args.runs, kills=self.args.kills):
+                self._done(result)
+
     def console(self) -> None:
         with BenchCluster(self.args.catalog or "sqlite", workers=0) as bench:
             for result in _console.run(
@@ -145,6 +152,8 @@ def _main(argv: Sequence[str] | None, emit: Callable[[str], None]) -> list[Resul
         bench.idle()
     elif scenario == "console":
         bench.console()
+    elif scenario == "ha":
+        bench.ha()
     elif scenario is not None:
         # The throughput scenario measures its limit in the same run so the ratio is like for like.
         wanted = [scenario, "limit"] if scenario == "throughput" and args.n is None else [scenario]
@@ -161,6 +170,7 @@ def _main(argv: Sequence[str] | None, emit: Callable[[str], None]) -> list[Resul
         bench.spawn()
         bench.fleet()
         bench.idle()
+        bench.ha()
         emit("")
         emit(table(bench.results))
     return bench.results

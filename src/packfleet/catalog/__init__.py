@@ -16,7 +16,14 @@ A typical round trip, as the master's handlers make it::
 
 from packfleet.catalog._base import TASKS_CHANNEL, Clock, canonical_agent_id, utc_now
 from packfleet.catalog._catalog import Catalog
+from packfleet.catalog._console import WORKER_SORTS, WORKER_STATES, WorkerPage
 from packfleet.catalog._joins import ConnectOutcome, JoinOutcome, TokenBinding
+from packfleet.catalog._mastercert import (
+    CUTOFF_CHANNEL,
+    ROTATION_CHANNEL,
+    TRUST_CHANNEL,
+    MasterRotationRecord,
+)
 from packfleet.catalog._records import (
     CONSOLE_ROLES,
     AuditRecord,
@@ -48,7 +55,12 @@ from packfleet.protocol import ExecutionStatus, MessageType, TaskStatus
 
 __all__ = [
     "CONSOLE_ROLES",
+    "CUTOFF_CHANNEL",
+    "ROTATION_CHANNEL",
+    "TRUST_CHANNEL",
     "TASKS_CHANNEL",
+    "WORKER_SORTS",
+    "WORKER_STATES",
     "AuditRecord",
     "Catalog",
     "CertificateRecord",
@@ -67,6 +79,7 @@ __all__ = [
     "JoinOutcome",
     "JoinTokenRecord",
     "LeaseStatus",
+    "MasterRotationRecord",
     "MessageType",
     "PackageRecord",
     "Principal",
@@ -80,6 +93,7 @@ __all__ = [
     "TokenBinding",
     "WorkerCertificate",
     "WorkerInfo",
+    "WorkerPage",
     "WorkerRecord",
     "canonical_agent_id",
     "rotate_secrets_key",

@@ -12,9 +12,11 @@ from sqlalchemy import URL, Engine, text
 from packfleet.catalog import _engine
 from packfleet.catalog._admin import AdminCatalog
 from packfleet.catalog._base import Clock, utc_now
+from packfleet.catalog._console import ConsoleCatalog
 from packfleet.catalog._executions import ExecutionCatalog
 from packfleet.catalog._joins import JoinCatalog
 from packfleet.catalog._leases import LeaseCatalog
+from packfleet.catalog._mastercert import MasterCertCatalog
 from packfleet.catalog._projects import ProjectCatalog
 from packfleet.catalog._rotation import RotationCatalog
 from packfleet.catalog._sealed import SealedValuesCatalog, open_sealed_catalog
@@ -31,8 +33,10 @@ class Catalog(
     LeaseCatalog,
     AdminCatalog,
     RotationCatalog,
+    MasterCertCatalog,
     UserCatalog,
     SealedValuesCatalog,
+    ConsoleCatalog,
 ):
     """The master's database: projects, executions and tasks, workers and trust, audit.
 

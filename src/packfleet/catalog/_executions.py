@@ -390,18 +390,27 @@ class ExecutionCatalog(CatalogBase):
         The other filters match exactly (``agent_id``: the worker holding or last holding the task);
         ``offset`` skips that many of the newest, for the console's pages.
         """
-        query = _execution_query().order_by(executions.c.id.desc()).limit(limit).offset(offset)
+        # The page's ids first, on the indexes alone; then only those rows joined with their tasks.
+        # A deep page (offset 50,000) then skips index entries, not 50,000 joined rows.
+        ids = select(executions.c.id)
+        if agent_id:
+            ids = ids.join(tasks, tasks.c.execution_id == executions.c.id).where(tasks.c.agent_id == agent_id)
         if status is not None:
-            query = query.where(executions.c.status == int(status))
+            ids = ids.where(executions.c.status == int(status))
         for column, wanted in (
             (executions.c.folder, folder),
             (executions.c.project, project),
             (executions.c.package, package),
             (executions.c.created_by, created_by),
-            (tasks.c.agent_id, agent_id),
         ):
             if wanted:
-                query = query.where(column == wanted)
+                ids = ids.where(column == wanted)
+        page = ids.order_by(executions.c.id.desc()).limit(limit).offset(offset)
+        query = (
+            _execution_query()
+            .where(executions.c.id.in_(page.scalar_subquery()))
+            .order_by(executions.c.id.desc())
+        )
         with self._read() as conn:
             return self._execution_records(conn, conn.execute(query).all())
 

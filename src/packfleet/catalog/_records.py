@@ -89,6 +89,9 @@ class WorkerInfo(_Record):
     max_tasks: int = 0
     #: The worker's clock minus the master's when the heartbeat arrived (None: the worker did not say).
     clock_skew_seconds: float | None = None
+    #: Why the worker asks for no tasks ("" when it asks): kept in the catalog, so that whichever
+    #: master explains a pending execution knows it, not only the master that got the heartbeat.
+    lease_gate: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -135,6 +135,8 @@ executions = Table(
     Index(None, "status", "ended_at"),
     # NULLs are distinct on both backends: only submits that carry a key are deduplicated.
     Index(None, "created_by", "idempotency_key", unique=True),
+    Index(None, "status", "id"),  # the console: a status filter pages newest first
+    Index(None, "status", "created_at"),  # the dashboard: the last 24 hours by status
 )
 
 # SSIS's [catalog].[add_execution_worker]: no row means any worker may run the execution.
@@ -175,6 +177,8 @@ tasks = Table(
     Column("lost_at", UtcDateTime),
     Index(None, "status", "id"),  # lease_tasks: oldest READY first
     Index(None, "status", "lease_expires_at"),  # sweep_expired_leases
+    Index(None, "agent_id"),  # the console: a worker's executions
+    Index(None, "status", "created_at"),  # the dashboard: the queue and its oldest task
 )
 
 event_messages = Table(
@@ -286,6 +290,7 @@ audit_log = Table(
     Column("action", String(64), nullable=False),
     Column("target", String(256), nullable=False),
     Column("details", JSON, nullable=False),
+    Index(None, "target", "id"),  # the console: a worker's audit trail, the target filter
 )
 
 master_properties = Table(
@@ -294,4 +299,33 @@ master_properties = Table(
     Column("key", String(128), primary_key=True),
     Column("value", Text, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# The master certificate rotation the masters sharing this catalog carry out together: one row (id 1),
+# the last rotation. ``phase`` is announced, switched, finished or aborted; the new certificate and
+# its key (sealed with the masters' shared secrets key) are here so that every master can serve it
+# and any master can finish a rotation another one started.
+master_cert_rotation = Table(
+    "master_cert_rotation",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("phase", String(16), nullable=False),
+    Column("old_thumbprint", String(40), nullable=False),
+    Column("new_thumbprint", String(40), nullable=False),
+    Column("new_cert_pem", Text, nullable=False),
+    Column("new_key_sealed", Text, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("switched_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Which master certificates each worker said it accepts in its last heartbeat, whichever master
+# received it: a rotation switches once every online worker accepts the new certificate.
+master_cert_acceptances = Table(
+    "master_cert_acceptances",
+    metadata,
+    Column("agent_id", String(36), primary_key=True),
+    Column("accepts", JSON, nullable=False),
+    Column("heard_at", UtcDateTime, nullable=False),
 )

@@ -75,6 +75,7 @@ def _machine_info(info: WorkerInfo) -> dict[str, Any]:
         "running_tasks": info.running_tasks,
         "version": info.version,
         **({"max_tasks": info.max_tasks} if info.max_tasks > 0 else {}),
+        **({"lease_gate": info.lease_gate} if info.lease_gate else {}),
     }
 
 

@@ -94,3 +94,15 @@ class Fleet(Protocol):
         workers: tuple[str, ...],
         actor: str,
     ) -> ExecutionRecord: ...
+
+    async def rotation_status(self) -> dict[str, Any] | None:
+        """The master certificate rotation under way, with each worker's progress (the admin route
+        GET /rotation/master-cert's answer); None when none is under way."""
+        ...
+
+    async def rotate_master_certificate(
+        self, action: str, *, actor: str, force: bool = False
+    ) -> dict[str, Any]:
+        """One step of a master certificate rotation: ``start``, ``switch``, ``finish`` or ``abort``,
+        audited under ``actor``; raises Conflict when the step does not apply now."""
+        ...

@@ -13,13 +13,17 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from packfleet.catalog import WorkerRecord
 from packfleet.console._pages import _execution_id
-from packfleet.console._views import WorkerView, worker_view
+from packfleet.console._views import ONLINE_WINDOW, WorkerView, worker_view
 from packfleet.console._web import ConsoleRefusal, fleet_of, form_text, render, require, see_other
 from packfleet.errors import PackfleetError
 from packfleet.packages import ParameterSpec, Project, resolve_parameters
 
 log = logging.getLogger("packfleet.console")
+
+#: Up to this many workers the form has a checkbox each; a larger fleet gets a text box of names.
+CHECKBOXES = 100
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,43 @@ def dry_run(views: list[WorkerView], allowed: tuple[str, ...]) -> list[Verdict]:
         verdicts.append(Verdict(v, tuple(reasons)))
     verdicts.sort(key=lambda d: (not d.could, d.view.name.casefold()))
     return verdicts
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A worker in the form's Allowed workers list."""
+
+    agent_id: str
+    name: str
+    state: str
+
+
+def _state(enabled: bool, online: bool) -> str:
+    return f"{'online' if online else 'offline'}, {'enabled' if enabled else 'disabled'}"
+
+
+def _named(text: str, workers: list[WorkerRecord]) -> tuple[str, ...]:
+    """Agent ids of the workers named in ``text`` (names or agent ids, by line or comma): the form
+    of a fleet too large for a checkbox each. A name must be that of exactly one worker."""
+    by_name: dict[str, list[str]] = {}
+    for w in workers:
+        by_name.setdefault(w.display_name, []).append(w.agent_id)
+    ids = {w.agent_id for w in workers}
+    found = []
+    for ref in (part.strip() for part in text.replace(",", "\n").splitlines()):
+        if not ref:
+            continue
+        if ref.lower() in ids:
+            found.append(ref.lower())
+        elif len(by_name.get(ref, [])) == 1:
+            found.append(by_name[ref][0])
+        elif ref in by_name:
+            raise ConsoleRefusal(400, f"{len(by_name[ref])} workers are named {ref!r}", "name it by agent id")
+        else:
+            raise ConsoleRefusal(
+                400, f"no worker has the name or agent id {ref!r}", "correct the list of allowed workers"
+            )
+    return tuple(found)
 
 
 async def _targets(request: web.Request) -> list[str]:
@@ -94,8 +135,17 @@ async def _page(
 ) -> web.Response:
     fleet = fleet_of(request)
     specs = (await _specs(request, target))[3] if target else []
-    workers = [worker_view(w, fleet.now()) for w in await fleet.db(fleet.catalog.list_workers)]
-    workers.sort(key=lambda v: v.name.casefold())
+    now = fleet.now()
+    # The light list (no certificates, no machine facts): a fleet of thousands stays quick.
+    workers = [
+        Choice(agent_id, name or agent_id, _state(enabled, seen is not None and now - seen <= ONLINE_WINDOW))
+        for agent_id, name, enabled, seen in await fleet.db(fleet.catalog.worker_names)
+    ]
+    workers.sort(key=lambda c: c.name.casefold())
+    # A checkbox per worker up to CHECKBOXES; a larger fleet names its allowed workers in a text box.
+    named = len(workers) > CHECKBOXES
+    if named:
+        workers = [c for c in workers if c.agent_id in allowed]
     return render(
         request,
         "execution_new.html",
@@ -105,6 +155,7 @@ async def _page(
         specs=specs,
         given=given,
         workers=workers,
+        named=named,
         allowed=allowed,
         verdicts=verdicts,
         problem=problem,
@@ -125,14 +176,16 @@ async def new_run(request: web.Request) -> web.StreamResponse:
     # An empty field keeps the default; a sensitive one is never sent back filled in.
     given = {s.name: form_text(form, f"p.{s.name}", limit=10_000) for s in specs}
     given = {name: value for name, value in given.items() if value}
-    allowed = tuple(str(w) for w in form.getall("worker", []) if isinstance(w, str))
     fleet = fleet_of(request)
     known = {w.agent_id: w for w in await fleet.db(fleet.catalog.list_workers)}
+    allowed = tuple(str(w) for w in form.getall("worker", []) if isinstance(w, str))
     unknown = [w for w in allowed if w not in known]
     if unknown:
         raise ConsoleRefusal(
             400, f"no worker has agent id {unknown[0]}", "reload the page and pick workers again"
         )
+    allowed += _named(form_text(form, "workers", limit=100_000), list(known.values()))
+    allowed = tuple(dict.fromkeys(allowed))
     shown = {s.name: ("" if s.sensitive else given.get(s.name, "")) for s in specs}
     if form.get("action") == "dry-run":
         problem = ""

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from packfleet.console import _actions, _live, _manage, _pages, _runs, _signin
+from packfleet.console import _actions, _downloads, _live, _manage, _pages, _rotation, _runs, _signin
 from packfleet.console._fleet import Fleet
+from packfleet.console._inventory import INVENTORY, CertificateInventory
 from packfleet.console._sessions import SessionStore, SignInLimiter, load_session_key
 from packfleet.console._web import FLEET, LIMITER, SESSIONS, TEMPLATES, middleware, secure, templates
 from packfleet.errors import PackfleetError
@@ -43,6 +44,7 @@ def build_app(fleet: Fleet, session_key: bytes, *, limiter: SignInLimiter | None
     app[SESSIONS] = SessionStore(session_key)
     app[LIMITER] = limiter or SignInLimiter()
     app[TEMPLATES] = templates()
+    app[INVENTORY] = CertificateInventory()
     r = app.router
     r.add_get("/login", _signin.login_page)
     r.add_post("/login", _signin.login)
@@ -65,9 +67,13 @@ def build_app(fleet: Fleet, session_key: bytes, *, limiter: SignInLimiter | None
     r.add_get("/executions/{execution_id}", _pages.execution)
     r.add_post("/executions/{execution_id}/rerun", _runs.rerun)
     r.add_get("/executions/{execution_id}/events", _live.tail)
+    r.add_get("/executions/{execution_id}/log.{kind}", _downloads.execution_log)
     r.add_post("/executions/{execution_id}/stop", _actions.stop_execution)
     r.add_get("/certificates", _pages.certificates)
+    r.add_get("/certificates/rotation", _rotation.rotation_page)
+    r.add_post("/certificates/rotation", _rotation.rotate)
     r.add_get("/audit", _pages.audit)
+    r.add_get("/audit/download.{kind}", _downloads.audit_log)
     r.add_get("/static/{name}", _static)
     return app
 

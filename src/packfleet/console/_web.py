@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -158,7 +159,13 @@ _STATUS_OF: tuple[tuple[type[PackfleetError], int], ...] = (
 
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Sign-in, CSRF and errors for every request, and the security headers on every answer."""
+    """Sign-in, CSRF and errors for every request, and the security headers on every answer.
+
+    Each answer that is not a stream says how long the console took to make it, in a
+    ``Server-Timing`` header (W3C Server Timing): what ``make bench``'s console scenario reports as
+    the server time of each page, apart from the network and the client.
+    """
+    began = time.perf_counter()
     try:
         response = await _checked(request, handler)
     except web.HTTPException as exc:
@@ -180,6 +187,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         )
     if not response.prepared:
         secure(response)
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - began) * 1000:.1f}"
     return response
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from packfleet.config import load_manager_settings, set_setting
+from packfleet.config import load_manager_settings, load_master_settings, set_setting, settings_path
 from packfleet.errors import CertificateNotFound
 from packfleet.manager._client import ManagerClient
 from packfleet.pki import CertStore, Credential, load_credential_bytes
@@ -139,6 +139,16 @@ class MasterCertRotator:
         if load_manager_settings(self.home).master_https_cert_thumbprint != thumbprint:
             set_setting(self.home, "manager", "NextMasterHttpsCertThumbprint", thumbprint)
 
+    def _serves(self, thumbprint: str) -> bool:
+        """Whether a master of this home still serves ``thumbprint`` (it was down during the rotation).
+
+        Its certificate is not the manager's to delete: that master retires it itself once it
+        starts and catches up with the rotation from the catalog, which it could not do without it.
+        """
+        if not settings_path(self.home, "master").exists():
+            return False
+        return load_master_settings(self.home).ssl_cert_thumbprint == thumbprint
+
     def _promote(self, new: str) -> None:
         set_setting(self.home, "manager", "MasterHttpsCertThumbprint", new)
         set_setting(self.home, "manager", "NextMasterHttpsCertThumbprint", "")
@@ -172,7 +182,7 @@ class MasterCertRotator:
         finished = await self.client.rotate_master_cert("finish")
         self.progress.step(f"{old} retired from the master's Root store")
         with contextlib.suppress(CertificateNotFound):
-            if load_manager_settings(self.home).master_https_cert_thumbprint != old:
+            if load_manager_settings(self.home).master_https_cert_thumbprint != old and not self._serves(old):
                 CertStore(self.home, "Root").delete(old)
         return RotationResult(finished, promoted)
 

@@ -12,9 +12,10 @@ from typing import Any, ParamSpec, TypeVar
 
 from packfleet import __version__
 from packfleet.catalog import Catalog, ExecutionRecord, WorkerRecord
+from packfleet.config import load_manager_settings, set_setting
 from packfleet.console import EventTicket, MasterFacts
 from packfleet.errors import CertificateNotFound, SettingsError
-from packfleet.master._services import Services, stored_certificate
+from packfleet.master._services import RotationService, Services, off_catalog, stored_certificate
 from packfleet.master._state import MasterState
 from packfleet.master._tls import TlsMaterial
 from packfleet.master._wakeup import EVENTS
@@ -131,6 +132,55 @@ class MasterFleet:
         return await self._services.executions.run_package(
             folder, project, package, parameters=parameters, workers=workers, actor=actor
         )
+
+    # --- master certificate rotation, for the console's Certificates page -----------------------
+    # Only calls into the RotationService, which the admin route POST /rotation/master-cert drives
+    # too: the console starts, switches, finishes and aborts exactly as the CLI does.
+
+    def _rotation(self) -> RotationService:
+        return self._services.require_rotation()
+
+    async def rotation_status(self) -> dict[str, Any] | None:
+        rotation = self._rotation()
+        if rotation.record is None:
+            return None  # no list of every worker for a rotation that is not there
+        return await rotation.status()
+
+    async def rotate_master_certificate(
+        self, action: str, *, actor: str, force: bool = False
+    ) -> dict[str, Any]:
+        # The service refuses an unknown step (InvalidValue) before anything changes.
+        result = await self._rotation().advance(action, actor=actor, force=force)
+        # Settings files, not the catalog: off the catalog's executor.
+        await off_catalog(_follow_local_manager, self._state.home, action, result)
+        return result
+
+
+def _follow_local_manager(home: Path, action: str, result: dict[str, Any]) -> None:
+    """Keep the manager of the master's own home pinned through a rotation made in the console.
+
+    ``packfleet manager rotate master-cert`` re-pins the manager it runs as (Next pin at start, the
+    new one after the switch); a rotation started in a browser has no CLI to do that, and the
+    master's home is where its administrator's ManagerSettings.config usually lives. The new
+    certificate is in this home's Root store already (the rotation put it there). A manager on
+    another machine follows the steps the page lists, as a worker that missed the rotation does.
+    """
+    try:
+        settings = load_manager_settings(home)
+    except SettingsError:
+        return  # no manager in this home (or one this master cannot read): nothing to keep pinned
+    new = str(result.get("new") or result.get("aborted") or "")
+    if not new:
+        return
+    if action == "start" and settings.master_https_cert_thumbprint != new:
+        set_setting(home, "manager", "NextMasterHttpsCertThumbprint", new)
+    elif action in ("switch", "finish") and result.get("phase") in ("switched", "finished"):
+        if settings.master_https_cert_thumbprint != new:
+            set_setting(home, "manager", "MasterHttpsCertThumbprint", new)
+        if settings.next_master_https_cert_thumbprint:
+            set_setting(home, "manager", "NextMasterHttpsCertThumbprint", "")
+    elif action == "abort" and settings.next_master_https_cert_thumbprint == new:
+        set_setting(home, "manager", "NextMasterHttpsCertThumbprint", "")
 
 
 def console_context(home: Path, material: TlsMaterial) -> Callable[[], ssl.SSLContext]:

@@ -7,6 +7,9 @@ DESIGN.md's high-availability mode: masters share the catalog, leasing stays cor
   sweep requeues a task. The catalog sends ``NOTIFY packfleet_tasks`` on every commit that makes a
   task ready; this module ``LISTEN``s on a dedicated connection and turns each notification into a
   local :data:`TASKS` wake-up.
+- **News between masters.** The same connection LISTENs on the channels of the shared fleet state
+  (a master certificate rotation step, a change of trusted worker certificates, certificates whose
+  connections must close now) and hands each notification to the master's ``on_notice``.
 - **One sweeper.** The expired-lease sweep and the cleanup of completed jobs should run once per
   interval for the whole cluster, not once per master. The master holding the session-level
   advisory lock :data:`LEADER_LOCK` on its own connection leads; if that connection (or process)
@@ -19,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import psycopg
 from sqlalchemy.engine import make_url
 
-from packfleet.catalog import TASKS_CHANNEL
+from packfleet.catalog import CUTOFF_CHANNEL, ROTATION_CHANNEL, TASKS_CHANNEL, TRUST_CHANNEL
 from packfleet.master._wakeup import TASKS, Wakeups
 
 log = logging.getLogger("packfleet.master")
@@ -33,6 +37,12 @@ log = logging.getLogger("packfleet.master")
 #: other master's start-up upgrade (and ``master init``) for as long as the leader lived.
 LEADER_LOCK = 0x70666C6561646572
 _RECONNECT_DELAY = 2.0
+#: Channels whose notifications go to ``on_notice`` (TASKS_CHANNEL wakes the long-polls).
+NOTICE_CHANNELS = (ROTATION_CHANNEL, TRUST_CHANNEL, CUTOFF_CHANNEL)
+#: What a master does with a notice: ``on_notice(channel, payload)``. Called with an empty payload for
+#: the rotation and trust channels whenever the listening connection is (re)made: notices sent while
+#: nobody listened are lost, and those two can be caught up on from the catalog.
+OnNotice = Callable[[str, str], None]
 
 
 def libpq_url(url: str) -> str:
@@ -43,9 +53,12 @@ def libpq_url(url: str) -> str:
 class PostgresCoordination:
     """LISTEN for ready tasks on one connection; hold the sweep leadership on another."""
 
-    def __init__(self, url: str, wakeups: Wakeups, *, connect_timeout: float = 15) -> None:
+    def __init__(
+        self, url: str, wakeups: Wakeups, *, connect_timeout: float = 15, on_notice: OnNotice | None = None
+    ) -> None:
         self._conninfo = libpq_url(url)
         self._wakeups = wakeups
+        self._on_notice = on_notice
         self._connect_timeout = int(connect_timeout)
         self._listen_conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._lock_conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
@@ -100,17 +113,32 @@ class PostgresCoordination:
             self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
         )
         await conn.execute(f"LISTEN {TASKS_CHANNEL}")
+        if self._on_notice is not None:
+            for channel in NOTICE_CHANNELS:
+                await conn.execute(f"LISTEN {channel}")
         return conn
+
+    def _notice(self, channel: str, payload: str) -> None:
+        if channel == TASKS_CHANNEL:
+            self._wakeups.notify(TASKS)
+        elif self._on_notice is not None:
+            try:
+                self._on_notice(channel, payload)
+            except Exception:  # one bad notice must not stop the listener
+                log.exception("cannot act on the catalog notification %s", channel)
 
     async def _listen(self) -> None:
         while True:
             try:
                 if self._listen_conn is None or self._listen_conn.closed:
                     self._listen_conn = await self._listening_connection()
-                    # Anything may have become ready while nobody listened.
+                    # Anything may have become ready, or changed, while nobody listened.
                     self._wakeups.notify(TASKS)
-                async for _notify in self._listen_conn.notifies():
-                    self._wakeups.notify(TASKS)
+                    for channel in NOTICE_CHANNELS:
+                        if channel != CUTOFF_CHANNEL:
+                            self._notice(channel, "")
+                async for notify in self._listen_conn.notifies():
+                    self._notice(notify.channel, notify.payload)
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError) as exc:

@@ -64,7 +64,7 @@ async def explain_pending(state: MasterState, execution_id: int) -> dict[str, An
             seen = view.get("offline_seconds")
             ago = "" if seen is None else f", last heartbeat {int(seen // 60)} min ago"
             reasons.append(f"{who} is {view['state']}{ago}; fix: start it (packfleet worker run)")
-        elif gate := state.lease_gates.get(view["agent_id"], ""):
+        elif gate := str((view.get("machine_info") or {}).get("lease_gate") or ""):
             usable += 1
             reasons.append(f"{who} asks for no tasks: {gate}")
         else:

@@ -1,29 +1,36 @@
-"""Master certificate rotation without downtime: announce, switch, retire.
+"""Master certificate rotation without downtime: announce, switch, retire, on every master at once.
 
 The seed's "change the master certificate" procedure stops every worker: the master gets a new
 certificate, binding and SSLCertThumbprint and restarts, then each worker is fixed by hand (import
 master.cer into Root, set MasterHttpsCertThumbprint, restart). packfleet runs the same steps in an
 order where nothing ever fails:
 
-1. **announce**: the master makes the new certificate (same names unless told otherwise) into its
-   Root store with its key, and hands its PEM to every worker in the heartbeat reply. A worker adds
-   it to its Root store, pins it as NextMasterHttpsCertThumbprint beside the current pin, and says so
-   in its next heartbeat (``accepted_master_thumbprints``). The PEM travels over a connection the
-   worker authenticated with the current pin, which is why it may trust it.
-2. **switch**: once every online worker accepts the new certificate, the master rewrites its binding
-   and SSLCertThumbprint together (under the reload lock, so its file watcher never sees one without
-   the other) and hot-swaps its TLS context. Open connections keep the old certificate; new ones get
-   the new one, which every worker already accepts. Workers see the new thumbprint in the reply and
-   promote it (MasterHttpsCertThumbprint = new, Next = "", old one out of their Root store).
-3. **finish**: the old certificate leaves the master's Root store.
+1. **announce**: a master makes the new certificate (same names unless told otherwise) and records
+   it in the catalog with its key sealed by the secrets key every master shares; each master puts it
+   into its Root store with its key, and hands its PEM to every worker in the heartbeat reply. A
+   worker adds it to its Root store, pins it as NextMasterHttpsCertThumbprint beside the current pin,
+   and says so in its next heartbeat (``accepted_master_thumbprints``), which whichever master got
+   it records in the catalog. The PEM travels over a connection the worker authenticated with the
+   current pin, which is why it may trust it.
+2. **switch**: once every online worker accepts the new certificate, the phase in the catalog says
+   so, and each master rewrites its binding and SSLCertThumbprint together (under the reload lock, so
+   its file watcher never sees one without the other) and hot-swaps its TLS context. Open
+   connections keep the old certificate; new ones get the new one, which every worker already
+   accepts. Workers see the new thumbprint in the reply and promote it (MasterHttpsCertThumbprint =
+   new, Next = "", old one out of their Root store).
+3. **finish**: the old certificate leaves every master's Root store.
 
-The phase lives in the catalog (``master_properties``), so a master restarted mid-rotation goes on
-announcing, or serves the new certificate it had switched to. What each worker accepts is learnt
-again from its heartbeats. Every step writes the audit log.
+The rotation lives in the catalog (``master_cert_rotation``, ``master_cert_acceptances``), never in
+one master's memory, so any master can take the next step: a rotation started on a master that then
+died is finished from another. Each master brings its own files in line with the catalog's phase
+(:meth:`MasterCertRotation.sync`) when a step is taken (``NOTIFY`` on PostgreSQL), at start, before
+each step it is asked for, and every few seconds in case a notification was missed. Every step
+writes the audit log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -35,25 +42,40 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from packfleet.catalog import canonical_agent_id
+from packfleet.catalog import MasterRotationRecord, canonical_agent_id
 from packfleet.config import add_binding, delete_binding, set_setting
-from packfleet.errors import CatalogError, CertificateNotFound, Conflict, PkiError, SettingsError
+from packfleet.errors import (
+    CatalogError,
+    CertificateNotFound,
+    Conflict,
+    PackfleetError,
+    PkiError,
+    SettingsError,
+)
 from packfleet.master._state import MasterState
 from packfleet.master._tls import load_tls_material
 from packfleet.master._wakeup import TASKS
-from packfleet.pki import CertStore, export_certificate, successor_of
+from packfleet.pki import (
+    CertStore,
+    Credential,
+    export_certificate,
+    load_credential_bytes,
+    successor_of,
+)
 from packfleet.protocol import HeartbeatReply
 from packfleet.transport import master_server_context
 
 log = logging.getLogger("packfleet.master")
 
-#: The master property (SSIS ``catalog.master_properties``) holding the rotation under way, as JSON.
+#: The master property where earlier versions kept the rotation under way (moved to its table at start).
 ROTATION_PROPERTY = "rotation.master_cert"
 #: A worker counts as online when its last heartbeat is this recent (as ``manager worker list``).
 ONLINE_WINDOW = timedelta(minutes=3)
 _MASTER_CER = "master.cer"
 #: How many heartbeats in a row without progress a rotation step asks a worker for.
 _MAX_STALE = 3
+#: The name the new certificate's key is sealed under (binds the sealed value to this use).
+_SEALED_KEY_NAME = "master-cert.key"
 
 
 @dataclass(frozen=True)
@@ -67,11 +89,20 @@ class RotationRecord:
     actor: str
     switched_at: str = ""
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+    @classmethod
+    def of(cls, shared: MasterRotationRecord) -> RotationRecord:
+        return cls(
+            phase=shared.phase,
+            old=shared.old,
+            new=shared.new,
+            started_at=shared.started_at.isoformat(),
+            actor=shared.actor,
+            switched_at=shared.switched_at.isoformat() if shared.switched_at else "",
+        )
 
     @classmethod
     def from_json(cls, text: str) -> RotationRecord | None:
+        """A rotation in the master property of earlier versions."""
         if not text.strip():
             return None
         try:
@@ -80,7 +111,7 @@ class RotationRecord:
         except (ValueError, TypeError) as exc:
             raise CatalogError(
                 f"master property {ROTATION_PROPERTY} does not hold a rotation: {exc}",
-                fix="packfleet manager rotate master-cert --abort",
+                fix="nothing to do: the master drops it at start and logs so",
             ) from None
 
 
@@ -98,10 +129,12 @@ class RotateRequest:
 
 
 class MasterCertRotation:
-    """The master's half of a master certificate rotation, shared by its admin route and heartbeats.
+    """One master's half of a master certificate rotation, shared by its admin route and heartbeats.
 
     ``serving`` names the certificate new connections get; ``reload`` re-reads the TLS material and
     raises when it is refused; ``paused`` holds the server's reload lock while both files change.
+    What the rotation is and what each worker accepts is read from the catalog; this object only
+    remembers it between reads, and which workers it has already asked for a heartbeat.
     """
 
     def __init__(
@@ -117,46 +150,162 @@ class MasterCertRotation:
         self._serving = serving
         self._reload = reload
         self._paused = paused
+        #: The rotation under way as last read from the catalog (None: none under way).
         self.record: RotationRecord | None = None
         self._new_pem = ""
-        #: What each worker said it accepts in its last heartbeat, by canonical agent id.
+        #: What each worker accepts, by canonical agent id: the catalog's rows as last read, updated
+        #: at once by the heartbeats this master receives.
         self.accepts: dict[str, list[str]] = {}
         #: Workers asked (through their lease long-poll) for a heartbeat they have not sent yet.
         self._hinted: set[str] = set()
         #: Heartbeats in a row, in this step, that accepted nothing new: a worker that cannot follow
         #: is asked at most _MAX_STALE times, then left to its own heartbeat interval.
         self._stale: dict[str, int] = {}
+        #: One sync at a time: two would write the same files at once.
+        self._syncing = asyncio.Lock()
+        #: The (phase, new) this master last brought its files in line with.
+        self._applied: tuple[str, str] | None = None
 
     # -- state ------------------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Pick up a rotation left by a previous run of this master (or another master of the catalog)."""
+        """At start: carry over a rotation an earlier version kept as a property, then :meth:`sync`."""
         text = await self.state.db(self.state.catalog.get_property, ROTATION_PROPERTY)
-        record = RotationRecord.from_json(text or "")
-        if record is not None and record.phase == "announced" and self._serving() == record.new:
-            # The files were switched but the phase was not written: the switch happened.
-            record = dataclasses.replace(record, phase="switched", switched_at=self.state.clock().isoformat())
-            await self._save(record)
-        self.record = record
-        self._new_pem = ""
-        if record is not None:
-            try:
-                self._new_pem = CertStore(self.home, "Root").get(record.new).cert_pem().decode("ascii")
-            except CertificateNotFound:
-                log.error(
-                    "the master certificate rotation to %s cannot go on: the certificate is no longer in "
-                    "the Root store; abort it: packfleet manager rotate master-cert --abort",
-                    record.new,
+        try:
+            legacy = RotationRecord.from_json(text or "")
+        except CatalogError as exc:
+            log.error("%s; dropped", exc.message)
+            await self.state.db(self.state.catalog.set_property, ROTATION_PROPERTY, "")
+            legacy = None
+        if legacy is not None:
+            await self._carry_over(legacy)
+        await self.sync()
+        if self.record is not None:
+            log.info(
+                "master certificate rotation %s -> %s is %s",
+                self.record.old,
+                self.record.new,
+                self.record.phase,
+            )
+
+    async def _carry_over(self, legacy: RotationRecord) -> None:
+        """Move a rotation from the master property into the shared tables (the key from this home)."""
+        catalog = self.state.catalog
+        try:
+            new = await self.state.db(CertStore(self.home, "Root").get, legacy.new)
+        except CertificateNotFound:
+            log.error(
+                "the master certificate rotation to %s cannot go on: the certificate is no longer in the "
+                "Root store; it is dropped, start a new one: packfleet manager rotate master-cert",
+                legacy.new,
+            )
+        else:
+            sealed = self._seal(new)
+            await self.state.db(
+                catalog.begin_master_rotation,
+                old=legacy.old,
+                new=legacy.new,
+                cert_pem=new.cert_pem().decode("ascii"),
+                key_sealed=sealed,
+                actor=legacy.actor,
+            )
+            if legacy.phase == "switched":
+                await self.state.db(
+                    catalog.advance_master_rotation, legacy.new, "switched", after=["announced"]
                 )
-            log.info("master certificate rotation %s -> %s is %s", record.old, record.new, record.phase)
+        await self.state.db(catalog.set_property, ROTATION_PROPERTY, "")
 
-    async def _save(self, record: RotationRecord | None) -> None:
-        value = record.to_json() if record is not None else ""
-        await self.state.db(self.state.catalog.set_property, ROTATION_PROPERTY, value)
-        self.record = record
+    def _seal(self, cred: Credential) -> str:
+        secrets = self.state.secrets
+        if secrets is None:
+            raise RuntimeError("the master's secrets key is not loaded")
+        return secrets.get().seal(_SEALED_KEY_NAME, cred.key_pem().decode("ascii"))
 
-    async def _audit(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
-        await self.state.db(self.state.catalog.audit, actor, action, target, details)
+    async def sync(self) -> None:
+        """Bring this master's Root store, binding and SSLCertThumbprint in line with the catalog.
+
+        Idempotent and cheap when nothing changed (one catalog read). Announced or switched: the new
+        certificate is in Root with its key; switched (or finished): it is served; finished: the old
+        one has left Root; aborted: the new one has.
+        """
+        async with self._syncing:
+            shared = await self.state.db(self.state.catalog.master_rotation)
+            before = self.record
+            self.record = RotationRecord.of(shared) if shared is not None and shared.under_way else None
+            self._new_pem = shared.new_cert_pem if self.record is not None and shared is not None else ""
+            if shared is None:
+                return
+            if (before is None) != (self.record is None) or (
+                before and self.record and before != self.record
+            ):
+                self._announce()  # a step was taken (maybe on another master): workers have news
+            if self._applied == (shared.phase, shared.new):
+                return
+            try:
+                await self._apply(shared)
+            except PackfleetError as exc:
+                log.error(
+                    "cannot bring this master in line with the master certificate rotation to %s (%s): %s",
+                    shared.new,
+                    shared.phase,
+                    str(exc).replace("\n", " "),
+                )
+                return
+            self._applied = (shared.phase, shared.new)
+
+    async def _apply(self, shared: MasterRotationRecord) -> None:
+        root = CertStore(self.home, "Root")
+        serving = self._serving()
+        if shared.phase in ("announced", "switched", "finished") and serving != shared.new:
+            if not await self.state.db(root.contains, shared.new):
+                await self.state.db(root.add, self._unsealed(shared))
+                log.info(
+                    "master certificate %s (rotation %s) added to the Root store", shared.new, shared.phase
+                )
+                await self._reload()
+        if shared.phase == "announced" and serving == shared.new:
+            # This master's files were switched but the phase was not written (it died in between).
+            await self.state.db(
+                self.state.catalog.advance_master_rotation, shared.new, "switched", after=["announced"]
+            )
+            return
+        if shared.phase in ("switched", "finished") and serving != shared.new:
+            await self._switch_files(shared.new)
+        if shared.phase == "finished" and self._serving() != shared.old:
+            with contextlib.suppress(CertificateNotFound):
+                await self.state.db(root.delete, shared.old)
+                log.info("master certificate %s retired from the Root store", shared.old)
+                await self._reload()
+        if shared.phase == "aborted" and serving != shared.new:
+            with contextlib.suppress(CertificateNotFound):
+                await self.state.db(root.delete, shared.new)
+                log.info("master certificate %s (aborted rotation) left the Root store", shared.new)
+                await self._reload()
+
+    def _unsealed(self, shared: MasterRotationRecord) -> Credential:
+        secrets = self.state.secrets
+        if secrets is None:
+            raise RuntimeError("the master's secrets key is not loaded")
+        key_pem = str(secrets.get().open(_SEALED_KEY_NAME, shared.new_key_sealed))
+        return load_credential_bytes(
+            (shared.new_cert_pem + key_pem).encode(), source="the catalog's rotation"
+        )
+
+    async def _switch_files(self, thumbprint: str) -> None:
+        """Serve ``thumbprint``: binding and SSLCertThumbprint together, then a hot swap."""
+        await self.state.db(self._validate, thumbprint)
+        async with self._paused():
+            undo = await self.state.db(self._write_files, thumbprint)
+        try:
+            await self._reload()
+        except (SettingsError, PkiError):
+            async with self._paused():
+                await self.state.db(undo)
+            with contextlib.suppress(SettingsError, PkiError):
+                await self._reload()
+            raise
+        await self.state.db(self._export, thumbprint)
+        log.info("this master now serves the master certificate %s", thumbprint)
 
     # -- heartbeats -------------------------------------------------------------------------------
 
@@ -169,17 +318,37 @@ class MasterCertRotation:
             self._stale[key] = self._stale.get(key, 0) + 1 if same else 0
             self.accepts[key] = now_accepts
             self._hinted.discard(key)
+            if not same or self.record is not None:
+                # Into the catalog, where every master reads it; off the heartbeat's path.
+                self._in_background(
+                    self.state.db(self.state.catalog.record_master_cert_accepts, key, now_accepts)
+                )
             if self._behind(now_accepts) and self._stale[key] < _MAX_STALE:
                 # This reply tells the worker the next step; its lease long-poll, woken, asks it for
                 # the heartbeat that reports the step done (else it would wait out the long-poll).
                 self.state.wakeups.notify(TASKS)
-        record = self.record
-        announce = record is not None and record.phase == "announced" and bool(self._new_pem)
+        record, serving = self.record, self._serving()
+        # Announced while this master serves the old certificate, whatever the phase: between the
+        # catalog saying "switched" and this master's hot swap, a reply naming the old certificate
+        # without the next one would tell the worker the rotation was aborted, and it would drop
+        # the pin it needs a moment later.
+        announce = record is not None and bool(self._new_pem) and serving != record.new
         return dataclasses.replace(
             reply,
-            master_cert_thumbprint=self._serving(),
+            master_cert_thumbprint=serving,
             next_master_cert_pem=self._new_pem if announce else "",
         )
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except PackfleetError as exc:
+                log.warning("cannot record what a worker accepts: %s", exc.message)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.state.background.add(task)
+        task.add_done_callback(self.state.background.discard)
 
     def needs_heartbeat(self, agent_id: str) -> bool:
         """Whether a rotation step waits on this worker's next heartbeat, and it was not asked yet.
@@ -217,8 +386,12 @@ class MasterCertRotation:
 
     async def status(self) -> dict[str, Any]:
         """The rotation and, per worker, whether it is online and which certificates it accepts."""
+        await self.sync()
         record = self.record
         workers = await self.state.db(self.state.catalog.list_workers)
+        shared = await self.state.db(self.state.catalog.master_cert_accepts)
+        # The catalog's rows win: any master may have received a worker's latest heartbeat.
+        self.accepts = {**self.accepts, **shared}
         now = self.state.clock()
         rows = []
         for worker in workers:
@@ -256,21 +429,24 @@ class MasterCertRotation:
 
     async def start(self, *, cns: list[str], days: int | None, actor: str) -> dict[str, Any]:
         """Create the next certificate and announce it; a rotation already under way is resumed."""
+        await self.sync()
         if self.record is not None:
             return await self.status() | {"resumed": True}
         loop_db = self.state.db
         material = await loop_db(load_tls_material, self.home)
         current = CertStore(self.home, material.binding.certstorename).get(material.thumbprint)
         new = await loop_db(successor_of, current, names=cns, days=days)
-        # MakeCert ... -ss Root -sr LocalMachine: the master certificate lives in Root with its key.
-        await loop_db(CertStore(self.home, "Root").add, new)
-        record = RotationRecord(
-            phase="announced",
+        shared, began = await loop_db(
+            self.state.catalog.begin_master_rotation,
             old=material.thumbprint,
             new=new.thumbprint,
-            started_at=self.state.clock().isoformat(),
+            cert_pem=new.cert_pem().decode("ascii"),
+            key_sealed=self._seal(new),
             actor=actor,
         )
+        if not began:  # another master began one a moment ago: resume it, drop ours unused
+            await self.sync()
+            return await self.status() | {"resumed": True}
         info = new.info("Root")
         await self._audit(
             actor,
@@ -283,16 +459,14 @@ class MasterCertRotation:
                 "store": "Root",
             },
         )
-        self._new_pem = new.cert_pem().decode("ascii")
-        await self._save(record)
-        await self._reload()  # the Root store changed: trust what it now holds
-        self._announce()
-        log.info("master certificate rotation started: announcing %s to the workers", new.thumbprint)
+        # MakeCert ... -ss Root -sr LocalMachine: the master certificate lives in Root with its key.
+        await self.sync()
+        log.info("master certificate rotation started: announcing %s to the workers", shared.new)
         return await self.status() | {"resumed": False}
 
     async def switch(self, *, actor: str, force: bool) -> dict[str, Any]:
-        """Serve the new certificate: binding and SSLCertThumbprint together, then a hot swap."""
-        record = self._require("switch")
+        """Serve the new certificate, on this master and (through the catalog) on every other one."""
+        record = await self._require("switch")
         if record.phase == "switched":
             return await self.status()
         status = await self.status()
@@ -304,41 +478,46 @@ class MasterCertRotation:
                 fix="wait for their next heartbeat, or switch anyway with: packfleet manager rotate "
                 "master-cert --force (then give them the certificate by hand)",
             )
+        # Refuse before any master switches, rather than leave the others serving what this one cannot.
         await self.state.db(self._validate, record.new)
-        async with self._paused():
-            undo = await self.state.db(self._write_files, record.new)
-        try:
-            await self._reload()
-        except (SettingsError, PkiError):
-            async with self._paused():
-                await self.state.db(undo)
-            with contextlib.suppress(SettingsError, PkiError):
-                await self._reload()
-            raise
-        await self.state.db(self._export, record.new)
-        switched = dataclasses.replace(record, phase="switched", switched_at=self.state.clock().isoformat())
+        await self.state.db(
+            self.state.catalog.advance_master_rotation, record.new, "switched", after=["announced"]
+        )
         await self._audit(
             actor, "master-cert.switch", record.new, {"old": record.old, "forced": bool(waiting)}
         )
-        await self._save(switched)
-        self._announce()
+        await self._sync_strictly(record.new)
         log.info("master certificate switched from %s to %s", record.old, record.new)
         return await self.status()
 
+    async def _sync_strictly(self, new: str) -> None:
+        """:meth:`sync`, raising when this master could not serve ``new`` (the step's caller hears why)."""
+        await self.sync()
+        if self._serving() != new:
+            raise Conflict(
+                f"the catalog's rotation is switched to {new}, but this master still serves "
+                f"{self._serving()}; its log says why",
+                fix="packfleet doctor (on this master), then: packfleet manager rotate master-cert",
+            )
+
     async def finish(self, *, actor: str) -> dict[str, Any]:
-        """Retire the old certificate from the master's Root store and end the rotation."""
-        record = self._require("finish")
+        """Retire the old certificate from every master's Root store and end the rotation."""
+        record = await self._require("finish")
         if record.phase != "switched":
             raise Conflict(
                 f"the master still serves {record.old}; switch to {record.new} before retiring the old one",
                 fix="packfleet manager rotate master-cert",
             )
         status = await self.status()
-        removed = False
-        if self._serving() != record.old:
-            with contextlib.suppress(CertificateNotFound):
-                await self.state.db(CertStore(self.home, "Root").delete, record.old)
-                removed = True
+        if self._serving() != record.new:
+            await self._sync_strictly(record.new)
+        root = CertStore(self.home, "Root")
+        had_old = await self.state.db(root.contains, record.old)
+        await self.state.db(
+            self.state.catalog.advance_master_rotation, record.new, "finished", after=["switched"]
+        )
+        await self.sync()
+        removed = had_old and not await self.state.db(root.contains, record.old)
         behind = [f"{r['display_name']} ({r['agent_id']})" for r in status["workers"] if not r["promoted"]]
         await self._audit(
             actor,
@@ -346,37 +525,36 @@ class MasterCertRotation:
             record.old,
             {"new": record.new, "removed_from_root": removed, "workers_not_promoted": behind},
         )
-        await self._save(None)
-        if removed:
-            await self._reload()
         log.info("master certificate %s retired; rotation to %s finished", record.old, record.new)
         return status | {"phase": "finished", "removed_from_root": removed}
 
     async def abort(self, *, actor: str) -> dict[str, Any]:
-        """Give up a rotation that has not switched: the new certificate leaves the Root store."""
-        record = self._require("abort")
+        """Give up a rotation that has not switched: the new certificate leaves every Root store."""
+        record = await self._require("abort")
         if record.phase != "announced":
             raise Conflict(
                 f"the master already serves {record.new}; a switched rotation cannot be undone, finish it",
                 fix="packfleet manager rotate master-cert",
             )
-        with contextlib.suppress(CertificateNotFound):
-            await self.state.db(CertStore(self.home, "Root").delete, record.new)
+        await self.state.db(
+            self.state.catalog.advance_master_rotation, record.new, "aborted", after=["announced"]
+        )
         await self._audit(actor, "master-cert.rotation.abort", record.new, {"old": record.old})
-        await self._save(None)
-        self._new_pem = ""
-        await self._reload()
-        self._announce()
+        await self.sync()
         log.info("master certificate rotation to %s aborted", record.new)
         return await self.status() | {"phase": "aborted", "aborted": record.new}
 
-    def _require(self, action: str) -> RotationRecord:
+    async def _require(self, action: str) -> RotationRecord:
+        await self.sync()  # the catalog's rotation, whichever master took its last step
         if self.record is None:
             raise Conflict(
                 f"no master certificate rotation is under way to {action}",
                 fix="packfleet manager rotate master-cert",
             )
         return self.record
+
+    async def _audit(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+        await self.state.db(self.state.catalog.audit, actor, action, target, details)
 
     # -- files (run on the catalog executor, off the event loop) -----------------------------------
 

@@ -11,7 +11,7 @@ import resource
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
 
 from packfleet import __version__
-from packfleet.catalog import Catalog, utc_now
+from packfleet.catalog import CUTOFF_CHANNEL, ROTATION_CHANNEL, TRUST_CHANNEL, Catalog, utc_now
 from packfleet.console import ConsoleServer
 from packfleet.errors import PackfleetError
 from packfleet.master import (
@@ -32,6 +32,7 @@ from packfleet.master import (
     _join_api,
     _pending,
     _renewal,
+    _rotation,
     _rotation_api,
     _worker_api,
 )
@@ -59,9 +60,11 @@ from packfleet.master._problems import (
     internal_error,
 )
 from packfleet.master._services import SERVICES, RotationService, Services
+from packfleet.master._sharedtrust import TRUST_SYNC_INTERVAL, sync_trust
 from packfleet.master._state import STATE, Call, MasterState, json_response
 from packfleet.master._store_audit import root_thumbprints, store_change
 from packfleet.master._tls import WILDCARD, TlsMaterial, load_tls_material
+from packfleet.master._trust import close_cut_off
 from packfleet.master._wakeup import EVENTS, TASKS, LocalWakeups
 from packfleet.protocol import routes
 from packfleet.secretbox import secrets_key_path
@@ -77,6 +80,8 @@ log = logging.getLogger("packfleet.master")
 LEASE_GRACE_AFTER_START = timedelta(minutes=1)
 #: How often the master logs certificates near expiry (and once at start).
 EXPIRY_CHECK_INTERVAL = 24 * 3600.0
+#: How often a master reads the shared rotation state when no notification came (a missed NOTIFY).
+ROTATION_SYNC_INTERVAL = 5.0
 
 
 async def _health(call: Call) -> web.StreamResponse:
@@ -314,6 +319,7 @@ class MasterServer:
         #: ConsolePort unless given; tests that pick a free master port (0) get a free console port too.
         self._console_port = console_port if console_port is not None else (0 if port == 0 else None)
         self._console: ConsoleServer | None = None
+        self._rotation: _rotation.MasterCertRotation | None = None
 
     @property
     def console_url(self) -> str | None:
@@ -389,15 +395,20 @@ class MasterServer:
             state, serving=lambda: self.serving_thumbprint, reload=self.reload, paused=self.reloads_paused
         )
         self.services = Services.build(state, serving=lambda: self.metrics.serving, rotation=rotation)
+        self._rotation = rotation.rotation
         await rotation.load()
         if catalog.dialect == "postgresql":
             # Imported here: psycopg is the optional `postgresql` extra, not needed on SQLite.
             from packfleet.master._coordination import PostgresCoordination
 
             self._coordination = PostgresCoordination(
-                url, state.wakeups, connect_timeout=settings.sql_connection_timeout_secs
+                url,
+                state.wakeups,
+                connect_timeout=settings.sql_connection_timeout_secs,
+                on_notice=self._on_notice,
             )
             await self._coordination.start()
+            await self.trust_sync_once()
         renewed = await state.db(catalog.renew_leases, LEASE_GRACE_AFTER_START)
         if renewed:
             log.info("renewed %d lease(s) held while the master was away", renewed)
@@ -477,8 +488,46 @@ class MasterServer:
         ]
         if self._watch_interval > 0:
             jobs.append(Job("watch-files", self._watch_interval, self.watch_once))
+        jobs.append(Job("rotation-sync", ROTATION_SYNC_INTERVAL, self.rotation_sync_once))
+        if self._coordination is not None:
+            jobs.append(Job("trust-sync", TRUST_SYNC_INTERVAL, self.trust_sync_once))
         jobs.append(Job("certificate-expiry", EXPIRY_CHECK_INTERVAL, self.expiry_once))
         return jobs
+
+    def _on_notice(self, channel: str, payload: str) -> None:
+        """A notification from a master sharing the catalog (this one's own included)."""
+        if channel == CUTOFF_CHANNEL:
+            thumbprints = [t for t in payload.split(",") if t]
+            if thumbprints:
+                close_cut_off(self.state, thumbprints)
+                self.state.wakeups.notify(TASKS)  # held long-polls re-check their authorization
+        elif channel == ROTATION_CHANNEL:
+            self._in_background(self.rotation_sync_once())
+        elif channel == TRUST_CHANNEL:
+            self._in_background(self.trust_sync_once())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.state.background.add(task)
+        task.add_done_callback(self.state.background.discard)
+
+    async def rotation_sync_once(self) -> None:
+        """Serve what the shared master certificate rotation says (a step may come from another master)."""
+        if self._rotation is None:
+            return
+        try:
+            await self._rotation.sync()
+        except PackfleetError as exc:
+            log.warning("cannot read the master certificate rotation: %s", exc.message)
+
+    async def trust_sync_once(self) -> None:
+        """With a shared catalog: trust the worker certificates it holds (see ``_sharedtrust``)."""
+        if self._coordination is None:
+            return
+        try:
+            await sync_trust(self.state)
+        except PackfleetError as exc:
+            log.warning("cannot bring the Root store in line with the catalog: %s", exc.message)
 
     async def expiry_once(self) -> None:
         """Log a warning for each fleet certificate within 30 (or 7) days of expiry; daily and at start."""
@@ -684,8 +733,10 @@ class MasterServer:
             return
         self._state = None
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(state.executor, state.catalog.close)
-        state.executor.shutdown(wait=True)
+        # Calls already on the executor (a background write whose task was canceled keeps running
+        # in its thread) end first: a connection they hold would outlive the closed pool, unclosed.
+        await loop.run_in_executor(None, functools.partial(state.executor.shutdown, wait=True))
+        await loop.run_in_executor(None, state.catalog.close)
 
     async def __aenter__(self) -> MasterServer:
         await self.start()

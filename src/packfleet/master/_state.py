@@ -70,9 +70,6 @@ class MasterState:
     max_wait: float = MAX_WAIT_SECONDS
     body_timeout: float = BODY_TIMEOUT_SECONDS
     background: set[asyncio.Task[Any]] = field(default_factory=set)
-    #: Why each worker said, in its last heartbeat, that it asks for no tasks ("" when it asks),
-    #: by agent id: what explains a pending execution.
-    lease_gates: dict[str, str] = field(default_factory=dict)
     #: The secrets key file that seals sensitive parameter values (see packfleet.secretbox).
     secrets: LiveKeyring | None = None
     #: When a catalog call last succeeded (master clock), and, once a call found the database

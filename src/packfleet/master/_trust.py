@@ -10,8 +10,10 @@ failed reload after a removal is only logged by :meth:`MasterServer.reload`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+from packfleet.catalog import TRUST_CHANNEL
 from packfleet.errors import CertificateNotFound, PackfleetError
 from packfleet.master._problems import Problem
 from packfleet.master._state import MasterState
@@ -30,6 +32,8 @@ async def trust_in_root(state: MasterState, public: Credential, *, actor: str) -
     """
     await state.db(CertStore(state.home, "Root").add, public)
     state.principals.invalidate([public.thumbprint])
+    # The other masters of a shared catalog add it to their Root stores too (see _sharedtrust).
+    await state.db(state.catalog.notify_masters, TRUST_CHANNEL)
     log.info("certificate %s added to the Root store by %s", public.thumbprint, actor)
     try:
         await state.reload_trust()
@@ -57,6 +61,8 @@ def remove_from_root(state: MasterState, thumbprints: list[str]) -> list[str]:
         except CertificateNotFound:
             continue
         removed.append(thumbprint)
+    if thumbprints:
+        state.catalog.notify_masters(TRUST_CHANNEL)  # the other masters drop them too
     return removed
 
 
@@ -73,7 +79,33 @@ async def reload_after_removal(state: MasterState) -> None:
 
 
 def cut_off(state: MasterState, thumbprints: list[str], why: str) -> None:
-    """Close the open connections of ``thumbprints`` (session tickets are off: none resumes)."""
+    """Close the open connections of ``thumbprints`` here and, through the catalog, on every master.
+
+    Session tickets are off, so none resumes. The other masters of a shared catalog hear it through
+    ``NOTIFY packfleet_cutoff`` and close theirs within moments (see ``_coordination``).
+    """
     closed = state.connections.close(thumbprints)
     if closed:
         log.info("%s: closed %d open connection(s)", why, closed)
+    if not thumbprints:
+        return
+
+    async def tell_the_others() -> None:
+        try:
+            await state.db(state.catalog.notify_cutoff, thumbprints)
+        except PackfleetError as exc:
+            log.warning("%s: the other masters were not told to close its connections: %s", why, exc.message)
+
+    task = asyncio.get_running_loop().create_task(tell_the_others())
+    state.background.add(task)
+    task.add_done_callback(state.background.discard)
+
+
+def close_cut_off(state: MasterState, thumbprints: list[str]) -> None:
+    """Another master cut these certificates off: forget their authorization, close their connections."""
+    state.principals.invalidate(thumbprints)
+    closed = state.connections.close(thumbprints)
+    if closed:
+        log.info(
+            "cut off on another master: closed %d open connection(s) of %s", closed, ", ".join(thumbprints)
+        )

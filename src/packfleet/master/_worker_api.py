@@ -67,6 +67,7 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         max_tasks=beat.max_tasks,
         version=beat.version,
         clock_skew_seconds=skew,
+        lease_gate=beat.lease_gate,
     )
     outcome = await state.db(
         state.catalog.worker_heartbeat,
@@ -101,8 +102,6 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         agent_id=outcome.worker.agent_id if outcome.worker is not None else beat.agent_id,
         clock_warning=clock_warning(beat.agent_id, skew),
     )
-    if outcome.worker is not None:
-        state.lease_gates[outcome.worker.agent_id] = beat.lease_gate
     rotation = services_of(call).rotation
     if rotation is not None and outcome.worker is not None:
         reply = rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)

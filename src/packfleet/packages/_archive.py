@@ -28,6 +28,7 @@ from packfleet.packages._manifest import (
     MANIFEST_NAME,
     Project,
     check_files,
+    check_no_sensitive_defaults,
     parse_manifest,
     relative_path_problem,
 )
@@ -102,6 +103,7 @@ def build_archive(directory: Path) -> bytes:
     manifest_path = directory / MANIFEST_NAME
     project = parse_manifest(manifest_path.read_text(encoding="utf-8"), source=str(manifest_path))
     check_files(project, names.__contains__, source=str(manifest_path))
+    check_no_sensitive_defaults(project, source=str(manifest_path))
     buffer = io.BytesIO()
     total = 0
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -258,6 +260,7 @@ def inspect_archive(data: bytes) -> Project:
     with _open(data) as archive:
         infos = _checked_entries(archive)
         project = _read_manifest(archive, {i.filename for i in infos if not i.is_dir()})
+        check_no_sensitive_defaults(project, source=f"{MANIFEST_NAME} in the archive")
         _verify_contents(archive, infos)
         return project
 

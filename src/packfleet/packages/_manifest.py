@@ -400,6 +400,27 @@ def entry_files(entry: str) -> tuple[str, str]:
     return f"{module}.py", f"{module}/__init__.py"
 
 
+def check_no_sensitive_defaults(project: Project, *, source: str) -> None:
+    """Refuse a non-empty ``default`` on a ``sensitive = true`` parameter.
+
+    A default travels inside the archive and the catalog's manifest, where nothing seals it, so a secret
+    written there would sit in plain text on every master and worker. Checked when a project is built or
+    deployed, not when a worker unpacks a version that is already deployed.
+    """
+    tables = [("parameters", project.parameters)] + [
+        (f"packages.{name}.parameters", package.parameters) for name, package in project.packages.items()
+    ]
+    for table, specs in tables:
+        for spec in specs.values():
+            if spec.sensitive and spec.default not in (None, ""):
+                raise PackageError(
+                    f"{source}: [{table}.{spec.name}] key 'default': a sensitive parameter cannot have a"
+                    " default; it would be stored unsealed in the archive and the catalog",
+                    fix=f"remove the default from {source} and pass the value when you run:"
+                    f" packfleet run FOLDER/PROJECT/PACKAGE --param {spec.name}=VALUE",
+                )
+
+
 def check_files(project: Project, exists: Callable[[str], bool], *, source: str) -> None:
     """Check that every package's module or SQL file is present (``exists`` takes a POSIX path)."""
     for package in project.packages.values():
