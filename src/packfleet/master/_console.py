@@ -133,6 +133,12 @@ class MasterFleet:
             folder, project, package, parameters=parameters, workers=workers, actor=actor
         )
 
+    async def rerun_execution(
+        self, execution_id: int, *, actor: str
+    ) -> tuple[ExecutionRecord, ExecutionRecord]:
+        """A new execution with the old one's parameters (sensitive ones opened and sealed afresh)."""
+        return await self._services.executions.rerun(execution_id, actor=actor)
+
     # --- master certificate rotation, for the console's Certificates page -----------------------
     # Only calls into the RotationService, which the admin route POST /rotation/master-cert drives
     # too: the console starts, switches, finishes and aborts exactly as the CLI does.

@@ -16,6 +16,7 @@ from packfleet.master._state import MasterState
 from packfleet.master._wakeup import EVENTS, TASKS
 from packfleet.packages import Project, inspect_archive, mask_parameters, resolve_parameters
 from packfleet.protocol import MAX_IDEMPOTENCY_KEY, MAX_RETRY_COUNT, RunPackage
+from packfleet.secretbox import open_values
 
 log = logging.getLogger("packfleet.master")
 
@@ -191,6 +192,28 @@ class ExecutionService:
         )
         state.wakeups.notify(TASKS)
         return record
+
+    async def rerun(self, execution_id: int, *, actor: str) -> tuple[ExecutionRecord, ExecutionRecord]:
+        """The same package with the same parameters and allowed workers, as a new execution.
+
+        The old execution's sensitive values are stored sealed; they are opened here and sealed
+        afresh, since sealing a sealed value again would hand its worker the sealed text.
+        Returns the old execution and the new one.
+        """
+        state = self._state
+        old = await state.db(state.catalog.get_execution, execution_id)
+        parameters = dict(old.parameters)
+        if state.secrets is not None:
+            parameters = open_values(state.secrets.get(), parameters)
+        record = await self.run_package(
+            old.folder,
+            old.project,
+            old.package,
+            parameters=parameters,
+            workers=old.allowed_workers,
+            actor=actor,
+        )
+        return old, record
 
     async def list(self, *, limit: int, status: int | None = None) -> list[ExecutionRecord]:
         return await self._state.db(self._state.catalog.list_executions, limit=limit, status=status)
