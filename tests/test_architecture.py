@@ -41,7 +41,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         # The trust rules, each once: the loaders, doctor and the TLS explainer read their findings.
         "trust": {"pki", "config", "expiry", "thumbprint"},
         "transport": {"pki", "protocol", "config", "thumbprint", "trust"},
-        "catalog": {"pki", "thumbprint", "secretbox"},
+        # The catalog stores the codes the protocol defines (status codes, sources, states).
+        "catalog": {"pki", "thumbprint", "secretbox", "protocol"},
         "packages": {"_lifetime"},
         # master and worker share only protocol (and the layers under both).
         "master": {
@@ -51,7 +52,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         # The web console: the master hands it a `Fleet`; it imports no master module.
         "console": {
             "catalog", "packages", "transport", "pki", "config", "thumbprint", "expiry", "packfleet",
-            "secretbox", "_files",
+            "secretbox", "_files", "protocol",
         },
         "worker": {
             "packages", "protocol", "transport", "pki", "config", "thumbprint", "expiry", "packfleet",

@@ -16,6 +16,11 @@ mends it. The CLI prints both and exits with ``exit_code``.
     │   ├── ApiError             the peer answered with a problem document
     │   └── JoinError            `worker join` cannot use its token or the master refused it
     │       └── PinMismatch      the master presented another certificate than the token pins
+    ├── RemoteError              the master answered a manager's request with a 4xx problem document
+    │   ├── Refused              403: the caller may not do this
+    │   ├── BadRequest           400, 405, 413...: the request is malformed or names bad values
+    │   ├── RemoteNotFound       404 (also a NotFound)
+    │   └── RemoteConflict       409 (also a Conflict)
     ├── AgentFailed              a worker agent stopped because one of its loops failed
     ├── SecretsError             the master's secrets key file: missing, unreadable, too open
     ├── CatalogError             catalog: database, migrations, records
@@ -108,12 +113,16 @@ class ApiError(TransportError):
         fix: str | None = None,
         method: str = "",
         path: str = "",
+        thumbprint: str | None = None,
+        worker: str | None = None,
     ) -> None:
         super().__init__(message, fix=fix)
         self.status = status
         self.problem_type = problem_type
         self.method = method
         self.path = path
+        self.thumbprint = thumbprint
+        self.worker = worker
         if status == 403:
             self.exit_code = 4
         elif 400 <= status < 500:
@@ -126,6 +135,50 @@ class JoinError(TransportError):
 
 class PinMismatch(JoinError):
     """Raised when the master presents a certificate whose SHA-256 is not the one the join token pins."""
+
+
+class RemoteError(PackfleetError):
+    """Raised by the manager client when the master answered with a well-formed 4xx problem document.
+
+    The request reached the master and the master refused it: not a :class:`TransportError`, and
+    sending it again changes nothing. ``status``, ``problem_type`` (the document's ``type`` URN),
+    ``method`` and ``path`` say what was refused; ``thumbprint`` and ``worker`` repeat the
+    document's members when it names them. A 5xx answer stays an :class:`ApiError` (the master
+    failed or is unavailable, which a retry or another master may cure).
+
+    Exit codes as :class:`ApiError`'s: 4 for a refusal (403), else 2.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        problem_type: str = "about:blank",
+        fix: str | None = None,
+        method: str = "",
+        path: str = "",
+        thumbprint: str | None = None,
+        worker: str | None = None,
+    ) -> None:
+        super().__init__(message, fix=fix)
+        self.status = status
+        self.problem_type = problem_type
+        self.method = method
+        self.path = path
+        self.thumbprint = thumbprint
+        self.worker = worker
+        self.exit_code = 4 if status == 403 else 2
+
+
+class Refused(RemoteError):
+    """Raised when the master refused the caller (403): its role may not do this, or a join token,
+    certificate or identity it names is revoked, expired or used up."""
+
+
+class BadRequest(RemoteError):
+    """Raised when the master refused a request as malformed: a bad value, a body too large, a method
+    the route does not answer. ``message`` names the field."""
 
 
 class AgentFailed(PackfleetError):
@@ -166,6 +219,16 @@ class CatalogUnavailable(CatalogError):
     not a wrong request. The master counts these to renew leases when the database is back."""
 
 
+class RemoteNotFound(RemoteError, NotFound):
+    """Raised by the manager client when the master answered 404: the worker, execution, project,
+    token... does not exist there. ``except NotFound`` catches it as it catches the catalog's own."""
+
+
+class RemoteConflict(RemoteError, Conflict):
+    """Raised by the manager client when the master answered 409: the change would break an invariant
+    (a certificate bound to another worker, a rotation already under way)."""
+
+
 class PackageError(PackfleetError):
     """Raised when a project is invalid, or a package cannot be loaded or run."""
 
@@ -202,6 +265,7 @@ __all__ = [
     "AgentFailed",
     "ApiError",
     "ArchiveError",
+    "BadRequest",
     "CatalogError",
     "CatalogUnavailable",
     "CertificateExpired",
@@ -216,6 +280,10 @@ __all__ = [
     "PinMismatch",
     "PkiError",
     "ProtocolError",
+    "Refused",
+    "RemoteConflict",
+    "RemoteError",
+    "RemoteNotFound",
     "SettingsError",
     "TlsError",
     "TransportError",

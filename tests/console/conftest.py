@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +27,10 @@ from master.support import MasterHome, build_master_home, project_archive
 from packfleet.catalog import EventInput, WorkerInfo
 from packfleet.console import hash_password
 from packfleet.master import MasterServer
+from packfleet.master._services import RotationService
 from packfleet.packages import inspect_archive
 from packfleet.pki import create_self_signed
+from packfleet.secretbox import open_values
 
 P = ParamSpec("P")
 #: The sources a worker's event messages come from (``packfleet.catalog``'s ``MessageSource``).
@@ -55,6 +57,16 @@ class RunningMaster:
 
     def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return self.run(self.server.state.db(call, *args, **kwargs))
+
+    def opened(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
+        """An execution's stored parameters with the sealed (sensitive) ones opened by the master's key."""
+        assert self.server.state.secrets is not None
+        return open_values(self.server.state.secrets.get(), parameters)
+
+    def rotation(self) -> RotationService:
+        """The master certificate rotation, as the admin route and the console reach it."""
+        assert self.server.services is not None, "the master is not started"
+        return self.server.services.require_rotation()
 
     @property
     def catalog(self) -> Any:
@@ -120,7 +132,12 @@ class Runs:
             "default",
             "etl",
             "load",
-            parameters={"rows": 10, "password": "s3cret"},
+            # Stored as the master stores them: the sensitive value sealed.
+            parameters=m.server.state.seal(
+                m.db(m.catalog.get_project_version, "default", "etl").manifest,
+                "load",
+                {"rows": 10, "password": "s3cret"},
+            ),
             actor="admin",
         )
         [task] = m.db(m.catalog.lease_tasks, agent_id, 10, 60)

@@ -117,8 +117,7 @@ def _actions(page: Page, master: RunningMaster, agents: list[str], runs: Runs) -
 
 
 def _rotation(page: Page, master: RunningMaster, agents: list[str]) -> None:
-    rotation = master.server.state.rotation
-    assert rotation is not None
+    rotation = master.rotation()
     page.goto(master.url + "/certificates")
     page.get_by_role("button", name="Start rotation").click()
     record = rotation.record

@@ -52,8 +52,7 @@ def sign_in(page: Page, master: RunningMaster, name: str, path: str) -> None:
 
 def _heartbeat(master: RunningMaster, agent_id: str, accepted: list[str]) -> None:
     """What the worker route does with a heartbeat that reports the certificates it accepts."""
-    rotation = master.server.state.rotation
-    assert rotation is not None
+    rotation = master.rotation()
     reply = HeartbeatReply("enabled", "", "", agent_id)
     master.loop.call_soon_threadsafe(rotation.on_heartbeat, agent_id, accepted, reply)
 
@@ -67,7 +66,7 @@ def test_the_page_follows_a_started_rotation_and_an_admin_aborts_it(
     expect(section).to_contain_text("No rotation under way")
     page.get_by_role("button", name="Start rotation").click()
     expect(section).to_contain_text("Rotation started.")
-    record = master.server.state.rotation.record  # type: ignore[union-attr]
+    record = master.rotation().record
     assert record is not None
     row = page.locator(f'#rotation-workers tr[data-agent="{agent_id}"]')
     expect(row).to_contain_text("not heard from since the rotation started")
@@ -81,7 +80,7 @@ def test_the_page_follows_a_started_rotation_and_an_admin_aborts_it(
     page.get_by_role("button", name="Abort rotation").click()
     expect(section).to_contain_text("Rotation aborted.")
     expect(section).to_contain_text("No rotation under way")
-    assert master.server.state.rotation.record is None  # type: ignore[union-attr]
+    assert master.rotation().record is None
     audit = master.db(master.catalog.list_audit, action="master-cert")
     assert [(a.actor, a.action) for a in audit] == [
         ("console:ada", "master-cert.rotation.start"),
@@ -92,14 +91,13 @@ def test_the_page_follows_a_started_rotation_and_an_admin_aborts_it(
 
 def test_a_viewer_follows_the_rotation_but_sees_no_step(master: RunningMaster, page: Page) -> None:
     master.add_worker("etl-1")
-    rotation = master.server.state.rotation
-    assert rotation is not None
-    master.run(rotation.start(cns=[], days=None, actor="admin"))  # type: ignore[attr-defined]
+    rotation = master.rotation()
+    master.run(rotation.advance("start", actor="admin"))
     sign_in(page, master, "vera", "/certificates")
     expect(page.locator("#rotation-phase")).to_contain_text("announced")
     for name in ("Start rotation", "Switch to the new certificate", "Abort rotation"):
         expect(page.get_by_role("button", name=name)).to_have_count(0)
-    master.run(rotation.abort(actor="admin"))  # type: ignore[attr-defined]
+    master.run(rotation.advance("abort", actor="admin"))
     expect(page.locator("#rotation")).to_contain_text("No rotation under way", timeout=15_000)
 
 

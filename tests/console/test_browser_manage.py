@@ -16,6 +16,7 @@ from playwright.sync_api import Page, expect
 
 from packfleet.catalog import AuditRecord, WorkerInfo
 from packfleet.pki import CertStore, Credential, create_self_signed
+from packfleet.secretbox import is_sealed
 
 from .conftest import PASSWORDS, RunningMaster, Runs, wait_until
 
@@ -260,7 +261,8 @@ def test_new_execution_dry_run_says_who_could_take_it_and_why_not_then_runs(
     expect(page.get_by_text(re.compile(r"^Execution \d+ queued\.$"))).to_be_visible()
     [record] = master.db(master.catalog.list_executions)
     assert page.url == f"{master.url}/executions/{record.execution_id}?done=started"
-    assert dict(record.parameters) == {"rows": 42, "password": "hunter2-hunter2"}
+    assert is_sealed(record.parameters["password"]), "a sensitive value is stored sealed"
+    assert master.opened(record.parameters) == {"rows": 42, "password": "hunter2-hunter2"}
     assert record.allowed_workers == (ready,) and record.created_by == "console:otto"
     assert "hunter2" not in page.content()
     [row] = audit_rows(master, "execution.create")
@@ -291,7 +293,13 @@ def test_re_run_starts_a_new_execution_with_the_same_parameters(
     assert newest.execution_id != lease.execution_id
     assert page.url.endswith(f"/executions/{newest.execution_id}?done=started")
     old = master.db(master.catalog.get_execution, lease.execution_id)
-    assert dict(newest.parameters) == dict(old.parameters) and newest.created_by == "console:otto"
+    assert is_sealed(newest.parameters["password"]) and newest.created_by == "console:otto"
+    # The same values, not the old sealed text sealed again.
+    assert (
+        master.opened(newest.parameters)
+        == master.opened(old.parameters)
+        == {"rows": 10, "password": "s3cret"}
+    )
     [row] = audit_rows(master, "execution.create")
     assert (row.actor, row.target) == ("console:otto", str(newest.execution_id))
     assert row.details == {"package": "default/etl/load", "rerun_of": lease.execution_id}

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
-from typing import cast
 
 from packfleet.console import hash_password
-from packfleet.master._rotation import MasterCertRotation
 
 from .conftest import Client, RunningMaster, Runs
 
@@ -241,9 +239,9 @@ def test_the_dashboard_warns_of_expiring_certificates_and_counts_the_fleet(
 def test_the_dashboard_shows_a_rotation_in_progress_and_certificates_lists_the_next_one(
     client: Client, master: RunningMaster
 ) -> None:
-    assert master.server.state.rotation is not None
-    rotation = cast(MasterCertRotation, master.server.state.rotation)
-    started = master.run(rotation.start(cns=["127.0.0.1", "localhost"], days=None, actor="admin"))
+    assert master.server.services is not None
+    rotation = master.server.services.require_rotation()
+    started = master.run(rotation.advance("start", cns=["127.0.0.1", "localhost"], actor="admin"))
     client.sign_in("vera")
     page = client.get("/")
     assert "Master certificate rotation in progress (announced:" in page.body

@@ -21,7 +21,7 @@ def test_only_an_admin_may_take_a_rotation_step(client: Client, master: RunningM
         refused = client.post("/certificates/rotation", {"step": step, "csrf_token": page.csrf})
         assert refused.status == 403, step
         assert "needs the admin role" in refused.body
-    assert master.server.state.rotation is not None and master.server.state.rotation.record is None
+    assert master.rotation().record is None
     assert master.db(master.catalog.list_audit, action="master-cert") == []
 
 
@@ -38,7 +38,7 @@ def test_a_rotation_step_without_the_csrf_token_or_from_another_site_is_refused(
         headers={"Sec-Fetch-Site": "cross-site"},
     )
     assert cross.status == 403 and "cross-site" in cross.body
-    assert master.server.state.rotation is not None and master.server.state.rotation.record is None
+    assert master.rotation().record is None
     unknown = client.post("/certificates/rotation", {"step": "reboot", "csrf_token": page.csrf})
     assert unknown.status == 400 and "not one of start, switch, finish, abort" in unknown.body
 
@@ -54,7 +54,7 @@ def test_an_admin_starts_and_aborts_a_rotation_audited_under_her_name(
     served = master.server.serving_thumbprint
     started = client.post("/certificates/rotation", {"step": "start", "csrf_token": page.csrf})
     assert started.status == 303 and started.headers["Location"] == "/certificates?done=started#rotation"
-    record = master.server.state.rotation.record  # type: ignore[union-attr]
+    record = master.rotation().record
     assert record is not None and record.phase == "announced" and record.old == served
     # The manager of the master's home pins the next certificate beside the current one, as the CLI does.
     pinned = load_manager_settings(master.mh.home)
@@ -80,7 +80,7 @@ def test_an_admin_starts_and_aborts_a_rotation_audited_under_her_name(
     assert master.server.serving_thumbprint == served
     aborted = client.post("/certificates/rotation", {"step": "abort", "csrf_token": page.csrf})
     assert aborted.status == 303
-    assert master.server.state.rotation.record is None  # type: ignore[union-attr]
+    assert master.rotation().record is None
     assert record.new not in client.get("/certificates").body, "the aborted certificate left the Root store"
     assert load_manager_settings(master.mh.home).next_master_https_cert_thumbprint == ""
     steps = master.db(master.catalog.list_audit, action="master-cert")

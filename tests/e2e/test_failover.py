@@ -36,6 +36,7 @@ from packfleet.config import load_master_settings, load_worker_settings, setting
 from packfleet.localcluster import FAST_MASTER_SETTINGS, LocalCluster
 from packfleet.manager import ManagerClient, RemoteOptions
 from packfleet.pki import CertStore, load_credential_bytes
+from packfleet.protocol import RotationStatus, TrustedCertificate
 from packfleet.transport import client_context, probe_context
 
 pytestmark = pytest.mark.postgres
@@ -203,10 +204,10 @@ def _served_thumbprint(host: str, port: int) -> str:
     return load_credential_bytes(der).thumbprint
 
 
-def _rotate_on(pair: Pair, url: str, action: str) -> dict[str, Any]:
+def _rotate_on(pair: Pair, url: str, action: str) -> RotationStatus:
     """One rotation step through the admin API of the master at ``url`` only (no failover)."""
 
-    async def step() -> dict[str, Any]:
+    async def step() -> RotationStatus:
         async with ManagerClient.connect(pair.a.master.home, RemoteOptions(master=url)) as manager:
             return await manager.rotate_master_cert(action)
 
@@ -340,8 +341,8 @@ def test_a_worker_added_through_one_master_is_trusted_by_all_and_revoked_on_all(
     a.stop(node)
 
 
-def _revoke_on_a(pair: Pair, thumbprint: str) -> dict[str, Any]:
-    async def revoke() -> dict[str, Any]:
+def _revoke_on_a(pair: Pair, thumbprint: str) -> TrustedCertificate:
+    async def revoke() -> TrustedCertificate:
         async with ManagerClient.connect(pair.a.master.home, RemoteOptions(master=pair.urls[0])) as manager:
             return await manager.revoke_certificate(thumbprint)
 

@@ -17,7 +17,7 @@ from master.support import (
     public,
 )
 from packfleet.config import ManagerSettings, load_manager_settings, save_manager_settings
-from packfleet.errors import ApiError, CertificateNotFound, SettingsError, TlsError
+from packfleet.errors import BadRequest, CertificateNotFound, SettingsError, TlsError
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.pki import CertStore, create_self_signed
@@ -76,10 +76,10 @@ async def test_projects_and_executions(
     assert [e["execution_id"] for e in await manager.list_executions(status=3)] == [second["execution_id"]]
     follow = await manager.events(second["execution_id"], wait=10)
     assert follow["finished"] is True  # an ended execution answers at once, without waiting
-    with pytest.raises(ApiError, match="rows") as caught:
+    with pytest.raises(BadRequest, match="rows") as caught:
         await manager.run("default", "etl", "load", {"rows": "many"})
     assert caught.value.status == 400
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(BadRequest) as caught:
         await manager.run("default", "etl", "load", workers=["not-a-uuid"])
     assert caught.value.status == 400 and caught.value.fix
 

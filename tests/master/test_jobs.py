@@ -14,7 +14,7 @@ import pytest
 from master.support import FakeClock, MasterHome, heartbeat_body, new_agent_id, project_archive
 from packfleet.catalog import Catalog, SweepResult
 from packfleet.config import load_master_settings, save_master_settings
-from packfleet.errors import ApiError
+from packfleet.errors import RemoteNotFound
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.master._jobs import Job, JobRunner
@@ -105,6 +105,6 @@ async def test_cleanup_removes_finished_executions_past_the_retention_window(
     assert (await manager.get_execution(execution["execution_id"]))["status_name"] == "failed"
     clock.advance(8 * 86400)  # RetentionWindowInDays defaults to 7
     await server.cleanup_once()
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(RemoteNotFound) as caught:
         await manager.get_execution(execution["execution_id"])
     assert caught.value.status == 404

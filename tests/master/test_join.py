@@ -18,12 +18,13 @@ import pytest
 from master.support import FakeClock, MasterHome, context_for, heartbeat_body, raw
 from packfleet.catalog import Catalog
 from packfleet.config import load_worker_settings
-from packfleet.errors import ApiError, JoinError, PinMismatch
+from packfleet.errors import ApiError, BadRequest, JoinError, PinMismatch
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.pki import CertStore, Credential, create_self_signed, sign_proof
 from packfleet.protocol import (
     JoinToken,
+    JoinTokenView,
     hash_secret,
     join_proof_message,
     parse_join_token,
@@ -38,7 +39,7 @@ def endpoint(server: MasterServer) -> str:
     return f"https://127.0.0.1:{server.port}"
 
 
-async def new_token(manager: ManagerClient, server: MasterServer, **options: Any) -> dict[str, Any]:
+async def new_token(manager: ManagerClient, server: MasterServer, **options: Any) -> JoinTokenView:
     return await manager.create_token(endpoint=endpoint(server), **options)
 
 
@@ -132,7 +133,7 @@ async def test_create_list_and_revoke_tokens_never_show_a_secret(
 async def test_the_endpoint_defaults_to_master_address(
     mh: MasterHome, server: MasterServer, manager: ManagerClient
 ) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(BadRequest) as caught:
         await manager.create_token()
     assert "MasterAddress" in caught.value.message
     from packfleet.config import load_master_settings, save_master_settings

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from master.support import MasterHome, context_for, heartbeat_body, new_agent_id, raw
-from packfleet.errors import ApiError
+from packfleet.errors import BadRequest, NotFound, RemoteNotFound
 from packfleet.manager import ManagerClient
 from packfleet.master import DEFAULT_MAX_BODY, MasterServer
 from packfleet.protocol import routes
@@ -79,12 +79,13 @@ async def test_an_oversized_body_is_a_413_problem(
 async def test_bad_parameters_and_archives_are_400s(
     mh: MasterHome, server: MasterServer, manager: ManagerClient
 ) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(BadRequest) as caught:
         await manager.deploy("default", b"PK not really a zip")
     assert caught.value.status == 400
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(NotFound) as missing:
         await manager.run("default", "missing", "load")
-    assert caught.value.status == 404 and "no project 'missing'" in str(caught.value)
+    assert isinstance(missing.value, RemoteNotFound) and missing.value.status == 404
+    assert "no project 'missing'" in str(missing.value)
 
 
 async def test_an_unexpected_exception_is_a_500_without_the_traceback(

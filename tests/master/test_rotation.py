@@ -16,7 +16,7 @@ from master.test_connections import KeepAlive
 from packfleet import protocol
 from packfleet.catalog import Catalog
 from packfleet.config import get_binding, load_master_settings
-from packfleet.errors import ApiError, Conflict
+from packfleet.errors import ApiError, Conflict, RemoteConflict
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.master._rotation import MasterCertRotation
@@ -59,7 +59,7 @@ async def test_a_rotation_waits_for_workers_survives_a_restart_switches_and_reti
     reply = await _beat(worker, agent, [old])
     assert reply.master_cert_thumbprint == old
     assert _thumbprint_of_pem(reply.next_master_cert_pem) == new
-    with pytest.raises(ApiError, match="do not accept certificate") as refused:
+    with pytest.raises(RemoteConflict, match="do not accept certificate") as refused:
         await manager.rotate_master_cert("switch")
     assert refused.value.status == 409
 
@@ -67,7 +67,8 @@ async def test_a_rotation_waits_for_workers_survives_a_restart_switches_and_reti
     again = MasterServer(mh.home, host="127.0.0.1", port=0, clock=clock, watch_interval=0)
     await again.start()
     try:
-        rotation = again.state.rotation
+        assert again.services is not None
+        rotation = again.services.require_rotation().rotation
         assert isinstance(rotation, MasterCertRotation) and rotation.record is not None
         assert (rotation.record.phase, rotation.record.new) == ("announced", new)
         beat = client_for(mh.worker, mh, again, mh.home.parent / "again")
@@ -108,7 +109,8 @@ async def test_abort_drops_the_new_certificate_and_a_switched_rotation_cannot_ab
     assert (reply.next_master_cert_pem, reply.master_cert_thumbprint) == ("", mh.master.thumbprint)
     assert (await manager.master_cert_rotation())["phase"] == "none"
 
-    rotation = server.state.rotation
+    assert server.services is not None
+    rotation = server.services.require_rotation().rotation
     assert isinstance(rotation, MasterCertRotation)
     await rotation.start(cns=["127.0.0.1"], days=10, actor="test")
     await rotation.switch(actor="test", force=True)  # no online worker accepts it: forced
@@ -200,7 +202,8 @@ async def test_a_rotation_kept_as_a_master_property_by_an_earlier_version_is_car
     server = MasterServer(mh.home, host="127.0.0.1", port=0, clock=clock, watch_interval=0)
     await server.start()
     try:
-        rotation = server.state.rotation
+        assert server.services is not None
+        rotation = server.services.require_rotation().rotation
         assert isinstance(rotation, MasterCertRotation) and rotation.record is not None
         assert (rotation.record.phase, rotation.record.new) == ("announced", new.thumbprint)
     finally:

@@ -58,7 +58,8 @@ class Pair:
     root: Path
 
     def rotation(self, server: MasterServer) -> MasterCertRotation:
-        rotation = server.state.rotation
+        assert server.services is not None
+        rotation = server.services.require_rotation().rotation
         assert isinstance(rotation, MasterCertRotation)
         return rotation
 

@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from master.support import MasterHome, context_for, heartbeat_body, new_agent_id, raw
 from packfleet import protocol
 from packfleet.catalog import Catalog
-from packfleet.errors import ApiError, TransportError
+from packfleet.errors import ApiError, BadRequest, TransportError
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.packages import Project, build_archive, inspect_archive, mask_parameters
@@ -75,13 +75,13 @@ async def test_worker_add_and_connect_refuse_a_ca_like_certificate(
     mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect
 ) -> None:
     sneaky = ca_like()
-    with pytest.raises(ApiError, match="has no BasicConstraints") as caught:
+    with pytest.raises(BadRequest, match="has no BasicConstraints") as caught:
         await manager.add_worker(sneaky.cert_pem().decode(), enable=True)
     assert caught.value.status == 400 and not _in_root(mh, sneaky)
 
     agent = new_agent_id()
     await connect(mh.worker).request("POST", routes.WORKER_HEARTBEAT, json_body=heartbeat_body(agent))
-    with pytest.raises(ApiError, match="key usage of keyCertSign") as caught:
+    with pytest.raises(BadRequest, match="key usage of keyCertSign") as caught:
         ca = _cert("w", x509.BasicConstraints(ca=False, path_length=None), _SIGNS_CERTS, _CLIENT)
         await manager.connect_worker(agent, ca.cert_pem().decode())
     assert caught.value.status == 400 and not _in_root(mh, ca)
@@ -173,7 +173,7 @@ async def test_worker_add_reports_a_refused_reload(
 ) -> None:
     newcomer = _cert("w2", x509.BasicConstraints(ca=False, path_length=None), _SIGNS, _CLIENT)
     (mh.home / "bindings.json").write_text("{ not json")  # the next reload cannot read the binding
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(ApiError) as caught:  # 503: the master failed, not the request
         await manager.add_worker(newcomer.cert_pem().decode())
     problem = caught.value
     assert problem.status == 503

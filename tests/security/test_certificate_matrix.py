@@ -23,7 +23,7 @@ import pytest
 
 from master.support import MasterHome
 from packfleet.catalog import Catalog
-from packfleet.errors import ApiError
+from packfleet.errors import BadRequest
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.pki import CertStore, Credential
@@ -53,7 +53,7 @@ async def test_worker_add_refuses_a_bad_certificate_with_its_reason(
 ) -> None:
     make, says = BAD[kind]
     cred = make(certs, mh)
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(BadRequest) as caught:
         await manager.add_worker(cred.cert_pem().decode(), enable=True)
     assert caught.value.status == 400
     assert says in str(caught.value) and cred.thumbprint in str(caught.value)

@@ -21,7 +21,7 @@ from packfleet.doctor import check_master
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.pki import CertStore, Credential, sign_proof
-from packfleet.protocol import join_proof_message, parse_join_token, routes
+from packfleet.protocol import AuditEntry, join_proof_message, parse_join_token, routes
 from security.conftest import CertFactory, Peer, lease_body, new_agent
 
 
@@ -29,8 +29,8 @@ def _catalog(mh: MasterHome) -> Catalog:
     return Catalog.open(mh.catalog_url, upgrade=False)
 
 
-async def _audit(manager: ManagerClient, action: str) -> list[dict[str, Any]]:
-    return [r for r in await manager.audit(limit=1000) if r["action"] == action]
+async def _audit(manager: ManagerClient, action: str) -> list[AuditEntry]:
+    return [r for r in await manager.audit(limit=1000) if r.action == action]
 
 
 async def _victim(peer: Peer, manager: ManagerClient, mh: MasterHome, *, enabled: bool = True) -> str:

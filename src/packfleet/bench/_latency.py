@@ -22,9 +22,9 @@ async def _wait(manager: ManagerClient, execution_id: int) -> None:
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
         answer = await manager.events(execution_id, after_id=after, wait=10.0)
-        if answer["finished"]:
+        if answer.finished:
             return
-        after = int(answer["last_id"])
+        after = answer.last_id
     raise TimeoutError(f"execution {execution_id} did not end within 60 s")
 
 
@@ -35,9 +35,9 @@ async def _one_run(bench: BenchCluster, package: str, n: int) -> dict[str, float
         for _ in range(n):
             sent = time.perf_counter()
             record = await manager.run("default", "bench", package)
-            await _wait(manager, int(record["execution_id"]))
+            await _wait(manager, record.execution_id)
             trips.append((time.perf_counter() - sent) * 1000.0)
-            ids.append(int(record["execution_id"]))
+            ids.append(record.execution_id)
     rows = bench.timings(ids)
     start = [(s - c) * 1000.0 for c, s, _ in rows]
     done = [(e - c) * 1000.0 for c, _, e in rows]

@@ -36,11 +36,9 @@ from packfleet.catalog._records import (
     EventRecord,
     ExecutionRecord,
     ExecutionRequest,
-    ExecutionStatus,
     HeartbeatOutcome,
     JoinTokenRecord,
     LeaseStatus,
-    MessageType,
     PackageRecord,
     Principal,
     PrincipalCertificate,
@@ -49,12 +47,12 @@ from packfleet.catalog._records import (
     SweepResult,
     TaskAssignment,
     TaskRecord,
-    TaskStatus,
     WorkerCertificate,
     WorkerInfo,
     WorkerRecord,
 )
 from packfleet.catalog._sealed import SecretKeyRotation, rotate_secrets_key
+from packfleet.protocol import ExecutionStatus, MessageType, TaskStatus
 
 __all__ = [
     "EVENT_SOURCE_MAX",

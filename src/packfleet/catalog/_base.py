@@ -17,9 +17,10 @@ from sqlalchemy import URL, Connection, Engine, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from packfleet.catalog._engine import WRITE_OPTION, mask, translated
-from packfleet.catalog._records import MessageType, plain
+from packfleet.catalog._records import plain
 from packfleet.catalog._schema import audit_log, event_messages
 from packfleet.errors import InvalidValue
+from packfleet.protocol import MessageType
 
 Clock = Callable[[], datetime]
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, exists, func, not_, or_, select
 
 from packfleet.catalog._base import CatalogBase
-from packfleet.catalog._records import EventRecord, ExecutionStatus, MessageType, TaskStatus, WorkerRecord
+from packfleet.catalog._records import EventRecord, WorkerRecord
 from packfleet.catalog._schema import (
     audit_log,
     event_messages,
@@ -22,6 +22,7 @@ from packfleet.catalog._schema import (
 )
 from packfleet.catalog._workers import _worker
 from packfleet.errors import InvalidValue
+from packfleet.protocol import ExecutionStatus, MessageType, TaskStatus
 
 #: The states a worker page filters on; a worker is in two of them (online or offline, enabled or
 #: disabled).

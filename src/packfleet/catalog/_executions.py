@@ -20,16 +20,11 @@ from packfleet.catalog._base import (
     canonical_agent_id,
 )
 from packfleet.catalog._records import (
-    FINISHED_EXECUTION,
-    MESSAGE_SOURCES,
     EventInput,
     EventRecord,
     ExecutionRecord,
     ExecutionRequest,
-    ExecutionStatus,
-    MessageType,
     TaskRecord,
-    TaskStatus,
 )
 from packfleet.catalog._schema import (
     event_messages,
@@ -43,6 +38,7 @@ from packfleet.catalog._schema import (
     worker_agents,
 )
 from packfleet.errors import Conflict, InvalidValue, NotFound
+from packfleet.protocol import EVENT_SOURCES, FINISHED_EXECUTION, ExecutionStatus, MessageType, TaskStatus
 
 
 def _execution_query() -> Select[Any]:
@@ -464,9 +460,9 @@ class ExecutionCatalog(CatalogBase):
         if not events:
             return 0
         for event in events:
-            if event.source not in MESSAGE_SOURCES:
+            if event.source not in EVENT_SOURCES:
                 raise InvalidValue(
-                    f"event source {event.source!r} is not one of {', '.join(sorted(MESSAGE_SOURCES))}"
+                    f"event source {event.source!r} is not one of {', '.join(sorted(EVENT_SOURCES))}"
                 )
             if event.seq < 1:
                 raise InvalidValue(

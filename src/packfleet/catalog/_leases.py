@@ -39,16 +39,11 @@ from packfleet.catalog._base import (
     canonical_agent_id,
 )
 from packfleet.catalog._records import (
-    LEASED_TASK,
     CompletionReport,
     CompletionResult,
-    ExecutionStatus,
     LeaseStatus,
-    MessageType,
-    Outcome,
     SweepResult,
     TaskAssignment,
-    TaskStatus,
 )
 from packfleet.catalog._schema import (
     UtcDateTime,
@@ -60,6 +55,7 @@ from packfleet.catalog._schema import (
     worker_agents,
 )
 from packfleet.errors import CatalogError
+from packfleet.protocol import LEASED_TASK, ExecutionStatus, MessageType, Outcome, TaskStatus
 
 # outcome -> (task status, execution status), as SSIS reports a Scale Out run.
 _OUTCOMES: dict[str, tuple[TaskStatus, ExecutionStatus]] = {

@@ -9,108 +9,30 @@ number plus a ``*_name``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from datetime import datetime
-from enum import Enum, IntEnum
+from enum import Enum
 from typing import Any, ClassVar, Literal
 
-
-class ExecutionStatus(IntEnum):
-    """An execution's status, with the codes of SSIS ``catalog.executions.status``."""
-
-    CREATED = 1
-    RUNNING = 2
-    CANCELED = 3
-    FAILED = 4
-    PENDING = 5
-    ENDED_UNEXPECTEDLY = 6
-    SUCCEEDED = 7
-    STOPPING = 8
-    COMPLETED = 9
-
-    @property
-    def finished(self) -> bool:
-        """Whether the execution can no longer change (SSIS lets only these be cleaned up)."""
-        return self in FINISHED_EXECUTION
-
-    @property
-    def label(self) -> str:
-        """The status as SSIS's reports spell it: ``ended unexpectedly``."""
-        return self.name.lower().replace("_", " ")
-
-
-FINISHED_EXECUTION = frozenset(
-    {
-        ExecutionStatus.CANCELED,
-        ExecutionStatus.FAILED,
-        ExecutionStatus.ENDED_UNEXPECTEDLY,
-        ExecutionStatus.SUCCEEDED,
-        ExecutionStatus.COMPLETED,
-    }
+from packfleet.protocol import (
+    EVENT_SOURCES,
+    EventSource,
+    ExecutionStatus,
+    MessageType,
+    Outcome,
+    TaskStatus,
+    WorkerState,
 )
 
-
-class TaskStatus(IntEnum):
-    """A task's status, with the codes of SSIS Scale Out's ``[internal].[tasks]``."""
-
-    READY = 1
-    PICKED_UP = 2
-    RUNNING = 3
-    FAILED = 4
-    SUCCEEDED = 5
-    CANCELED = 6
-
-    @property
-    def label(self) -> str:
-        """The status in words: ``picked up``."""
-        return self.name.lower().replace("_", " ")
-
-
-LEASED_TASK = (TaskStatus.PICKED_UP, TaskStatus.RUNNING)
-
-
-class MessageType(IntEnum):
-    """``catalog.event_messages.message_type`` codes, as SSIS numbers them."""
-
-    PRE_VALIDATE = 10
-    POST_VALIDATE = 20
-    PRE_EXECUTE = 30
-    POST_EXECUTE = 40
-    STATUS_CHANGE = 50
-    PROGRESS = 60
-    INFORMATION = 70
-    VARIABLE_VALUE_CHANGED = 80
-    DIAGNOSTIC = 90
-    QUERY_CANCEL = 100
-    WARNING = 110
-    ERROR = 120
-    TASK_FAILED = 130
-    CUSTOM = 200
-
-    @classmethod
-    def from_level(cls, level: int) -> MessageType:
-        """Map a :mod:`logging` level to the SSIS type: ERROR and above 120, WARNING 110, else 70.
-
-        >>> MessageType.from_level(logging.CRITICAL), MessageType.from_level(logging.DEBUG)
-        (<MessageType.ERROR: 120>, <MessageType.INFORMATION: 70>)
-        """
-        if level >= logging.ERROR:
-            return cls.ERROR
-        if level >= logging.WARNING:
-            return cls.WARNING
-        return cls.INFORMATION
-
-
-MessageSource = Literal["stdout", "stderr", "log", "system"]
-MESSAGE_SOURCES: frozenset[str] = frozenset({"stdout", "stderr", "log", "system"})
-Outcome = Literal["succeeded", "failed", "canceled"]
+#: The codes are the protocol's (one definition for the catalog, the wire and every client).
+MessageSource = EventSource
+MESSAGE_SOURCES = EVENT_SOURCES
 Role = Literal["admin", "executor", "viewer", "worker"]
 ROLES: frozenset[str] = frozenset({"admin", "executor", "viewer", "worker"})
 CertificateStatus = Literal["active", "revoked", "retired"]
 ConsoleRole = Literal["viewer", "operator", "admin"]
 CONSOLE_ROLES: tuple[str, ...] = ("viewer", "operator", "admin")  # each may do what the ones before may
-HeartbeatState = Literal["enabled", "disabled", "revoked", "conflict", "deleted"]
+HeartbeatState = WorkerState
 
 
 def plain(value: Any) -> Any:

@@ -21,10 +21,9 @@ from packfleet.cli._output import Column, json_option, print_table, short_time, 
 from packfleet.errors import ApiError, ExecutionFailed, TlsError, TransportError, UsageError, WaitTimeout
 from packfleet.manager import ManagerClient
 from packfleet.packages import archive_sha256, build_archive, load_project
+from packfleet.protocol import Event, EventPage, Execution, ExecutionStatus, MessageType, PendingExplanation
 
-SUCCEEDED = 7
-FINISHED = {3, 4, 6, 7, 9}
-_LEVEL_STYLE = {120: "red", 110: "yellow"}
+_LEVEL_STYLE: dict[int, str] = {MessageType.ERROR: "red", MessageType.WARNING: "yellow"}
 
 
 @cli.command("deploy")
@@ -50,8 +49,8 @@ def deploy(directory: Path, folder: str) -> None:
     st.emit(
         record,
         lambda out: out.print(
-            f"deployed {folder}/{record['project']} version {record['version']} "
-            f"(packages: {', '.join(p['name'] for p in record.get('packages', []))})"
+            f"deployed {folder}/{record.project} version {record.version} "
+            f"(packages: {', '.join(p.name for p in record.packages)})"
         ),
     )
 
@@ -78,18 +77,16 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
-def _event_line(event: dict[str, Any]) -> str:
-    stamp = str(event.get("message_time", ""))[11:23]
-    text = event.get("message", "")
-    style = _LEVEL_STYLE.get(int(event.get("message_type", 70)))
-    source = event.get("message_source", "")
-    line = f"{stamp} [{source}] {text}"
+def _event_line(event: Event) -> str:
+    stamp = event.message_time[11:23]
+    style = _LEVEL_STYLE.get(event.message_type)
+    line = f"{stamp} [{event.message_source}] {event.message}"
     return f"[{style}]{line}[/]" if style else line
 
 
 #: While an execution is pending, how often ``run --wait`` asks the master why (seconds).
 _EXPLAIN_EVERY = 3.0
-_WAITING = {1, 5}  # created, pending
+_WAITING = {ExecutionStatus.CREATED, ExecutionStatus.PENDING}
 
 
 class _Why:
@@ -99,10 +96,10 @@ class _Why:
         self.note = note
         self.last: list[str] = []
 
-    def show(self, answer: dict[str, Any]) -> None:
-        reasons = list(answer.get("reasons") or [])
-        if not reasons and answer.get("ready"):
-            reasons = [f"waiting for {', '.join(answer['ready'])} to lease it"]
+    def show(self, answer: PendingExplanation) -> None:
+        reasons = list(answer.reasons)
+        if not reasons and answer.ready:
+            reasons = [f"waiting for {', '.join(answer.ready)} to lease it"]
         if reasons != self.last:
             self.last = reasons
             for line in reasons:
@@ -117,7 +114,7 @@ async def _follow(
     quiet_json: bool,
     why: _Why | None = None,
     timeout: float | None = None,
-) -> dict[str, Any]:
+) -> Execution:
     """Stream an execution's events until it finishes; return its final record.
 
     With ``why``, a pending execution's reasons are asked for every few seconds and shown when
@@ -126,7 +123,7 @@ async def _follow(
     after = 0
     last_status = None
     deadline = None if timeout is None else time.monotonic() + timeout
-    status: Any = None
+    status: ExecutionStatus | None = None
     for _ in range(10_000_000):  # bounded: each turn waits on the master or returns
         waiting = why is not None and status in _WAITING
         wait = _EXPLAIN_EVERY if waiting or status is None else 15.0
@@ -136,16 +133,16 @@ async def _follow(
                 raise _timed_out(execution_id, timeout or 0.0, why)
             wait = max(0.0, min(wait, left))
         page = await _page(client, execution_id, after, wait=wait)
-        for event in page.get("events", []):
-            after = max(after, int(event["id"]))
+        for event in page.events:
+            after = max(after, event.id)
             if out is not None and not quiet_json:
                 out.print(_event_line(event), markup=True, highlight=False)
-        execution = page.get("execution") or await client.get_execution(execution_id)
-        status = execution.get("status")
+        execution = page.execution
+        status = execution.code
         if out is not None and not quiet_json and status != last_status:
-            out.print(f"[dim]execution {execution_id}: {execution.get('status_name', status)}[/]")
+            out.print(f"[dim]execution {execution_id}: {status.label}[/]")
             last_status = status
-        if status in FINISHED and not page.get("events"):
+        if status.finished and not page.events:
             return execution
         if why is not None and status in _WAITING:
             why.show(await client.pending(execution_id))
@@ -167,13 +164,11 @@ async def _stream_ndjson(client: ManagerClient, execution_id: int) -> None:
     after = 0
     for _ in range(1_000_000):  # bounded: each turn waits up to 15 s or returns events
         page = await _page(client, execution_id, after)
-        batch = page.get("events", [])
-        for event in batch:
-            after = max(after, int(event["id"]))
+        for event in page.events:
+            after = max(after, event.id)
             sys.stdout.write(json.dumps(event, default=to_jsonable) + "\n")
         sys.stdout.flush()
-        execution = page.get("execution") or {}
-        if execution.get("status") in FINISHED and not batch:
+        if page.execution.finished and not page.events:
             return
 
 
@@ -182,7 +177,7 @@ async def _stream_ndjson(client: ManagerClient, execution_id: int) -> None:
 RECONNECT_SECONDS = 120.0
 
 
-async def _page(client: ManagerClient, execution_id: int, after: int, *, wait: float = 15) -> dict[str, Any]:
+async def _page(client: ManagerClient, execution_id: int, after: int, *, wait: float = 15) -> EventPage:
     """The next page of events, asked again while the master is unreachable (a restart)."""
     deadline = time.monotonic() + RECONNECT_SECONDS
     while True:
@@ -260,7 +255,7 @@ def run(
         )
     st = state()
 
-    async def action(client: ManagerClient) -> dict[str, Any]:
+    async def action(client: ManagerClient) -> Execution:
         execution = await client.run(
             folder,
             project,
@@ -274,12 +269,11 @@ def run(
         if not wait:
             return execution
         st.note(
-            f"execution {execution['execution_id']} created; "
-            "following it (Ctrl+C stops following, not the run)"
+            f"execution {execution.execution_id} created; following it (Ctrl+C stops following, not the run)"
         )
         return await _follow(
             client,
-            int(execution["execution_id"]),
+            execution.execution_id,
             st.out,
             quiet_json=st.json,
             why=_Why(st.note),
@@ -291,22 +285,20 @@ def run(
     if not wait:
         st.emit(
             execution,
-            lambda out: out.print(
-                f"execution {execution['execution_id']} created ({execution.get('status_name')})"
-            ),
+            lambda out: out.print(f"execution {execution.execution_id} created ({execution.code.label})"),
         )
         return
     elapsed = time.monotonic() - started
     st.emit(
         execution,
         lambda out: out.print(
-            f"execution {execution['execution_id']} {execution.get('status_name')} in {elapsed:.1f} s"
+            f"execution {execution.execution_id} {execution.code.label} in {elapsed:.1f} s"
         ),
     )
-    if execution.get("status") != SUCCEEDED:
+    if execution.code != ExecutionStatus.SUCCEEDED:
         raise ExecutionFailed(
-            f"execution {execution['execution_id']} {execution.get('status_name')}",
-            fix=f"packfleet executions logs {execution['execution_id']}",
+            f"execution {execution.execution_id} {execution.code.label}",
+            fix=f"packfleet executions logs {execution.execution_id}",
         )
 
 
@@ -315,16 +307,16 @@ def executions_group() -> None:
     """List, inspect, follow and cancel package executions."""
 
 
-def _executions_table(out: Console, rows: list[dict[str, Any]]) -> None:
+def _executions_table(out: Console, rows: list[Execution]) -> None:
     lines = [
         [
-            str(e["execution_id"]),
-            f"{e['folder']}/{e['project']}/{e['package']}",
-            str(e.get("status_name", e.get("status"))),
-            (e.get("task") or {}).get("agent_id") or "-",
-            str((e.get("task") or {}).get("attempt", "-")),
-            short_time(e.get("created_at")),
-            short_time(e.get("ended_at")),
+            str(e.execution_id),
+            f"{e.folder}/{e.project}/{e.package}",
+            e.code.label,
+            (e.task.agent_id if e.task else None) or "-",
+            str(e.task.attempt) if e.task else "-",
+            short_time(e.created_at),
+            short_time(e.ended_at),
         ]
         for e in rows
     ]
@@ -338,26 +330,10 @@ class StatusType(click.ParamType):  # type: ignore[type-arg]
     name = "status"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        text = str(value).strip().lower().replace("-", "_").replace(" ", "_")
-        for code, word in STATUS_NAMES.items():
-            if text in (str(code), word):
-                return code
-        names = ", ".join(w.replace("_", "-") for w in STATUS_NAMES.values())
-        self.fail(f"{value!r} is not an execution status; use one of {names} (or its SSIS code 1-9)")
-
-
-#: SSIS catalog.executions.status codes by name, as ``executions list --status`` accepts them.
-STATUS_NAMES = {
-    1: "created",
-    2: "running",
-    3: "canceled",
-    4: "failed",
-    5: "pending",
-    6: "ended_unexpectedly",
-    7: "succeeded",
-    8: "stopping",
-    9: "completed",
-}
+        try:
+            return int(ExecutionStatus.by_word(str(value)))
+        except ValueError as exc:
+            self.fail(str(exc))
 
 
 @executions_group.command("list")
@@ -399,22 +375,21 @@ def executions_logs(execution_id: int, follow: bool) -> None:
     """
     st = state()
 
-    async def action(client: ManagerClient) -> list[dict[str, Any]]:
+    async def action(client: ManagerClient) -> list[Event]:
         if follow and st.json:
             await _stream_ndjson(client, execution_id)
             return []
         if follow:
             await _follow(client, execution_id, st.out, quiet_json=False)
             return []
-        events: list[dict[str, Any]] = []
+        events: list[Event] = []
         after = 0
         for _ in range(10_000):  # pages of up to 1000; bounded
             page = await client.events(execution_id, after_id=after, wait=0)
-            batch = page.get("events", [])
-            if not batch:
+            if not page.events:
                 break
-            events += batch
-            after = int(batch[-1]["id"])
+            events += page.events
+            after = page.events[-1].id
         return events
 
     events = call(action)
@@ -434,7 +409,7 @@ def executions_logs(execution_id: int, follow: bool) -> None:
 def executions_cancel(execution_id: int) -> None:
     """Cancel an execution: a waiting one at once, a running one by stopping its process."""
     record = call(lambda c: c.cancel(execution_id))
-    state().emit(record, lambda out: out.print(f"execution {execution_id}: {record.get('status_name')}"))
+    state().emit(record, lambda out: out.print(f"execution {execution_id}: {record.code.label}"))
 
 
 @cli.group("projects")
@@ -451,11 +426,11 @@ def projects_list() -> None:
     def human(out: Console) -> None:
         lines = [
             [
-                p["folder"],
-                p["project"],
-                str(p["version"]),
-                ", ".join(k["name"] for k in p.get("packages", [])),
-                short_time(p.get("deployed_at")),
+                p.folder,
+                p.project,
+                str(p.version),
+                ", ".join(k.name for k in p.packages),
+                short_time(p.deployed_at),
             ]
             for p in rows
         ]

@@ -84,17 +84,17 @@ def identity_create(name: str, role: str, out_dir: Path, days: int) -> None:
             with contextlib.suppress(OSError):
                 path.unlink()
         raise
-    record = {**record, "cert_file": str(cert_file), "key_file": str(key_file)}
+    shown = record.wire() | {"cert_file": str(cert_file), "key_file": str(key_file)}
 
     def human(out: Console) -> None:
-        out.print(f"identity {name} ({role}) pinned on the master: certificate {record.get('thumbprint')}")
+        out.print(f"identity {name} ({role}) pinned on the master: certificate {record.thumbprint}")
         out.print(f"  {cert_file}\n  {key_file}  (mode 0600: keep it private)")
         out.print(
             "use it from any machine: packfleet --master URL --master-cert master.cer "
             f"--admin-cert {cert_file} --admin-key {key_file} manager worker list"
         )
 
-    state().emit(record, human)
+    state().emit(shown, human)
 
 
 @identity_group.command("list")
@@ -106,11 +106,11 @@ def identity_list() -> None:
     def human(out: Console) -> None:
         lines = [
             [
-                r.get("name", ""),
-                r.get("role", ""),
-                r.get("thumbprint") or "-",
-                short_time(r.get("not_after")),
-                short_time(r.get("created_at")),
+                r.name,
+                r.role,
+                r.thumbprint or "-",
+                short_time(r.not_after),
+                short_time(r.created_at),
             ]
             for r in rows
         ]
@@ -126,4 +126,4 @@ def identity_list() -> None:
 def identity_revoke(name: str) -> None:
     """Revoke an identity: its certificate stops working at once and its connections close."""
     record = call(lambda c: c.revoke_identity(name))
-    state().emit(record, lambda out: out.print(f"identity {name} revoked ({record.get('thumbprint')})"))
+    state().emit(record, lambda out: out.print(f"identity {name} revoked ({record.thumbprint})"))

@@ -113,15 +113,15 @@ def worker_connect(ref: str, cert_arg: str | None, as_token: bool, ttl: timedelt
                 )
             pem = load_credential(Path(cert_arg)).cert_pem().decode()
             result = call(lambda c: c.connect_worker(ref, pem))
-        retired = ", ".join(result["retired"]) or "none"
+        retired = ", ".join(result.retired) or "none"
         st.emit(
             result,
             lambda out: out.print(
-                f"worker {result['agent_id']} ({result['display_name']}) now has certificate "
-                f"{result['thumbprint']}; retired: {retired}; "
-                + ("enabled" if result["enabled"] else "still disabled")
+                f"worker {result.agent_id} ({result.display_name}) now has certificate "
+                f"{result.thumbprint}; retired: {retired}; "
+                + ("enabled" if result.enabled else "still disabled")
             ),
         )
         return
     created = call(lambda c: c.create_token(ttl_seconds=ttl.total_seconds(), uses=1, worker=ref))
-    st.emit(created, lambda out: print_token(out, created, agent=created.get("agent_id")))
+    st.emit(created, lambda out: print_token(out, created, agent=created.agent_id))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
@@ -20,6 +19,7 @@ from packfleet.cli._output import Column, json_option, print_table, short_time
 from packfleet.expiry import expiry_warning
 from packfleet.master import clock_warning
 from packfleet.pki import load_credential
+from packfleet.protocol import Worker, WorkerCertificate
 
 # The colours of packfleet.expiry's warnings, shared with `manager certs`.
 EXPIRY_STYLE = {"30d": "yellow", "7d": "red", "expired": "bold red"}
@@ -47,44 +47,38 @@ def _days_left(not_after: str | None) -> float | None:
     return (datetime.fromisoformat(not_after) - datetime.now(UTC)).total_seconds() / 86400
 
 
-def _active_cert(worker: dict[str, Any]) -> dict[str, Any] | None:
-    certs = [c for c in worker.get("certificates", []) if c.get("status") == "active"]
-    return max(certs, key=lambda c: c.get("not_after") or "", default=None)
+def _active_cert(worker: Worker) -> WorkerCertificate | None:
+    certs = [c for c in worker.certificates if c.status == "active"]
+    return max(certs, key=lambda c: c.not_after or "", default=None)
 
 
 _STATE_STYLE = {"online": "green", "revoked": "bold red", "expired": "bold red", "offline": "yellow"}
 
 
-def _state(worker: dict[str, Any]) -> str:
+def _state(worker: Worker) -> str:
     """The state the master computed (``state``, ``offline_seconds``), styled; never judged here."""
-    word = str(worker.get("state") or "unknown")
-    if word == "offline" and worker.get("offline_seconds") is not None:
-        word = f"offline {int(worker['offline_seconds'] // 60)} min"
-    style = _STATE_STYLE.get(str(worker.get("state")))
+    word: str = worker.state
+    if word == "offline" and worker.offline_seconds is not None:
+        word = f"offline {int(worker.offline_seconds // 60)} min"
+    style = _STATE_STYLE.get(worker.state)
     return f"[{style}]{word}[/]" if style else word
 
 
-def _workers_table(out: Console, workers: list[dict[str, Any]], *, wide: bool = False) -> None:
+def _workers_table(out: Console, workers: list[Worker], *, wide: bool = False) -> None:
     rows: list[list[str]] = []
     skewed: list[str] = []
     for w in workers:
-        if text := clock_warning(w.get("display_name", w["agent_id"]), w.get("clock_skew_seconds")):
+        if text := clock_warning(w.display_name or w.agent_id, w.clock_skew_seconds):
             skewed.append(text)
         cert = _active_cert(w)
-        days = _days_left(cert.get("not_after") if cert else None)
+        days = _days_left(cert.not_after if cert else None)
         expiry = "-" if days is None else f"{days:.0f} days"
         level = expiry_warning(days)
         if level is not None:
             expiry = f"[{EXPIRY_STYLE[level]}]{expiry} ({level})[/]"
-        row = [
-            w["agent_id"],
-            w.get("display_name", ""),
-            "yes" if w.get("is_enabled") else "[yellow]no[/]",
-            _state(w),
-            expiry,
-        ]
+        row = [w.agent_id, w.display_name, "yes" if w.is_enabled else "[yellow]no[/]", _state(w), expiry]
         if wide:
-            row += [w.get("machine_name", ""), w.get("tags", ""), (cert or {}).get("thumbprint", "-")]
+            row += [w.machine_name, w.tags, cert.thumbprint if cert else "-"]
         rows.append(row)
     columns: list[Column | str] = [Column("agent id", key=True), "name", "enabled", "state", "expires"]
     if wide:
@@ -128,10 +122,10 @@ def worker_add(cert_file: Path, name: str | None, enable: bool, worker_ref: str 
     st.emit(
         record,
         lambda out: out.print(
-            f"certificate {record['thumbprint']} installed in the master's Root store; "
+            f"certificate {record.thumbprint} installed in the master's Root store; "
             + (
-                f"bound to worker {record['agent_id']}"
-                if record.get("agent_id")
+                f"bound to worker {record.agent_id}"
+                if record.agent_id
                 else "the worker will be enabled when it connects"
                 if enable
                 else "enable the worker when it has connected: packfleet manager worker enable NAME"
@@ -160,7 +154,7 @@ def worker_show(ref: str) -> None:
 
     def human(out: Console) -> None:
         _workers_table(out, [worker], wide=True)
-        info = worker.get("machine_info") or {}
+        info = worker.machine_info
         if info:
             out.print(", ".join(f"{k}: {v}" for k, v in info.items()))
 
@@ -170,9 +164,7 @@ def worker_show(ref: str) -> None:
 def _toggle(ref: str, enable: bool) -> None:
     worker = call(lambda c: c.enable_worker(ref) if enable else c.disable_worker(ref))
     word = "enabled" if enable else "disabled"
-    state().emit(
-        worker, lambda out: out.print(f"worker {worker['agent_id']} ({worker.get('display_name')}) {word}")
-    )
+    state().emit(worker, lambda out: out.print(f"worker {worker.agent_id} ({worker.display_name}) {word}"))
 
 
 @worker_admin.command("enable")
@@ -233,23 +225,15 @@ def audit(limit: int, actions: tuple[str, ...]) -> None:
     if actions:
         # The route pages by id only; filter the newest 10000 rows here and keep the last --limit.
         everything = call(lambda c: c.audit(limit=10000, newest=True))
-        rows = [r for r in everything if _action_matches(str(r.get("action", "")), actions)][-limit:]
+        rows = [r for r in everything if _action_matches(r.action, actions)][-limit:]
     else:
         rows = call(lambda c: c.audit(limit=limit, newest=True))
 
     def human(out: Console) -> None:
         lines: list[list[str]] = []
         for row in rows:
-            details = ", ".join(f"{k}={v}" for k, v in (row.get("details") or {}).items())
-            lines.append(
-                [
-                    short_time(row.get("time")),
-                    row.get("actor", ""),
-                    row.get("action", ""),
-                    row.get("target", ""),
-                    escape(details),
-                ]
-            )
+            details = ", ".join(f"{k}={v}" for k, v in row.details.items())
+            lines.append([short_time(row.time), row.actor, row.action, row.target, escape(details)])
         print_table(out, [Column("time", key=True), "actor", "action", "target", "details"], lines)
 
     state().emit(rows, human)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 
 from packfleet.cli._client import call, state
 from packfleet.cli._manager import EXPIRY_STYLE, manager_group
 from packfleet.cli._output import Column, json_option, print_table
 from packfleet.expiry import URGENT_DAYS, WARN_DAYS
+from packfleet.protocol import CertificateEntry
 
 
 @manager_group.command("certs")
@@ -26,26 +25,26 @@ def certs() -> None:
     packfleet manager certs --json | jq '.[] | select(.warning != null)'
     """
     entries = call(lambda c: c.certificates())
-    entries.sort(key=lambda e: (e["days_left"] is None, e["days_left"] or 0.0))
+    entries.sort(key=lambda e: (e.days_left is None, e.days_left or 0.0))
     state().emit(entries, lambda out: _table(out, entries))
 
 
-def _table(out: Console, entries: list[dict[str, Any]]) -> None:
+def _table(out: Console, entries: list[CertificateEntry]) -> None:
     rows: list[list[str]] = []
     for entry in entries:
-        days = entry.get("days_left")
+        days = entry.days_left
         left = "-" if days is None else f"{days:.0f}"
-        level = entry.get("warning")
+        level = entry.warning
         if level:
             left = f"[{EXPIRY_STYLE[level]}]{left} ({level})[/]"
         rows.append(
             [
-                entry["role"],
-                entry["thumbprint"],
-                entry.get("name") or "",
-                entry.get("worker") or "",
-                entry.get("status") or "",
-                (entry.get("not_after") or "-")[:10],
+                entry.role,
+                entry.thumbprint,
+                entry.name,
+                entry.worker or "",
+                entry.status,
+                (entry.not_after or "-")[:10],
                 left,
             ]
         )
@@ -59,7 +58,7 @@ def _table(out: Console, entries: list[dict[str, Any]]) -> None:
         "days left",
     ]
     print_table(out, columns, rows)
-    flagged = sum(1 for e in entries if e.get("warning"))
+    flagged = sum(1 for e in entries if e.warning)
     if flagged:
         out.print(
             f"{flagged} certificate(s) expire within {WARN_DAYS} days ({URGENT_DAYS} days is urgent) or "

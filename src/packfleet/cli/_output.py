@@ -20,6 +20,7 @@ from rich.text import Text
 
 from packfleet.config import resolve_home
 from packfleet.manager import RemoteOptions
+from packfleet.protocol import AdminAnswer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -164,6 +165,8 @@ def to_jsonable(value: Any) -> Any:
         return str(value)
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, AdminAnswer):
+        return value.wire()  # every field the master sent, as it sent it
     if hasattr(value, "to_dict"):
         return value.to_dict()
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")

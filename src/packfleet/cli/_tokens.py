@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
 
 import click
 from rich.console import Console
@@ -14,6 +13,7 @@ from packfleet.cli._manager import manager_group
 from packfleet.cli._output import Column, json_option, print_table, short_time
 from packfleet.config import parse_timespan
 from packfleet.errors import PackfleetError
+from packfleet.protocol import JoinTokenView
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
@@ -48,15 +48,15 @@ def token_group() -> None:
     """
 
 
-def print_token(out: Console, created: dict[str, Any], *, agent: str | None = None) -> None:
+def print_token(out: Console, created: JoinTokenView, *, agent: str | None = None) -> None:
     """Show a new token and the one command that uses it."""
-    out.print(created["token"])
-    uses = created["uses"]
+    out.print(created.token)
+    uses = created.uses
     who = f"worker {agent}" if agent else f"{uses} worker(s)"
-    until = str(created["expires_at"])[:16].replace("T", " ") + " UTC"
+    until = created.expires_at[:16].replace("T", " ") + " UTC"
     out.print(
         f"\ntoken {created['token_id']}: admits {who} until {until}"
-        + (", enabled at once" if created.get("enable") else ", disabled until you enable them")
+        + (", enabled at once" if created.enable else ", disabled until you enable them")
     )
     out.print(f"master {created['endpoint']}, certificate SHA-256 {created['master_sha256']}")
     out.print("on the worker:  packfleet worker join TOKEN   (the whole line above)")
@@ -89,20 +89,20 @@ def token_create(ttl: timedelta, uses: int, enable: bool, endpoint: str | None) 
     state().emit(created, lambda out: print_token(out, created))
 
 
-def _tokens_table(out: Console, tokens: list[dict[str, Any]]) -> None:
+def _tokens_table(out: Console, tokens: list[JoinTokenView]) -> None:
     rows: list[list[str]] = []
     for t in tokens:
-        status = t["status"] if t["status"] == "usable" else f"[yellow]{t['status']}[/]"
+        status = t.status if t.status == "usable" else f"[yellow]{t.status}[/]"
         rows.append(
             [
-                t["token_id"],
+                t.token_id,
                 status,
-                str(t["uses_left"]),
-                str(t.get("admitted", 0)),
-                "yes" if t.get("enable") else "no",
-                t.get("agent_id") or "-",
-                short_time(t["expires_at"]),
-                t.get("created_by", ""),
+                str(t.uses_left),
+                str(t.admitted),
+                "yes" if t.enable else "no",
+                t.agent_id or "-",
+                short_time(t.expires_at),
+                t.created_by,
             ]
         )
     columns: list[Column | str] = [Column("token id", key=True), "status", "uses left", "admitted", "enable"]

@@ -95,6 +95,12 @@ class Fleet(Protocol):
         actor: str,
     ) -> ExecutionRecord: ...
 
+    async def rerun_execution(
+        self, execution_id: int, *, actor: str
+    ) -> tuple[ExecutionRecord, ExecutionRecord]:
+        """A new execution of the same package, parameters and allowed workers; (old, new)."""
+        ...
+
     async def rotation_status(self) -> dict[str, Any] | None:
         """The master certificate rotation under way, with each worker's progress (the admin route
         GET /rotation/master-cert's answer); None when none is under way."""

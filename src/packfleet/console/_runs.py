@@ -223,15 +223,7 @@ async def rerun(request: web.Request) -> web.StreamResponse:
     """The same package with the same parameters and allowed workers, as a new execution."""
     viewer = require(request, "operator", "Re-running an execution")
     fleet = fleet_of(request)
-    old = await fleet.db(fleet.catalog.get_execution, _execution_id(request))
-    record = await fleet.run_package(
-        old.folder,
-        old.project,
-        old.package,
-        parameters=dict(old.parameters),
-        workers=old.allowed_workers,
-        actor=viewer.actor,
-    )
+    old, record = await fleet.rerun_execution(_execution_id(request), actor=viewer.actor)
     target = f"{old.folder}/{old.project}/{old.package}"
     await _audit(request, viewer.actor, record.execution_id, target, old.execution_id)
     log.info("console: %s re-ran execution %d as %d", viewer.name, old.execution_id, record.execution_id)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from packfleet.catalog import WorkerRecord
 from packfleet.expiry import days_left, expiry_warning
-
-#: A worker counts as online when its last heartbeat is this recent: three default
-#: AgentHeartbeatIntervals, as ``packfleet manager worker list`` and /metrics judge it.
-ONLINE_WINDOW = timedelta(minutes=3)
+from packfleet.protocol import ONLINE_WINDOW as ONLINE_WINDOW  # the pages name the window
+from packfleet.protocol import liveness
 
 
 def duration(seconds: float | None) -> str:
@@ -68,7 +66,8 @@ class WorkerView:
 def worker_view(worker: WorkerRecord, now: datetime) -> WorkerView:
     info: dict[str, Any] = dict(worker.machine_info)
     seen = worker.last_online_time
-    online = seen is not None and now - seen <= ONLINE_WINDOW
+    # The master's one verdict: a revoked or expired worker is not online, whatever its heartbeat.
+    online = liveness(seen, [(c.status, c.not_after) for c in worker.certificates], now) == "online"
     enabled = "enabled" if worker.is_enabled else "disabled"
     state = f"{'online' if online else 'offline'}, {enabled}"
     if online and worker.is_enabled:

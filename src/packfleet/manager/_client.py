@@ -1,8 +1,14 @@
-"""The admin client: one async method per admin route, answers as the route's plain JSON.
+"""The admin client: one async method per admin route, answers as :mod:`packfleet.protocol` messages.
 
 It is what ``packfleet manager ...`` (and ``deploy``, ``run``, ``executions``) sit on: SSIS Manager's
 operations and the ``catalog.*`` procedures, spoken over mutual TLS with the admin certificate that
 ``packfleet master init`` made, to a master pinned by its certificate thumbprint.
+
+A refusal the master answers with its own problem document is raised as the error the master
+raised: :class:`~packfleet.errors.RemoteNotFound` (a ``NotFound``), :class:`~packfleet.errors.RemoteConflict`
+(a ``Conflict``), :class:`~packfleet.errors.Refused` (403) or :class:`~packfleet.errors.BadRequest`;
+none of them is a :class:`~packfleet.errors.TransportError`. A master that failed or is unavailable
+(5xx) and a connection that failed stay transport errors, worth a retry.
 """
 
 from __future__ import annotations
@@ -18,9 +24,37 @@ from typing import Any
 from urllib.parse import quote
 
 from packfleet.config import ManagerSettings, load_manager_settings, settings_path, split_endpoints
-from packfleet.errors import ApiError, PkiError, SettingsError, TlsError, TransportError, UsageError
+from packfleet.errors import (
+    ApiError,
+    BadRequest,
+    PackfleetError,
+    PkiError,
+    Refused,
+    RemoteConflict,
+    RemoteError,
+    RemoteNotFound,
+    SettingsError,
+    TlsError,
+    TransportError,
+    UsageError,
+)
 from packfleet.pki import CertStore, load_credential
-from packfleet.protocol import routes
+from packfleet.protocol import (
+    AuditEntry,
+    CertificateEntry,
+    ConnectedWorker,
+    DeletedWorker,
+    EventPage,
+    Execution,
+    Identity,
+    JoinTokenView,
+    PendingExplanation,
+    ProjectVersion,
+    RotationStatus,
+    TrustedCertificate,
+    Worker,
+    routes,
+)
 from packfleet.transport import MasterClient, client_context, connect_master, parse_endpoint
 
 #: Extra seconds on top of a long-poll's ``wait`` before the client gives up on the answer.
@@ -91,6 +125,30 @@ async def _retried(call: Callable[[], Awaitable[Any]], retry_for: float) -> Any:
                 raise
         await asyncio.sleep(pause)
     raise AssertionError("unreachable")  # pragma: no cover - itertools.count() never ends
+
+
+_BY_STATUS: dict[int, type[RemoteError]] = {403: Refused, 404: RemoteNotFound, 409: RemoteConflict}
+
+
+def answered_error(exc: ApiError) -> PackfleetError:
+    """The error the master's 4xx problem document stands for; anything else as it came.
+
+    Only the master's own documents (``type`` under ``urn:packfleet:problem:``) are mapped: a
+    proxy's 404 page says nothing about the master's records.
+    """
+    if not 400 <= exc.status < 500 or not exc.problem_type.startswith(routes.PROBLEM_TYPE_PREFIX):
+        return exc
+    cls = _BY_STATUS.get(exc.status, BadRequest)
+    return cls(
+        exc.message,
+        status=exc.status,
+        problem_type=exc.problem_type,
+        fix=exc.fix,
+        method=exc.method,
+        path=exc.path,
+        thumbprint=exc.thumbprint,
+        worker=exc.worker,
+    )
 
 
 def _path(template: str, **values: str | int) -> str:
@@ -201,13 +259,18 @@ class ManagerClient:
         await self.client.close()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return await self.client.request(method, path, **kwargs)
+        try:
+            return await self.client.request(method, path, **kwargs)
+        except ApiError as exc:
+            mapped = answered_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     # --- workers ------------------------------------------------------------------------------
 
-    async def list_workers(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_WORKERS)
-        return result
+    async def list_workers(self) -> list[Worker]:
+        return Worker.many(await self._call("GET", routes.ADMIN_WORKERS))
 
     async def add_worker(
         self,
@@ -215,7 +278,7 @@ class ManagerClient:
         display_name: str | None = None,
         enable: bool = False,
         worker: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> TrustedCertificate:
         """Trust a worker certificate (the master's Root store and catalog).
 
         Pending until it beats, when it registers a new worker; with ``worker`` (an existing
@@ -226,20 +289,16 @@ class ManagerClient:
             body["display_name"] = display_name
         if worker:
             body["worker"] = worker
-        result: dict[str, Any] = await self._call("POST", routes.ADMIN_WORKERS, json_body=body)
-        return result
+        return TrustedCertificate.from_wire(await self._call("POST", routes.ADMIN_WORKERS, json_body=body))
 
-    async def get_worker(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", _path(routes.ADMIN_WORKER, ref=ref))
-        return result
+    async def get_worker(self, ref: str) -> Worker:
+        return Worker.from_wire(await self._call("GET", _path(routes.ADMIN_WORKER, ref=ref)))
 
-    async def enable_worker(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", _path(routes.ADMIN_WORKER_ENABLE, ref=ref))
-        return result
+    async def enable_worker(self, ref: str) -> Worker:
+        return Worker.from_wire(await self._call("POST", _path(routes.ADMIN_WORKER_ENABLE, ref=ref)))
 
-    async def disable_worker(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", _path(routes.ADMIN_WORKER_DISABLE, ref=ref))
-        return result
+    async def disable_worker(self, ref: str) -> Worker:
+        return Worker.from_wire(await self._call("POST", _path(routes.ADMIN_WORKER_DISABLE, ref=ref)))
 
     async def update_worker(
         self,
@@ -248,61 +307,53 @@ class ManagerClient:
         description: str | None = None,
         tags: str | None = None,
         display_name: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Worker:
         changes = {"description": description, "tags": tags, "display_name": display_name}
         body = {name: value for name, value in changes.items() if value is not None}
-        result: dict[str, Any] = await self._call(
-            "PATCH", _path(routes.ADMIN_WORKER, ref=ref), json_body=body
+        return Worker.from_wire(
+            await self._call("PATCH", _path(routes.ADMIN_WORKER, ref=ref), json_body=body)
         )
-        return result
 
-    async def delete_worker(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("DELETE", _path(routes.ADMIN_WORKER, ref=ref))
-        return result
+    async def delete_worker(self, ref: str) -> DeletedWorker:
+        return DeletedWorker.from_wire(await self._call("DELETE", _path(routes.ADMIN_WORKER, ref=ref)))
 
-    async def certificates(self) -> list[dict[str, Any]]:
+    async def certificates(self) -> list[CertificateEntry]:
         """Every fleet certificate (master, admin, workers) with ``days_left`` and ``warning``."""
-        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_CERTIFICATES)
-        return result
+        return CertificateEntry.many(await self._call("GET", routes.ADMIN_CERTIFICATES))
 
     async def metrics(self) -> str:
         """The master's Prometheus exposition text (``GET /metrics``)."""
         body: bytes = await self._call("GET", routes.METRICS, raw=True)
         return body.decode()
 
-    async def revoke_certificate(self, thumbprint: str) -> dict[str, Any]:
+    async def revoke_certificate(self, thumbprint: str) -> TrustedCertificate:
         path = _path(routes.ADMIN_CERTIFICATE_REVOKE, thumbprint=thumbprint)
-        result: dict[str, Any] = await self._call("POST", path)
-        return result
+        return TrustedCertificate.from_wire(await self._call("POST", path))
 
     async def connect_worker(
         self, ref: str, cert_pem: str | None = None, *, thumbprint: str | None = None
-    ) -> dict[str, Any]:
+    ) -> ConnectedWorker:
         """Give worker ``ref`` a certificate, by PEM or by the thumbprint of one the master holds.
 
         Its old certificates leave the master's Root store.
         """
         path = _path(routes.ADMIN_WORKER_CONNECT, ref=ref)
         body = {"thumbprint": thumbprint} if thumbprint else {"cert_pem": cert_pem or ""}
-        result: dict[str, Any] = await self._call("POST", path, json_body=body)
-        return result
+        return ConnectedWorker.from_wire(await self._call("POST", path, json_body=body))
 
     # --- identities ---------------------------------------------------------------------------
 
-    async def create_identity(self, name: str, role: str, cert_pem: str) -> dict[str, Any]:
+    async def create_identity(self, name: str, role: str, cert_pem: str) -> Identity:
         """Pin ``cert_pem`` (no key) to a new identity ``name`` with ``role`` admin, executor or viewer."""
         body = {"name": name, "role": role, "cert_pem": cert_pem}
-        result: dict[str, Any] = await self._call("POST", routes.ADMIN_IDENTITIES, json_body=body)
-        return result
+        return Identity.from_wire(await self._call("POST", routes.ADMIN_IDENTITIES, json_body=body))
 
-    async def list_identities(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_IDENTITIES)
-        return result
+    async def list_identities(self) -> list[Identity]:
+        return Identity.many(await self._call("GET", routes.ADMIN_IDENTITIES))
 
-    async def revoke_identity(self, name: str) -> dict[str, Any]:
+    async def revoke_identity(self, name: str) -> Identity:
         path = _path(routes.ADMIN_IDENTITY_REVOKE, name=name)
-        result: dict[str, Any] = await self._call("POST", path)
-        return result
+        return Identity.from_wire(await self._call("POST", path))
 
     # --- join tokens --------------------------------------------------------------------------
 
@@ -314,7 +365,7 @@ class ManagerClient:
         enable: bool = False,
         endpoint: str = "",
         worker: str = "",
-    ) -> dict[str, Any]:
+    ) -> JoinTokenView:
         """A join token (``token`` is shown only in this answer); ``worker`` binds it to that worker."""
         body = {
             "ttl_seconds": ttl_seconds,
@@ -323,46 +374,43 @@ class ManagerClient:
             "endpoint": endpoint,
             "worker": worker,
         }
-        result: dict[str, Any] = await self._call("POST", routes.ADMIN_TOKENS, json_body=body)
-        return result
+        return JoinTokenView.from_wire(await self._call("POST", routes.ADMIN_TOKENS, json_body=body))
 
-    async def list_tokens(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_TOKENS)
-        return result
+    async def list_tokens(self) -> list[JoinTokenView]:
+        return JoinTokenView.many(await self._call("GET", routes.ADMIN_TOKENS))
 
-    async def revoke_token(self, token_id: str) -> dict[str, Any]:
+    async def revoke_token(self, token_id: str) -> JoinTokenView:
         path = _path(routes.ADMIN_TOKEN_REVOKE, token_id=token_id)
-        result: dict[str, Any] = await self._call("POST", path)
-        return result
+        return JoinTokenView.from_wire(await self._call("POST", path))
 
-    async def master_cert_rotation(self) -> dict[str, Any]:
+    async def master_cert_rotation(self) -> RotationStatus:
         """The master certificate rotation under way (``phase`` "none" when there is none), per worker."""
-        result: dict[str, Any] = await self._call("GET", routes.ADMIN_ROTATION_MASTER_CERT)
-        return result
+        return RotationStatus.from_wire(await self._call("GET", routes.ADMIN_ROTATION_MASTER_CERT))
 
     async def rotate_master_cert(
         self, action: str, *, cns: list[str] | None = None, days: int | None = None, force: bool = False
-    ) -> dict[str, Any]:
+    ) -> RotationStatus:
         """Advance the master certificate rotation: ``start``, ``switch``, ``finish`` or ``abort``."""
         body: dict[str, Any] = {"action": action, "cns": list(cns or []), "force": force}
         if days is not None:
             body["days"] = days
-        result: dict[str, Any] = await self._call("POST", routes.ADMIN_ROTATION_MASTER_CERT, json_body=body)
-        return result
+        return RotationStatus.from_wire(
+            await self._call("POST", routes.ADMIN_ROTATION_MASTER_CERT, json_body=body)
+        )
 
     # --- projects -----------------------------------------------------------------------------
 
-    async def deploy(self, folder: str, archive_bytes: bytes) -> dict[str, Any]:
+    async def deploy(self, folder: str, archive_bytes: bytes) -> ProjectVersion:
         """Upload a project archive (``packages.build_archive``) into ``folder``."""
-        result: dict[str, Any] = await self._call(
-            "POST", routes.ADMIN_PROJECTS, data=archive_bytes, params={"folder": folder}, timeout=300.0
+        return ProjectVersion.from_wire(
+            await self._call(
+                "POST", routes.ADMIN_PROJECTS, data=archive_bytes, params={"folder": folder}, timeout=300.0
+            )
         )
-        return result
 
-    async def list_projects(self, folder: str | None = None) -> list[dict[str, Any]]:
+    async def list_projects(self, folder: str | None = None) -> list[ProjectVersion]:
         params = {"folder": folder} if folder else None
-        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_PROJECTS, params=params)
-        return result
+        return ProjectVersion.many(await self._call("GET", routes.ADMIN_PROJECTS, params=params))
 
     # --- executions ---------------------------------------------------------------------------
 
@@ -376,7 +424,7 @@ class ManagerClient:
         retry_count: int = 0,
         idempotency_key: str | None = None,
         retry_for: float = 0.0,
-    ) -> dict[str, Any]:
+    ) -> Execution:
         """Create an execution; ``parameters`` are text, typed by the master against the manifest.
 
         With ``idempotency_key`` the master returns the execution an earlier submit with that key
@@ -394,46 +442,37 @@ class ManagerClient:
         if idempotency_key:
             body["idempotency_key"] = idempotency_key
         call = functools.partial(self._call, "POST", routes.ADMIN_EXECUTIONS, json_body=body)
-        result: dict[str, Any] = await (_retried(call, retry_for) if idempotency_key else call())
-        return result
+        return Execution.from_wire(await (_retried(call, retry_for) if idempotency_key else call()))
 
-    async def list_executions(self, limit: int = 50, status: int | None = None) -> list[dict[str, Any]]:
+    async def list_executions(self, limit: int = 50, status: int | None = None) -> list[Execution]:
         params = {"limit": str(limit)}
         if status is not None:
             params["status"] = str(status)
-        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_EXECUTIONS, params=params)
-        return result
+        return Execution.many(await self._call("GET", routes.ADMIN_EXECUTIONS, params=params))
 
-    async def get_execution(self, execution_id: int) -> dict[str, Any]:
+    async def get_execution(self, execution_id: int) -> Execution:
         path = _path(routes.ADMIN_EXECUTION, execution_id=execution_id)
-        result: dict[str, Any] = await self._call("GET", path)
-        return result
+        return Execution.from_wire(await self._call("GET", path))
 
-    async def events(self, execution_id: int, after_id: int = 0, wait: float = 0.0) -> dict[str, Any]:
+    async def events(self, execution_id: int, after_id: int = 0, wait: float = 0.0) -> EventPage:
         """``{"execution", "events", "last_id", "finished"}``; with ``wait``, the master holds the
         request up to that many seconds (at most 30) until there are new events or the run ends."""
         path = _path(routes.ADMIN_EXECUTION_EVENTS, execution_id=execution_id)
         params = {"after_id": str(after_id), "wait": str(wait)}
-        result: dict[str, Any] = await self._call("GET", path, params=params, timeout=wait + _WAIT_MARGIN)
-        return result
+        return EventPage.from_wire(await self._call("GET", path, params=params, timeout=wait + _WAIT_MARGIN))
 
-    async def pending(self, execution_id: int) -> dict[str, Any]:
+    async def pending(self, execution_id: int) -> PendingExplanation:
         """Why the execution is still pending: ``reasons`` (per worker, with figures) and ``ready``."""
         path = _path(routes.ADMIN_EXECUTION_PENDING, execution_id=execution_id)
-        result: dict[str, Any] = await self._call("GET", path)
-        return result
+        return PendingExplanation.from_wire(await self._call("GET", path))
 
-    async def cancel(self, execution_id: int) -> dict[str, Any]:
+    async def cancel(self, execution_id: int) -> Execution:
         path = _path(routes.ADMIN_EXECUTION_CANCEL, execution_id=execution_id)
-        result: dict[str, Any] = await self._call("POST", path)
-        return result
+        return Execution.from_wire(await self._call("POST", path))
 
-    async def audit(
-        self, limit: int = 100, after_id: int = 0, *, newest: bool = False
-    ) -> list[dict[str, Any]]:
+    async def audit(self, limit: int = 100, after_id: int = 0, *, newest: bool = False) -> list[AuditEntry]:
         params = {"limit": str(limit), "after_id": str(after_id), "newest": "1" if newest else "0"}
-        result: list[dict[str, Any]] = await self._call("GET", routes.ADMIN_AUDIT, params=params)
-        return result
+        return AuditEntry.many(await self._call("GET", routes.ADMIN_AUDIT, params=params))
 
     async def health(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", routes.HEALTH)

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from packfleet.catalog import ExecutionRequest
-from packfleet.master._admin_api import MAX_RETRY_COUNT, _agent_ids
 from packfleet.master._api import Endpoint
 from packfleet.master._problems import bad_request
+from packfleet.master._services import services_of
 from packfleet.master._state import Call, json_response
 from packfleet.master._wakeup import TASKS
 from packfleet.packages import Project, resolve_parameters
-from packfleet.protocol import routes
+from packfleet.protocol import MAX_RETRY_COUNT, routes
 
 log = logging.getLogger("packfleet.master")
 
@@ -58,7 +58,7 @@ async def run_bulk(call: Call) -> web.StreamResponse:
         ask.project,
         ask.package,
         parameters,
-        await _agent_ids(state, ask.workers),
+        await services_of(call).executions.agent_ids(ask.workers),
         ask.retry_count,
         project_version_id=version.id,  # the version the parameters were resolved against
     )

@@ -3,11 +3,10 @@ and the console certificate (``ConsoleCertThumbprint``, else the master's own)."
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -15,16 +14,12 @@ from packfleet import __version__
 from packfleet.catalog import Catalog, ExecutionRecord, WorkerRecord
 from packfleet.config import load_manager_settings, set_setting
 from packfleet.console import EventTicket, MasterFacts
-from packfleet.errors import CertificateNotFound, Conflict, InvalidValue, SettingsError
-from packfleet.master import _admin_api, _fleet, _join_api
-from packfleet.master._rotation import MasterCertRotation
+from packfleet.errors import CertificateNotFound, SettingsError
+from packfleet.master._services import RotationService, Services, off_catalog, stored_certificate
 from packfleet.master._state import MasterState
 from packfleet.master._tls import TlsMaterial
-from packfleet.master._trust import trust_in_root
-from packfleet.master._wakeup import EVENTS, TASKS
-from packfleet.packages import Project, resolve_parameters
-from packfleet.pki import CertStore, Credential, check_usable, load_credential_bytes
-from packfleet.protocol import hash_secret, new_join_token
+from packfleet.master._wakeup import EVENTS
+from packfleet.pki import CertStore, Credential
 from packfleet.transport import console_server_context
 
 P = ParamSpec("P")
@@ -32,17 +27,19 @@ T = TypeVar("T")
 
 
 class MasterFleet:
-    """The running master as the console sees it: the admin API's own functions, nothing copied."""
+    """The running master as the console sees it: the services the admin routes call, nothing copied."""
 
     def __init__(
         self,
         state: MasterState,
+        services: Services,
         *,
         started_at: datetime,
         address: Callable[[], str],
         serving: Callable[[], tuple[str, str] | None],
     ) -> None:
         self._state = state
+        self._services = services
         self._started_at = started_at
         self._address = address
         self._serving = serving
@@ -60,7 +57,7 @@ class MasterFleet:
 
     def facts(self) -> MasterFacts:
         serving = self._serving()
-        rotation = self._state.rotation.record if self._state.rotation is not None else None
+        rotation = self._services.rotation.record if self._services.rotation is not None else None
         return MasterFacts(
             address=self._address(),
             version=__version__,
@@ -78,88 +75,48 @@ class MasterFleet:
     async def set_worker_enabled(
         self, agent_id: str, enabled: bool, *, actor: str, reason: str | None
     ) -> WorkerRecord:
-        return await _admin_api.set_worker_enabled(self._state, agent_id, enabled, actor=actor, reason=reason)
+        return await self._services.workers.set_enabled(agent_id, enabled, actor=actor, reason=reason)
 
     async def delete_worker(self, agent_id: str, *, actor: str) -> dict[str, Any]:
-        return await _admin_api.remove_worker(self._state, agent_id, actor=actor)
+        return await self._services.workers.delete(agent_id, actor=actor)
 
     async def cancel_execution(self, execution_id: int, *, actor: str) -> ExecutionRecord:
-        return await _admin_api.cancel_execution(self._state, execution_id, actor=actor)
+        return await self._services.executions.cancel(execution_id, actor=actor)
 
     async def shown_execution(self, record: ExecutionRecord) -> dict[str, Any]:
-        return await _admin_api.shown_execution(self._state, record)
+        return await self._services.executions.shown(record)
 
     async def certificates(self) -> list[dict[str, Any]]:
-        return await _fleet.fleet_certificates(self._state, self._serving())
+        return await self._services.fleet.certificates()
 
     async def update_worker(
         self, agent_id: str, *, actor: str, description: str | None, tags: str | None
     ) -> WorkerRecord:
-        # What the admin route PATCH /workers/{ref} does: the catalog, then the principal cache.
-        state = self._state
-        worker = await state.db(
-            state.catalog.update_worker, agent_id, actor=actor, description=description, tags=tags
-        )
-        state.principals.invalidate([c.thumbprint for c in worker.certificates])
-        return worker
+        return await self._services.workers.update(agent_id, actor=actor, description=description, tags=tags)
 
     def worker_certificate(self, data: bytes) -> Credential:
         """A worker certificate checked as ``manager worker add`` checks it (public part only)."""
-        cred = load_credential_bytes(data)
-        public = Credential(cred.certificate)  # never keep a key that came along
-        check_usable(public, purposes=("client",), now=self._state.clock(), peer=True)
-        return public
+        return self._services.trust.worker_certificate(data)
 
     def stored_certificate(self, thumbprint: str) -> bytes:
         """The certificate ``thumbprint`` from the master's Root or My store (PEM)."""
-        wanted = thumbprint.replace(" ", "").replace(":", "").upper()
-        for name in ("Root", "My"):
-            try:
-                return CertStore(self._state.home, name).get(wanted).cert_pem()
-            except CertificateNotFound:
-                continue
-        raise CertificateNotFound(
-            f"certificate {wanted} is in neither the master's Root nor its My store",
-            fix="upload the worker's .cer file instead, or create a join token and run "
-            "packfleet worker join TOKEN on the worker",
-        )
+        return stored_certificate(self._state, thumbprint)
 
     async def trust_worker(
         self, public: Credential, *, actor: str, display_name: str | None, enable: bool
     ) -> str:
-        """The admin route POST /workers: record the certificate, trust it in Root; its thumbprint."""
-        state = self._state
-        record = await state.db(
-            state.catalog.add_worker_certificate,
-            public.cert_pem(),
-            actor=actor,
-            display_name=display_name,
-            enable=enable,
+        """What the admin route POST /workers does: record the certificate, trust it; its thumbprint."""
+        record = await self._services.trust.add_worker_certificate(
+            public, actor=actor, display_name=display_name, enable=enable
         )
-        await trust_in_root(state, public, actor=actor)
         return record.thumbprint
 
     async def create_join_token(self, *, actor: str, ttl_seconds: float, enable: bool) -> dict[str, Any]:
-        """The admin route POST /tokens for one use: the token string and when it expires."""
-        state = self._state
-        ttl = timedelta(seconds=ttl_seconds)
-        if not timedelta(0) < ttl <= _join_api.MAX_TTL:
-            raise InvalidValue(f"a join token lives more than 0 s and at most {_join_api.MAX_TTL}")
-        loop = asyncio.get_running_loop()
-        pin, address = await loop.run_in_executor(None, _join_api._served_pin_and_address, state)
-        endpoint = (address or self._address()).strip().rstrip("/")
-        token = new_join_token(endpoint, pin)
-        record = await state.db(
-            state.catalog.create_join_token,
-            token.token_id,
-            hash_secret(token.secret),
-            expires_at=state.clock() + ttl,
-            uses=1,
-            enable=enable,
-            endpoint=endpoint,
-            actor=actor,
+        """What the admin route POST /tokens does, for one use: the token string and when it expires."""
+        made = await self._services.tokens.create(
+            actor=actor, ttl_seconds=ttl_seconds, enable=enable, default_endpoint=self._address()
         )
-        return {"token": token.encode(), "expires_at": record.expires_at, "endpoint": endpoint}
+        return {"token": made.token, "expires_at": made.record.expires_at, "endpoint": made.record.endpoint}
 
     async def run_package(
         self,
@@ -171,35 +128,26 @@ class MasterFleet:
         workers: tuple[str, ...],
         actor: str,
     ) -> ExecutionRecord:
-        """The admin route POST /executions: resolve the parameters by the manifest, queue, wake."""
-        state = self._state
-        version = await state.db(state.catalog.get_project_version, folder, project)
-        resolved = resolve_parameters(Project.from_dict(version.manifest), package, parameters)
-        record = await state.db(
-            state.catalog.create_execution,
-            folder,
-            project,
-            package,
-            parameters=resolved,
-            actor=actor,
-            allowed_workers=workers,
-            project_version_id=version.id,
+        """What the admin route POST /executions does: parameters typed and sealed, queued, woken."""
+        return await self._services.executions.run_package(
+            folder, project, package, parameters=parameters, workers=workers, actor=actor
         )
-        state.wakeups.notify(TASKS)
-        return record
+
+    async def rerun_execution(
+        self, execution_id: int, *, actor: str
+    ) -> tuple[ExecutionRecord, ExecutionRecord]:
+        """A new execution with the old one's parameters (sensitive ones opened and sealed afresh)."""
+        return await self._services.executions.rerun(execution_id, actor=actor)
 
     # --- master certificate rotation, for the console's Certificates page -----------------------
-    # Only calls into MasterCertRotation, the object the admin route POST /rotation/master-cert
-    # drives: the console starts, switches, finishes and aborts exactly as the CLI does.
+    # Only calls into the RotationService, which the admin route POST /rotation/master-cert drives
+    # too: the console starts, switches, finishes and aborts exactly as the CLI does.
 
-    def _master_rotation(self) -> MasterCertRotation:
-        rotation = self._state.rotation
-        if not isinstance(rotation, MasterCertRotation):
-            raise Conflict("the master certificate rotation is not set up on this master yet")
-        return rotation
+    def _rotation(self) -> RotationService:
+        return self._services.require_rotation()
 
     async def rotation_status(self) -> dict[str, Any] | None:
-        rotation = self._master_rotation()
+        rotation = self._rotation()
         if rotation.record is None:
             return None  # no list of every worker for a rotation that is not there
         return await rotation.status()
@@ -207,18 +155,10 @@ class MasterFleet:
     async def rotate_master_certificate(
         self, action: str, *, actor: str, force: bool = False
     ) -> dict[str, Any]:
-        rotation = self._master_rotation()
-        if action == "start":
-            result = await rotation.start(cns=[], days=None, actor=actor)
-        elif action == "switch":
-            result = await rotation.switch(actor=actor, force=force)
-        elif action == "finish":
-            result = await rotation.finish(actor=actor)
-        elif action == "abort":
-            result = await rotation.abort(actor=actor)
-        else:
-            raise InvalidValue(f"rotation step {action!r} is not one of start, switch, finish, abort")
-        await self._state.db(_follow_local_manager, self._state.home, action, result)
+        # The service refuses an unknown step (InvalidValue) before anything changes.
+        result = await self._rotation().advance(action, actor=actor, force=force)
+        # Settings files, not the catalog: off the catalog's executor.
+        await off_catalog(_follow_local_manager, self._state.home, action, result)
         return result
 
 

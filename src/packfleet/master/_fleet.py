@@ -8,8 +8,9 @@ executor certificates, and every worker certificate the catalog knows.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -22,13 +23,9 @@ from packfleet.master._api import Endpoint
 from packfleet.master._metrics import metrics_of
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.pki import CertInfo, CertStore
-from packfleet.protocol import routes
+from packfleet.protocol import liveness, routes
 
 log = logging.getLogger("packfleet.master")
-
-#: A worker counts as online when its last heartbeat is this recent (three default
-#: AgentHeartbeatIntervals, as `manager worker list` judges it).
-ONLINE_WINDOW = timedelta(minutes=3)
 
 
 def worker_view(worker: WorkerRecord, now: datetime) -> dict[str, Any]:
@@ -40,19 +37,9 @@ def worker_view(worker: WorkerRecord, now: datetime) -> dict[str, Any]:
     master refuses it at the next request. Judged here, once, so every client shows the same.
     """
     view = worker.to_dict()
-    active = [c for c in worker.certificates if c.status == "active"]
     seen = worker.last_online_time
+    verdict = liveness(seen, [(c.status, c.not_after) for c in worker.certificates], now)
     offline_seconds = None if seen is None else max(0.0, (now - seen).total_seconds())
-    if not active and any(c.status == "revoked" for c in worker.certificates):
-        verdict = "revoked"
-    elif active and all(c.not_after is not None and c.not_after <= now for c in active):
-        verdict = "expired"
-    elif seen is None:
-        verdict = "never"
-    elif now - seen <= ONLINE_WINDOW:
-        verdict = "online"
-    else:
-        verdict = "offline"
     view["state"] = verdict
     view["online"] = verdict == "online"
     view["offline_seconds"] = None if verdict == "online" else offline_seconds
@@ -158,7 +145,8 @@ async def fleet_certificates(state: MasterState, serving: tuple[str, str] | None
     """Every fleet certificate with ``days_left`` and ``warning`` (None, "30d", "7d", "expired")."""
     principals = await state.db(state.catalog.list_principals)
     workers = await state.db(state.catalog.certificates)
-    return await state.db(_inventory, state, serving, principals, workers)
+    # The stores are files: read them off the catalog's one thread.
+    return await asyncio.to_thread(_inventory, state, serving, principals, workers)
 
 
 async def list_certificates(call: Call) -> web.StreamResponse:
@@ -205,9 +193,7 @@ async def serve_metrics(call: Call) -> web.StreamResponse:
     now = state.clock()
     metrics.workers.labels(state="enabled").set(sum(1 for w in workers if w.is_enabled))
     metrics.workers.labels(state="disabled").set(sum(1 for w in workers if not w.is_enabled))
-    metrics.workers.labels(state="online").set(
-        sum(1 for w in workers if w.last_online_time and now - w.last_online_time <= ONLINE_WINDOW)
-    )
+    metrics.workers.labels(state="online").set(sum(1 for w in workers if worker_view(w, now)["online"]))
     for status, count in (await state.db(state.catalog.execution_counts)).items():
         metrics.executions.labels(status=status.label).set(count)
     return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -18,7 +18,6 @@ import base64
 import binascii
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -28,6 +27,7 @@ from packfleet.errors import CatalogError, Conflict, NotFound, PackfleetError
 from packfleet.master._api import Endpoint
 from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request, forbidden
+from packfleet.master._services import MAX_TTL, MAX_USES, services_of
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import PROOF_WINDOW, parse_aware_time
 from packfleet.master._tls import load_tls_material
@@ -37,7 +37,6 @@ from packfleet.pki import (
     CertStore,
     Credential,
     check_usable,
-    load_credential,
     load_credential_bytes,
     verify_proof,
 )
@@ -46,20 +45,14 @@ from packfleet.protocol import (
     JoinReply,
     JoinRequest,
     encode,
-    hash_secret,
     join_proof_message,
-    new_join_token,
     routes,
     secret_matches,
 )
 from packfleet.thumbprint import is_thumbprint, normalize_thumbprint
-from packfleet.transport import parse_endpoint
 
 log = logging.getLogger("packfleet.master")
 
-#: kubeadm's tokens live 24 h by default; ours one hour, and at most a year.
-MAX_TTL = timedelta(days=365)
-MAX_USES = 10_000
 #: POST /join is open to anyone who can reach the port: its body (a certificate, a signature and a
 #: few names; under 8 KiB even with an RSA-4096 certificate) is capped far below the 4 MiB default.
 JOIN_MAX_BODY = 64 * 1024
@@ -219,100 +212,31 @@ async def _serving_thumbprint(state: MasterState) -> str:
 # --- /api/v1/admin/tokens -----------------------------------------------------------------------
 
 
-def _served_pin_and_address(state: MasterState) -> tuple[str, str]:
-    """SHA-256 of the certificate the binding serves, and MasterAddress (SSIS's MASTER_ADDRESS)."""
-    material = load_tls_material(state.home)
-    return load_credential(material.cert_file).sha256, material.settings.master_address
-
-
 async def create_token(call: Call) -> web.StreamResponse:
-    state = call.state
     ask = await call.message(CreateToken)
-    # Range-check the number before timedelta sees it: 1e300 or inf would overflow it (a 500).
-    if not 0 < ask.ttl_seconds <= MAX_TTL.total_seconds():  # NaN fails every comparison
-        raise bad_request(
-            f"ttl_seconds must be more than 0 and at most {MAX_TTL.total_seconds():.0f} ({MAX_TTL}), "
-            f"not {ask.ttl_seconds}",
-            fix="packfleet manager token create --ttl 1h",
-        )
-    ttl = timedelta(seconds=ask.ttl_seconds)
-    if not 1 <= ask.uses <= MAX_USES:
-        raise bad_request(f"uses must be 1..{MAX_USES}, not {ask.uses}")
-    loop = asyncio.get_running_loop()
-    pin, address = await loop.run_in_executor(None, _served_pin_and_address, state)
-    endpoint = (ask.endpoint or address).strip().rstrip("/")
-    if not endpoint:
-        raise bad_request(
-            "MasterSettings.config has no MasterAddress, so the token would not say where the master is",
-            fix="packfleet settings set master MasterAddress https://HOST:PORT, or pass --endpoint URL",
-        )
-    try:
-        parse_endpoint(endpoint)
-    except PackfleetError as exc:
-        raise bad_request(exc.message, fix="pass --endpoint https://HOST:PORT") from None
-    agent_id = None
-    if ask.worker:
-        agent_id = (await state.db(state.catalog.get_worker, ask.worker)).agent_id
-    token = new_join_token(endpoint, pin)
-    actor = call.caller.actor
-    record = await state.db(
-        state.catalog.create_join_token,
-        token.token_id,
-        hash_secret(token.secret),
-        expires_at=state.clock() + ttl,
+    tokens = services_of(call).tokens
+    made = await tokens.create(
+        actor=call.caller.actor,
+        ttl_seconds=ask.ttl_seconds,
         uses=ask.uses,
         enable=ask.enable,
-        endpoint=endpoint,
-        actor=actor,
+        endpoint=ask.endpoint,
+        worker=ask.worker,
     )
-    if agent_id is not None:
-        try:
-            await state.db(state.catalog.bind_join_token, token.token_id, agent_id, actor=actor)
-        except BaseException:
-            # Nobody has seen the secret, but an unbound live token must not outlast the failure.
-            await state.db(state.catalog.revoke_join_token, token.token_id, actor=actor)
-            raise
-    log.info(
-        "join token %s created by %s (uses %d, expires %s)",
-        record.token_id,
-        actor,
-        ask.uses,
-        record.expires_at,
-    )
-    answer = _token_view(record, TokenBinding(agent_id), state.clock())
-    answer |= {"token": token.encode(), "master_sha256": pin}
+    answer = tokens.view(made.record, TokenBinding(made.agent_id))
+    answer |= {"token": made.token, "master_sha256": made.master_sha256}
     return json_response(answer, status=201)
 
 
-def _token_view(record: JoinTokenRecord, binding: TokenBinding, now: datetime) -> dict[str, Any]:
-    if record.revoked_at is not None:
-        status = "revoked"
-    elif record.expires_at <= now:
-        status = "expired"
-    elif record.uses_left < 1:
-        status = "used"
-    else:
-        status = "usable"
-    data = record.to_dict()
-    data |= {"uses": record.uses_left, "status": status, "agent_id": binding.agent_id}
-    data["admitted"] = len(binding.delivered)
-    return data
-
-
 async def list_tokens(call: Call) -> web.StreamResponse:
-    state = call.state
-    records = await state.db(state.catalog.list_join_tokens)
-    bindings = await state.db(state.catalog.join_token_bindings)
-    now = state.clock()
-    return json_response([_token_view(r, bindings.get(r.token_id, TokenBinding()), now) for r in records])
+    tokens = services_of(call).tokens
+    return json_response([tokens.view(record, binding) for record, binding in await tokens.list()])
 
 
 async def revoke_token(call: Call) -> web.StreamResponse:
-    state = call.state
-    token_id = call.request.match_info["token_id"]
-    record = await state.db(state.catalog.revoke_join_token, token_id, actor=call.caller.actor)
-    bindings = await state.db(state.catalog.join_token_bindings)
-    return json_response(_token_view(record, bindings.get(token_id, TokenBinding()), state.clock()))
+    tokens = services_of(call).tokens
+    record, binding = await tokens.revoke(call.request.match_info["token_id"], actor=call.caller.actor)
+    return json_response(tokens.view(record, binding))
 
 
 # --- /api/v1/admin/workers/{ref}/connect --------------------------------------------------------

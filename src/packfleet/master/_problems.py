@@ -35,7 +35,7 @@ log = logging.getLogger("packfleet.master")
 
 # Problem types are URNs (RFC 9457 §3.1.1 allows any URI): stable names that clients may switch on,
 # without implying a documentation page that would have to exist.
-_TYPE_PREFIX = "urn:packfleet:problem:"
+_TYPE_PREFIX = routes.PROBLEM_TYPE_PREFIX
 
 
 class Problem(Exception):

@@ -42,8 +42,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from packfleet.catalog import MasterRotationRecord, canonical_agent_id
 from packfleet.config import add_binding, delete_binding, set_setting
 from packfleet.errors import (
@@ -54,20 +52,17 @@ from packfleet.errors import (
     PkiError,
     SettingsError,
 )
-from packfleet.master._api import Endpoint
-from packfleet.master._problems import bad_request
-from packfleet.master._state import Call, MasterState, json_response
+from packfleet.master._state import MasterState
 from packfleet.master._tls import load_tls_material
 from packfleet.master._wakeup import TASKS, worker_topic
 from packfleet.pki import (
     CertStore,
     Credential,
-    classify_name,
     export_certificate,
     load_credential_bytes,
     successor_of,
 )
-from packfleet.protocol import HeartbeatReply, routes
+from packfleet.protocol import HeartbeatReply
 from packfleet.transport import master_server_context
 
 log = logging.getLogger("packfleet.master")
@@ -605,57 +600,3 @@ def manual_steps(new_thumbprint: str) -> list[str]:
         f"packfleet settings set worker MasterHttpsCertThumbprint {new_thumbprint}",
         "restart the worker, or send it SIGHUP (kill -HUP $(cat <worker home>/worker.pid))",
     ]
-
-
-async def _rotation_status(call: Call) -> web.StreamResponse:
-    return json_response(await _rotation(call).status())
-
-
-async def _rotate(call: Call) -> web.StreamResponse:
-    ask = await call.message(RotateRequest)
-    rotation = _rotation(call)
-    actor = call.caller.actor
-    if ask.action == "start":
-        if ask.days is not None and not 1 <= ask.days <= 3650:
-            raise bad_request(f"days {ask.days} is out of range 1..3650")
-        for name in ask.cns:
-            try:
-                classify_name(name)
-            except PkiError as exc:  # the caller's name, not the master's own PKI (a 500)
-                raise bad_request(exc.message, fix=exc.fix) from None
-        result = await rotation.start(cns=ask.cns, days=ask.days, actor=actor)
-    elif ask.action == "switch":
-        result = await rotation.switch(actor=actor, force=ask.force)
-    elif ask.action == "finish":
-        result = await rotation.finish(actor=actor)
-    elif ask.action == "abort":
-        result = await rotation.abort(actor=actor)
-    else:
-        raise bad_request(f"action {ask.action!r} is not one of start, switch, finish, abort")
-    return json_response(result)
-
-
-def _rotation(call: Call) -> MasterCertRotation:
-    rotation = call.state.rotation
-    if not isinstance(rotation, MasterCertRotation):
-        raise RuntimeError("the master's rotation is not set up")
-    return rotation
-
-
-ENDPOINTS = (
-    Endpoint(
-        "GET",
-        routes.ADMIN_ROTATION_MASTER_CERT,
-        _rotation_status,
-        "admin",
-        "The master certificate rotation under way, and which workers accept the new certificate",
-    ),
-    Endpoint(
-        "POST",
-        routes.ADMIN_ROTATION_MASTER_CERT,
-        _rotate,
-        "admin",
-        "Advance the master certificate rotation: start, switch, finish or abort",
-        body=RotateRequest,
-    ),
-)

@@ -33,6 +33,7 @@ from packfleet.master import (
     _pending,
     _renewal,
     _rotation,
+    _rotation_api,
     _worker_api,
 )
 from packfleet.master._admission import warn_never_accepted
@@ -58,6 +59,7 @@ from packfleet.master._problems import (
     from_packfleet_error,
     internal_error,
 )
+from packfleet.master._services import SERVICES, RotationService, Services
 from packfleet.master._sharedtrust import TRUST_SYNC_INTERVAL, sync_trust
 from packfleet.master._state import STATE, Call, MasterState, json_response
 from packfleet.master._store_audit import root_thumbprints, store_change
@@ -123,7 +125,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *_bulk_api.ENDPOINTS,
     *_join_api.ENDPOINTS,
     *_renewal.ENDPOINTS,
-    *_rotation.ENDPOINTS,
+    *_rotation_api.ENDPOINTS,
     *_fleet.ENDPOINTS,
     *_identity_api.ENDPOINTS,
     *_pending.ENDPOINTS,
@@ -210,13 +212,20 @@ def _log_refusal(request: web.Request, problem: Problem) -> None:
     )
 
 
-def build_app(state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS) -> web.Application:
-    """The aiohttp application: one guarded route per endpoint, problem documents for every error."""
+def build_app(
+    state: MasterState, endpoints: Sequence[Endpoint] = ENDPOINTS, *, services: Services | None = None
+) -> web.Application:
+    """The aiohttp application: one guarded route per endpoint, problem documents for every error.
+
+    The handlers reach the master's domain through ``services`` (built on ``state`` when not given:
+    then without a certificate rotation, which needs a running server).
+    """
     # Bodies are read (and bounded per route) by the handlers; this is only the outer backstop.
     largest = max(ep.max_body for ep in endpoints)
     # track_requests first: it must see every request, including those the problem middleware answers.
     app = web.Application(middlewares=[track_requests, _problems], client_max_size=largest)
     app[STATE] = state
+    app[SERVICES] = services if services is not None else Services.build(state)
     app[REFUSAL_LOG] = RateLimitedLog(log, burst=5, window=60.0)
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, router_path(endpoint.path), _guard(endpoint))
@@ -298,6 +307,8 @@ class MasterServer:
         self._material: TlsMaterial | None = None
         self._tls: HotSwapServerContext | None = None
         self._state: MasterState | None = None
+        #: The master's domain services (set once started): what its routes and its console call.
+        self.services: Services | None = None
         self._runner: web.AppRunner | None = None
         self._jobs = JobRunner()
         self._reload_lock = asyncio.Lock()
@@ -385,11 +396,11 @@ class MasterServer:
             secrets=secrets,
         )
         self._state = state
-        rotation = _rotation.MasterCertRotation(
+        rotation = RotationService(
             state, serving=lambda: self.serving_thumbprint, reload=self.reload, paused=self.reloads_paused
         )
-        state.rotation = rotation
-        self._rotation = rotation
+        self.services = Services.build(state, serving=lambda: self.metrics.serving, rotation=rotation)
+        self._rotation = rotation.rotation
         await rotation.load()
         if catalog.dialect == "postgresql":
             # Imported here: psycopg is the optional `postgresql` extra, not needed on SQLite.
@@ -416,7 +427,7 @@ class MasterServer:
                 fix=f"stop what uses port {port} (ss -ltnp 'sport = :{port}') or change it: "
                 "packfleet settings set master PortNumber N",
             ) from exc
-        app = build_app(state)
+        app = build_app(state, services=self.services)
         app[METRICS] = self.metrics
         app[GUARD] = self.guard
         self._runner = web.AppRunner(
@@ -454,8 +465,10 @@ class MasterServer:
             return
         port = settings.console_port if self._console_port is None else self._console_port
         started = self._clock()
+        assert self.services is not None  # noqa: S101 - built in start() before the console
         fleet = MasterFleet(
             self.state,
+            self.services,
             started_at=started,
             address=lambda: settings.master_address or default_address(self.host, self.port),
             serving=lambda: self.metrics.serving,

@@ -20,7 +20,7 @@ from packfleet.master._auth import Caller, ConnectionRegistry, PrincipalCache
 from packfleet.master._problems import Problem, bad_request
 from packfleet.master._wakeup import Wakeups
 from packfleet.pki import CertStore
-from packfleet.protocol import HeartbeatReply, decode
+from packfleet.protocol import decode
 from packfleet.secretbox import (
     SEALED_PREFIX,
     LiveKeyring,
@@ -54,25 +54,6 @@ class RotationView(Protocol):
     def new(self) -> str: ...
 
 
-class RotationHook(Protocol):
-    """What the worker routes need of the master certificate rotation (``_rotation.MasterCertRotation``).
-
-    Named here as a protocol so that this module, which every route module imports, does not import
-    the rotation module back (an import cycle).
-    """
-
-    @property
-    def record(self) -> RotationView | None:
-        """The rotation in progress, if any (the console's banner shows it)."""
-        ...
-
-    def on_heartbeat(self, agent_id: str, accepted: list[str], reply: HeartbeatReply) -> HeartbeatReply: ...
-
-    def needs_heartbeat(self, agent_id: str) -> bool:
-        """Whether a held lease request of ``agent_id`` should answer now, asking for a heartbeat."""
-        ...
-
-
 @dataclass
 class MasterState:
     """The master's live parts, built by :class:`~packfleet.master.MasterServer` at start."""
@@ -89,8 +70,6 @@ class MasterState:
     max_wait: float = MAX_WAIT_SECONDS
     body_timeout: float = BODY_TIMEOUT_SECONDS
     background: set[asyncio.Task[Any]] = field(default_factory=set)
-    #: The master certificate rotation (set once the server has started).
-    rotation: RotationHook | None = None
     #: The secrets key file that seals sensitive parameter values (see packfleet.secretbox).
     secrets: LiveKeyring | None = None
     #: When a catalog call last succeeded (master clock), and, once a call found the database

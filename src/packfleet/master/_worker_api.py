@@ -19,6 +19,7 @@ from packfleet.master._api import Endpoint
 from packfleet.master._auth import Caller, require_agent
 from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request, forbidden
+from packfleet.master._services import services_of
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import clock_warning, parse_aware_time
 from packfleet.master._wakeup import EVENTS, TASKS, wait_any, worker_topic
@@ -101,8 +102,9 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         agent_id=outcome.worker.agent_id if outcome.worker is not None else beat.agent_id,
         clock_warning=clock_warning(beat.agent_id, skew),
     )
-    if state.rotation is not None and outcome.worker is not None:
-        reply = state.rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
+    rotation = services_of(call).rotation
+    if rotation is not None and outcome.worker is not None:
+        reply = rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
     return json_response(protocol.encode(reply))
 
 
@@ -137,6 +139,7 @@ async def lease(call: Call) -> web.StreamResponse:
     capacity = max(0, min(ask.capacity, MAX_CAPACITY))
     lease_seconds = _lease_seconds(ask.lease_seconds)
     own_topic = worker_topic(canonical_agent_id(ask.agent_id))
+    rotation = services_of(call).rotation
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.wait_seconds(ask.wait_seconds)
     tasks: list[protocol.TaskAssignment] = []
@@ -154,7 +157,7 @@ async def lease(call: Call) -> web.StreamResponse:
         own = state.wakeups.ticket(own_topic)
         # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
         # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
-        if state.rotation is not None and state.rotation.needs_heartbeat(ask.agent_id):
+        if rotation is not None and rotation.needs_heartbeat(ask.agent_id):
             hint = True
             break
         leased = await state.db(state.catalog.lease_tasks, ask.agent_id, capacity, lease_seconds)

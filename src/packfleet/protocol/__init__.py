@@ -1,4 +1,6 @@
-"""Wire schemas and route paths: all that :mod:`packfleet.master` and :mod:`packfleet.worker` share.
+"""Wire schemas and route paths: all that :mod:`packfleet.master` and :mod:`packfleet.worker` share,
+the admin contract the master and :mod:`packfleet.manager` share (``_admin``), and the codes every
+layer speaks (``_codes``: SSIS status codes, outcomes, event sources, worker states, ``liveness``).
 
 >>> msg = decode(LeaseRequest, {"agent_id": "a", "capacity": 2, "wait_seconds": 20, "lease_seconds": 60})
 >>> encode(msg)["capacity"]
@@ -6,7 +8,49 @@
 """
 
 from packfleet.protocol import _routes as routes
+from packfleet.protocol._admin import (
+    MAX_IDEMPOTENCY_KEY,
+    MAX_RETRY_COUNT,
+    AddWorker,
+    AdminAnswer,
+    AuditEntry,
+    CertificateEntry,
+    ConnectedWorker,
+    DeletedWorker,
+    Event,
+    EventPage,
+    Execution,
+    Identity,
+    JoinTokenView,
+    Package,
+    PendingExplanation,
+    ProjectVersion,
+    RotationStatus,
+    RotationWorker,
+    RunPackage,
+    Task,
+    TrustedCertificate,
+    UpdateWorker,
+    Worker,
+    WorkerCertificate,
+)
 from packfleet.protocol._codec import decode, encode
+from packfleet.protocol._codes import (
+    EVENT_SOURCES,
+    FINISHED_EXECUTION,
+    LEASED_TASK,
+    LIVENESS,
+    ONLINE_WINDOW,
+    OUTCOMES,
+    EventSource,
+    ExecutionStatus,
+    Liveness,
+    MessageType,
+    Outcome,
+    TaskStatus,
+    WorkerState,
+    liveness,
+)
 from packfleet.protocol._messages import (
     CertificateRenewal,
     CertificateRenewalReply,
@@ -19,7 +63,6 @@ from packfleet.protocol._messages import (
     EventAck,
     EventBatch,
     EventMessage,
-    EventSource,
     Heartbeat,
     HeartbeatReply,
     JoinChallenge,
@@ -28,11 +71,9 @@ from packfleet.protocol._messages import (
     LeaseRef,
     LeaseReply,
     LeaseRequest,
-    Outcome,
     TaskAssignment,
     TaskHeartbeat,
     TaskHeartbeatReply,
-    WorkerState,
     renewal_proof_message,
 )
 from packfleet.protocol._tokens import (
@@ -45,6 +86,40 @@ from packfleet.protocol._tokens import (
 )
 
 __all__ = [
+    "CertificateEntry",
+    "ConnectedWorker",
+    "Identity",
+    "PendingExplanation",
+    "RotationStatus",
+    "RotationWorker",
+    "AddWorker",
+    "AdminAnswer",
+    "AuditEntry",
+    "DeletedWorker",
+    "Event",
+    "EventPage",
+    "Execution",
+    "JoinTokenView",
+    "MAX_IDEMPOTENCY_KEY",
+    "MAX_RETRY_COUNT",
+    "Package",
+    "ProjectVersion",
+    "RunPackage",
+    "Task",
+    "TrustedCertificate",
+    "UpdateWorker",
+    "Worker",
+    "WorkerCertificate",
+    "EVENT_SOURCES",
+    "FINISHED_EXECUTION",
+    "LEASED_TASK",
+    "LIVENESS",
+    "ONLINE_WINDOW",
+    "OUTCOMES",
+    "ExecutionStatus",
+    "Liveness",
+    "MessageType",
+    "TaskStatus",
     "CertificateRenewal",
     "CertificateRenewalReply",
     "CertificateRetirement",
@@ -74,6 +149,7 @@ __all__ = [
     "decode",
     "encode",
     "hash_secret",
+    "liveness",
     "join_proof_message",
     "new_join_token",
     "parse_join_token",

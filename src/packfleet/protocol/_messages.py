@@ -7,12 +7,9 @@ These dataclasses are the whole contract between :mod:`packfleet.master` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-WorkerState = Literal["enabled", "disabled", "revoked", "conflict", "deleted"]
-Outcome = Literal["succeeded", "failed", "canceled"]
-EventSource = Literal["stdout", "stderr", "log", "system"]
-
+from packfleet.protocol._codes import EventSource, Outcome, WorkerState
 
 #: Field metadata of every ``agent_id``: the OpenAPI document states what the master accepts (a UUID).
 AGENT_ID = {"schema": {"format": "uuid"}}

@@ -43,3 +43,6 @@ ADMIN_IDENTITIES = f"{ADMIN}/identities"
 ADMIN_IDENTITY_REVOKE = f"{ADMIN}/identities/{{name}}/revoke"
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+#: Every problem document the master writes has a ``type`` starting with this (RFC 9457 allows any
+#: URI): how a client tells the master's own refusal from a proxy's error page.
+PROBLEM_TYPE_PREFIX = "urn:packfleet:problem:"

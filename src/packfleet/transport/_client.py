@@ -310,4 +310,10 @@ def _problem(status: int, payload: bytes, method: str, path: str) -> ApiError:
         fix=doc.get("fix"),
         method=method,
         path=path,
+        thumbprint=_text_or_none(doc.get("thumbprint")),
+        worker=_text_or_none(doc.get("worker")),
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

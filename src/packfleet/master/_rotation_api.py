@@ -1,0 +1,46 @@
+"""``/api/v1/admin/rotation/master-cert``: the master certificate rotation's admin route.
+
+The handlers parse and render; the steps are :class:`~packfleet.master._services.RotationService`'s.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from packfleet.master._api import Endpoint
+from packfleet.master._rotation import RotateRequest
+from packfleet.master._services import services_of
+from packfleet.master._state import Call, json_response
+from packfleet.protocol import routes
+
+
+async def _rotation_status(call: Call) -> web.StreamResponse:
+    return json_response(await services_of(call).require_rotation().status())
+
+
+async def _rotate(call: Call) -> web.StreamResponse:
+    ask = await call.message(RotateRequest)
+    rotation = services_of(call).require_rotation()
+    result = await rotation.advance(
+        ask.action, actor=call.caller.actor, cns=ask.cns, days=ask.days, force=ask.force
+    )
+    return json_response(result)
+
+
+ENDPOINTS = (
+    Endpoint(
+        "GET",
+        routes.ADMIN_ROTATION_MASTER_CERT,
+        _rotation_status,
+        "admin",
+        "The master certificate rotation under way, and which workers accept the new certificate",
+    ),
+    Endpoint(
+        "POST",
+        routes.ADMIN_ROTATION_MASTER_CERT,
+        _rotate,
+        "admin",
+        "Advance the master certificate rotation: start, switch, finish or abort",
+        body=RotateRequest,
+    ),
+)

@@ -1,0 +1,273 @@
+"""Executions and projects: deploy, run, follow, cancel (SSIS ``catalog.*`` procedures)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from packfleet.catalog import EventRecord, ExecutionRecord, ProjectVersionRecord
+from packfleet.errors import Conflict, InvalidValue, PackfleetError
+from packfleet.master._logsafe import safe
+from packfleet.master._services._base import off_catalog
+from packfleet.master._state import MasterState
+from packfleet.master._wakeup import EVENTS, TASKS
+from packfleet.packages import Project, inspect_archive, mask_parameters, resolve_parameters
+from packfleet.protocol import MAX_IDEMPOTENCY_KEY, MAX_RETRY_COUNT, RunPackage
+from packfleet.secretbox import open_values
+
+log = logging.getLogger("packfleet.master")
+
+#: Events in one answer of the events route unless the caller asks for fewer.
+EVENTS_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a submit did: the execution, and whether this submit created it (else: an earlier one
+    with the same idempotency key did, and this is its answer again)."""
+
+    execution: ExecutionRecord
+    created: bool
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """The events after an id, the execution they belong to, and the last id handed out."""
+
+    execution: ExecutionRecord
+    events: list[EventRecord]
+    last_id: int
+
+
+class Manifests:
+    """Manifests by project version, to mask sensitive parameters in what is shown of executions.
+
+    Each execution is masked by the manifest of *its own* version: a newer deploy may have dropped
+    a parameter or its ``sensitive`` flag, and must not unmask what older runs were given.
+    """
+
+    def __init__(self, state: MasterState) -> None:
+        self._state = state
+        self._seen: dict[int, Project | None] = {}
+
+    async def project(self, version_id: int) -> Project | None:
+        if version_id not in self._seen:
+            try:
+                version = await self._state.db(self._state.catalog.get_project_version_by_id, version_id)
+                self._seen[version_id] = Project.from_dict(version.manifest)
+            except PackfleetError:
+                self._seen[version_id] = None
+        return self._seen[version_id]
+
+    def know(self, version_id: int, project: Project) -> None:
+        """Take a manifest the caller already loaded (saves a catalog call)."""
+        self._seen[version_id] = project
+
+    async def shown(self, record: ExecutionRecord) -> dict[str, Any]:
+        data = record.to_dict()
+        project = await self.project(record.project_version_id)
+        if project is not None:
+            try:
+                data["parameters"] = mask_parameters(project, record.package, record.parameters)
+            except PackfleetError:
+                data["parameters"] = {name: "********" for name in record.parameters}
+        else:
+            data["parameters"] = {name: "********" for name in record.parameters}
+        return data
+
+
+class ExecutionService:
+    """Create, list, show, follow and cancel executions."""
+
+    def __init__(self, state: MasterState) -> None:
+        self._state = state
+
+    def manifests(self) -> Manifests:
+        """A masking cache for one answer (a list shares the manifests of its versions)."""
+        return Manifests(self._state)
+
+    async def shown(self, record: ExecutionRecord) -> dict[str, Any]:
+        """An execution as it is shown: sensitive parameters masked by its version's manifest."""
+        return await Manifests(self._state).shown(record)
+
+    async def agent_ids(self, workers: list[str]) -> tuple[str, ...]:
+        """Agent ids for ``run --worker``: each given as an agent id, a display name or a thumbprint.
+
+        Raises :class:`InvalidValue` naming a worker the catalog does not know.
+        """
+        ids = []
+        for worker in workers:
+            try:
+                ids.append(str(uuid.UUID(worker.strip())))
+            except ValueError:
+                try:
+                    found = await self._state.db(self._state.catalog.get_worker, worker.strip())
+                except PackfleetError as exc:
+                    raise InvalidValue(
+                        f"workers: {worker!r}: {exc.message}",
+                        fix="packfleet manager worker list (shows each worker's agent id and name)",
+                    ) from None
+                ids.append(found.agent_id)
+        return tuple(ids)
+
+    async def submit(self, ask: RunPackage, *, actor: str) -> Submitted:
+        """Create an execution whose task is ready at once, and wake a waiting worker's long-poll.
+
+        With an idempotency key, a submit the master has already carried out for ``actor`` answers
+        with that execution (``created`` false), whatever was deployed since.
+        """
+        state = self._state
+        if not 0 <= ask.retry_count <= MAX_RETRY_COUNT:
+            raise InvalidValue(f"retry_count must be 0..{MAX_RETRY_COUNT}, not {ask.retry_count}")
+        key = ask.idempotency_key or None
+        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidValue(f"idempotency_key has {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY}")
+        target = (ask.folder, ask.project, ask.package)
+        if key is not None:
+            existing = await state.db(state.catalog.execution_by_key, actor, key)
+            if existing is not None and (existing.folder, existing.project, existing.package) == target:
+                return Submitted(existing, created=False)
+        version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
+        project = Project.from_dict(version.manifest)
+        parameters = resolve_parameters(project, ask.package, ask.parameters)
+        parameters = state.seal(version.manifest, ask.package, parameters)
+        try:
+            record = await state.db(
+                state.catalog.create_execution,
+                ask.folder,
+                ask.project,
+                ask.package,
+                parameters=parameters,
+                actor=actor,
+                allowed_workers=await self.agent_ids(ask.workers),
+                retry_count=ask.retry_count,
+                project_version_id=version.id,
+                idempotency_key=key,
+            )
+        except Conflict:
+            # Two submits with one key raced past the look-up above (PostgreSQL, several masters):
+            # the unique index kept one; answer with it.
+            raced = await state.db(state.catalog.execution_by_key, actor, key) if key else None
+            if raced is None or (raced.folder, raced.project, raced.package) != target:
+                raise
+            return Submitted(raced, created=False)
+        state.wakeups.notify(TASKS)
+        log.info(
+            "execution %d of %s/%s/%s created by %s",
+            record.execution_id,
+            safe(ask.folder),
+            safe(ask.project),
+            safe(ask.package),
+            safe(actor),
+        )
+        return Submitted(record, created=True)
+
+    async def run_package(
+        self,
+        folder: str,
+        project: str,
+        package: str,
+        *,
+        parameters: dict[str, Any],
+        workers: tuple[str, ...],
+        actor: str,
+    ) -> ExecutionRecord:
+        """A submit from a form (the console): values typed by the manifest, sensitive ones sealed."""
+        state = self._state
+        version = await state.db(state.catalog.get_project_version, folder, project)
+        resolved = resolve_parameters(Project.from_dict(version.manifest), package, parameters)
+        resolved = state.seal(version.manifest, package, resolved)
+        record = await state.db(
+            state.catalog.create_execution,
+            folder,
+            project,
+            package,
+            parameters=resolved,
+            actor=actor,
+            allowed_workers=workers,
+            project_version_id=version.id,
+        )
+        state.wakeups.notify(TASKS)
+        return record
+
+    async def rerun(self, execution_id: int, *, actor: str) -> tuple[ExecutionRecord, ExecutionRecord]:
+        """The same package with the same parameters and allowed workers, as a new execution.
+
+        The old execution's sensitive values are stored sealed; they are opened here and sealed
+        afresh, since sealing a sealed value again would hand its worker the sealed text.
+        Returns the old execution and the new one.
+        """
+        state = self._state
+        old = await state.db(state.catalog.get_execution, execution_id)
+        parameters = dict(old.parameters)
+        if state.secrets is not None:
+            parameters = open_values(state.secrets.get(), parameters)
+        record = await self.run_package(
+            old.folder,
+            old.project,
+            old.package,
+            parameters=parameters,
+            workers=old.allowed_workers,
+            actor=actor,
+        )
+        return old, record
+
+    async def list(self, *, limit: int, status: int | None = None) -> list[ExecutionRecord]:
+        return await self._state.db(self._state.catalog.list_executions, limit=limit, status=status)
+
+    async def get(self, execution_id: int) -> ExecutionRecord:
+        return await self._state.db(self._state.catalog.get_execution, execution_id)
+
+    async def events(
+        self, execution_id: int, *, after_id: int = 0, limit: int = EVENTS_LIMIT, wait: float = 0.0
+    ) -> EventPage:
+        """Events after ``after_id``; with ``wait``, held until there are some or the run ends.
+
+        The page carries the execution too, so a follower knows when to stop.
+        """
+        state = self._state
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + state.wait_seconds(wait)
+        while True:
+            ticket = state.wakeups.ticket(EVENTS)  # taken before looking: a notification between is kept
+            record = await state.db(state.catalog.get_execution, execution_id)
+            found = await state.db(state.catalog.get_events, execution_id, after_id=after_id, limit=limit)
+            remaining = deadline - loop.time()
+            if found or record.status.finished or remaining <= 0 or state.closing:
+                return EventPage(record, found, found[-1].id if found else after_id)
+            await ticket.wait(remaining)
+
+    async def cancel(self, execution_id: int, *, actor: str) -> ExecutionRecord:
+        """Cancel an execution and wake its worker's task heartbeat and every follower."""
+        state = self._state
+        record = await state.db(state.catalog.cancel_execution, execution_id, actor=actor)
+        state.wakeups.notify(TASKS)
+        state.wakeups.notify(EVENTS)
+        return record
+
+
+class ProjectService:
+    """Deployed projects: every version kept, the newest listed."""
+
+    def __init__(self, state: MasterState) -> None:
+        self._state = state
+
+    async def deploy(self, folder: str, archive: bytes, *, actor: str) -> ProjectVersionRecord:
+        """Check a project archive (off the catalog's thread: CPU-bound) and store it as a new version."""
+        state = self._state
+        project = await off_catalog(inspect_archive, archive)
+        record = await state.db(state.catalog.deploy_project, folder, project.to_dict(), archive, actor=actor)
+        log.info(
+            "project %s/%s version %d deployed by %s",
+            safe(folder),
+            safe(project.name),
+            record.version,
+            safe(actor),
+        )
+        return record
+
+    async def list(self, folder: str | None = None) -> list[ProjectVersionRecord]:
+        return await self._state.db(self._state.catalog.list_projects, folder)

@@ -1,0 +1,144 @@
+"""The master's services called directly, as the web console calls them: the same effects as the admin
+routes, and blocking work that is not the catalog's kept off the catalog's executor."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from master.support import FakeClock, MasterHome, client_for, heartbeat_body, new_agent_id, project_archive
+from packfleet.errors import InvalidValue, NotFound, TransportError
+from packfleet.master import MasterServer
+from packfleet.master._services import CatalogOnlyState, Services, off_catalog
+from packfleet.protocol import ExecutionStatus, RunPackage, routes
+
+
+def _services(server: MasterServer) -> Services:
+    assert server.services is not None
+    return server.services
+
+
+async def _register(mh: MasterHome, server: MasterServer, tmp_path: Path) -> str:
+    agent = new_agent_id()
+    async with client_for(mh.worker, mh, server, tmp_path / "w") as worker:
+        await worker.request("POST", routes.WORKER_HEARTBEAT, json_body=heartbeat_body(agent))
+    return agent
+
+
+async def test_disabling_a_worker_closes_its_connections_and_refuses_its_next_lease(
+    mh: MasterHome, server: MasterServer, tmp_path: Path
+) -> None:
+    services = _services(server)
+    agent = await _register(mh, server, tmp_path)
+    enabled = await services.workers.set_enabled(agent, True, actor="test")
+    assert enabled.is_enabled and services.workers.view(enabled)["state"] == "online"
+    async with client_for(mh.worker, mh, server, tmp_path / "w2") as worker:
+        lease = {"agent_id": agent, "capacity": 1, "wait_seconds": 0, "lease_seconds": 60}
+        assert await worker.request("POST", routes.WORKER_LEASE, json_body=lease) == {"tasks": []}
+        await services.workers.set_enabled(agent, False, actor="test", reason="maintenance")
+        with pytest.raises(TransportError):  # its connection was cut, and the new one is refused
+            await worker.request("POST", routes.WORKER_LEASE, json_body=lease)
+    entries = await services.audit.list(limit=100, newest=True)
+    assert any(e.action == "worker.disable" and e.target == agent for e in entries)
+
+
+async def test_a_submit_with_a_key_is_carried_out_once(
+    mh: MasterHome, server: MasterServer, tmp_path: Path
+) -> None:
+    services = _services(server)
+    await services.projects.deploy("default", project_archive(tmp_path), actor="test")
+    ask = RunPackage("default", "etl", "load", {"rows": "3", "password": "s3cret"}, idempotency_key="k-1")
+    first = await services.executions.submit(ask, actor="alice")
+    again = await services.executions.submit(ask, actor="alice")
+    other = await services.executions.submit(ask, actor="bob")  # keys are per principal
+    assert first.created and not again.created and other.created
+    assert again.execution.execution_id == first.execution.execution_id != other.execution.execution_id
+    shown = await services.executions.shown(first.execution)
+    assert shown["parameters"] == {"rows": 3, "password": "********"}
+    page = await services.executions.events(first.execution.execution_id, wait=0)
+    assert (page.events, page.last_id) == ([], 0) and page.execution.status == ExecutionStatus.PENDING
+    canceled = await services.executions.cancel(first.execution.execution_id, actor="alice")
+    assert canceled.status in (ExecutionStatus.CANCELED, ExecutionStatus.STOPPING)
+
+
+async def test_bad_values_are_invalid_before_anything_is_written(
+    mh: MasterHome, server: MasterServer, tmp_path: Path
+) -> None:
+    services = _services(server)
+    await services.projects.deploy("default", project_archive(tmp_path), actor="test")
+    before = len(await services.executions.list(limit=100))
+    with pytest.raises(InvalidValue, match="retry_count"):
+        await services.executions.submit(RunPackage("default", "etl", "load", retry_count=-1), actor="a")
+    with pytest.raises(InvalidValue, match="nobody"):
+        await services.executions.submit(RunPackage("default", "etl", "load", workers=["nobody"]), actor="a")
+    assert len(await services.executions.list(limit=100)) == before
+    with pytest.raises(InvalidValue, match="ttl_seconds"):
+        await services.tokens.create(actor="a", ttl_seconds=0)
+    assert await services.tokens.list() == []
+    with pytest.raises(NotFound):
+        await services.workers.get("nobody")
+
+
+async def test_a_token_made_for_a_worker_is_bound_and_revocable(
+    mh: MasterHome, server: MasterServer, clock: FakeClock, tmp_path: Path
+) -> None:
+    services = _services(server)
+    agent = await _register(mh, server, tmp_path)
+    made = await services.tokens.create(
+        actor="test", worker=agent, endpoint=f"https://127.0.0.1:{server.port}", uses=2
+    )
+    assert made.token.startswith("pfjoin1.") and made.agent_id == agent
+    ((record, binding),) = await services.tokens.list()
+    assert services.tokens.view(record, binding)["status"] == "usable" and binding.agent_id == agent
+    revoked, _ = await services.tokens.revoke(record.token_id, actor="test")
+    assert services.tokens.view(revoked, binding)["status"] == "revoked"
+
+
+async def test_deleting_a_worker_takes_its_certificate_out_of_the_root_store(
+    mh: MasterHome, server: MasterServer, tmp_path: Path
+) -> None:
+    services = _services(server)
+    agent = await _register(mh, server, tmp_path)
+    root = mh.home / "certs" / "Root" / f"{mh.worker.thumbprint}.cer"
+    assert root.exists()
+    result = await services.workers.delete(agent, actor="test")
+    assert result["removed_from_root"] == [mh.worker.thumbprint] and not root.exists()
+    inventory = await services.fleet.certificates()
+    assert {e["role"] for e in inventory} >= {"master", "admin"}
+
+
+class _CountingExecutor:
+    """The catalog's executor, counting what is handed to it."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.calls.append(getattr(fn, "__name__", repr(fn)))
+        return self.inner.submit(fn, *args, **kwargs)
+
+
+async def test_work_that_is_not_the_catalogs_runs_off_its_executor(server: MasterServer) -> None:
+    state = server.state
+
+    def where() -> str:
+        return threading.current_thread().name
+
+    assert not (await off_catalog(where)).startswith("packfleet-catalog")
+    split = CatalogOnlyState(state)
+    counting = _CountingExecutor(state.executor)
+    state.executor = counting  # type: ignore[assignment]
+    try:
+        assert not (await split.db(where)).startswith("packfleet-catalog")
+        assert counting.calls == []  # a store write or a key generation never queues there
+        await split.db(state.catalog.ping)  # the catalog's own methods still do
+        assert len(counting.calls) == 1
+    finally:
+        state.executor = counting.inner  # type: ignore[assignment]
+    assert split.home == state.home  # everything else is the state's
