@@ -122,7 +122,7 @@ class CeleryPeer:
         self.services.append(worker)
         first = self._tasks.celery_noop.delay()
         worker.wait_ready(first.ready)
-        first.get(timeout=10)
+        first.get(timeout=60)  # a prefork worker on a busy machine can take this long to warm
 
     def _redis_up(self) -> bool:
         assert self._tasks is not None  # noqa: S101 - set before the probe runs
