@@ -32,6 +32,8 @@ PROSE = {
     "defaults", "demo", "does", "error", "errors", "has", "home", "join", "keeps", "maintainers",
     "makes", "maps", "never", "otherwise", "pins", "raises", "reads", "refuses", "runs", "supports",
     "unit", "uses", "version", "warns", "writes",
+    # "packfleet pooled" and "packfleet fresh" are the bench's names of the two isolations.
+    "and", "with", "pooled", "fresh",
 }  # fmt: skip
 #: Literals that start like a command but are not one, with the reason.
 NOT_COMMANDS = {
