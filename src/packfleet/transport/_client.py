@@ -57,6 +57,16 @@ def parse_endpoint(
     return host, port or 443
 
 
+#: SSL errors that mean the peer went away, not that a certificate or the policy was refused.
+_VANISHED = (
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+    ssl.SSLWantReadError,
+    ssl.SSLWantWriteError,
+    ssl.SSLSyscallError,
+)
+
+
 def _ssl_cause(exc: BaseException) -> BaseException | None:
     """Find the ssl.SSLError (or certificate error) that aiohttp wrapped, however deep."""
     seen: set[int] = set()
@@ -241,6 +251,11 @@ class MasterClient:
 
     async def _translate(self, exc: BaseException) -> TransportError:
         cause = _ssl_cause(exc)
+        if isinstance(cause, _VANISHED):
+            # The connection ended inside TLS (a master killed mid-handshake, a reset): no certificate
+            # was judged, so it is a transport failure (retried, failed over), unless the probe below
+            # finds that the master refuses this node's certificate.
+            cause = None
         if cause is None and self.own_thumbprint and isinstance(exc, aiohttp.ClientConnectionError):
             accepted = await asyncio.to_thread(
                 master_accepts_client_certificate, self.host, self.port, self._ssl_context
