@@ -96,9 +96,10 @@ def test_cancel_stops_a_running_package(cluster: LocalCluster) -> None:
     wait_until(lambda: logs(cluster, eid), what="the sleep package to print")
     started = time.monotonic()
     cluster.cli(cluster.master.home, "executions", "cancel", str(eid), as_json=True)
-    done = wait_finished(cluster, eid, timeout=30)
+    done = wait_finished(cluster, eid, timeout=60)
     assert done["status"] == CANCELED
-    assert time.monotonic() - started < 20
+    # Far sooner than the package's 120 s, with room for a loaded machine's slow CLI calls.
+    assert time.monotonic() - started < 60
 
 
 def test_a_disabled_worker_gets_no_tasks_and_a_clear_refusal(cluster: LocalCluster) -> None:
