@@ -112,7 +112,7 @@ def test_a_viewer_reads_everything_and_changes_nothing(one: LocalCluster, tmp_pa
     refused = packfleet("manager", "worker", "disable", "worker1", "--json", env=env, home=elsewhere)
     assert refused.returncode == 4
     doc = error_document(refused)
-    assert "alice" in doc["error"] and doc["type"] == "ApiError" and doc["status"] == 403
+    assert "alice" in doc["error"] and doc["type"] == "Refused"
     run = packfleet("run", "default/etl/load", "--json", env=env, home=elsewhere)
     assert run.returncode == 4, run.stderr
 
