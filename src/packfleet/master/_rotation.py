@@ -252,6 +252,9 @@ class MasterCertRotation:
                 )
                 return
             self._applied = (shared.phase, shared.new)
+            # This master now serves (or stopped serving) what the step says: the workers woken
+            # before it switched heard the old certificate, so wake them again to hear the new one.
+            self._announce()
 
     async def _apply(self, shared: MasterRotationRecord) -> None:
         root = CertStore(self.home, "Root")
