@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, exists, func, not_, or_, select
 
 from packfleet.catalog._base import CatalogBase
+from packfleet.catalog._executions import _event
 from packfleet.catalog._records import EventRecord, WorkerRecord
 from packfleet.catalog._schema import (
     audit_log,
@@ -235,21 +236,7 @@ class ConsoleCatalog(CatalogBase):
             rows = conn.execute(query).all()
         if offset < 0:
             rows = rows[::-1][:limit]
-        return [
-            EventRecord(
-                id=row.id,
-                execution_id=row.execution_id,
-                task_id=row.task_id,
-                attempt=row.attempt,
-                seq=row.seq,
-                message_time=row.message_time,
-                message_type=MessageType(row.message_type),
-                message_source=row.message_source,
-                message=row.message,
-                received_at=row.received_at,
-            )
-            for row in rows
-        ]
+        return [_event(row) for row in rows]
 
     def event_attempts(self, execution_id: int) -> list[tuple[tuple[int, int], int]]:
         """How many event messages each (task, attempt) of an execution has, counted in the database."""

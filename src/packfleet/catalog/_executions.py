@@ -510,18 +510,20 @@ class ExecutionCatalog(CatalogBase):
                 .order_by(event_messages.c.id)
                 .limit(limit)
             ).all()
-        return [
-            EventRecord(
-                id=row.id,
-                execution_id=row.execution_id,
-                task_id=row.task_id,
-                attempt=row.attempt,
-                seq=row.seq,
-                message_time=row.message_time,
-                message_type=MessageType(row.message_type),
-                message_source=row.message_source,
-                message=row.message,
-                received_at=row.received_at,
-            )
-            for row in rows
-        ]
+        return [_event(row) for row in rows]
+
+
+def _event(row: Any) -> EventRecord:
+    """An ``event_messages`` row as its record (the execution log's reads and the console's windows)."""
+    return EventRecord(
+        id=row.id,
+        execution_id=row.execution_id,
+        task_id=row.task_id,
+        attempt=row.attempt,
+        seq=row.seq,
+        message_time=row.message_time,
+        message_type=MessageType(row.message_type),
+        message_source=row.message_source,
+        message=row.message,
+        received_at=row.received_at,
+    )
