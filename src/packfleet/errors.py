@@ -96,12 +96,10 @@ class ProtocolError(TransportError):
     """Raised when a message on the wire does not match its schema (a bug or a version mismatch)."""
 
 
-class ApiError(TransportError):
-    """Raised when the master answers with an RFC 9457 problem document.
+class _ProblemAnswer(PackfleetError):
+    """What a problem document of the master says: its status, type URN, request and named members.
 
-    The message is the document's ``detail``; ``method`` and ``path`` say which request it answers.
-    A refusal (403) exits like an authorization failure, another 4xx like a usage error (the request
-    cannot be carried out as given), a 5xx like any transport failure.
+    A refusal (403) exits 4, another 4xx 2; a 5xx keeps the exit code of the class it is mixed into.
     """
 
     def __init__(
@@ -129,6 +127,15 @@ class ApiError(TransportError):
             self.exit_code = 2
 
 
+class ApiError(_ProblemAnswer, TransportError):
+    """Raised when the master answers with an RFC 9457 problem document.
+
+    The message is the document's ``detail``; ``method`` and ``path`` say which request it answers.
+    A refusal (403) exits like an authorization failure, another 4xx like a usage error (the request
+    cannot be carried out as given), a 5xx like any transport failure.
+    """
+
+
 class JoinError(TransportError):
     """Raised when ``worker join`` cannot complete: a malformed join token, or a master that refused it."""
 
@@ -137,7 +144,7 @@ class PinMismatch(JoinError):
     """Raised when the master presents a certificate whose SHA-256 is not the one the join token pins."""
 
 
-class RemoteError(PackfleetError):
+class RemoteError(_ProblemAnswer):
     """Raised by the manager client when the master answered with a well-formed 4xx problem document.
 
     The request reached the master and the master refused it: not a :class:`TransportError`, and
@@ -148,27 +155,6 @@ class RemoteError(PackfleetError):
 
     Exit codes as :class:`ApiError`'s: 4 for a refusal (403), else 2.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int,
-        problem_type: str = "about:blank",
-        fix: str | None = None,
-        method: str = "",
-        path: str = "",
-        thumbprint: str | None = None,
-        worker: str | None = None,
-    ) -> None:
-        super().__init__(message, fix=fix)
-        self.status = status
-        self.problem_type = problem_type
-        self.method = method
-        self.path = path
-        self.thumbprint = thumbprint
-        self.worker = worker
-        self.exit_code = 4 if status == 403 else 2
 
 
 class Refused(RemoteError):
