@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from master.support import MasterHome, build_master_home, project_archive
 from packfleet.catalog import EventInput, WorkerInfo
@@ -175,6 +175,12 @@ def mh(tmp_path: Path) -> MasterHome:
     return build_master_home(tmp_path)
 
 
+#: The mark of every browser test module: skipped only when Debian's ``chromium`` is missing (CI installs it).
+NEEDS_CHROMIUM = pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="chromium is missing: apt-get install -y chromium"
+)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, for one test module.
@@ -207,6 +213,32 @@ def page(browser: Browser) -> Iterator[Page]:
         yield context.new_page()
     finally:
         context.close()
+
+
+@pytest.fixture
+def console_errors(page: Page) -> Iterator[list[str]]:
+    """Script errors and CSP violations ("Refused to ...") of the page: none are expected.
+
+    Chromium also logs every 4xx resource as an error ("Failed to load resource"), a wrong password's
+    401 among them; those are the tests' own business.
+    """
+    errors: list[str] = []
+
+    def seen(message: Any) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            errors.append(message.text)
+
+    page.on("console", seen)
+    yield errors
+
+
+def sign_in_page(page: Page, master: RunningMaster, name: str, path: str = "/") -> None:
+    """Sign ``name`` in through the console's form at ``path`` and wait for the signed-in header."""
+    page.goto(master.url + path)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORDS[name])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text(f"{name} (")).to_be_visible()
 
 
 @functools.cache

@@ -6,48 +6,21 @@ Skipped only when the ``chromium`` binary is missing (``apt-get install -y chrom
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from master.support import write_manager_settings
 
-from .conftest import PASSWORDS, RunningMaster, Runs, wait_until
+from .conftest import NEEDS_CHROMIUM, PASSWORDS, RunningMaster, Runs, sign_in_page, wait_until
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None, reason="chromium is missing: apt-get install -y chromium"
-    ),
+    NEEDS_CHROMIUM,
 ]
-
-
-@pytest.fixture
-def console_errors(page: Page) -> Iterator[list[str]]:
-    """Console errors of the page (a CSP violation shows up here): none are expected."""
-    errors: list[str] = []
-
-    def seen(message: Any) -> None:
-        # A 401 of a wrong password is expected; "Refused to ..." (CSP) and script errors are not.
-        if message.type == "error" and not message.text.startswith("Failed to load resource"):
-            errors.append(message.text)
-
-    page.on("console", seen)
-    yield errors
-
-
-def sign_in(page: Page, master: RunningMaster, name: str, path: str = "/") -> None:
-    page.goto(master.url + path)
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORDS[name])
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text(f"{name} (")).to_be_visible()
 
 
 def test_sign_in_then_every_page_from_the_menu(
@@ -82,7 +55,7 @@ def test_sign_in_then_every_page_from_the_menu(
 def test_disabling_a_worker_in_the_page_is_what_the_cli_sees(master: RunningMaster, page: Page) -> None:
     agent_id = master.add_worker("etl-1")
     write_manager_settings(master.mh, master.server)
-    sign_in(page, master, "otto", "/workers")
+    sign_in_page(page, master, "otto", "/workers")
     page.get_by_role("link", name="etl-1").click()
     page.get_by_label("Reason").fill("replacing its disk")
     page.get_by_role("button", name="Disable").click()
@@ -116,7 +89,7 @@ def test_a_viewer_is_refused_and_a_change_without_the_token_is_refused(
     master: RunningMaster, page: Page
 ) -> None:
     agent_id = master.add_worker("etl-1")
-    sign_in(page, master, "vera", f"/workers/{agent_id}")
+    sign_in_page(page, master, "vera", f"/workers/{agent_id}")
     expect(page.get_by_role("button", name="Disable")).to_have_count(0)
     post = """async ([path, withToken]) => {
         const token = document.querySelector('meta[name="csrf-token"]').content;
@@ -128,7 +101,7 @@ def test_a_viewer_is_refused_and_a_change_without_the_token_is_refused(
     status, text = page.evaluate(post, [f"/workers/{agent_id}/disable", True])
     assert status == 403 and "needs the operator role" in text
     page.get_by_role("button", name="Sign out").click()
-    sign_in(page, master, "otto", f"/workers/{agent_id}")
+    sign_in_page(page, master, "otto", f"/workers/{agent_id}")
     status, text = page.evaluate(post, [f"/workers/{agent_id}/disable", False])
     assert status == 403 and "CSRF token" in text
     assert master.db(master.catalog.get_worker, agent_id).is_enabled
@@ -143,7 +116,7 @@ def test_lines_arrive_live_and_the_tail_ends_with_the_execution(
 ) -> None:
     lease = runs.start(master.add_worker())
     runs.lines(lease, ["starting"])
-    sign_in(page, master, "vera", f"/executions/{lease.execution_id}")
+    sign_in_page(page, master, "vera", f"/executions/{lease.execution_id}")
     expect(page.locator("#live")).to_have_text("Live: new messages appear as they arrive.")
     for i in range(1, 4):
         runs.lines(lease, [f"row batch {i}"])
@@ -166,7 +139,7 @@ def _hide(page: Page, state: str) -> None:
 
 def test_a_reconnecting_live_tail_misses_no_line(master: RunningMaster, runs: Runs, page: Page) -> None:
     lease = runs.start(master.add_worker())
-    sign_in(page, master, "vera", f"/executions/{lease.execution_id}")
+    sign_in_page(page, master, "vera", f"/executions/{lease.execution_id}")
     expect(page.locator("#live")).to_have_text("Live: new messages appear as they arrive.")
     stop = threading.Event()
     written: list[str] = []
@@ -206,7 +179,7 @@ def test_pages_read_without_javascript(master: RunningMaster, runs: Runs, browse
     context = browser.new_context(java_script_enabled=False, ignore_https_errors=True)
     try:
         page = context.new_page()
-        sign_in(page, master, "vera", f"/executions/{lease.execution_id}")
+        sign_in_page(page, master, "vera", f"/executions/{lease.execution_id}")
         assert _rows(page) == ["first line", "second line"]
         expect(page.locator("#live")).to_contain_text("Reload the page for new messages")
         runs.lines(lease, ["third line"])

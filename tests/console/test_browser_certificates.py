@@ -9,45 +9,19 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from packfleet.protocol import HeartbeatReply
 
-from .conftest import PASSWORDS, RunningMaster, Runs, wait_until
+from .conftest import NEEDS_CHROMIUM, RunningMaster, Runs, sign_in_page, wait_until
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None, reason="chromium is missing: apt-get install -y chromium"
-    ),
+    NEEDS_CHROMIUM,
 ]
-
-
-@pytest.fixture
-def console_errors(page: Page) -> Iterator[list[str]]:
-    """Script errors and CSP violations of the page: none are expected."""
-    errors: list[str] = []
-
-    def seen(message: Any) -> None:
-        if message.type == "error" and not message.text.startswith("Failed to load resource"):
-            errors.append(message.text)
-
-    page.on("console", seen)
-    yield errors
-
-
-def sign_in(page: Page, master: RunningMaster, name: str, path: str) -> None:
-    page.goto(master.url + path)
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORDS[name])
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text(f"{name} (")).to_be_visible()
 
 
 def _heartbeat(master: RunningMaster, agent_id: str, accepted: list[str]) -> None:
@@ -61,7 +35,7 @@ def test_the_page_follows_a_started_rotation_and_an_admin_aborts_it(
     master: RunningMaster, page: Page, console_errors: list[str]
 ) -> None:
     agent_id = master.add_worker("etl-1")
-    sign_in(page, master, "ada", "/certificates")
+    sign_in_page(page, master, "ada", "/certificates")
     section = page.locator("#rotation")
     expect(section).to_contain_text("No rotation under way")
     page.get_by_role("button", name="Start rotation").click()
@@ -93,7 +67,7 @@ def test_a_viewer_follows_the_rotation_but_sees_no_step(master: RunningMaster, p
     master.add_worker("etl-1")
     rotation = master.rotation()
     master.run(rotation.advance("start", actor="admin"))
-    sign_in(page, master, "vera", "/certificates")
+    sign_in_page(page, master, "vera", "/certificates")
     expect(page.locator("#rotation-phase")).to_contain_text("announced")
     for name in ("Start rotation", "Switch to the new certificate", "Abort rotation"):
         expect(page.get_by_role("button", name=name)).to_have_count(0)
@@ -108,7 +82,7 @@ def test_the_log_and_the_audit_download_from_their_pages(
     lease = runs.start(agent_id)
     runs.lines(lease, ["extract started", "loaded 10 rows"])
     runs.finish(lease)
-    sign_in(page, master, "otto", f"/executions/{lease.execution_id}")
+    sign_in_page(page, master, "otto", f"/executions/{lease.execution_id}")
     with page.expect_download() as text:
         page.get_by_role("link", name="Download as text").click()
     assert text.value.suggested_filename == f"execution-{lease.execution_id}.txt"
@@ -139,7 +113,7 @@ def test_a_huge_log_opens_on_its_head_and_tail_and_a_window_in_between(
     lease = runs.start(master.add_worker("etl-1"))
     for first in range(1, 1600, 400):
         runs.lines(lease, [f"line {i:04d}" for i in range(first, first + 400)])
-    sign_in(page, master, "vera", f"/executions/{lease.execution_id}")
+    sign_in_page(page, master, "vera", f"/executions/{lease.execution_id}")
     messages = page.locator("#events td.msg")
     expect(messages).to_have_count(1000)
     expect(page.locator("#gap")).to_contain_text("600 messages not shown")

@@ -4,7 +4,6 @@ CLI, its lines arriving live on the execution page."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -15,14 +14,12 @@ from playwright.sync_api import Page, expect
 
 from packfleet.localcluster import LocalCluster
 
-from .conftest import wait_until
+from .conftest import NEEDS_CHROMIUM, wait_until
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.e2e,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None, reason="chromium is missing: apt-get install -y chromium"
-    ),
+    NEEDS_CHROMIUM,
 ]
 
 LINES = 25

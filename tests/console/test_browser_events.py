@@ -4,34 +4,16 @@ the way back to the unfiltered live view."""
 from __future__ import annotations
 
 import logging
-import shutil
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import PASSWORDS, RunningMaster, Runs
+from .conftest import NEEDS_CHROMIUM, PASSWORDS, RunningMaster, Runs
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None, reason="chromium is missing: apt-get install -y chromium"
-    ),
+    NEEDS_CHROMIUM,
 ]
-
-
-@pytest.fixture
-def console_errors(page: Page) -> Iterator[list[str]]:
-    errors: list[str] = []
-
-    def seen(message: Any) -> None:
-        # As in test_browser: Chromium logs any 404 resource as an error; CSP and script errors count.
-        if message.type == "error" and not message.text.startswith("Failed to load resource"):
-            errors.append(message.text)
-
-    page.on("console", seen)
-    yield errors
 
 
 def test_a_running_executions_log_is_filtered_by_type_and_source_and_unfiltered_again(

@@ -5,7 +5,6 @@ log of the real master behind the console."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -18,22 +17,12 @@ from packfleet.catalog import AuditRecord, WorkerInfo
 from packfleet.pki import CertStore, Credential, create_self_signed
 from packfleet.secretbox import is_sealed
 
-from .conftest import PASSWORDS, RunningMaster, Runs, wait_until
+from .conftest import NEEDS_CHROMIUM, RunningMaster, Runs, sign_in_page, wait_until
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None, reason="chromium is missing: apt-get install -y chromium"
-    ),
+    NEEDS_CHROMIUM,
 ]
-
-
-def sign_in(page: Page, master: RunningMaster, name: str, path: str = "/") -> None:
-    page.goto(master.url + path)
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORDS[name])
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text(f"{name} (")).to_be_visible()
 
 
 def audit_rows(master: RunningMaster, action: str) -> list[AuditRecord]:
@@ -73,7 +62,7 @@ def test_drain_disables_the_worker_and_follows_its_running_tasks_to_zero(
 ) -> None:
     agent = master.add_worker("etl-1")
     lease = runs.start(agent)
-    sign_in(page, master, "otto", f"/workers/{agent}")
+    sign_in_page(page, master, "otto", f"/workers/{agent}")
     page.get_by_label("Drain note").fill("kernel patching")
     page.get_by_role("button", name="Drain").click()
     status = page.get_by_role("region", name="Drain").get_by_role("status")
@@ -91,7 +80,7 @@ def test_drain_disables_the_worker_and_follows_its_running_tasks_to_zero(
 
 def test_description_and_tags_are_edited_and_audited(master: RunningMaster, page: Page) -> None:
     agent = master.add_worker("etl-1")
-    sign_in(page, master, "otto", f"/workers/{agent}")
+    sign_in_page(page, master, "otto", f"/workers/{agent}")
     page.get_by_label("Description").fill("rack 4, the big one")
     page.get_by_label("Tags").fill("etl,ssd")
     page.get_by_role("button", name="Save").click()
@@ -107,7 +96,7 @@ def test_a_viewer_sees_no_worker_actions_and_an_operator_cannot_connect(
     master: RunningMaster, page: Page
 ) -> None:
     agent = master.add_worker("etl-1")
-    sign_in(page, master, "vera", f"/workers/{agent}")
+    sign_in_page(page, master, "vera", f"/workers/{agent}")
     expect(page.get_by_role("button", name="Drain")).to_have_count(0)
     expect(page.get_by_role("button", name="Save")).to_have_count(0)
     page.goto(master.url + "/workers/connect")
@@ -120,7 +109,7 @@ def test_connect_wizard_uploads_a_cer_shows_the_plan_and_trusts_it_on_confirm(
     cred = create_self_signed(["etl-9", "127.0.0.9"], days=90)
     cer = tmp_path / "worker.cer"
     cer.write_bytes(cred.cert_pem())
-    sign_in(page, master, "ada", "/workers")
+    sign_in_page(page, master, "ada", "/workers")
     page.get_by_role("link", name="Connect worker").click()
     page.get_by_label("Upload the worker's .cer file").check()
     page.get_by_label("Certificate file").set_input_files(str(cer))
@@ -147,7 +136,7 @@ def test_connect_wizard_by_thumbprint_finds_the_certificate_or_says_what_to_do(
 ) -> None:
     cred = create_self_signed(["etl-8"], days=90)
     CertStore(master.mh.home, "My").add(Credential(cred.certificate))
-    sign_in(page, master, "ada", "/workers/connect")
+    sign_in_page(page, master, "ada", "/workers/connect")
     page.get_by_label("Paste its thumbprint").check()
     page.get_by_label("Thumbprint", exact=True).fill("00" * 20)
     page.get_by_role("button", name="Next").click()
@@ -167,7 +156,7 @@ def test_connect_wizard_by_thumbprint_finds_the_certificate_or_says_what_to_do(
 def test_connect_wizard_join_token_command_admits_a_real_worker(
     master: RunningMaster, page: Page, tmp_path: Path
 ) -> None:
-    sign_in(page, master, "ada", "/workers/connect")
+    sign_in_page(page, master, "ada", "/workers/connect")
     page.get_by_label("Create a join token").check()
     page.get_by_label("Enable it").check()
     page.get_by_role("button", name="Next").click()
@@ -223,7 +212,7 @@ def test_new_execution_dry_run_says_who_could_take_it_and_why_not_then_runs(
     gone = master.add_worker("gone-1")
     heartbeat(master, gone, "gone-1", age=600)
     other = master.add_worker("other-1")
-    sign_in(page, master, "otto", "/executions")
+    sign_in_page(page, master, "otto", "/executions")
     page.get_by_role("link", name="New execution").click()
     page.get_by_label("Package").select_option("default/etl/load")
     page.get_by_role("button", name="Choose").click()
@@ -273,7 +262,7 @@ def test_new_execution_dry_run_says_who_could_take_it_and_why_not_then_runs(
 def test_a_refused_parameter_is_shown_and_nothing_is_queued(
     master: RunningMaster, runs: Runs, page: Page
 ) -> None:
-    sign_in(page, master, "otto", "/executions/new?target=default/etl/load")
+    sign_in_page(page, master, "otto", "/executions/new?target=default/etl/load")
     page.get_by_label("rows", exact=True).fill("many")
     page.get_by_role("button", name="Run", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("rows")
@@ -286,7 +275,7 @@ def test_re_run_starts_a_new_execution_with_the_same_parameters(
     agent = master.add_worker("etl-1")
     lease = runs.start(agent)
     runs.finish(lease)
-    sign_in(page, master, "otto", f"/executions/{lease.execution_id}")
+    sign_in_page(page, master, "otto", f"/executions/{lease.execution_id}")
     page.get_by_role("button", name="Re-run").click()
     expect(page.get_by_text(re.compile(r"^Execution \d+ queued\.$"))).to_be_visible()
     newest = master.db(master.catalog.list_executions, limit=1)[0]
@@ -306,7 +295,7 @@ def test_re_run_starts_a_new_execution_with_the_same_parameters(
 
 
 def test_a_viewer_cannot_start_or_re_run(master: RunningMaster, runs: Runs, page: Page) -> None:
-    sign_in(page, master, "vera", "/executions")
+    sign_in_page(page, master, "vera", "/executions")
     expect(page.get_by_role("link", name="New execution")).to_have_count(0)
     page.goto(master.url + "/executions/new")
     expect(page.get_by_role("main")).to_contain_text("Starting an execution needs the operator role")

@@ -5,7 +5,6 @@ without reloading the page, switches, watches them pin only the new one, and fin
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +16,12 @@ from packfleet.config import load_manager_settings, load_master_settings, load_w
 from packfleet.localcluster import LocalCluster
 from packfleet.pki import CertStore
 
-from .conftest import wait_until
+from .conftest import NEEDS_CHROMIUM, wait_until
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.e2e,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None, reason="chromium is missing: apt-get install -y chromium"
-    ),
+    NEEDS_CHROMIUM,
 ]
 
 PASSWORD = "admin-password-rotate"
