@@ -9,13 +9,20 @@ layer speaks (``_codes``: SSIS status codes, outcomes, event sources, worker sta
 
 from packfleet.protocol import _routes as routes
 from packfleet.protocol._admin import (
+    IDENTITY_NAME_PATTERN,
+    IDENTITY_ROLES,
     MAX_IDEMPOTENCY_KEY,
+    MAX_IDENTITY_NAME,
     MAX_RETRY_COUNT,
+    MAX_TOKEN_TTL,
+    MAX_TOKEN_USES,
     AddWorker,
     AdminAnswer,
     AuditEntry,
     CertificateEntry,
     ConnectedWorker,
+    CreateIdentity,
+    CreateToken,
     DeletedWorker,
     Event,
     EventPage,
@@ -33,6 +40,7 @@ from packfleet.protocol._admin import (
     UpdateWorker,
     Worker,
     WorkerCertificate,
+    identity_name_problem,
 )
 from packfleet.protocol._codec import decode, encode
 from packfleet.protocol._codes import (
@@ -88,7 +96,13 @@ from packfleet.protocol._tokens import (
 __all__ = [
     "CertificateEntry",
     "ConnectedWorker",
+    "CreateIdentity",
+    "CreateToken",
+    "IDENTITY_NAME_PATTERN",
+    "IDENTITY_ROLES",
     "Identity",
+    "MAX_IDENTITY_NAME",
+    "identity_name_problem",
     "PendingExplanation",
     "RotationStatus",
     "RotationWorker",
@@ -102,6 +116,8 @@ __all__ = [
     "JoinTokenView",
     "MAX_IDEMPOTENCY_KEY",
     "MAX_RETRY_COUNT",
+    "MAX_TOKEN_TTL",
+    "MAX_TOKEN_USES",
     "Package",
     "ProjectVersion",
     "RunPackage",
