@@ -539,3 +539,35 @@ class RotationStatus(AdminAnswer):
     removed_from_root: bool = False
     aborted: str = ""
 
+
+@dataclass(frozen=True)
+class RefusedBind(AdminAnswer):
+    """The master refused to bind the calling certificate to the AgentId it claimed: why, and the
+    command that confirms the binding."""
+
+    thumbprint: str
+    agent_id: str
+    detail: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class Health(AdminAnswer):
+    """Liveness (``GET /api/v1/health``, open to anyone): the master's version and its UTC time, by
+    which ``doctor`` on a worker measures clock skew. ``refused_bind`` only for a certificate bound
+    to nobody whose binding the master refused."""
+
+    status: str
+    version: str
+    time: str
+    refused_bind: RefusedBind | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """As the master sends it: ``refused_bind`` only when there is one."""
+        found = self.__dict__.get("_wire")
+        if isinstance(found, dict):
+            return found
+        encoded: dict[str, Any] = encode(self)
+        if self.refused_bind is None:
+            del encoded["refused_bind"]
+        return encoded
