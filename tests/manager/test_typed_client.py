@@ -40,10 +40,12 @@ from packfleet.protocol import (
     EventPage,
     Execution,
     ExecutionStatus,
+    Health,
     Identity,
     JoinTokenView,
     PendingExplanation,
     ProjectVersion,
+    RefusedBind,
     RotationStatus,
     TrustedCertificate,
     Worker,
@@ -215,3 +217,16 @@ async def test_online_is_the_masters_verdict_on_its_own_clock(
     assert revoked.agent_id == agent
     worker = await manager.get_worker(agent)
     assert (worker.state, worker.online) == ("revoked", False)
+
+
+async def test_health_is_a_protocol_message_whose_wire_form_is_what_it_was(
+    manager: ManagerClient, clock: FakeClock
+) -> None:
+    health = await manager.health()
+    assert isinstance(health, Health) and _undeclared(health) == set()
+    assert set(health.wire()) == {"status", "version", "time"}  # refused_bind only when there is one
+    assert (health.status, health.time, health.refused_bind) == ("ok", clock().isoformat(), None)
+    refused = RefusedBind(thumbprint="T", agent_id="a", detail="d", fix="f")
+    built = Health(status="ok", version="1", time="t", refused_bind=refused)
+    assert built.wire()["refused_bind"] == {"thumbprint": "T", "agent_id": "a", "detail": "d", "fix": "f"}
+    assert Health.from_wire(built.wire()).refused_bind == refused

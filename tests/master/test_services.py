@@ -3,6 +3,7 @@ routes, and blocking work that is not the catalog's kept off the catalog's execu
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -11,11 +12,22 @@ from typing import Any
 
 import pytest
 
-from master.support import FakeClock, MasterHome, client_for, heartbeat_body, new_agent_id, project_archive
-from packfleet.errors import InvalidValue, NotFound, TransportError
+from master.support import (
+    FakeClock,
+    MasterHome,
+    client_for,
+    heartbeat_body,
+    new_agent_id,
+    project_archive,
+    public,
+)
+from packfleet.catalog import Catalog
+from packfleet.errors import Conflict, InvalidValue, NotFound, TransportError
 from packfleet.master import MasterServer
 from packfleet.master._services import CatalogOnlyState, Services, off_catalog
-from packfleet.protocol import ExecutionStatus, RunPackage, routes
+from packfleet.master._sharedtrust import sync_trust
+from packfleet.pki import CertStore, create_self_signed
+from packfleet.protocol import CreateIdentity, ExecutionStatus, RunPackage, routes
 
 
 def _services(server: MasterServer) -> Services:
@@ -118,9 +130,15 @@ class _CountingExecutor:
     def __init__(self, inner: Executor) -> None:
         self.inner = inner
         self.calls: list[str] = []
+        #: What was handed over that is not a method of a catalog (``state.db`` wraps each call in
+        #: a ``functools.partial``).
+        self.not_catalog: list[str] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         self.calls.append(getattr(fn, "__name__", repr(fn)))
+        target = fn.func if isinstance(fn, functools.partial) else fn
+        if not isinstance(getattr(target, "__self__", None), Catalog):
+            self.not_catalog.append(getattr(target, "__qualname__", repr(target)))
         return self.inner.submit(fn, *args, **kwargs)
 
 
@@ -142,3 +160,63 @@ async def test_work_that_is_not_the_catalogs_runs_off_its_executor(server: Maste
     finally:
         state.executor = counting.inner  # type: ignore[assignment]
     assert split.home == state.home  # everything else is the state's
+
+
+async def test_identities_and_root_store_changes_send_only_catalog_calls_to_its_executor(
+    mh: MasterHome, server: MasterServer, tmp_path: Path
+) -> None:
+    services, state = _services(server), server.state
+    agent = await _register(mh, server, tmp_path)
+    auditor = create_self_signed(["auditor"])
+    root = CertStore(mh.home, "Root")
+    counting = _CountingExecutor(state.executor)
+    state.executor = counting  # type: ignore[assignment]
+    try:
+        ask = CreateIdentity("auditor", "viewer", public(auditor).cert_pem().decode())
+        pinned = await services.identities.create(ask, actor="test")
+        listed = {row["name"]: row for row in await services.identities.list()}
+        assert root.contains(auditor.thumbprint)
+        revoked = await services.identities.revoke("auditor", actor="test")
+        deleted = await services.workers.delete(agent, actor="test")
+        await sync_trust(state)
+    finally:
+        state.executor = counting.inner  # type: ignore[assignment]
+    assert pinned["name"] == "auditor" and pinned["not_after"] == auditor.info().not_after.isoformat()
+    assert "password_hash" not in pinned and listed["auditor"]["not_after"] == pinned["not_after"]
+    assert revoked == {"name": "auditor", "role": "viewer", "thumbprint": auditor.thumbprint, "revoked": True}
+    assert deleted["removed_from_root"] == [mh.worker.thumbprint]
+    assert not root.contains(auditor.thumbprint) and not root.contains(mh.worker.thumbprint)
+    assert counting.calls and counting.not_catalog == []  # store files went elsewhere
+    actions = [e.action for e in await services.audit.list(limit=100, newest=True)]
+    assert {"principal.add", "principal.remove", "worker.delete"} <= set(actions)
+
+
+async def test_an_identity_request_is_checked_by_the_protocols_rule_before_anything_is_written(
+    server: MasterServer,
+) -> None:
+    services = _services(server)
+    cert = public(create_self_signed(["x"])).cert_pem().decode()
+    with pytest.raises(InvalidValue, match="role 'owner' is not one of admin, executor, viewer"):
+        await services.identities.create(CreateIdentity("x", "owner", cert), actor="test")
+    with pytest.raises(InvalidValue, match="not a usable identity name"):
+        await services.identities.create(CreateIdentity("a/b", "viewer", cert), actor="test")
+    with pytest.raises(InvalidValue, match="cert_pem"):
+        await services.identities.create(CreateIdentity("x", "viewer", "not a certificate"), actor="test")
+    with pytest.raises(Conflict, match="lock this manager out"):
+        await services.identities.revoke("admin", actor="test", own="admin")
+    assert [row["name"] for row in await services.identities.list()] == ["admin"]
+
+
+async def test_pending_explains_a_waiting_execution_worker_by_worker(
+    mh: MasterHome, server: MasterServer, tmp_path: Path
+) -> None:
+    services = _services(server)
+    agent = await _register(mh, server, tmp_path)  # registered, not enabled
+    await services.projects.deploy("default", project_archive(tmp_path), actor="test")
+    submitted = await services.executions.submit(RunPackage("default", "etl", "load"), actor="test")
+    explained = await services.pending.explain(submitted.execution.execution_id)
+    assert explained["pending"] and explained["ready"] == []
+    assert any(f"packfleet manager worker enable {agent}" in r for r in explained["reasons"])
+    await services.workers.set_enabled(agent, True, actor="test")
+    explained = await services.pending.explain(submitted.execution.execution_id)
+    assert explained["ready"] == [f"worker1 ({agent})"] and explained["reasons"] == []

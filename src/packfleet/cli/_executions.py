@@ -21,7 +21,15 @@ from packfleet.cli._output import Column, json_option, print_table, short_time, 
 from packfleet.errors import ApiError, ExecutionFailed, TlsError, TransportError, UsageError, WaitTimeout
 from packfleet.manager import ManagerClient
 from packfleet.packages import archive_sha256, build_archive, load_project
-from packfleet.protocol import Event, EventPage, Execution, ExecutionStatus, MessageType, PendingExplanation
+from packfleet.protocol import (
+    MAX_RETRY_COUNT,
+    Event,
+    EventPage,
+    Execution,
+    ExecutionStatus,
+    MessageType,
+    PendingExplanation,
+)
 
 _LEVEL_STYLE: dict[int, str] = {MessageType.ERROR: "red", MessageType.WARNING: "yellow"}
 
@@ -210,7 +218,7 @@ async def _page(client: ManagerClient, execution_id: int, after: int, *, wait: f
     "retry_count",
     default=0,
     show_default=True,
-    type=click.IntRange(0, 100),
+    type=click.IntRange(0, MAX_RETRY_COUNT),
     help="Times to retry if the worker is lost.",
 )
 @click.option("--wait", is_flag=True, help="Follow progress and logs; exit 0 only if the execution succeeds.")

@@ -19,8 +19,7 @@ from packfleet.cli._manager import manager_group
 from packfleet.cli._output import Column, json_option, print_table, short_time
 from packfleet.errors import UsageError
 from packfleet.pki import create_self_signed
-
-_ROLES = ("admin", "executor", "viewer")
+from packfleet.protocol import IDENTITY_ROLES, identity_name_problem
 
 
 @manager_group.group("identity")
@@ -46,7 +45,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 @identity_group.command("create")
 @click.argument("name")
-@click.option("--role", type=click.Choice(_ROLES), required=True, help="What the identity may do.")
+@click.option("--role", type=click.Choice(IDENTITY_ROLES), required=True, help="What the identity may do.")
 @click.option(
     "--out",
     "out_dir",
@@ -61,9 +60,12 @@ def identity_create(name: str, role: str, out_dir: Path, days: int) -> None:
 
     admin: everything. executor: reads, and runs and cancels executions. viewer: reads only.
     """
-    if not name.strip() or "/" in name or name.startswith("."):
+    # The master's rule (the protocol's), before a key is made; and no leading "." here, where the
+    # name also names the files (NAME.crt would be hidden, ".." a directory).
+    problem = identity_name_problem(name)
+    if problem is not None or name.startswith("."):
         raise UsageError(
-            f"{name!r} is not a usable identity name", fix="a plain name such as alice or ci-bot"
+            problem or f"{name!r} is not a usable identity name", fix="a plain name such as alice or ci-bot"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     cert_file, key_file = out_dir / f"{name}.crt", out_dir / f"{name}.key"

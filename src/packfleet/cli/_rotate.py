@@ -3,15 +3,14 @@
 ``packfleet manager rotate master-cert`` runs the seed's "change the master certificate" (steps 1-5)
 through the master's admin API: announce, wait for every worker, switch, retire (the library's
 :class:`packfleet.manager.MasterCertRotator`; this module only prints it). ``packfleet worker
-rotate-cert`` runs "change the worker certificate" (steps 1-6) on a worker. ``packfleet manager
+rotate-cert`` runs "change the worker certificate" (steps 1-6) on a worker (the library's
+:class:`packfleet.worker.WorkerCertRotator`). ``packfleet manager
 worker revoke-cert`` refuses a certificate for good and cuts its open connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
 
 import click
 from rich.console import Console
@@ -22,9 +21,6 @@ from packfleet.cli._output import json_option, print_table
 from packfleet.cli._worker import worker_group
 from packfleet.manager import MasterCertRotator, RotationResult, worker_label
 from packfleet.protocol import RotationStatus
-
-#: How often ``worker rotate-cert`` looks whether the running agent has switched (seconds).
-_POLL = 0.5
 
 
 @manager_group.group("rotate")
@@ -145,58 +141,19 @@ def worker_rotate_cert(timeout: float) -> None:
     \b
     packfleet worker rotate-cert
     """
-    from packfleet.worker import (
-        load_identity,
-        read_pending,
-        register_next_certificate,
-        retire_previous,
-        signal_agent,
-    )
+    from packfleet.worker import WorkerCertRotator
 
     st = state()
-    home = st.home()
-
-    async def retire_here() -> str | None:
-        identity = load_identity(home)
-        client = identity.connect()
-        try:
-            return await retire_previous(home, identity, client)
-        finally:
-            await client.close()
-
-    async def run() -> dict[str, Any]:
-        identity = load_identity(home)
-        pending = read_pending(home)
-        if pending is not None and pending.new == identity.certificate.thumbprint:
-            st.note(f"resuming: {pending.new} is in use, {pending.retire} still has to be retired")
-            old, new = pending.retire, pending.new
-        else:
-            client = identity.connect()
-            try:
-                cred = await register_next_certificate(home, identity, client)
-            finally:
-                await client.close()
-            old, new = identity.certificate.thumbprint, cred.thumbprint
-            st.note(f"the master trusts the new certificate {new}")
-        pid = signal_agent(home)
-        if pid is None:
-            await retire_here()
-            return {"old": old, "new": new, "agent_pid": None, "retired": True}
-        st.note(f"told the running worker (pid {pid}) to switch to {new}")
-        deadline = time.monotonic() + timeout
-        while read_pending(home) is not None and time.monotonic() < deadline:
-            await asyncio.sleep(_POLL)
-        return {"old": old, "new": new, "agent_pid": pid, "retired": read_pending(home) is None}
-
-    result = asyncio.run(run())
+    rotation = WorkerCertRotator(st.home(), note=st.note, timeout=timeout)
+    result = asyncio.run(rotation.run())
 
     def human(out: Console) -> None:
-        out.print(f"worker certificate {result['new']} in use (worker.cer exported)")
-        if result["retired"]:
-            out.print(f"old certificate {result['old']} retired on the master and deleted here")
+        out.print(f"worker certificate {result.new} in use (worker.cer exported)")
+        if result.retired:
+            out.print(f"old certificate {result.old} retired on the master and deleted here")
         else:
             out.print(
-                f"old certificate {result['old']} not retired yet: the worker retires it at its next "
+                f"old certificate {result.old} not retired yet: the worker retires it at its next "
                 "heartbeat (or run this command again)"
             )
 

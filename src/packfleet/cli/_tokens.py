@@ -12,14 +12,24 @@ from packfleet.cli._client import call, state
 from packfleet.cli._manager import manager_group
 from packfleet.cli._output import Column, json_option, print_table, short_time
 from packfleet.config import parse_timespan
-from packfleet.errors import PackfleetError
-from packfleet.protocol import JoinTokenView
+from packfleet.errors import InvalidValue, PackfleetError
+from packfleet.protocol import MAX_TOKEN_USES, CreateToken, JoinTokenView
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 def parse_duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
-    """A lifetime as people type it (``1h``, ``30m``, ``2d12h``) or as .NET TimeSpan text (``01:00:00``)."""
+    """A token lifetime as people type it (``1h``, ``30m``, ``2d12h``) or as .NET TimeSpan text
+    (``01:00:00``), within the bounds the master takes (:class:`packfleet.protocol.CreateToken`)."""
+    ttl = _duration(value)
+    try:
+        CreateToken(ttl_seconds=ttl.total_seconds()).check()
+    except InvalidValue as exc:
+        raise click.BadParameter(f"{value!r}: {exc.message}") from None
+    return ttl
+
+
+def _duration(value: str) -> timedelta:
     text = value.strip().lower()
     match = _DURATION.fullmatch(text)
     if text and match is not None:
@@ -67,7 +77,7 @@ def print_token(out: Console, created: JoinTokenView, *, agent: str | None = Non
     "--ttl", default="1h", callback=parse_duration, show_default=True, help="How long the token is valid."
 )
 @click.option(
-    "--uses", default=1, show_default=True, type=click.IntRange(1, 10_000), help="Workers it admits."
+    "--uses", default=1, show_default=True, type=click.IntRange(1, MAX_TOKEN_USES), help="Workers it admits."
 )
 @click.option("--enable", is_flag=True, help="Enable the workers that join with it at once.")
 @click.option("--endpoint", metavar="URL", help="https://HOST:PORT for workers. Default: MasterAddress.")

@@ -46,6 +46,7 @@ from packfleet.protocol import (
     DeletedWorker,
     EventPage,
     Execution,
+    Health,
     Identity,
     JoinTokenView,
     PendingExplanation,
@@ -474,9 +475,9 @@ class ManagerClient:
         params = {"limit": str(limit), "after_id": str(after_id), "newest": "1" if newest else "0"}
         return AuditEntry.many(await self._call("GET", routes.ADMIN_AUDIT, params=params))
 
-    async def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", routes.HEALTH)
-        return result
+    async def health(self) -> Health:
+        """The master's liveness answer: status, version and its UTC time."""
+        return Health.from_wire(await self._call("GET", routes.HEALTH))
 
     async def openapi(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", routes.OPENAPI)

@@ -13,11 +13,11 @@ stays: its certificates are replaced in one step, keeping its AgentId and enable
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -27,7 +27,7 @@ from packfleet.errors import CatalogError, Conflict, NotFound, PackfleetError
 from packfleet.master._api import Endpoint
 from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request, forbidden
-from packfleet.master._services import MAX_TTL, MAX_USES, services_of
+from packfleet.master._services import off_catalog, services_of
 from packfleet.master._state import Call, MasterState, json_response
 from packfleet.master._times import PROOF_WINDOW, parse_aware_time
 from packfleet.master._tls import load_tls_material
@@ -41,6 +41,7 @@ from packfleet.pki import (
     verify_proof,
 )
 from packfleet.protocol import (
+    CreateToken,
     JoinChallenge,
     JoinReply,
     JoinRequest,
@@ -59,20 +60,6 @@ JOIN_MAX_BODY = 64 * 1024
 _JOIN_AGAIN = (
     "on the master: packfleet manager token create   (then on the worker: packfleet worker join TOKEN)"
 )
-
-
-@dataclass(frozen=True)
-class CreateToken:
-    """Make a join token; ``worker`` (a reference) binds it to an existing worker's AgentId."""
-
-    ttl_seconds: float = field(
-        default=3600.0, metadata={"schema": {"minimum": 1, "maximum": MAX_TTL.total_seconds()}}
-    )
-    uses: int = field(default=1, metadata={"schema": {"minimum": 1, "maximum": MAX_USES}})
-    enable: bool = False
-    #: Empty (MasterAddress) or an https URL; the handler checks the host and port themselves.
-    endpoint: str = field(default="", metadata={"schema": {"format": "packfleet-endpoint"}})
-    worker: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,14 +185,14 @@ async def _retire(state: MasterState, thumbprints: list[str], why: str) -> list[
     """Drop replaced certificates from the Root store and end their connections."""
     if not thumbprints:
         return []
-    removed = await state.db(remove_from_root, state, thumbprints)
+    removed = await remove_from_root(state, thumbprints)
     state.principals.invalidate(thumbprints)
     cut_off(state, thumbprints, why)
     return removed
 
 
 async def _serving_thumbprint(state: MasterState) -> str:
-    material = await asyncio.get_running_loop().run_in_executor(None, load_tls_material, state.home)
+    material = await off_catalog(load_tls_material, state.home)
     return material.thumbprint
 
 
@@ -251,7 +238,7 @@ async def connect_worker(call: Call) -> web.StreamResponse:
             "give either cert_pem (the worker's new certificate) or thumbprint (one the master holds)",
             fix="packfleet manager worker connect REF --cert worker.cer (or --cert THUMBPRINT)",
         )
-    pem = ask.cert_pem or (await state.db(_held_certificate, state, ask.thumbprint)).decode()
+    pem = ask.cert_pem or (await _held_certificate(state, ask.thumbprint)).decode()
     public = _enrolled_certificate(state, pem)
     outcome = await state.db(
         state.catalog.connect_worker_certificate,
@@ -265,16 +252,17 @@ async def connect_worker(call: Call) -> web.StreamResponse:
     return json_response(outcome.to_dict() | {"removed_from_root": removed})
 
 
-def _held_certificate(state: MasterState, thumbprint: str) -> bytes:
+async def _held_certificate(state: MasterState, thumbprint: str) -> bytes:
     """The certificate ``thumbprint`` as the master holds it: pending in the catalog, or in Root."""
     if not is_thumbprint(thumbprint):
         raise bad_request(f"thumbprint {thumbprint!r} is not 40 hex digits (a SHA-1 thumbprint)")
     thumbprint = normalize_thumbprint(thumbprint)
-    pem = state.catalog.certificate_pem(thumbprint)
+    pem = await state.db(state.catalog.certificate_pem, thumbprint)
     if pem is not None:
         return pem
     try:
-        return CertStore(state.home, "Root").get(thumbprint).cert_pem()
+        # A store file, not the catalog: off the catalog's executor.
+        return await off_catalog(_root_pem, state.home, thumbprint)
     except PackfleetError:
         raise Problem(
             404,
@@ -283,6 +271,10 @@ def _held_certificate(state: MasterState, thumbprint: str) -> bytes:
             thumbprint=thumbprint,
             fix="give the certificate file instead: packfleet manager worker connect REF --cert worker.cer",
         ) from None
+
+
+def _root_pem(home: Path, thumbprint: str) -> bytes:
+    return CertStore(home, "Root").get(thumbprint).cert_pem()
 
 
 ENDPOINTS = (

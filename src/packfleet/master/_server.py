@@ -66,7 +66,7 @@ from packfleet.master._store_audit import root_thumbprints, store_change
 from packfleet.master._tls import WILDCARD, TlsMaterial, load_tls_material
 from packfleet.master._trust import close_cut_off
 from packfleet.master._wakeup import EVENTS, TASKS, LocalWakeups
-from packfleet.protocol import routes
+from packfleet.protocol import Health, RefusedBind, routes
 from packfleet.secretbox import secrets_key_path
 from packfleet.transport import HotSwapServerContext
 
@@ -91,7 +91,7 @@ ROTATION_SYNC_INTERVAL = 5.0
 
 async def _health(call: Call) -> web.StreamResponse:
     # The master's UTC time lets `packfleet doctor` on a worker measure clock skew.
-    answer: dict[str, Any] = {"status": "ok", "version": __version__, "time": call.state.clock().isoformat()}
+    refused_bind = None
     caller = call.caller
     if caller.thumbprint is not None and caller.principal is None:
         # A certificate bound to nobody: tell its holder (`doctor` on the worker) if the master
@@ -99,13 +99,16 @@ async def _health(call: Call) -> web.StreamResponse:
         refused = await call.state.db(call.state.catalog.refused_binds, caller.thumbprint)
         if refused:
             thumbprint, agent_id, reason = refused[-1]
-            answer["refused_bind"] = {
-                "thumbprint": thumbprint,
-                "agent_id": agent_id,
-                "detail": reason,
-                "fix": f"on the master: packfleet manager worker connect {agent_id} --cert {thumbprint}",
-            }
-    return json_response(answer)
+            refused_bind = RefusedBind(
+                thumbprint=thumbprint,
+                agent_id=agent_id,
+                detail=reason,
+                fix=f"on the master: packfleet manager worker connect {agent_id} --cert {thumbprint}",
+            )
+    answer = Health(
+        status="ok", version=__version__, time=call.state.clock().isoformat(), refused_bind=refused_bind
+    )
+    return json_response(answer.wire())
 
 
 @functools.cache
@@ -118,7 +121,7 @@ async def _openapi(call: Call) -> web.StreamResponse:
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint("GET", routes.HEALTH, _health, "open", "Liveness: status and version"),
+    Endpoint("GET", routes.HEALTH, _health, "open", "Liveness: status and version", answer=Health),
     Endpoint("GET", routes.OPENAPI, _openapi, "open", "This OpenAPI 3.1 document"),
     *_worker_api.ENDPOINTS,
     *_admin_api.ENDPOINTS,

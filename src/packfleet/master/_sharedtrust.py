@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
+from packfleet.catalog import CertificateRecord, PrincipalCertificate
 from packfleet.errors import CertificateNotFound, PackfleetError
-from packfleet.master._state import MasterState
+from packfleet.master._state import MasterState, off_catalog
 from packfleet.pki import CertStore, Credential, load_credential_bytes
 
 log = logging.getLogger("packfleet.master")
@@ -40,13 +42,14 @@ class TrustChange:
         return bool(self.added or self.removed)
 
 
-def _bring_in_line(state: MasterState) -> TrustChange:
+def _bring_in_line(
+    home: Path, certificates: list[CertificateRecord], identities: list[PrincipalCertificate]
+) -> TrustChange:
     """Add the catalog's active worker and identity certificates to Root, remove the retired and
-    revoked ones (executor)."""
-    store = CertStore(state.home, "Root")
+    revoked ones (store files: off the catalog's executor)."""
+    store = CertStore(home, "Root")
     added: list[str] = []
     removed: list[str] = []
-    certificates = state.catalog.certificates()
     for cert in certificates:
         present = store.contains(cert.thumbprint)
         if cert.status == "active" and not present and cert.pem:
@@ -68,7 +71,7 @@ def _bring_in_line(state: MasterState) -> TrustChange:
                 continue
             removed.append(cert.thumbprint)
     workers = {cert.thumbprint for cert in certificates}
-    for identity in state.catalog.principal_certificates():
+    for identity in identities:
         if identity.thumbprint in workers:
             continue  # a worker's certificate follows its worker row above, never an identity row
         present = store.contains(identity.thumbprint)
@@ -98,7 +101,10 @@ def _public(pem: str, what: str) -> Credential | None:
 
 async def sync_trust(state: MasterState) -> TrustChange:
     """Bring the Root store in line with the catalog and, when it changed, serve the new trust."""
-    change = await state.db(_bring_in_line, state)
+    # The catalog's rows on its executor; the store files off it.
+    certificates = await state.db(state.catalog.certificates)
+    identities = await state.db(state.catalog.principal_certificates)
+    change = await off_catalog(_bring_in_line, state.home, certificates, identities)
     if change:
         state.principals.invalidate(change.added + change.removed)
         log.info(

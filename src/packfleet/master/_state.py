@@ -54,6 +54,16 @@ class RotationView(Protocol):
     def new(self) -> str: ...
 
 
+async def off_catalog(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run blocking work that is not the catalog's (key generation, TLS context builds, certificate
+    files) on a worker thread of its own.
+
+    ``MasterState.db`` runs on the catalog's executor, which on SQLite has one thread: a key
+    generation or a store write queued there would hold up every lease and heartbeat behind it.
+    """
+    return await asyncio.to_thread(functools.partial(call, *args, **kwargs))
+
+
 @dataclass
 class MasterState:
     """The master's live parts, built by :class:`~packfleet.master.MasterServer` at start."""

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from packfleet.catalog import TRUST_CHANNEL
 from packfleet.errors import CertificateNotFound, PackfleetError
 from packfleet.master._problems import Problem
-from packfleet.master._state import MasterState
+from packfleet.master._state import MasterState, off_catalog
 from packfleet.pki import CertStore, Credential
 
 log = logging.getLogger("packfleet.master")
@@ -30,7 +31,8 @@ async def trust_in_root(state: MasterState, public: Credential, *, actor: str) -
     Raises a 503 :class:`Problem` when the master cannot reload its TLS material: the certificate
     is in the store, but handshakes do not trust it until a reload succeeds.
     """
-    await state.db(CertStore(state.home, "Root").add, public)
+    # A store file, not the catalog: off the catalog's executor (SQLite has one thread).
+    await off_catalog(CertStore(state.home, "Root").add, public)
     state.principals.invalidate([public.thumbprint])
     # The other masters of a shared catalog add it to their Root stores too (see _sharedtrust).
     await state.db(state.catalog.notify_masters, TRUST_CHANNEL)
@@ -48,12 +50,20 @@ async def trust_in_root(state: MasterState, public: Credential, *, actor: str) -
         ) from None
 
 
-def remove_from_root(state: MasterState, thumbprints: list[str]) -> list[str]:
+async def remove_from_root(state: MasterState, thumbprints: list[str]) -> list[str]:
     """Delete ``thumbprints`` from the master's Root store; return those that were there.
 
-    Synchronous (file I/O): run it with ``state.db``.
+    The files go on a thread of their own; then the catalog tells the other masters of a shared
+    catalog, which drop them too.
     """
-    store = CertStore(state.home, "Root")
+    removed = await off_catalog(_delete_from_root, state.home, thumbprints)
+    if thumbprints:
+        await state.db(state.catalog.notify_masters, TRUST_CHANNEL)
+    return removed
+
+
+def _delete_from_root(home: Path, thumbprints: list[str]) -> list[str]:
+    store = CertStore(home, "Root")
     removed = []
     for thumbprint in thumbprints:
         try:
@@ -61,8 +71,6 @@ def remove_from_root(state: MasterState, thumbprints: list[str]) -> list[str]:
         except CertificateNotFound:
             continue
         removed.append(thumbprint)
-    if thumbprints:
-        state.catalog.notify_masters(TRUST_CHANNEL)  # the other masters drop them too
     return removed
 
 

@@ -20,7 +20,7 @@ from packfleet.master._auth import Caller, require_agent
 from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._services import services_of
-from packfleet.master._state import Call, MasterState, json_response
+from packfleet.master._state import Call, MasterState, json_response, off_catalog
 from packfleet.master._times import clock_warning, parse_aware_time
 from packfleet.master._wakeup import EVENTS, TASKS, wait_any, worker_topic
 from packfleet.pki import CertStore, Credential, check_usable
@@ -52,7 +52,7 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     if caller.principal is None or caller.principal.agent_id is None:
         # Not bound yet: about to register a worker. A certificate the master would refuse to add
         # (CA, SHA-1, wrong EKU...) that reached Root by hand must not register one either.
-        await state.db(_check_registrable, state, caller)
+        await off_catalog(_check_registrable, state, caller)  # Root store files, not the catalog
     received = state.clock()
     skew = (parse_aware_time(beat.time, "Heartbeat.time") - received).total_seconds() if beat.time else None
     info = WorkerInfo(

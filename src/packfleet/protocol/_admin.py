@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
-from packfleet.errors import ProtocolError
+from packfleet.errors import InvalidValue, ProtocolError
 from packfleet.protocol._codec import decode, encode
 from packfleet.protocol._codes import ExecutionStatus, Liveness, TaskStatus
 
@@ -40,6 +42,16 @@ PEM_CERTIFICATE = {"schema": {"format": "pem-certificate"}}
 MAX_RETRY_COUNT = 1000
 #: Longest idempotency key a client may send (the catalog column's size).
 MAX_IDEMPOTENCY_KEY = 128
+#: How long a join token may live (kubeadm's live 24 h by default; ours one hour, at most a year),
+#: and how many workers one may admit.
+MAX_TOKEN_TTL = timedelta(days=365)
+MAX_TOKEN_USES = 10_000
+#: The roles an identity may hold (a worker certificate is never an identity).
+IDENTITY_ROLES = ("admin", "executor", "viewer")
+#: An identity's name: at most the catalog column's 256 characters, something besides spaces, and
+#: neither control characters (it is logged) nor "/" (it is a path segment of the revoke route).
+MAX_IDENTITY_NAME = 256
+IDENTITY_NAME_PATTERN = r"^[^\x00-\x1f\x7f/]*[^\s\x00-\x1f\x7f/][^\x00-\x1f\x7f/]*$"
 
 
 # --- requests (decoded strictly by the master) ---------------------------------------------------
@@ -78,6 +90,77 @@ class RunPackage:
     #: Chosen by the client (``run`` makes one per submit): the same key again returns the same
     #: execution, so a submit whose answer was lost can be sent again safely.
     idempotency_key: str = ""
+
+    def check(self) -> None:
+        """Raise :class:`InvalidValue` for a retry count or an idempotency key out of bounds."""
+        if not 0 <= self.retry_count <= MAX_RETRY_COUNT:
+            raise InvalidValue(f"retry_count must be 0..{MAX_RETRY_COUNT}, not {self.retry_count}")
+        if len(self.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidValue(
+                f"idempotency_key has {len(self.idempotency_key)} characters; at most {MAX_IDEMPOTENCY_KEY}"
+            )
+
+
+@dataclass(frozen=True)
+class CreateToken:
+    """Make a join token; ``worker`` (a reference) binds it to an existing worker's AgentId."""
+
+    ttl_seconds: float = field(
+        default=3600.0, metadata={"schema": {"minimum": 1, "maximum": MAX_TOKEN_TTL.total_seconds()}}
+    )
+    uses: int = field(default=1, metadata={"schema": {"minimum": 1, "maximum": MAX_TOKEN_USES}})
+    enable: bool = False
+    #: Empty (MasterAddress) or an https URL; the master checks the host and port themselves.
+    endpoint: str = field(default="", metadata={"schema": {"format": "packfleet-endpoint"}})
+    worker: str = ""
+
+    def check(self) -> None:
+        """Raise :class:`InvalidValue` for a lifetime or a number of uses out of bounds: the one rule
+        the master and ``manager token create`` apply."""
+        # Range-check the number before timedelta sees it: 1e300 or inf would overflow it.
+        if not 0 < self.ttl_seconds <= MAX_TOKEN_TTL.total_seconds():  # NaN fails every comparison
+            raise InvalidValue(
+                f"ttl_seconds must be more than 0 and at most {MAX_TOKEN_TTL.total_seconds():.0f} "
+                f"({MAX_TOKEN_TTL}), not {self.ttl_seconds}",
+                fix="packfleet manager token create --ttl 1h",
+            )
+        if not 1 <= self.uses <= MAX_TOKEN_USES:
+            raise InvalidValue(f"uses must be 1..{MAX_TOKEN_USES}, not {self.uses}")
+
+
+def identity_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an identity, or None: the one rule the master and the CLI apply.
+
+    The same test as the OpenAPI document's pattern (Python's re, as a fuzzer's validator uses), so
+    the master takes exactly the names the document promises.
+    """
+    if len(name) > MAX_IDENTITY_NAME or not re.search(IDENTITY_NAME_PATTERN, name):
+        return (
+            f"name {name!r} is not a usable identity name: 1 to {MAX_IDENTITY_NAME} characters, not only "
+            "spaces, without control characters or '/'"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class CreateIdentity:
+    """Pin a client certificate (PEM, no key) to a new principal ``name`` with ``role``."""
+
+    name: str = field(metadata={"schema": {"maxLength": MAX_IDENTITY_NAME, "pattern": IDENTITY_NAME_PATTERN}})
+    role: str = field(metadata={"schema": {"enum": list(IDENTITY_ROLES)}})
+    cert_pem: str = field(metadata=PEM_CERTIFICATE)
+
+    def check(self) -> None:
+        """Raise :class:`InvalidValue` for a role or a name the master does not take (the certificate
+        is the master's to judge, on its clock)."""
+        if self.role not in IDENTITY_ROLES:
+            raise InvalidValue(
+                f"role {self.role!r} is not one of {', '.join(IDENTITY_ROLES)}",
+                fix="packfleet manager identity create NAME --role viewer --out DIR",
+            )
+        problem = identity_name_problem(self.name)
+        if problem is not None:
+            raise InvalidValue(problem, fix="packfleet manager identity create alice --role viewer --out DIR")
 
 
 # --- answers (decoded leniently by the manager) --------------------------------------------------
@@ -455,3 +538,36 @@ class RotationStatus(AdminAnswer):
     resumed: bool = False
     removed_from_root: bool = False
     aborted: str = ""
+
+
+@dataclass(frozen=True)
+class RefusedBind(AdminAnswer):
+    """The master refused to bind the calling certificate to the AgentId it claimed: why, and the
+    command that confirms the binding."""
+
+    thumbprint: str
+    agent_id: str
+    detail: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class Health(AdminAnswer):
+    """Liveness (``GET /api/v1/health``, open to anyone): the master's version and its UTC time, by
+    which ``doctor`` on a worker measures clock skew. ``refused_bind`` only for a certificate bound
+    to nobody whose binding the master refused."""
+
+    status: str
+    version: str
+    time: str
+    refused_bind: RefusedBind | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """As the master sends it: ``refused_bind`` only when there is one."""
+        found = self.__dict__.get("_wire")
+        if isinstance(found, dict):
+            return found
+        encoded: dict[str, Any] = encode(self)
+        if self.refused_bind is None:
+            del encoded["refused_bind"]
+        return encoded

@@ -24,6 +24,7 @@ from packfleet.worker._renewal import (
     running_agent,
     signal_agent,
 )
+from packfleet.worker._rotator import WorkerCertRotator, WorkerRotationResult
 from packfleet.worker._service import SERVICE_NAME, enable_hint, render_unit
 from packfleet.worker._timing import AgentTiming
 
@@ -35,7 +36,9 @@ __all__ = [
     "Pending",
     "PsutilProbe",
     "WorkerAgent",
+    "WorkerCertRotator",
     "WorkerIdentity",
+    "WorkerRotationResult",
     "certificate_names",
     "enable_hint",
     "host_matches",

@@ -28,8 +28,11 @@ from packfleet.master._services._executions import (
     Submitted,
 )
 from packfleet.master._services._fleet import AuditService, FleetService
+from packfleet.master._services._identities import IdentityService
+from packfleet.master._services._pending import PendingService
+from packfleet.master._services._renewal import RenewalService
 from packfleet.master._services._rotation import RotationService
-from packfleet.master._services._tokens import MAX_TTL, MAX_USES, NewToken, TokenService, token_view
+from packfleet.master._services._tokens import NewToken, TokenService, token_view
 from packfleet.master._services._workers import TrustService, WorkerService, stored_certificate
 from packfleet.master._state import Call, MasterState
 
@@ -45,6 +48,9 @@ class Services:
     tokens: TokenService
     audit: AuditService
     fleet: FleetService
+    identities: IdentityService
+    renewal: RenewalService
+    pending: PendingService
     #: None where no rotation can run (an application built without a server, in tests).
     rotation: RotationService | None = None
 
@@ -64,6 +70,9 @@ class Services:
             tokens=TokenService(state),
             audit=AuditService(state),
             fleet=FleetService(state, serving),
+            identities=IdentityService(state),
+            renewal=RenewalService(state),
+            pending=PendingService(state),
             rotation=rotation,
         )
 
@@ -85,16 +94,17 @@ def services_of(call: Call) -> Services:
 __all__ = [
     "SERVICES",
     "EVENTS_LIMIT",
-    "MAX_TTL",
-    "MAX_USES",
     "AuditService",
     "CatalogOnlyState",
     "EventPage",
     "ExecutionService",
     "FleetService",
+    "IdentityService",
     "Manifests",
     "NewToken",
+    "PendingService",
     "ProjectService",
+    "RenewalService",
     "RotationService",
     "Services",
     "Submitted",

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from packfleet.master._state import MasterState
+# Defined beside MasterState.db, so that the trust helpers the services stand on use it too.
+from packfleet.master._state import MasterState, off_catalog
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-async def off_catalog(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run blocking work that is not the catalog's (key generation, TLS context builds, certificate
-    files) on a worker thread of its own.
-
-    ``MasterState.db`` runs on the catalog's executor, which on SQLite has one thread: a key
-    generation or a store write queued there would hold up every lease and heartbeat behind it.
-    """
-    return await asyncio.to_thread(functools.partial(call, *args, **kwargs))
 
 
 class CatalogOnlyState:
@@ -43,3 +32,6 @@ class CatalogOnlyState:
         if getattr(call, "__self__", None) is self._state.catalog:
             return await self._state.db(call, *args, **kwargs)
         return await off_catalog(call, *args, **kwargs)
+
+
+__all__ = ["CatalogOnlyState", "off_catalog"]

@@ -15,7 +15,7 @@ from packfleet.master._services._base import off_catalog
 from packfleet.master._state import MasterState
 from packfleet.master._wakeup import EVENTS, TASKS
 from packfleet.packages import Project, inspect_archive, mask_parameters, resolve_parameters
-from packfleet.protocol import MAX_IDEMPOTENCY_KEY, MAX_RETRY_COUNT, RunPackage
+from packfleet.protocol import RunPackage
 from packfleet.secretbox import open_values
 
 log = logging.getLogger("packfleet.master")
@@ -120,11 +120,8 @@ class ExecutionService:
         with that execution (``created`` false), whatever was deployed since.
         """
         state = self._state
-        if not 0 <= ask.retry_count <= MAX_RETRY_COUNT:
-            raise InvalidValue(f"retry_count must be 0..{MAX_RETRY_COUNT}, not {ask.retry_count}")
+        ask.check()  # the message's own bounds: retry count, idempotency key
         key = ask.idempotency_key or None
-        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-            raise InvalidValue(f"idempotency_key has {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY}")
         target = (ask.folder, ask.project, ask.package)
         if key is not None:
             existing = await state.db(state.catalog.execution_by_key, actor, key)

@@ -13,14 +13,10 @@ from packfleet.master._services._base import off_catalog
 from packfleet.master._state import MasterState
 from packfleet.master._tls import load_tls_material
 from packfleet.pki import load_credential
-from packfleet.protocol import hash_secret, new_join_token
+from packfleet.protocol import CreateToken, hash_secret, new_join_token
 from packfleet.transport import parse_endpoint
 
 log = logging.getLogger("packfleet.master")
-
-#: kubeadm's tokens live 24 h by default; ours one hour, and at most a year.
-MAX_TTL = timedelta(days=365)
-MAX_USES = 10_000
 
 
 @dataclass(frozen=True)
@@ -73,16 +69,8 @@ class TokenService:
         """Make a join token for ``endpoint`` (else MasterAddress, else ``default_endpoint``); with
         ``worker`` it is bound to that worker's AgentId. Bad values raise :class:`InvalidValue`."""
         state = self._state
-        # Range-check the number before timedelta sees it: 1e300 or inf would overflow it (a 500).
-        if not 0 < ttl_seconds <= MAX_TTL.total_seconds():  # NaN fails every comparison
-            raise InvalidValue(
-                f"ttl_seconds must be more than 0 and at most {MAX_TTL.total_seconds():.0f} ({MAX_TTL}), "
-                f"not {ttl_seconds}",
-                fix="packfleet manager token create --ttl 1h",
-            )
+        CreateToken(ttl_seconds=ttl_seconds, uses=uses).check()  # the request's own bounds
         ttl = timedelta(seconds=ttl_seconds)
-        if not 1 <= uses <= MAX_USES:
-            raise InvalidValue(f"uses must be 1..{MAX_USES}, not {uses}")
         pin, address = await off_catalog(served_pin_and_address, state)
         endpoint = (endpoint or address or default_endpoint).strip().rstrip("/")
         if not endpoint:

@@ -91,9 +91,9 @@ class WorkerService:
         state = self._state
         found = await self.get(ref)
         thumbprints = await state.db(state.catalog.delete_worker, found.agent_id, actor=actor)
-        # On the catalog's executor, not off it: removing trust also tells the catalog (the other
-        # masters of a shared catalog drop the certificates too).
-        removed = await state.db(remove_from_root, state, thumbprints)
+        # The store files off the catalog's executor; then the catalog tells the other masters of a
+        # shared catalog, which drop the certificates too.
+        removed = await remove_from_root(state, thumbprints)
         state.principals.invalidate(thumbprints)
         cut_off(state, thumbprints, f"worker {found.agent_id} deleted")
         state.wakeups.notify(TASKS)
