@@ -81,16 +81,14 @@ def _master_view(home: Path, settings: WorkerSettings) -> Finding:
         return error(
             check,
             f"the master revoked this certificate of {label}",
-            fix=f"on the master: packfleet manager worker connect {agent} --token, then here: "
-            "packfleet worker join TOKEN",
+            fix=trust.READMIT.format(worker=agent),
         )
     if view.get("certificate_status") not in (None, "active"):
         return error(
             check,
             f"the master sees this certificate of {label} as {view.get('certificate_status')}: a newer "
             "one replaced it",
-            fix=f"on the master: packfleet manager worker connect {agent} --token, then here: "
-            "packfleet worker join TOKEN",
+            fix=trust.READMIT.format(worker=agent),
         )
     if not view.get("is_enabled"):
         return warning(
@@ -208,7 +206,7 @@ def _health(home: Path) -> list[Finding]:
     skew = theirs - (sent + received) / 2
     ahead = "ahead of" if skew > 0 else "behind"
     text = f"the master's clock is {abs(skew):.1f} s {ahead} this worker's"
-    fix = "synchronise both clocks: timedatectl set-ntp true (on the master and on this worker)"
+    fix = trust.SYNC_CLOCKS
     if abs(skew) > SKEW_ERROR_SECONDS:
         findings.append(error("worker.clock", text + ": certificates may look not yet valid", fix=fix))
     elif abs(skew) > SKEW_WARNING_SECONDS:
