@@ -77,7 +77,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "cli": {
             "provision", "manager", "master", "worker", "packages", "doctor", "localcluster", "catalog",
             "transport", "protocol", "pki", "config", "thumbprint", "expiry", "packfleet", "secretbox",
-            "console", "demo",
+            "console", "demo", "trust",
         },
         "__main__": {"cli"},
         "demo": {"localcluster"},
