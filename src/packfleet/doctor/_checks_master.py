@@ -26,7 +26,7 @@ from packfleet.config import (
     load_master_settings,
     settings_path,
 )
-from packfleet.doctor._common import from_rules, service_account
+from packfleet.doctor._common import from_rules, read_settings, service_account
 from packfleet.doctor._findings import Finding, error, ok, warning
 from packfleet.errors import PackfleetError, TlsError
 from packfleet.master import (
@@ -41,11 +41,10 @@ from packfleet.transport import fetch_server_certificate, parse_endpoint
 
 def check_master(home: Path, *, now: datetime, unit: Path | None = None, probe: bool = True) -> list[Finding]:
     """Every master check, in the order a person would mend them."""
-    try:
-        settings = load_master_settings(home)
-    except PackfleetError as exc:
-        return [error("master.settings", exc.message, exc.fix)]
-    findings = [ok("master.settings", f"{settings_path(home, 'master')} parses")]
+    settings, parsed = read_settings(home, "master", load_master_settings)
+    findings = [parsed]
+    if settings is None:
+        return findings
     served = _binding(home, settings, findings)
     if served is not None:
         findings += _served_certificate(home, settings, served, now, unit)

@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from packfleet import trust
-from packfleet.config import WorkerSettings, load_worker_settings, settings_path, split_endpoints
-from packfleet.doctor._common import from_rules, service_account
+from packfleet.config import WorkerSettings, load_worker_settings, split_endpoints
+from packfleet.doctor._common import from_rules, read_settings, service_account
 from packfleet.doctor._findings import Finding, error, ok, warning
 from packfleet.errors import PackfleetError, TlsError
 from packfleet.protocol import routes
@@ -34,11 +34,10 @@ SKEW_ERROR_SECONDS = 300.0
 
 def check_worker(home: Path, *, now: datetime, unit: Path | None = None, probe: bool = True) -> list[Finding]:
     """Every worker check, local ones first, then the ones that talk to the master."""
-    try:
-        settings = load_worker_settings(home)
-    except PackfleetError as exc:
-        return [error("worker.settings", exc.message, exc.fix)]
-    findings = [ok("worker.settings", f"{settings_path(home, 'worker')} parses")]
+    settings, parsed = read_settings(home, "worker", load_worker_settings)
+    findings = [parsed]
+    if settings is None:
+        return findings
     findings += from_rules(trust.worker_settings_rule(home, settings))
     if settings.worker_https_cert_thumbprint:
         findings += _own_certificate(home, settings, now, unit)
