@@ -125,3 +125,12 @@ async def test_a_root_certificate_never_accepted_reads_the_same_in_the_masters_l
     assert f"{rule.message}; fix: {rule.fix}" in [r.getMessage() for r in caplog.records]
     listed = run_doctor(master_home, probe=False).by_check("master.root-store")
     assert (rule.message, rule.fix) in [(f.message, f.fix) for f in listed]
+
+
+def test_a_certificate_without_its_purpose_is_mended_the_same_on_both_sides() -> None:
+    purpose = 26  # X509_V_ERR_INVALID_PURPOSE
+    told = explain_client_failure(
+        refusal(purpose), role="worker", host="h", port=1, pins=[], own_thumbprint=None
+    )
+    assert told.fix == trust.RECREATE_CERT
+    assert explain_handshake_failure(refusal(purpose)).endswith(f"({trust.RECREATE_CERT})")

@@ -21,6 +21,7 @@ from packfleet.trust import (
     CLIENT,
     IMPORT_MASTER,
     PINNED_MASTER,
+    RECREATE_CERT,
     ROTATE_MASTER,
     SYNC_CLOCKS,
     Finding,
@@ -167,7 +168,7 @@ def explain_client_failure(
         return TlsError(
             f"{where} presented a certificate without the serverAuth purpose "
             "(OpenSSL: 'unsuitable certificate purpose')",
-            fix="re-create it with packfleet cert create, which sets serverAuth and clientAuth",
+            fix=RECREATE_CERT,
         )
     # The master's verdicts on this node's certificate are the client trust rules' (packfleet.trust),
     # in the words doctor and the master's own log use.
@@ -208,10 +209,7 @@ def explain_handshake_failure(exc: BaseException) -> str:
     if verify_code == _NOT_YET_VALID:
         return f"the client certificate is not valid yet (fix: {SYNC_CLOCKS})"
     if verify_code == _PURPOSE:
-        return (
-            "the client certificate lacks the clientAuth purpose (re-create it with packfleet cert "
-            "create, which sets serverAuth and clientAuth)"
-        )
+        return f"the client certificate lacks the clientAuth purpose ({RECREATE_CERT})"
     if verify_code is not None:
         message = getattr(exc, "verify_message", None) or "unknown reason"
         return f"the client certificate failed verification: {message} (packfleet doctor on the client)"

@@ -41,3 +41,5 @@ TRUST_ADMIN = (
 )
 #: A Root certificate the master will never accept from a client only hides the ones it does.
 DELETE_FROM_ROOT = "packfleet cert delete --store Root {thumbprint}"
+#: A certificate without the purpose its TLS role needs (serverAuth, clientAuth) is made again.
+RECREATE_CERT = "re-create it with packfleet cert create, which sets serverAuth and clientAuth"
