@@ -18,7 +18,7 @@ import pytest
 from packfleet import trust
 from packfleet.config import load_manager_settings
 from packfleet.doctor import run_doctor
-from packfleet.errors import PackfleetError, SettingsError, TlsError
+from packfleet.errors import PackfleetError, PkiError, SettingsError, TlsError
 from packfleet.manager import ManagerClient, RemoteOptions
 from packfleet.master import MasterServer
 from packfleet.pki import CertStore, Credential, create_self_signed
@@ -134,3 +134,13 @@ def test_a_certificate_without_its_purpose_is_mended_the_same_on_both_sides() ->
     )
     assert told.fix == trust.RECREATE_CERT
     assert explain_handshake_failure(refusal(purpose)).endswith(f"({trust.RECREATE_CERT})")
+
+
+def test_a_manager_pin_missing_from_root_stops_the_manager_as_doctor_says(master_home: Path) -> None:
+    pin = load_manager_settings(master_home).master_https_cert_thumbprint
+    CertStore(master_home, "Root").delete(pin)
+    with pytest.raises(PkiError) as loaded:
+        ManagerClient.connect(master_home, RemoteOptions(master="https://127.0.0.1:1"))
+    assert said(loaded.value) == doctor_says(master_home, "manager.master-pin")
+    assert loaded.value.message.startswith(f"cert not in Root: the pinned master certificate {pin}")
+    assert loaded.value.fix == trust.IMPORT_MASTER

@@ -279,7 +279,7 @@ def _revision(url: str, timeout: int) -> str | None:
 
 def _admin(home: Path, now: datetime) -> list[Finding]:
     """The manager's admin certificate: the rule the manager's loader applies (in My with its own key,
-    fit for a client, in date), and this master's Root store trusting it."""
+    fit for a client, in date), this master's Root store trusting it, and the manager's pins."""
     check = "master.admin"
     path = settings_path(home, "manager")
     if not path.exists():
@@ -300,4 +300,5 @@ def _admin(home: Path, now: datetime) -> list[Finding]:
         dataclasses.replace(f, check="master.admin-expiry" if f.check == "manager.expiry" else check)
         for f in judged
     ]
-    return from_rules(named)
+    # The manager's pins, as its loader judges them (manager.master-pin).
+    return from_rules([*named, *trust.pins_in_root_rule(home, settings, role="manager")])

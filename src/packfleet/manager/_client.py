@@ -56,7 +56,7 @@ from packfleet.protocol import (
     routes,
 )
 from packfleet.transport import MasterClient, client_context, connect_master, parse_endpoint
-from packfleet.trust import admin_certificate_rule, raise_first
+from packfleet.trust import admin_certificate_rule, pins_in_root_rule, raise_first
 
 #: Extra seconds on top of a long-poll's ``wait`` before the client gives up on the answer.
 _WAIT_MARGIN = 30.0
@@ -221,6 +221,7 @@ class ManagerClient:
                     "master.cer (or PACKFLEET_MASTER_CERT)",
                     fix=_REMOTE_FIX,
                 )
+            raise_first(pins_in_root_rule(home, settings, role="manager"))
             root = CertStore(home, "Root")
             pins = [settings.master_https_cert_thumbprint]
             if settings.next_master_https_cert_thumbprint:

@@ -10,7 +10,8 @@ Three consumers read the same findings, so their words and fix commands never dr
   handshake refused.
 
 The rules: :func:`binding_rule` (binding vs SSLCertThumbprint), :func:`worker_settings_rule` and
-:func:`pinned_master_rule` (the worker's identity: who it is and which master it trusts),
+:func:`pinned_master_rule` (the worker's identity: who it is and which master it trusts; the manager
+applies :func:`pins_in_root_rule`, its first part),
 :func:`master_certificate_rule` and :func:`served_rule` (the served certificate vs the pinned one),
 :func:`own_certificate_rule` (own certificate, key, access and expiry), and which client certificates
 the master accepts: :func:`admin_certificate_rule`, :func:`trusted_client_rule` (in its Root store;
@@ -76,9 +77,11 @@ from packfleet.trust._own import (
 from packfleet.trust._pins import (
     PINNED_MASTER,
     Endpoint,
+    Pins,
     master_certificate_rule,
     pin_keys,
     pinned_master_rule,
+    pins_in_root_rule,
     served_rule,
     worker_settings_rule,
 )
@@ -105,6 +108,7 @@ __all__ = [
     "Endpoint",
     "Finding",
     "OwnRole",
+    "Pins",
     "Severity",
     "admin_certificate_rule",
     "admission_refusal",
@@ -121,6 +125,7 @@ __all__ = [
     "own_dates",
     "pin_keys",
     "pinned_master_rule",
+    "pins_in_root_rule",
     "raise_first",
     "refused_as_expired",
     "root_store_rule",
