@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from packfleet import trust
 from packfleet.cli import main
-from packfleet.config import BINDINGS_FILE, MasterSettings, load_bindings, save_master_settings
+from packfleet.config import (
+    BINDINGS_FILE,
+    MasterSettings,
+    load_bindings,
+    load_master_settings,
+    save_master_settings,
+)
 from packfleet.pki import CertStore, Credential, create_self_signed
 
 APPID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
@@ -148,6 +155,9 @@ def test_add_reminds_to_update_the_master_settings(
     code, _, err = run(capsys, home, *add(master_cred))
     assert code == 0
     assert f"packfleet settings set master SSLCertThumbprint {master_cred.thumbprint}" in err
+    # The note is the binding rule's first error, as doctor lists it and the master's start raises it.
+    [rule] = trust.errors(trust.binding_rule(home, load_master_settings(home)))
+    assert f"note: {rule.message}\n  fix: {rule.fix}\n" in err
 
 
 def test_delete_prints_the_binding_and_how_to_keep_its_appid(

@@ -152,7 +152,7 @@ def test_set_thumbprint_that_disagrees_with_the_binding_warns(
     add_binding(tmp_path, Binding("0.0.0.0:8391", THUMB, "Root", "4dc3e181-e14b-4a21-b022-59fc669b0914"))
     code, _, err = run(capsys, tmp_path, "settings", "set", "master", "SSLCertThumbprint", "B" * 40)
     assert code == 0
-    assert f"the binding on 0.0.0.0:8391 names {THUMB}" in err
+    assert f"the binding on 0.0.0.0:8391 serves certificate {THUMB}" in err
     assert "refuses to start" in err
     code, _, err = run(capsys, tmp_path, "settings", "set", "master", "SSLCertThumbprint", THUMB)
     assert code == 0

@@ -14,8 +14,6 @@ import pytest
 
 from packfleet.cli import main
 from packfleet.config import (
-    Binding,
-    add_binding,
     delete_binding,
     get_binding,
     load_master_settings,
@@ -24,39 +22,13 @@ from packfleet.config import (
 )
 from packfleet.doctor import Report, run_doctor
 from packfleet.pki import CertStore, create_self_signed
-from packfleet.provision import init_master, init_worker
+from packfleet.provision import init_worker
 from packfleet.worker import render_unit
-
-PORT = 18391
-
-
-@pytest.fixture
-def master_home(tmp_path: Path) -> Path:
-    home = tmp_path / "m"
-    init_master(home, cns=["127.0.0.1"], port=PORT)
-    return home
-
-
-@pytest.fixture
-def worker_home(tmp_path: Path, master_home: Path) -> Path:
-    home = tmp_path / "w"
-    init_worker(
-        home,
-        master_url=f"https://127.0.0.1:{PORT}",
-        master_cert=master_home / "master.cer",
-        name="worker1",
-        ip="127.0.0.2",
-    )
-    return home
+from trust.support import PORT, bind_another_certificate, only
 
 
 def errors(report: Report) -> dict[str, str]:
     return {f.check: f.message for f in report.errors}
-
-
-def only(report: Report, check: str) -> str:
-    [finding] = [f for f in report.findings if f.check == check and f.severity != "ok"]
-    return f"{finding.severity}: {finding.message} | fix: {finding.fix}"
 
 
 def test_fresh_homes_have_no_errors(master_home: Path, worker_home: Path) -> None:
@@ -76,12 +48,8 @@ def test_a_folder_that_is_no_home_is_an_error(tmp_path: Path) -> None:
 
 
 def test_binding_and_setting_naming_different_certificates(master_home: Path) -> None:
-    # The seed's step 2 (netsh delete/add sslcert) done, step 3 (SSLCertThumbprint) forgotten.
     old = load_master_settings(master_home).ssl_cert_thumbprint
-    new = CertStore(master_home, "Root").add(create_self_signed(["127.0.0.1"])).thumbprint
-    ipport = f"0.0.0.0:{PORT}"
-    appid = delete_binding(master_home, ipport).appid
-    add_binding(master_home, Binding(ipport=ipport, certhash=new, certstorename="Root", appid=appid))
+    new, appid = bind_another_certificate(master_home)
     text = only(run_doctor(master_home, probe=False), "master.binding")
     assert text.startswith("error:")
     assert new in text and old in text

@@ -12,63 +12,26 @@ import ssl
 import tempfile
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from packfleet import transport, trust
-from packfleet.config import Binding, add_binding, delete_binding, load_worker_settings, set_setting
-from packfleet.doctor import run_doctor
-from packfleet.errors import CertificateExpired, PackfleetError, SettingsError
+from packfleet.cli import main
+from packfleet.config import delete_binding, load_worker_settings, set_setting
+from packfleet.errors import CertificateExpired, SettingsError, TlsError
 from packfleet.master import MasterServer
 from packfleet.pki import CertStore, create_self_signed
-from packfleet.provision import init_master, init_worker
 from packfleet.transport import PeerCertificate, explain_client_failure, fetch_server_certificate
 from packfleet.trust import READMIT_FIX, ROTATE_MASTER
 from packfleet.worker import load_identity
 from packfleet.worker._renewal import check_not_expired
+from trust.support import PORT, bind_another_certificate, doctor_says, refusal, said
 
-PORT = 18392
 HOST_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
 EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
-
-
-@pytest.fixture
-def master_home(tmp_path: Path) -> Path:
-    home = tmp_path / "m"
-    init_master(home, cns=["127.0.0.1"], port=PORT)
-    return home
-
-
-@pytest.fixture
-def worker_home(tmp_path: Path, master_home: Path) -> Path:
-    home = tmp_path / "w"
-    init_worker(
-        home,
-        master_url=f"https://127.0.0.1:{PORT}",
-        master_cert=master_home / "master.cer",
-        name="worker1",
-        ip="127.0.0.2",
-    )
-    return home
-
-
-def said(error: PackfleetError) -> tuple[str, str | None]:
-    return error.message, error.fix
-
-
-def doctor_says(home: Path, check: str, *, probe: bool = False, **options: object) -> tuple[str, str | None]:
-    report = run_doctor(home, probe=probe, **options)  # type: ignore[arg-type]
-    [finding] = [f for f in report.by_check(check) if f.severity == "error"]
-    return finding.message, finding.fix
-
-
-def refusal(verify_code: int) -> ssl.SSLCertVerificationError:
-    error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
-    error.verify_code = verify_code
-    return error
 
 
 def pinned_peer(worker_home: Path) -> PeerCertificate:
@@ -78,20 +41,36 @@ def pinned_peer(worker_home: Path) -> PeerCertificate:
     return PeerCertificate.from_der(der)
 
 
+def explained_to_worker(
+    worker_home: Path,
+    exc: BaseException,
+    *,
+    host: str = "127.0.0.1",
+    port: int = PORT,
+    peer: PeerCertificate | None = None,
+    now: datetime | None = None,
+) -> TlsError:
+    """What the explainer tells this worker (its pins, its certificate) about a failed connection."""
+    settings = load_worker_settings(worker_home)
+    return explain_client_failure(
+        exc,
+        role="worker",
+        host=host,
+        port=port,
+        pins=[settings.master_https_cert_thumbprint],
+        own_thumbprint=settings.worker_https_cert_thumbprint,
+        peer=peer,
+        now=now,
+    )
+
+
 def test_wrong_host_reads_the_same_in_the_loader_doctor_and_explainer(worker_home: Path) -> None:
     set_setting(worker_home, "worker", "MasterEndpoint", f"https://localhost:{PORT}")
-    settings = load_worker_settings(worker_home)
 
     with pytest.raises(SettingsError) as loaded:
         load_identity(worker_home)
-    explained = explain_client_failure(
-        refusal(HOST_MISMATCH),
-        role="worker",
-        host="localhost",
-        port=PORT,
-        pins=[settings.master_https_cert_thumbprint],
-        own_thumbprint=settings.worker_https_cert_thumbprint,
-        peer=pinned_peer(worker_home),
+    explained = explained_to_worker(
+        worker_home, refusal(HOST_MISMATCH), host="localhost", peer=pinned_peer(worker_home)
     )
 
     assert said(loaded.value) == doctor_says(worker_home, "worker.master-host") == said(explained)
@@ -112,16 +91,7 @@ def test_an_expired_pinned_master_certificate_reads_the_same_everywhere(worker_h
 
     with pytest.raises(CertificateExpired) as loaded:
         load_identity(worker_home, now=later)
-    explained = explain_client_failure(
-        refusal(EXPIRED),
-        role="worker",
-        host="127.0.0.1",
-        port=PORT,
-        pins=[settings.master_https_cert_thumbprint],
-        own_thumbprint=lasting.thumbprint,
-        peer=pinned_peer(worker_home),
-        now=later,
-    )
+    explained = explained_to_worker(worker_home, refusal(EXPIRED), peer=pinned_peer(worker_home), now=later)
 
     assert (
         said(loaded.value) == doctor_says(worker_home, "worker.master-expiry", now=later) == said(explained)
@@ -140,13 +110,8 @@ def test_an_expired_worker_certificate_reads_the_same_everywhere(worker_home: Pa
     with pytest.raises(CertificateExpired) as running:
         check_not_expired(own, later)  # what a running agent logs when its certificate runs out
     # The master's alert carries no date: the explainer names the certificate, the reason and the fix.
-    explained = explain_client_failure(
-        ssl.SSLError(1, "[SSL: SSLV3_ALERT_CERTIFICATE_EXPIRED] sslv3 alert certificate expired"),
-        role="worker",
-        host="127.0.0.1",
-        port=PORT,
-        pins=[settings.master_https_cert_thumbprint],
-        own_thumbprint=own.thumbprint,
+    explained = explained_to_worker(
+        worker_home, ssl.SSLError(1, "[SSL: SSLV3_ALERT_CERTIFICATE_EXPIRED] sslv3 alert certificate expired")
     )
 
     expected = doctor_says(worker_home, "worker.expiry", now=later)
@@ -158,21 +123,31 @@ def test_an_expired_worker_certificate_reads_the_same_everywhere(worker_home: Pa
     assert fix == expected[1] == READMIT_FIX
 
 
-async def test_binding_and_setting_apart_read_the_same_at_start_and_in_doctor(master_home: Path) -> None:
-    other = CertStore(master_home, "Root").add(create_self_signed(["127.0.0.1"]))
-    ipport = f"0.0.0.0:{PORT}"
-    appid = delete_binding(master_home, ipport).appid
-    add_binding(
-        master_home, Binding(ipport=ipport, certhash=other.thumbprint, certstorename="Root", appid=appid)
-    )
+async def test_binding_and_setting_apart_read_the_same_at_start_in_doctor_and_the_cli_note(
+    master_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other, appid = bind_another_certificate(master_home)
 
     with pytest.raises(SettingsError) as started:
         await MasterServer(master_home, host="127.0.0.1", port=0).start()
+    # The CLI reminds at the step of the seed that sets them apart: a setting of the master.
+    assert main(["--home", str(master_home), "settings", "set", "master", "PortNumber", str(PORT)]) == 0
 
     message, fix = said(started.value)
     assert (message, fix) == doctor_says(master_home, "master.binding")
-    assert other.thumbprint in message
+    assert f"note: {message}\n  fix: {fix}\n" in capsys.readouterr().err
+    assert other in message
     assert fix is not None and appid in fix
+
+
+def test_a_missing_binding_reads_the_same_in_doctor_and_the_cli_note(
+    master_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    delete_binding(master_home, f"0.0.0.0:{PORT}")
+    assert main(["--home", str(master_home), "settings", "set", "master", "PortNumber", str(PORT)]) == 0
+    message, fix = doctor_says(master_home, "master.binding")
+    assert f"note: {message}\n  fix: {fix}\n" in capsys.readouterr().err
+    assert fix is not None and fix.startswith(f"packfleet binding add --port {PORT}")
 
 
 @pytest.fixture
@@ -216,14 +191,11 @@ def test_a_served_certificate_that_is_not_pinned_reads_the_same_in_doctor_and_ex
 ) -> None:
     host, port, served = impostor
     set_setting(worker_home, "worker", "MasterEndpoint", f"https://{host}:{port}")
-    settings = load_worker_settings(worker_home)
-    explained = explain_client_failure(
+    explained = explained_to_worker(
+        worker_home,
         refusal(20),  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: not in the pinned trust
-        role="worker",
         host=host,
         port=port,
-        pins=[settings.master_https_cert_thumbprint],
-        own_thumbprint=settings.worker_https_cert_thumbprint,
         peer=fetch_server_certificate(host, port),
     )
 

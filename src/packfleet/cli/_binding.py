@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
+from packfleet import trust
 from packfleet.cli._main import cli
 from packfleet.cli._output import CliState, json_option
 from packfleet.config import (
@@ -26,7 +28,7 @@ from packfleet.pki import CertStore
 from packfleet.thumbprint import normalize_thumbprint
 
 # netsh's wildcard ipport ("every address"), written into the bindings table; nothing binds it here.
-_ALL_ADDRESSES = "0.0.0.0"  # noqa: S104
+_ALL_ADDRESSES = trust.WILDCARD
 
 _ip_option = click.option(
     "--ip",
@@ -47,31 +49,23 @@ def _describe(binding: Binding) -> list[str]:
 
 
 def binding_disagreement(home: Path) -> str | None:
-    """Say so when MasterSettings.config's SSLCertThumbprint and the binding on its port differ.
+    """The binding rule's first error as a note, when SSLCertThumbprint and the binding on its port differ.
 
-    The master refuses to start while they disagree (DESIGN: both must name one certificate), and
-    the seed changes them in two separate steps, so the first step is the moment to remind.
+    The master refuses to start while they disagree, and the seed changes them in two separate steps,
+    so the first step is the moment to remind. The words and the fix are the rule's
+    (:func:`packfleet.trust.binding_rule`), the ones ``doctor`` and the master's start give.
     """
     if not (home / MASTER_SETTINGS_FILE).exists():
         return None
     try:
         master = load_master_settings(home)
-        bound = get_binding(home, format_ipport(_ALL_ADDRESSES, master.port_number))
+        load_bindings(home)
     except SettingsError:
         return None  # a broken file is reported by the command that reads it, not by a reminder
-    if bound is None:
-        return (
-            f"note: no binding for 0.0.0.0:{master.port_number} (PortNumber); the master serves the "
-            f"certificate bound there, so add one: packfleet binding add --port {master.port_number} "
-            f"--certhash {master.ssl_cert_thumbprint or 'THUMBPRINT'} --store Root"
-        )
-    if bound.certhash != master.ssl_cert_thumbprint:
-        return (
-            f"note: the binding on {bound.ipport} names {bound.certhash} but MasterSettings.config's "
-            f"SSLCertThumbprint is {master.ssl_cert_thumbprint or 'empty'}; the master refuses to start "
-            f"until they agree: packfleet settings set master SSLCertThumbprint {bound.certhash}"
-        )
-    return None
+    refused = trust.errors(trust.binding_rule(home, master))
+    if not refused:
+        return None
+    return escape(f"note: {refused[0].message}\n  fix: {refused[0].fix}")
 
 
 @cli.group("binding")

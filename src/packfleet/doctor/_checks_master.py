@@ -26,30 +26,25 @@ from packfleet.config import (
     load_master_settings,
     settings_path,
 )
-from packfleet.doctor._common import from_rules, service_account
+from packfleet.doctor._common import from_rules, read_settings, service_account
 from packfleet.doctor._findings import Finding, error, ok, warning
 from packfleet.errors import PackfleetError, TlsError
 from packfleet.master import (
     CLOCK_SKEW_WARNING_SECONDS,
     SERVICE_NAME,
     clock_warning,
-    never_accepted,
     read_listening,
 )
-from packfleet.pki import CertInfo, CertStore, Credential, machine_names
+from packfleet.pki import CertInfo, CertStore, machine_names
 from packfleet.transport import fetch_server_certificate, parse_endpoint
-
-# master init keeps a served certificate given with --existing-cert and makes an admin one if none is valid.
-_NEW_ADMIN = trust.NEW_ADMIN_FIX
 
 
 def check_master(home: Path, *, now: datetime, unit: Path | None = None, probe: bool = True) -> list[Finding]:
     """Every master check, in the order a person would mend them."""
-    try:
-        settings = load_master_settings(home)
-    except PackfleetError as exc:
-        return [error("master.settings", exc.message, exc.fix)]
-    findings = [ok("master.settings", f"{settings_path(home, 'master')} parses")]
+    settings, parsed = read_settings(home, "master", load_master_settings)
+    findings = [parsed]
+    if settings is None:
+        return findings
     served = _binding(home, settings, findings)
     if served is not None:
         findings += _served_certificate(home, settings, served, now, unit)
@@ -67,17 +62,7 @@ def check_master(home: Path, *, now: datetime, unit: Path | None = None, probe: 
 
 def _root_store(home: Path, settings: MasterSettings, now: datetime) -> list[Finding]:
     """Root certificates the master will never accept from a client (it warns at start too)."""
-    found = never_accepted(home, now=now, serving=settings.ssl_cert_thumbprint)
-    if not found:
-        return [ok("master.root-store", "every client certificate in the Root store can be accepted")]
-    return [
-        warning(
-            "master.root-store",
-            f"{item.path} (certificate {item.thumbprint}) will never be accepted: {item.reason}",
-            fix=f"packfleet cert delete --store Root {item.thumbprint}",
-        )
-        for item in found
-    ]
+    return from_rules(trust.root_store_rule(home, now=now, serving=settings.ssl_cert_thumbprint))
 
 
 def _refused_binds(home: Path, settings: MasterSettings) -> list[Finding]:
@@ -293,7 +278,8 @@ def _revision(url: str, timeout: int) -> str | None:
 
 
 def _admin(home: Path, now: datetime) -> list[Finding]:
-    """The manager's admin certificate: in My with its key, trusted in Root, not expiring."""
+    """The manager's admin certificate: the rule the manager's loader applies (in My with its own key,
+    fit for a client, in date), this master's Root store trusting it, and the manager's pins."""
     check = "master.admin"
     path = settings_path(home, "manager")
     if not path.exists():
@@ -301,50 +287,18 @@ def _admin(home: Path, now: datetime) -> list[Finding]:
             warning(
                 check,
                 f"{path} does not exist: this home has no admin certificate for `packfleet manager`",
-                fix=_NEW_ADMIN,
+                fix=trust.NEW_ADMIN_FIX,
             )
         ]
     try:
-        thumbprint = load_manager_settings(home).admin_cert_thumbprint
+        settings = load_manager_settings(home)
     except PackfleetError as exc:
         return [error(check, exc.message, exc.fix)]
-    if not thumbprint:
-        return [error(check, f"AdminCertThumbprint is empty in {path}", fix=_NEW_ADMIN)]
-    my = CertStore(home, "My")
-    try:
-        cred: Credential = my.get(thumbprint)
-    except PackfleetError:
-        return [
-            error(
-                check,
-                f"the admin certificate {thumbprint} (AdminCertThumbprint) is not in store My ({my.path})",
-                fix=_NEW_ADMIN,
-            )
-        ]
-    findings: list[Finding] = []
-    if cred.private_key is None:
-        findings.append(
-            error(
-                check,
-                f"the admin certificate {thumbprint} is in store My without its private key",
-                fix="packfleet cert import admin.pfx --password P --store My",
-            )
-        )
-    if not CertStore(home, "Root").contains(thumbprint):
-        findings.append(
-            error(
-                check,
-                f"the admin certificate {thumbprint} is not in the master's Root store, so the master "
-                "refuses it in the TLS handshake",
-                fix=f"packfleet cert export {thumbprint} --store My --out admin.cer && packfleet cert import "
-                "admin.cer --store Root",
-            )
-        )
-    if not findings:
-        findings.append(
-            ok(check, f"admin certificate {thumbprint} is in My with its key and trusted in Root")
-        )
-    # The manager's own certificate, by the rule the explainer cites when the master refuses it.
-    dates = trust.own_dates(trust.ADMIN, cred.info("My"), now)
-    findings += from_rules([dataclasses.replace(f, check="master.admin-expiry") for f in dates])
-    return findings
+    judged = trust.admin_certificate_rule(home, settings, now=now, master_home=home)
+    # doctor names the admin certificate's findings master.admin, and its dates master.admin-expiry.
+    named = [
+        dataclasses.replace(f, check="master.admin-expiry" if f.check == "manager.expiry" else check)
+        for f in judged
+    ]
+    # The manager's pins, as its loader judges them (manager.master-pin).
+    return from_rules([*named, *trust.pins_in_root_rule(home, settings, role="manager")])

@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from packfleet import trust
-from packfleet.config import WorkerSettings, load_worker_settings, settings_path, split_endpoints
-from packfleet.doctor._common import from_rules, service_account
+from packfleet.config import WorkerSettings, load_worker_settings, split_endpoints
+from packfleet.doctor._common import from_rules, read_settings, service_account
 from packfleet.doctor._findings import Finding, error, ok, warning
 from packfleet.errors import PackfleetError, TlsError
 from packfleet.protocol import routes
@@ -34,11 +34,10 @@ SKEW_ERROR_SECONDS = 300.0
 
 def check_worker(home: Path, *, now: datetime, unit: Path | None = None, probe: bool = True) -> list[Finding]:
     """Every worker check, local ones first, then the ones that talk to the master."""
-    try:
-        settings = load_worker_settings(home)
-    except PackfleetError as exc:
-        return [error("worker.settings", exc.message, exc.fix)]
-    findings = [ok("worker.settings", f"{settings_path(home, 'worker')} parses")]
+    settings, parsed = read_settings(home, "worker", load_worker_settings)
+    findings = [parsed]
+    if settings is None:
+        return findings
     findings += from_rules(trust.worker_settings_rule(home, settings))
     if settings.worker_https_cert_thumbprint:
         findings += _own_certificate(home, settings, now, unit)
@@ -81,16 +80,14 @@ def _master_view(home: Path, settings: WorkerSettings) -> Finding:
         return error(
             check,
             f"the master revoked this certificate of {label}",
-            fix=f"on the master: packfleet manager worker connect {agent} --token, then here: "
-            "packfleet worker join TOKEN",
+            fix=trust.READMIT.format(worker=agent),
         )
     if view.get("certificate_status") not in (None, "active"):
         return error(
             check,
             f"the master sees this certificate of {label} as {view.get('certificate_status')}: a newer "
             "one replaced it",
-            fix=f"on the master: packfleet manager worker connect {agent} --token, then here: "
-            "packfleet worker join TOKEN",
+            fix=trust.READMIT.format(worker=agent),
         )
     if not view.get("is_enabled"):
         return warning(
@@ -208,7 +205,7 @@ def _health(home: Path) -> list[Finding]:
     skew = theirs - (sent + received) / 2
     ahead = "ahead of" if skew > 0 else "behind"
     text = f"the master's clock is {abs(skew):.1f} s {ahead} this worker's"
-    fix = "synchronise both clocks: timedatectl set-ntp true (on the master and on this worker)"
+    fix = trust.SYNC_CLOCKS
     if abs(skew) > SKEW_ERROR_SECONDS:
         findings.append(error("worker.clock", text + ": certificates may look not yet valid", fix=fix))
     elif abs(skew) > SKEW_WARNING_SECONDS:

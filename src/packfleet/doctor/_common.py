@@ -7,11 +7,17 @@ loaders and the TLS failure explainer read them too; ``doctor`` lists every find
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from packfleet import trust
-from packfleet.doctor._findings import Finding, error
+from packfleet.config import SettingsKind, settings_path
+from packfleet.doctor._findings import Finding, error, ok
+from packfleet.errors import PackfleetError
 from packfleet.trust import Account
+
+S = TypeVar("S")
 
 
 def unit_user(unit: Path) -> str | None:
@@ -87,3 +93,13 @@ def service_account(
 def from_rules(findings: list[trust.Finding]) -> list[Finding]:
     """The trust rules' findings as ``doctor`` lists them: the same words and the same fix."""
     return [Finding(f.check, f.severity, f.message, f.fix) for f in findings]
+
+
+def read_settings(home: Path, kind: SettingsKind, load: Callable[[Path], S]) -> tuple[S | None, Finding]:
+    """A role's settings, and doctor's finding on them: the file parses, or why not (None then)."""
+    check = f"{kind}.settings"
+    try:
+        settings = load(home)
+    except PackfleetError as exc:
+        return None, error(check, exc.message, exc.fix)
+    return settings, ok(check, f"{settings_path(home, kind)} parses")

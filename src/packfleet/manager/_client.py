@@ -57,6 +57,7 @@ from packfleet.protocol import (
     routes,
 )
 from packfleet.transport import MasterClient, client_context, connect_master, parse_endpoint
+from packfleet.trust import admin_certificate_rule, pins_in_root_rule, raise_first
 
 #: Extra seconds on top of a long-poll's ``wait`` before the client gives up on the answer.
 _WAIT_MARGIN = 30.0
@@ -221,6 +222,7 @@ class ManagerClient:
                     "master.cer (or PACKFLEET_MASTER_CERT)",
                     fix=_REMOTE_FIX,
                 )
+            raise_first(pins_in_root_rule(home, settings, role="manager"))
             root = CertStore(home, "Root")
             pins = [settings.master_https_cert_thumbprint]
             if settings.next_master_https_cert_thumbprint:
@@ -237,13 +239,9 @@ class ManagerClient:
                     fix=_REMOTE_FIX,
                 )
             own = settings.admin_cert_thumbprint
+            # The admin certificate rule doctor applies too: in My, with its own key.
+            raise_first(admin_certificate_rule(home, settings, profile=False))
             admin = CertStore(home, "My")
-            if admin.get(own).private_key is None:
-                raise SettingsError(
-                    f"the admin certificate {own} in store My has no private key, so it cannot "
-                    "prove who this manager is",
-                    fix="packfleet cert import admin.pfx --password P --store My",
-                )
             context = client_context(admin.cert_path(own), admin.key_path(own), pinned_pem)
         client = connect_master(
             endpoint, context, role="manager", pins=pins, own_thumbprint=own, timeout=timeout

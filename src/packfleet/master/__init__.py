@@ -11,7 +11,6 @@ the catalog, long-polls workers for tasks, and reloads its certificates and trus
 ``run_master(home)`` is ``packfleet master run``: serve until SIGTERM/SIGINT, reload on SIGHUP.
 """
 
-from packfleet.master._admission import NeverAccepted, never_accepted
 from packfleet.master._api import DEFAULT_MAX_BODY, DEPLOY_MAX_BODY, Endpoint, openapi_document
 from packfleet.master._listen import Listening, read_listening
 from packfleet.master._server import ENDPOINTS, MasterServer, build_app, run_master, serve
@@ -30,7 +29,6 @@ __all__ = [
     "Listening",
     "LocalWakeups",
     "MasterServer",
-    "NeverAccepted",
     "Ticket",
     "TlsMaterial",
     "Wakeups",
@@ -38,7 +36,6 @@ __all__ = [
     "clock_warning",
     "enable_hint",
     "load_tls_material",
-    "never_accepted",
     "openapi_document",
     "read_listening",
     "run_master",

@@ -24,15 +24,10 @@ from packfleet.transport._explain import (
     fetch_server_certificate,
     master_accepts_client_certificate,
 )
+from packfleet.trust import untrusted_client
 
 #: Seconds to open a TCP connection: a master that does not accept one by then is down or unreachable.
 _CONNECT_TIMEOUT = 10.0
-
-_REFUSED_FIX = {
-    "worker": "on the master: packfleet manager worker add --cert worker.cer "
-    "(the seed's 'install the client certificate into the Root store of the master')",
-    "manager": "on the master: packfleet cert import admin.cer --store Root",
-}
 
 
 def parse_endpoint(
@@ -265,7 +260,7 @@ class MasterClient:
                     f"the master at {self.host}:{self.port} refused this {self.role}'s certificate "
                     f"{self.own_thumbprint} during the TLS handshake: it is not in the master's Root "
                     "store, or it has expired",
-                    fix=_REFUSED_FIX.get(self.role, "packfleet doctor"),
+                    fix=untrusted_client(self.role, self.own_thumbprint).fix,
                 )
         if cause is None:
             if isinstance(exc, aiohttp.ServerDisconnectedError):

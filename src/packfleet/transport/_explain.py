@@ -18,14 +18,17 @@ from packfleet.errors import TlsError
 from packfleet.pki import CertInfo, Credential, is_ip_address
 from packfleet.transport._policy import probe_context
 from packfleet.trust import (
+    CLIENT,
     IMPORT_MASTER,
     PINNED_MASTER,
-    READMIT_FIX,
+    RECREATE_CERT,
     ROTATE_MASTER,
     SYNC_CLOCKS,
+    Finding,
     master_certificate_rule,
     refused_as_expired,
     served_rule,
+    untrusted_client,
 )
 
 # OpenSSL X509_V_ERR_* codes that a pinned, self-signed setup meets (openssl/x509_vfy.h).
@@ -165,20 +168,17 @@ def explain_client_failure(
         return TlsError(
             f"{where} presented a certificate without the serverAuth purpose "
             "(OpenSSL: 'unsuitable certificate purpose')",
-            fix="re-create it with packfleet cert create, which sets serverAuth and clientAuth",
+            fix=RECREATE_CERT,
         )
-    mine = own_thumbprint or "(none)"
+    # The master's verdicts on this node's certificate are the client trust rules' (packfleet.trust),
+    # in the words doctor and the master's own log use.
+    refused = None
     if "UNKNOWN_CA" in reason or "UNKNOWN_CA" in text or "BAD_CERTIFICATE" in reason + text:
-        return TlsError(
-            f"{where} refused this {role}'s certificate {mine}: it is not in the master's Root store",
-            fix="on the master: packfleet manager worker add --cert worker.cer "
-            "(or packfleet cert import worker.cer --store Root)"
-            if role == "worker"
-            else "on the master: packfleet cert import admin.cer --store Root",
-        )
-    if "CERTIFICATE_EXPIRED" in reason + text:
-        expired = refused_as_expired(role, own_thumbprint)
-        return TlsError(f"{where} refused this {role}'s certificate: {expired.message}", fix=expired.fix)
+        refused = untrusted_client(role, own_thumbprint)
+    elif "CERTIFICATE_EXPIRED" in reason + text:
+        refused = refused_as_expired(role, own_thumbprint)
+    if refused is not None:
+        return TlsError(f"{where} refused this {role}'s certificate: {refused.message}", fix=refused.fix)
     if "CERTIFICATE_REQUIRED" in reason + text:
         return TlsError(
             f"{where} requires a client certificate and this {role} presented none",
@@ -200,20 +200,16 @@ def explain_handshake_failure(exc: BaseException) -> str:
     """
     verify_code = getattr(exc, "verify_code", None)
     words = f"{getattr(exc, 'reason', None) or ''} {exc}".upper()
+    # The client trust rules' findings, as the refused client is told them; the master cannot tell a
+    # worker's certificate from an admin's here, so they name the fix of both.
     if verify_code == _EXPIRED:
-        return f"the client certificate has expired (a worker gets back in with: {READMIT_FIX})"
-    if verify_code == _NOT_YET_VALID:
-        return "the client certificate is not valid yet: check the clocks (timedatectl set-ntp true)"
+        return _cited(refused_as_expired(CLIENT.role, None))
     if verify_code in _UNTRUSTED:
-        return (
-            "the client certificate is not in the master's Root store (to trust a worker's: "
-            "packfleet manager worker add --cert worker.cer)"
-        )
+        return _cited(untrusted_client(None, None))
+    if verify_code == _NOT_YET_VALID:
+        return f"the client certificate is not valid yet (fix: {SYNC_CLOCKS})"
     if verify_code == _PURPOSE:
-        return (
-            "the client certificate lacks the clientAuth purpose (re-create it with packfleet cert "
-            "create, which sets serverAuth and clientAuth)"
-        )
+        return f"the client certificate lacks the clientAuth purpose ({RECREATE_CERT})"
     if verify_code is not None:
         message = getattr(exc, "verify_message", None) or "unknown reason"
         return f"the client certificate failed verification: {message} (packfleet doctor on the client)"
@@ -232,3 +228,8 @@ def explain_handshake_failure(exc: BaseException) -> str:
     if any(n in words for n in ("NO_SHARED_CIPHER", "NO_SUITABLE_KEY_SHARE", "NO_SHARED_GROUP")):
         return "the client offers no cipher suite or key exchange group the master accepts"
     return f"TLS error: {exc}"
+
+
+def _cited(finding: Finding) -> str:
+    """A trust rule's finding as one clause of the master's log line."""
+    return f"{finding.message} (fix: {finding.fix})"

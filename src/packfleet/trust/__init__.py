@@ -10,9 +10,13 @@ Three consumers read the same findings, so their words and fix commands never dr
   handshake refused.
 
 The rules: :func:`binding_rule` (binding vs SSLCertThumbprint), :func:`worker_settings_rule` and
-:func:`pinned_master_rule` (the worker's identity: who it is and which master it trusts),
+:func:`pinned_master_rule` (the worker's identity: who it is and which master it trusts; the manager
+applies :func:`pins_in_root_rule`, its first part),
 :func:`master_certificate_rule` and :func:`served_rule` (the served certificate vs the pinned one),
-and :func:`own_certificate_rule` (own certificate, key, access and expiry).
+:func:`own_certificate_rule` (own certificate, key, access and expiry), and which client certificates
+the master accepts: :func:`admin_certificate_rule`, :func:`trusted_client_rule` (in its Root store;
+:func:`untrusted_client` is the same verdict met in a refused handshake) and :func:`root_store_rule`
+(Root certificates it will never accept).
 
 >>> from packfleet.trust import error, raise_first
 >>> found = error("worker.endpoint", "WorkerSettings.config has no MasterEndpoint",
@@ -27,6 +31,13 @@ packfleet.errors.SettingsError: WorkerSettings.config has no MasterEndpoint; it 
 
 from packfleet.trust._account import Account, unreadable_reason
 from packfleet.trust._binding import WILDCARD, binding_rule, served_binding
+from packfleet.trust._clients import (
+    admin_certificate_rule,
+    admission_refusal,
+    root_store_rule,
+    trusted_client_rule,
+    untrusted_client,
+)
 from packfleet.trust._expiry import date_findings
 from packfleet.trust._finding import (
     Finding,
@@ -39,15 +50,21 @@ from packfleet.trust._finding import (
     warning,
 )
 from packfleet.trust._fixes import (
+    DELETE_FROM_ROOT,
     IMPORT_MASTER,
     NEW_ADMIN_FIX,
+    READMIT,
     READMIT_FIX,
+    RECREATE_CERT,
     RENEW_WORKER,
     ROTATE_MASTER,
     SYNC_CLOCKS,
+    TRUST_ADMIN,
+    TRUST_WORKER,
 )
 from packfleet.trust._own import (
     ADMIN,
+    CLIENT,
     MASTER,
     WORKER,
     OwnRole,
@@ -60,30 +77,41 @@ from packfleet.trust._own import (
 from packfleet.trust._pins import (
     PINNED_MASTER,
     Endpoint,
+    Pins,
     master_certificate_rule,
     pin_keys,
     pinned_master_rule,
+    pins_in_root_rule,
     served_rule,
     worker_settings_rule,
 )
 
 __all__ = [
     "ADMIN",
+    "CLIENT",
+    "DELETE_FROM_ROOT",
     "IMPORT_MASTER",
     "MASTER",
     "NEW_ADMIN_FIX",
     "PINNED_MASTER",
+    "READMIT",
     "READMIT_FIX",
+    "RECREATE_CERT",
     "RENEW_WORKER",
     "ROTATE_MASTER",
     "SYNC_CLOCKS",
+    "TRUST_ADMIN",
+    "TRUST_WORKER",
     "WILDCARD",
     "WORKER",
     "Account",
     "Endpoint",
     "Finding",
     "OwnRole",
+    "Pins",
     "Severity",
+    "admin_certificate_rule",
+    "admission_refusal",
     "binding_rule",
     "date_findings",
     "error",
@@ -97,11 +125,15 @@ __all__ = [
     "own_dates",
     "pin_keys",
     "pinned_master_rule",
+    "pins_in_root_rule",
     "raise_first",
     "refused_as_expired",
+    "root_store_rule",
     "served_binding",
     "served_rule",
+    "trusted_client_rule",
     "unreadable_reason",
+    "untrusted_client",
     "warning",
     "worker_settings_rule",
 ]

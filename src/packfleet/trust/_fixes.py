@@ -11,10 +11,11 @@ ROTATE_MASTER = (
 )
 #: How a worker whose certificate the master no longer accepts (expired, revoked) gets back in: its
 #: own certificate cannot carry a renewal request any more, so the master admits it again.
-READMIT_FIX = (
-    "on the master: packfleet manager worker connect WORKER --token, then on this worker: "
+READMIT = (
+    "on the master: packfleet manager worker connect {worker} --token, then on this worker: "
     "packfleet worker join TOKEN"
 )
+READMIT_FIX = READMIT.format(worker="WORKER")
 #: A worker certificate near its end is renewed over the old one while the master still accepts it
 #: (the running agent does it by itself two thirds into the certificate's life).
 RENEW_WORKER = "packfleet worker rotate-cert"
@@ -27,3 +28,18 @@ NEW_ADMIN_FIX = (
 )
 #: Certificates are back-dated five minutes; a clock further off than that makes them "not yet valid".
 SYNC_CLOCKS = "synchronise the clocks: timedatectl set-ntp true (on the master and on this machine)"
+#: How the master comes to trust a worker's certificate: the seed's "install the client certificate into
+#: the Root store of the master", done by the master so its catalog knows the worker too.
+TRUST_WORKER = (
+    "on the master: packfleet manager worker add --cert worker.cer (the seed's 'install the client "
+    "certificate into the Root store of the master')"
+)
+#: How the master comes to trust an admin certificate; ``{thumbprint}`` is the certificate's.
+TRUST_ADMIN = (
+    "packfleet cert export {thumbprint} --store My --out admin.cer, then on the master: packfleet cert "
+    "import admin.cer --store Root"
+)
+#: A Root certificate the master will never accept from a client only hides the ones it does.
+DELETE_FROM_ROOT = "packfleet cert delete --store Root {thumbprint}"
+#: A certificate without the purpose its TLS role needs (serverAuth, clientAuth) is made again.
+RECREATE_CERT = "re-create it with packfleet cert create, which sets serverAuth and clientAuth"

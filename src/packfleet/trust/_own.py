@@ -22,71 +22,106 @@ from packfleet.pki import CertInfo, CertStore, Credential, check_usable
 from packfleet.trust._account import Account, owner_of, unreadable_reason
 from packfleet.trust._expiry import date_findings
 from packfleet.trust._finding import Finding, error, from_exception, ok
-from packfleet.trust._fixes import NEW_ADMIN_FIX, READMIT_FIX, RENEW_WORKER, ROTATE_MASTER
+from packfleet.trust._fixes import (
+    NEW_ADMIN_FIX,
+    READMIT_FIX,
+    RENEW_WORKER,
+    ROTATE_MASTER,
+    TRUST_ADMIN,
+    TRUST_WORKER,
+)
 
 
 @dataclass(frozen=True)
 class OwnRole:
-    """How one role names its own certificate, and what mends it."""
+    """How one role names its own certificate, and what mends it; a field left empty derives from another."""
 
+    #: The prefix of its checks' names and its settings kind: master, worker, manager (the admin's), client.
     role: str
-    #: "bound certificate", "worker certificate"
-    what: str
-    #: How dates and expiry name it: "the master certificate".
-    label: str
-    #: Where the thumbprint comes from, shown after it: "(WorkerHttpsCertThumbprint)".
-    named_by: str
-    #: What a missing key stops.
+    #: What a missing certificate or key stops.
     needs: str
-    purposes: tuple[str, ...]
-    import_fix: str
+    #: What mends an expired certificate, and why one must be mended.
     expired_fix: str
-    expired_why: str
-    renew_fix: str
+    expired_why: str = "the master refuses it during the TLS handshake"
+    #: How it is called, "the {name} certificate", and its export, "{name}.pfx" (default: ``role``).
+    name: str = ""
+    #: How a stored copy is named: "bound certificate" (default: "{name} certificate").
+    what: str = ""
+    #: Where the thumbprint comes from, shown after it: " (WorkerHttpsCertThumbprint)".
+    named_by: str = ""
+    purposes: tuple[str, ...] = ("client",)
+    #: What to do when the store lacks the certificate the settings name, ``{store}`` filled in
+    #: (default: :attr:`import_fix`).
+    missing_fix: str = ""
+    #: What to do ahead of its end (default: ``expired_fix``).
+    renew_fix: str = ""
     #: The error type its loader has always raised for a missing key.
-    missing_key: type[PackfleetError]
+    missing_key: type[PackfleetError] = PkiError
+    #: How the master comes to trust it as a client (``{thumbprint}`` is filled in); empty for the
+    #: master's own certificate, which no master is asked to accept from a client.
+    trust_fix: str = ""
+
+    def __post_init__(self) -> None:
+        name = self.name or self.role
+        # Frozen: the derived defaults are set once, here.
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "what", self.what or f"{name} certificate")
+        object.__setattr__(self, "missing_fix", self.missing_fix or self.import_fix)
+        object.__setattr__(self, "renew_fix", self.renew_fix or self.expired_fix)
+
+    @property
+    def label(self) -> str:
+        """How dates and expiry name it: "the master certificate"."""
+        return f"the {self.name} certificate"
+
+    @property
+    def import_fix(self) -> str:
+        """Brings the certificate and its key into the store (``{store}`` is filled in)."""
+        return f"packfleet cert import {self.name}.pfx --password P --store {{store}}"
 
 
 MASTER = OwnRole(
     role="master",
     what="bound certificate",
-    label="the master certificate",
-    named_by="",
-    needs="the master cannot serve it",
     purposes=("server",),
-    import_fix="packfleet cert import master.pfx --password P --store {store}",
+    needs="the master cannot serve it",
+    missing_key=SettingsError,
     expired_fix=ROTATE_MASTER,
     expired_why="TLS refuses an expired certificate even when it is pinned: every worker is refused",
-    renew_fix=ROTATE_MASTER,
-    missing_key=SettingsError,
 )
 WORKER = OwnRole(
     role="worker",
-    what="worker certificate",
-    label="the worker certificate",
     named_by=" (WorkerHttpsCertThumbprint)",
     needs="it cannot prove this worker's identity",
-    purposes=("client",),
-    import_fix="packfleet cert import worker.pfx --password P --store {store}",
+    missing_fix="packfleet cert list --store {store}, then: packfleet settings set worker "
+    "WorkerHttpsCertThumbprint THUMBPRINT",
+    trust_fix=TRUST_WORKER,
     expired_fix=READMIT_FIX,
     expired_why="the master refuses it during the TLS handshake, so it cannot be renewed over the old one",
     renew_fix=RENEW_WORKER,
-    missing_key=PkiError,
 )
+#: ``master init`` makes a new admin certificate when the old one is gone or expired; the manager's
+#: loader has always stopped with a settings error (exit status 3) on a missing key.
 ADMIN = OwnRole(
     role="manager",
-    what="admin certificate",
-    label="the admin certificate",
+    name="admin",
     named_by=" (AdminCertThumbprint)",
+    missing_key=SettingsError,
+    trust_fix=TRUST_ADMIN,
     needs="the manager cannot prove it is an administrator",
-    purposes=("client",),
-    import_fix="packfleet cert import admin.pfx --password P --store {store}",
+    missing_fix=NEW_ADMIN_FIX,
     expired_fix=NEW_ADMIN_FIX,
-    expired_why="the master refuses it during the TLS handshake",
-    renew_fix=NEW_ADMIN_FIX,
-    missing_key=PkiError,
 )
-ROLES = {spec.role: spec for spec in (MASTER, WORKER, ADMIN)}
+#: A client certificate the master met in a handshake: it cannot tell a worker's from an admin's
+#: before it reads its catalog, so the fixes name both.
+CLIENT = OwnRole(
+    role="client",
+    needs="the client cannot prove who it is",
+    expired_fix=f"a worker's: {READMIT_FIX}; an admin's: {NEW_ADMIN_FIX}",
+    renew_fix=f"a worker's: {RENEW_WORKER}; an admin's: {NEW_ADMIN_FIX}",
+    trust_fix=f"a worker's: {TRUST_WORKER}; an admin's: {TRUST_ADMIN.format(thumbprint='THUMBPRINT')}",
+)
+ROLES = {spec.role: spec for spec in (MASTER, WORKER, ADMIN, CLIENT)}
 
 
 def key_matches(cred: Credential) -> bool:
@@ -117,36 +152,19 @@ def own_certificate_rule(
     role = spec.role
     check = f"{role}.certificate"
     store = CertStore(home, store_name)
+    who = f"the {spec.what} {thumbprint}{spec.named_by}"
+    import_fix = spec.import_fix.format(store=store.name)
     try:
         cred = store.get(thumbprint)
     except CertificateNotFound:
-        return [
-            error(
-                check,
-                f"the {spec.what} {thumbprint}{spec.named_by} is not in store {store.name} "
-                f"({store.path}){did_you_mean(store, thumbprint)}",
-                spec.needs,
-                f"packfleet cert list --store {store.name}, then: packfleet settings set {role} "
-                "WorkerHttpsCertThumbprint THUMBPRINT"
-                if spec is WORKER
-                else spec.import_fix.format(store=store.name),
-                raises=CertificateNotFound,
-            )
-        ]
+        where = f"is not in store {store.name} ({store.path}){did_you_mean(store, thumbprint)}"
+        fix, raises = spec.missing_fix.format(store=store.name), CertificateNotFound
+        return [error(check, f"{who} {where}", spec.needs, fix, raises=raises)]
     except PackfleetError as exc:
         return [from_exception(check, exc)]
-    import_fix = spec.import_fix.format(store=store.name)
     if cred.private_key is None:
-        return [
-            error(
-                check,
-                f"the {spec.what} {thumbprint}{spec.named_by} in store {store.name} has no private key "
-                f"({store.key_path(thumbprint).name} is missing)",
-                spec.needs,
-                import_fix,
-                raises=spec.missing_key,
-            )
-        ]
+        where = f"in store {store.name} has no private key ({store.key_path(thumbprint).name} is missing)"
+        return [error(check, f"{who} {where}", spec.needs, import_fix, raises=spec.missing_key)]
     findings = [ok(check, f"{spec.what} {thumbprint} and its private key are in store {store.name}")]
     if not key_matches(cred):
         findings.append(
@@ -199,14 +217,19 @@ def did_you_mean(store: CertStore, thumbprint: str) -> str:
 
 
 def refused_as_expired(role: str, thumbprint: str | None) -> Finding:
-    """The master refused this node's certificate in the handshake as expired (its date unknown here)."""
+    """The master refused this node's certificate in the handshake as expired (its date unknown here).
+
+    ``role`` ``client`` is the master's side, which cannot tell a worker's certificate from an admin's.
+    """
     spec = ROLES.get(role, WORKER)
     return error(
-        f"{spec.role}.expiry",
-        f"{spec.label} {thumbprint or '(none)'} has expired",
-        spec.expired_why,
-        spec.expired_fix,
+        f"{spec.role}.expiry", f"{named(spec, thumbprint)} has expired", spec.expired_why, spec.expired_fix
     )
+
+
+def named(spec: OwnRole, thumbprint: str | None) -> str:
+    """``the worker certificate T``; the label alone where the thumbprint is not known."""
+    return f"{spec.label} {thumbprint}" if thumbprint else spec.label
 
 
 def key_access_findings(

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from packfleet.config import WorkerSettings, settings_path
-from packfleet.errors import CertificateNotFound, PackfleetError, PkiError, TlsError
+from packfleet.errors import CertificateNotFound, PackfleetError, TlsError
 from packfleet.pki import CertInfo, CertStore, check_usable
 from packfleet.trust._expiry import date_findings
 from packfleet.trust._finding import Finding, error, from_exception, ok, warning
@@ -27,8 +28,18 @@ PINNED_MASTER = "the pinned master certificate"
 Endpoint = tuple[str, int]
 
 
-def pin_keys(settings: WorkerSettings) -> list[tuple[str, str]]:
-    """``(setting key, thumbprint)`` of each master certificate a worker accepts, the current pin first."""
+class Pins(Protocol):
+    """The settings that pin a master: WorkerSettings.config's, and ManagerSettings.config's alike."""
+
+    @property
+    def master_https_cert_thumbprint(self) -> str: ...
+
+    @property
+    def next_master_https_cert_thumbprint(self) -> str: ...
+
+
+def pin_keys(settings: Pins) -> list[tuple[str, str]]:
+    """``(setting key, thumbprint)`` of each master certificate a node accepts, the current pin first."""
     pinned = [("MasterHttpsCertThumbprint", settings.master_https_cert_thumbprint)]
     if settings.next_master_https_cert_thumbprint:
         pinned.append(("NextMasterHttpsCertThumbprint", settings.next_master_https_cert_thumbprint))
@@ -92,18 +103,7 @@ def pinned_master_rule(
         try:
             cred = root.get(thumbprint)
         except CertificateNotFound:
-            findings.append(
-                error(
-                    "worker.master-pin",
-                    f"cert not in Root: the pinned master certificate {thumbprint} ({key}) is not in "
-                    f"this worker's Root store ({root.path}){did_you_mean(root, thumbprint)}",
-                    "this worker trusts no master (seed step 5.1 was skipped)"
-                    if index == 0
-                    else "this worker could not follow the master to its next certificate",
-                    IMPORT_MASTER,
-                    raises=PkiError,
-                )
-            )
+            findings.append(_not_in_root(root, key, thumbprint, current=index == 0, role="worker"))
             continue
         except PackfleetError as exc:
             findings.append(from_exception("worker.master-pin", exc))
@@ -124,6 +124,40 @@ def pinned_master_rule(
         findings += master_certificate_rule(info, endpoints, now=now, label=PINNED_MASTER, next_pin=index > 0)
         found.append(info)
     return findings, found
+
+
+def pins_in_root_rule(home: Path, settings: Pins, *, role: str) -> list[Finding]:
+    """Each master certificate ``role`` pins is in its Root store, where its TLS context reads it.
+
+    The manager's loader applies this part of :func:`pinned_master_rule` (it leaves the names and
+    dates to the handshake and its explanation).
+    """
+    root = CertStore(home, "Root")
+    findings = []
+    for index, (key, thumbprint) in enumerate(pin_keys(settings)):
+        if not thumbprint:
+            continue
+        if root.contains(thumbprint):
+            findings.append(
+                ok(f"{role}.master-pin", f"{PINNED_MASTER} {thumbprint} ({key}) is in the Root store")
+            )
+        else:
+            findings.append(_not_in_root(root, key, thumbprint, current=index == 0, role=role))
+    return findings
+
+
+def _not_in_root(root: CertStore, key: str, thumbprint: str, *, current: bool, role: str) -> Finding:
+    step = " (seed step 5.1 was skipped)" if role == "worker" else ""
+    return error(
+        f"{role}.master-pin",
+        f"cert not in Root: {PINNED_MASTER} {thumbprint} ({key}) is not in this {role}'s Root store "
+        f"({root.path}){did_you_mean(root, thumbprint)}",
+        f"this {role} trusts no master{step}"
+        if current
+        else f"this {role} could not follow the master to its next certificate",
+        IMPORT_MASTER,
+        raises=CertificateNotFound,
+    )
 
 
 def master_certificate_rule(
