@@ -29,6 +29,7 @@ from packfleet.master._services._executions import (
 )
 from packfleet.master._services._fleet import AuditService, FleetService
 from packfleet.master._services._identities import IdentityService
+from packfleet.master._services._joins import Connected, JoinService
 from packfleet.master._services._pending import PendingService
 from packfleet.master._services._renewal import RenewalService
 from packfleet.master._services._rotation import RotationService
@@ -49,6 +50,7 @@ class Services:
     audit: AuditService
     fleet: FleetService
     identities: IdentityService
+    joins: JoinService
     renewal: RenewalService
     pending: PendingService
     #: None where no rotation can run (an application built without a server, in tests).
@@ -71,6 +73,7 @@ class Services:
             audit=AuditService(state),
             fleet=FleetService(state, serving),
             identities=IdentityService(state),
+            joins=JoinService(state),
             renewal=RenewalService(state),
             pending=PendingService(state),
             rotation=rotation,
@@ -96,10 +99,12 @@ __all__ = [
     "EVENTS_LIMIT",
     "AuditService",
     "CatalogOnlyState",
+    "Connected",
     "EventPage",
     "ExecutionService",
     "FleetService",
     "IdentityService",
+    "JoinService",
     "Manifests",
     "NewToken",
     "PendingService",
