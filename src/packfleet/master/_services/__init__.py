@@ -34,7 +34,7 @@ from packfleet.master._services._pending import PendingService
 from packfleet.master._services._renewal import RenewalService
 from packfleet.master._services._rotation import RotationService
 from packfleet.master._services._tokens import NewToken, TokenService, token_view
-from packfleet.master._services._workers import TrustService, WorkerService, stored_certificate
+from packfleet.master._services._workers import TrustService, WorkerService
 from packfleet.master._state import Call, MasterState
 
 
@@ -118,6 +118,5 @@ __all__ = [
     "WorkerService",
     "off_catalog",
     "services_of",
-    "stored_certificate",
     "token_view",
 ]
