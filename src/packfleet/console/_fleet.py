@@ -74,7 +74,7 @@ class Fleet(Protocol):
         """``data`` (PEM or DER) checked as a worker's client certificate; raises PackfleetError."""
         ...
 
-    def stored_certificate(self, thumbprint: str) -> bytes:
+    async def stored_certificate(self, thumbprint: str) -> bytes:
         """A certificate already in the master's stores, by thumbprint; raises CertificateNotFound."""
         ...
 

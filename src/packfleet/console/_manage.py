@@ -75,7 +75,7 @@ async def connect_page(request: web.Request) -> web.StreamResponse:
     return render(request, "connect.html", title="Connect worker")
 
 
-def _certificate_from(request: web.Request, form: Any) -> Credential:
+async def _certificate_from(request: web.Request, form: Any) -> Credential:
     fleet = fleet_of(request)
     method = form.get("method")
     try:
@@ -92,7 +92,7 @@ def _certificate_from(request: web.Request, form: Any) -> Credential:
             thumbprint = form_text(form, "thumbprint", limit=100)
             if not thumbprint:
                 raise ConsoleRefusal(400, "no thumbprint was given", "paste the worker's thumbprint")
-            data = fleet.stored_certificate(thumbprint)
+            data = await fleet.stored_certificate(thumbprint)
         elif method == "pem":
             data = form_text(form, "cert_pem", limit=MAX_CERTIFICATE).encode()
         else:
@@ -134,7 +134,7 @@ async def connect_review(request: web.Request) -> web.StreamResponse:
             display_name=name,
             enable=enable,
         )
-    cert = _certificate_from(request, form)
+    cert = await _certificate_from(request, form)
     actions = [
         f"Use certificate {cert.thumbprint} (subject {cert.certificate.subject.rfc4514_string()}, "
         f"not after {when(cert.certificate.not_valid_after_utc)}): usable as a worker's client "
@@ -174,7 +174,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
             expires=when(token["expires_at"]),
             thumbprint="",
         )
-    cert = _certificate_from(request, form)
+    cert = await _certificate_from(request, form)
     thumbprint = await fleet.trust_worker(cert, actor=viewer.actor, display_name=name or None, enable=enable)
     log.info("console: %s connected worker certificate %s", viewer.name, thumbprint)
     return render(

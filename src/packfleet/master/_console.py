@@ -15,7 +15,7 @@ from packfleet.catalog import Catalog, ExecutionRecord, WorkerRecord
 from packfleet.config import load_manager_settings, set_setting
 from packfleet.console import EventTicket, MasterFacts
 from packfleet.errors import CertificateNotFound, SettingsError
-from packfleet.master._services import RotationService, Services, off_catalog, stored_certificate
+from packfleet.master._services import RotationService, Services, off_catalog
 from packfleet.master._state import MasterState
 from packfleet.master._tls import TlsMaterial
 from packfleet.master._wakeup import EVENTS
@@ -98,9 +98,10 @@ class MasterFleet:
         """A worker certificate checked as ``manager worker add`` checks it (public part only)."""
         return self._services.trust.worker_certificate(data)
 
-    def stored_certificate(self, thumbprint: str) -> bytes:
-        """The certificate ``thumbprint`` from the master's Root or My store (PEM)."""
-        return stored_certificate(self._state, thumbprint)
+    async def stored_certificate(self, thumbprint: str) -> bytes:
+        """The certificate ``thumbprint`` from the master's Root or My store (PEM): store files, read
+        off the catalog's executor (and off the event loop)."""
+        return await self._services.trust.stored_certificate(thumbprint)
 
     async def trust_worker(
         self, public: Credential, *, actor: str, display_name: str | None, enable: bool

@@ -29,11 +29,12 @@ from packfleet.master._services._executions import (
 )
 from packfleet.master._services._fleet import AuditService, FleetService
 from packfleet.master._services._identities import IdentityService
+from packfleet.master._services._joins import Connected, JoinService
 from packfleet.master._services._pending import PendingService
 from packfleet.master._services._renewal import RenewalService
 from packfleet.master._services._rotation import RotationService
 from packfleet.master._services._tokens import NewToken, TokenService, token_view
-from packfleet.master._services._workers import TrustService, WorkerService, stored_certificate
+from packfleet.master._services._workers import TrustService, WorkerService
 from packfleet.master._state import Call, MasterState
 
 
@@ -49,6 +50,7 @@ class Services:
     audit: AuditService
     fleet: FleetService
     identities: IdentityService
+    joins: JoinService
     renewal: RenewalService
     pending: PendingService
     #: None where no rotation can run (an application built without a server, in tests).
@@ -71,6 +73,7 @@ class Services:
             audit=AuditService(state),
             fleet=FleetService(state, serving),
             identities=IdentityService(state),
+            joins=JoinService(state),
             renewal=RenewalService(state),
             pending=PendingService(state),
             rotation=rotation,
@@ -96,10 +99,12 @@ __all__ = [
     "EVENTS_LIMIT",
     "AuditService",
     "CatalogOnlyState",
+    "Connected",
     "EventPage",
     "ExecutionService",
     "FleetService",
     "IdentityService",
+    "JoinService",
     "Manifests",
     "NewToken",
     "PendingService",
@@ -113,6 +118,5 @@ __all__ = [
     "WorkerService",
     "off_catalog",
     "services_of",
-    "stored_certificate",
     "token_view",
 ]
