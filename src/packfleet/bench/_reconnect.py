@@ -73,6 +73,9 @@ def reconnect_load(
                     break
                 except Exception:  # noqa: BLE001 - retried, as a worker's first heartbeat is
                     await asyncio.sleep(1.0)
+            # The context of the first attempt, built before the storm as a worker's is built at
+            # start: what is timed is the reconnection, not this process reading key files.
+            ready: MasterClient | None = new_client(cert, key)
             await go.wait()
         finally:
             await first.close()  # the master restarted: this connection is dead anyway
@@ -80,7 +83,8 @@ def reconnect_load(
         deadline = at + 60.0
         await asyncio.sleep(max(0.0, at - time.time()))
         while time.time() < deadline:
-            client = new_client(cert, key)  # a new context: a full handshake, no session resumed
+            # A new context each attempt, never used before: a full handshake, no session resumed.
+            client, ready = ready or new_client(cert, key), None
             try:
                 await client.request("POST", routes.WORKER_HEARTBEAT, json_body=body, timeout=60)
                 served.append(time.time() - at)
