@@ -393,7 +393,7 @@ class ManagerClient:
             return RotationStatus.from_wire(await self._call("GET", routes.ADMIN_ROTATION_MASTER_CERT))
         params = {"wait_for": wait_for, "wait": f"{wait:.3f}"}
         answer = await self._call(
-            "GET", routes.ADMIN_ROTATION_MASTER_CERT, params=params, timeout=wait + 30.0
+            "GET", routes.ADMIN_ROTATION_MASTER_CERT, params=params, timeout=wait + 60.0
         )
         return RotationStatus.from_wire(answer)
 
