@@ -232,11 +232,14 @@ def _one_run(
         # The measured rounds start once every agent is connected and registered (the warm-up).
         wait_online(bench, agents, first_at - 1.0, timeout=interval + RUN_LIMIT)
         warmed = time.time() - first_at
-        with _PeakRss(psutil.Process(bench.master_pid())) as peak:
+        master = psutil.Process(bench.master_pid())
+        with _PeakRss(master) as peak:
+            cpu_before = sum(master.cpu_times()[:2])
             partial = control / "go.part"
             partial.write_text(repr(time.time() + 2.0))
             partial.rename(go)  # appears whole: the agents never read half a time
             thread.join(interval * (rounds + 1) + RUN_LIMIT + 120)
+            master_cpu = sum(master.cpu_times()[:2]) - cpu_before
     finally:
         if not go.exists():
             go.write_text(repr(time.time()))
@@ -251,6 +254,8 @@ def _one_run(
         "heartbeats_per_s": agents / interval,
         "warmup_s": warmed,
         "warmup_failures": float(sum(a["warmup_failures"] for a in answers)),
+        # The master's CPU per measured heartbeat, in milliseconds.
+        "master_cpu_ms_per_heartbeat": master_cpu * 1000.0 / max(1, len(samples)),
     }
 
 

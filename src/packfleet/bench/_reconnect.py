@@ -142,12 +142,16 @@ def _one_run(bench: BenchCluster, fleet: list[Agent], control: Path) -> dict[str
         wait_online(bench, len(fleet), began, timeout=120.0)
         cluster.stop(cluster.master)
         cluster.start_master(wait=60)
-        with _PeakRss(psutil.Process(bench.master_pid())) as peak:
+        master = psutil.Process(bench.master_pid())
+        with _PeakRss(master) as peak:
+            cpu_before = sum(master.cpu_times()[:2])
             at = time.time() + 1.0
             partial = control / "go.part"
             partial.write_text(repr(at))
             partial.rename(go)  # appears whole: the agents never read half a time
             thread.join(RUN_LIMIT + 120)
+            # CPU seconds the restarted master spent on the storm (and the agents' idle minute).
+            master_cpu = sum(master.cpu_times()[:2]) - cpu_before
     finally:
         if not go.exists():
             go.write_text(repr(time.time()))
@@ -167,6 +171,7 @@ def _one_run(bench: BenchCluster, fleet: list[Agent], control: Path) -> dict[str
         "served": float(len(served)),
         "failed_attempts": float(failed),
         "master_rss_mb": peak.peak / 2**20,
+        "master_cpu_s": master_cpu,
     }
 
 
