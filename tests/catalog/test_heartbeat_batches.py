@@ -4,8 +4,9 @@ and one bad heartbeat never fails the others of its batch."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
-from catalog.conftest import info, new_agent
+from catalog.conftest import FakeClock, info, new_agent
 from packfleet.catalog import Catalog, HeartbeatOutcome
 from packfleet.errors import CatalogError
 from packfleet.pki import create_self_signed, load_credential_bytes
@@ -42,6 +43,23 @@ def test_a_batch_binds_records_and_refuses_as_separate_heartbeats_would(
     assert [c.thumbprint for c in registered.certificates] == [newcomer.thumbprint]
     assert registered.certificates[0].not_after is not None  # the PEM was read for the new certificate
     assert catalog.get_worker(known).last_online_time is not None
+
+
+def test_heartbeats_of_bound_workers_record_each_one_online_the_last_one_winning(
+    catalog: Catalog, worker: Callable[..., str], clock: FakeClock
+) -> None:
+    on, off = worker("on"), worker("off", enabled=False)
+    cert_on, cert_off = (catalog.get_worker(a).certificates[0].thumbprint for a in (on, off))
+    clock.advance(60)
+    first, second = info(on, "on"), replace(info(on, "on"), cpu_percent=99.0, machine_name="moved")
+    answers = catalog.worker_heartbeats(
+        [(cert_on, first, None), (cert_off, info(off, "off"), None), (cert_on, second, None)]
+    )
+    assert [a.state for a in answers if isinstance(a, HeartbeatOutcome)] == ["enabled", "disabled", "enabled"]
+    recorded = catalog.get_worker(on)
+    assert recorded.last_online_time == clock.now and recorded.machine_name == "moved"
+    assert recorded.machine_info["cpu_percent"] == 99.0
+    assert catalog.get_worker(off).last_online_time == clock.now
 
 
 def test_authorize_many_says_what_authorize_says(catalog: Catalog, worker: Callable[..., str]) -> None:

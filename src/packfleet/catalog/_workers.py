@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 
 from packfleet.catalog._base import CatalogBase, canonical_agent_id
 from packfleet.catalog._certificates import CertificateFacts, certificate_facts
@@ -77,6 +77,19 @@ def _machine_info(info: WorkerInfo) -> dict[str, Any]:
         **({"max_tasks": info.max_tasks} if info.max_tasks > 0 else {}),
         **({"lease_gate": info.lease_gate} if info.lease_gate else {}),
     }
+
+
+def _online(worker: WorkerRecord, agent_id: str, thumbprint: str) -> HeartbeatOutcome:
+    """The outcome of a heartbeat the catalog recorded: the worker is enabled or disabled."""
+    name = f"worker {worker.display_name!r} ({agent_id})"
+    if worker.is_enabled:
+        return HeartbeatOutcome("enabled", worker, f"{name} is enabled")
+    return HeartbeatOutcome(
+        "disabled",
+        worker,
+        f"{name} is registered with certificate {thumbprint} but disabled; an administrator "
+        f"must enable it: packfleet manager worker enable {agent_id}",
+    )
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
@@ -500,12 +513,7 @@ class WorkerCatalog(CatalogBase):
                 prepared.append(exc)
         try:
             with self._write() as conn:
-                return [
-                    item
-                    if isinstance(item, PackfleetError)
-                    else self._apply_heartbeat(conn, *item, pinned=pinned)
-                    for item in prepared
-                ]
+                return self._apply_heartbeats(conn, prepared, pinned=pinned)
         except CatalogUnavailable:
             raise
         except CatalogError:
@@ -525,6 +533,90 @@ class WorkerCatalog(CatalogBase):
             except CatalogError as exc:
                 answers.append(exc)
         return answers
+
+    def _apply_heartbeats(
+        self,
+        conn: Connection,
+        prepared: Sequence[tuple[str, str, WorkerInfo, bytes | None] | PackfleetError],
+        *,
+        pinned: Callable[[str], bool] | None,
+    ) -> list[HeartbeatOutcome | PackfleetError]:
+        """Apply ``prepared`` heartbeats in one transaction, the usual ones together.
+
+        The usual heartbeat is a worker's own, active, bound certificate: it only records the worker
+        online. Those are written with one UPDATE for all and read back with two SELECTs, instead of
+        four statements each; every other heartbeat (a registration, a refusal) goes through
+        :meth:`_apply_heartbeat` in its turn. Heartbeats never change a bound certificate, so the
+        two kinds do not depend on each other.
+        """
+        answers: list[HeartbeatOutcome | PackfleetError | None] = [
+            item if isinstance(item, PackfleetError) else None for item in prepared
+        ]
+        thumbprints = sorted({item[0] for item in prepared if not isinstance(item, PackfleetError)})
+        certs: dict[str, Row[Any]] = {}
+        for chunk in _chunks(thumbprints):
+            rows = conn.execute(
+                select(worker_certificates)
+                .where(worker_certificates.c.thumbprint.in_(chunk))
+                .order_by(worker_certificates.c.thumbprint)
+                .with_for_update()
+            )
+            certs.update((row.thumbprint, row) for row in rows)
+        usual: list[tuple[int, str, str, WorkerInfo]] = []
+        for i, item in enumerate(prepared):
+            if isinstance(item, PackfleetError):
+                continue
+            cert = certs.get(item[0])
+            if cert is not None and cert.status == "active" and cert.agent_id == item[1]:
+                usual.append((i, item[0], item[1], item[2]))
+            else:
+                answers[i] = self._apply_heartbeat(conn, *item, pinned=pinned)
+        if usual:
+            now = self.now()
+            params = []
+            for _i, _thumbprint, agent_id, info in usual:
+                params.append(
+                    {
+                        "b_agent": agent_id,
+                        "b_now": now,
+                        "b_machine": info.machine_name,
+                        "b_account": info.user_account,
+                        "b_info": _machine_info(info),
+                        "b_skew": info.clock_skew_seconds,
+                    }
+                )
+            conn.execute(
+                update(worker_agents)
+                .where(worker_agents.c.agent_id == bindparam("b_agent"))
+                .values(
+                    last_online_time=bindparam("b_now"),
+                    machine_name=bindparam("b_machine"),
+                    user_account=bindparam("b_account"),
+                    machine_info=bindparam("b_info", type_=worker_agents.c.machine_info.type),
+                    clock_skew_seconds=bindparam("b_skew"),
+                ),
+                params,
+            )
+            workers = self._load_workers(conn, sorted({agent_id for _i, _t, agent_id, _info in usual}))
+            for i, thumbprint, agent_id, _info in usual:
+                worker = workers.get(agent_id) or self._require_worker(conn, agent_id)
+                answers[i] = _online(worker, agent_id, thumbprint)
+        return [a for a in answers if a is not None]
+
+    def _load_workers(self, conn: Connection, agent_ids: Sequence[str]) -> dict[str, WorkerRecord]:
+        """:meth:`_load_worker` for many workers: two reads for all of them."""
+        found: dict[str, WorkerRecord] = {}
+        for chunk in _chunks(agent_ids):
+            rows = conn.execute(select(worker_agents).where(worker_agents.c.agent_id.in_(chunk))).all()
+            certs: dict[str, list[Row[Any]]] = {}
+            for cert in conn.execute(
+                select(worker_certificates)
+                .where(worker_certificates.c.agent_id.in_(chunk))
+                .order_by(worker_certificates.c.created_at, worker_certificates.c.thumbprint)
+            ):
+                certs.setdefault(cert.agent_id, []).append(cert)
+            found.update((row.agent_id, _worker(row, certs.get(row.agent_id, []))) for row in rows)
+        return found
 
     def _prepare_heartbeat(
         self, thumbprint: str, info: WorkerInfo, pem: bytes | None
@@ -583,16 +675,7 @@ class WorkerCatalog(CatalogBase):
                 clock_skew_seconds=info.clock_skew_seconds,
             )
         )
-        worker = self._require_worker(conn, agent_id)
-        name = f"worker {worker.display_name!r} ({agent_id})"
-        if worker.is_enabled:
-            return HeartbeatOutcome("enabled", worker, f"{name} is enabled")
-        return HeartbeatOutcome(
-            "disabled",
-            worker,
-            f"{name} is registered with certificate {thumbprint} but disabled; an administrator "
-            f"must enable it: packfleet manager worker enable {agent_id}",
-        )
+        return _online(self._require_worker(conn, agent_id), agent_id, thumbprint)
 
     def _unnamed_claim(
         self, conn: Connection, cert: Row[Any] | None, thumbprint: str, agent_id: str
