@@ -70,7 +70,7 @@ def heartbeat_load(
     """Heartbeat once (the warm-up), then ``rounds`` times from the moment in ``control``/go; put the
     latencies (ms) of those rounds."""
     from packfleet import __version__
-    from packfleet.bench._agents import wait_for_file
+    from packfleet.bench._waits import wait_for_file
     from packfleet.protocol import Heartbeat, encode, routes
     from packfleet.transport import MasterClient, client_context
 
@@ -189,7 +189,7 @@ class _PeakRss:
 def _one_run(
     bench: BenchCluster, fleet: list[tuple[str, str, str]], interval: float, rounds: int, control: Path
 ) -> dict[str, float]:
-    from packfleet.bench._agents import wait_online
+    from packfleet.bench._waits import wait_online
 
     control.mkdir(parents=True)
     master = load_credential(bench.master_home / "master.cer")
