@@ -3,6 +3,7 @@ with proof of possession, and revocation cutting an open connection within a sec
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Callable
@@ -91,6 +92,34 @@ async def test_a_rotation_waits_for_workers_survives_a_restart_switches_and_reti
     actions = _actions(mh)
     for action in ("master-cert.rotation.start", "master-cert.switch", "binding.apply", "master-cert.retire"):
         assert action in actions
+
+
+async def test_a_status_long_poll_answers_once_the_awaited_workers_accept(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect
+) -> None:
+    worker = connect(mh.worker)
+    agent = await _enabled_worker(manager, worker)
+    old = mh.master.thumbprint
+    new = (await manager.rotate_master_cert("start"))["new"]
+    assert server.services is not None
+    rotation = server.services.require_rotation().rotation
+    assert isinstance(rotation, MasterCertRotation)
+
+    params = {"wait_for": "confirmed", "wait": "20"}
+    waiting = asyncio.create_task(
+        manager.client.request("GET", routes.ADMIN_ROTATION_MASTER_CERT, params=params, timeout=60)
+    )
+    while rotation._news is None:  # the master holds the request, waiting for news of the workers
+        await asyncio.sleep(0.01)
+    assert not waiting.done()
+    await _beat(worker, agent, [old])  # hears of the new certificate: not confirmed yet
+    await _beat(worker, agent, [old, new])
+    status = await waiting
+    (row,) = [r for r in status["workers"] if r["agent_id"] == agent]
+    assert row["confirmed"] and not row["promoted"]
+
+    with pytest.raises(ApiError, match="wait_for"):
+        await manager.client.request("GET", routes.ADMIN_ROTATION_MASTER_CERT, params={"wait_for": "soon"})
 
 
 def _thumbprint_of_pem(pem: str) -> str:

@@ -9,13 +9,13 @@ messages and routes.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 from packfleet.bench._cluster import BenchCluster
 from packfleet.bench._fleet import _wait_trusted, make_agents
+from packfleet.bench._waits import wait_for_file as wait_for_file
+from packfleet.bench._waits import wait_online as wait_online
 from packfleet.catalog import Catalog
 from packfleet.pki import load_credential
 
@@ -65,34 +65,3 @@ def heartbeat_body(index: int, agent_id: str, accepted: list[str]) -> dict[str, 
         )
     )
     return body
-
-
-async def wait_for_file(path: Path, deadline: float) -> bool:
-    """Poll for ``path`` (how the bench tells its load processes to go on) until ``deadline`` (time())."""
-    while time.time() < deadline:
-        if path.exists():
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
-def wait_online(bench: BenchCluster, count: int, since: float, timeout: float) -> None:
-    """Wait until ``count`` workers heartbeated at or after ``since`` (POSIX seconds, master's clock)."""
-    from datetime import UTC, datetime
-
-    from packfleet.errors import ClusterError
-
-    assert bench.url is not None  # noqa: S101 - set by BenchCluster
-    moment = datetime.fromtimestamp(since, UTC)
-    catalog = Catalog.open(bench.url, upgrade=False)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            seen = [w for w in catalog.list_workers() if w.last_online_time and w.last_online_time >= moment]
-            if len(seen) >= count:
-                return
-            if time.monotonic() > deadline:
-                raise ClusterError(f"{len(seen)} of {count} simulated workers heartbeated in {timeout:.0f} s")
-            time.sleep(0.5)
-    finally:
-        catalog.close()

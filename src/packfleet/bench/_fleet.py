@@ -3,9 +3,11 @@
 Each simulated agent has its own ECDSA certificate (in the master's Root store, as the seed's
 "install the worker certificate into Root" step puts it) and its own keep-alive TLS connection, and
 heartbeats every ``interval`` seconds, spread evenly over the interval as real workers drift apart.
-An agent's first heartbeat (handshake, registration) is the warm-up and is not counted; the
-following rounds are. Unknown certificates register as disabled workers, as in SSIS; the heartbeat
-route and its catalog write are the same for enabled ones.
+An agent's first heartbeat (handshake, registration; retried once a second if it fails, as a
+worker's would be) is the warm-up and is not counted; the measured rounds start once every agent
+is registered, so they measure the fleet's steady state, not the registration wave. Unknown
+certificates register as disabled workers, as in SSIS; the heartbeat route and its catalog write are
+the same for enabled ones.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from packfleet.bench._stats import Result, load_average, percentile
 from packfleet.pki import CertStore, create_self_signed, load_credential, load_credential_bytes
 
 CLIENT_PROCESSES = 4
+#: How many times an agent tries its first heartbeat (one a second), and the longest a run may take
+#: beyond its rounds (seconds).
+WARMUP_TRIES = 120
+RUN_LIMIT = 300.0
 
 
 def make_agents(bench: BenchCluster, count: int, folder: Path) -> list[tuple[str, str, str]]:
@@ -59,13 +65,21 @@ def heartbeat_load(
     rounds: int,
     offset: int,
     total: int,
+    control: str,
 ) -> None:
-    """Heartbeat ``rounds + 1`` times per agent; put the latencies (ms) of all but the first."""
+    """Heartbeat once (the warm-up), then ``rounds`` times from the moment in ``control``/go; put the
+    latencies (ms) of those rounds."""
     from packfleet import __version__
+    from packfleet.bench._waits import wait_for_file
     from packfleet.protocol import Heartbeat, encode, routes
     from packfleet.transport import MasterClient, client_context
 
-    async def agent(index: int, cert: str, key: str, agent_id: str, samples: list[float]) -> None:
+    go_file = Path(control) / "go"
+    warmup_failures = [0]
+
+    async def agent(
+        index: int, cert: str, key: str, agent_id: str, samples: list[float], go: asyncio.Event
+    ) -> None:
         context = client_context(Path(cert), Path(key), master_pem)
         client = MasterClient(endpoint, context, role="worker", pins=[master_thumbprint], connections=1)
         beat = Heartbeat(
@@ -81,21 +95,41 @@ def heartbeat_load(
             version=__version__,
         )
         body = encode(beat)
-        start = first_at + interval * index / total
+        spread = interval * index / total
         try:
-            for r in range(rounds + 1):
+            # The warm-up: handshake and registration, spread over one interval. A worker whose
+            # first heartbeat fails tries again; so does this one (counted, not measured).
+            await asyncio.sleep(max(0.0, first_at + spread - time.time()))
+            for _ in range(WARMUP_TRIES):
+                try:
+                    await client.request("POST", routes.WORKER_HEARTBEAT, json_body=body, timeout=60)
+                    break
+                except Exception:  # noqa: BLE001 - retried, as a worker's first heartbeat is
+                    warmup_failures[0] += 1
+                    await asyncio.sleep(1.0)
+            await go.wait()
+            start = float(go_file.read_text()) + spread
+            for r in range(rounds):
                 await asyncio.sleep(max(0.0, start + r * interval - time.time()))
                 began = time.perf_counter()
                 await client.request("POST", routes.WORKER_HEARTBEAT, json_body=body, timeout=60)
-                if r > 0:
-                    samples.append((time.perf_counter() - began) * 1000.0)
+                samples.append((time.perf_counter() - began) * 1000.0)
         finally:
             await client.close()
 
-    async def main() -> list[float]:
+    async def main() -> dict[str, Any]:
         samples: list[float] = []
-        await asyncio.gather(*(agent(offset + i, c, k, a, samples) for i, (c, k, a) in enumerate(agents)))
-        return samples
+        go = asyncio.Event()
+
+        async def watch() -> None:
+            if await wait_for_file(go_file, first_at + interval + RUN_LIMIT):
+                await asyncio.sleep(0.05)  # the parent writes the file whole, then it is read
+            go.set()
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.gather(*(agent(offset + i, c, k, a, samples, go) for i, (c, k, a) in enumerate(agents)))
+        await watcher
+        return {"samples": samples, "warmup_failures": warmup_failures[0]}
 
     try:
         queue.put(asyncio.run(main()))
@@ -152,41 +186,88 @@ class _PeakRss:
         self._thread.join()
 
 
+def _one_run(
+    bench: BenchCluster, fleet: list[tuple[str, str, str]], interval: float, rounds: int, control: Path
+) -> dict[str, float]:
+    from packfleet.bench._waits import wait_online
+
+    control.mkdir(parents=True)
+    master = load_credential(bench.master_home / "master.cer")
+    assert bench.cluster is not None  # noqa: S101 - built by BenchCluster
+    endpoint = f"https://{bench.cluster.host}:{bench.cluster.port}"
+    agents = len(fleet)
+    per = -(-agents // CLIENT_PROCESSES)
+    first_at = time.time() + 5.0
+    pem = master.cert_pem().decode()
+    args = [
+        (
+            endpoint,
+            pem,
+            master.thumbprint,
+            fleet[i : i + per],
+            first_at,
+            interval,
+            rounds,
+            i,
+            agents,
+            str(control),
+        )
+        for i in range(0, agents, per)
+    ]
+    answers: list[Any] = []
+    failure: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            answers.extend(
+                run_processes(heartbeat_load, args, timeout=interval * (rounds + 1) + RUN_LIMIT + 60)
+            )
+        except BaseException as exc:  # noqa: BLE001 - raised again in the bench's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    go = control / "go"
+    try:
+        # The measured rounds start once every agent is connected and registered (the warm-up).
+        wait_online(bench, agents, first_at - 1.0, timeout=interval + RUN_LIMIT)
+        warmed = time.time() - first_at
+        master = psutil.Process(bench.master_pid())
+        with _PeakRss(master) as peak:
+            cpu_before = sum(master.cpu_times()[:2])
+            partial = control / "go.part"
+            partial.write_text(repr(time.time() + 2.0))
+            partial.rename(go)  # appears whole: the agents never read half a time
+            thread.join(interval * (rounds + 1) + RUN_LIMIT + 120)
+            master_cpu = sum(master.cpu_times()[:2]) - cpu_before
+    finally:
+        if not go.exists():
+            go.write_text(repr(time.time()))
+        thread.join(RUN_LIMIT + 120)
+    if failure:
+        raise failure[0]
+    samples = [s for answer in answers for s in answer["samples"]]
+    return {
+        "p99_ms": percentile(samples, 99),
+        "p50_ms": percentile(samples, 50),
+        "master_rss_mb": peak.peak / 2**20,
+        "heartbeats_per_s": agents / interval,
+        "warmup_s": warmed,
+        "warmup_failures": float(sum(a["warmup_failures"] for a in answers)),
+        # The master's CPU per measured heartbeat, in milliseconds.
+        "master_cpu_ms_per_heartbeat": master_cpu * 1000.0 / max(1, len(samples)),
+    }
+
+
 def run(bench: BenchCluster, *, agents: int, interval: float, rounds: int, runs: int) -> Result:
     result = Result("fleet", "ms (heartbeat p99)", catalog=bench.catalog)
     result.notes.update(agents=agents, interval_s=interval, rounds=rounds)
     assert bench.cluster is not None  # noqa: S101 - built by BenchCluster
     fleet = make_agents(bench, agents, bench.root / "fleet")
     _wait_trusted(bench, fleet[-1])
-    master = load_credential(bench.master_home / "master.cer")
-    endpoint = f"https://{bench.cluster.host}:{bench.cluster.port}"
-    master_process = psutil.Process(bench.master_pid())
-    per = -(-agents // CLIENT_PROCESSES)
-    for _ in range(runs):
+    for r in range(runs):
         result.loads.append(load_average())
-        first_at = time.time() + 5.0
-        args = [
-            (
-                endpoint,
-                master.cert_pem().decode(),
-                master.thumbprint,
-                fleet[i : i + per],
-                first_at,
-                interval,
-                rounds,
-                i,
-                agents,
-            )
-            for i in range(0, agents, per)
-        ]
-        with _PeakRss(master_process) as peak:
-            answers = run_processes(heartbeat_load, args, timeout=interval * (rounds + 1) + 120)
-        samples = [s for answer in answers for s in answer]
-        result.add_run(
-            percentile(samples, 99),
-            p50_ms=percentile(samples, 50),
-            master_rss_mb=peak.peak / 2**20,
-            heartbeats_per_s=agents / interval,
-        )
+        figures = _one_run(bench, fleet, interval, rounds, bench.root / "fleet" / f"run{r}")
+        result.add_run(figures.pop("p99_ms"), **figures)
         result.loads.append(load_average())
     return result

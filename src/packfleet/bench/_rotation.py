@@ -173,10 +173,14 @@ def _one_run(bench: BenchCluster, fleet: list[Agent], interval: float, control: 
     thread.start()
     try:
         wait_online(bench, len(fleet), began, timeout=120.0)
-        with _PeakRss(psutil.Process(bench.master_pid())) as peak:
+        master = psutil.Process(bench.master_pid())
+        with _PeakRss(master) as peak:
+            cpu_before = sum(master.cpu_times()[:2])
             started = time.monotonic()
             done = bench.cluster.cli(bench.master_home, "manager", "rotate", "master-cert", timeout=RUN_LIMIT)
             seconds = time.monotonic() - started
+            # CPU seconds the master spent: unlike wall time, barely moved by other work on the machine.
+            master_cpu = sum(master.cpu_times()[:2]) - cpu_before
         # The command's own progress lines (each step with its elapsed time) show where the time went.
         said = (done.stdout + done.stderr).decode().splitlines()
         for line in said:
@@ -198,6 +202,7 @@ def _one_run(bench: BenchCluster, fleet: list[Agent], interval: float, control: 
         "agents_accepted": float(total["accepted"]),
         "requests": float(total["requests"]),
         "master_rss_mb": peak.peak / 2**20,
+        "master_cpu_s": master_cpu,
     }
 
 

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -153,15 +153,24 @@ class MasterCertCatalog(CatalogBase):
 
     def record_master_cert_accepts(self, agent_id: str, accepts: list[str]) -> None:
         """What worker ``agent_id`` said it accepts in its heartbeat (any master's)."""
-        key = canonical_agent_id(agent_id)
+        self.record_master_cert_accepts_many({agent_id: accepts})
+
+    def record_master_cert_accepts_many(self, accepts: Mapping[str, list[str]]) -> None:
+        """:meth:`record_master_cert_accepts` for many workers, in one transaction."""
+        if not accepts:
+            return
         now = self.now()
+        rows = [
+            {"agent_id": canonical_agent_id(agent), "accepts": list(taken), "heard_at": now}
+            for agent, taken in accepts.items()
+        ]
         with self._write() as conn:
-            stmt = self._insert(master_cert_acceptances).values(agent_id=key, accepts=accepts, heard_at=now)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["agent_id"], set_={"accepts": accepts, "heard_at": now}
-                )
+            stmt = self._insert(master_cert_acceptances)
+            upsert = stmt.on_conflict_do_update(
+                index_elements=["agent_id"],
+                set_={"accepts": stmt.excluded.accepts, "heard_at": stmt.excluded.heard_at},
             )
+            conn.execute(upsert, rows)
 
     def master_cert_accepts(self) -> dict[str, list[str]]:
         """What each worker accepts, by canonical agent id, as its last heartbeat said."""

@@ -9,11 +9,11 @@ or ``retired`` (its worker was deleted).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 
 from packfleet.catalog._base import CatalogBase, canonical_agent_id
 from packfleet.catalog._certificates import CertificateFacts, certificate_facts
@@ -26,7 +26,7 @@ from packfleet.catalog._records import (
     WorkerRecord,
 )
 from packfleet.catalog._schema import audit_log, principals, worker_agents, worker_certificates
-from packfleet.errors import CatalogError, Conflict, NotFound
+from packfleet.errors import CatalogError, CatalogUnavailable, Conflict, NotFound, PackfleetError
 from packfleet.thumbprint import is_thumbprint, normalize_thumbprint
 
 _ADD_FIX = "packfleet manager worker add --cert <worker.cer> [--name NAME] [--enable] [--worker REF]"
@@ -77,6 +77,25 @@ def _machine_info(info: WorkerInfo) -> dict[str, Any]:
         **({"max_tasks": info.max_tasks} if info.max_tasks > 0 else {}),
         **({"lease_gate": info.lease_gate} if info.lease_gate else {}),
     }
+
+
+def _online(worker: WorkerRecord, agent_id: str, thumbprint: str) -> HeartbeatOutcome:
+    """The outcome of a heartbeat the catalog recorded: the worker is enabled or disabled."""
+    name = f"worker {worker.display_name!r} ({agent_id})"
+    if worker.is_enabled:
+        return HeartbeatOutcome("enabled", worker, f"{name} is enabled")
+    return HeartbeatOutcome(
+        "disabled",
+        worker,
+        f"{name} is registered with certificate {thumbprint} but disabled; an administrator "
+        f"must enable it: packfleet manager worker enable {agent_id}",
+    )
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """``items`` a few hundred at a time: SQLite bounds the parameters of one statement."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class WorkerCatalog(CatalogBase):
@@ -175,25 +194,37 @@ class WorkerCatalog(CatalogBase):
         enabled only while it is active, bound, and its worker is enabled (DESIGN.md: "the catalog
         has that thumbprint bound to an enabled worker").
         """
-        thumbprint = normalize_thumbprint(thumbprint)
+        return self.authorize_many([thumbprint])[normalize_thumbprint(thumbprint)]
+
+    def authorize_many(self, thumbprints: Sequence[str]) -> dict[str, Principal | None]:
+        """:meth:`authorize` for several certificates in one read, by normalized thumbprint."""
+        wanted = sorted({normalize_thumbprint(t) for t in thumbprints})
+        found: dict[str, Principal | None] = dict.fromkeys(wanted)
         with self._read() as conn:
-            person = conn.execute(select(principals).where(principals.c.thumbprint == thumbprint)).first()
-            if person is not None:
-                return Principal(person.role, person.name, None, True, thumbprint, "active")
-            row = conn.execute(
-                select(
-                    worker_certificates,
-                    worker_agents.c.display_name.label("worker_name"),
-                    worker_agents.c.is_enabled,
+            for chunk in _chunks(wanted):
+                for person in conn.execute(select(principals).where(principals.c.thumbprint.in_(chunk))):
+                    found[person.thumbprint] = Principal(
+                        person.role, person.name, None, True, person.thumbprint, "active"
+                    )
+                rest = [t for t in chunk if found[t] is None]
+                if not rest:
+                    continue
+                rows = conn.execute(
+                    select(
+                        worker_certificates,
+                        worker_agents.c.display_name.label("worker_name"),
+                        worker_agents.c.is_enabled,
+                    )
+                    .outerjoin(worker_agents)
+                    .where(worker_certificates.c.thumbprint.in_(rest))
                 )
-                .outerjoin(worker_agents)
-                .where(worker_certificates.c.thumbprint == thumbprint)
-            ).first()
-        if row is None:
-            return None
-        enabled = row.status == "active" and bool(row.is_enabled)
-        name = row.worker_name or row.display_name or thumbprint
-        return Principal("worker", name, row.agent_id, enabled, thumbprint, row.status)
+                for row in rows:
+                    enabled = row.status == "active" and bool(row.is_enabled)
+                    name = row.worker_name or row.display_name or row.thumbprint
+                    found[row.thumbprint] = Principal(
+                        "worker", name, row.agent_id, enabled, row.thumbprint, row.status
+                    )
+        return found
 
     # --- administrator changes -----------------------------------------------------------------
 
@@ -456,59 +487,195 @@ class WorkerCatalog(CatalogBase):
         Root, and binding that one would let whoever holds a CA-like certificate in Root speak as
         any worker whose AgentId it claims.
         """
-        thumbprint = normalize_thumbprint(thumbprint)
-        agent_id = canonical_agent_id(info.agent_id)
-        facts = certificate_facts(pem) if pem is not None else None
-        if facts is not None and facts.thumbprint != thumbprint:
-            facts = None  # not the certificate of this connection; do not record it
-        now = self.now()
+        prepared = self._prepare_heartbeat(thumbprint, info, pem)
         with self._write() as conn:
-            cert = conn.execute(
+            return self._apply_heartbeat(conn, *prepared, pinned=pinned)
+
+    def worker_heartbeats(
+        self,
+        beats: Sequence[tuple[str, WorkerInfo, bytes | None]],
+        *,
+        pinned: Callable[[str], bool] | None = None,
+    ) -> list[HeartbeatOutcome | PackfleetError]:
+        """:meth:`worker_heartbeat` for many ``(thumbprint, info, pem)`` at once, in one transaction.
+
+        A fleet's heartbeats arrive together; one commit for all of them is what lets SQLite's one
+        writer keep up. Each answer is in the order of ``beats``: the outcome, or the
+        :class:`PackfleetError` that heartbeat alone raised. Applied one after the other, exactly as
+        separate calls in that order would be; if the shared transaction fails, each heartbeat is
+        applied again in a transaction of its own, so one bad heartbeat never fails the others.
+        """
+        prepared: list[tuple[str, str, WorkerInfo, bytes | None] | PackfleetError] = []
+        for thumbprint, info, pem in beats:
+            try:
+                prepared.append(self._prepare_heartbeat(thumbprint, info, pem))
+            except PackfleetError as exc:
+                prepared.append(exc)
+        try:
+            with self._write() as conn:
+                return self._apply_heartbeats(conn, prepared, pinned=pinned)
+        except CatalogUnavailable:
+            raise
+        except CatalogError:
+            if len(prepared) == 1:
+                raise
+        # One of them failed the shared transaction (rolled back whole): each on its own now.
+        answers: list[HeartbeatOutcome | PackfleetError] = []
+        for item in prepared:
+            if isinstance(item, PackfleetError):
+                answers.append(item)
+                continue
+            try:
+                with self._write() as conn:
+                    answers.append(self._apply_heartbeat(conn, *item, pinned=pinned))
+            except CatalogUnavailable:
+                raise
+            except CatalogError as exc:
+                answers.append(exc)
+        return answers
+
+    def _apply_heartbeats(
+        self,
+        conn: Connection,
+        prepared: Sequence[tuple[str, str, WorkerInfo, bytes | None] | PackfleetError],
+        *,
+        pinned: Callable[[str], bool] | None,
+    ) -> list[HeartbeatOutcome | PackfleetError]:
+        """Apply ``prepared`` heartbeats in one transaction, the usual ones together.
+
+        The usual heartbeat is a worker's own, active, bound certificate: it only records the worker
+        online. Those are written with one UPDATE for all and read back with two SELECTs, instead of
+        four statements each; every other heartbeat (a registration, a refusal) goes through
+        :meth:`_apply_heartbeat` in its turn. Heartbeats never change a bound certificate, so the
+        two kinds do not depend on each other.
+        """
+        answers: list[HeartbeatOutcome | PackfleetError | None] = [
+            item if isinstance(item, PackfleetError) else None for item in prepared
+        ]
+        thumbprints = sorted({item[0] for item in prepared if not isinstance(item, PackfleetError)})
+        certs: dict[str, Row[Any]] = {}
+        for chunk in _chunks(thumbprints):
+            rows = conn.execute(
                 select(worker_certificates)
-                .where(worker_certificates.c.thumbprint == thumbprint)
+                .where(worker_certificates.c.thumbprint.in_(chunk))
+                .order_by(worker_certificates.c.thumbprint)
                 .with_for_update()
-            ).first()
-            refusal = self._refusal(conn, cert, thumbprint, agent_id)
-            if refusal is None and cert is None and (pinned is None or not pinned(thumbprint)):
-                refusal = HeartbeatOutcome(
-                    "conflict",
-                    None,
-                    f"certificate {thumbprint} is not itself in the master's Root store (it is "
-                    "trusted only through a certificate that signed it); packfleet pins each worker's "
-                    f"own certificate: {_ADD_FIX}, or packfleet manager worker connect {agent_id} --token",
-                    f"{_ADD_FIX}, or packfleet manager worker connect {agent_id} --token",
+            )
+            certs.update((row.thumbprint, row) for row in rows)
+        usual: list[tuple[int, str, str, WorkerInfo]] = []
+        for i, item in enumerate(prepared):
+            if isinstance(item, PackfleetError):
+                continue
+            cert = certs.get(item[0])
+            if cert is not None and cert.status == "active" and cert.agent_id == item[1]:
+                usual.append((i, item[0], item[1], item[2]))
+            else:
+                answers[i] = self._apply_heartbeat(conn, *item, pinned=pinned)
+        if usual:
+            now = self.now()
+            params = []
+            for _i, _thumbprint, agent_id, info in usual:
+                params.append(
+                    {
+                        "b_agent": agent_id,
+                        "b_now": now,
+                        "b_machine": info.machine_name,
+                        "b_account": info.user_account,
+                        "b_info": _machine_info(info),
+                        "b_skew": info.clock_skew_seconds,
+                    }
                 )
-            if refusal is None and (cert is None or cert.agent_id is None):
-                refusal = self._unnamed_claim(conn, cert, thumbprint, agent_id)
-            if refusal is not None:
-                if refusal.state == "conflict":
-                    self._audit_refusal(conn, thumbprint, agent_id, refusal.message)
-                return refusal
-            if cert is None:
-                self._bind_unknown(conn, thumbprint, facts, info, agent_id)
-            elif cert.agent_id is None:
-                self._bind_pending(conn, cert, info, agent_id)
             conn.execute(
                 update(worker_agents)
-                .where(worker_agents.c.agent_id == agent_id)
+                .where(worker_agents.c.agent_id == bindparam("b_agent"))
                 .values(
-                    last_online_time=now,
-                    machine_name=info.machine_name,
-                    user_account=info.user_account,
-                    machine_info=_machine_info(info),
-                    clock_skew_seconds=info.clock_skew_seconds,
-                )
+                    last_online_time=bindparam("b_now"),
+                    machine_name=bindparam("b_machine"),
+                    user_account=bindparam("b_account"),
+                    machine_info=bindparam("b_info", type_=worker_agents.c.machine_info.type),
+                    clock_skew_seconds=bindparam("b_skew"),
+                ),
+                params,
             )
-            worker = self._require_worker(conn, agent_id)
-        name = f"worker {worker.display_name!r} ({agent_id})"
-        if worker.is_enabled:
-            return HeartbeatOutcome("enabled", worker, f"{name} is enabled")
-        return HeartbeatOutcome(
-            "disabled",
-            worker,
-            f"{name} is registered with certificate {thumbprint} but disabled; an administrator "
-            f"must enable it: packfleet manager worker enable {agent_id}",
+            workers = self._load_workers(conn, sorted({agent_id for _i, _t, agent_id, _info in usual}))
+            for i, thumbprint, agent_id, _info in usual:
+                worker = workers.get(agent_id) or self._require_worker(conn, agent_id)
+                answers[i] = _online(worker, agent_id, thumbprint)
+        return [a for a in answers if a is not None]
+
+    def _load_workers(self, conn: Connection, agent_ids: Sequence[str]) -> dict[str, WorkerRecord]:
+        """:meth:`_load_worker` for many workers: two reads for all of them."""
+        found: dict[str, WorkerRecord] = {}
+        for chunk in _chunks(agent_ids):
+            rows = conn.execute(select(worker_agents).where(worker_agents.c.agent_id.in_(chunk))).all()
+            certs: dict[str, list[Row[Any]]] = {}
+            for cert in conn.execute(
+                select(worker_certificates)
+                .where(worker_certificates.c.agent_id.in_(chunk))
+                .order_by(worker_certificates.c.created_at, worker_certificates.c.thumbprint)
+            ):
+                certs.setdefault(cert.agent_id, []).append(cert)
+            found.update((row.agent_id, _worker(row, certs.get(row.agent_id, []))) for row in rows)
+        return found
+
+    def _prepare_heartbeat(
+        self, thumbprint: str, info: WorkerInfo, pem: bytes | None
+    ) -> tuple[str, str, WorkerInfo, bytes | None]:
+        """What a heartbeat's transaction needs, worked out before it begins (raises InvalidValue)."""
+        return normalize_thumbprint(thumbprint), canonical_agent_id(info.agent_id), info, pem
+
+    def _apply_heartbeat(
+        self,
+        conn: Connection,
+        thumbprint: str,
+        agent_id: str,
+        info: WorkerInfo,
+        pem: bytes | None,
+        *,
+        pinned: Callable[[str], bool] | None,
+    ) -> HeartbeatOutcome:
+        now = self.now()
+        cert = conn.execute(
+            select(worker_certificates)
+            .where(worker_certificates.c.thumbprint == thumbprint)
+            .with_for_update()
+        ).first()
+        refusal = self._refusal(conn, cert, thumbprint, agent_id)
+        if refusal is None and cert is None and (pinned is None or not pinned(thumbprint)):
+            refusal = HeartbeatOutcome(
+                "conflict",
+                None,
+                f"certificate {thumbprint} is not itself in the master's Root store (it is "
+                "trusted only through a certificate that signed it); packfleet pins each worker's "
+                f"own certificate: {_ADD_FIX}, or packfleet manager worker connect {agent_id} --token",
+                f"{_ADD_FIX}, or packfleet manager worker connect {agent_id} --token",
+            )
+        if refusal is None and (cert is None or cert.agent_id is None):
+            refusal = self._unnamed_claim(conn, cert, thumbprint, agent_id)
+        if refusal is not None:
+            if refusal.state == "conflict":
+                self._audit_refusal(conn, thumbprint, agent_id, refusal.message)
+            return refusal
+        if cert is None:
+            # Parsed only for a certificate the catalog first hears of: every later heartbeat skips it.
+            facts = certificate_facts(pem) if pem is not None else None
+            if facts is not None and facts.thumbprint != thumbprint:
+                facts = None  # not the certificate of this connection; do not record it
+            self._bind_unknown(conn, thumbprint, facts, info, agent_id)
+        elif cert.agent_id is None:
+            self._bind_pending(conn, cert, info, agent_id)
+        conn.execute(
+            update(worker_agents)
+            .where(worker_agents.c.agent_id == agent_id)
+            .values(
+                last_online_time=now,
+                machine_name=info.machine_name,
+                user_account=info.user_account,
+                machine_info=_machine_info(info),
+                clock_skew_seconds=info.clock_skew_seconds,
+            )
         )
+        return _online(self._require_worker(conn, agent_id), agent_id, thumbprint)
 
     def _unnamed_claim(
         self, conn: Connection, cert: Row[Any] | None, thumbprint: str, agent_id: str

@@ -17,7 +17,6 @@ from packfleet.cli._client import call, state
 from packfleet.cli._main import cli
 from packfleet.cli._output import Column, json_option, print_table, short_time
 from packfleet.expiry import expiry_warning
-from packfleet.master import clock_warning
 from packfleet.pki import load_credential
 from packfleet.protocol import Worker, WorkerCertificate
 
@@ -65,6 +64,10 @@ def _state(worker: Worker) -> str:
 
 
 def _workers_table(out: Console, workers: list[Worker], *, wide: bool = False) -> None:
+    # Here, not at the top: importing packfleet.master loads the whole master (server, catalog,
+    # console), which every `packfleet` command would pay at start for this one helper.
+    from packfleet.master import clock_warning
+
     rows: list[list[str]] = []
     skewed: list[str] = []
     for w in workers:

@@ -11,17 +11,24 @@ import getpass
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from packfleet.catalog import CONSOLE_ROLES, Catalog, ConsoleUserRecord
 from packfleet.cli._manager import manager_group
 from packfleet.cli._output import CliState, json_option
 from packfleet.config import load_master_settings
-from packfleet.console import hash_password
 from packfleet.errors import UsageError
+
+if TYPE_CHECKING:
+    from packfleet.catalog import Catalog, ConsoleUserRecord
+
+#: The catalog's CONSOLE_ROLES (tests/cli keeps them equal). The catalog and the console are imported
+#: by these commands only when they run: at import they load SQLAlchemy and argon2, which every
+#: other ``packfleet`` command would pay for at start.
+CONSOLE_ROLES = ("viewer", "operator", "admin")
 
 
 def _state() -> CliState:
@@ -37,6 +44,8 @@ def _actor() -> str:
 
 @contextmanager
 def _catalog() -> Iterator[Catalog]:
+    from packfleet.catalog import Catalog
+
     home = _state().home()
     settings = load_master_settings(home)  # names `packfleet master init` when there is no master here
     catalog = Catalog.open(
@@ -46,6 +55,12 @@ def _catalog() -> Iterator[Catalog]:
         yield catalog
     finally:
         catalog.close()
+
+
+def _hash(password: str) -> str:
+    from packfleet.console import hash_password
+
+    return hash_password(password)
 
 
 def _read_password(use_stdin: bool) -> str:
@@ -89,7 +104,7 @@ def user_group() -> None:
 @json_option
 def add_command(name: str, role: str, password_stdin: bool) -> None:
     """Add a console user NAME with a password read from standard input."""
-    password_hash = hash_password(_read_password(password_stdin))
+    password_hash = _hash(_read_password(password_stdin))
     with _catalog() as catalog:
         user = catalog.add_user(name, role, password_hash, actor=_actor())  # type: ignore[arg-type]
     _state().emit(_shown(user), lambda out: out.print(f"console user {user.name} added ({user.role})"))
@@ -124,7 +139,7 @@ def list_command() -> None:
 @json_option
 def passwd_command(name: str, role: str | None, password_stdin: bool) -> None:
     """Set a new password (and optionally role) for NAME; its open sessions end."""
-    password_hash = hash_password(_read_password(password_stdin))
+    password_hash = _hash(_read_password(password_stdin))
     with _catalog() as catalog:
         user = catalog.set_user_password(name, password_hash, actor=_actor(), role=role)  # type: ignore[arg-type]
     _state().emit(

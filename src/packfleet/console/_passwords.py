@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -9,8 +11,16 @@ from packfleet.errors import UsageError
 
 #: argon2-cffi's defaults are RFC 9106's "second recommended option": argon2id, t=3, 64 MiB, p=4.
 _HASHER = PasswordHasher()
-#: Checked when a name is unknown, so a wrong name costs as long as a wrong password (no enumeration).
-_DUMMY = _HASHER.hash("packfleet: no such user")
+
+
+@functools.cache
+def _dummy() -> str:
+    """Checked when a name is unknown, so a wrong name costs as long as a wrong password (no
+    enumeration). Made at the first use, not at import: a hash costs a noticeable fraction of a
+    second, which every process importing the console (each ``packfleet`` command) paid."""
+    return _HASHER.hash("packfleet: no such user")
+
+
 #: Shorter passwords are refused; longer ones are cut by nothing (argon2 takes any length).
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
@@ -41,7 +51,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
     try:
         if password_hash is None:
-            _HASHER.verify(_DUMMY, password)
+            _HASHER.verify(_dummy(), password)
             return False
         return _HASHER.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):

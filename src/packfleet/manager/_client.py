@@ -382,9 +382,19 @@ class ManagerClient:
         path = _path(routes.ADMIN_TOKEN_REVOKE, token_id=token_id)
         return JoinTokenView.from_wire(await self._call("POST", path))
 
-    async def master_cert_rotation(self) -> RotationStatus:
-        """The master certificate rotation under way (``phase`` "none" when there is none), per worker."""
-        return RotationStatus.from_wire(await self._call("GET", routes.ADMIN_ROTATION_MASTER_CERT))
+    async def master_cert_rotation(self, *, wait_for: str | None = None, wait: float = 0.0) -> RotationStatus:
+        """The master certificate rotation under way (``phase`` "none" when there is none), per worker.
+
+        With ``wait_for`` (``confirmed`` or ``promoted``): held by the master up to ``wait`` seconds,
+        until every online worker got there (an older master answers at once).
+        """
+        if wait_for is None or wait <= 0:
+            return RotationStatus.from_wire(await self._call("GET", routes.ADMIN_ROTATION_MASTER_CERT))
+        params = {"wait_for": wait_for, "wait": f"{wait:.3f}"}
+        answer = await self._call(
+            "GET", routes.ADMIN_ROTATION_MASTER_CERT, params=params, timeout=wait + 60.0
+        )
+        return RotationStatus.from_wire(answer)
 
     async def rotate_master_cert(
         self, action: str, *, cns: list[str] | None = None, days: int | None = None, force: bool = False

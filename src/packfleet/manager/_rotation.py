@@ -22,8 +22,12 @@ from packfleet.manager._client import ManagerClient
 from packfleet.pki import CertStore, Credential, load_credential_bytes
 from packfleet.protocol import RotationStatus, RotationWorker
 
-#: How often the rotation's progress is asked for while waiting on workers (seconds).
+#: The shortest time between two questions about the rotation's progress (seconds): what an older
+#: master, which answers a long-poll at once, is asked at most.
 POLL_SECONDS = 0.5
+#: How long the master may hold one progress question (a long-poll) while workers catch up: a
+#: person watching sees a line at least this often.
+LONG_POLL_SECONDS = 5.0
 
 
 Step = Literal["confirmed", "promoted"]
@@ -156,11 +160,15 @@ class MasterCertRotator:
     async def _wait(self, key: Step) -> RotationStatus:
         deadline = time.monotonic() + self.timeout
         while True:
-            status = await self.client.master_cert_rotation()
+            asked = time.monotonic()
+            wait = min(LONG_POLL_SECONDS, max(0.0, deadline - asked))
+            status = await self.client.master_cert_rotation(wait_for=key, wait=wait)
             self.progress.show(status, key)
             if not awaited_workers(status, key) or time.monotonic() >= deadline:
                 return status
-            await asyncio.sleep(POLL_SECONDS)
+            # The master answers as soon as the workers got there; one that answered at once anyway
+            # (an older master, or news of a worker) is not asked again in a tight loop.
+            await asyncio.sleep(max(0.0, POLL_SECONDS - (time.monotonic() - asked)))
 
     async def run(self, *, cns: list[str], days: int | None, force: bool) -> RotationResult:
         """The whole rotation, started or resumed (after an interruption, or a master restart)."""

@@ -114,6 +114,10 @@ class PrincipalCache:
         self._entries[thumbprint] = (now + self._ttl, principal)
         return principal
 
+    def put(self, thumbprint: str, principal: Principal) -> None:
+        """Keep ``principal`` for ``thumbprint`` as a lookup would: what a catalog call just read."""
+        self._entries[thumbprint] = (self._monotonic() + self._ttl, principal)
+
     def invalidate(self, thumbprints: Iterable[str] | None = None) -> None:
         """Forget some thumbprints, or all of them when none are named."""
         if thumbprints is None:

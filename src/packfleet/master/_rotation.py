@@ -76,6 +76,9 @@ _MASTER_CER = "master.cer"
 _MAX_STALE = 3
 #: The name the new certificate's key is sealed under (binds the sealed value to this use).
 _SEALED_KEY_NAME = "master-cert.key"
+#: The longest a status long-poll is held, and how often it reads the catalog meanwhile (seconds).
+MAX_STATUS_WAIT = 30.0
+STATUS_REFRESH = 1.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,13 @@ class MasterCertRotation:
         self._syncing = asyncio.Lock()
         #: The (phase, new) this master last brought its files in line with.
         self._applied: tuple[str, str] | None = None
+        #: What workers accept, heard by this master and not yet in the catalog (written in batches:
+        #: a rotation step makes every worker heartbeat at once), and the batch being written.
+        self._unsaved: dict[str, list[str]] = {}
+        self._saving_now: dict[str, list[str]] = {}
+        self._saving: asyncio.Task[None] | None = None
+        #: Resolved when a worker's acceptances change here: wakes the status long-polls.
+        self._news: asyncio.Future[None] | None = None
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -321,11 +331,11 @@ class MasterCertRotation:
             self._stale[key] = self._stale.get(key, 0) + 1 if same else 0
             self.accepts[key] = now_accepts
             self._hinted.discard(key)
+            if not same:
+                self._tell_waiters()
             if not same or self.record is not None:
                 # Into the catalog, where every master reads it; off the heartbeat's path.
-                self._in_background(
-                    self.state.db(self.state.catalog.record_master_cert_accepts, key, now_accepts)
-                )
+                self._save_later(key, now_accepts)
             if self._behind(now_accepts) and self._stale[key] < _MAX_STALE:
                 # This reply tells the worker the next step; its lease long-poll, woken, asks it for
                 # the heartbeat that reports the step done (else it would wait out the long-poll).
@@ -343,16 +353,32 @@ class MasterCertRotation:
             next_master_cert_pem=self._new_pem if announce else "",
         )
 
-    def _in_background(self, work: Awaitable[None]) -> None:
-        async def run() -> None:
-            try:
-                await work
-            except PackfleetError as exc:
-                log.warning("cannot record what a worker accepts: %s", exc.message)
+    def _save_later(self, key: str, accepts: list[str]) -> None:
+        """Write what ``key`` accepts with the others heard meanwhile: one transaction per batch."""
+        self._unsaved[key] = accepts
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.get_running_loop().create_task(self._save())
+            self.state.background.add(self._saving)
+            self._saving.add_done_callback(self.state.background.discard)
 
-        task = asyncio.get_running_loop().create_task(run())
-        self.state.background.add(task)
-        task.add_done_callback(self.state.background.discard)
+    async def _save(self) -> None:
+        while self._unsaved:
+            self._saving_now, self._unsaved = self._unsaved, {}
+            try:
+                await self.state.db(self.state.catalog.record_master_cert_accepts_many, self._saving_now)
+            except PackfleetError as exc:
+                log.warning("cannot record what %d worker(s) accept: %s", len(self._saving_now), exc.message)
+            finally:
+                self._saving_now = {}
+
+    async def _catalog_accepts(self) -> dict[str, list[str]]:
+        """What each worker accepts, from the catalog, with what this master heard and has not
+        written yet on top (newer than the rows)."""
+        saving = self._saving
+        if saving is not None and not saving.done():
+            await asyncio.shield(saving)
+        shared = await self.state.db(self.state.catalog.master_cert_accepts)
+        return {**shared, **self._saving_now, **self._unsaved}
 
     def needs_heartbeat(self, agent_id: str) -> bool:
         """Whether a rotation step waits on this worker's next heartbeat, and it was not asked yet.
@@ -388,12 +414,58 @@ class MasterCertRotation:
         self._stale.clear()
         self.state.wakeups.notify(TASKS)
 
-    async def status(self) -> dict[str, Any]:
-        """The rotation and, per worker, whether it is online and which certificates it accepts."""
+    def _tell_waiters(self) -> None:
+        news, self._news = self._news, None
+        if news is not None and not news.done():
+            news.set_result(None)
+
+    async def _news_or_timeout(self, timeout: float) -> None:
+        if self._news is None or self._news.done():
+            self._news = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._news), timeout)
+
+    def _reached(self, agent_id: str, step: str) -> bool:
+        record, accepts = self.record, self.accepts.get(agent_id, [])
+        if record is None:
+            return True
+        return record.new in accepts if step == "confirmed" else accepts == [record.new]
+
+    async def status(self, *, wait_for: str | None = None, wait: float = 0.0) -> dict[str, Any]:
+        """The rotation and, per worker, whether it is online and which certificates it accepts.
+
+        With ``wait_for`` (``confirmed`` or ``promoted``) and ``wait`` seconds, a long-poll: the
+        answer comes once every worker awaited at the start (online and not there yet) has reached
+        that step, the phase changed, or the wait ended, so the manager hears at once, without
+        asking again and again for a status of the whole fleet. What workers accept is heard from
+        the heartbeats this master receives, and read from the catalog every
+        :data:`STATUS_REFRESH` seconds for those another master receives.
+        """
+        status = await self._status()
+        if wait_for not in ("confirmed", "promoted") or wait <= 0 or self.record is None:
+            return status
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait, MAX_STATUS_WAIT)
+        phase = self.record.phase
+        awaited = [r["agent_id"] for r in status["workers"] if r["online"] and not r[wait_for]]
+        refresh_at = loop.time() + STATUS_REFRESH
+        while True:
+            awaited = [a for a in awaited if not self._reached(a, wait_for)]
+            left = deadline - loop.time()
+            if not awaited or left <= 0 or self.record is None or self.record.phase != phase:
+                break
+            await self._news_or_timeout(min(left, STATUS_REFRESH))
+            if loop.time() >= refresh_at:
+                refresh_at = loop.time() + STATUS_REFRESH
+                self.accepts = {**self.accepts, **await self._catalog_accepts()}
+                await self.sync()
+        return await self._status()
+
+    async def _status(self) -> dict[str, Any]:
         await self.sync()
         record = self.record
         workers = await self.state.db(self.state.catalog.list_workers)
-        shared = await self.state.db(self.state.catalog.master_cert_accepts)
+        shared = await self._catalog_accepts()
         # The catalog's rows win: any master may have received a worker's latest heartbeat.
         self.accepts = {**self.accepts, **shared}
         now = self.state.clock()

@@ -8,14 +8,21 @@ from __future__ import annotations
 from aiohttp import web
 
 from packfleet.master._api import Endpoint
+from packfleet.master._problems import bad_request
 from packfleet.master._rotation import RotateRequest
 from packfleet.master._services import services_of
-from packfleet.master._state import Call, json_response
+from packfleet.master._state import Call, json_response, query_float
 from packfleet.protocol import routes
 
 
 async def _rotation_status(call: Call) -> web.StreamResponse:
-    return json_response(await services_of(call).require_rotation().status())
+    # ?wait_for=confirmed|promoted&wait=SECONDS: answer once the workers got there (a long-poll).
+    wait_for = call.request.query.get("wait_for") or None
+    if wait_for is not None and wait_for not in WAIT_STEPS:
+        raise bad_request(f"query parameter wait_for={wait_for!r} is not one of {', '.join(WAIT_STEPS)}")
+    wait = query_float(call.request, "wait", 0.0)
+    rotation = services_of(call).require_rotation()
+    return json_response(await rotation.status(wait_for=wait_for, wait=wait if wait == wait else 0.0))
 
 
 async def _rotate(call: Call) -> web.StreamResponse:
@@ -26,6 +33,9 @@ async def _rotate(call: Call) -> web.StreamResponse:
     )
     return json_response(result)
 
+
+#: The steps a status long-poll can wait for.
+WAIT_STEPS = ("confirmed", "promoted")
 
 ENDPOINTS = (
     Endpoint(

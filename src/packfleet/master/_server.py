@@ -46,6 +46,7 @@ from packfleet.master._auth import (
     peer_certificate,
     thumbprint_of_der,
 )
+from packfleet.master._batches import HEARTBEATS, BatchedAuthorize, HeartbeatWriter
 from packfleet.master._console import MasterFleet, console_context, default_address
 from packfleet.master._jobs import Job, JobRunner
 from packfleet.master._limits import GUARD, ConnectionGuard, ConnectionLimits, GuardedSite, track_requests
@@ -230,6 +231,7 @@ def build_app(
     app[STATE] = state
     app[SERVICES] = services if services is not None else Services.build(state)
     app[REFUSAL_LOG] = RateLimitedLog(log, burst=5, window=60.0)
+    app[HEARTBEATS] = HeartbeatWriter(state)
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, router_path(endpoint.path), _guard(endpoint))
 
@@ -391,13 +393,15 @@ class MasterServer:
             catalog=catalog,
             executor=executor,
             wakeups=LocalWakeups(),
-            principals=PrincipalCache(lambda t: state.db(catalog.authorize, t)),
+            # Misses arriving together (a fleet reconnecting) are read together.
+            principals=PrincipalCache(lambda t: authorize(t)),
             connections=ConnectionRegistry(),
             clock=self._clock,
             # Strict: an admin route that trusts a new certificate reports a refused reload (503).
             reload_trust=self.reload,
             secrets=secrets,
         )
+        authorize = BatchedAuthorize(state)
         self._state = state
         rotation = RotationService(
             state, serving=lambda: self.serving_thumbprint, reload=self.reload, paused=self.reloads_paused

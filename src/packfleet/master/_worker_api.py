@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from datetime import timedelta
 
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from packfleet import protocol
-from packfleet.catalog import CompletionReport, EventInput, WorkerInfo, canonical_agent_id
+from packfleet.catalog import (
+    CompletionReport,
+    EventInput,
+    HeartbeatOutcome,
+    Principal,
+    WorkerInfo,
+    canonical_agent_id,
+)
 from packfleet.errors import PackfleetError
 from packfleet.master._admission import admission_refusal
 from packfleet.master._api import Endpoint
 from packfleet.master._auth import Caller, require_agent
+from packfleet.master._batches import HEARTBEATS
 from packfleet.master._logsafe import safe
 from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._services import services_of
@@ -39,9 +47,9 @@ def _lease_seconds(asked: float) -> float:
 
 
 def _pem(der: bytes | None) -> bytes | None:
-    if der is None:
-        return None
-    return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
+    # Base64 between the PEM lines, no parse: the catalog reads it only for a certificate it
+    # first hears of, and every heartbeat carries it.
+    return None if der is None else ssl.DER_cert_to_PEM_cert(der).encode("ascii")
 
 
 async def heartbeat(call: Call) -> web.StreamResponse:
@@ -69,15 +77,18 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         clock_skew_seconds=skew,
         lease_gate=beat.lease_gate,
     )
-    outcome = await state.db(
-        state.catalog.worker_heartbeat,
-        caller.thumbprint,
-        info,
-        pem=_pem(caller.der),
-        pinned=state.pinned_in_root,
-    )
-    # The heartbeat may have bound this certificate to a worker: the next request must see that.
-    state.principals.invalidate([caller.thumbprint])
+    writer = call.request.app.get(HEARTBEATS)
+    if writer is not None:  # with the other heartbeats arriving now, in one transaction
+        outcome = await writer.write(caller.thumbprint, info, _pem(caller.der))
+    else:
+        outcome = await state.db(
+            state.catalog.worker_heartbeat,
+            caller.thumbprint,
+            info,
+            pem=_pem(caller.der),
+            pinned=state.pinned_in_root,
+        )
+    _remember_principal(state, caller.thumbprint, outcome)
     if outcome.state == "conflict":
         # A refused bind: the certificate, the AgentId it claimed and the command that lifts it (the
         # refusal is logged, rate-limited, by the problem middleware).
@@ -106,6 +117,25 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     if rotation is not None and outcome.worker is not None:
         reply = rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
     return json_response(protocol.encode(reply))
+
+
+def _remember_principal(state: MasterState, thumbprint: str, outcome: HeartbeatOutcome) -> None:
+    """What the heartbeat's transaction just read of this certificate is what ``authorize`` would
+    say now: keep it for the worker's next requests (its lease long-poll) instead of asking again.
+    Anything else (a refusal, a certificate that just got bound...) is forgotten and asked anew."""
+    worker = outcome.worker
+    if outcome.state in ("enabled", "disabled") and worker is not None:
+        principal = Principal(
+            "worker",
+            worker.display_name or thumbprint,
+            worker.agent_id,
+            worker.is_enabled,
+            thumbprint,
+            "active",
+        )
+        state.principals.put(thumbprint, principal)
+    else:
+        state.principals.invalidate([thumbprint])
 
 
 def _check_registrable(state: MasterState, caller: Caller) -> None:

@@ -113,6 +113,39 @@ def _issuer_pinned(cert: x509.Certificate, root: CertStore) -> bool:
     return False
 
 
+#: Verdicts on self-signed Root certificates, by file (path, size, mtime), with the validity they
+#: hold for: such a verdict depends only on the certificate and the date, and a fleet's Root store
+#: holds thousands of them, which every reload (three in a master certificate rotation) would
+#: otherwise read and parse again.
+_VERDICTS: dict[tuple[str, int, int], tuple[str | None, datetime, datetime]] = {}
+_VERDICTS_KEPT = 50_000
+
+
+def _verdict(store: CertStore, thumbprint: str, now: datetime) -> str | None:
+    """Why the Root certificate ``thumbprint`` is never accepted from a client, or None."""
+    path = store.cert_path(thumbprint)
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    key = (str(path), st.st_size, st.st_mtime_ns) if st is not None else None
+    known = _VERDICTS.get(key) if key is not None else None
+    if known is not None and known[1] <= now < known[2]:
+        return known[0]
+    try:
+        cert = store.get(thumbprint).certificate
+        public = Credential(cert)
+        check_usable(public, purposes=("client",), now=now, peer=True)
+        reason = admission_refusal(public, store)
+    except PackfleetError as exc:
+        return exc.message
+    if key is not None and cert.issuer == cert.subject:  # judged without the rest of the store
+        if len(_VERDICTS) >= _VERDICTS_KEPT:
+            _VERDICTS.clear()
+        _VERDICTS[key] = (reason, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    return reason
+
+
 def root_store_rule(home: Path, *, now: datetime, serving: str | None) -> list[Finding]:
     """A warning for each certificate in the master's Root store it will never accept from a client
     (CA-like, expired, wrong EKU, weak key or hash, an issuer it does not pin); one ok without any.
@@ -126,12 +159,7 @@ def root_store_rule(home: Path, *, now: datetime, serving: str | None) -> list[F
     for thumbprint in store.thumbprints():
         if thumbprint == serving:
             continue
-        try:
-            public = Credential(store.get(thumbprint).certificate)
-            check_usable(public, purposes=("client",), now=now, peer=True)
-            reason = admission_refusal(public, store)
-        except PackfleetError as exc:
-            reason = exc.message
+        reason = _verdict(store, thumbprint, now)
         if reason is not None:
             findings.append(
                 warning(

@@ -55,8 +55,8 @@ class RotationService:
     def needs_heartbeat(self, agent_id: str) -> bool:
         return self.rotation.needs_heartbeat(agent_id)
 
-    async def status(self) -> dict[str, Any]:
-        return await self.rotation.status()
+    async def status(self, *, wait_for: str | None = None, wait: float = 0.0) -> dict[str, Any]:
+        return await self.rotation.status(wait_for=wait_for, wait=wait)
 
     async def advance(
         self,
