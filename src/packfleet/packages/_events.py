@@ -8,6 +8,7 @@ the runner's own ``system`` events (start, end) are INFO, or ERROR for a failure
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -44,17 +45,33 @@ class RunSpec:
     log_level: int = logging.INFO
 
     def request(self) -> dict[str, Any]:
-        """The JSON document the package process receives."""
+        """The JSON document the package process receives (its folders as absolute real paths)."""
+        task_dir = os.fspath(self.task_dir)
         return {
             "execution_id": self.execution_id,
             "task_id": self.task_id,
             "attempt": self.attempt,
-            "project_dir": os.fspath(self.project_dir.resolve()),
-            "task_dir": os.fspath(self.task_dir.resolve()),
+            "project_dir": _real(os.fspath(self.project_dir)),
+            "task_dir": os.path.join(_real(os.path.dirname(task_dir)), os.path.basename(task_dir)),
             "package": self.package.to_dict(),
             "parameters": self.parameters,
             "log_level": self.log_level,
         }
+
+
+def _real(folder: str) -> str:
+    """``folder`` as an absolute path without symbolic links; remembered when it is absolute.
+
+    A task's folder is a new one in the same tasks folder each time, and a project version's folder
+    never changes: resolving them component by component (an ``lstat`` each) for every task cost
+    the worker more than the rest of building the request.
+    """
+    return _real_absolute(folder) if os.path.isabs(folder) else os.path.realpath(folder)
+
+
+@functools.lru_cache(maxsize=256)
+def _real_absolute(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 @dataclass(frozen=True)
