@@ -58,6 +58,10 @@ entry = "probe:spawner"
 kind = "python"
 entry = "probe:exit3"
 
+[packages.partial]
+kind = "python"
+entry = "probe:partial"
+
 [packages.broken_sql]
 kind = "sql"
 file = "broken.sql"
@@ -155,6 +159,11 @@ def spawner(ctx):
 
 def exit3(ctx):
     sys.exit(3)
+
+
+def partial(ctx):
+    os.write(1, b"raw line without its newline")
+    os.close(1)  # a pooled process puts its pipes back before the next task
 """
 
 BROKEN_SQL = """

@@ -121,10 +121,19 @@ class PipeReader:
         self._on_result = on_result
         self._on_close = on_close
         self._buffer = b""
+        self._end: bytes | None = None
         self.closed = False
         self.paused = False
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._on_readable)
+
+    def expect_end(self, end: bytes) -> None:
+        """Treat a line ending in ``end`` as the end of this task's output (a pooled process's pipe).
+
+        What precedes the mark on its line is the task's last, unfinished line, delivered as the
+        end of the pipe would deliver it; then ``on_close`` is called, and the pipe stays open.
+        """
+        self._end = end
 
     def pause(self) -> None:
         """Stop reading: once the pipe buffer is full, the package blocks on its next write."""
@@ -151,6 +160,13 @@ class PipeReader:
         lines = self._buffer.split(b"\n")
         self._buffer = lines.pop()
         for line in lines:
+            end = self._end
+            if end is not None and line.endswith(end):
+                self._end = None
+                if len(line) > len(end):
+                    self._line(line[: -len(end)])
+                self._on_close()
+                continue
             self._line(line)
         while len(self._buffer) > MAX_LINE_BYTES:
             self._line(self._buffer[:MAX_LINE_BYTES])

@@ -12,7 +12,8 @@ and talks to it over a ``SOCK_SEQPACKET`` socketpair (one JSON message per packe
 travel beside it as ``SCM_RIGHTS`` ancillary data):
 
 - ``{"op": "spawn", "id", "request"}`` + [stdout, stderr, event] fds: fork a task process;
-- ``{"op": "pool", "id"}`` + [control socket]: fork a pooled process that runs tasks sent to it;
+- ``{"op": "pool", "id"}`` + [control socket, stdout, stderr, event fds]: fork a pooled process
+  that runs the tasks sent to it, each followed by its end mark on the three pipes;
 - ``{"op": "warm", "id", "project_dir", "entries"}`` + [socket]: fork a *warm server* for one
   project version. It imports that version's entry modules once, then serves ``spawn`` and ``kill``
   over the socket as this server does (saying ``ready``, or ``unfit`` and why not), so each of its
@@ -34,6 +35,7 @@ module's ``ctypes`` is loaded here, once (about 0.2 MB), so that a child pays on
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # signal without its enum wrappers
+import fcntl
 import json
 import os
 import select
@@ -91,8 +93,9 @@ def _become_child(onto: dict[int, int], keep: int) -> None:
     _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     _signal.pthread_sigmask(_SIG_UNBLOCK, _BLOCKED_NUMBERS)
     if any(source != target for source, target in onto.items()):  # a warm server's are in place
-        # Move sources out of the way first, so placing one never overwrites another not yet placed.
-        moved = {os.dup(source): target for source, target in onto.items()}
+        # Move sources above every target first, so placing one never overwrites another.
+        above = max(onto.values()) + 1
+        moved = {fcntl.fcntl(source, fcntl.F_DUPFD, above): target for source, target in onto.items()}
         for source in onto:
             os.close(source)
         for source, target in moved.items():
@@ -195,7 +198,7 @@ class ForkServer:
                 os.close(fd)
 
     def _fork(self, message: dict[str, Any], fds: list[int]) -> None:
-        expected = 3 if message["op"] == "spawn" else 1
+        expected = {"spawn": 3, "pool": 4}.get(message["op"], 1)
         if len(fds) != expected:
             error = f"expected {expected} descriptors, got {len(fds)}"
             self._send({"op": "error", "id": message["id"], "message": error})
@@ -236,8 +239,8 @@ class ForkServer:
                     socket.socket(fileno=POOL_CONTROL_FD), message["project_dir"], message["entries"]
                 )
             else:
-                _become_child({fds[0]: POOL_CONTROL_FD}, POOL_CONTROL_FD + 1)
-                _devnull_onto(1, 2, _child.EVENT_FD)
+                places = {fds[0]: POOL_CONTROL_FD, fds[1]: 1, fds[2]: 2, fds[3]: _child.EVENT_FD}
+                _become_child(places, POOL_CONTROL_FD + 1)
                 code = _serve_pool(socket.socket(fileno=POOL_CONTROL_FD))
         finally:
             for stream in (sys.stdout, sys.stderr):
@@ -292,22 +295,33 @@ class ForkServer:
 
 
 def _serve_pool(control: socket.socket) -> int:
-    """A pooled process: run each task sent over ``control`` until the runner closes it."""
+    """A pooled process: run each task sent over ``control`` until the runner closes it.
+
+    Its pipes (descriptors 1 to 3) are its own for its life. Copies kept aside put them back before
+    each task (a package may have closed or redirected them) and carry the task's end mark after
+    it: the runner reads a task's output up to that mark, then takes the reply.
+    """
+    pipes = [os.dup(fd) for fd in (1, 2, _child.EVENT_FD)]
     while True:
-        data, fds, _flags, _addr = socket.recv_fds(control, MAX_MESSAGE, 3)
+        data = control.recv(MAX_MESSAGE)
         if not data:
             return 0
-        if len(fds) != 3:
-            return 70
-        for source, target in zip(fds, (1, 2, _child.EVENT_FD), strict=True):
+        request = json.loads(data)
+        for source, target in zip(pipes, (1, 2, _child.EVENT_FD), strict=True):
             os.dup2(source, target)
-            os.close(source)
-        code = _child.run_task(json.loads(data))
-        # Release the task's pipes so the runner sees end-of-file before the reply.
-        _devnull_onto(1, 2, _child.EVENT_FD)
+        code = _child.run_task(request)
+        end = b"\0" + request["end"].encode() + b"\n"
+        for fd in pipes:
+            _write_all(fd, end)
         control.send(json.dumps({"exit_code": code}).encode())
         if code == _child.TERMINATED_EXIT_CODE:
             return code
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _open_fds() -> set[str]:

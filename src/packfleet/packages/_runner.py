@@ -13,9 +13,11 @@ task of a version whose modules cannot be imported ahead (see ``_forkserver``), 
 fork server itself and import for themselves, as before. At most ``MAX_WARM`` versions are kept
 warm; the one used longest ago, with no task running, makes room.
 
-Each task gets three new pipes (stdout, stderr and the event pipe) read on the event loop. A task
+A fresh task gets three new pipes (stdout, stderr and the event pipe) read on the event loop; it
 ends when its process has exited *and* its pipes are drained (bounded: a grandchild that escaped
-the process group cannot hold a task open for more than ``DRAIN_TIMEOUT``)::
+the process group cannot hold a task open for more than ``DRAIN_TIMEOUT``). A pooled process gets
+its three pipes once, for its life: after each task it writes an end mark, unique to that task,
+into each of them, and the task ends when its process has replied and the three marks are read::
 
     runner = PackageRunner()
     await runner.start()
@@ -30,6 +32,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -77,6 +80,7 @@ class _Task:
         self.forced = False
         self.summary: str | None = None
         self.readers: list[PipeReader] = []
+        self.pipes_open = 3
         self.finishers: list[Callable[[TaskResult], None]] = []
         self._drain_timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
@@ -96,7 +100,17 @@ class _Task:
     def _system(self, level: int, message: str) -> None:
         self.on_event(PackageEvent(now(), "system", level, message))
 
+    def adopt(self, pid: int, readers: list[PipeReader], end: bytes) -> None:
+        """A pooled task: read the process's pipes, each up to ``end``, the task's own end mark."""
+        self.pid = pid
+        name = self.spec.package.name
+        self._system(logging.INFO, f"package {name!r} started in process {pid} ({self.isolation})")
+        self.readers = readers
+        for reader in readers:
+            reader.expect_end(end)
+
     def _on_pipe_closed(self) -> None:
+        self.pipes_open -= 1
         self._maybe_finish()
 
     def _on_summary(self, message: str) -> None:
@@ -141,7 +155,7 @@ class _Task:
             reader.close()
 
     def _maybe_finish(self) -> bool:
-        if self.result.done() or not self.exited.done() or not all(r.closed for r in self.readers):
+        if self.result.done() or not self.exited.done() or self.pipes_open > 0:
             return self.result.done()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
@@ -176,15 +190,39 @@ log = logging.getLogger("packfleet.packages")
 
 
 class _PooledProcess:
-    """A reused package process and the socket the runner sends it tasks over."""
+    """A reused package process, the socket the runner sends it tasks over and its three pipes."""
 
-    def __init__(self, pid: int, control: socket.socket) -> None:
+    def __init__(self, pid: int, control: socket.socket, read_fds: list[int]) -> None:
         self.pid = pid
         self.tasks_run = 0
         self.task: _Task | None = None
         self.alive = True
         self.exit: asyncio.Future[int | None] | None = None
         self.channel = Channel(control, self.on_message, lambda: None)
+        loop = asyncio.get_running_loop()
+        kinds: tuple[Literal["stdout", "stderr", "events"], ...] = ("stdout", "stderr", "events")
+        self.readers = [
+            PipeReader(loop, fd, kind, self._emit, self._summary, self._pipe_done)
+            for fd, kind in zip(read_fds, kinds, strict=True)
+        ]
+
+    # What the pipes carry belongs to the task running; anything between tasks (a helper a task
+    # left behind, writing late) to none, and is dropped.
+    def _emit(self, event: PackageEvent) -> None:
+        if self.task is not None:
+            self.task.on_event(event)
+
+    def _summary(self, message: str) -> None:
+        if self.task is not None:
+            self.task._on_summary(message)
+
+    def _pipe_done(self) -> None:
+        if self.task is not None:
+            self.task._on_pipe_closed()
+
+    @property
+    def reusable(self) -> bool:
+        return self.alive and not any(reader.closed for reader in self.readers)
 
     def on_message(self, message: dict[str, Any]) -> None:
         if self.task is not None:
@@ -195,11 +233,19 @@ class _PooledProcess:
         self.channel.close()
         if self.task is not None:
             self.task.process_exited(future.result())
+        else:
+            self._close_pipes()
 
     def retire(self) -> None:
         """Close the control socket: the process finishes its loop and exits."""
         self.alive = False
         self.channel.close()
+        if self.task is None:
+            self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for reader in self.readers:
+            reader.close()
 
 
 class TaskHandle:
@@ -362,31 +408,36 @@ class PackageRunner:
         process = await self._acquire(server) if spec.package.isolation == "pooled" else None
         task = _Task(spec, on_event, "pooled" if process else "fresh")
         forker: ServerClient = server if process is not None else self._forker(server, spec)
-        pipes = [os.pipe() for _ in range(3)]
-        write_fds = [w for _, w in pipes]
-        try:
-            if process is None:
-                child = await forker.spawn(request, write_fds)
-                pid = child.pid
-                child.exited.add_done_callback(lambda f: task.process_exited(f.result()))
-            else:
-                process.task = task
-                await process.channel.send(request, write_fds)
-                pid = process.pid
-        except BaseException:
-            for r, _ in pipes:
-                os.close(r)
-            if process is not None:
+        if process is not None:
+            end = secrets.token_hex(8)
+            process.task = task
+            try:
+                # The request with the end mark the process writes to its pipes after this task.
+                await process.channel.send(f'{{"end":"{end}",{request[1:]}')
+            except BaseException:
                 process.task = None
                 self._drop(process)
-            elif isinstance(forker, WarmServer):
-                self._unuse(str(spec.project_dir), forker)
-            raise
-        finally:
-            for w in write_fds:
-                os.close(w)
-        task.attach(pid, [r for r, _ in pipes])
-        handle = TaskHandle(task, self._killer(forker, pid), process.exit if process is not None else None)
+                raise
+            task.adopt(process.pid, process.readers, b"\0" + end.encode())
+        else:
+            pipes = [os.pipe() for _ in range(3)]
+            write_fds = [w for _, w in pipes]
+            try:
+                child = await forker.spawn(request, write_fds)
+            except BaseException:
+                for r, _ in pipes:
+                    os.close(r)
+                if isinstance(forker, WarmServer):
+                    self._unuse(str(spec.project_dir), forker)
+                raise
+            finally:
+                for w in write_fds:
+                    os.close(w)
+            child.exited.add_done_callback(lambda f: task.process_exited(f.result()))
+            task.attach(child.pid, [r for r, _ in pipes])
+        handle = TaskHandle(
+            task, self._killer(forker, task.pid), process.exit if process is not None else None
+        )
         self._tasks[task] = handle
         task.finishers.append(lambda _: self._forget_task(task))
         if process is not None:
@@ -515,15 +566,20 @@ class PackageRunner:
             return None
         self._starting += 1
         ours, theirs = seqpacket_pair()
+        pipes = [os.pipe() for _ in range(3)]
         try:
             with theirs:
-                child = await server.spawn_pooled(theirs)
+                child = await server.spawn_pooled(theirs, [w for _, w in pipes])
         except BaseException:
             ours.close()
+            for r, _ in pipes:
+                os.close(r)
             raise
         finally:
             self._starting -= 1
-        process = _PooledProcess(child.pid, ours)
+            for _, w in pipes:
+                os.close(w)
+        process = _PooledProcess(child.pid, ours, [r for r, _ in pipes])
         process.exit = child.exited
         child.exited.add_done_callback(process.on_exit)
         child.exited.add_done_callback(lambda _: self._forget(process))
@@ -534,7 +590,7 @@ class PackageRunner:
         process.task = None
         process.tasks_run += 1
         spent = process.tasks_run >= task.spec.package.max_tasks_per_process
-        if self._closed or not process.alive or result.outcome != "succeeded" or spent:
+        if self._closed or not process.reusable or result.outcome != "succeeded" or spent:
             self._drop(process)
         else:
             self._idle.append(process)

@@ -257,9 +257,9 @@ class ForkServerClient(ServerClient):
                 fix="run that command by hand to see why packfleet.packages cannot be imported",
             )
 
-    async def spawn_pooled(self, control: socket.socket) -> Child:
-        """Fork a pooled process that serves tasks sent over ``control``."""
-        return await self._request({"op": "pool"}, [control.fileno()])
+    async def spawn_pooled(self, control: socket.socket, pipes: list[int]) -> Child:
+        """Fork a pooled process that serves tasks sent over ``control``, writing to ``pipes``."""
+        return await self._request({"op": "pool"}, [control.fileno(), *pipes])
 
     async def warm(self, project_dir: str, entries: Sequence[str]) -> WarmServer:
         """Fork a warm server that has imported ``entries`` of the project in ``project_dir``.
