@@ -590,7 +590,9 @@ class PackageRunner:
         process.task = None
         process.tasks_run += 1
         spent = process.tasks_run >= task.spec.package.max_tasks_per_process
-        if self._closed or not process.reusable or result.outcome != "succeeded" or spent:
+        # A task that ended paused (its consumer stalled) leaves the process's pipes unread: the next
+        # task would wait on them, so that process is replaced too.
+        if self._closed or not process.reusable or task.paused or result.outcome != "succeeded" or spent:
             self._drop(process)
         else:
             self._idle.append(process)
