@@ -16,10 +16,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
+from packfleet.config import load_worker_settings
 from packfleet.localcluster import LocalCluster
 
 from .conftest import EXAMPLE, logs, run, wait_finished, wait_until
@@ -69,10 +71,15 @@ def partition(port: int) -> Iterator[None]:
 
 
 class PackageCounter:
-    """Counts, every 50 ms, the package processes the worker's fork server has running at once."""
+    """Counts, every 50 ms, the package processes the worker has running at once.
 
-    def __init__(self, worker_pid: int) -> None:
+    A package process is one working in a task folder: under the fork server it is either a child
+    of the fork server or of a warm server (the fork server's child for one project version).
+    """
+
+    def __init__(self, worker_pid: int, tasks_root: Path) -> None:
         self.worker = psutil.Process(worker_pid)
+        self.tasks_root = str(tasks_root.resolve())
         self.peak = 0
         self.pids: set[int] = set()
         self._stop = threading.Event()
@@ -84,9 +91,9 @@ class PackageCounter:
             with contextlib.suppress(psutil.Error):
                 packages = [
                     child.pid
-                    for server in self.worker.children()
-                    for child in server.children()
+                    for child in self.worker.children(recursive=True)
                     if child.status() != psutil.STATUS_ZOMBIE
+                    and os.path.dirname(child.cwd()) == self.tasks_root
                 ]
                 self.pids.update(packages)
                 self.peak = max(self.peak, len(packages))
@@ -104,7 +111,10 @@ class PackageCounter:
 def test_a_9_second_partition_never_runs_the_package_twice_at_once(single: LocalCluster) -> None:
     worker = single.workers["worker1"].process
     assert worker is not None
-    with PackageCounter(worker.pid) as counter:
+    tasks_root = load_worker_settings(single.workers["worker1"].home).tasks_root(
+        single.workers["worker1"].home
+    )
+    with PackageCounter(worker.pid, tasks_root) as counter:
         record = run(single, "default/etl/sleep", "--param", "seconds=15", "--retry", "3")
         execution_id = record["execution_id"]
 

@@ -58,10 +58,60 @@ entry = "probe:spawner"
 kind = "python"
 entry = "probe:exit3"
 
+[packages.partial]
+kind = "python"
+entry = "probe:partial"
+
 [packages.broken_sql]
 kind = "sql"
 file = "broken.sql"
 connection = "dsn"
+
+[packages.warmth]
+kind = "python"
+entry = "warmth:report"
+
+[packages.opener]
+kind = "python"
+entry = "opener:main"
+
+[packages.badimport]
+kind = "python"
+entry = "badimport:main"
+"""
+
+WARMTH_MODULE = """
+import json
+import os
+import random
+import threading
+
+IMPORTED_IN = os.getpid()
+
+
+def report(ctx):
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(threading.get_ident()))
+    thread.start()
+    thread.join()
+    print(json.dumps({
+        "imported_ahead": IMPORTED_IN != os.getpid(),
+        "random": random.random(),
+        "thread_ran": bool(seen),
+        "cwd": os.getcwd(),
+    }))
+"""
+
+OPENER_MODULE = """
+HELD = open(__file__)  # a descriptor kept from import: children must not share it
+
+
+def main(ctx):
+    print("ran")
+"""
+
+BADIMPORT_MODULE = """
+raise RuntimeError("broken at import")
 """
 
 PROBE_MODULE = """
@@ -109,6 +159,11 @@ def spawner(ctx):
 
 def exit3(ctx):
     sys.exit(3)
+
+
+def partial(ctx):
+    os.write(1, b"raw line without its newline")
+    os.close(1)  # a pooled process puts its pipes back before the next task
 """
 
 BROKEN_SQL = """
@@ -143,6 +198,9 @@ def probe_dir(tmp_path: Path) -> Path:
     (root / "packfleet.toml").write_text(PROBE_MANIFEST)
     (root / "probe.py").write_text(textwrap.dedent(PROBE_MODULE))
     (root / "broken.sql").write_text(BROKEN_SQL)
+    (root / "warmth.py").write_text(WARMTH_MODULE)
+    (root / "opener.py").write_text(OPENER_MODULE)
+    (root / "badimport.py").write_text(BADIMPORT_MODULE)
     return root
 
 

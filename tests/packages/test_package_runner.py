@@ -209,6 +209,27 @@ async def test_pooled_process_is_recycled_after_max_tasks(
             await asyncio.sleep(0.01)
 
 
+async def test_a_pooled_process_keeps_each_tasks_output_to_that_task(
+    runner: PackageRunner, probe_dir: Path, probe: Project, tmp_path: Path
+) -> None:
+    first = await launch(
+        runner, probe_dir, probe, replace(probe.packages["partial"], isolation="pooled"), tmp_path
+    )
+    assert (await first.wait()).outcome == "succeeded"
+    second = await launch(
+        runner, probe_dir, probe, replace(probe.packages["order"], isolation="pooled"), tmp_path
+    )
+    assert (await second.wait()).outcome == "succeeded"
+
+    assert second.handle.pid == first.handle.pid
+    assert first.messages("stdout") == ["raw line without its newline"]
+    assert [(e.source, e.message) for e in second.events[1:-1]] == [
+        (source, f"{kind} {i}")
+        for i in range(40)
+        for source, kind in (("stdout", "out"), ("log", "log"), ("stderr", "err"))
+    ]
+
+
 @pytest.mark.parametrize("bad", ["fail", "sleep"])
 async def test_pooled_process_is_replaced_after_a_failure_or_cancel(
     runner: PackageRunner, etl_dir: Path, etl: Project, tmp_path: Path, bad: str

@@ -2,8 +2,10 @@
 
 Each sample is one no-op task run to its end through :class:`~packfleet.packages.PackageRunner`
 (launch, the package call, exit, pipes drained) — the part of a task's life the worker's process
-model is responsible for. The baseline is ``python -c pass`` started the ordinary way
-(fork + exec of a new interpreter), which is what a runner without a fork server pays at least.
+model is responsible for. Fresh tasks are forked from the project version's warm server, as a
+worker's are once the version's first tasks have run. The baseline is ``python -c pass`` started
+the ordinary way (fork + exec of a new interpreter), which is what a runner without a fork server
+pays at least.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ async def _runner_samples(project_dir: Path, package: str, n: int, work: Path) -
     await runner.start()
     samples: list[float] = []
     try:
+        # A worker's fresh tasks fork from their version's warm server once it is up: measure that.
+        await runner.warm(RunSpec(0, 0, 1, project_dir, spec, {}, work / "warm"))
         for i in range(n + 5):  # the first few start the fork server's and pool's caches
             run_spec = RunSpec(
                 execution_id=i + 1,

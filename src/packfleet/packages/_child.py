@@ -15,6 +15,7 @@ warning, not an error, because tools write progress there), an unhandled excepti
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal without its enum wrappers
 import importlib
 import io
 import json
@@ -137,6 +138,54 @@ def _package_frames(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
+#: Entry functions a warm server imported before forking (``"module:function"`` -> the function).
+_PRELOADED: dict[str, Callable[[PackageContext], object]] = {}
+#: The event channel, streams and log handler a warm server installed once for all its children.
+_INSTALLED: tuple[EventChannel, tuple[LineStream, LineStream], EventHandler] | None = None
+
+
+def install() -> None:
+    """In a warm server: set up once what :func:`run_task` would set up in each fresh child.
+
+    The server's own descriptors 1 to 3 are ``/dev/null``; each child gets its task's pipes there.
+    Objects made in the child itself would each cost it page faults; made here, they are shared.
+    """
+    global _INSTALLED
+    channel = EventChannel()
+    streams = (
+        LineStream(channel, "stdout", STDOUT_LEVEL, 1),
+        LineStream(channel, "stderr", STDERR_LEVEL, 2),
+    )
+    handler = EventHandler(channel)
+    sys.stdout, sys.stderr = streams
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    _INSTALLED = channel, streams, handler
+
+
+def preload(project_dir: str, entries: list[str]) -> str | None:
+    """In a warm server: import a project version's entries once; None, or why it could not.
+
+    An entry is ``"module:function"`` (its function is kept for :func:`run_task`) or a plain module
+    name (imported only: ``sqlalchemy`` for SQL packages). After a failure nothing of the project
+    stays loaded, so each task imports for itself and reports the error as it always did.
+    """
+    sys.path.insert(0, project_dir)
+    try:
+        for entry in entries:
+            if ":" in entry:
+                _PRELOADED[entry] = _load_entry(entry)
+            else:
+                importlib.import_module(entry)
+    except BaseException as exc:
+        _PRELOADED.clear()
+        _forget_modules(project_dir)
+        sys.path.remove(project_dir)
+        return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return None
+
+
 def _load_entry(entry: str) -> Callable[[PackageContext], object]:
     module_name, _, function_name = entry.partition(":")
     module = importlib.import_module(module_name)
@@ -155,38 +204,59 @@ def _forget_modules(project_dir: str) -> None:
     sys.path_importer_cache.pop(project_dir, None)
 
 
+def _enter(task_dir: str) -> None:
+    """Work in the task's folder, creating it (private) here when the caller has not."""
+    try:
+        os.chdir(task_dir)
+    except FileNotFoundError:
+        os.makedirs(task_dir, 0o700, exist_ok=True)
+        os.chdir(task_dir)
+
+
 def run_task(request: dict[str, Any], channel: EventChannel | None = None, *, reused: bool = True) -> int:
     """Run one package in this process and return its exit code (0 success, 1 exception).
 
-    ``reused=False`` says the process exits right after (a fresh task): the project's modules are
-    then left loaded. Unloading them walks every module in ``sys.modules``, and in a forked child
-    each module object it touches is a copy-on-write page fault: about 170 faults and 0.45 ms of
-    the fork server's ~2.3 ms per fresh task, spent on a process about to end.
+    ``reused=False`` says the process exits right after (a fresh task): nothing is undone then
+    (streams, handler, ``sys.path``, the project's modules). Unloading the modules walks every module
+    in ``sys.modules``, and in a forked child each object touched is a copy-on-write page fault:
+    about 170 faults and 0.45 ms of the fork server's ~2.3 ms per fresh task, spent on a process
+    about to end.
     """
-    channel = channel or EventChannel()
     package = request["package"]
     project_dir = request["project_dir"]
-    streams = (
-        LineStream(channel, "stdout", STDOUT_LEVEL, 1),
-        LineStream(channel, "stderr", STDERR_LEVEL, 2),
-    )
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = streams
-    handler = EventHandler(channel)
     root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(request["log_level"])
+    if _INSTALLED is not None and not reused and channel is None:
+        # A warm server's child: streams and handler are in place since before the fork.
+        channel, streams, handler = _INSTALLED
+        saved = sys.stdout, sys.stderr
+        if root.level != request["log_level"]:  # setLevel walks every logger's cache
+            root.setLevel(request["log_level"])
+    else:
+        channel = channel or EventChannel()
+        streams = (
+            LineStream(channel, "stdout", STDOUT_LEVEL, 1),
+            LineStream(channel, "stderr", STDERR_LEVEL, 2),
+        )
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = streams
+        handler = EventHandler(channel)
+        root.addHandler(handler)
+        root.setLevel(request["log_level"])
     log = logging.getLogger(f"package.{package['name']}")
-    sys.path.insert(0, project_dir)
-    previous_term = signal.signal(signal.SIGTERM, _terminate)
+    warm = bool(sys.path) and sys.path[0] == project_dir  # a warm server's child: already first
+    if not warm:
+        sys.path.insert(0, project_dir)
+    # _signal, not signal: its enum conversions cost a forked child dozens of page faults.
+    previous_term = _signal.signal(_signal.SIGTERM, _terminate)
     code = 0
     try:
-        os.chdir(request["task_dir"])
+        _enter(request["task_dir"])
         context = PackageContext(request, log)
         if package["kind"] == "sql":
             _sql.run_sql(context, package["file"], package["connection"])
         else:
-            _load_entry(package["entry"])(context)
+            entry = package["entry"]
+            (_PRELOADED.get(entry) or _load_entry(entry))(context)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):
@@ -198,14 +268,22 @@ def run_task(request: dict[str, Any], channel: EventChannel | None = None, *, re
         channel.send("stderr", logging.ERROR, tb.rstrip())
         channel.result("".join(traceback.format_exception_only(type(exc), exc)).strip())
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
         for stream in streams:
             stream.flush()
-        for saved_stream in saved:
-            saved_stream.flush()
-        sys.stdout, sys.stderr = saved
-        root.removeHandler(handler)
-        sys.path.remove(project_dir)
         if reused:
-            _forget_modules(project_dir)
+            _restore(saved, handler, project_dir, warm, previous_term)
     return code
+
+
+def _restore(
+    saved: tuple[Any, Any], handler: logging.Handler, project_dir: str, warm: bool, term: Any
+) -> None:
+    """Undo what :func:`run_task` set up, for the next task of a pooled process."""
+    _signal.signal(_signal.SIGTERM, term)
+    for saved_stream in saved:
+        saved_stream.flush()
+    sys.stdout, sys.stderr = saved
+    logging.getLogger().removeHandler(handler)
+    if not warm:
+        sys.path.remove(project_dir)
+    _forget_modules(project_dir)

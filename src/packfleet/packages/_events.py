@@ -8,6 +8,7 @@ the runner's own ``system`` events (start, end) are INFO, or ERROR for a failure
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -44,17 +45,33 @@ class RunSpec:
     log_level: int = logging.INFO
 
     def request(self) -> dict[str, Any]:
-        """The JSON document the package process receives."""
+        """The JSON document the package process receives (its folders as absolute real paths)."""
+        task_dir = os.fspath(self.task_dir)
         return {
             "execution_id": self.execution_id,
             "task_id": self.task_id,
             "attempt": self.attempt,
-            "project_dir": os.fspath(self.project_dir.resolve()),
-            "task_dir": os.fspath(self.task_dir.resolve()),
+            "project_dir": _real(os.fspath(self.project_dir)),
+            "task_dir": os.path.join(_real(os.path.dirname(task_dir)), os.path.basename(task_dir)),
             "package": self.package.to_dict(),
             "parameters": self.parameters,
             "log_level": self.log_level,
         }
+
+
+def _real(folder: str) -> str:
+    """``folder`` as an absolute path without symbolic links; remembered when it is absolute.
+
+    A task's folder is a new one in the same tasks folder each time, and a project version's folder
+    never changes: resolving them component by component (an ``lstat`` each) for every task cost
+    the worker more than the rest of building the request.
+    """
+    return _real_absolute(folder) if os.path.isabs(folder) else os.path.realpath(folder)
+
+
+@functools.lru_cache(maxsize=256)
+def _real_absolute(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 @dataclass(frozen=True)
@@ -104,10 +121,19 @@ class PipeReader:
         self._on_result = on_result
         self._on_close = on_close
         self._buffer = b""
+        self._end: bytes | None = None
         self.closed = False
         self.paused = False
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._on_readable)
+
+    def expect_end(self, end: bytes) -> None:
+        """Treat a line ending in ``end`` as the end of this task's output (a pooled process's pipe).
+
+        What precedes the mark on its line is the task's last, unfinished line, delivered as the
+        end of the pipe would deliver it; then ``on_close`` is called, and the pipe stays open.
+        """
+        self._end = end
 
     def pause(self) -> None:
         """Stop reading: once the pipe buffer is full, the package blocks on its next write."""
@@ -134,6 +160,13 @@ class PipeReader:
         lines = self._buffer.split(b"\n")
         self._buffer = lines.pop()
         for line in lines:
+            end = self._end
+            if end is not None and line.endswith(end):
+                self._end = None
+                if len(line) > len(end):
+                    self._line(line[: -len(end)])
+                self._on_close()
+                continue
             self._line(line)
         while len(self._buffer) > MAX_LINE_BYTES:
             self._line(self._buffer[:MAX_LINE_BYTES])

@@ -12,7 +12,12 @@ and talks to it over a ``SOCK_SEQPACKET`` socketpair (one JSON message per packe
 travel beside it as ``SCM_RIGHTS`` ancillary data):
 
 - ``{"op": "spawn", "id", "request"}`` + [stdout, stderr, event] fds: fork a task process;
-- ``{"op": "pool", "id"}`` + [control socket]: fork a pooled process that runs tasks sent to it;
+- ``{"op": "pool", "id"}`` + [control socket, stdout, stderr, event fds]: fork a pooled process
+  that runs the tasks sent to it, each followed by its end mark on the three pipes;
+- ``{"op": "warm", "id", "project_dir", "entries"}`` + [socket]: fork a *warm server* for one
+  project version. It imports that version's entry modules once, then serves ``spawn`` and ``kill``
+  over the socket as this server does (saying ``ready``, or ``unfit`` and why not), so each of its
+  task processes starts with the package already imported and still ends after its one task;
 - ``{"op": "kill", "pid", "signal"}``: signal a child's process group;
 
 and answers ``started``/``error`` per ``id`` and ``exited`` per pid. Only the parent of a process can
@@ -29,9 +34,11 @@ module's ``ctypes`` is loaded here, once (about 0.2 MB), so that a child pays on
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal without its enum wrappers
+import fcntl
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
@@ -42,7 +49,11 @@ import time
 import typing  # noqa: F401
 
 from packfleet._lifetime import die_with_parent
-from packfleet.packages import _child
+from packfleet.packages import _child, _fork
+
+# From here on, at-fork hooks are recorded (a warm server's imports may register some) and forks
+# skip threading's and logging's when that is safe (see _fork).
+_RAW_FORK = _fork.record_hooks()
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,12 +61,19 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_MESSAGE = 256 * 1024
+# Room for the most descriptors a request carries (three pipe ends).
+_FDS_SPACE = socket.CMSG_SPACE(4 * 4)
 POOL_CONTROL_FD = 4
 # How long a shutdown lets children end after SIGTERM before SIGKILL.
 SHUTDOWN_GRACE = 5.0
 # Blocked across fork() until the child has dropped the fork server's handlers: a cancel's SIGTERM
 # that lands in between must end the child, not run the server's handler in it and be lost.
 _BLOCKED = {signal.SIGTERM, signal.SIGCHLD}
+# The same as plain ints, for ``_signal``: on the fork path (parent and child) the ``signal``
+# module's wrappers convert every number and handler to and from enums, and each enum object they
+# touch is a copy-on-write page fault after a fork (about 100 per child, measured).
+_BLOCKED_NUMBERS = tuple(int(signum) for signum in _BLOCKED)
+_SIG_BLOCK, _SIG_UNBLOCK = int(signal.SIG_BLOCK), int(signal.SIG_UNBLOCK)
 
 
 def _devnull_onto(*fds: int) -> None:
@@ -69,30 +87,38 @@ def _devnull_onto(*fds: int) -> None:
 def _become_child(onto: dict[int, int], keep: int) -> None:
     """Start a new session (cancel signals the whole group), place ``onto``'s fds, close the rest."""
     os.setsid()
-    signal.set_wakeup_fd(-1)
-    for signum in _BLOCKED:
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
-    # Move sources out of the way first, so placing one never overwrites another not yet placed.
-    moved = {os.dup(source): target for source, target in onto.items()}
-    for source in onto:
-        os.close(source)
-    for source, target in moved.items():
-        os.dup2(source, target)
-        os.close(source)
+    _signal.set_wakeup_fd(-1)
+    for signum in _BLOCKED_NUMBERS:
+        _signal.signal(signum, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    _signal.pthread_sigmask(_SIG_UNBLOCK, _BLOCKED_NUMBERS)
+    if any(source != target for source, target in onto.items()):  # a warm server's are in place
+        # Move sources above every target first, so placing one never overwrites another.
+        above = max(onto.values()) + 1
+        moved = {fcntl.fcntl(source, fcntl.F_DUPFD, above): target for source, target in onto.items()}
+        for source in onto:
+            os.close(source)
+        for source, target in moved.items():
+            os.dup2(source, target)
+            os.close(source)
     if 0 not in onto.values():
         _devnull_onto(0)
     os.closerange(keep, 1 << 16)
 
 
 class ForkServer:
-    """The fork server's loop; one instance per process, single-threaded."""
+    """The fork server's loop (or a warm server's, which only spawns); one per process, one thread."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, warm: bool = False) -> None:
         self._sock = sock
+        self._warm = warm
+        self._pid = os.getpid()
+        # Checked once: nothing this loop runs starts a thread.
+        self._raw = _RAW_FORK and _fork.single_threaded()
         self._children: set[int] = set()
-        self._selector = selectors.DefaultSelector()
+        # epoll and recvmsg straight, not selectors and socket.recv_fds: after each fork every page
+        # this loop writes is a copy-on-write fault, so it touches as few objects as it can.
+        self._poll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -105,12 +131,18 @@ class ForkServer:
         signal.signal(signal.SIGCHLD, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides when we stop
-        self._selector.register(self._sock, selectors.EVENT_READ)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        sock = self._sock.fileno()
+        if self._warm:
+            # Descriptors 1 to 3 (/dev/null here) are left free, so the three pipe ends of a spawn
+            # request arrive as 1, 2 and 3: just where its child needs them, with nothing to move.
+            for fd in (1, 2, _child.EVENT_FD):
+                os.close(fd)
+        self._poll.register(sock, select.EPOLLIN)
+        self._poll.register(self._wake_r, select.EPOLLIN)
         self._send({"op": "ready", "pid": os.getpid()})
         while not self._stopping:
-            for key, _ in self._selector.select():
-                if key.fileobj is self._sock:
+            for fd, _ in self._poll.poll():
+                if fd == sock:
                     self._on_request()
                 else:
                     self._drain_wakeups()
@@ -128,18 +160,24 @@ class ForkServer:
         except BlockingIOError:
             pass
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any] | bytes) -> None:
         if not self._connected:
             return
         try:
-            self._sock.send(json.dumps(message).encode())
+            self._sock.send(message if isinstance(message, bytes) else json.dumps(message).encode())
         except OSError:
             self._connected = False
             self._stopping = True
 
     def _on_request(self) -> None:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(self._sock, MAX_MESSAGE, 4)
+            data, ancillary, _flags, _addr = self._sock.recvmsg(MAX_MESSAGE, _FDS_SPACE)
+            fds = [
+                fd
+                for level, kind, payload in ancillary
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                for fd in memoryview(payload[: len(payload) - len(payload) % 4]).cast("i").tolist()
+            ]
         except OSError:
             data, fds = b"", []
         if not data:  # the runner closed its end or died: end every task with it
@@ -151,7 +189,7 @@ class ForkServer:
             op = message["op"]
             if op == "kill":
                 self._kill(message["pid"], message["signal"])
-            elif op in ("spawn", "pool"):
+            elif op == "spawn" or (op in ("pool", "warm") and not self._warm):
                 self._fork(message, fds)
             else:
                 self._send({"op": "error", "id": message.get("id"), "message": f"unknown op {op!r}"})
@@ -160,24 +198,25 @@ class ForkServer:
                 os.close(fd)
 
     def _fork(self, message: dict[str, Any], fds: list[int]) -> None:
-        expected = 3 if message["op"] == "spawn" else 1
+        expected = {"spawn": 3, "pool": 4}.get(message["op"], 1)
         if len(fds) != expected:
             error = f"expected {expected} descriptors, got {len(fds)}"
             self._send({"op": "error", "id": message["id"], "message": error})
             return
-        server = os.getpid()
-        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        _signal.pthread_sigmask(_SIG_BLOCK, _BLOCKED_NUMBERS)
         try:
-            pid = os.fork()
+            # _fork.fork is a Python function: entering it runs any handler already due, so no
+            # signal tripped before the mask is inherited half-handled by the child.
+            pid = _fork.fork(self._raw)
             if pid == 0:
-                self._in_child(message, fds, server)
+                self._in_child(message, fds, self._pid)
         except OSError as exc:
             self._send({"op": "error", "id": message["id"], "message": f"fork failed: {exc}"})
             return
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+            _signal.pthread_sigmask(_SIG_UNBLOCK, _BLOCKED_NUMBERS)
         self._children.add(pid)
-        self._send({"op": "started", "id": message["id"], "pid": pid})
+        self._send(b'{"op":"started","id":%d,"pid":%d}' % (message["id"], pid))
 
     def _in_child(self, message: dict[str, Any], fds: list[int], server: int) -> None:
         code = 70  # EX_SOFTWARE: the child failed before the package could start
@@ -185,16 +224,23 @@ class ForkServer:
             # SIGKILL, not SIGTERM: with the server gone nobody would collect a graceful ending,
             # and a package's own SIGTERM handler must not keep it running.
             die_with_parent(server, signal.SIGKILL)
-            self._selector.close()
-            self._sock.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            if message["op"] != "spawn":  # a task's process closes them all with closerange
+                self._poll.close()
+                self._sock.close()
+                os.close(self._wake_r)
+                os.close(self._wake_w)
             if message["op"] == "spawn":
                 _become_child({fds[0]: 1, fds[1]: 2, fds[2]: _child.EVENT_FD}, _child.EVENT_FD + 1)
                 code = _child.run_task(message["request"], reused=False)
-            else:
+            elif message["op"] == "warm":
                 _become_child({fds[0]: POOL_CONTROL_FD}, POOL_CONTROL_FD + 1)
                 _devnull_onto(1, 2, _child.EVENT_FD)
+                code = _serve_warm(
+                    socket.socket(fileno=POOL_CONTROL_FD), message["project_dir"], message["entries"]
+                )
+            else:
+                places = {fds[0]: POOL_CONTROL_FD, fds[1]: 1, fds[2]: 2, fds[3]: _child.EVENT_FD}
+                _become_child(places, POOL_CONTROL_FD + 1)
                 code = _serve_pool(socket.socket(fileno=POOL_CONTROL_FD))
         finally:
             for stream in (sys.stdout, sys.stderr):
@@ -233,38 +279,74 @@ class ForkServer:
             os.waitpid(pid, 0)
             self._children.discard(pid)
             code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
-            self._send({"op": "exited", "pid": pid, "code": code})
+            self._send(b'{"op":"exited","pid":%d,"code":%d}' % (pid, code))
 
     def _shutdown(self) -> None:
         if self._sock.fileno() >= 0:
-            self._selector.unregister(self._sock)  # a closed peer would keep it readable
+            self._poll.unregister(self._sock.fileno())  # a closed peer would keep it readable
         for signum, wait in ((signal.SIGTERM, SHUTDOWN_GRACE), (signal.SIGKILL, SHUTDOWN_GRACE)):
             for pid in list(self._children):
                 self._kill(pid, signum)
             deadline = time.monotonic() + wait
             while self._children and (left := deadline - time.monotonic()) > 0:
-                self._selector.select(min(left, 0.5))
+                self._poll.poll(min(left, 0.5))
                 self._drain_wakeups()
                 self._reap()
 
 
 def _serve_pool(control: socket.socket) -> int:
-    """A pooled process: run each task sent over ``control`` until the runner closes it."""
+    """A pooled process: run each task sent over ``control`` until the runner closes it.
+
+    Its pipes (descriptors 1 to 3) are its own for its life. Copies kept aside put them back before
+    each task (a package may have closed or redirected them) and carry the task's end mark after
+    it: the runner reads a task's output up to that mark, then takes the reply.
+    """
+    pipes = [os.dup(fd) for fd in (1, 2, _child.EVENT_FD)]
     while True:
-        data, fds, _flags, _addr = socket.recv_fds(control, MAX_MESSAGE, 3)
+        data = control.recv(MAX_MESSAGE)
         if not data:
             return 0
-        if len(fds) != 3:
-            return 70
-        for source, target in zip(fds, (1, 2, _child.EVENT_FD), strict=True):
+        request = json.loads(data)
+        for source, target in zip(pipes, (1, 2, _child.EVENT_FD), strict=True):
             os.dup2(source, target)
-            os.close(source)
-        code = _child.run_task(json.loads(data))
-        # Release the task's pipes so the runner sees end-of-file before the reply.
-        _devnull_onto(1, 2, _child.EVENT_FD)
+        code = _child.run_task(request)
+        end = b"\0" + request["end"].encode() + b"\n"
+        for fd in pipes:
+            _write_all(fd, end)
         control.send(json.dumps({"exit_code": code}).encode())
         if code == _child.TERMINATED_EXIT_CODE:
             return code
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _serve_warm(control: socket.socket, project_dir: str, entries: list[str]) -> int:
+    """A warm server: import a project version's ``entries`` once, then fork its task processes.
+
+    A module whose import leaves a thread running or a descriptor open (a connection made at import)
+    makes the server unfit: forked children would share that connection, or miss the thread. The
+    runner then forks that version's tasks from the fork server, each importing for itself.
+    """
+    before = _open_fds()
+    why = _child.preload(project_dir, entries)
+    if why is None and _open_fds() != before:
+        why = "its modules keep files or sockets open after their import"
+    if why is None and not _fork.single_threaded():
+        why = "its modules start threads at import"
+    if why is not None:
+        control.send(json.dumps({"op": "unfit", "message": why}).encode())
+        return 0
+    _child.install()
+    ForkServer(control, warm=True).serve()
+    return 0
 
 
 def main() -> None:

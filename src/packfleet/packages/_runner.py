@@ -6,9 +6,18 @@ small tasks (Celery's ``max_tasks_per_child``): it is recycled after ``max_tasks
 after any failure and after a cancel, so one bad task never poisons the next. When every pooled
 slot is busy a pooled task runs in a fresh process rather than queueing behind a long task.
 
-Each task gets three new pipes (stdout, stderr and the event pipe) read on the event loop. A task
+A fresh task is forked from a *warm server* of its project version once there is one: a child of
+the fork server that has imported the version's entry modules, so the task's process starts with
+its package loaded (and still ends after that one task). The first tasks of a version, and every
+task of a version whose modules cannot be imported ahead (see ``_forkserver``), are forked from the
+fork server itself and import for themselves, as before. At most ``MAX_WARM`` versions are kept
+warm; the one used longest ago, with no task running, makes room.
+
+A fresh task gets three new pipes (stdout, stderr and the event pipe) read on the event loop; it
 ends when its process has exited *and* its pipes are drained (bounded: a grandchild that escaped
-the process group cannot hold a task open for more than ``DRAIN_TIMEOUT``)::
+the process group cannot hold a task open for more than ``DRAIN_TIMEOUT``). A pooled process gets
+its three pipes once, for its life: after each task it writes an end mark, unique to that task,
+into each of them, and the task ends when its process has replied and the three marks are read::
 
     runner = PackageRunner()
     await runner.start()
@@ -23,10 +32,12 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from packfleet.errors import PackageError
@@ -35,6 +46,8 @@ from packfleet.packages._server import (
     REPLY_TIMEOUT,
     Channel,
     ForkServerClient,
+    ServerClient,
+    WarmServer,
     seqpacket_pair,
     within,
 )
@@ -42,6 +55,12 @@ from packfleet.packages._server import (
 DRAIN_TIMEOUT = 5.0
 KILL_TIMEOUT = 10.0
 CLOSE_GRACE = 5.0
+#: Project versions kept warm at once (each warm server is a process of ~15 MB plus its modules).
+MAX_WARM = 4
+#: Entries one warm server imports at most (a version with more packages runs the rest cold).
+MAX_ENTRIES = 32
+#: Failed warm-ups after which a version is no longer tried (it runs cold).
+MAX_WARM_FAILURES = 3
 
 EventCallback = Callable[[PackageEvent], None]
 
@@ -61,6 +80,7 @@ class _Task:
         self.forced = False
         self.summary: str | None = None
         self.readers: list[PipeReader] = []
+        self.pipes_open = 3
         self.finishers: list[Callable[[TaskResult], None]] = []
         self._drain_timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
@@ -80,7 +100,17 @@ class _Task:
     def _system(self, level: int, message: str) -> None:
         self.on_event(PackageEvent(now(), "system", level, message))
 
+    def adopt(self, pid: int, readers: list[PipeReader], end: bytes) -> None:
+        """A pooled task: read the process's pipes, each up to ``end``, the task's own end mark."""
+        self.pid = pid
+        name = self.spec.package.name
+        self._system(logging.INFO, f"package {name!r} started in process {pid} ({self.isolation})")
+        self.readers = readers
+        for reader in readers:
+            reader.expect_end(end)
+
     def _on_pipe_closed(self) -> None:
+        self.pipes_open -= 1
         self._maybe_finish()
 
     def _on_summary(self, message: str) -> None:
@@ -125,7 +155,7 @@ class _Task:
             reader.close()
 
     def _maybe_finish(self) -> bool:
-        if self.result.done() or not self.exited.done() or not all(r.closed for r in self.readers):
+        if self.result.done() or not self.exited.done() or self.pipes_open > 0:
             return self.result.done()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
@@ -156,18 +186,43 @@ class _Task:
 
 
 _SIGNALS = frozenset(s.value for s in signal.Signals)
+log = logging.getLogger("packfleet.packages")
 
 
 class _PooledProcess:
-    """A reused package process and the socket the runner sends it tasks over."""
+    """A reused package process, the socket the runner sends it tasks over and its three pipes."""
 
-    def __init__(self, pid: int, control: socket.socket) -> None:
+    def __init__(self, pid: int, control: socket.socket, read_fds: list[int]) -> None:
         self.pid = pid
         self.tasks_run = 0
         self.task: _Task | None = None
         self.alive = True
         self.exit: asyncio.Future[int | None] | None = None
         self.channel = Channel(control, self.on_message, lambda: None)
+        loop = asyncio.get_running_loop()
+        kinds: tuple[Literal["stdout", "stderr", "events"], ...] = ("stdout", "stderr", "events")
+        self.readers = [
+            PipeReader(loop, fd, kind, self._emit, self._summary, self._pipe_done)
+            for fd, kind in zip(read_fds, kinds, strict=True)
+        ]
+
+    # What the pipes carry belongs to the task running; anything between tasks (a helper a task
+    # left behind, writing late) to none, and is dropped.
+    def _emit(self, event: PackageEvent) -> None:
+        if self.task is not None:
+            self.task.on_event(event)
+
+    def _summary(self, message: str) -> None:
+        if self.task is not None:
+            self.task._on_summary(message)
+
+    def _pipe_done(self) -> None:
+        if self.task is not None:
+            self.task._on_pipe_closed()
+
+    @property
+    def reusable(self) -> bool:
+        return self.alive and not any(reader.closed for reader in self.readers)
 
     def on_message(self, message: dict[str, Any]) -> None:
         if self.task is not None:
@@ -178,11 +233,19 @@ class _PooledProcess:
         self.channel.close()
         if self.task is not None:
             self.task.process_exited(future.result())
+        else:
+            self._close_pipes()
 
     def retire(self) -> None:
         """Close the control socket: the process finishes its loop and exits."""
         self.alive = False
         self.channel.close()
+        if self.task is None:
+            self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for reader in self.readers:
+            reader.close()
 
 
 class TaskHandle:
@@ -249,6 +312,27 @@ class TaskHandle:
         )
 
 
+def _entry(spec: RunSpec) -> str:
+    """What a warm server imports ahead for ``spec``: its entry, or SQLAlchemy for SQL packages."""
+    entry = spec.package.entry
+    return entry if spec.package.kind == "python" and entry else "sqlalchemy"
+
+
+class _Warm:
+    """One project version's warm server: the one serving, the one starting, what they import."""
+
+    def __init__(self) -> None:
+        self.server: WarmServer | None = None
+        self.starting: asyncio.Task[None] | None = None
+        self.entries: list[str] = []
+        self.failures = 0
+        self.running: dict[WarmServer, int] = {}
+        self.used = 0.0
+
+    def busy(self) -> bool:
+        return self.starting is not None or any(self.running.values())
+
+
 class PackageRunner:
     """Runs package tasks in processes forked from one fork server; use from one event loop."""
 
@@ -263,6 +347,8 @@ class PackageRunner:
         self._starting = 0
         self._tasks: dict[_Task, TaskHandle] = {}
         self._retired: set[asyncio.Future[int | None]] = set()
+        self._warm: dict[str, _Warm] = {}
+        self._background: set[asyncio.Future[None]] = set()
         self._closed = False
 
     async def start(self) -> None:
@@ -271,6 +357,8 @@ class PackageRunner:
         await self._ensure_server()
 
     async def _ensure_server(self) -> ForkServerClient:
+        if self._server is not None and self._server.alive:
+            return self._server
         async with self._server_lock:
             if self._server is not None and self._server.alive:
                 return self._server
@@ -291,6 +379,15 @@ class PackageRunner:
         for exit_future in list(self._retired):
             await within(exit_future, REPLY_TIMEOUT)
         self._retired.clear()
+        for warm in list(self._warm.values()):
+            if warm.starting is not None:
+                warm.starting.cancel()
+                await asyncio.gather(warm.starting, return_exceptions=True)
+            for server in list(warm.running):
+                await server.close()
+        self._warm.clear()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._server is not None:
             await self._server.close()
             self._server = None
@@ -304,46 +401,157 @@ class PackageRunner:
             raise PackageError("the package runner is closed")
         server = await self._ensure_server()
         try:
-            request = json.loads(json.dumps(spec.request()))
+            request = json.dumps(spec.request())
         except (TypeError, ValueError) as exc:
             raise PackageError(f"task {spec.task_id}: parameters are not JSON values: {exc}") from exc
-        spec.task_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The task's process creates its folder when it is missing (the worker made it already).
         process = await self._acquire(server) if spec.package.isolation == "pooled" else None
         task = _Task(spec, on_event, "pooled" if process else "fresh")
-        pipes = [os.pipe() for _ in range(3)]
-        write_fds = [w for _, w in pipes]
-        try:
-            if process is None:
-                child = await server.spawn(request, write_fds)
-                pid = child.pid
-                child.exited.add_done_callback(lambda f: task.process_exited(f.result()))
-            else:
-                process.task = task
-                await process.channel.send(request, write_fds)
-                pid = process.pid
-        except BaseException:
-            for r, _ in pipes:
-                os.close(r)
-            if process is not None:
+        forker: ServerClient = server if process is not None else self._forker(server, spec)
+        if process is not None:
+            end = secrets.token_hex(8)
+            process.task = task
+            try:
+                # The request with the end mark the process writes to its pipes after this task.
+                await process.channel.send(f'{{"end":"{end}",{request[1:]}')
+            except BaseException:
                 process.task = None
                 self._drop(process)
-            raise
-        finally:
-            for w in write_fds:
-                os.close(w)
-        task.attach(pid, [r for r, _ in pipes])
-        handle = TaskHandle(task, self._killer(server, pid), process.exit if process is not None else None)
+                raise
+            task.adopt(process.pid, process.readers, b"\0" + end.encode())
+        else:
+            pipes = [os.pipe() for _ in range(3)]
+            write_fds = [w for _, w in pipes]
+            try:
+                child = await forker.spawn(request, write_fds)
+            except BaseException:
+                for r, _ in pipes:
+                    os.close(r)
+                if isinstance(forker, WarmServer):
+                    self._unuse(str(spec.project_dir), forker)
+                raise
+            finally:
+                for w in write_fds:
+                    os.close(w)
+            child.exited.add_done_callback(lambda f: task.process_exited(f.result()))
+            task.attach(child.pid, [r for r, _ in pipes])
+        handle = TaskHandle(
+            task, self._killer(forker, task.pid), process.exit if process is not None else None
+        )
         self._tasks[task] = handle
         task.finishers.append(lambda _: self._forget_task(task))
         if process is not None:
             task.finishers.append(lambda result: self._release(process, task, result))
+        elif isinstance(forker, WarmServer):
+            task.finishers.append(lambda _: self._unuse(str(spec.project_dir), forker))
         return handle
+
+    async def warm(self, spec: RunSpec) -> bool:
+        """Have ``spec``'s project version warm and wait for it; True when its tasks fork warm.
+
+        Not needed before :meth:`launch` (which asks for the warm server itself and runs the first
+        tasks cold meanwhile); for callers that want every task of a version to start warm.
+        """
+        warm = self._want_warm(await self._ensure_server(), spec)
+        if warm is None:
+            return False
+        if warm.starting is not None:
+            await asyncio.gather(asyncio.shield(warm.starting), return_exceptions=True)
+        current = warm.server
+        return current is not None and current.alive and _entry(spec) in warm.entries
+
+    def _forker(self, server: ForkServerClient, spec: RunSpec) -> ServerClient:
+        """The warm server of ``spec``'s project version when one serves, else the fork server."""
+        warm = self._want_warm(server, spec)
+        current = warm.server if warm is not None else None
+        if warm is None or current is None:
+            return server
+        warm.running[current] += 1
+        return current
+
+    def _want_warm(self, server: ForkServerClient, spec: RunSpec) -> _Warm | None:
+        """The record of ``spec``'s version, starting a warm server in the background if need be.
+
+        One is started when there is none yet, or when ``spec``'s entry is not among the ones the
+        serving one imported (the new one imports them all and replaces it once ready).
+        """
+        key = str(spec.project_dir)
+        warm = self._warm.get(key)
+        if warm is None:
+            if not self._room_for_warm():
+                return None
+            warm = self._warm[key] = _Warm()
+        warm.used = time.monotonic()
+        current = warm.server
+        if current is not None and not current.alive:  # it died (or the fork server did)
+            warm.server, warm.entries = None, []
+            warm.failures += 1
+        entry = _entry(spec)
+        if (
+            entry not in warm.entries
+            and warm.starting is None
+            and warm.failures < MAX_WARM_FAILURES
+            and len(warm.entries) < MAX_ENTRIES
+        ):
+            warm.starting = asyncio.ensure_future(self._start_warm(server, key, warm, [*warm.entries, entry]))
+        return warm
+
+    def _room_for_warm(self) -> bool:
+        """Whether one more version may be kept warm, making room by retiring an idle one."""
+        for key, warm in list(self._warm.items()):
+            if warm.server is not None and not warm.server.alive and not warm.busy():
+                del self._warm[key]
+        if len(self._warm) < MAX_WARM:
+            return True
+        idle = [(warm.used, key) for key, warm in self._warm.items() if not warm.busy()]
+        if not idle:
+            return False
+        _, key = min(idle)
+        for server in self._warm.pop(key).running:
+            self._retire_warm(server)
+        return True
+
+    async def _start_warm(self, server: ForkServerClient, key: str, warm: _Warm, entries: list[str]) -> None:
+        try:
+            started = await server.warm(str(Path(key).resolve()), entries)
+        except PackageError as exc:
+            warm.failures += 1
+            if warm.failures >= MAX_WARM_FAILURES or "unfit" in exc.message:
+                warm.failures = MAX_WARM_FAILURES  # the same modules would fail the same way
+            # Not the task's failure: its tasks run cold, and import (and report) for themselves.
+            log.debug("project %s stays cold: %s", key, exc.message)
+            return
+        finally:
+            warm.starting = None
+        if self._closed or self._warm.get(key) is not warm:
+            await started.close()
+            return
+        previous, warm.server, warm.entries = warm.server, started, entries
+        warm.running[started] = 0
+        if previous is not None and not warm.running.get(previous):
+            warm.running.pop(previous, None)
+            self._retire_warm(previous)
+
+    def _unuse(self, key: str, server: WarmServer) -> None:
+        """A task of ``server`` ended: retire it if it has been replaced and was the last one."""
+        warm = self._warm.get(key)
+        if warm is None or server not in warm.running:
+            return
+        warm.running[server] -= 1
+        if server is not warm.server and warm.running[server] <= 0:
+            del warm.running[server]
+            self._retire_warm(server)
+
+    def _retire_warm(self, server: WarmServer) -> None:
+        retiring = asyncio.ensure_future(server.close())
+        self._background.add(retiring)
+        retiring.add_done_callback(self._background.discard)
 
     def _forget_task(self, task: _Task) -> None:
         self._tasks.pop(task, None)
 
     @staticmethod
-    def _killer(server: ForkServerClient, pid: int) -> Callable[[int], Any]:
+    def _killer(server: ServerClient, pid: int) -> Callable[[int], Any]:
         async def kill(signum: int) -> None:
             await server.kill(pid, signum)
 
@@ -358,15 +566,20 @@ class PackageRunner:
             return None
         self._starting += 1
         ours, theirs = seqpacket_pair()
+        pipes = [os.pipe() for _ in range(3)]
         try:
             with theirs:
-                child = await server.spawn_pooled(theirs)
+                child = await server.spawn_pooled(theirs, [w for _, w in pipes])
         except BaseException:
             ours.close()
+            for r, _ in pipes:
+                os.close(r)
             raise
         finally:
             self._starting -= 1
-        process = _PooledProcess(child.pid, ours)
+            for _, w in pipes:
+                os.close(w)
+        process = _PooledProcess(child.pid, ours, [r for r, _ in pipes])
         process.exit = child.exited
         child.exited.add_done_callback(process.on_exit)
         child.exited.add_done_callback(lambda _: self._forget(process))
@@ -377,7 +590,9 @@ class PackageRunner:
         process.task = None
         process.tasks_run += 1
         spent = process.tasks_run >= task.spec.package.max_tasks_per_process
-        if self._closed or not process.alive or result.outcome != "succeeded" or spent:
+        # A task that ended paused (its consumer stalled) leaves the process's pipes unread: the next
+        # task would wait on them, so that process is replaced too.
+        if self._closed or not process.reusable or task.paused or result.outcome != "succeeded" or spent:
             self._drop(process)
         else:
             self._idle.append(process)

@@ -1,4 +1,4 @@
-"""The runner's end of the fork server (see ``_forkserver``) and of pooled processes' sockets.
+"""The runner's end of the fork server (see ``_forkserver``), of warm servers and of pooled processes.
 
 Both speak JSON packets over ``SOCK_SEQPACKET`` UNIX sockets: a packet is one message, so there is
 no framing to get wrong, and descriptors ride along as ``SCM_RIGHTS``. The sockets are non-blocking
@@ -26,6 +26,8 @@ MAX_MESSAGE = 256 * 1024  # the fork server's receive size; a request must fit i
 REPLY_TIMEOUT = 10.0
 # The fork server gives its children 5 s after SIGTERM and 5 s more after SIGKILL before it exits.
 EXIT_TIMEOUT = 15.0
+# How long a warm server may take to import a project version's modules before it is given up.
+WARM_TIMEOUT = 30.0
 _BATCH = 64
 
 
@@ -74,8 +76,9 @@ class Channel:
                 return
             self._on_message(json.loads(data))
 
-    async def send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
-        data = json.dumps(message).encode()
+    async def send(self, message: dict[str, Any] | str, fds: Sequence[int] = ()) -> None:
+        """Send one message (a dict, or JSON text already encoded) and ``fds`` beside it."""
+        data = (message if isinstance(message, str) else json.dumps(message)).encode()
         if len(data) > MAX_MESSAGE:
             raise PackageError(
                 f"the task request is {len(data)} bytes; the limit is {MAX_MESSAGE}",
@@ -136,11 +139,13 @@ class Child:
     exited: asyncio.Future[int | None]
 
 
-class ForkServerClient:
-    """Starts the fork server process and asks it to fork, signal and report exits."""
+class ServerClient:
+    """The runner's end of a server that forks task processes, signals them and reports their exits.
+
+    Spoken by the fork server and by warm servers alike (see ``_forkserver``).
+    """
 
     def __init__(self) -> None:
-        self._process: asyncio.subprocess.Process | None = None
         self._channel: Channel | None = None
         self._ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[Child]] = {}
@@ -151,30 +156,12 @@ class ForkServerClient:
     def alive(self) -> bool:
         return self._channel is not None and not self._channel.closed
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        ours, theirs = seqpacket_pair()
-        with theirs:
-            # start_new_session: a Ctrl-C meant for the worker's terminal must not reach the fork
-            # server or its tasks; the worker decides how tasks end.
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                BOOT,
-                str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        ready: asyncio.Future[Child] = loop.create_future()
+    def _listen(self, sock: socket.socket) -> asyncio.Future[Child]:
+        """Read ``sock`` from now on; the future resolves on the server's ``ready``."""
+        ready: asyncio.Future[Child] = asyncio.get_running_loop().create_future()
         self._replies[0] = ready
-        self._channel = Channel(ours, self._on_message, self._on_lost)
-        if not await within(ready, REPLY_TIMEOUT) or ready.exception() is not None:
-            await self.close()
-            raise PackageError(
-                f"the fork server did not start within {REPLY_TIMEOUT} s ({sys.executable} -c {BOOT!r})",
-                fix="run that command by hand to see why packfleet.packages cannot be imported",
-            )
+        self._channel = Channel(sock, self._on_message, self._on_lost)
+        return ready
 
     def _on_message(self, message: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
@@ -182,7 +169,8 @@ class ForkServerClient:
         if op == "exited":
             self._resolve_exit(message["pid"], message["code"])
             return
-        reply = self._replies.pop(0 if op == "ready" else message.get("id", -1), None)
+        first = op in ("ready", "unfit")
+        reply = self._replies.pop(0 if first else message.get("id", -1), None)
         if op in ("ready", "started"):
             pid = message["pid"]
             exited: asyncio.Future[int | None] = loop.create_future()
@@ -195,7 +183,8 @@ class ForkServerClient:
                 self._background.add(orphan)
                 orphan.add_done_callback(self._background.discard)
         elif reply is not None and not reply.done():
-            reply.set_exception(PackageError(f"the fork server refused: {message.get('message')}"))
+            refused = "is unfit" if op == "unfit" else "refused"
+            reply.set_exception(PackageError(f"the server {refused}: {message.get('message')}"))
 
     def _resolve_exit(self, pid: int, code: int | None) -> None:
         future = self._exits.pop(pid, None)
@@ -211,32 +200,87 @@ class ForkServerClient:
         for pid in list(self._exits):
             self._resolve_exit(pid, None)
 
-    async def _request(self, message: dict[str, Any], fds: list[int]) -> Child:
+    async def _request(self, message: dict[str, Any] | str, fds: list[int]) -> Child:
         if self._channel is None or self._channel.closed:
             raise PackageError("the fork server is not running", fix="await PackageRunner.start()")
         request_id = next(self._ids)
         reply: asyncio.Future[Child] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = reply
         try:
-            await self._channel.send({**message, "id": request_id}, fds)
+            if isinstance(message, str):  # '{"op": ..., ...' without its closing brace
+                message = f'{message},"id":{request_id}}}'
+            else:
+                message = {**message, "id": request_id}
+            await self._channel.send(message, fds)
             if not await within(reply, REPLY_TIMEOUT):
                 raise PackageError(f"the fork server did not fork within {REPLY_TIMEOUT} s")
             return reply.result()
         finally:
             self._replies.pop(request_id, None)
 
-    async def spawn(self, request: dict[str, Any], fds: list[int]) -> Child:
-        """Fork a task process with ``fds`` as its stdout, stderr and event pipe."""
-        return await self._request({"op": "spawn", "request": request}, fds)
-
-    async def spawn_pooled(self, control: socket.socket) -> Child:
-        """Fork a pooled process that serves tasks sent over ``control``."""
-        return await self._request({"op": "pool"}, [control.fileno()])
+    async def spawn(self, request: str, fds: list[int]) -> Child:
+        """Fork a task process for ``request`` (JSON text) with ``fds`` as stdout, stderr, events."""
+        return await self._request(f'{{"op":"spawn","request":{request}', fds)
 
     async def kill(self, pid: int, signum: int) -> None:
-        """Signal ``pid``'s process group, unless the fork server has reaped it already."""
+        """Signal ``pid``'s process group, unless the server has reaped it already."""
         if self._channel is not None and not self._channel.closed:
             await self._channel.send({"op": "kill", "pid": pid, "signal": signum})
+
+
+class ForkServerClient(ServerClient):
+    """Starts the fork server process and asks it to fork, signal and report exits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        ours, theirs = seqpacket_pair()
+        with theirs:
+            # start_new_session: a Ctrl-C meant for the worker's terminal must not reach the fork
+            # server or its tasks; the worker decides how tasks end.
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                BOOT,
+                str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        ready = self._listen(ours)
+        if not await within(ready, REPLY_TIMEOUT) or ready.exception() is not None:
+            await self.close()
+            raise PackageError(
+                f"the fork server did not start within {REPLY_TIMEOUT} s ({sys.executable} -c {BOOT!r})",
+                fix="run that command by hand to see why packfleet.packages cannot be imported",
+            )
+
+    async def spawn_pooled(self, control: socket.socket, pipes: list[int]) -> Child:
+        """Fork a pooled process that serves tasks sent over ``control``, writing to ``pipes``."""
+        return await self._request({"op": "pool"}, [control.fileno(), *pipes])
+
+    async def warm(self, project_dir: str, entries: Sequence[str]) -> WarmServer:
+        """Fork a warm server that has imported ``entries`` of the project in ``project_dir``.
+
+        Raises :class:`PackageError` when it cannot serve (an import failed, left a thread or a
+        descriptor behind, or took longer than ``WARM_TIMEOUT``); it has ended then.
+        """
+        server = WarmServer(self)
+        ours, theirs = seqpacket_pair()
+        ready = server._listen(ours)
+        try:
+            with theirs:
+                message = {"op": "warm", "project_dir": project_dir, "entries": list(entries)}
+                server.process = await self._request(message, [theirs.fileno()])
+            if not await within(ready, WARM_TIMEOUT):
+                raise PackageError(f"a warm server did not import its modules within {WARM_TIMEOUT} s")
+            ready.result()
+        except BaseException:
+            await server.close()
+            raise
+        return server
 
     async def close(self) -> None:
         """Close the socket (the fork server ends its children and exits) and wait for it."""
@@ -250,3 +294,20 @@ class ForkServerClient:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+class WarmServer(ServerClient):
+    """A warm server: the fork server's child that forks one project version's task processes."""
+
+    def __init__(self, parent: ForkServerClient) -> None:
+        super().__init__()
+        self._parent = parent
+        self.process: Child | None = None
+
+    async def close(self) -> None:
+        """Close the socket (it ends its children and exits); SIGKILL it if it does not."""
+        if self._channel is not None:
+            self._channel.close()
+        process, self.process = self.process, None
+        if process is not None and not await within(process.exited, EXIT_TIMEOUT):
+            await self._parent.kill(process.pid, signal.SIGKILL)
