@@ -60,6 +60,8 @@ async def test_a_new_agent_replays_what_the_last_one_could_not_send(
     assert stub.completion(2).outcome == "failed"
     assert any("boom" in e.message for e in stub.lines(2))
     assert stub.duplicates == 0
+    assert second.cache.idle
+    await second.close()  # stopping with nothing pending deletes the journal
     assert not journal(second.cache.folder)
 
 

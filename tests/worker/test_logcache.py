@@ -57,8 +57,33 @@ def test_an_attempt_is_forgotten_once_its_events_and_report_are_accepted(tmp_pat
     assert cache.pending_completions() == [report]
     assert segments(tmp_path) == ["journal-0000000001.jsonl"]
     cache.settle(7, 1)
-    assert journal(tmp_path) == []
     assert cache.idle
+    # Nothing is pending: the active segment is kept for the next records (no new file, no
+    # directory fsync for an idle worker's next task), and a restart finds nothing to send.
+    assert segments(tmp_path) == ["journal-0000000001.jsonl"]
+    fill(cache, 8, 1)
+    assert segments(tmp_path) == ["journal-0000000001.jsonl"]
+    cache.sync()
+    cache.acknowledge(cache.pending_events(10))
+    cache.finish(8, 1, None)
+    assert LogCache(tmp_path).load() == 0
+    cache.close()  # stopping with nothing pending deletes the journal
+    assert journal(tmp_path) == []
+
+
+def test_a_full_segment_is_deleted_once_nothing_is_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = LogCache(tmp_path)
+    cache.load()
+    fill(cache, 7, 2)
+    cache.sync()
+    cache.acknowledge(cache.pending_events(10))
+    assert journal(tmp_path) != []
+    monkeypatch.setattr(_logcache, "SEGMENT_BYTES", 100)  # what it holds now fills a segment
+    cache.finish(7, 1, None)
+    assert cache.idle
+    assert journal(tmp_path) == []
 
 
 def test_the_acknowledged_position_survives_a_restart(tmp_path: Path) -> None:
@@ -95,6 +120,8 @@ def test_a_crash_leaves_a_torn_line_and_an_open_attempt_both_recovered(tmp_path:
     # Task 9 was running: no report is due for it (the master requeues it); task 8's is.
     assert recovered.pending_completions() == [report]
     recovered.settle(8, 1)
+    assert recovered.idle
+    recovered.close()
     assert journal(tmp_path) == []
 
 

@@ -504,12 +504,29 @@ class ExecutionCatalog(CatalogBase):
     def get_events(self, execution_id: int, *, after_id: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Event messages of an execution in arrival order, paged by ``after_id`` (the last id seen)."""
         with self._read() as conn:
-            rows = conn.execute(
-                select(event_messages)
-                .where(event_messages.c.execution_id == execution_id, event_messages.c.id > after_id)
-                .order_by(event_messages.c.id)
-                .limit(limit)
-            ).all()
+            return self._events_after(conn, execution_id, after_id, limit)
+
+    def execution_events(
+        self, execution_id: int, *, after_id: int = 0, limit: int = 1000
+    ) -> tuple[ExecutionRecord, list[EventRecord]]:
+        """:meth:`get_execution` and :meth:`get_events` in one snapshot: what a follower reads each time.
+
+        One call instead of two is one hop to the master's catalog thread less on the path of
+        ``run --wait`` (make bench, latency).
+        """
+        with self._read() as conn:
+            record = self._load_execution(conn, execution_id)
+            return record, self._events_after(conn, execution_id, after_id, limit)
+
+    def _events_after(
+        self, conn: Connection, execution_id: int, after_id: int, limit: int
+    ) -> list[EventRecord]:
+        rows = conn.execute(
+            select(event_messages)
+            .where(event_messages.c.execution_id == execution_id, event_messages.c.id > after_id)
+            .order_by(event_messages.c.id)
+            .limit(limit)
+        ).all()
         return [_event(row) for row in rows]
 
 

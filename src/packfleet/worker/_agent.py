@@ -113,7 +113,12 @@ class WorkerAgent:
             clock=clock,
         )
         self.reporting = ReportLoop(
-            self.reporter, events=self.events, pause=self._pause, timing=self.timing, clock=clock
+            self.reporter,
+            events=self.events,
+            pause=self._pause,
+            timing=self.timing,
+            clock=clock,
+            busy=lambda: bool(self.tasks.running),
         )
         self.projects = ProjectCache(self.home / "projects", self.link.download)
         self.tasks = TaskRunner(

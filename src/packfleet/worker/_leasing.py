@@ -202,6 +202,10 @@ class LeaseLoop:
             backoff.reset()
             for task in tasks:
                 self._tasks.start(task)
+            if tasks:
+                # Let the attempts just started reach their package before the next lease request
+                # is encoded and written: on an idle worker that request is not urgent, the task is.
+                await asyncio.sleep(0)
             if burst and not tasks:
                 if not self._tasks.executions:
                     return

@@ -22,8 +22,10 @@ fsync each cost the worker a third of its CPU under load (``make bench``).
 Acknowledgements and settlements are written but never fsynced: losing them to a power cut only
 re-sends events the master drops by their ``seq`` and reports it accepts again (both idempotent).
 Events are acknowledged as a prefix of the journal, so one position says what the master has. A
-segment is deleted once every event in it is acknowledged and every report in it settled; when
-nothing at all is pending the whole journal is deleted and the next record starts a new segment.
+segment is deleted once every event in it is acknowledged and every report in it settled. When
+nothing at all is pending, the older segments are deleted and the active one is kept for the next
+records (a new file costs an idle worker's next task two extra fsyncs); it is deleted too when it is
+full, at start-up and when the worker stops.
 
 A full disk: a write that fails is cut off, and the next record starts a new segment, so the full
 one is deleted as soon as the master has its events (the caller holds the package back meanwhile).
@@ -198,7 +200,7 @@ class LogCache:
                 entry.done = True
             waiting += entry.next_seq - 1 - entry.acked_seq
             self._forget_if_settled(entry)
-        self._collect()
+        self._collect(whole=True)
         return waiting
 
     def _read_whole(self, segment: int) -> bytes:
@@ -453,8 +455,12 @@ class LogCache:
             os.close(fd)
 
     def close(self) -> None:
-        """Make everything durable and close the journal (the worker is stopping; it stays cached)."""
+        """Make everything durable and close the journal (the worker is stopping; it stays cached).
+
+        A journal with nothing pending any more is deleted.
+        """
         self.sync()
+        self._collect(whole=True)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -556,10 +562,21 @@ class LogCache:
         if entry.settled and not entry.open:
             self._attempts.pop((entry.task_id, entry.attempt), None)
 
-    def _collect(self) -> bool:
-        """Delete segments nobody needs; True when that was all of them (nothing is pending)."""
+    def _collect(self, *, whole: bool = False) -> bool:
+        """Delete segments nobody needs; True when that was all of them (nothing is pending).
+
+        When nothing is pending while the worker serves, the active segment is kept (unless it is
+        full, or ``whole`` asks for everything: start-up and stopping) and the next record is
+        appended to it. Deleting it meant that an idle worker's next task created a new file,
+        and a new file's fsync plus the directory's cost three times an append's fsync on the
+        bench machine, on the path of every execution that finds the worker idle (make bench).
+        """
         if not self._sizes:
             return not self._attempts
+        if not self._attempts and not whole and self._fd is not None:
+            if self._sizes.get(self._active, 0) < SEGMENT_BYTES:
+                self._delete_delivered()
+                return False
         if not self._attempts:
             # Nothing pending: every record is obsolete. The next one starts a new segment.
             if self._fd is not None:

@@ -40,7 +40,8 @@ class MachineProbe(Protocol):
 class PsutilProbe:
     """Measurements of this machine through :mod:`psutil`.
 
-    CPU use is averaged over windows of at least :attr:`window` seconds: psutil's non-blocking
+    CPU use is averaged over windows of at least :attr:`window` seconds, and free memory read at most
+    once per window: psutil's non-blocking
     ``cpu_percent`` reports the use since its previous call, which over a few milliseconds (two
     checks in a row) is 0 or 100 and nothing in between. The first value comes from a short
     blocking sample, taken once when the probe is made.
@@ -52,6 +53,8 @@ class PsutilProbe:
         self._clock = clock
         self._cpu = float(psutil.cpu_percent(interval=0.1))
         self._sampled = clock()
+        self._memory = 0.0
+        self._memory_at = -float("inf")
 
     def cpu_percent(self) -> float:
         if self._clock() - self._sampled >= self.window:
@@ -60,8 +63,13 @@ class PsutilProbe:
         return self._cpu
 
     def memory_free_mb(self) -> float:
-        # `available` counts reclaimable page cache; `free` would make a busy file server look full.
-        return float(psutil.virtual_memory().available) / (1024 * 1024)
+        # Read at most once per window, like the CPU: the gate asks before every lease request,
+        # hundreds a second under load, and each reading parses /proc/meminfo (make bench).
+        if self._clock() - self._memory_at >= self.window:
+            # `available` counts reclaimable page cache; `free` would make a busy file server look full.
+            self._memory = float(psutil.virtual_memory().available) / (1024 * 1024)
+            self._memory_at = self._clock()
+        return self._memory
 
     def ips(self) -> list[str]:
         found: list[str] = []

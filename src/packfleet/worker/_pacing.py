@@ -72,6 +72,8 @@ class AgentEvents:
     wake_heartbeat: asyncio.Event = field(default_factory=asyncio.Event)
     #: A task wrote events or finished: the reporter sends them after its linger.
     wake_report: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The last running attempt ended: nothing more is coming soon, so the reporter's linger ends.
+    tasks_idle: asyncio.Event = field(default_factory=asyncio.Event)
     #: The master answered after being away: the reporter leaves its backoff at once.
     master_back: asyncio.Event = field(default_factory=asyncio.Event)
 

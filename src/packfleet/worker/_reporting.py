@@ -1,9 +1,9 @@
 """Reporting: the loop that delivers what the log cache holds, and the last delivery when stopping.
 
 :class:`~packfleet.worker._reporter.Reporter` does one pass (events, then the completion reports they
-unblock). :class:`ReportLoop` decides when passes run: soon after a task writes (a short linger
-gathers several tasks' records into one request), with backoff while the master is away or refuses
-them, and at once when a heartbeat shows the master is back.
+unblock). :class:`ReportLoop` decides when passes run: soon after a task writes (while other tasks
+still run, a short linger gathers several tasks' records into one request), with backoff while the
+master is away or refuses them, and at once when a heartbeat shows the master is back.
 """
 
 from __future__ import annotations
@@ -29,12 +29,14 @@ class ReportLoop:
         pause: Pause,
         timing: AgentTiming,
         clock: Callable[[], float],
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.reporter = reporter
         self._events = events
         self._pause = pause
         self.timing = timing
         self._clock = clock
+        self._busy = busy
 
     async def report(self) -> bool:
         """Send cached events, then completion reports; True when everything has been delivered."""
@@ -49,7 +51,7 @@ class ReportLoop:
             if await self.report():
                 backoff.reset()
                 await self._pause(self.timing.gate_poll, events.wake_report)
-                await self._pause.sleep(self.timing.report_linger)
+                await self.linger()
                 continue
             # A master that refuses this worker (403) is asked again only at the cap: it will not
             # change its mind sooner, and the heartbeat notices when it does.
@@ -58,6 +60,20 @@ class ReportLoop:
             await self._pause(delay, events.master_back)
             if events.master_back.is_set():
                 backoff.reset()
+
+    async def linger(self) -> None:
+        """Let more records gather before a pass, but only while attempts still run on this worker.
+
+        Under load the linger turns many tasks' records into one fsync and one request; on an idle
+        worker nothing else is coming, and waiting would only add to the submit->finished time of
+        the task that just ended. So the linger ends the moment no attempt runs any more
+        (``tasks_idle``): a lone task's report goes out as soon as it is written.
+        """
+        if self.timing.report_linger <= 0:
+            return
+        self._events.tasks_idle.clear()
+        if self._busy():
+            await self._pause(self.timing.report_linger, self._events.tasks_idle)
 
     async def deliver(self, seconds: float) -> bool:
         """Report with backoff until everything is delivered or ``seconds`` have passed."""

@@ -112,6 +112,8 @@ class TaskRunner:
         finally:
             self.running.pop(key, None)
             self._events.wake_lease.set()
+            if not self.running:
+                self._events.tasks_idle.set()
 
     async def _supersede(self, running: Running) -> bool:
         """Stop any other attempt of this task first; False when this one must not run."""

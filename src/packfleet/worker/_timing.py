@@ -19,7 +19,8 @@ class AgentTiming:
     cancel_grace: float = 10.0
     #: How long the reporter lets events accumulate before sending them as one batch. Short: while
     #: one request is in flight the next batch accumulates anyway, and every millisecond here is
-    #: added to each execution's submit->finished time (make bench: 0.1 s made it ~118 ms).
+    #: added to each execution's submit->finished time (make bench: 0.1 s made it ~118 ms). Only
+    #: while attempts still run: the last one ending cuts it short (``ReportLoop.linger``).
     report_linger: float = 0.005
     #: How long a busy worker waits after a slot frees for more to free before it leases, so one
     #: lease request fills several slots (make bench: leasing each freed slot alone cost a request

@@ -42,22 +42,35 @@ class EventPage:
     last_id: int
 
 
+#: Project versions whose manifests the master keeps in memory for masking (a version's manifest
+#: never changes and versions are never deleted, so they need no invalidation, only a bound).
+MANIFEST_CACHE = 256
+
+
 class Manifests:
     """Manifests by project version, to mask sensitive parameters in what is shown of executions.
 
     Each execution is masked by the manifest of *its own* version: a newer deploy may have dropped
     a parameter or its ``sensitive`` flag, and must not unmask what older runs were given.
+
+    ``known`` is shared by every answer of one master: ``run --wait`` shows its execution in each
+    follow answer, and reading the manifest again each time was a catalog call on that path (make
+    bench). A version that cannot be read is remembered for this answer only.
     """
 
-    def __init__(self, state: MasterState) -> None:
+    def __init__(self, state: MasterState, known: dict[int, Project] | None = None) -> None:
         self._state = state
+        self._known = {} if known is None else known
         self._seen: dict[int, Project | None] = {}
 
     async def project(self, version_id: int) -> Project | None:
+        known = self._known.get(version_id)
+        if known is not None:
+            return known
         if version_id not in self._seen:
             try:
                 version = await self._state.db(self._state.catalog.get_project_version_by_id, version_id)
-                self._seen[version_id] = Project.from_dict(version.manifest)
+                self.know(version_id, Project.from_dict(version.manifest))
             except PackfleetError:
                 self._seen[version_id] = None
         return self._seen[version_id]
@@ -65,6 +78,9 @@ class Manifests:
     def know(self, version_id: int, project: Project) -> None:
         """Take a manifest the caller already loaded (saves a catalog call)."""
         self._seen[version_id] = project
+        if len(self._known) >= MANIFEST_CACHE:
+            self._known.pop(next(iter(self._known)))  # the oldest entry: insertion order
+        self._known[version_id] = project
 
     async def shown(self, record: ExecutionRecord) -> dict[str, Any]:
         data = record.to_dict()
@@ -84,14 +100,15 @@ class ExecutionService:
 
     def __init__(self, state: MasterState) -> None:
         self._state = state
+        self._manifests: dict[int, Project] = {}
 
     def manifests(self) -> Manifests:
         """A masking cache for one answer (a list shares the manifests of its versions)."""
-        return Manifests(self._state)
+        return Manifests(self._state, self._manifests)
 
     async def shown(self, record: ExecutionRecord) -> dict[str, Any]:
         """An execution as it is shown: sensitive parameters masked by its version's manifest."""
-        return await Manifests(self._state).shown(record)
+        return await self.manifests().shown(record)
 
     async def agent_ids(self, workers: list[str]) -> tuple[str, ...]:
         """Agent ids for ``run --worker``: each given as an agent id, a display name or a thumbprint.
@@ -129,6 +146,7 @@ class ExecutionService:
                 return Submitted(existing, created=False)
         version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
         project = Project.from_dict(version.manifest)
+        self.manifests().know(version.id, project)
         parameters = resolve_parameters(project, ask.package, ask.parameters)
         parameters = state.seal(version.manifest, ask.package, parameters)
         try:
@@ -230,8 +248,10 @@ class ExecutionService:
         deadline = loop.time() + state.wait_seconds(wait)
         while True:
             ticket = state.wakeups.ticket(EVENTS)  # taken before looking: a notification between is kept
-            record = await state.db(state.catalog.get_execution, execution_id)
-            found = await state.db(state.catalog.get_events, execution_id, after_id=after_id, limit=limit)
+            # One catalog call for both (one hop to the catalog's thread, one snapshot).
+            record, found = await state.db(
+                state.catalog.execution_events, execution_id, after_id=after_id, limit=limit
+            )
             remaining = deadline - loop.time()
             if found or record.status.finished or remaining <= 0 or state.closing:
                 return EventPage(record, found, found[-1].id if found else after_id)
