@@ -43,3 +43,34 @@ def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (folders may override it with a wider scope)."""
     with pg_database() as url:
         yield url
+
+
+#: Marks of the tests that start real processes (masters, workers, Chromium): each module of them
+#: runs for minutes where most modules take seconds.
+_SLOW_MARKS = ("e2e", "browser")
+#: The longest of those (most of a run's minutes each), handed out before the rest.
+_LONGEST = ("tests/faults/test_faults.py", "tests/e2e/test_executions.py", "tests/e2e/test_failover.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the modules that start real processes first.
+
+    ``make test`` hands whole modules to two xdist workers (``--dist loadscope``) in collection
+    order. Collected alphabetically, the longest modules (the fault suite above all) came last and
+    ran one beside the other at the end while the other worker sat idle; handed out first, the
+    short modules fill the gaps.
+    The order within a module is kept.
+    """
+    slow_modules = {
+        item.nodeid.split("::", 1)[0]
+        for item in items
+        if any(item.get_closest_marker(mark) for mark in _SLOW_MARKS)
+    }
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        if module in _LONGEST:
+            return _LONGEST.index(module)
+        return len(_LONGEST) if module in slow_modules else len(_LONGEST) + 1
+
+    items.sort(key=rank)
