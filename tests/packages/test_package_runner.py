@@ -25,11 +25,11 @@ Isolation = Literal["fresh", "pooled"]
 
 
 def gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (reaped, or a zombie not yet reaped); it may end while we look."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return True
-    return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
 
 
 async def first_event(run: Run, source: str, timeout: float = 10.0) -> None:
