@@ -32,6 +32,16 @@ def gone(pid: int) -> bool:
         return True
 
 
+async def grandchild_ends(tmp_path: Path) -> None:
+    """Wait (5 s at most) for the process the ``spawner`` package left behind to end with its task."""
+    [pid_file] = (tmp_path / "tasks").glob("*/grandchild.pid")
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while not gone(grandchild):
+        assert time.monotonic() < deadline, "the grandchild outlived its task"
+        await asyncio.sleep(0.01)
+
+
 async def first_event(run: Run, source: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not run.messages(source):
@@ -182,12 +192,7 @@ async def test_processes_left_behind_by_a_package_end_with_its_task(
 ) -> None:
     run = await launch(runner, probe_dir, probe, "spawner", tmp_path)
     assert (await run.wait()).outcome == "succeeded"
-    [pid_file] = (tmp_path / "tasks").glob("*/grandchild.pid")
-    grandchild = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while not gone(grandchild):
-        assert time.monotonic() < deadline, "the grandchild outlived its task"
-        await asyncio.sleep(0.01)
+    await grandchild_ends(tmp_path)
 
 
 async def test_pooled_process_is_recycled_after_max_tasks(

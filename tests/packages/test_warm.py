@@ -12,7 +12,7 @@ import psutil
 from packfleet.packages import PackageRunner, Project, RunSpec
 
 from .conftest import launch
-from .test_package_runner import first_event, gone
+from .test_package_runner import first_event, gone, grandchild_ends
 
 
 def _spec(project_dir: Path, project: Project, package: str, task_root: Path) -> RunSpec:
@@ -81,12 +81,7 @@ async def test_cancel_ends_a_warm_task_and_what_it_left_behind(
     assert await runner.warm(_spec(probe_dir, probe, "spawner", tmp_path))
     spawner = await launch(runner, probe_dir, probe, "spawner", tmp_path)
     assert (await spawner.wait()).outcome == "succeeded"
-    [pid_file] = (tmp_path / "tasks").glob("*/grandchild.pid")
-    grandchild = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while not gone(grandchild):
-        assert time.monotonic() < deadline, "the grandchild outlived its task"
-        await asyncio.sleep(0.01)
+    await grandchild_ends(tmp_path)
 
 
 async def test_a_module_that_keeps_a_file_open_at_import_runs_cold(

@@ -189,7 +189,7 @@ class _PeakRss:
 def _one_run(
     bench: BenchCluster, fleet: list[tuple[str, str, str]], interval: float, rounds: int, control: Path
 ) -> dict[str, float]:
-    from packfleet.bench._waits import wait_online
+    from packfleet.bench._waits import release, release_if_waiting, wait_online
 
     control.mkdir(parents=True)
     master = load_credential(bench.master_home / "master.cer")
@@ -235,14 +235,11 @@ def _one_run(
         master = psutil.Process(bench.master_pid())
         with _PeakRss(master) as peak:
             cpu_before = sum(master.cpu_times()[:2])
-            partial = control / "go.part"
-            partial.write_text(repr(time.time() + 2.0))
-            partial.rename(go)  # appears whole: the agents never read half a time
+            release(go, time.time() + 2.0)
             thread.join(interval * (rounds + 1) + RUN_LIMIT + 120)
             master_cpu = sum(master.cpu_times()[:2]) - cpu_before
     finally:
-        if not go.exists():
-            go.write_text(repr(time.time()))
+        release_if_waiting(go)
         thread.join(RUN_LIMIT + 120)
     if failure:
         raise failure[0]

@@ -33,6 +33,7 @@ from packfleet.bench._cluster import BenchCluster
 from packfleet.bench._fleet import CLIENT_PROCESSES, _PeakRss
 from packfleet.bench._load import run_processes
 from packfleet.bench._stats import Result, load_average, percentile
+from packfleet.bench._waits import release, release_if_waiting
 
 #: How long one run may take at most (connect, restart, storm).
 RUN_LIMIT = 300.0
@@ -146,15 +147,12 @@ def _one_run(bench: BenchCluster, fleet: list[Agent], control: Path) -> dict[str
         with _PeakRss(master) as peak:
             cpu_before = sum(master.cpu_times()[:2])
             at = time.time() + 1.0
-            partial = control / "go.part"
-            partial.write_text(repr(at))
-            partial.rename(go)  # appears whole: the agents never read half a time
+            release(go, at)
             thread.join(RUN_LIMIT + 120)
             # CPU seconds the restarted master spent on the storm (and the agents' idle minute).
             master_cpu = sum(master.cpu_times()[:2]) - cpu_before
     finally:
-        if not go.exists():
-            go.write_text(repr(time.time()))
+        release_if_waiting(go)
         thread.join(RUN_LIMIT + 120)
     if failure:
         raise failure[0]

@@ -19,6 +19,22 @@ async def wait_for_file(path: Path, deadline: float) -> bool:
     return False
 
 
+def release(go: Path, at: float) -> None:
+    """Tell the load processes waiting on ``go`` (:func:`wait_for_file`) to start at ``at`` (time()).
+
+    Written aside and renamed, so it appears whole: no process ever reads half a time.
+    """
+    partial = go.with_name(go.name + ".part")
+    partial.write_text(repr(at))
+    partial.rename(go)
+
+
+def release_if_waiting(go: Path) -> None:
+    """On the way out: release processes still waiting on ``go`` at once, so they end."""
+    if not go.exists():
+        release(go, time.time())
+
+
 def wait_online(bench: BenchCluster, count: int, since: float, timeout: float) -> None:
     """Wait until ``count`` workers heartbeated at or after ``since`` (POSIX seconds, master's clock)."""
     from datetime import UTC, datetime
