@@ -84,7 +84,13 @@ def test_bench_peers_prints_every_figure_and_ratio() -> None:
         emit=lines.append,
     )
     systems = [r.notes["system"] for r in results]
-    assert systems == ["packfleet pooled", "celery", "dask", "packfleet fresh"]
+    assert systems == [
+        "packfleet pooled",
+        "celery",
+        "dask",
+        "packfleet fresh",
+        "packfleet pooled PostgreSQL",
+    ]
     records = [json.loads(line) for line in lines if line.startswith("{")]
     assert [r["system"] for r in records] == systems
     for record in records:
@@ -97,4 +103,5 @@ def test_bench_peers_prints_every_figure_and_ratio() -> None:
             assert set(record["vs_best_peer"]) == {"tasks_per_s", "cpu_ms_per_task", "roundtrip_p50"}
     text = "\n".join(lines)
     assert "best peer:" in text
-    assert text.count("target packfleet") == 5
+    assert text.count("target packfleet") == 6
+    assert "target packfleet pooled PostgreSQL tasks_per_s >= 1.5x" in text

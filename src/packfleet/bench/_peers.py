@@ -1,15 +1,16 @@
 """``bench-peers``: packfleet and its peers (Celery 5 + Redis, Dask distributed) side by side.
 
 All three run at the same time on the same machine, each over mutual TLS: packfleet's bench
-cluster (1 master + 2 workers, SQLite), Celery with a private Redis (prefork ``-c 2``), and Dask
-(1 scheduler + 2 workers). Each round measures, in an order that rotates from round to round so
-no system always runs right after another's burst:
+cluster (1 master + 2 workers, SQLite; a second one on a throwaway PostgreSQL database), Celery
+with a private Redis (prefork ``-c 2``), and Dask (1 scheduler + 2 workers). Each round measures,
+in an order that rotates from round to round so no system always runs right after another's burst:
 
 - throughput: N no-op tasks submitted at once (packfleet: one bulk request; Celery: one group;
   Dask: one ``client.map``) until the last one finished; tasks/s and CPU ms per task summed over
   every process of the system's trees and the bench client (:class:`~packfleet.bench._cpu.CpuMeter`).
   packfleet runs its pooled package at N and its fresh one (a new process per task, which no peer
-  offers) at ``fresh_n``.
+  offers) at ``fresh_n``, on SQLite; and its pooled package at N on PostgreSQL, whose server
+  processes count in its CPU.
 - round trip: sequential no-ops, from the submit to the answer "finished" in the client's hands
   (packfleet: run request then the follow long-poll, as ``packfleet run --wait``; Celery
   ``apply_async().get()``; Dask ``client.submit().result()``), p50 and p99.
@@ -62,9 +63,10 @@ class System:
 
 def _packfleet(bench: BenchCluster, isolation: str, n: int) -> System:
     package = PACKAGES[isolation]
+    postgres = bench.catalog == "postgresql"
 
     def throughput(count: int) -> tuple[float, float]:
-        return asyncio.run(_throughput._one_run(bench, package, count, postgres=False))
+        return asyncio.run(_throughput._one_run(bench, package, count, postgres=postgres))
 
     def roundtrip(count: int) -> dict[str, float]:
         figures = asyncio.run(_latency._one_run(bench, package, count))
@@ -72,8 +74,8 @@ def _packfleet(bench: BenchCluster, isolation: str, n: int) -> System:
             "submit_start_p99_ms": figures["submit_start_p99_ms"]
         }
 
-    name = f"packfleet {isolation}"
-    result = Result("peers", "tasks/s", catalog="sqlite", isolation=isolation)
+    name = f"packfleet {isolation}" + (" PostgreSQL" if postgres else "")
+    result = Result("peers", "tasks/s", catalog=bench.catalog, isolation=isolation)
     result.notes.update(system=name, n=n)
     return System(name, n, throughput, roundtrip, result, is_peer=False)
 
@@ -147,6 +149,7 @@ TARGETS = (
     ("packfleet pooled", "roundtrip_p50", 1.5, True),
     ("packfleet fresh", "tasks_per_s", 1.2, False),
     ("packfleet fresh", "roundtrip_p50", 3.0, True),
+    ("packfleet pooled PostgreSQL", "tasks_per_s", 1.5, False),
 )
 
 
@@ -198,6 +201,7 @@ def run(*, n: int, fresh_n: int, latency_n: int, runs: int, emit: Callable[[str]
         tls = make_peer_tls(root / "tls")
         with (
             BenchCluster("sqlite") as bench,
+            BenchCluster("postgresql") as pg_bench,
             CeleryPeer(root / "celery", tls) as celery,
             DaskPeer(root / "dask", tls) as dask,
         ):
@@ -206,6 +210,7 @@ def run(*, n: int, fresh_n: int, latency_n: int, runs: int, emit: Callable[[str]
                 _peer(celery, n),
                 _peer(dask, n),
                 _packfleet(bench, "fresh", fresh_n),
+                _packfleet(pg_bench, "pooled", n),
             ]
             measure(systems, runs=runs, latency_n=latency_n, emit=emit)
         compared = ratios(systems)
