@@ -11,8 +11,10 @@ import pytest
 
 from packfleet.errors import ApiError
 from packfleet.protocol import CompletionReport, routes
-from packfleet.worker import LogCache
+from packfleet.worker import AgentTiming, LogCache
+from packfleet.worker._pacing import AgentEvents, Pause
 from packfleet.worker._reporter import REPROBE_SECONDS, Reporter
+from packfleet.worker._reporting import LINGER_CAP, ReportLoop
 
 from .conftest import DemoProject, MakeAgent
 from .helpers import FakeClock
@@ -220,3 +222,31 @@ async def test_a_worker_delivers_through_either_route(
         assert stub.report_posts == 1, "an older master is asked once, not every pass"
         assert stub.event_posts >= 1 and stub.completion_posts >= 1
     assert agent.cache.idle
+
+
+@pytest.mark.parametrize(
+    ("busy", "last_pass", "waited"),
+    [(True, 0.001, [0.005]), (True, 0.02, [0.02]), (True, 3.0, [LINGER_CAP]), (False, 0.02, [])],
+    ids=["short-pass", "pass-length", "capped", "idle"],
+)
+async def test_a_busy_workers_linger_follows_the_last_pass(
+    tmp_path: Path, busy: bool, last_pass: float, waited: list[float]
+) -> None:
+    """Shorter passes must not just mean more passes of fewer tasks each (make bench, throughput)."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    events = AgentEvents()
+    loop = ReportLoop(
+        _reporter(_cache(tmp_path), Master()),
+        events=events,
+        pause=Pause(sleep, events.stopping),
+        timing=AgentTiming(report_linger=0.005),
+        clock=lambda: 0.0,
+        busy=lambda: busy,
+    )
+    loop.last_pass = last_pass
+    await loop.linger()
+    assert slept == waited
