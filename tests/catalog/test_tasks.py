@@ -354,6 +354,79 @@ def test_events_keep_odd_text_and_drop_unknown_tasks(
         deployed.add_events(agent_id, [_event(execution_id, task.task_id, 1, clock, source="printer")])
 
 
+# --- a report pass: events and completions in one transaction -----------------------------------------
+
+
+def test_store_report_stores_events_then_ends_the_task_in_one_transaction(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    agent_id = worker()
+    execution_id = _run(deployed)
+    [task] = deployed.lease_tasks(agent_id, 1, 60)
+    events = [_event(execution_id, task.task_id, seq, clock) for seq in (1, 2)]
+    done = [CompletionReport(task.task_id, 1, "succeeded", 0, "ok")]
+    outcome = deployed.store_report(agent_id, events, done)
+    assert outcome.stored == 2 and outcome.results == [CompletionResult(task.task_id, True, False)]
+    record, stored = deployed.execution_events(execution_id)
+    assert record.status == ExecutionStatus.SUCCEEDED
+    assert [e.seq for e in stored] == [1, 2]
+    # A resend after a lost answer: the events are stored once, the report accepted again.
+    again = deployed.store_report(agent_id, events, done)
+    assert again.stored == 0 and again.results == outcome.results
+    assert [e.seq for e in deployed.get_events(execution_id)] == [1, 2]
+    assert deployed.store_report(agent_id, [], []).results == []
+
+
+def test_store_report_keeps_the_fences_of_events_and_completions(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    me, other = worker("me"), worker("other")
+    mine, theirs = _run(deployed), _run(deployed)
+    [my_task] = deployed.lease_tasks(me, 1, 60)
+    [their_task] = deployed.lease_tasks(other, 1, 60)
+    outcome = deployed.store_report(
+        me,
+        [_event(mine, my_task.task_id, 1, clock), _event(theirs, their_task.task_id, 1, clock)],
+        [
+            CompletionReport(my_task.task_id, 1, "failed", 1),
+            CompletionReport(their_task.task_id, 1, "succeeded"),
+        ],
+    )
+    assert outcome.stored == 1  # only the event of the lease this worker holds
+    assert outcome.results == [
+        CompletionResult(my_task.task_id, True, False),
+        CompletionResult(their_task.task_id, False, True),
+    ]
+    assert deployed.get_execution(mine).status == ExecutionStatus.FAILED
+    assert deployed.get_execution(theirs).status == ExecutionStatus.RUNNING
+    assert [e.message_source for e in deployed.get_events(theirs)] == ["system"]  # the refusal, said
+
+
+def test_store_report_stores_nothing_when_a_part_is_refused_or_fails(
+    deployed: Catalog, worker: Register, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent_id = worker()
+    execution_id = _run(deployed)
+    [task] = deployed.lease_tasks(agent_id, 1, 60)
+    events = [_event(execution_id, task.task_id, 1, clock)]
+    done = [CompletionReport(task.task_id, 1, "succeeded")]
+    with pytest.raises(CatalogError, match="outcome 'exploded'"):
+        deployed.store_report(agent_id, events, [CompletionReport(task.task_id, 1, "exploded")])  # type: ignore[arg-type]
+    with pytest.raises(CatalogError, match="seq 0"):
+        deployed.store_report(agent_id, [_event(execution_id, task.task_id, 0, clock)], done)
+
+    def broken(*_args: object) -> list[CompletionResult]:
+        raise CatalogError("the completion failed after the events were written")
+
+    monkeypatch.setattr(deployed, "_complete", broken)
+    with pytest.raises(CatalogError, match="after the events"):
+        deployed.store_report(agent_id, events, done)
+    monkeypatch.undo()
+    assert deployed.get_events(execution_id) == []  # rolled back with the completion
+    assert deployed.get_execution(execution_id).status == ExecutionStatus.RUNNING
+    assert deployed.store_report(agent_id, events, done).stored == 1
+
+
 @pytest.mark.postgres
 def test_new_ready_tasks_wake_listeners_on_postgresql(migrated_pg: str, clock: FakeClock) -> None:
     """Another master LISTENing on TASKS_CHANNEL hears of each execution created (on commit)."""

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from master.support import FakeClock, MasterHome, heartbeat_body, new_agent_id, project_archive
+from master.support import (
+    FakeClock,
+    MasterHome,
+    context_for,
+    heartbeat_body,
+    new_agent_id,
+    project_archive,
+    raw,
+)
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.pki import Credential
@@ -254,3 +262,107 @@ async def test_a_resent_submit_with_its_key_returns_the_same_execution(
     assert first["idempotency_key"] == "resend-1"
     listed = await manager.list_executions()
     assert sorted(e["execution_id"] for e in listed) == sorted({first["execution_id"], other["execution_id"]})
+
+
+def _events(agent: str, task: dict[str, Any], seqs: tuple[int, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "execution_id": task["execution_id"],
+            "task_id": task["task_id"],
+            "attempt": task["attempt"],
+            "seq": seq,
+            "time": "2024-06-01T12:00:00+00:00",
+            "level": 20,
+            "source": "stdout",
+            "message": f"line {seq}",
+        }
+        for seq in seqs
+    ]
+
+
+async def test_one_report_carries_the_last_lines_and_the_end_to_a_follower_at_once(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    execution = await manager.run("default", "etl", "load")
+    [task] = (await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent)))["tasks"]
+    first = await manager.events(execution["execution_id"])
+    follow = asyncio.create_task(
+        manager.events(execution["execution_id"], after_id=first["last_id"], wait=20)
+    )
+    await asyncio.sleep(0.3)
+    assert not follow.done()
+    report = {"task_id": task["task_id"], "attempt": task["attempt"], "outcome": "succeeded", "exit_code": 0}
+    body = {"agent_id": agent, "events": _events(agent, task, (1, 2)), "reports": [report]}
+    reply = await worker.request("POST", routes.WORKER_REPORT, json_body=body)
+    assert reply == {
+        "acknowledged": 2,
+        "stored": 2,
+        "results": [{"task_id": task["task_id"], "accepted": True, "stale": False}],
+    }
+    news = await asyncio.wait_for(follow, 5)
+    # One wake-up shows both: with the events and completion routes the follower woke on the
+    # lines, found the execution running, and had to ask again.
+    assert [e["message"] for e in news["events"]] == ["line 1", "line 2"]
+    assert news["finished"] is True
+    assert (await manager.get_execution(execution["execution_id"]))["status_name"] == "succeeded"
+
+
+async def test_a_resent_report_is_stored_once_and_an_old_attempts_report_is_stale(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    execution = await manager.run("default", "etl", "load")
+    [task] = (await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent)))["tasks"]
+    events = _events(agent, task, (1,))
+    assert await worker.request(
+        "POST", routes.WORKER_REPORT, json_body={"agent_id": agent, "events": events}
+    ) == {"acknowledged": 1, "stored": 1, "results": []}
+    report = {"task_id": task["task_id"], "attempt": task["attempt"], "outcome": "failed", "message": "boom"}
+    old = dict(report, attempt=task["attempt"] - 1)
+    body = {"agent_id": agent, "events": events, "reports": [report, old]}
+    first = await worker.request("POST", routes.WORKER_REPORT, json_body=body)
+    again = await worker.request("POST", routes.WORKER_REPORT, json_body=body)
+    results = [
+        {"task_id": task["task_id"], "accepted": True, "stale": False},
+        {"task_id": task["task_id"], "accepted": False, "stale": True},
+    ]
+    assert first == again == {"acknowledged": 1, "stored": 0, "results": results}
+    log = await manager.events(execution["execution_id"])
+    assert [e["seq"] for e in log["events"] if e["message_source"] == "stdout"] == [1]
+    assert log["finished"] is True
+    assert (await manager.get_execution(execution["execution_id"]))["status_name"] == "failed"
+
+
+async def test_the_report_route_admits_exactly_whom_the_events_route_admits(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    agent = new_agent_id()
+    bodies = {
+        routes.WORKER_EVENTS: {"agent_id": agent, "events": []},
+        routes.WORKER_REPORT: {"agent_id": agent, "events": [], "reports": []},
+    }
+    worker_ctx = context_for(mh.worker, mh, tmp_path)
+    for route, body in bodies.items():
+        nobody = await raw(context_for(None, mh, tmp_path), server, "POST", route, body=body)
+        assert nobody.status == 403 and "presented none" in nobody.body["detail"]
+        admin = await raw(context_for(mh.admin, mh, tmp_path), server, "POST", route, body=body)
+        assert admin.status == 403 and "is for workers" in admin.body["detail"], route
+        unbound = await raw(worker_ctx, server, "POST", route, body=body)
+        assert unbound.status == 403 and "belongs to no worker" in unbound.body["detail"]
+    await connect(mh.worker).request("POST", routes.WORKER_HEARTBEAT, json_body=heartbeat_body(agent))
+    for route, body in bodies.items():
+        disabled = await raw(worker_ctx, server, "POST", route, body=body)
+        assert disabled.status == 403 and "disabled" in disabled.body["detail"], route
+    await manager.enable_worker(agent)
+    await connect(mh.worker).request("POST", routes.WORKER_HEARTBEAT, json_body=heartbeat_body(agent))
+    for route, body in bodies.items():
+        assert (await raw(worker_ctx, server, "POST", route, body=body)).status == 200, route
+        other = await raw(worker_ctx, server, "POST", route, body=dict(body, agent_id=new_agent_id()))
+        assert other.status == 403 and "may not act for agent" in other.body["detail"], route

@@ -173,9 +173,10 @@ async def test_a_huge_retry_count_is_a_400_naming_the_range(mh: MasterHome, peer
     ("route", "body"),
     [
         (routes.WORKER_COMPLETE, {"reports": [{"task_id": 10**30, "attempt": 1, "outcome": "failed"}]}),
+        (routes.WORKER_REPORT, {"reports": [{"task_id": 10**30, "attempt": 1, "outcome": "failed"}]}),
         (routes.WORKER_LEASE, {"capacity": 2**64, "wait_seconds": 0, "lease_seconds": 60}),
     ],
-    ids=["huge-task-id", "huge-capacity"],
+    ids=["huge-task-id", "huge-task-id-report", "huge-capacity"],
 )
 async def test_huge_integers_from_a_worker_are_a_400_never_a_500(
     mh: MasterHome, manager: ManagerClient, peer: Peer, route: str, body: dict[str, Any]

@@ -91,7 +91,11 @@ async def test_a_pending_certificate_cannot_claim_an_existing_worker(
     assert len(await manager.list_workers()) == 1
 
 
-@pytest.mark.parametrize("route", [routes.WORKER_EVENTS, routes.WORKER_COMPLETE], ids=["events", "complete"])
+@pytest.mark.parametrize(
+    "route",
+    [routes.WORKER_EVENTS, routes.WORKER_COMPLETE, routes.WORKER_REPORT],
+    ids=["events", "complete", "report"],
+)
 async def test_a_refused_certificate_cannot_report_for_the_victims_leased_task(
     mh: MasterHome,
     master: MasterServer,
@@ -117,6 +121,8 @@ async def test_a_refused_certificate_cannot_report_for_the_victims_leased_task(
     else:
         report = {"task_id": task["task_id"], "attempt": task["attempt"], "outcome": "succeeded"}
         body = {"agent_id": victim, "reports": [report | {"exit_code": 0, "message": "forged"}]}
+        if route == routes.WORKER_REPORT:
+            body["events"] = []
     answer = await peer.request(intruder, "POST", route, body=body)
     assert (
         answer.status == 403 and intruder.thumbprint in answer.text and "belongs to no worker" in answer.text

@@ -33,6 +33,8 @@ from packfleet.protocol import (
     LeaseRef,
     LeaseReply,
     LeaseRequest,
+    ReportBatch,
+    ReportReply,
     TaskAssignment,
     TaskHeartbeat,
     TaskHeartbeatReply,
@@ -74,12 +76,17 @@ class StubMaster:
     #: Seconds a lease answer that carries tasks is held back (an answer stuck in a partition).
     lease_delay: float = 0.0
     overgive: int = 0
+    #: False: answer /worker/report 404, as a master older than that route does.
+    knows_report: bool = True
 
     heartbeats: list[Heartbeat] = field(default_factory=list)
     leases: list[LeaseRequest] = field(default_factory=list)
     task_beats: list[TaskHeartbeat] = field(default_factory=list)
     events: dict[tuple[int, int], dict[int, EventMessage]] = field(default_factory=dict)
     event_posts: int = 0
+    completion_posts: int = 0
+    #: Requests to /worker/report, including those answered 404 or 503.
+    report_posts: int = 0
     duplicates: int = 0
     completions: list[CompletionReport] = field(default_factory=list)
     downloads: Counter[str] = field(default_factory=Counter)
@@ -167,14 +174,7 @@ class StubMaster:
             return problem(503, "the master is restarting")
         batch = decode(EventBatch, await request.json())
         self.event_posts += 1
-        stored = 0
-        for event in batch.events:
-            attempt = self.events.setdefault((event.task_id, event.attempt), {})
-            if event.seq in attempt:
-                self.duplicates += 1
-            else:
-                attempt[event.seq] = event
-                stored += 1
+        stored = self._store_events(batch.events)
         if action == "cut":
             assert request.transport is not None
             request.transport.abort()  # stored, but the worker never hears so: it must resend
@@ -184,12 +184,48 @@ class StubMaster:
         if self.completion_script and self.completion_script.pop(0) == "503":
             return problem(503, "the master is restarting")
         batch = decode(CompletionBatch, await request.json())
+        self.completion_posts += 1
+        return web.json_response(encode(CompletionReply(results=self._complete(batch.reports))))
+
+    async def report(self, request: web.Request) -> web.Response:
+        """Both of the above in one request; each script is consumed when its part is present."""
+        self.report_posts += 1
+        if not self.knows_report:
+            return problem(404, f"no route {request.path}")
+        batch = decode(ReportBatch, await request.json())
+        actions = []
+        if batch.events:
+            actions.append(self.event_script.pop(0) if self.event_script else "ok")
+        if batch.reports:
+            actions.append(self.completion_script.pop(0) if self.completion_script else "ok")
+        if "503" in actions:
+            return problem(503, "the master is restarting")  # one transaction: nothing stored
+        stored = self._store_events(batch.events)
+        results = self._complete(batch.reports)
+        if "cut" in actions:
+            assert request.transport is not None
+            request.transport.abort()
+        reply = ReportReply(acknowledged=len(batch.events), stored=stored, results=results)
+        return web.json_response(encode(reply))
+
+    def _store_events(self, events: list[EventMessage]) -> int:
+        stored = 0
+        for event in events:
+            attempt = self.events.setdefault((event.task_id, event.attempt), {})
+            if event.seq in attempt:
+                self.duplicates += 1
+            else:
+                attempt[event.seq] = event
+                stored += 1
+        return stored
+
+    def _complete(self, reports: list[CompletionReport]) -> list[CompletionResult]:
         results = []
-        for report in batch.reports:
+        for report in reports:
             if all(c.task_id != report.task_id for c in self.completions):
                 self.completions.append(report)
             results.append(CompletionResult(task_id=report.task_id, accepted=True, stale=False))
-        return web.json_response(encode(CompletionReply(results=results)))
+        return results
 
     async def project(self, request: web.Request) -> web.Response:
         sha = request.match_info["sha256"]
@@ -208,6 +244,7 @@ class StubMaster:
         app.router.add_post(routes.WORKER_TASK_HEARTBEAT, self.task_heartbeat)
         app.router.add_post(routes.WORKER_EVENTS, self.post_events)
         app.router.add_post(routes.WORKER_COMPLETE, self.complete)
+        app.router.add_post(routes.WORKER_REPORT, self.report)
         app.router.add_get(routes.WORKER_PROJECT, self.project)
         return app
 

@@ -8,6 +8,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from packfleet.errors import ApiError
 from packfleet.protocol import CompletionReport, EventMessage, decode, routes
 from packfleet.worker import LogCache
 from packfleet.worker._reporter import Reporter
@@ -75,7 +78,7 @@ async def test_records_written_during_a_send_go_in_the_next_pass_not_a_backoff(t
         cache.append(1, 1, time="2024-01-01T00:00:00+00:00", level=20, source="stdout", message=message)
 
     async def send(path: str, body: Any) -> Any:
-        assert path == routes.WORKER_EVENTS
+        assert path == routes.WORKER_REPORT
         events = [decode(EventMessage, e) for e in body["events"]]
         sent.append([e.seq for e in events])
         write("written while the request was in flight")
@@ -92,32 +95,43 @@ async def test_records_written_during_a_send_go_in_the_next_pass_not_a_backoff(t
     assert sent == [[1], [2]]
 
 
-async def test_an_event_and_a_report_are_in_the_journal_before_they_are_sent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("together", [True, False], ids=["together", "apart"])
+async def test_an_event_and_a_report_are_in_the_journal_before_they_are_sent(
+    tmp_path: Path, together: bool
+) -> None:
     cache = LogCache(tmp_path)
     cache.load()
     cache.open_attempt(execution_id=101, task_id=1, attempt=1)
     cache.append(1, 1, time="2024-01-01T00:00:00+00:00", level=20, source="stdout", message="on disk")
     cache.finish(1, 1, CompletionReport(task_id=1, attempt=1, outcome="succeeded", exit_code=0, message=""))
     seen: list[str] = []
+    accepted = {"results": [{"task_id": 1, "accepted": True, "stale": False}]}
 
     async def send(path: str, body: Any) -> Any:
         # What a kill -9 right now would leave for the next agent to replay.
         replay = LogCache(tmp_path)
         replay.load()
         replay.close()
+        if path == routes.WORKER_REPORT:
+            seen.append("report")
+            if not together:
+                raise ApiError("no such route", status=404)
+            assert [e.message for e in replay.pending_events(10)] == ["on disk"]
+            assert [r.task_id for r in replay.completions_with(replay.pending_events(10))] == [1]
+            return {"acknowledged": 1, "stored": 1, **accepted}
         if path == routes.WORKER_EVENTS:
             seen.append("events")
             assert [e.message for e in replay.pending_events(10)] == ["on disk"]
             return {"acknowledged": 1, "stored": 1}
         seen.append("completions")
         assert [r.task_id for r in replay.pending_completions()] == [1]
-        return {"results": [{"task_id": 1, "accepted": True, "stale": False}]}
+        return accepted
 
     reporter = Reporter(
         cache, send, agent_id="a", max_buffer=100, retry_count=3, retry_timeout=3600.0, clock=lambda: 0.0
     )
     assert await reporter.report()
-    assert seen == ["events", "completions"]
+    assert seen == (["report"] if together else ["report", "events", "completions"])
     assert cache.idle
     cache.close()  # nothing pending: stopping deletes the journal
     assert journal(tmp_path) == []

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from packfleet.errors import ApiError
-from packfleet.protocol import EventMessage, decode, routes
+from packfleet.protocol import CompletionReport, EventMessage, decode, routes
 from packfleet.worker import LogCache
 from packfleet.worker._reporter import MAX_BATCH_BYTES, Reporter
 
@@ -22,7 +24,10 @@ def _cache(tmp_path: Path, messages: list[str]) -> LogCache:
     return cache
 
 
-async def test_a_refused_batch_is_split_and_an_undeliverable_event_dropped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("route", [routes.WORKER_REPORT, routes.WORKER_EVENTS], ids=["together", "apart"])
+async def test_a_refused_batch_is_split_and_an_undeliverable_event_dropped(
+    tmp_path: Path, route: str
+) -> None:
     messages = [f"line {i}" for i in range(9)]
     messages.insert(4, POISON)
     cache = _cache(tmp_path, messages)
@@ -31,8 +36,10 @@ async def test_a_refused_batch_is_split_and_an_undeliverable_event_dropped(tmp_p
 
     async def send(path: str, body: Any) -> Any:
         nonlocal requests
+        if path != route:  # the new route, to a master that predates it
+            assert path == routes.WORKER_REPORT
+            raise ApiError("no such route", status=404)
         requests += 1
-        assert path == routes.WORKER_EVENTS
         events = [decode(EventMessage, e) for e in body["events"]]
         if len(events) > 3 or any(e.message == POISON for e in events):
             raise ApiError("request body too large", status=413)
@@ -64,3 +71,26 @@ async def test_a_batch_is_cut_to_the_byte_budget_before_it_is_sent(tmp_path: Pat
     assert sum(sizes) == 6
     assert all(n * 6 * len(big) <= MAX_BATCH_BYTES or n == 1 for n in sizes)
     assert max(sizes) < 6
+
+
+async def test_reports_refused_with_their_events_do_not_cost_the_events(tmp_path: Path) -> None:
+    """A 413 may be the reports' doing: the events then go alone, and none is dropped."""
+    cache = _cache(tmp_path, ["first", "second"])
+    cache.finish(1, 1, CompletionReport(task_id=1, attempt=1, outcome="failed", message="x" * 100))
+    sent: list[tuple[int, int]] = []
+
+    async def send(path: str, body: Any) -> Any:
+        assert path == routes.WORKER_REPORT
+        events, reports = body["events"], body["reports"]
+        if events and reports:
+            raise ApiError("request body too large", status=413)
+        sent.append((len(events), len(reports)))
+        results = [{"task_id": r["task_id"], "accepted": True, "stale": False} for r in reports]
+        return {"acknowledged": len(events), "stored": len(events), "results": results}
+
+    reporter = Reporter(
+        cache, send, agent_id="a", max_buffer=100, retry_count=3, retry_timeout=3600.0, clock=lambda: 0.0
+    )
+    assert await reporter.report()
+    assert sent == [(2, 0), (0, 1)]
+    assert cache.idle

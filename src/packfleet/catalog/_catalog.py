@@ -13,11 +13,10 @@ from packfleet.catalog import _engine
 from packfleet.catalog._admin import AdminCatalog
 from packfleet.catalog._base import Clock, utc_now
 from packfleet.catalog._console import ConsoleCatalog
-from packfleet.catalog._executions import ExecutionCatalog
 from packfleet.catalog._joins import JoinCatalog
-from packfleet.catalog._leases import LeaseCatalog
 from packfleet.catalog._mastercert import MasterCertCatalog
 from packfleet.catalog._projects import ProjectCatalog
+from packfleet.catalog._reports import ReportCatalog
 from packfleet.catalog._rotation import RotationCatalog
 from packfleet.catalog._sealed import SealedValuesCatalog, open_sealed_catalog
 from packfleet.catalog._users import UserCatalog
@@ -29,8 +28,7 @@ class Catalog(
     JoinCatalog,
     WorkerCatalog,
     ProjectCatalog,
-    ExecutionCatalog,
-    LeaseCatalog,
+    ReportCatalog,
     AdminCatalog,
     RotationCatalog,
     MasterCertCatalog,

@@ -459,47 +459,44 @@ class ExecutionCatalog(CatalogBase):
         agent_id = canonical_agent_id(agent_id)
         if not events:
             return 0
-        for event in events:
-            if event.source not in EVENT_SOURCES:
-                raise InvalidValue(
-                    f"event source {event.source!r} is not one of {', '.join(sorted(EVENT_SOURCES))}"
-                )
-            if event.seq < 1:
-                raise InvalidValue(
-                    f"event seq {event.seq} of task {event.task_id} attempt {event.attempt} is not 1 or "
-                    "more: a worker numbers the lines of each attempt from 1"
-                )
+        check_events(events)
         received = self.now()
         with self._write() as conn:
-            found = conn.execute(
-                select(tasks.c.id, tasks.c.execution_id, tasks.c.attempt).where(
-                    tasks.c.id.in_(sorted({e.task_id for e in events})), tasks.c.agent_id == agent_id
-                )
+            return self._store_events(conn, agent_id, events, received)
+
+    def _store_events(
+        self, conn: Connection, agent_id: str, events: Sequence[EventInput], received: datetime
+    ) -> int:
+        """:meth:`add_events` inside the caller's transaction (events already checked)."""
+        found = conn.execute(
+            select(tasks.c.id, tasks.c.execution_id, tasks.c.attempt).where(
+                tasks.c.id.in_(sorted({e.task_id for e in events})), tasks.c.agent_id == agent_id
             )
-            leases = {(row.id, row.attempt): row.execution_id for row in found}
-            rows = [
-                {
-                    "execution_id": leases[(e.task_id, e.attempt)],
-                    "task_id": e.task_id,
-                    "attempt": e.attempt,
-                    "seq": e.seq,
-                    "message_time": e.time,
-                    "message_type": int(MessageType.from_level(e.level)),
-                    "message_source": e.source,
-                    "message": _clean_text(e.message),
-                    "received_at": received,
-                }
-                for e in events
-                if (e.task_id, e.attempt) in leases
-            ]
-            if not rows:
-                return 0
-            stmt = (
-                self._insert(event_messages)
-                .on_conflict_do_nothing(index_elements=["task_id", "attempt", "seq"])
-                .returning(event_messages.c.id)
-            )
-            return len(conn.execute(stmt, rows).all())
+        )
+        leases = {(row.id, row.attempt): row.execution_id for row in found}
+        rows = [
+            {
+                "execution_id": leases[(e.task_id, e.attempt)],
+                "task_id": e.task_id,
+                "attempt": e.attempt,
+                "seq": e.seq,
+                "message_time": e.time,
+                "message_type": int(MessageType.from_level(e.level)),
+                "message_source": e.source,
+                "message": _clean_text(e.message),
+                "received_at": received,
+            }
+            for e in events
+            if (e.task_id, e.attempt) in leases
+        ]
+        if not rows:
+            return 0
+        stmt = (
+            self._insert(event_messages)
+            .on_conflict_do_nothing(index_elements=["task_id", "attempt", "seq"])
+            .returning(event_messages.c.id)
+        )
+        return len(conn.execute(stmt, rows).all())
 
     def get_events(self, execution_id: int, *, after_id: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Event messages of an execution in arrival order, paged by ``after_id`` (the last id seen)."""
@@ -528,6 +525,20 @@ class ExecutionCatalog(CatalogBase):
             .limit(limit)
         ).all()
         return [_event(row) for row in rows]
+
+
+def check_events(events: Sequence[EventInput]) -> None:
+    """Refuse events with an unknown source or a ``seq`` below 1 (see :meth:`ExecutionCatalog.add_events`)."""
+    for event in events:
+        if event.source not in EVENT_SOURCES:
+            raise InvalidValue(
+                f"event source {event.source!r} is not one of {', '.join(sorted(EVENT_SOURCES))}"
+            )
+        if event.seq < 1:
+            raise InvalidValue(
+                f"event seq {event.seq} of task {event.task_id} attempt {event.attempt} is not 1 or "
+                "more: a worker numbers the lines of each attempt from 1"
+            )
 
 
 def _event(row: Any) -> EventRecord:

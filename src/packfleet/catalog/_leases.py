@@ -91,6 +91,14 @@ def _refusal(row: Any, report: CompletionReport, agent_id: str, status: int) -> 
     )
 
 
+def check_outcomes(reports: Sequence[CompletionReport]) -> None:
+    """Refuse a report whose outcome is not one the catalog maps to SSIS status codes."""
+    for report in reports:
+        if report.outcome not in _OUTCOMES:
+            known = ", ".join(get_args(Outcome))
+            raise CatalogError(f"task outcome {report.outcome!r} is not one of {known}")
+
+
 class LeaseCatalog(CatalogBase):
     """Leasing, extending, completing and sweeping tasks."""
 
@@ -314,51 +322,53 @@ class LeaseCatalog(CatalogBase):
         ``stale``: the task was requeued and belongs to someone else now.
         """
         agent_id = canonical_agent_id(agent_id)
-        for report in reports:
-            if report.outcome not in _OUTCOMES:
-                raise CatalogError(
-                    f"task outcome {report.outcome!r} is not one of {', '.join(get_args(Outcome))}"
-                )
+        check_outcomes(reports)
         if not reports:
             return []
         now = self.now()
         with self._write() as conn:
-            lookup, _, _ = self._completion_statements
-            rows = conn.execute(lookup, {"ids": sorted({r.task_id for r in reports})}).all()
-            by_id = {row.id: row for row in rows}
-            final: dict[int, int] = {row.id: row.status for row in rows}
-            changes: list[dict[str, Any]] = []
-            results: list[CompletionResult] = []
-            refusals: list[SystemEvent] = []
-            for report in reports:
-                row = by_id.get(report.task_id)
-                task_status, execution_status = _OUTCOMES[report.outcome]
-                mine = row is not None and row.agent_id == agent_id and row.attempt == report.attempt
-                if row is not None and mine and final[row.id] in _LEASED:
-                    final[row.id] = int(task_status)
-                    changes.append(
-                        {
-                            "_task": row.id,
-                            "_execution": row.execution_id,
-                            "_task_status": int(task_status),
-                            "_execution_status": int(execution_status),
-                            "_exit_code": report.exit_code,
-                            "_message": report.message,
-                            "_ended": now,
-                        }
-                    )
-                    results.append(CompletionResult(report.task_id, True, False))
-                elif row is not None and mine and final[row.id] == task_status:
-                    results.append(CompletionResult(report.task_id, True, False))
-                else:
-                    results.append(CompletionResult(report.task_id, False, True))
-                    if row is not None:
-                        refusals.append(_refusal(row, report, agent_id, final[row.id]))
-            if changes:
-                self._apply_completions(conn, changes)
-            # The log says why the status and the worker's report disagree (a resent refusal is
-            # stored once: same task, attempt and sequence number).
-            self._system_events(conn, refusals)
+            return self._complete(conn, agent_id, reports, now)
+
+    def _complete(
+        self, conn: Connection, agent_id: str, reports: Sequence[CompletionReport], now: datetime
+    ) -> list[CompletionResult]:
+        """:meth:`complete_tasks` inside the caller's transaction (outcomes already checked)."""
+        lookup, _, _ = self._completion_statements
+        rows = conn.execute(lookup, {"ids": sorted({r.task_id for r in reports})}).all()
+        by_id = {row.id: row for row in rows}
+        final: dict[int, int] = {row.id: row.status for row in rows}
+        changes: list[dict[str, Any]] = []
+        results: list[CompletionResult] = []
+        refusals: list[SystemEvent] = []
+        for report in reports:
+            row = by_id.get(report.task_id)
+            task_status, execution_status = _OUTCOMES[report.outcome]
+            mine = row is not None and row.agent_id == agent_id and row.attempt == report.attempt
+            if row is not None and mine and final[row.id] in _LEASED:
+                final[row.id] = int(task_status)
+                changes.append(
+                    {
+                        "_task": row.id,
+                        "_execution": row.execution_id,
+                        "_task_status": int(task_status),
+                        "_execution_status": int(execution_status),
+                        "_exit_code": report.exit_code,
+                        "_message": report.message,
+                        "_ended": now,
+                    }
+                )
+                results.append(CompletionResult(report.task_id, True, False))
+            elif row is not None and mine and final[row.id] == task_status:
+                results.append(CompletionResult(report.task_id, True, False))
+            else:
+                results.append(CompletionResult(report.task_id, False, True))
+                if row is not None:
+                    refusals.append(_refusal(row, report, agent_id, final[row.id]))
+        if changes:
+            self._apply_completions(conn, changes)
+        # The log says why the status and the worker's report disagree (a resent refusal is
+        # stored once: same task, attempt and sequence number).
+        self._system_events(conn, refusals)
         return results
 
     @functools.cached_property

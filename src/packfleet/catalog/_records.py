@@ -348,6 +348,15 @@ class CompletionResult(_Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ReportOutcome(_Record):
+    """What :meth:`~packfleet.catalog.Catalog.store_report` did: how many events were new, and one
+    result per completion report (as :meth:`~packfleet.catalog.Catalog.complete_tasks` answers)."""
+
+    stored: int
+    results: list[CompletionResult]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class EventInput(_Record):
     """An event message as a worker sends it; ``(task_id, attempt, seq)`` makes resends harmless."""
 

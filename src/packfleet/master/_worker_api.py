@@ -1,5 +1,5 @@
 """The worker routes of :mod:`packfleet.protocol`: heartbeat, lease (long-poll), task heartbeat,
-events, completion and project download."""
+events, completion, both in one report, and project download."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from packfleet import protocol
 from packfleet.catalog import (
     Catalog,
     CompletionReport,
+    CompletionResult,
     EventInput,
     HeartbeatOutcome,
     Principal,
@@ -274,24 +275,41 @@ async def task_heartbeat(call: Call) -> web.StreamResponse:
     return json_response(protocol.encode(reply))
 
 
-async def events(call: Call) -> web.StreamResponse:
-    """Store a batch of event messages; a resent batch is acknowledged again and stored once."""
-    state, caller = call.state, call.caller
-    batch = await call.message(protocol.EventBatch)
-    require_agent(caller, batch.agent_id)
-    inputs = [
+def _event_inputs(events: list[protocol.EventMessage], where: str) -> list[EventInput]:
+    return [
         EventInput(
             execution_id=e.execution_id,
             task_id=e.task_id,
             attempt=e.attempt,
             seq=e.seq,
-            time=parse_aware_time(e.time, f"EventBatch.events[{i}].time"),
+            time=parse_aware_time(e.time, f"{where}[{i}].time"),
             level=e.level,
             source=e.source,
             message=e.message,
         )
-        for i, e in enumerate(batch.events)
+        for i, e in enumerate(events)
     ]
+
+
+def _completion_reports(reports: list[protocol.CompletionReport]) -> list[CompletionReport]:
+    return [
+        CompletionReport(
+            task_id=r.task_id, attempt=r.attempt, outcome=r.outcome, exit_code=r.exit_code, message=r.message
+        )
+        for r in reports
+    ]
+
+
+def _results(results: list[CompletionResult]) -> list[protocol.CompletionResult]:
+    return [protocol.CompletionResult(r.task_id, r.accepted, r.stale) for r in results]
+
+
+async def events(call: Call) -> web.StreamResponse:
+    """Store a batch of event messages; a resent batch is acknowledged again and stored once."""
+    state, caller = call.state, call.caller
+    batch = await call.message(protocol.EventBatch)
+    require_agent(caller, batch.agent_id)
+    inputs = _event_inputs(batch.events, "EventBatch.events")
     # Only events of leases this worker holds or held last are stored; seq < 1 is a 400 (InvalidValue).
     stored = await state.db(state.catalog.add_events, batch.agent_id, inputs) if inputs else 0
     if stored:
@@ -304,16 +322,29 @@ async def complete(call: Call) -> web.StreamResponse:
     state, caller = call.state, call.caller
     batch = await call.message(protocol.CompletionBatch)
     require_agent(caller, batch.agent_id)
-    reports = [
-        CompletionReport(
-            task_id=r.task_id, attempt=r.attempt, outcome=r.outcome, exit_code=r.exit_code, message=r.message
-        )
-        for r in batch.reports
-    ]
+    reports = _completion_reports(batch.reports)
     results = await state.db(state.catalog.complete_tasks, batch.agent_id, reports) if reports else []
     state.wakeups.notify(EVENTS)
-    reply = protocol.CompletionReply(
-        results=[protocol.CompletionResult(r.task_id, r.accepted, r.stale) for r in results]
+    return json_response(protocol.encode(protocol.CompletionReply(results=_results(results))))
+
+
+async def report(call: Call) -> web.StreamResponse:
+    """Store event messages, then the completion reports they unblock, in one catalog transaction.
+
+    What :func:`events` and :func:`complete` do, with their rules and answers, in one request and
+    one wake-up: a follower woken here sees the execution's last lines and its end together
+    (with two requests it woke on the lines, found the execution running and had to ask again).
+    """
+    state, caller = call.state, call.caller
+    batch = await call.message(protocol.ReportBatch)
+    require_agent(caller, batch.agent_id)
+    inputs = _event_inputs(batch.events, "ReportBatch.events")
+    reports = _completion_reports(batch.reports)
+    outcome = await state.db(state.catalog.store_report, batch.agent_id, inputs, reports)
+    if outcome.stored or reports:
+        state.wakeups.notify(EVENTS)
+    reply = protocol.ReportReply(
+        acknowledged=len(inputs), stored=outcome.stored, results=_results(outcome.results)
     )
     return json_response(protocol.encode(reply))
 
@@ -373,6 +404,16 @@ ENDPOINTS = (
         "Report task outcomes (idempotent per lease)",
         body=protocol.CompletionBatch,
         answer=protocol.CompletionReply,
+    ),
+    Endpoint(
+        "POST",
+        routes.WORKER_REPORT,
+        report,
+        "worker",
+        "Store event messages, then the completion reports they unblock, in one transaction "
+        "(idempotent as the events and completion routes)",
+        body=protocol.ReportBatch,
+        answer=protocol.ReportReply,
     ),
     Endpoint(
         "GET",

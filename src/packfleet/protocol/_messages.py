@@ -179,6 +179,30 @@ class CompletionReply:
 
 
 @dataclass(frozen=True)
+class ReportBatch:
+    """Event messages and the completion reports they unblock, in one request (``/worker/report``).
+
+    A report goes with or after every event of its attempt, and the master stores both in one
+    transaction, events first: it never closes an execution whose log is still on its way, and a
+    follower sees the last lines and the end together. Masters before this message answer the
+    route 404; a worker then sends :class:`EventBatch` and :class:`CompletionBatch` apart.
+    """
+
+    agent_id: str = field(metadata=AGENT_ID)
+    events: list[EventMessage] = field(default_factory=list)
+    reports: list[CompletionReport] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportReply:
+    """:class:`EventAck` and :class:`CompletionReply` of a :class:`ReportBatch`, in one answer."""
+
+    acknowledged: int
+    stored: int
+    results: list[CompletionResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class CertificateRenewal:
     """A worker's new certificate, sent over a connection authenticated by its current one.
 

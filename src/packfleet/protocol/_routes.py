@@ -15,6 +15,9 @@ WORKER_LEASE = f"{API}/worker/lease"
 WORKER_TASK_HEARTBEAT = f"{API}/worker/tasks/heartbeat"
 WORKER_EVENTS = f"{API}/worker/events"
 WORKER_COMPLETE = f"{API}/worker/tasks/complete"
+#: Events and the completion reports they unblock, in one request (WORKER_EVENTS, then WORKER_COMPLETE
+#: for masters that answer it 404).
+WORKER_REPORT = f"{API}/worker/report"
 WORKER_PROJECT = f"{API}/worker/projects/{{sha256}}"
 WORKER_CERTIFICATE = f"{API}/worker/certificate"
 WORKER_CERTIFICATE_RETIRE = f"{API}/worker/certificate/retire"

@@ -104,6 +104,14 @@ class _Attempt:
         return self.done and self.report is None and self.fully_acked
 
 
+def _carries(seqs: set[int] | None, entry: _Attempt) -> bool:
+    """Whether ``seqs`` holds every event of ``entry`` the master has not acknowledged yet."""
+    last = entry.next_seq - 1
+    if not seqs or last not in seqs or len(seqs) < last - entry.acked_seq:
+        return False
+    return all(seq in seqs for seq in range(entry.acked_seq + 1, last))
+
+
 class LogCache:
     """Event messages and completion reports of this worker's task attempts, until the master has them.
 
@@ -532,6 +540,24 @@ class LogCache:
             entry.report
             for entry in self._attempts.values()
             if entry.report is not None and entry.fully_acked and entry.done_at <= self._committed
+        ]
+
+    def completions_with(self, batch: list[EventMessage]) -> list[CompletionReport]:
+        """:meth:`pending_completions` plus the reports whose last unacknowledged events are all in
+        ``batch``: what may go in one request with ``batch``, the master storing the events first.
+
+        Each attempt is checked seq by seq, so a report never overtakes an event that is neither
+        acknowledged nor carried, whatever part of the journal ``batch`` is.
+        """
+        carried: dict[tuple[int, int], set[int]] = {}
+        for event in batch:
+            carried.setdefault((event.task_id, event.attempt), set()).add(event.seq)
+        return [
+            entry.report
+            for entry in self._attempts.values()
+            if entry.report is not None
+            and entry.done_at <= self._committed
+            and (entry.fully_acked or _carries(carried.get((entry.task_id, entry.attempt)), entry))
         ]
 
     def settle(self, task_id: int, attempt: int) -> None:

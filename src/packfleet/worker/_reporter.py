@@ -2,8 +2,12 @@
 
 Events go out in batches of at most ``ExecutionLogMaxBufferLogCount`` (and never more than
 :data:`MAX_BATCH` per request, so one request stays small enough to be answered within its
-timeout); a task's completion report goes out only once all of that task's events were
-acknowledged, so the master never closes an execution whose log is still on its way.
+timeout); a task's completion report goes out only with or after all of that task's events, so
+the master never closes an execution whose log is still on its way. One request carries both
+(``/worker/report``: the master stores the events, then the reports, in one transaction); a
+master that does not know that route (404, an older version) gets them apart, events first
+(``/worker/events``, then ``/worker/tasks/complete``), and is asked again after
+:data:`REPROBE_SECONDS`.
 
 While the master is away every send fails and the data waits in the cache. SSIS gives up on an
 execution log after ``ExecutionLogRetryCount`` failed sends and ``ExecutionLogRetryTimeout``; here an
@@ -23,9 +27,13 @@ from packfleet.errors import ApiError, TransportError
 from packfleet.protocol import (
     CompletionBatch,
     CompletionReply,
+    CompletionReport,
+    CompletionResult,
     EventAck,
     EventBatch,
     EventMessage,
+    ReportBatch,
+    ReportReply,
     decode,
     encode,
     routes,
@@ -41,6 +49,10 @@ MAX_BATCH_BYTES = 1 << 20
 _EVENT_OVERHEAD = 256  # field names, ids, timestamps
 #: Send rounds in one :meth:`Reporter.report` pass at most.
 MAX_ROUNDS = 100
+#: Seconds a worker keeps sending events and reports apart after the master answered
+#: ``/worker/report`` with 404 or 405: asking every pass would double an older master's requests,
+#: never asking again would keep the slower path after that master (or a failover peer) is upgraded.
+REPROBE_SECONDS = 600.0
 
 Send = Callable[[str, Any], Awaitable[Any]]
 
@@ -69,6 +81,8 @@ class Reporter:
         self.failures = 0
         self._last_error = ""
         self.refused: ApiError | None = None
+        #: Until when (``clock``) the master is taken not to know ``/worker/report``.
+        self._apart_until = float("-inf")
         # One pass at a time: two concurrent passes would send the same events twice.
         self._lock = asyncio.Lock()
 
@@ -88,20 +102,84 @@ class Reporter:
         # that gathers many tasks' records into one fsync and one request (make bench).
         await self.cache.commit()
         for _ in range(MAX_ROUNDS):
-            sent_any = False
             batch = _within_budget(self.cache.pending_events(self.batch_size))
-            if batch:
-                if not await self._send_events(batch):
-                    return False
-                sent_any = True
-            reports = self.cache.pending_completions()
-            if reports:
-                if not await self._send_completions(reports):
-                    return False
-                sent_any = True
-            if not sent_any:
+            if self._clock() >= self._apart_until:
+                sent = await self._round_together(batch)
+            else:
+                sent = await self._round_apart(batch)
+            if sent is None:
                 break
+            if not sent:
+                return False
         return True
+
+    async def _round_together(self, batch: list[EventMessage]) -> bool | None:
+        """Send ``batch`` and the reports it unblocks in one request; None: nothing to send."""
+        reports = _reports_within(self.cache.completions_with(batch), _cost(batch))
+        if not batch and not reports:
+            return None
+        return await self._send_together(batch, reports)
+
+    async def _round_apart(self, batch: list[EventMessage]) -> bool | None:
+        """Send ``batch``, then the reports it unblocked, in two requests; None: nothing to send."""
+        sent_any = False
+        if batch:
+            if not await self._send_events(batch):
+                return False
+            sent_any = True
+        reports = self.cache.pending_completions()
+        if reports:
+            if not await self._send_completions(reports):
+                return False
+            sent_any = True
+        return True if sent_any else None
+
+    async def _send_together(self, batch: list[EventMessage], reports: list[CompletionReport]) -> bool:
+        body = encode(ReportBatch(agent_id=self.agent_id, events=batch, reports=reports))
+        what = f"{len(batch)} event message(s) and {len(reports)} completion report(s)"
+        try:
+            reply = decode(ReportReply, await self._send(routes.WORKER_REPORT, body))
+        except ApiError as exc:
+            if exc.status in (404, 405):
+                return await self._fall_back(batch, exc)
+            if exc.status in (400, 413) and batch:
+                if reports:
+                    # The reports may be what the master refuses: the events must not be dropped
+                    # for them. They go alone (split if need be); the reports in a later round.
+                    return await self._send_together(batch, [])
+                return await self._split_refused(batch, exc, self._send_events_together)
+            self._failed(exc, what)
+            self._give_up_old(batch)
+            return False
+        except TransportError as exc:
+            self._failed(exc, what)
+            self._give_up_old(batch)
+            return False
+        self._recovered()
+        # All of the batch in practice (one transaction stores it), as in _send_events.
+        acknowledged = max(0, min(reply.acknowledged, len(batch)))
+        self.cache.acknowledge(batch[:acknowledged])
+        answered = self._settle(reports, reply.results)
+        return (acknowledged > 0 or not batch) and (answered or not reports)
+
+    async def _send_events_together(self, batch: list[EventMessage]) -> bool:
+        """One half of a refused batch, with the reports that this half unblocks."""
+        return await self._send_together(
+            batch, _reports_within(self.cache.completions_with(batch), _cost(batch))
+        )
+
+    async def _fall_back(self, batch: list[EventMessage], exc: ApiError) -> bool:
+        """The master has no ``/worker/report`` (an older version): send apart for a while."""
+        log.info(
+            "the master does not know %s (%s): sending event messages and completion reports in "
+            "separate requests, asking again in %.0f s",
+            routes.WORKER_REPORT,
+            exc.status,
+            REPROBE_SECONDS,
+        )
+        self._apart_until = self._clock() + REPROBE_SECONDS
+        # This round's batch and reports go now, apart: nothing is lost to the probe.
+        return await self._round_apart(batch) is not False
 
     async def _send_events(self, batch: list[EventMessage]) -> bool:
         body = encode(EventBatch(agent_id=self.agent_id, events=batch))
@@ -109,7 +187,7 @@ class Reporter:
             ack = decode(EventAck, await self._send(routes.WORKER_EVENTS, body))
         except ApiError as exc:
             if exc.status in (400, 413):
-                return await self._split_refused(batch, exc)
+                return await self._split_refused(batch, exc, self._send_events)
             self._failed(exc, f"{len(batch)} event message(s)")
             self._give_up_old(batch)
             return False
@@ -123,7 +201,9 @@ class Reporter:
         self.cache.acknowledge(batch[: max(0, min(ack.acknowledged, len(batch)))])
         return ack.acknowledged > 0
 
-    async def _split_refused(self, batch: list[EventMessage], exc: ApiError) -> bool:
+    async def _split_refused(
+        self, batch: list[EventMessage], exc: ApiError, send: Callable[[list[EventMessage]], Awaitable[bool]]
+    ) -> bool:
         """Send a batch the master refused as a whole (too large, or one event it cannot take) in halves.
 
         Retrying the same batch would be refused forever and block every later event and report of
@@ -143,9 +223,9 @@ class Reporter:
             self.cache.acknowledge(batch)
             return True
         middle = len(batch) // 2
-        return await self._send_events(batch[:middle]) and await self._send_events(batch[middle:])
+        return await send(batch[:middle]) and await send(batch[middle:])
 
-    async def _send_completions(self, reports: list[Any]) -> bool:
+    async def _send_completions(self, reports: list[CompletionReport]) -> bool:
         body = encode(CompletionBatch(agent_id=self.agent_id, reports=reports))
         try:
             reply = decode(CompletionReply, await self._send(routes.WORKER_COMPLETE, body))
@@ -153,7 +233,11 @@ class Reporter:
             self._failed(exc, f"{len(reports)} completion report(s)")
             return False
         self._recovered()
-        answered = {result.task_id: result for result in reply.results}
+        return self._settle(reports, reply.results)
+
+    def _settle(self, reports: list[CompletionReport], results: list[CompletionResult]) -> bool:
+        """Forget the reports the master answered (accepted, or stale); False if it answered none."""
+        answered = {result.task_id: result for result in results}
         for report in reports:
             result = answered.get(report.task_id)
             if result is None:
@@ -216,6 +300,25 @@ def _within_budget(batch: list[EventMessage]) -> list[EventMessage]:
         if total > MAX_BATCH_BYTES and count > 0:
             return batch[:count]
     return batch
+
+
+def _cost(batch: list[EventMessage]) -> int:
+    """The worst-case encoded size of ``batch``, as :func:`_within_budget` counts it."""
+    return sum(6 * len(event.message) + _EVENT_OVERHEAD for event in batch)
+
+
+def _reports_within(reports: list[CompletionReport], spent: int) -> list[CompletionReport]:
+    """The reports that fit beside events of worst-case size ``spent`` (at least one with no events).
+
+    At most :data:`MAX_BATCH`: after an outage thousands may wait, and one request must stay within
+    the master's body limit and its timeout; the rest go in the next rounds.
+    """
+    total = spent
+    for count, report in enumerate(reports[:MAX_BATCH]):
+        total += 6 * len(report.message) + _EVENT_OVERHEAD
+        if total > MAX_BATCH_BYTES and (count > 0 or spent > 0):
+            return reports[:count]
+    return reports[:MAX_BATCH]
 
 
 def _timestamp(text: str, default: float) -> float:
