@@ -177,35 +177,52 @@ async def lease(call: Call) -> web.StreamResponse:
     tasks: list[protocol.TaskAssignment] = []
     hint = False
     waited = False
-    while capacity > 0 and not state.closing:
-        ticket = state.wakeups.ticket(TASKS)
-        own = state.wakeups.ticket(own_topic)
-        # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
-        # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
-        if rotation is not None and rotation.needs_heartbeat(ask.agent_id):
-            hint = True
-            break
-        # A long-poll outlives a worker that went silent (partitioned, paused): its connection
-        # looks open, but a task handed through it would start late or never. Only a worker that
-        # heartbeated within its lease gets one through a held request (None: it did not).
-        leased = await state.db(
-            _lease_if_alive, state.catalog, ask.agent_id, capacity, lease_seconds, check_alive=waited
-        )
-        if leased is None:
-            break
-        if leased:
-            # Sensitive values are opened here, for this worker's own tasks, inside its TLS channel.
-            tasks = [protocol.decode(protocol.TaskAssignment, state.unsealed(t.to_dict())) for t in leased]
-            break
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        await wait_any((ticket, own), remaining)
-        waited = True
-        if _gone(call.request) or not await _still_enabled(state, caller):
-            # The worker hung up, or was disabled or revoked while it waited: leasing now would hand
-            # a task to nobody, to sit until its lease expires.
-            break
+    # The last wait ended with a new task's wake-up handed to this long-poll alone: the task is
+    # this long-poll's to take, or its news to pass on, or it waits for another long-poll's timeout.
+    handed = False
+    try:
+        while capacity > 0 and not state.closing:
+            ticket = state.wakeups.ticket(TASKS)
+            own = state.wakeups.ticket(own_topic)
+            # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
+            # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
+            if rotation is not None and rotation.needs_heartbeat(ask.agent_id):
+                hint = True
+                break
+            # A long-poll outlives a worker that went silent (partitioned, paused): its connection
+            # looks open, but a task handed through it would start late or never. Only a worker that
+            # heartbeated within its lease gets one through a held request (None: it did not).
+            leased = await state.db(
+                _lease_if_alive, state.catalog, ask.agent_id, capacity, lease_seconds, check_alive=waited
+            )
+            if leased is None:
+                break
+            if leased:
+                # Sensitive values are opened here, for this worker's own tasks, inside its TLS channel.
+                tasks = [
+                    protocol.decode(protocol.TaskAssignment, state.unsealed(t.to_dict())) for t in leased
+                ]
+                break
+            if handed:
+                # Woken for a task it may not take (allowed_workers) or that another long-poll took
+                # first: every other waiter looks, so that one that may run it does.
+                state.wakeups.notify_others(ticket)
+                handed = False
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await wait_any((ticket, own), remaining)
+            handed = ticket.handed
+            waited = True
+            if _gone(call.request) or not await _still_enabled(state, caller):
+                # The worker hung up, or was disabled or revoked while it waited: leasing now would hand
+                # a task to nobody, to sit until its lease expires.
+                break
+    finally:
+        if handed and not tasks:
+            # Ending without having looked (the worker hung up, went silent, must heartbeat...): the
+            # task is still there for the next waiter.
+            state.wakeups.notify_one(TASKS)
     if tasks:
         leased_text = ", ".join(f"task {t.task_id}#{t.attempt}" for t in tasks)
         # DEBUG: one line per lease request is hundreds a second under load (make bench), and the
