@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from dataclasses import dataclass
 from datetime import timedelta
 
 from aiohttp import web
@@ -192,22 +193,28 @@ async def lease(call: Call) -> web.StreamResponse:
             # A long-poll outlives a worker that went silent (partitioned, paused): its connection
             # looks open, but a task handed through it would start late or never. Only a worker that
             # heartbeated within its lease gets one through a held request (None: it did not).
-            leased = await state.db(
-                _lease_if_alive, state.catalog, ask.agent_id, capacity, lease_seconds, check_alive=waited
+            look = await state.db(
+                _lease_if_alive,
+                state.catalog,
+                ask.agent_id,
+                capacity,
+                lease_seconds,
+                check_alive=waited,
+                handed=handed,
             )
-            if leased is None:
+            if look is None:
                 break
-            if leased:
+            if look.tasks:
                 # Sensitive values are opened here, for this worker's own tasks, inside its TLS channel.
                 tasks = [
-                    protocol.decode(protocol.TaskAssignment, state.unsealed(t.to_dict())) for t in leased
+                    protocol.decode(protocol.TaskAssignment, state.unsealed(t.to_dict())) for t in look.tasks
                 ]
                 break
-            if handed:
-                # Woken for a task it may not take (allowed_workers) or that another long-poll took
-                # first: every other waiter looks, so that one that may run it does.
+            if handed and look.others_ready:
+                # Woken for a task it may not take (allowed_workers): every other waiter looks, so
+                # that one that may run it does. (None ready: another long-poll, or master, took it.)
                 state.wakeups.notify_others(ticket)
-                handed = False
+            handed = False
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -234,17 +241,30 @@ async def lease(call: Call) -> web.StreamResponse:
     return json_response(body)
 
 
+@dataclass(frozen=True)
+class _Look:
+    """What one look of a lease long-poll in the catalog found."""
+
+    tasks: list[TaskAssignment]
+    #: Tasks it did not lease are ready (asked only when it leased none after a wake-up of its own).
+    others_ready: bool = False
+
+
 def _lease_if_alive(
-    catalog: Catalog, agent_id: str, capacity: int, lease_seconds: float, *, check_alive: bool
-) -> list[TaskAssignment] | None:
+    catalog: Catalog, agent_id: str, capacity: int, lease_seconds: float, *, check_alive: bool, handed: bool
+) -> _Look | None:
     """Lease tasks; with ``check_alive``, only if the worker heartbeated within its lease (else None).
 
-    Both on the catalog's thread in one call: a woken long-poll is the idle path from a submit to
+    All on the catalog's thread in one call: a woken long-poll is the idle path from a submit to
     its start, and each hop to that thread and back costs it a scheduling round (make bench).
     """
     if check_alive and not catalog.worker_alive(agent_id, timedelta(seconds=lease_seconds)):
         return None
-    return catalog.lease_tasks(agent_id, capacity, lease_seconds)
+    leased = catalog.lease_tasks(agent_id, capacity, lease_seconds)
+    if leased or not handed:
+        return _Look(leased)
+    ready, _ = catalog.queue_summary()
+    return _Look(leased, others_ready=ready > 0)
 
 
 def _gone(request: web.Request) -> bool:
