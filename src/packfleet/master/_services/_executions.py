@@ -186,11 +186,8 @@ class ExecutionService:
         state = self._state
         if key is not None:
             existing = await state.db(state.catalog.execution_by_key, actor, key)
-            if existing is not None and (existing.folder, existing.project, existing.package) == (
-                ask.folder,
-                ask.project,
-                ask.package,
-            ):
+            target = (ask.folder, ask.project, ask.package)
+            if existing is not None and (existing.folder, existing.project, existing.package) == target:
                 return Submitted(existing, created=False)
         newest = await self._read_newest(ask.folder, ask.project)
         parameters = self._sealed(newest, ask.package, ask.parameters)
