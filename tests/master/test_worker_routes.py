@@ -339,3 +339,20 @@ async def test_a_long_poll_woken_for_a_task_it_may_not_run_passes_the_wake_up_on
     await asyncio.sleep(0.3)
     assert not polls[0].done()  # it looked once, found nothing of its own, and waits on
     polls[0].cancel()
+
+
+async def test_a_long_poll_woken_alone_that_leases_nothing_asks_whether_others_are_ready(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    """Only then do the other long-polls wake: a task another long-poll (or master) took is no news."""
+    (_, first_agent), (_, second_agent) = await _two_enabled_workers(mh, server, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    catalog = server.state.catalog
+
+    def look(*, handed: bool) -> Any:
+        return _worker_api._lease_if_alive(catalog, first_agent, 1, 60, check_alive=False, handed=handed)
+
+    assert look(handed=True) == _worker_api._Look([], others_ready=False)
+    await manager.run("default", "etl", "load", workers=[second_agent])
+    assert look(handed=True) == _worker_api._Look([], others_ready=True)
+    assert look(handed=False) == _worker_api._Look([], others_ready=False)  # not asked
