@@ -26,6 +26,7 @@ mends it. The CLI prints both and exits with ``exit_code``.
     ├── CatalogError             catalog: database, migrations, records
     │   ├── NotFound
     │   ├── Conflict             a change would break an invariant (a thumbprint bound twice...)
+    │   │   └── VersionChanged   a submit checked against a version a deploy has since replaced
     │   ├── InvalidValue         a malformed value handed to the catalog (a bad request)
     │   └── CatalogUnavailable   the database cannot be reached right now (worth retrying)
     ├── PackageError             projects, archives, package runs
@@ -192,6 +193,11 @@ class NotFound(CatalogError):
 
 class Conflict(CatalogError):
     """Raised when a change would break an invariant, e.g. a thumbprint already bound to another worker."""
+
+
+class VersionChanged(Conflict):
+    """Raised when a submit checked against what the master took for a project's newest version
+    finds a newer one deployed (by another master, or just now): the master checks it again."""
 
 
 class InvalidValue(CatalogError):

@@ -64,3 +64,28 @@ async def test_a_master_that_leads_does_not_block_another_ones_schema_upgrade(pg
         opened.close()
     finally:
         await leader.stop()
+
+
+async def test_a_task_notification_wakes_as_many_long_polls_as_it_counts_and_none_of_its_own(
+    pg_url: str,
+) -> None:
+    wakeups = LocalWakeups()
+    coordination = PostgresCoordination(pg_url, wakeups, origin="this-master")  # not started: no LISTEN
+
+    async def parked() -> list[asyncio.Task[bool]]:
+        waiting = []
+        for _ in range(3):
+            waiting.append(asyncio.create_task(wakeups.ticket(TASKS).wait(30)))
+            await asyncio.sleep(0)
+        return waiting
+
+    waiting = await parked()
+    coordination._notice(TASKS_CHANNEL, "this-master 1")  # this master woke its own already
+    coordination._notice(TASKS_CHANNEL, "other-master 2")  # two tasks another master created
+    await asyncio.sleep(0.05)
+    assert [w.done() for w in waiting] == [True, True, False]
+    coordination._notice(TASKS_CHANNEL, "")  # an older master, or a sweep: every long-poll looks
+    assert await asyncio.wait_for(waiting[2], 1) is True
+    waiting = await parked()
+    coordination._notice(TASKS_CHANNEL, "other-master")
+    assert await asyncio.wait_for(asyncio.gather(*waiting), 1) == [True, True, True]

@@ -22,7 +22,7 @@ from master.support import (
     public,
 )
 from packfleet.catalog import Catalog
-from packfleet.errors import Conflict, InvalidValue, NotFound, TransportError
+from packfleet.errors import Conflict, InvalidValue, NotFound, PackfleetError, TransportError
 from packfleet.master import MasterServer
 from packfleet.master._services import CatalogOnlyState, Services, off_catalog
 from packfleet.master._sharedtrust import sync_trust
@@ -220,3 +220,75 @@ async def test_pending_explains_a_waiting_execution_worker_by_worker(
     await services.workers.set_enabled(agent, True, actor="test")
     explained = await services.pending.explain(submitted.execution.execution_id)
     assert explained["ready"] == [f"worker1 ({agent})"] and explained["reasons"] == []
+
+
+def _catalog_calls(server: MasterServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of each catalog call the master makes from now on, in order."""
+    calls: list[str] = []
+    real = server.state.db
+
+    async def counted(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        calls.append(call.__name__)
+        return await real(call, *args, **kwargs)
+
+    monkeypatch.setattr(server.state, "db", counted)
+    return calls
+
+
+async def test_a_submit_of_a_known_project_is_one_catalog_call(
+    server: MasterServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executions = _services(server).executions
+    projects = _services(server).projects
+    await projects.deploy("default", project_archive(tmp_path), actor="test")
+    calls = _catalog_calls(server, monkeypatch)
+    ask = RunPackage("default", "etl", "load", {"rows": "3", "password": "s3cret"})
+    await executions.submit(ask, actor="alice")
+    assert calls == ["get_project_version", "submit_execution"]  # the version, read once
+    calls.clear()
+    second = await executions.submit(ask, actor="alice")
+    keyed = RunPackage("default", "etl", "load", {"rows": "4"}, idempotency_key="k-1")
+    first_keyed = await executions.submit(keyed, actor="alice")
+    again = await executions.submit(keyed, actor="alice")
+    assert calls == ["submit_execution"] * 3
+    assert second.created and first_keyed.created and not again.created
+    assert again.execution == first_keyed.execution
+    shown = await executions.shown(second.execution)  # masked from the manifest in memory
+    assert shown["parameters"] == {"rows": 3, "password": "********"} and len(calls) == 3
+
+    # A deploy (here, or by another master): the catalog refuses the old version; read it again.
+    calls.clear()
+    newer = await projects.deploy("default", project_archive(tmp_path), actor="test")
+    calls.clear()
+    third = await executions.submit(ask, actor="alice")
+    assert calls == ["submit_execution", "get_project_version", "submit_execution"]
+    assert third.execution.project_version_id == newer.id != second.execution.project_version_id
+    calls.clear()
+    await executions.submit(ask, actor="alice")
+    assert calls == ["submit_execution"]
+
+
+async def test_a_known_project_refuses_a_bad_submit_in_the_same_words(
+    server: MasterServer, tmp_path: Path
+) -> None:
+    """The master's memory of the newest version changes no error: each is the checked path's."""
+    from packfleet.master._services._executions import ExecutionService
+
+    services = _services(server)
+    await services.projects.deploy("default", project_archive(tmp_path), actor="test")
+    warm = services.executions
+    await warm.submit(RunPackage("default", "etl", "load", {}), actor="alice")
+    bad = [
+        RunPackage("default", "etl", "transform", {}),
+        RunPackage("default", "etl", "load", {"rowz": "3"}),
+        RunPackage("default", "etl", "load", {"rows": "many"}),
+        RunPackage("default", "etl", "load", {}, workers=["nobody"]),
+        RunPackage("default", "nope", "load", {}),
+    ]
+    for ask in bad:
+        messages = []
+        for service in (warm, ExecutionService(server.state)):  # with and without the memory
+            with pytest.raises(PackfleetError) as caught:
+                await service.submit(ask, actor="alice")
+            messages.append((type(caught.value), caught.value.message, caught.value.fix))
+        assert messages[0] == messages[1], ask

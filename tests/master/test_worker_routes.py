@@ -21,8 +21,8 @@ from master.support import (
     raw,
 )
 from packfleet.manager import ManagerClient
-from packfleet.master import MasterServer
-from packfleet.pki import Credential
+from packfleet.master import MasterServer, _worker_api
+from packfleet.pki import CertStore, Credential, create_self_signed
 from packfleet.protocol import routes
 from packfleet.transport import MasterClient
 
@@ -366,3 +366,105 @@ async def test_the_report_route_admits_exactly_whom_the_events_route_admits(
         assert (await raw(worker_ctx, server, "POST", route, body=body)).status == 200, route
         other = await raw(worker_ctx, server, "POST", route, body=dict(body, agent_id=new_agent_id()))
         assert other.status == 403 and "may not act for agent" in other.body["detail"], route
+
+
+async def _two_enabled_workers(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect
+) -> list[tuple[MasterClient, str]]:
+    second = create_self_signed(["worker2", "127.0.0.1"])
+    CertStore(mh.home, "Root").add(Credential(second.certificate))
+    await server.reload()
+    workers = []
+    for cred, name in ((mh.worker, "worker1"), (second, "worker2")):
+        agent, client = new_agent_id(), connect(cred)
+        await client.request("POST", routes.WORKER_HEARTBEAT, json_body=heartbeat_body(agent, name))
+        await manager.enable_worker(agent)
+        await client.request("POST", routes.WORKER_HEARTBEAT, json_body=heartbeat_body(agent, name))
+        workers.append((client, agent))
+    return workers
+
+
+def _count_looks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The agent id of each look a lease long-poll makes in the catalog, in order."""
+    looks: list[str] = []
+    real = _worker_api._lease_if_alive
+
+    def counted(catalog: Any, agent_id: str, *args: Any, **kwargs: Any) -> Any:
+        looks.append(agent_id)
+        return real(catalog, agent_id, *args, **kwargs)
+
+    monkeypatch.setattr(_worker_api, "_lease_if_alive", counted)
+    return looks
+
+
+async def _park(worker: MasterClient, agent: str) -> asyncio.Task[Any]:
+    poll = asyncio.create_task(
+        worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=20, capacity=1))
+    )
+    await asyncio.sleep(0.3)  # in its long-poll by now
+    assert not poll.done()
+    return poll
+
+
+async def test_a_new_task_wakes_one_waiting_long_poll_not_every_one(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (first, first_agent), (second, second_agent) = await _two_enabled_workers(mh, server, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    looks = _count_looks(monkeypatch)
+    polls = [await _park(first, first_agent), await _park(second, second_agent)]
+    assert len(looks) == 2
+    execution = await manager.run("default", "etl", "load")
+    done, waiting = await asyncio.wait(polls, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    [task] = done.pop().result()["tasks"]
+    assert task["execution_id"] == execution["execution_id"]
+    await asyncio.sleep(0.3)
+    assert len(waiting) == 1 and len(looks) == 3  # the other long-poll slept through it
+    # ... and is still there for the next task.
+    again = await manager.run("default", "etl", "load")
+    [task] = (await asyncio.wait_for(waiting.pop(), 5))["tasks"]
+    assert task["execution_id"] == again["execution_id"] and len(looks) == 4
+
+
+async def test_a_long_poll_woken_for_a_task_it_may_not_run_passes_the_wake_up_on(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (first, first_agent), (second, second_agent) = await _two_enabled_workers(mh, server, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    looks = _count_looks(monkeypatch)
+    # The first waits longest, so the wake-up goes to it first; only the second may run the task.
+    polls = [await _park(first, first_agent), await _park(second, second_agent)]
+    execution = await manager.run("default", "etl", "load", workers=[second_agent])
+    [task] = (await asyncio.wait_for(polls[1], 5))["tasks"]  # not after its 20 seconds
+    assert task["execution_id"] == execution["execution_id"]
+    assert looks == [first_agent, second_agent, first_agent, second_agent]
+    await asyncio.sleep(0.3)
+    assert not polls[0].done()  # it looked once, found nothing of its own, and waits on
+    polls[0].cancel()
+
+
+async def test_a_long_poll_woken_alone_that_leases_nothing_asks_whether_others_are_ready(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    """Only then do the other long-polls wake: a task another long-poll (or master) took is no news."""
+    (_, first_agent), (_, second_agent) = await _two_enabled_workers(mh, server, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    catalog = server.state.catalog
+
+    def look(*, handed: bool) -> Any:
+        return _worker_api._lease_if_alive(catalog, first_agent, 1, 60, check_alive=False, handed=handed)
+
+    assert look(handed=True) == _worker_api._Look([], others_ready=False)
+    await manager.run("default", "etl", "load", workers=[second_agent])
+    assert look(handed=True) == _worker_api._Look([], others_ready=True)
+    assert look(handed=False) == _worker_api._Look([], others_ready=False)  # not asked

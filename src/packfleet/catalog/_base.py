@@ -77,6 +77,9 @@ class CatalogBase:
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
         self._url = url
         self.clock = clock
+        #: Names this catalog object in its task notifications (PostgreSQL): its own master has
+        #: already woken its long-polls for what it changed, and must not wake them again.
+        self.origin = uuid.uuid4().hex
 
     @property
     def url(self) -> str:
@@ -109,9 +112,17 @@ class CatalogBase:
             return postgresql.insert(table)
         return sqlite.insert(table)
 
-    def _notify_tasks(self, conn: Connection) -> None:
+    def _notify_tasks(self, conn: Connection, count: int | None = None) -> None:
+        """Tell every master sharing a PostgreSQL catalog (on commit) that tasks became ready.
+
+        The payload is :attr:`origin`, then the number of new tasks (a master wakes as many of its
+        long-polls) or nothing (it wakes them all; an empty payload, from an older master, too).
+        """
         if self.dialect == "postgresql":
-            conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": TASKS_CHANNEL})
+            payload = self.origin if count is None else f"{self.origin} {count}"
+            conn.execute(
+                text("SELECT pg_notify(:channel, :payload)"), {"channel": TASKS_CHANNEL, "payload": payload}
+            )
 
     def _system_events(self, conn: Connection, events: Sequence[SystemEvent]) -> None:
         """Record what the master itself did to a task, beside the worker's own messages.

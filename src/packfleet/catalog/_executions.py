@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, delete, func, select, update
+from sqlalchemy import Connection, Row, Select, bindparam, delete, func, select, update
 
 from packfleet.catalog._base import (
     SEQ_CANCEL,
@@ -37,7 +37,7 @@ from packfleet.catalog._schema import (
     tasks,
     worker_agents,
 )
-from packfleet.errors import Conflict, InvalidValue, NotFound
+from packfleet.errors import Conflict, InvalidValue, NotFound, VersionChanged
 from packfleet.protocol import EVENT_SOURCES, FINISHED_EXECUTION, ExecutionStatus, MessageType, TaskStatus
 
 
@@ -55,6 +55,41 @@ def _execution_query() -> Select[Any]:
         tasks.c.exit_code,
         tasks.c.message,
     ).outerjoin(tasks, tasks.c.execution_id == executions.c.id)
+
+
+# The statements of a submit, built once: building and keying a statement cost more than SQLite
+# running it (cProfile of create_execution).
+_VERSION_ROW = (
+    select(
+        project_versions.c.id,
+        select(packages.c.id)
+        .where(
+            packages.c.project_version_id == project_versions.c.id,
+            packages.c.name == bindparam("package"),
+        )
+        .exists()
+        .label("has_package"),
+    )
+    .join(projects, projects.c.id == project_versions.c.project_id)
+    .join(folders, folders.c.id == projects.c.folder_id)
+    .where(folders.c.name == bindparam("folder"), projects.c.name == bindparam("project"))
+)
+_NEWEST_VERSION = _VERSION_ROW.order_by(project_versions.c.version.desc()).limit(1)
+_VERSION_BY_ID = _VERSION_ROW.where(project_versions.c.id == bindparam("wanted"))
+_PACKAGE_NAMES = select(packages.c.name).where(packages.c.project_version_id == bindparam("version_id"))
+_BY_KEY = select(executions.c.id).where(
+    executions.c.created_by == bindparam("actor"), executions.c.idempotency_key == bindparam("key")
+)
+_INSERT_EXECUTION = executions.insert().returning(executions.c.id)
+_INSERT_TASK = tasks.insert().returning(tasks.c.id)
+
+
+#: A request's project version as checked once per transaction: folder, project, package, pinned id.
+_VersionKey = tuple[str, str, str, int | None]
+
+
+def _version_key(request: ExecutionRequest) -> _VersionKey:
+    return (request.folder, request.project, request.package, request.project_version_id)
 
 
 def _task(row: Row[Any]) -> TaskRecord | None:
@@ -157,19 +192,43 @@ class ExecutionCatalog(CatalogBase):
             retry_count,
             project_version_id,
         )
+        record, _ = self.submit_execution(request, actor=actor, idempotency_key=idempotency_key)
+        return record
+
+    def submit_execution(
+        self,
+        request: ExecutionRequest,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        if_newest: bool = False,
+    ) -> tuple[ExecutionRecord, bool]:
+        """:meth:`create_execution` as the master's submit makes it: also says whether this call
+        created the execution (False: an earlier one with ``idempotency_key`` did).
+
+        With ``if_newest``, ``request.project_version_id`` must still be the newest version of its
+        project, else :class:`VersionChanged`: the master checked the parameters against the
+        version it took for the newest without asking the catalog, and this confirms it in the same
+        transaction (another master, or a deploy, may have added one since).
+        """
+        key = idempotency_key
         with self._write() as conn:
-            existing = self._by_key(conn, actor, idempotency_key) if idempotency_key else None
+            versions: dict[_VersionKey, int] = {}
+            if if_newest:
+                # Before the key: a resent submit the master checked against a replaced version is
+                # answered by its checked path, which looks the key up first, as it always did.
+                versions[_version_key(request)] = self._version(conn, request, if_newest=True)
+            existing = self._by_key(conn, actor, key) if key else None
             if existing is not None:
                 target = f"{existing.folder}/{existing.project}/{existing.package}"
-                if target != f"{folder}/{project}/{package}":
+                if target != f"{request.folder}/{request.project}/{request.package}":
                     raise Conflict(
-                        f"idempotency key {idempotency_key!r} was already used by {actor} for "
+                        f"idempotency key {key!r} was already used by {actor} for "
                         f"execution {existing.execution_id} of {target}",
                         fix="send a new key for a new submit (packfleet run makes one when none is given)",
                     )
-                return existing
-            (execution_id,) = self._create(conn, [request], actor, keys=[idempotency_key])
-            return self._load_execution(conn, execution_id)
+                return existing, False
+            return self._create_one(conn, request, actor, key, versions), True
 
     def execution_by_key(self, actor: str, idempotency_key: str) -> ExecutionRecord | None:
         """The execution ``actor`` created with ``idempotency_key``, if any."""
@@ -177,11 +236,7 @@ class ExecutionCatalog(CatalogBase):
             return self._by_key(conn, actor, idempotency_key)
 
     def _by_key(self, conn: Connection, actor: str, key: str) -> ExecutionRecord | None:
-        found = conn.scalar(
-            select(executions.c.id).where(
-                executions.c.created_by == actor, executions.c.idempotency_key == key
-            )
-        )
+        found = conn.scalar(_BY_KEY, {"actor": actor, "key": key})
         return None if found is None else self._load_execution(conn, int(found))
 
     def create_executions(self, requests: Sequence[ExecutionRequest], *, actor: str) -> list[int]:
@@ -191,54 +246,53 @@ class ExecutionCatalog(CatalogBase):
         with self._write() as conn:
             return self._create(conn, requests, actor)
 
-    def _version(
-        self, conn: Connection, folder: str, project: str, wanted: int | None
-    ) -> tuple[int, set[str]]:
-        """The id and package names of version ``wanted`` of ``folder/project`` (None: the newest)."""
-        query = (
-            select(project_versions.c.id)
-            .join(projects, projects.c.id == project_versions.c.project_id)
-            .join(folders, folders.c.id == projects.c.folder_id)
-            .where(folders.c.name == folder, projects.c.name == project)
-        )
-        if wanted is not None:
-            query = query.where(project_versions.c.id == wanted)
-        version_id = conn.scalar(query.order_by(project_versions.c.version.desc()).limit(1))
-        if version_id is None and wanted is not None:
-            raise NotFound(
-                f"project version id {wanted} is not a version of {folder}/{project}",
-                fix="packfleet projects list",
-            )
-        if version_id is None:
+    def _version(self, conn: Connection, request: ExecutionRequest, *, if_newest: bool = False) -> int:
+        """The id of the version of its project that ``request`` runs, checked to have its package."""
+        folder, project, wanted = request.folder, request.project, request.project_version_id
+        names = {"folder": folder, "project": project, "package": request.package}
+        if wanted is None or if_newest:
+            row = conn.execute(_NEWEST_VERSION, names).first()
+            if if_newest and (row is None or row.id != wanted):
+                raise VersionChanged(
+                    f"project {folder}/{project} has a newer version than {wanted}",
+                    fix="submit again: the master checks it against the newest version",
+                )
+        else:
+            row = conn.execute(_VERSION_BY_ID, {**names, "wanted": wanted}).first()
+            if row is None:
+                raise NotFound(
+                    f"project version id {wanted} is not a version of {folder}/{project}",
+                    fix="packfleet projects list",
+                )
+        if row is None:
             raise NotFound(
                 f"no project {project!r} is deployed in folder {folder!r}",
                 fix="packfleet projects list, or deploy it: packfleet deploy <project folder>",
             )
-        names = conn.scalars(select(packages.c.name).where(packages.c.project_version_id == version_id)).all()
-        return int(version_id), set(names)
+        if not row.has_package:
+            known = conn.scalars(_PACKAGE_NAMES, {"version_id": row.id}).all()
+            raise NotFound(
+                f"project {folder}/{project} has no package "
+                f"{request.package!r}; its packages: {', '.join(sorted(known))}",
+                fix=f"packfleet run {folder}/{project}/<package>",
+            )
+        return int(row.id)
 
-    def _create(
-        self,
-        conn: Connection,
-        requests: Sequence[ExecutionRequest],
-        actor: str,
-        *,
-        keys: Sequence[str | None] | None = None,
-    ) -> list[int]:
-        versions: dict[tuple[str, str, int | None], tuple[int, set[str]]] = {}
+    def _checked(
+        self, conn: Connection, requests: Sequence[ExecutionRequest], versions: dict[_VersionKey, int]
+    ) -> tuple[list[int], list[list[str]]]:
+        """The version id each request runs and its allowed agent ids (canonical, sorted), checked.
+
+        ``versions`` holds the versions already checked in this transaction (it takes the rest).
+        """
+        version_ids: list[int] = []
         wanted_workers: set[str] = set()
         allowed: list[list[str]] = []
         for request in requests:
-            key = (request.folder, request.project, request.project_version_id)
+            key = _version_key(request)
             if key not in versions:
-                versions[key] = self._version(conn, *key)
-            names = versions[key][1]
-            if request.package not in names:
-                raise NotFound(
-                    f"project {request.folder}/{request.project} has no package "
-                    f"{request.package!r}; its packages: {', '.join(sorted(names))}",
-                    fix=f"packfleet run {request.folder}/{request.project}/<package>",
-                )
+                versions[key] = self._version(conn, request)
+            version_ids.append(versions[key])
             if request.retry_count < 0:
                 raise InvalidValue(f"retry_count must be 0 or more, not {request.retry_count}")
             ids = sorted({canonical_agent_id(a) for a in request.allowed_workers})
@@ -259,6 +313,67 @@ class ExecutionCatalog(CatalogBase):
                     "unknown workers would never run",
                     fix="packfleet manager worker list",
                 )
+        return version_ids, allowed
+
+    def _create_one(
+        self,
+        conn: Connection,
+        request: ExecutionRequest,
+        actor: str,
+        key: str | None,
+        versions: dict[_VersionKey, int],
+    ) -> ExecutionRecord:
+        """One execution and its task, answered from what was written: reading it back was half
+        the time of a submit's transaction (make bench, latency)."""
+        [version_id], [allowed] = self._checked(conn, [request], versions)
+        now = self.now()
+        parameters = dict(request.parameters)
+        execution_id = conn.execute(
+            _INSERT_EXECUTION,
+            {
+                "folder": request.folder,
+                "project": request.project,
+                "package": request.package,
+                "project_version_id": version_id,
+                "status": int(ExecutionStatus.PENDING),
+                "parameters": parameters,
+                "retry_count": request.retry_count,
+                "created_by": actor,
+                "created_at": now,
+                "idempotency_key": key,
+            },
+        ).scalar_one()
+        task_id = conn.execute(
+            _INSERT_TASK,
+            {"execution_id": execution_id, "status": int(TaskStatus.READY), "attempt": 0, "created_at": now},
+        ).scalar_one()
+        if allowed:
+            conn.execute(
+                execution_workers.insert(),
+                [{"execution_id": execution_id, "agent_id": agent_id} for agent_id in allowed],
+            )
+        self._notify_tasks(conn, 1)
+        task = TaskRecord(task_id, TaskStatus.READY, 0, None, None, now, None, None, None, None)
+        return ExecutionRecord(
+            execution_id=execution_id,
+            folder=request.folder,
+            project=request.project,
+            package=request.package,
+            project_version_id=version_id,
+            status=ExecutionStatus.PENDING,
+            parameters=parameters,
+            retry_count=request.retry_count,
+            created_by=actor,
+            created_at=now,
+            started_at=None,
+            ended_at=None,
+            allowed_workers=tuple(allowed),
+            task=task,
+            idempotency_key=key,
+        )
+
+    def _create(self, conn: Connection, requests: Sequence[ExecutionRequest], actor: str) -> list[int]:
+        version_ids, allowed = self._checked(conn, requests, {})
         now = self.now()
         execution_ids = list(
             conn.scalars(
@@ -268,15 +383,15 @@ class ExecutionCatalog(CatalogBase):
                         "folder": r.folder,
                         "project": r.project,
                         "package": r.package,
-                        "project_version_id": versions[(r.folder, r.project, r.project_version_id)][0],
+                        "project_version_id": version_id,
                         "status": int(ExecutionStatus.PENDING),
                         "parameters": dict(r.parameters),
                         "retry_count": r.retry_count,
                         "created_by": actor,
                         "created_at": now,
-                        "idempotency_key": key,
+                        "idempotency_key": None,
                     }
-                    for r, key in zip(requests, keys or [None] * len(requests), strict=True)
+                    for r, version_id in zip(requests, version_ids, strict=True)
                 ],
             )
         )
@@ -299,7 +414,7 @@ class ExecutionCatalog(CatalogBase):
         ]
         if rows:
             conn.execute(execution_workers.insert(), rows)
-        self._notify_tasks(conn)
+        self._notify_tasks(conn, len(execution_ids))
         return execution_ids
 
     # --- changing --------------------------------------------------------------------------------

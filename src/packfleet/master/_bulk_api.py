@@ -63,7 +63,7 @@ async def run_bulk(call: Call) -> web.StreamResponse:
         project_version_id=version.id,  # the version the parameters were resolved against
     )
     ids = await state.db(state.catalog.create_executions, [request] * ask.count, actor=call.caller.actor)
-    state.wakeups.notify(TASKS)
+    state.wakeups.notify_one(TASKS, len(ids))  # a waiting long-poll per new task, as far as there are
     log.info(
         "%d executions of %s/%s/%s created by %s (ids %d..%d)",
         len(ids),

@@ -6,7 +6,10 @@ DESIGN.md's high-availability mode: masters share the catalog, leasing stays cor
 - **Wake-ups.** A worker long-polling master B must wake when master A creates an execution or its
   sweep requeues a task. The catalog sends ``NOTIFY packfleet_tasks`` on every commit that makes a
   task ready; this module ``LISTEN``s on a dedicated connection and turns each notification into a
-  local :data:`TASKS` wake-up.
+  local :data:`TASKS` wake-up: of as many long-polls as the commit made tasks, or of all of them
+  (a sweep, a master before counts). A master skips its own notifications (the payload names its
+  catalog object): it woke its long-polls when the commit returned, and waking them again for the
+  same task would wake a second one for nothing.
 - **News between masters.** The same connection LISTENs on the channels of the shared fleet state
   (a master certificate rotation step, a change of trusted worker certificates, certificates whose
   connections must close now) and hands each notification to the master's ``on_notice``.
@@ -51,13 +54,23 @@ def libpq_url(url: str) -> str:
 
 
 class PostgresCoordination:
-    """LISTEN for ready tasks on one connection; hold the sweep leadership on another."""
+    """LISTEN for ready tasks on one connection; hold the sweep leadership on another.
+
+    ``origin`` is this master's ``Catalog.origin``: its own task notifications are skipped.
+    """
 
     def __init__(
-        self, url: str, wakeups: Wakeups, *, connect_timeout: float = 15, on_notice: OnNotice | None = None
+        self,
+        url: str,
+        wakeups: Wakeups,
+        *,
+        connect_timeout: float = 15,
+        on_notice: OnNotice | None = None,
+        origin: str = "",
     ) -> None:
         self._conninfo = libpq_url(url)
         self._wakeups = wakeups
+        self._origin = origin
         self._on_notice = on_notice
         self._connect_timeout = int(connect_timeout)
         self._listen_conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
@@ -120,12 +133,22 @@ class PostgresCoordination:
 
     def _notice(self, channel: str, payload: str) -> None:
         if channel == TASKS_CHANNEL:
-            self._wakeups.notify(TASKS)
+            self._tasks_ready(payload)
         elif self._on_notice is not None:
             try:
                 self._on_notice(channel, payload)
             except Exception:  # one bad notice must not stop the listener
                 log.exception("cannot act on the catalog notification %s", channel)
+
+    def _tasks_ready(self, payload: str) -> None:
+        """Wake long-polls for a ``packfleet_tasks`` notification (see ``Catalog._notify_tasks``)."""
+        origin, _, count = payload.partition(" ")
+        if origin and origin == self._origin:
+            return
+        if count.isdigit():
+            self._wakeups.notify_one(TASKS, int(count))
+        else:
+            self._wakeups.notify(TASKS)
 
     async def _listen(self) -> None:
         while True:

@@ -418,6 +418,7 @@ class MasterServer:
                 state.wakeups,
                 connect_timeout=settings.sql_connection_timeout_secs,
                 on_notice=self._on_notice,
+                origin=catalog.origin,
             )
             await self._coordination.start()
             await self.trust_sync_once()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from dataclasses import dataclass
 from datetime import timedelta
 
 from aiohttp import web
@@ -178,35 +179,58 @@ async def lease(call: Call) -> web.StreamResponse:
     tasks: list[protocol.TaskAssignment] = []
     hint = False
     waited = False
-    while capacity > 0 and not state.closing:
-        ticket = state.wakeups.ticket(TASKS)
-        own = state.wakeups.ticket(own_topic)
-        # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
-        # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
-        if rotation is not None and rotation.needs_heartbeat(ask.agent_id):
-            hint = True
-            break
-        # A long-poll outlives a worker that went silent (partitioned, paused): its connection
-        # looks open, but a task handed through it would start late or never. Only a worker that
-        # heartbeated within its lease gets one through a held request (None: it did not).
-        leased = await state.db(
-            _lease_if_alive, state.catalog, ask.agent_id, capacity, lease_seconds, check_alive=waited
-        )
-        if leased is None:
-            break
-        if leased:
-            # Sensitive values are opened here, for this worker's own tasks, inside its TLS channel.
-            tasks = [protocol.decode(protocol.TaskAssignment, state.unsealed(t.to_dict())) for t in leased]
-            break
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        await wait_any((ticket, own), remaining)
-        waited = True
-        if _gone(call.request) or not await _still_enabled(state, caller):
-            # The worker hung up, or was disabled or revoked while it waited: leasing now would hand
-            # a task to nobody, to sit until its lease expires.
-            break
+    # The last wait ended with a new task's wake-up handed to this long-poll alone: the task is
+    # this long-poll's to take, or its news to pass on, or it waits for another long-poll's timeout.
+    handed = False
+    try:
+        while capacity > 0 and not state.closing:
+            ticket = state.wakeups.ticket(TASKS)
+            own = state.wakeups.ticket(own_topic)
+            # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
+            # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
+            if rotation is not None and rotation.needs_heartbeat(ask.agent_id):
+                hint = True
+                break
+            # A long-poll outlives a worker that went silent (partitioned, paused): its connection
+            # looks open, but a task handed through it would start late or never. Only a worker that
+            # heartbeated within its lease gets one through a held request (None: it did not).
+            look = await state.db(
+                _lease_if_alive,
+                state.catalog,
+                ask.agent_id,
+                capacity,
+                lease_seconds,
+                check_alive=waited,
+                handed=handed,
+            )
+            if look is None:
+                break
+            if look.tasks:
+                # Sensitive values are opened here, for this worker's own tasks, inside its TLS channel.
+                tasks = [
+                    protocol.decode(protocol.TaskAssignment, state.unsealed(t.to_dict())) for t in look.tasks
+                ]
+                break
+            if handed and look.others_ready:
+                # Woken for a task it may not take (allowed_workers): every other waiter looks, so
+                # that one that may run it does. (None ready: another long-poll, or master, took it.)
+                state.wakeups.notify_others(ticket)
+            handed = False
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await wait_any((ticket, own), remaining)
+            handed = ticket.handed
+            waited = True
+            if _gone(call.request) or not await _still_enabled(state, caller):
+                # The worker hung up, or was disabled or revoked while it waited: leasing now would hand
+                # a task to nobody, to sit until its lease expires.
+                break
+    finally:
+        if handed and not tasks:
+            # Ending without having looked (the worker hung up, went silent, must heartbeat...): the
+            # task is still there for the next waiter.
+            state.wakeups.notify_one(TASKS)
     if tasks:
         leased_text = ", ".join(f"task {t.task_id}#{t.attempt}" for t in tasks)
         # DEBUG: one line per lease request is hundreds a second under load (make bench), and the
@@ -218,17 +242,30 @@ async def lease(call: Call) -> web.StreamResponse:
     return json_response(body)
 
 
+@dataclass(frozen=True)
+class _Look:
+    """What one look of a lease long-poll in the catalog found."""
+
+    tasks: list[TaskAssignment]
+    #: Tasks it did not lease are ready (asked only when it leased none after a wake-up of its own).
+    others_ready: bool = False
+
+
 def _lease_if_alive(
-    catalog: Catalog, agent_id: str, capacity: int, lease_seconds: float, *, check_alive: bool
-) -> list[TaskAssignment] | None:
+    catalog: Catalog, agent_id: str, capacity: int, lease_seconds: float, *, check_alive: bool, handed: bool
+) -> _Look | None:
     """Lease tasks; with ``check_alive``, only if the worker heartbeated within its lease (else None).
 
-    Both on the catalog's thread in one call: a woken long-poll is the idle path from a submit to
+    All on the catalog's thread in one call: a woken long-poll is the idle path from a submit to
     its start, and each hop to that thread and back costs it a scheduling round (make bench).
     """
     if check_alive and not catalog.worker_alive(agent_id, timedelta(seconds=lease_seconds)):
         return None
-    return catalog.lease_tasks(agent_id, capacity, lease_seconds)
+    leased = catalog.lease_tasks(agent_id, capacity, lease_seconds)
+    if leased or not handed:
+        return _Look(leased)
+    ready, _ = catalog.queue_summary()
+    return _Look(leased, others_ready=ready > 0)
 
 
 def _gone(request: web.Request) -> bool:

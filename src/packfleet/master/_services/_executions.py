@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from packfleet.catalog import EventRecord, ExecutionRecord, ProjectVersionRecord
-from packfleet.errors import Conflict, InvalidValue, PackfleetError
+from packfleet.catalog import EventRecord, ExecutionRecord, ExecutionRequest, ProjectVersionRecord
+from packfleet.errors import Conflict, InvalidValue, PackfleetError, VersionChanged
 from packfleet.master._logsafe import safe
 from packfleet.master._services._base import off_catalog
 from packfleet.master._state import MasterState
@@ -95,12 +96,26 @@ class Manifests:
         return data
 
 
+@dataclass(frozen=True)
+class _Newest:
+    """A project's newest version as this master last read it: enough to check a submit against."""
+
+    version_id: int
+    manifest: Mapping[str, Any]
+    project: Project
+
+
 class ExecutionService:
     """Create, list, show, follow and cancel executions."""
 
     def __init__(self, state: MasterState) -> None:
         self._state = state
         self._manifests: dict[int, Project] = {}
+        # By (folder, project). A submit is checked against it and the catalog confirms, in the
+        # transaction that creates the execution, that it is still the newest: one catalog call
+        # instead of two on the path of every submit. A deploy (here or by another master) makes
+        # the next submit read the version again.
+        self._newest: dict[tuple[str, str], _Newest] = {}
 
     def manifests(self) -> Manifests:
         """A masking cache for one answer (a list shares the manifests of its versions)."""
@@ -110,7 +125,7 @@ class ExecutionService:
         """An execution as it is shown: sensitive parameters masked by its version's manifest."""
         return await self.manifests().shown(record)
 
-    async def agent_ids(self, workers: list[str]) -> tuple[str, ...]:
+    async def agent_ids(self, workers: Sequence[str]) -> tuple[str, ...]:
         """Agent ids for ``run --worker``: each given as an agent id, a display name or a thumbprint.
 
         Raises :class:`InvalidValue` naming a worker the catalog does not know.
@@ -140,45 +155,110 @@ class ExecutionService:
         ask.check()  # the message's own bounds: retry count, idempotency key
         key = ask.idempotency_key or None
         target = (ask.folder, ask.project, ask.package)
-        if key is not None:
-            existing = await state.db(state.catalog.execution_by_key, actor, key)
-            if existing is not None and (existing.folder, existing.project, existing.package) == target:
-                return Submitted(existing, created=False)
-        version = await state.db(state.catalog.get_project_version, ask.folder, ask.project)
-        project = Project.from_dict(version.manifest)
-        self.manifests().know(version.id, project)
-        parameters = resolve_parameters(project, ask.package, ask.parameters)
-        parameters = state.seal(version.manifest, ask.package, parameters)
         try:
-            record = await state.db(
-                state.catalog.create_execution,
-                ask.folder,
-                ask.project,
-                ask.package,
-                parameters=parameters,
-                actor=actor,
-                allowed_workers=await self.agent_ids(ask.workers),
-                retry_count=ask.retry_count,
-                project_version_id=version.id,
-                idempotency_key=key,
+            submitted = await self._on_newest(
+                target, ask.parameters, ask.workers, ask.retry_count, actor=actor, key=key, by_name=True
             )
+            if submitted is None:
+                submitted = await self._checked_submit(ask, actor=actor, key=key)
         except Conflict:
-            # Two submits with one key raced past the look-up above (PostgreSQL, several masters):
-            # the unique index kept one; answer with it.
+            # Two submits with one key raced past the look-up (PostgreSQL, several masters): the
+            # unique index kept one; answer with it.
             raced = await state.db(state.catalog.execution_by_key, actor, key) if key else None
             if raced is None or (raced.folder, raced.project, raced.package) != target:
                 raise
             return Submitted(raced, created=False)
-        state.wakeups.notify(TASKS)
-        log.info(
-            "execution %d of %s/%s/%s created by %s",
-            record.execution_id,
-            safe(ask.folder),
-            safe(ask.project),
-            safe(ask.package),
-            safe(actor),
+        if submitted.created:
+            state.wakeups.notify_one(TASKS)
+            record = submitted.execution
+            log.info(
+                "execution %d of %s/%s/%s created by %s",
+                record.execution_id,
+                safe(ask.folder),
+                safe(ask.project),
+                safe(ask.package),
+                safe(actor),
+            )
+        return submitted
+
+    async def _checked_submit(self, ask: RunPackage, *, actor: str, key: str | None) -> Submitted:
+        """A submit checked against the version the catalog says is newest: each error as ever."""
+        state = self._state
+        if key is not None:
+            existing = await state.db(state.catalog.execution_by_key, actor, key)
+            target = (ask.folder, ask.project, ask.package)
+            if existing is not None and (existing.folder, existing.project, existing.package) == target:
+                return Submitted(existing, created=False)
+        newest = await self._read_newest(ask.folder, ask.project)
+        parameters = self._sealed(newest, ask.package, ask.parameters)
+        request = ExecutionRequest(
+            ask.folder,
+            ask.project,
+            ask.package,
+            parameters,
+            await self.agent_ids(ask.workers),
+            ask.retry_count,
+            newest.version_id,
         )
-        return Submitted(record, created=True)
+        record, created = await state.db(
+            state.catalog.submit_execution, request, actor=actor, idempotency_key=key
+        )
+        return Submitted(record, created)
+
+    async def _on_newest(
+        self,
+        target: tuple[str, str, str],
+        given: Mapping[str, Any],
+        workers: Sequence[str],
+        retry_count: int,
+        *,
+        actor: str,
+        key: str | None,
+        by_name: bool,
+    ) -> Submitted | None:
+        """A submit in one catalog call, checked against the version this master knows as the
+        newest; None when it knows none, or the catalog has a newer one, or the check fails (the
+        checked path then says why, word for word, from what the catalog holds now).
+
+        ``by_name``: ``workers`` may be display names or thumbprints, else they are agent ids.
+        """
+        folder, project, package = target
+        newest = self._newest.get((folder, project))
+        if newest is None:
+            return None
+        try:
+            parameters = self._sealed(newest, package, given)
+            allowed = await self.agent_ids(workers) if by_name else tuple(workers)
+        except PackfleetError:
+            return None
+        request = ExecutionRequest(
+            folder, project, package, parameters, allowed, retry_count, newest.version_id
+        )
+        state = self._state
+        try:
+            record, created = await state.db(
+                state.catalog.submit_execution, request, actor=actor, idempotency_key=key, if_newest=True
+            )
+        except VersionChanged:
+            self._newest.pop((folder, project), None)
+            return None
+        return Submitted(record, created)
+
+    async def _read_newest(self, folder: str, project: str) -> _Newest:
+        """The newest version of ``folder/project`` from the catalog, remembered for the next submits."""
+        state = self._state
+        version = await state.db(state.catalog.get_project_version, folder, project)
+        newest = _Newest(version.id, version.manifest, Project.from_dict(version.manifest))
+        self.manifests().know(version.id, newest.project)
+        if len(self._newest) >= MANIFEST_CACHE:
+            self._newest.pop(next(iter(self._newest)))  # the oldest entry: insertion order
+        self._newest[(folder, project)] = newest
+        return newest
+
+    def _sealed(self, newest: _Newest, package: str, given: Mapping[str, Any]) -> dict[str, Any]:
+        """``given`` typed by the version's manifest, defaults filled in, sensitive values sealed."""
+        parameters = resolve_parameters(newest.project, package, given)
+        return self._state.seal(newest.manifest, package, parameters)
 
     async def run_package(
         self,
@@ -192,20 +272,25 @@ class ExecutionService:
     ) -> ExecutionRecord:
         """A submit from a form (the console): values typed by the manifest, sensitive ones sealed."""
         state = self._state
-        version = await state.db(state.catalog.get_project_version, folder, project)
-        resolved = resolve_parameters(Project.from_dict(version.manifest), package, parameters)
-        resolved = state.seal(version.manifest, package, resolved)
-        record = await state.db(
-            state.catalog.create_execution,
-            folder,
-            project,
-            package,
-            parameters=resolved,
-            actor=actor,
-            allowed_workers=workers,
-            project_version_id=version.id,
+        target = (folder, project, package)
+        submitted = await self._on_newest(
+            target, parameters, workers, 0, actor=actor, key=None, by_name=False
         )
-        state.wakeups.notify(TASKS)
+        if submitted is not None:
+            record = submitted.execution
+        else:
+            newest = await self._read_newest(folder, project)
+            record = await state.db(
+                state.catalog.create_execution,
+                folder,
+                project,
+                package,
+                parameters=self._sealed(newest, package, parameters),
+                actor=actor,
+                allowed_workers=workers,
+                project_version_id=newest.version_id,
+            )
+        state.wakeups.notify_one(TASKS)
         return record
 
     async def rerun(self, execution_id: int, *, actor: str) -> tuple[ExecutionRecord, ExecutionRecord]:
