@@ -207,8 +207,14 @@ async def test_a_503_keeps_both_for_the_next_pass(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("knows_report", [True, False], ids=["together", "older-master"])
 async def test_a_worker_delivers_through_either_route(
-    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent, knows_report: bool
+    home: Path,
+    stub: StubMaster,
+    demo: DemoProject,
+    make_agent: MakeAgent,
+    knows_report: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="packfleet.worker")
     stub.knows_report = knows_report
     stub.add(*(demo.task(i, "hello", lines=20) for i in (1, 2, 3)))
     agent = await make_agent(home)
@@ -219,7 +225,10 @@ async def test_a_worker_delivers_through_either_route(
     if knows_report:
         assert stub.report_posts >= 1 and stub.event_posts == stub.completion_posts == 0
     else:
-        assert stub.report_posts == 1, "an older master is asked once, not every pass"
+        # Counted by the reporter's fallbacks, not by the stub's requests: a loaded machine can
+        # make the HTTP client send a request again on a fresh connection, which the stub counts.
+        fallbacks = [r for r in caplog.records if "does not know" in r.getMessage()]
+        assert len(fallbacks) == 1 and stub.report_posts >= 1, "an older master is asked once, not every pass"
         assert stub.event_posts >= 1 and stub.completion_posts >= 1
     assert agent.cache.idle
 
