@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from packfleet.errors import PackageError
-from packfleet.packages import PackageRunner, Project
+from packfleet.packages import PackageRunner, Project, load_project
 
 from .conftest import Run, launch
 
@@ -233,6 +233,51 @@ async def test_a_pooled_process_keeps_each_tasks_output_to_that_task(
         for i in range(40)
         for source, kind in (("stdout", "out"), ("log", "log"), ("stderr", "err"))
     ]
+
+
+COUNTER_TOML = """
+[project]
+name = "counter"
+version = "{version}"
+
+[packages.count]
+kind = "python"
+entry = "counter:count"
+isolation = "pooled"
+"""
+COUNTER_MODULE = """
+RUNS = []
+
+
+def count(ctx):
+    RUNS.append(ctx.task_id)
+    print("{version}", len(RUNS))
+"""
+
+
+def counter_project(root: Path, version: str) -> Path:
+    folder = root / "projects" / f"counter-{version}"
+    folder.mkdir(parents=True)
+    (folder / "packfleet.toml").write_text(COUNTER_TOML.format(version=version))
+    (folder / "counter.py").write_text(COUNTER_MODULE.format(version=version))
+    return folder
+
+
+async def test_a_pooled_process_keeps_a_versions_modules_and_never_runs_another_versions(
+    runner: PackageRunner, tmp_path: Path
+) -> None:
+    one, two = counter_project(tmp_path, "1"), counter_project(tmp_path, "2")
+    projects = {one: load_project(one), two: load_project(two)}
+    runs = []
+    for folder in (one, one, two, two, one):
+        run = await launch(runner, folder, projects[folder], "count", tmp_path)
+        assert (await run.wait()).outcome == "succeeded"
+        runs.append(run)
+
+    assert len({run.handle.pid for run in runs}) == 1
+    # Module-level state survives between tasks of one version; another version's task finds
+    # its own module, imported afresh, and so does the first version's after it.
+    assert [run.messages("stdout") for run in runs] == [["1 1"], ["1 2"], ["2 1"], ["2 2"], ["1 1"]]
 
 
 @pytest.mark.parametrize("bad", ["fail", "sleep"])
