@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time as _time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -82,16 +81,6 @@ _loss_log = _RateLimitedLog(60.0)
 _resume_log = _RateLimitedLog(60.0, logging.INFO)
 
 
-def _make_private_folder(folder: Path) -> None:
-    """Create the task's folder, private as every node file; one system call when its parent exists."""
-    try:
-        os.mkdir(folder, 0o700)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
 def iso(moment: datetime | float) -> str:
     """A time as the protocol writes it: ISO 8601 in UTC."""
     if isinstance(moment, datetime):
@@ -148,7 +137,7 @@ class TaskExecution:
     async def run(self) -> CompletionReport | None:
         a = self.assignment
         self.cache.open_attempt(a.execution_id, a.task_id, a.attempt)
-        _make_private_folder(self.task_dir)
+        # The folder and task.log are made by the first line written to it (see TaskLog).
         self._task_log = TaskLog(
             self.task_dir / "task.log",
             enabled=self.settings.task_log_enabled,
