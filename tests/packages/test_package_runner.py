@@ -317,6 +317,21 @@ async def test_pooled_task_runs_fresh_when_every_slot_is_busy(
         await runner.close()
 
 
+async def test_a_cancelled_waiter_leaves_the_task_and_other_waiters_alone(
+    runner: PackageRunner, etl_dir: Path, etl: Project, tmp_path: Path
+) -> None:
+    run = await launch(runner, etl_dir, etl, "sleep", tmp_path, {"seconds": 0.2})
+    impatient = asyncio.ensure_future(run.wait())
+    patient = asyncio.ensure_future(run.wait())
+    await asyncio.sleep(0)
+    impatient.cancel()
+
+    assert (await patient).outcome == "succeeded"
+    assert impatient.cancelled()
+    assert (await run.wait()).outcome == "succeeded"  # once ended, at once
+    assert not run.handle._task.waiters
+
+
 async def test_fifty_concurrent_fresh_tasks_all_succeed(
     runner: PackageRunner, etl_dir: Path, etl: Project, tmp_path: Path
 ) -> None:
