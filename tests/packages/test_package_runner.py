@@ -280,6 +280,57 @@ async def test_a_pooled_process_keeps_a_versions_modules_and_never_runs_another_
     assert [run.messages("stdout") for run in runs] == [["1 1"], ["1 2"], ["2 1"], ["2 2"], ["1 1"]]
 
 
+CLOSER_TOML = """
+[project]
+name = "closer"
+version = "1"
+
+[packages.close]
+kind = "python"
+entry = "closer:close"
+isolation = "pooled"
+
+[packages.speak]
+kind = "python"
+entry = "closer:speak"
+isolation = "pooled"
+"""
+CLOSER_MODULE = """
+import logging
+import sys
+
+
+def close(ctx):
+    print("closing")
+    logging.getLogger().handlers.clear()
+    sys.stdout.close()
+
+
+def speak(ctx):
+    print("printed")
+    ctx.log.info("logged")
+"""
+
+
+async def test_a_pooled_task_has_working_streams_and_logging_whatever_the_last_one_did(
+    runner: PackageRunner, tmp_path: Path
+) -> None:
+    folder = tmp_path / "projects" / "closer"
+    folder.mkdir(parents=True)
+    (folder / "packfleet.toml").write_text(CLOSER_TOML)
+    (folder / "closer.py").write_text(CLOSER_MODULE)
+    project = load_project(folder)
+    runs = []
+    for package in ("speak", "close", "speak"):
+        run = await launch(runner, folder, project, package, tmp_path)
+        assert (await run.wait()).outcome == "succeeded"
+        runs.append(run)
+
+    assert len({run.handle.pid for run in runs}) == 1
+    assert [(e.source, e.message) for e in runs[2].events[1:-1]] == [("stdout", "printed"), ("log", "logged")]
+    assert runs[1].messages("stdout") == ["closing"]
+
+
 @pytest.mark.parametrize("bad", ["fail", "sleep"])
 async def test_pooled_process_is_replaced_after_a_failure_or_cancel(
     runner: PackageRunner, etl_dir: Path, etl: Project, tmp_path: Path, bad: str
