@@ -44,10 +44,10 @@ class TaskLog:
     """Appends the events of one task attempt whose level the mask keeps; a no-op when disabled.
 
     The file, and the task's folder if need be, are created by the first line the mask keeps, not
-    before: the worker hands the task to its package first, and the package's process creates
-    the folder it works in when it is not there yet (whichever comes first makes it). Creating
-    both ahead held each launch back by two file creations (two of the costliest system calls a
-    task makes on ext4), and a task that logs nothing locally gets no file at all.
+    before: the worker hands a pooled task to its process first, and that process creates the
+    folder it works in when it is not there yet (whichever comes first makes it). Creating both
+    ahead held each launch back by two file creations, which under disk load wait on the file
+    system's journal; and a task that logs nothing locally gets no file at all.
     """
 
     _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
