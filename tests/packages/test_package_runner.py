@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from packfleet.errors import PackageError
-from packfleet.packages import PackageRunner, Project
+from packfleet.packages import PackageRunner, Project, load_project
 
 from .conftest import Run, launch
 
@@ -235,6 +235,102 @@ async def test_a_pooled_process_keeps_each_tasks_output_to_that_task(
     ]
 
 
+COUNTER_TOML = """
+[project]
+name = "counter"
+version = "{version}"
+
+[packages.count]
+kind = "python"
+entry = "counter:count"
+isolation = "pooled"
+"""
+COUNTER_MODULE = """
+RUNS = []
+
+
+def count(ctx):
+    RUNS.append(ctx.task_id)
+    print("{version}", len(RUNS))
+"""
+
+
+def counter_project(root: Path, version: str) -> Path:
+    folder = root / "projects" / f"counter-{version}"
+    folder.mkdir(parents=True)
+    (folder / "packfleet.toml").write_text(COUNTER_TOML.format(version=version))
+    (folder / "counter.py").write_text(COUNTER_MODULE.format(version=version))
+    return folder
+
+
+async def test_a_pooled_process_keeps_a_versions_modules_and_never_runs_another_versions(
+    runner: PackageRunner, tmp_path: Path
+) -> None:
+    one, two = counter_project(tmp_path, "1"), counter_project(tmp_path, "2")
+    projects = {one: load_project(one), two: load_project(two)}
+    runs = []
+    for folder in (one, one, two, two, one):
+        run = await launch(runner, folder, projects[folder], "count", tmp_path)
+        assert (await run.wait()).outcome == "succeeded"
+        runs.append(run)
+
+    assert len({run.handle.pid for run in runs}) == 1
+    # Module-level state survives between tasks of one version; another version's task finds
+    # its own module, imported afresh, and so does the first version's after it.
+    assert [run.messages("stdout") for run in runs] == [["1 1"], ["1 2"], ["2 1"], ["2 2"], ["1 1"]]
+
+
+CLOSER_TOML = """
+[project]
+name = "closer"
+version = "1"
+
+[packages.close]
+kind = "python"
+entry = "closer:close"
+isolation = "pooled"
+
+[packages.speak]
+kind = "python"
+entry = "closer:speak"
+isolation = "pooled"
+"""
+CLOSER_MODULE = """
+import logging
+import sys
+
+
+def close(ctx):
+    print("closing")
+    logging.getLogger().handlers.clear()
+    sys.stdout.close()
+
+
+def speak(ctx):
+    print("printed")
+    ctx.log.info("logged")
+"""
+
+
+async def test_a_pooled_task_has_working_streams_and_logging_whatever_the_last_one_did(
+    runner: PackageRunner, tmp_path: Path
+) -> None:
+    folder = tmp_path / "projects" / "closer"
+    folder.mkdir(parents=True)
+    (folder / "packfleet.toml").write_text(CLOSER_TOML)
+    (folder / "closer.py").write_text(CLOSER_MODULE)
+    project = load_project(folder)
+    runs = []
+    for package in ("speak", "close", "speak"):
+        run = await launch(runner, folder, project, package, tmp_path)
+        assert (await run.wait()).outcome == "succeeded"
+        runs.append(run)
+
+    assert len({run.handle.pid for run in runs}) == 1
+    assert [(e.source, e.message) for e in runs[2].events[1:-1]] == [("stdout", "printed"), ("log", "logged")]
+    assert runs[1].messages("stdout") == ["closing"]
+
+
 @pytest.mark.parametrize("bad", ["fail", "sleep"])
 async def test_pooled_process_is_replaced_after_a_failure_or_cancel(
     runner: PackageRunner, etl_dir: Path, etl: Project, tmp_path: Path, bad: str
@@ -270,6 +366,21 @@ async def test_pooled_task_runs_fresh_when_every_slot_is_busy(
         assert (await busy.wait()).outcome == "succeeded"
     finally:
         await runner.close()
+
+
+async def test_a_cancelled_waiter_leaves_the_task_and_other_waiters_alone(
+    runner: PackageRunner, etl_dir: Path, etl: Project, tmp_path: Path
+) -> None:
+    run = await launch(runner, etl_dir, etl, "sleep", tmp_path, {"seconds": 0.2})
+    impatient = asyncio.ensure_future(run.wait())
+    patient = asyncio.ensure_future(run.wait())
+    await asyncio.sleep(0)
+    impatient.cancel()
+
+    assert (await patient).outcome == "succeeded"
+    assert impatient.cancelled()
+    assert (await run.wait()).outcome == "succeeded"  # once ended, at once
+    assert not run.handle._task.waiters
 
 
 async def test_fifty_concurrent_fresh_tasks_all_succeed(

@@ -40,6 +40,21 @@ def test_events_are_numbered_per_attempt_and_handed_out_in_order(tmp_path: Path)
     assert [(e.attempt, e.seq) for e in cache.pending_events(10)] == [(2, 2)]
 
 
+@pytest.mark.parametrize(
+    "message", ["", "plain", 'quote " backslash \\ tab \t newline \n control \x01', "é 日本 \u2028 🙂"]
+)
+def test_an_event_record_is_the_json_of_the_event_and_reads_back_whole(tmp_path: Path, message: str) -> None:
+    cache = LogCache(tmp_path)
+    cache.load()
+    cache.open_attempt(execution_id=9, task_id=8, attempt=2)
+    event = cache.append(8, 2, time="2024-01-01T00:00:00.5+00:00", level=40, source="log", message=message)
+    cache.sync()
+
+    [line] = journal(tmp_path)[0].read_bytes().splitlines(keepends=True)
+    assert line == _logcache._dumps({"e": vars(event)})
+    assert cache.pending_events(10) == [event]
+
+
 def segments(folder: Path) -> list[str]:
     return sorted(p.name for p in journal(folder))
 

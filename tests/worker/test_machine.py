@@ -46,6 +46,30 @@ def test_a_disabled_task_log_writes_no_file(tmp_path: Path) -> None:
     assert not (tmp_path / "task.log").exists()
 
 
+def test_the_task_log_and_its_private_folder_appear_with_the_first_line_kept(tmp_path: Path) -> None:
+    path = tmp_path / "tasks" / "7-1" / "task.log"
+    task_log = TaskLog(path, enabled=True, mask=0x04)  # Warning only
+    task_log.write(datetime.now(UTC), logging.INFO, "stdout", "not kept")
+    assert not path.parent.exists()
+
+    task_log.write(datetime.now(UTC), logging.WARNING, "stderr", "kept")
+    task_log.write(datetime.now(UTC), logging.WARNING, "stderr", "and appended")
+    task_log.close()
+
+    assert [line.split(maxsplit=3)[3] for line in path.read_text().splitlines()] == ["kept", "and appended"]
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_the_task_log_joins_a_folder_the_package_made_first(tmp_path: Path) -> None:
+    folder = tmp_path / "7-1"
+    folder.mkdir()
+    (folder / "output.csv").write_text("the package's own file\n")
+    task_log = TaskLog(folder / "task.log", enabled=True, mask=126)
+    task_log.write(datetime.now(UTC), logging.INFO, "system", "started")
+    task_log.close()
+    assert sorted(p.name for p in folder.iterdir()) == ["output.csv", "task.log"]
+
+
 async def test_the_task_log_keeps_the_levels_of_task_log_level(
     tmp_path: Path, pki: Pki, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
 ) -> None:

@@ -82,6 +82,8 @@ class _Task:
         self.readers: list[PipeReader] = []
         self.pipes_open = 3
         self.finishers: list[Callable[[TaskResult], None]] = []
+        #: Futures of the callers waiting in :meth:`TaskHandle.wait`, resolved with the result.
+        self.waiters: list[asyncio.Future[None]] = []
         self._drain_timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
         self.paused = False
@@ -163,6 +165,9 @@ class _Task:
         level = logging.ERROR if result.outcome == "failed" else logging.INFO
         self._system(level, result.message)
         self.result.set_result(result)
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         for finisher in self.finishers:
             finisher(result)
         return True
@@ -283,8 +288,21 @@ class TaskHandle:
         self._task.resume()
 
     async def wait(self) -> TaskResult:
-        """The task's result, once its process has ended and all its events were delivered."""
-        return await asyncio.shield(self._task.result)
+        """The task's result, once its process has ended and all its events were delivered.
+
+        Each caller waits on a future of its own, so cancelling one caller cancels nothing else;
+        resolved directly when the task ends, it wakes the caller one loop pass sooner than a
+        ``shield`` around the shared result, which chains two futures.
+        """
+        task = self._task
+        if not task.result.done():
+            waiter: asyncio.Future[None] = task.loop.create_future()
+            task.waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                task.waiters.remove(waiter)
+        return task.result.result()
 
     async def cancel(self, grace: float = 5.0) -> None:
         """SIGTERM the task's process group; SIGKILL it if it is still there after ``grace`` s."""

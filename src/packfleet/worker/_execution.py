@@ -17,8 +17,8 @@ says so. Any event that is ever dropped is counted, and the attempt carries a sy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
 import time as _time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -32,7 +32,7 @@ from packfleet.packages import PackageEvent, PackageRunner, PackageSpec, RunSpec
 from packfleet.protocol import CompletionReport, EventSource
 from packfleet.worker._logcache import LogCache
 from packfleet.worker._taskbeat import GIVE_UP_REASONS, Running
-from packfleet.worker._tasklog import TaskLog
+from packfleet.worker._tasklog import TaskLog, make_private_folder
 
 log = logging.getLogger("packfleet.worker")
 
@@ -80,16 +80,6 @@ def _why(exc: BaseException) -> str:
 _stall_log = _RateLimitedLog(60.0)
 _loss_log = _RateLimitedLog(60.0)
 _resume_log = _RateLimitedLog(60.0, logging.INFO)
-
-
-def _make_private_folder(folder: Path) -> None:
-    """Create the task's folder, private as every node file; one system call when its parent exists."""
-    try:
-        os.mkdir(folder, 0o700)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def iso(moment: datetime | float) -> str:
@@ -148,7 +138,7 @@ class TaskExecution:
     async def run(self) -> CompletionReport | None:
         a = self.assignment
         self.cache.open_attempt(a.execution_id, a.task_id, a.attempt)
-        _make_private_folder(self.task_dir)
+        # task.log (and a pooled task's folder) are made by the first line it keeps (see TaskLog).
         self._task_log = TaskLog(
             self.task_dir / "task.log",
             enabled=self.settings.task_log_enabled,
@@ -295,6 +285,17 @@ class TaskExecution:
     def _report(self, outcome: Any, exit_code: int | None, message: str) -> CompletionReport:
         return CompletionReport(self.assignment.task_id, self.assignment.attempt, outcome, exit_code, message)
 
+    def _make_folder(self) -> None:
+        """Create the folder of a task about to be forked fresh.
+
+        A pooled process creates its task's folder itself as cheaply as the worker does, so for a
+        pooled task the worker does not hold the launch back for it (the task log makes it if the
+        package has not). A freshly forked process pays a copy-on-write fault for each object that
+        creating it touches: about 0.3 ms more CPU per task than here (a runner loop of fresh no-ops).
+        """
+        with contextlib.suppress(OSError):  # the task's process tries again, and says why it cannot
+            make_private_folder(self.task_dir)
+
     async def _run(self) -> CompletionReport | None:
         a, running = self.assignment, self.running
         try:
@@ -329,6 +330,8 @@ class TaskExecution:
                 parameters=dict(a.parameters),
                 task_dir=self.task_dir,
             )
+            if spec.package.isolation != "pooled":
+                self._make_folder()
             handle: TaskHandle = await self.runner.launch(spec, self.on_event)
         except PackageError as exc:
             self._system(logging.ERROR, f"worker {self.worker} could not start the package: {exc}")

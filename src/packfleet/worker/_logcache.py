@@ -42,6 +42,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _string
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,21 @@ def _event(fields: Any) -> EventMessage:
 
 def _dumps(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _event_record(event: EventMessage) -> bytes:
+    """``_dumps({"e": vars(event)})``, the same bytes, written out field by field.
+
+    An event record is the one record every line of every package costs: ``json.dumps`` with
+    non-default options builds a new encoder per call, several times the cost of escaping the
+    three strings (make bench).
+    """
+    return (
+        f'{{"e":{{"execution_id":{event.execution_id:d},"task_id":{event.task_id:d},'
+        f'"attempt":{event.attempt:d},"seq":{event.seq:d},"time":{_string(event.time)},'
+        f'"level":{event.level:d},"source":{_string(event.source)},'
+        f'"message":{_string(event.message)}}}}}\n'
+    ).encode()
 
 
 @dataclass
@@ -390,7 +406,7 @@ class LogCache:
             source=source,
             message=message,
         )
-        segment, offset = self._write(_dumps({"e": vars(event)}), critical=critical)
+        segment, offset = self._write(_event_record(event), critical=critical)
         self._event_ends[segment] = offset
         entry.next_seq += 1
         return event
