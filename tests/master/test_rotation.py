@@ -150,6 +150,7 @@ async def test_a_worker_told_a_step_is_asked_for_its_report_only_when_it_does_no
     asked = rotation.state.wakeups.ticket(topic)
     assert rotation.on_heartbeat(agent, [old, new], blank).master_cert_thumbprint == new
     assert not asked.notified
+    assert not rotation.needs_heartbeat(agent)  # a long-poll reopened meanwhile does not ask either
     await asyncio.sleep(0.6)
     # A worker that does not report (an older version) is asked once the grace is over.
     assert asked.notified and rotation.needs_heartbeat(agent)

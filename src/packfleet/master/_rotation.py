@@ -9,9 +9,11 @@ order where nothing ever fails:
    it in the catalog with its key sealed by the secrets key every master shares; each master puts it
    into its Root store with its key, and hands its PEM to every worker in the heartbeat reply. A
    worker adds it to its Root store, pins it as NextMasterHttpsCertThumbprint beside the current pin,
-   and says so in its next heartbeat (``accepted_master_thumbprints``), which whichever master got
-   it records in the catalog. The PEM travels over a connection the worker authenticated with the
-   current pin, which is why it may trust it.
+   and says so at once in another heartbeat (``accepted_master_thumbprints``), which whichever master
+   got it records in the catalog. Each step reaches the workers through the lease long-polls they
+   hold (answered with ``heartbeat_now``); a worker that does not report a step it was told is asked
+   again that way after :data:`REPORT_GRACE` seconds. The PEM travels over a connection the worker
+   authenticated with the current pin, which is why it may trust it.
 2. **switch**: once every online worker accepts the new certificate, the phase in the catalog says
    so, and each master rewrites its binding and SSLCertThumbprint together (under the reload lock, so
    its file watcher never sees one without the other) and hot-swaps its TLS context. Open
@@ -418,7 +420,9 @@ class MasterCertRotation:
             key = canonical_agent_id(agent_id)
         except CatalogError:
             return False
-        if key in self._hinted or self._stale.get(key, 0) >= _MAX_STALE:
+        # Told the step in its last heartbeat's reply: its own report is on its way (or, after
+        # REPORT_GRACE, asked for through its long-poll).
+        if key in self._hinted or key in self._hint_timers or self._stale.get(key, 0) >= _MAX_STALE:
             return False
         if not self._behind(self.accepts.get(key)):
             return False
