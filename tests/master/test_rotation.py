@@ -15,12 +15,13 @@ import pytest
 from master.support import FakeClock, MasterHome, client_for, context_for, heartbeat_body, new_agent_id
 from master.test_connections import KeepAlive
 from packfleet import protocol
-from packfleet.catalog import Catalog
+from packfleet.catalog import Catalog, canonical_agent_id
 from packfleet.config import get_binding, load_master_settings
 from packfleet.errors import ApiError, Conflict, RemoteConflict
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.master._rotation import MasterCertRotation
+from packfleet.master._wakeup import worker_topic
 from packfleet.pki import CertStore, Credential, create_self_signed, load_credential_bytes, sign_proof
 from packfleet.protocol import routes
 from packfleet.transport import MasterClient
@@ -120,6 +121,39 @@ async def test_a_status_long_poll_answers_once_the_awaited_workers_accept(
 
     with pytest.raises(ApiError, match="wait_for"):
         await manager.client.request("GET", routes.ADMIN_ROTATION_MASTER_CERT, params={"wait_for": "soon"})
+
+
+async def test_a_worker_told_a_step_is_asked_for_its_report_only_when_it_does_not_send_it(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("packfleet.master._rotation.REPORT_GRACE", 0.3)
+    agent = await _enabled_worker(manager, connect(mh.worker))
+    old = mh.master.thumbprint
+    new = (await manager.rotate_master_cert("start"))["new"]
+    assert server.services is not None
+    rotation = server.services.require_rotation().rotation
+    assert isinstance(rotation, MasterCertRotation)
+    topic = worker_topic(canonical_agent_id(agent))
+    blank = protocol.HeartbeatReply(state="enabled", message="", master_time="", agent_id=agent)
+
+    asked = rotation.state.wakeups.ticket(topic)
+    assert rotation.on_heartbeat(agent, [old], blank).next_master_cert_pem  # told the new certificate
+    rotation.on_heartbeat(agent, [old, new], blank)  # and reports it at once, as a worker does
+    await asyncio.sleep(0.6)
+    assert not asked.notified  # so its lease long-poll is not answered for it
+
+    await rotation.switch(actor="test", force=False)
+    asked = rotation.state.wakeups.ticket(topic)
+    assert rotation.on_heartbeat(agent, [old, new], blank).master_cert_thumbprint == new
+    assert not asked.notified
+    assert not rotation.needs_heartbeat(agent)  # a long-poll reopened meanwhile does not ask either
+    await asyncio.sleep(0.6)
+    # A worker that does not report (an older version) is asked once the grace is over.
+    assert asked.notified and rotation.needs_heartbeat(agent)
 
 
 def _thumbprint_of_pem(pem: str) -> str:

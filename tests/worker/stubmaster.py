@@ -91,6 +91,10 @@ class StubMaster:
     completions: list[CompletionReport] = field(default_factory=list)
     downloads: Counter[str] = field(default_factory=Counter)
     peers: set[str] = field(default_factory=set)
+    #: Every connection a heartbeat came over (by id): how many TLS handshakes the worker made.
+    connections: set[int] = field(default_factory=set)
+    #: Close each heartbeat's connection after the answer, so the next one needs a handshake.
+    close_after_heartbeat: bool = False
     endpoint: str = ""
     _added: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -117,6 +121,7 @@ class StubMaster:
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         self._peer(request)
+        self.connections.add(id(request.transport))
         beat = decode(Heartbeat, await request.json())
         self.heartbeats.append(beat)
         reply = HeartbeatReply(
@@ -126,7 +131,10 @@ class StubMaster:
             agent_id=beat.agent_id,
             next_master_cert_pem=self.next_master_cert_pem,
         )
-        return web.json_response(encode(reply))
+        response = web.json_response(encode(reply))
+        if self.close_after_heartbeat:
+            response.force_close()
+        return response
 
     async def lease(self, request: web.Request) -> web.Response:
         ask = decode(LeaseRequest, await request.json())

@@ -116,8 +116,31 @@ async def test_the_next_master_certificate_from_a_heartbeat_is_trusted(
         assert agent.identity.pins == [pki.master.thumbprint, successor.thumbprint]
         # The master switches to its new certificate: the worker's next handshake accepts it.
         swap.swap(lambda: server_context(pki, successor))
+        stub.close_after_heartbeat = True
+        await agent.heartbeat()  # over the connection opened before the switch, closed after it
+        await agent.heartbeat()  # a new handshake, with the new certificate
+    assert len(stub.heartbeats) == 3
+    assert len(stub.connections) == 2
+
+
+async def test_a_next_master_certificate_keeps_the_connection_and_is_reported_at_once(
+    tmp_path: Path, pki: Pki, make_agent: MakeAgent
+) -> None:
+    successor = create_self_signed(["127.0.0.1"])
+    stub = StubMaster(next_master_cert_pem=successor.cert_pem().decode())
+    async with serve(stub, server_context(pki)):
+        home = write_home(tmp_path, pki, stub.endpoint)
+        agent = await make_agent(home)
+        wake = agent.events.wake_heartbeat
+        wake.clear()
         await agent.heartbeat()
-    assert len(stub.heartbeats) == 2
+        assert wake.is_set()  # the step is done here: the heartbeat loop says so at once
+        wake.clear()
+        await agent.heartbeat()
+        assert not wake.is_set()  # nothing new: no heartbeat after heartbeat
+    assert stub.heartbeats[-1].accepted_master_thumbprints == [pki.master.thumbprint, successor.thumbprint]
+    # Trusting one more certificate cost the master no handshake: both went over one connection.
+    assert len(stub.connections) == 1
 
 
 async def test_reload_keeps_the_last_good_settings_when_the_new_ones_are_bad(

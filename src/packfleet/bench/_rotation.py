@@ -4,9 +4,10 @@
 worker's default timing (AgentHeartbeatInterval 1 minute, 20 s long-polls): a
 lease long-poll always open, and a heartbeat every ``interval`` seconds or at once when the lease
 reply says ``heartbeat_now``. From a heartbeat reply each takes the announced certificate (trusts
-it beside the current one, reports both), and when the master serves it, promotes it: its client
-then trusts only the new certificate, so its following requests are new TLS connections that
-succeed only against the new certificate.
+it beside the current one, keeping its connections, and reports both in another heartbeat at once),
+and when the master serves it, promotes it and says so at once: its client then trusts only the new
+certificate, so its following requests are new TLS connections that succeed only against the new
+certificate.
 
 Measured: the wall time of ``packfleet manager rotate master-cert`` (the real command: announce,
 wait until every online worker accepts, switch, wait until every one pins only the new one,
@@ -36,6 +37,8 @@ RUN_LIMIT = 300.0
 #: A worker's defaults: AgentHeartbeatInterval 1 minute, a lease long-poll held 20 s.
 HEARTBEAT_INTERVAL = 60.0
 LEASE_WAIT = 20.0
+#: Seconds over which the agents send their first heartbeat.
+STARTUP_SPREAD = 5.0
 
 
 def rotation_load(
@@ -57,6 +60,7 @@ def rotation_load(
     stop_file = Path(control) / "stop"
     counts = {"requests": 0, "failed": 0, "promoted": 0, "accepted": 0, "heartbeat_now": 0}
     errors: list[str] = []
+    by_route: dict[str, int] = {}
 
     async def agent(index: int, cert: str, key: str, agent_id: str, stopping: asyncio.Event) -> None:
         pems = {master_thumbprint: master_pem}
@@ -69,6 +73,7 @@ def rotation_load(
 
         async def call(path: str, body: dict[str, Any], timeout: float) -> Any:
             counts["requests"] += 1
+            by_route[path] = by_route.get(path, 0) + 1
             try:
                 return await client.request("POST", path, json_body=body, timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
@@ -81,17 +86,19 @@ def rotation_load(
         def retrust() -> None:
             client.replace_context(context(), pins=list(pems), own_thumbprint=None)
 
-        async def heartbeat() -> None:
+        async def heartbeat() -> bool:
             answer = await call(routes.WORKER_HEARTBEAT, heartbeat_body(index, agent_id, list(pems)), 60)
             if answer is None:
-                return
+                return False
             reply = decode(HeartbeatReply, answer)
             if reply.next_master_cert_pem:
                 new = load_credential_bytes(reply.next_master_cert_pem.encode())
                 if new.thumbprint not in pems:
                     pems[new.thumbprint] = reply.next_master_cert_pem
                     counts["accepted"] += 1
-                    retrust()
+                    # As the worker: trusted beside the current one, the open connections stay.
+                    client.trust_also(reply.next_master_cert_pem, pins=list(pems))
+                    beat_now.set()  # and the step is reported at once
             elif reply.master_cert_thumbprint in pems and len(pems) > 1:
                 # Promote: trust only what the master serves; the old certificate is gone.
                 kept = pems[reply.master_cert_thumbprint]
@@ -99,6 +106,8 @@ def rotation_load(
                 pems[reply.master_cert_thumbprint] = kept
                 counts["promoted"] += 1
                 retrust()
+                beat_now.set()
+            return True
 
         async def beats() -> None:
             # Spread over the interval as real workers drift apart; a hint cuts any wait short.
@@ -121,7 +130,11 @@ def rotation_load(
                     beat_now.set()
 
         try:
-            await heartbeat()  # registers (binds the agent id) before the first lease
+            # Started over STARTUP_SPREAD seconds, as a fleet never starts in one instant; and like
+            # a worker, no lease before a heartbeat got through (it binds the agent id).
+            await asyncio.sleep(STARTUP_SPREAD * index / total)
+            while not await heartbeat() and not stopping.is_set():
+                await asyncio.sleep(1.0)
             tasks = [asyncio.create_task(beats()), asyncio.create_task(leases())]
             await stopping.wait()
             for task in tasks:
@@ -142,7 +155,7 @@ def rotation_load(
         watcher = asyncio.create_task(watch())
         await asyncio.gather(*(agent(offset + i, c, k, a, stopping) for i, (c, k, a) in enumerate(agents)))
         await watcher
-        return {**counts, "errors": errors}
+        return {**counts, "errors": errors, "by_route": by_route}
 
     try:
         queue.put(asyncio.run(main()))
@@ -192,6 +205,13 @@ def _one_run(bench: BenchCluster, fleet: list[Agent], interval: float, control: 
     if failure:
         raise failure[0]
     total = {k: sum(a[k] for a in answers) for k in ("requests", "failed", "promoted", "accepted")}
+    # Where the requests go (the whole run: the first heartbeat and lease of each agent included).
+    sent: dict[str, int] = {"heartbeat_now": sum(a["heartbeat_now"] for a in answers)}
+    for answer in answers:
+        for path, n in answer["by_route"].items():
+            sent[path.rsplit("/", 1)[-1]] = sent.get(path.rsplit("/", 1)[-1], 0) + n
+    per_agent = ", ".join(f"{kind} {n / len(fleet):.1f}" for kind, n in sorted(sent.items()))
+    print(f"# rotation: per agent: {per_agent}")  # noqa: T201
     if total["failed"]:
         errors = [e for a in answers for e in a["errors"]]
         print(f"# rotation: {total['failed']} failed requests, e.g. {errors[:3]}")  # noqa: T201

@@ -9,9 +9,11 @@ order where nothing ever fails:
    it in the catalog with its key sealed by the secrets key every master shares; each master puts it
    into its Root store with its key, and hands its PEM to every worker in the heartbeat reply. A
    worker adds it to its Root store, pins it as NextMasterHttpsCertThumbprint beside the current pin,
-   and says so in its next heartbeat (``accepted_master_thumbprints``), which whichever master got
-   it records in the catalog. The PEM travels over a connection the worker authenticated with the
-   current pin, which is why it may trust it.
+   and says so at once in another heartbeat (``accepted_master_thumbprints``), which whichever master
+   got it records in the catalog. Each step reaches the workers through the lease long-polls they
+   hold (answered with ``heartbeat_now``); a worker that does not report a step it was told is asked
+   again that way after :data:`REPORT_GRACE` seconds. The PEM travels over a connection the worker
+   authenticated with the current pin, which is why it may trust it.
 2. **switch**: once every online worker accepts the new certificate, the phase in the catalog says
    so, and each master rewrites its binding and SSLCertThumbprint together (under the reload lock, so
    its file watcher never sees one without the other) and hot-swaps its TLS context. Open
@@ -79,6 +81,10 @@ _SEALED_KEY_NAME = "master-cert.key"
 #: The longest a status long-poll is held, and how often it reads the catalog meanwhile (seconds).
 MAX_STATUS_WAIT = 30.0
 STATUS_REFRESH = 1.0
+#: How long a worker told a step in a heartbeat reply has to report it by itself (another heartbeat,
+#: sent at once) before its lease long-poll asks for it (seconds): a worker that reports on its own
+#: is never asked, an older one that does not is asked this much later.
+REPORT_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,9 @@ class MasterCertRotation:
         self._unsaved: dict[str, list[str]] = {}
         self._saving_now: dict[str, list[str]] = {}
         self._saving: asyncio.Task[None] | None = None
+        #: Workers told a step in a heartbeat reply, to be asked for their report if it does not
+        #: come by itself (:meth:`_hint_later`).
+        self._hint_timers: dict[str, asyncio.TimerHandle] = {}
         #: Resolved when a worker's acceptances change here: wakes the status long-polls.
         self._news: asyncio.Future[None] | None = None
 
@@ -245,11 +254,12 @@ class MasterCertRotation:
             self._new_pem = shared.new_cert_pem if self.record is not None and shared is not None else ""
             if shared is None:
                 return
-            if (before is None) != (self.record is None) or (
-                before and self.record and before != self.record
-            ):
-                self._announce()  # a step was taken (maybe on another master): workers have news
+            # A step was taken (maybe on another master): workers have news, told once this
+            # master serves what the step says (a worker woken before that would hear nothing new).
+            stepped = before != self.record
             if self._applied == (shared.phase, shared.new):
+                if stepped:
+                    self._announce()
                 return
             try:
                 await self._apply(shared)
@@ -260,10 +270,10 @@ class MasterCertRotation:
                     shared.phase,
                     str(exc).replace("\n", " "),
                 )
+                if stepped:
+                    self._announce()  # what the workers can act on already (an announced PEM)
                 return
             self._applied = (shared.phase, shared.new)
-            # This master now serves (or stopped serving) what the step says: the workers woken
-            # before it switched heard the old certificate, so wake them again to hear the new one.
             self._announce()
 
     async def _apply(self, shared: MasterRotationRecord) -> None:
@@ -336,11 +346,7 @@ class MasterCertRotation:
             if not same or self.record is not None:
                 # Into the catalog, where every master reads it; off the heartbeat's path.
                 self._save_later(key, now_accepts)
-            if self._behind(now_accepts) and self._stale[key] < _MAX_STALE:
-                # This reply tells the worker the next step; its lease long-poll, woken, asks it for
-                # the heartbeat that reports the step done (else it would wait out the long-poll).
-                # Its own topic: waking every worker's long-poll for each one's step costs N².
-                self.state.wakeups.notify(worker_topic(key))
+            self._hint_later(key, now_accepts)
         record, serving = self.record, self._serving()
         # Announced while this master serves the old certificate, whatever the phase: between the
         # catalog saying "switched" and this master's hot swap, a reply naming the old certificate
@@ -352,6 +358,28 @@ class MasterCertRotation:
             master_cert_thumbprint=serving,
             next_master_cert_pem=self._new_pem if announce else "",
         )
+
+    def _hint_later(self, key: str, accepts: list[str]) -> None:
+        """Ask ``key`` for the heartbeat that reports the step this reply tells it, unless it sends one.
+
+        A worker reports a step at once, in another heartbeat, when the reply changed its pins;
+        one before that waits for its lease long-poll to say ``heartbeat_now`` (or for its
+        AgentHeartbeatInterval). Asking after :data:`REPORT_GRACE` seconds, only if the report has
+        not come, spares the fleet a long-poll answer and a new long-poll per worker and step.
+        The worker's own topic: waking every worker's long-poll for each one's step costs N².
+        """
+        timer = self._hint_timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if not self._behind(accepts) or self._stale[key] >= _MAX_STALE:
+            return
+        loop = asyncio.get_running_loop()
+        self._hint_timers[key] = loop.call_later(REPORT_GRACE, self._hint_now, key)
+
+    def _hint_now(self, key: str) -> None:
+        self._hint_timers.pop(key, None)
+        if self._behind(self.accepts.get(key)):
+            self.state.wakeups.notify(worker_topic(key))
 
     def _save_later(self, key: str, accepts: list[str]) -> None:
         """Write what ``key`` accepts with the others heard meanwhile: one transaction per batch."""
@@ -392,7 +420,9 @@ class MasterCertRotation:
             key = canonical_agent_id(agent_id)
         except CatalogError:
             return False
-        if key in self._hinted or self._stale.get(key, 0) >= _MAX_STALE:
+        # Told the step in its last heartbeat's reply: its own report is on its way (or, after
+        # REPORT_GRACE, asked for through its long-poll).
+        if key in self._hinted or key in self._hint_timers or self._stale.get(key, 0) >= _MAX_STALE:
             return False
         if not self._behind(self.accepts.get(key)):
             return False
@@ -409,10 +439,19 @@ class MasterCertRotation:
         return accepts != [record.new]
 
     def _announce(self) -> None:
-        """A step changed what workers must do: wake their lease long-polls to ask for heartbeats."""
+        """A step changed what workers must do: wake their lease long-polls to ask for heartbeats.
+
+        With no rotation under way (finished, aborted) no worker is asked anything: the next
+        heartbeat of each says which certificate the master serves, and waking every long-poll of
+        the fleet for nothing costs each a catalog look.
+        """
         self._hinted.clear()
         self._stale.clear()
-        self.state.wakeups.notify(TASKS)
+        for timer in self._hint_timers.values():
+            timer.cancel()
+        self._hint_timers.clear()
+        if self.record is not None:
+            self.state.wakeups.notify(TASKS)
 
     def _tell_waiters(self) -> None:
         news, self._news = self._news, None

@@ -17,6 +17,7 @@ from packfleet.transport._policy import (
     master_server_context,
     probe_context,
     tls_version,
+    trust_also,
 )
 
 # The fixes the TLS explanations give, kept where callers have always found them; the trust rules own them.
@@ -42,4 +43,5 @@ __all__ = [
     "presented_certificate",
     "probe_context",
     "tls_version",
+    "trust_also",
 ]

@@ -24,6 +24,7 @@ from packfleet.transport._explain import (
     fetch_server_certificate,
     master_accepts_client_certificate,
 )
+from packfleet.transport._policy import trust_also
 from packfleet.trust import untrusted_client
 
 #: Seconds to open a TCP connection: a master that does not accept one by then is down or unreachable.
@@ -151,6 +152,16 @@ class MasterClient:
         if self._session is not None:
             self._retired.append(self._session)
             self._session = None
+
+    def trust_also(self, pem: str, *, pins: list[str]) -> None:
+        """Trust the master certificate ``pem`` too, from the next handshake on; ``pins`` is the new list.
+
+        Unlike :meth:`replace_context`, the open connections stay: they were verified against a
+        certificate that is still trusted, so a rotation's announcement costs the master no
+        handshakes (it gets one per connection when it switches, which no client can avoid).
+        """
+        trust_also(self._ssl_context, pem)
+        self.pins = pins
 
     async def close(self) -> None:
         for session in [*self._retired, self._session]:

@@ -132,6 +132,11 @@ class FailoverClient(MasterClient):
         for client in self._clients.values():
             client.replace_context(ssl_context, pins=pins, own_thumbprint=own_thumbprint)
 
+    def trust_also(self, pem: str, *, pins: list[str]) -> None:
+        super().trust_also(pem, pins=pins)  # the one context every master's client shares
+        for client in self._clients.values():
+            client.pins = pins
+
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()

@@ -116,6 +116,15 @@ def client_context(
     return ctx
 
 
+def trust_also(ctx: ssl.SSLContext, pinned_master_pem: str) -> None:
+    """Add pinned master certificate(s) to a client context built by :func:`client_context`.
+
+    The next master certificate of a rotation: handshakes from now on accept it beside the current
+    one, while the connections open already (verified against a certificate still trusted) stay.
+    """
+    _load_trust(ctx, pinned_master_pem, "pinned master certificate")
+
+
 def probe_context(*, minimum_version: str = "1.3") -> ssl.SSLContext:
     """A context that completes a handshake with any server, so that its certificate can be checked.
 

@@ -263,7 +263,10 @@ class WorkerAgent:
         sent = self.clock()
         reply = decode(HeartbeatReply, await self.link.post(routes.WORKER_HEARTBEAT, encode(beat)))
         self.link.learn(reply, sent=sent, received=self.clock(), agent_id=settings.agent_id)
-        self.certificates.follow(reply)
+        if self.certificates.follow(reply):
+            # A master certificate rotation step is done here: say so now, not at the next
+            # AgentHeartbeatInterval (the master waits for every worker's report to take the next).
+            self.events.wake_heartbeat.set()
         return reply
 
     async def lease(self, wait_seconds: float | None = None) -> list[TaskAssignment]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from packfleet.errors import CertificateExpired, PackfleetError
 from packfleet.protocol import HeartbeatReply
-from packfleet.worker._identity import WorkerIdentity, load_identity
+from packfleet.worker._identity import WorkerIdentity, load_identity, root_pem
 from packfleet.worker._link import MasterLink
 from packfleet.worker._renewal import (
     Pending,
@@ -88,29 +88,57 @@ class CertificateFollower:
         self.identity = identity
         self._installed(identity)
 
-    def follow(self, reply: HeartbeatReply) -> None:
-        """Act on what a heartbeat says about certificates: the master's next or current one, then ours."""
-        if reply.next_master_cert_pem:
-            self._accept_next_master(reply.next_master_cert_pem)
-        elif reply.master_cert_thumbprint:
-            self._follow_master(reply.master_cert_thumbprint)
-        self.rotate()
+    def follow(self, reply: HeartbeatReply) -> bool:
+        """Act on what a heartbeat says about certificates: the master's next or current one, then ours.
 
-    def _follow_master(self, serving: str) -> None:
+        Returns whether the master certificates this worker pins changed: a rotation step waits
+        for the heartbeat that says so, which the caller sends at once.
+        """
+        changed = False
+        if reply.next_master_cert_pem:
+            changed = self._accept_next_master(reply.next_master_cert_pem)
+        elif reply.master_cert_thumbprint:
+            changed = self._follow_master(reply.master_cert_thumbprint)
+        self.rotate()
+        return changed
+
+    def _follow_master(self, serving: str) -> bool:
         try:
             identity = follow_master(self.home, self.identity, serving)
             if identity is not None:
                 self.install(identity, identity.ssl_context())
+                return True
         except PackfleetError as exc:
             log.error("cannot follow the master's certificate %s; the pins stay: %s", serving, exc)
+        return False
 
-    def _accept_next_master(self, pem: str) -> None:
+    def _accept_next_master(self, pem: str) -> bool:
         try:
             identity = accept_next_master(self.home, self.identity, pem)
             if identity is not None:
-                self.install(identity, identity.ssl_context())
+                self._trust_also(identity)
+                return True
         except PackfleetError as exc:
             log.error("cannot accept the master's next certificate; the current pin stays: %s", exc)
+        return False
+
+    def _trust_also(self, identity: WorkerIdentity) -> None:
+        """Use ``identity``, which pins one more master certificate, keeping the open connections.
+
+        They were verified against a pin that stays, so trusting the next certificate needs no new
+        TLS handshake; anything else that changed on disk meanwhile (the own certificate) is
+        installed as a reload would.
+        """
+        current = self.identity
+        if identity.certificate.thumbprint != current.certificate.thumbprint or not set(current.pins) <= set(
+            identity.pins
+        ):
+            self.install(identity, identity.ssl_context())
+            return
+        added = "".join(root_pem(self.home, t) for t in identity.pins if t not in current.pins)
+        self._link.trust_also(identity, added)
+        self.identity = identity
+        self._installed(identity)
 
     # -- own certificate rotation -----------------------------------------------------------------
 

@@ -104,6 +104,14 @@ class MasterLink:
             self._retired.append(self.client)
             self.client = identity.connect()
 
+    def trust_also(self, identity: WorkerIdentity, pem: str) -> None:
+        """Present ``identity``, the one in use plus the next master certificate ``pem``: the client
+        trusts it from its next handshake on and keeps its open connections."""
+        if self.client.serves(identity.settings.master_endpoint):
+            self.client.trust_also(pem, pins=list(identity.pins))
+        else:
+            self.install(identity, identity.ssl_context())
+
     async def close(self) -> None:
         for client in [*self._retired, self.client]:
             await client.close()
