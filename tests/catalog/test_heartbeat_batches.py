@@ -81,3 +81,51 @@ def test_acceptances_of_many_workers_are_recorded_together(catalog: Catalog) -> 
     catalog.record_master_cert_accepts(first, ["A"])
     catalog.record_master_cert_accepts_many({first: ["A", "B"], second: ["A"]})
     assert catalog.master_cert_accepts() == {first: ["A", "B"], second: ["A"]}
+
+
+def test_bound_heartbeats_record_the_usual_ones_and_leave_the_rest_untouched(
+    catalog: Catalog, worker: Callable[..., str], clock: FakeClock
+) -> None:
+    on, off, revoked = worker("on"), worker("off", enabled=False), worker("revoked")
+    cert_on, cert_off, cert_revoked = (
+        catalog.get_worker(a).certificates[0].thumbprint for a in (on, off, revoked)
+    )
+    catalog.revoke_certificate(cert_revoked, actor="admin")
+    stranger = create_self_signed(["stranger"])
+    clock.advance(60)
+    answers = catalog.bound_heartbeats(
+        [
+            (cert_on, info(on, "on")),
+            (cert_off, info(off, "off")),
+            (cert_revoked, info(revoked, "revoked")),  # revoked: worker_heartbeat says so
+            (stranger.thumbprint, info(new_agent(), "stranger")),  # unknown: it would register
+            (cert_on, info(off, "on")),  # another worker's AgentId: a conflict
+            (cert_on, info("not an agent id!", "on")),  # InvalidValue
+        ]
+    )
+    states = [a.state if a is not None else None for a in answers]
+    assert states == ["enabled", "disabled", None, None, None, None]
+    assert answers[0] == catalog.worker_heartbeat(cert_on, info(on, "on"))  # what it would have said
+    assert catalog.get_worker(on).last_online_time == clock.now
+    assert catalog.get_worker(revoked).last_online_time != clock.now
+    assert [c.thumbprint for c in catalog.certificates()].count(stranger.thumbprint) == 0
+
+
+def test_a_heartbeat_that_reports_nothing_new_only_moves_the_last_online_time(
+    catalog: Catalog, worker: Callable[..., str], clock: FakeClock
+) -> None:
+    agent = worker("steady")
+    cert = catalog.get_worker(agent).certificates[0].thumbprint
+    first = catalog.get_worker(agent)
+    clock.advance(10)
+    [same] = catalog.bound_heartbeats([(cert, info(agent, "steady"))])
+    assert same is not None and same.worker is not None
+    again = catalog.get_worker(agent)
+    assert again.last_online_time == clock.now and again.machine_info == first.machine_info
+    assert same.worker == again  # the answer is the worker as the catalog now holds it
+    clock.advance(10)
+    moved = replace(info(agent, "steady"), cpu_percent=80.0, clock_skew_seconds=1.5)
+    [changed] = catalog.bound_heartbeats([(cert, moved)])
+    latest = catalog.get_worker(agent)
+    assert latest.machine_info["cpu_percent"] == 80.0 and latest.clock_skew_seconds == 1.5
+    assert changed is not None and changed.worker == latest

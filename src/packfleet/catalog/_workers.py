@@ -9,6 +9,7 @@ or ``retired`` (its worker was deleted).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -96,6 +97,76 @@ def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     """``items`` a few hundred at a time: SQLite bounds the parameters of one statement."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# The statements of the usual heartbeat and of a certificate lookup, built once. A fleet sends
+# hundreds of heartbeats a second, and building a statement (and its cache key) anew each time cost
+# SQLAlchemy several times what SQLite takes to run it.
+_CERTS_BY_THUMBPRINT = (
+    select(worker_certificates)
+    .where(worker_certificates.c.thumbprint.in_(bindparam("thumbprints", expanding=True)))
+    .order_by(worker_certificates.c.thumbprint)
+    .with_for_update()
+)
+_WORKERS_BY_ID = select(worker_agents).where(
+    worker_agents.c.agent_id.in_(bindparam("agent_ids", expanding=True))
+)
+_CERTS_OF_WORKERS = (
+    select(worker_certificates)
+    .where(worker_certificates.c.agent_id.in_(bindparam("agent_ids", expanding=True)))
+    .order_by(worker_certificates.c.created_at, worker_certificates.c.thumbprint)
+)
+_PRINCIPALS_BY_THUMBPRINT = select(principals).where(
+    principals.c.thumbprint.in_(bindparam("thumbprints", expanding=True))
+)
+_WORKER_CERTS_WITH_WORKER = (
+    select(
+        worker_certificates,
+        worker_agents.c.display_name.label("worker_name"),
+        worker_agents.c.is_enabled,
+    )
+    .outerjoin(worker_agents)
+    .where(worker_certificates.c.thumbprint.in_(bindparam("thumbprints", expanding=True)))
+)
+#: A heartbeat that reports what the catalog holds already (the usual one: same machine, account,
+#: figures and skew) only moves ``last_online_time``.
+_SEEN_ONLINE = (
+    update(worker_agents)
+    .where(worker_agents.c.agent_id == bindparam("b_agent"))
+    .values(last_online_time=bindparam("b_now"))
+)
+_REPORTED_ONLINE = (
+    update(worker_agents)
+    .where(worker_agents.c.agent_id == bindparam("b_agent"))
+    .values(
+        last_online_time=bindparam("b_now"),
+        machine_name=bindparam("b_machine"),
+        user_account=bindparam("b_account"),
+        machine_info=bindparam("b_info", type_=worker_agents.c.machine_info.type),
+        clock_skew_seconds=bindparam("b_skew"),
+    )
+)
+
+
+def _reported(worker: WorkerRecord, info: WorkerInfo, now: datetime) -> WorkerRecord:
+    """``worker`` as a heartbeat with ``info`` at ``now`` leaves it (what reading it back would give)."""
+    return dataclasses.replace(
+        worker,
+        last_online_time=now,
+        machine_name=info.machine_name,
+        user_account=info.user_account,
+        machine_info=_machine_info(info),
+        clock_skew_seconds=info.clock_skew_seconds,
+    )
+
+
+def _same_report(before: WorkerRecord, after: WorkerRecord) -> bool:
+    return (
+        before.machine_name == after.machine_name
+        and before.user_account == after.user_account
+        and before.machine_info == after.machine_info
+        and before.clock_skew_seconds == after.clock_skew_seconds
+    )
 
 
 class WorkerCatalog(CatalogBase):
@@ -202,23 +273,14 @@ class WorkerCatalog(CatalogBase):
         found: dict[str, Principal | None] = dict.fromkeys(wanted)
         with self._read() as conn:
             for chunk in _chunks(wanted):
-                for person in conn.execute(select(principals).where(principals.c.thumbprint.in_(chunk))):
+                for person in conn.execute(_PRINCIPALS_BY_THUMBPRINT, {"thumbprints": list(chunk)}):
                     found[person.thumbprint] = Principal(
                         person.role, person.name, None, True, person.thumbprint, "active"
                     )
                 rest = [t for t in chunk if found[t] is None]
                 if not rest:
                     continue
-                rows = conn.execute(
-                    select(
-                        worker_certificates,
-                        worker_agents.c.display_name.label("worker_name"),
-                        worker_agents.c.is_enabled,
-                    )
-                    .outerjoin(worker_agents)
-                    .where(worker_certificates.c.thumbprint.in_(rest))
-                )
-                for row in rows:
+                for row in conn.execute(_WORKER_CERTS_WITH_WORKER, {"thumbprints": rest}):
                     enabled = row.status == "active" and bool(row.is_enabled)
                     name = row.worker_name or row.display_name or row.thumbprint
                     found[row.thumbprint] = Principal(
@@ -513,26 +575,48 @@ class WorkerCatalog(CatalogBase):
                 prepared.append(exc)
         try:
             with self._write() as conn:
-                return self._apply_heartbeats(conn, prepared, pinned=pinned)
+                answers = self._apply_heartbeats(conn, prepared, pinned=pinned, bound_only=False)
+                return [a for a in answers if a is not None]
         except CatalogUnavailable:
             raise
         except CatalogError:
             if len(prepared) == 1:
                 raise
         # One of them failed the shared transaction (rolled back whole): each on its own now.
-        answers: list[HeartbeatOutcome | PackfleetError] = []
+        answers_alone: list[HeartbeatOutcome | PackfleetError] = []
         for item in prepared:
             if isinstance(item, PackfleetError):
-                answers.append(item)
+                answers_alone.append(item)
                 continue
             try:
                 with self._write() as conn:
-                    answers.append(self._apply_heartbeat(conn, *item, pinned=pinned))
+                    answers_alone.append(self._apply_heartbeat(conn, *item, pinned=pinned))
             except CatalogUnavailable:
                 raise
             except CatalogError as exc:
-                answers.append(exc)
-        return answers
+                answers_alone.append(exc)
+        return answers_alone
+
+    def bound_heartbeats(self, beats: Sequence[tuple[str, WorkerInfo]]) -> list[HeartbeatOutcome | None]:
+        """Record the usual heartbeats of ``(thumbprint, info)``, in one transaction; None for the rest.
+
+        The usual heartbeat comes with a worker's own active certificate, bound to the AgentId it
+        names: its outcome is what :meth:`worker_heartbeat` would answer (``enabled`` or
+        ``disabled``), and it needs none of the checks that come before a registration, so a master
+        may send it before it even knows who the certificate belongs to. Any other heartbeat (an
+        unknown, pending, revoked or retired certificate, another worker's, an AgentId that is not
+        one) is answered None and left untouched: it goes through :meth:`worker_heartbeat` after
+        those checks.
+        """
+        prepared: list[tuple[str, str, WorkerInfo, bytes | None] | PackfleetError] = []
+        for thumbprint, info in beats:
+            try:
+                prepared.append(self._prepare_heartbeat(thumbprint, info, None))
+            except PackfleetError as exc:
+                prepared.append(exc)
+        with self._write() as conn:
+            answers = self._apply_heartbeats(conn, prepared, pinned=None, bound_only=True)
+        return [a if isinstance(a, HeartbeatOutcome) else None for a in answers]
 
     def _apply_heartbeats(
         self,
@@ -540,27 +624,24 @@ class WorkerCatalog(CatalogBase):
         prepared: Sequence[tuple[str, str, WorkerInfo, bytes | None] | PackfleetError],
         *,
         pinned: Callable[[str], bool] | None,
-    ) -> list[HeartbeatOutcome | PackfleetError]:
+        bound_only: bool,
+    ) -> list[HeartbeatOutcome | PackfleetError | None]:
         """Apply ``prepared`` heartbeats in one transaction, the usual ones together.
 
         The usual heartbeat is a worker's own, active, bound certificate: it only records the worker
-        online. Those are written with one UPDATE for all and read back with two SELECTs, instead of
-        four statements each; every other heartbeat (a registration, a refusal) goes through
-        :meth:`_apply_heartbeat` in its turn. Heartbeats never change a bound certificate, so the
-        two kinds do not depend on each other.
+        online. Those are written with one UPDATE for all (two when some report new figures) and
+        read with three SELECTs, instead of four statements each; every other heartbeat (a
+        registration, a refusal) goes through :meth:`_apply_heartbeat` in its turn, or, with
+        ``bound_only``, is answered None. Heartbeats never change a bound certificate, so the two
+        kinds do not depend on each other.
         """
         answers: list[HeartbeatOutcome | PackfleetError | None] = [
-            item if isinstance(item, PackfleetError) else None for item in prepared
+            item if isinstance(item, PackfleetError) and not bound_only else None for item in prepared
         ]
         thumbprints = sorted({item[0] for item in prepared if not isinstance(item, PackfleetError)})
         certs: dict[str, Row[Any]] = {}
         for chunk in _chunks(thumbprints):
-            rows = conn.execute(
-                select(worker_certificates)
-                .where(worker_certificates.c.thumbprint.in_(chunk))
-                .order_by(worker_certificates.c.thumbprint)
-                .with_for_update()
-            )
+            rows = conn.execute(_CERTS_BY_THUMBPRINT, {"thumbprints": list(chunk)})
             certs.update((row.thumbprint, row) for row in rows)
         usual: list[tuple[int, str, str, WorkerInfo]] = []
         for i, item in enumerate(prepared):
@@ -569,13 +650,37 @@ class WorkerCatalog(CatalogBase):
             cert = certs.get(item[0])
             if cert is not None and cert.status == "active" and cert.agent_id == item[1]:
                 usual.append((i, item[0], item[1], item[2]))
-            else:
+            elif not bound_only:
                 answers[i] = self._apply_heartbeat(conn, *item, pinned=pinned)
         if usual:
-            now = self.now()
-            params = []
-            for _i, _thumbprint, agent_id, info in usual:
-                params.append(
+            self._record_online(conn, usual, answers)
+        return answers
+
+    def _record_online(
+        self,
+        conn: Connection,
+        usual: Sequence[tuple[int, str, str, WorkerInfo]],
+        answers: list[HeartbeatOutcome | PackfleetError | None],
+    ) -> None:
+        """Record the usual heartbeats ``(index, thumbprint, agent id, info)``; fill in their answers.
+
+        A worker's last heartbeat in the batch is the one that counts (as if each were applied in
+        turn). Most heartbeats report the figures the catalog holds already; for those only
+        ``last_online_time`` is written.
+        """
+        now = self.now()
+        last = {agent_id: info for _i, _thumbprint, agent_id, info in usual}
+        before = self._load_workers(conn, sorted(last))
+        after: dict[str, WorkerRecord] = {}
+        seen: list[dict[str, Any]] = []
+        reported: list[dict[str, Any]] = []
+        for agent_id, info in last.items():
+            worker = before.get(agent_id) or self._require_worker(conn, agent_id)
+            after[agent_id] = _reported(worker, info, now)
+            if _same_report(worker, after[agent_id]):
+                seen.append({"b_agent": agent_id, "b_now": now})
+            else:
+                reported.append(
                     {
                         "b_agent": agent_id,
                         "b_now": now,
@@ -585,35 +690,20 @@ class WorkerCatalog(CatalogBase):
                         "b_skew": info.clock_skew_seconds,
                     }
                 )
-            conn.execute(
-                update(worker_agents)
-                .where(worker_agents.c.agent_id == bindparam("b_agent"))
-                .values(
-                    last_online_time=bindparam("b_now"),
-                    machine_name=bindparam("b_machine"),
-                    user_account=bindparam("b_account"),
-                    machine_info=bindparam("b_info", type_=worker_agents.c.machine_info.type),
-                    clock_skew_seconds=bindparam("b_skew"),
-                ),
-                params,
-            )
-            workers = self._load_workers(conn, sorted({agent_id for _i, _t, agent_id, _info in usual}))
-            for i, thumbprint, agent_id, _info in usual:
-                worker = workers.get(agent_id) or self._require_worker(conn, agent_id)
-                answers[i] = _online(worker, agent_id, thumbprint)
-        return [a for a in answers if a is not None]
+        if seen:
+            conn.execute(_SEEN_ONLINE, seen)
+        if reported:
+            conn.execute(_REPORTED_ONLINE, reported)
+        for i, thumbprint, agent_id, _info in usual:
+            answers[i] = _online(after[agent_id], agent_id, thumbprint)
 
     def _load_workers(self, conn: Connection, agent_ids: Sequence[str]) -> dict[str, WorkerRecord]:
         """:meth:`_load_worker` for many workers: two reads for all of them."""
         found: dict[str, WorkerRecord] = {}
         for chunk in _chunks(agent_ids):
-            rows = conn.execute(select(worker_agents).where(worker_agents.c.agent_id.in_(chunk))).all()
+            rows = conn.execute(_WORKERS_BY_ID, {"agent_ids": list(chunk)}).all()
             certs: dict[str, list[Row[Any]]] = {}
-            for cert in conn.execute(
-                select(worker_certificates)
-                .where(worker_certificates.c.agent_id.in_(chunk))
-                .order_by(worker_certificates.c.created_at, worker_certificates.c.thumbprint)
-            ):
+            for cert in conn.execute(_CERTS_OF_WORKERS, {"agent_ids": list(chunk)}):
                 certs.setdefault(cert.agent_id, []).append(cert)
             found.update((row.agent_id, _worker(row, certs.get(row.agent_id, []))) for row in rows)
         return found

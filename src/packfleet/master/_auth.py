@@ -139,6 +139,8 @@ class ConnectionRegistry:
 
     def add(self, thumbprint: str, transport: asyncio.BaseTransport) -> None:
         live = self._by_thumbprint.setdefault(thumbprint, weakref.WeakSet())
+        if transport in live:  # the next request of a keep-alive connection
+            return
         for stale in [t for t in live if t.is_closing()]:
             live.discard(stale)
         live.add(transport)

@@ -63,3 +63,46 @@ class RateLimitedLog:
             self._keys.pop(next(iter(self._keys)))
         self._log.warning(message, *args)
         return True
+
+
+class ChangeLog:
+    """One line per key when its value changes, then again at most once per ``window`` seconds while
+    it stays (saying how many were left out); :meth:`forget` a key whose news is no longer worth a line."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        window: float,
+        level: int = logging.INFO,
+        max_keys: int = 65536,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._level = level
+        self._max_keys = max_keys
+        #: Seconds between two lines of an unchanged value (public: tests shorten it).
+        self.window = window
+        self._monotonic = monotonic
+        # key -> (value last logged, when, lines left out since)
+        self._keys: dict[str, tuple[str, float, int]] = {}
+
+    def log(self, key: str, value: str, message: str, *args: object) -> bool:
+        """Log ``message % args`` unless ``key`` logged ``value`` within the window; whether it did."""
+        now = self._monotonic()
+        last = self._keys.get(key)
+        if last is not None and last[0] == value and now - last[1] < self.window:
+            self._keys[key] = (value, last[1], last[2] + 1)
+            return False
+        if last is not None and last[0] == value and last[2]:
+            message += " (%d similar line(s) suppressed)"
+            args = (*args, last[2])
+        self._keys.pop(key, None)
+        self._keys[key] = (value, now, 0)
+        while len(self._keys) > self._max_keys:
+            self._keys.pop(next(iter(self._keys)))
+        self._log.log(self._level, message, *args)
+        return True
+
+    def forget(self, key: str) -> None:
+        self._keys.pop(key, None)

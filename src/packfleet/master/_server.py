@@ -138,7 +138,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 
 
 def _guard(endpoint: Endpoint) -> AiohttpHandler:
-    """Wrap a handler with the access check of its route; every caller is identified first."""
+    """Wrap a handler with the access check of its route; every caller is identified first (but
+    on a route whose handler identifies it, see ``Endpoint.identify``)."""
     where = f"{endpoint.method} {endpoint.path}"
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -149,7 +150,7 @@ def _guard(endpoint: Endpoint) -> AiohttpHandler:
         if thumbprint is not None:
             if request.transport is not None:
                 state.connections.add(thumbprint, request.transport)
-            if endpoint.access != "open":
+            if endpoint.access != "open" and endpoint.identify:
                 principal = await state.principals.get(thumbprint)
         caller = Caller(thumbprint, der, principal)
         check_access(endpoint.admits, caller, where)
@@ -233,6 +234,7 @@ def build_app(
     app[SERVICES] = services if services is not None else Services.build(state)
     app[REFUSAL_LOG] = RateLimitedLog(log, burst=5, window=60.0)
     app[HEARTBEATS] = HeartbeatWriter(state)
+    app[_worker_api.HEARTBEAT_LOG] = _worker_api.heartbeat_log()
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, router_path(endpoint.path), _guard(endpoint))
 

@@ -146,7 +146,8 @@ class MasterState:
     def pinned_in_root(self, thumbprint: str) -> bool:
         """Whether this very certificate (not one that signed it) is in the master's Root store.
 
-        Reads the store: call it on the catalog's executor (it is given to catalog calls).
+        Reads the store: call it off the event loop (and off the catalog's thread, which every
+        heartbeat waits for: the heartbeat route asks it beside its other registration checks).
         """
         return CertStore(self.home, "Root").contains(thumbprint)
 
@@ -186,6 +187,13 @@ async def read_body(request: web.Request, limit: int, *, timeout: float = BODY_T
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(request, declared, limit)
+    if request.content.is_eof():
+        # All of it came already (a heartbeat's few hundred bytes arrive with the headers): no
+        # deadline to set up, nothing to wait for.
+        body = request.content.read_nowait()
+        if len(body) > limit:
+            raise _too_large(request, len(body), limit)
+        return body
     chunks: list[bytes] = []
     size = 0
     try:

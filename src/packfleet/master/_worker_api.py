@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from aiohttp import web
@@ -27,9 +27,9 @@ from packfleet.catalog import (
 from packfleet.errors import PackfleetError
 from packfleet.master._admission import admission_refusal
 from packfleet.master._api import Endpoint
-from packfleet.master._auth import Caller, require_agent
+from packfleet.master._auth import Caller, check_access, require_agent
 from packfleet.master._batches import HEARTBEATS
-from packfleet.master._logsafe import safe
+from packfleet.master._logsafe import ChangeLog, safe
 from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._services import services_of
 from packfleet.master._state import Call, MasterState, json_response, off_catalog
@@ -61,10 +61,6 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     state, caller = call.state, call.caller
     beat = await call.message(protocol.Heartbeat)
     assert caller.thumbprint is not None  # noqa: S101 - the "certificate" access rule guarantees it
-    if caller.principal is None or caller.principal.agent_id is None:
-        # Not bound yet: about to register a worker. A certificate the master would refuse to add
-        # (CA, SHA-1, wrong EKU...) that reached Root by hand must not register one either.
-        await off_catalog(_check_registrable, state, caller)  # Root store files, not the catalog
     received = state.clock()
     skew = (parse_aware_time(beat.time, "Heartbeat.time") - received).total_seconds() if beat.time else None
     info = WorkerInfo(
@@ -81,17 +77,7 @@ async def heartbeat(call: Call) -> web.StreamResponse:
         clock_skew_seconds=skew,
         lease_gate=beat.lease_gate,
     )
-    writer = call.request.app.get(HEARTBEATS)
-    if writer is not None:  # with the other heartbeats arriving now, in one transaction
-        outcome = await writer.write(caller.thumbprint, info, _pem(caller.der))
-    else:
-        outcome = await state.db(
-            state.catalog.worker_heartbeat,
-            caller.thumbprint,
-            info,
-            pem=_pem(caller.der),
-            pinned=state.pinned_in_root,
-        )
+    outcome = await _record_heartbeat(call, caller.thumbprint, info)
     _remember_principal(state, caller.thumbprint, outcome)
     if outcome.state == "conflict":
         # A refused bind: the certificate, the AgentId it claimed and the command that lifts it (the
@@ -103,13 +89,7 @@ async def heartbeat(call: Call) -> web.StreamResponse:
             thumbprint=caller.thumbprint,
             fix=outcome.fix,
         )
-    if outcome.state != "enabled":
-        log.info(
-            "heartbeat of %s (certificate %s): %s",
-            safe(beat.agent_id),
-            caller.thumbprint,
-            safe(outcome.message, 600),
-        )
+    _log_answer(call, caller.thumbprint, beat.agent_id, outcome)
     reply = protocol.HeartbeatReply(
         state=outcome.state,
         message=outcome.message,
@@ -121,6 +101,68 @@ async def heartbeat(call: Call) -> web.StreamResponse:
     if rotation is not None and outcome.worker is not None:
         reply = rotation.on_heartbeat(outcome.worker.agent_id, beat.accepted_master_thumbprints, reply)
     return json_response(protocol.encode(reply))
+
+
+#: A worker that is not enabled heartbeats on, every 10 s by default: the master logs its answer
+#: when it changes, then again at most once per this many seconds (with the count left out), not
+#: at every heartbeat, which buried the log of a fleet with many workers waiting to be enabled.
+REPEAT_ANSWER_SECONDS = 600.0
+HEARTBEAT_LOG: web.AppKey[ChangeLog] = web.AppKey("packfleet_heartbeat_log", ChangeLog)
+
+
+def heartbeat_log() -> ChangeLog:
+    """The log of heartbeat answers other than ``enabled``, for ``app[HEARTBEAT_LOG]``."""
+    return ChangeLog(log, window=REPEAT_ANSWER_SECONDS)
+
+
+def _log_answer(call: Call, thumbprint: str, agent_id: str, outcome: HeartbeatOutcome) -> None:
+    answers = call.request.app.get(HEARTBEAT_LOG)
+    if outcome.state == "enabled":
+        if answers is not None:
+            answers.forget(thumbprint)  # the next answer other than enabled is news again
+        return
+    line = "heartbeat of %s (certificate %s): %s"
+    args = (safe(agent_id), thumbprint, safe(outcome.message, 600))
+    if answers is None:
+        log.info(line, *args)
+    else:
+        answers.log(thumbprint, outcome.state, line, *args)
+
+
+#: The heartbeat route, as its refusals name it.
+_HEARTBEAT_ROUTE = f"POST {routes.WORKER_HEARTBEAT}"
+
+
+async def _record_heartbeat(call: Call, thumbprint: str, info: WorkerInfo) -> HeartbeatOutcome:
+    """Record the heartbeat; identify its certificate first only when it is not the usual one.
+
+    The route does not identify its caller beforehand (``Endpoint.identify``): the usual heartbeat, a
+    worker's own certificate bound to the AgentId it names, is recorded at once, and the catalog's
+    answer says all a lookup would have. Any other (an unknown certificate about to register, a
+    refusal, an identity's certificate) is identified and checked first, as every route's caller is.
+    """
+    state = call.state
+    writer = call.request.app.get(HEARTBEATS)
+    if writer is not None:  # with the other heartbeats arriving now, in one transaction
+        usual = await writer.write_bound(thumbprint, info)
+        if usual is not None:
+            return usual
+    caller = replace(call.caller, principal=await state.principals.get(thumbprint))
+    check_access("certificate", caller, _HEARTBEAT_ROUTE)
+    pinned = False
+    if caller.principal is None or caller.principal.agent_id is None:
+        # Not bound yet: about to register a worker. A certificate the master would refuse to add
+        # (CA, SHA-1, wrong EKU...) that reached Root by hand must not register one either.
+        pinned = await off_catalog(_check_registrable, state, caller)  # Root store files, not the catalog
+    if writer is not None:
+        return await writer.write(thumbprint, info, _pem(caller.der), pinned=pinned)
+    return await state.db(
+        state.catalog.worker_heartbeat,
+        thumbprint,
+        info,
+        pem=_pem(caller.der),
+        pinned=lambda _thumbprint: pinned,
+    )
 
 
 def _remember_principal(state: MasterState, thumbprint: str, outcome: HeartbeatOutcome) -> None:
@@ -142,9 +184,14 @@ def _remember_principal(state: MasterState, thumbprint: str, outcome: HeartbeatO
         state.principals.invalidate([thumbprint])
 
 
-def _check_registrable(state: MasterState, caller: Caller) -> None:
-    if caller.der is None:
-        return
+def _check_registrable(state: MasterState, caller: Caller) -> bool:
+    """Refuse a certificate that may not register a worker; say whether it is itself in Root.
+
+    An unknown certificate binds only if it is (see ``catalog.worker_heartbeat``): the store is read
+    here, beside the other checks, rather than on the catalog's thread inside its transaction.
+    """
+    if caller.der is None or caller.thumbprint is None:
+        return False
     public = Credential(x509.load_der_x509_certificate(caller.der))
     try:
         check_usable(public, purposes=("client",), now=state.clock(), peer=True)
@@ -158,6 +205,7 @@ def _check_registrable(state: MasterState, caller: Caller) -> None:
             fix=f"on the master: packfleet cert delete --store Root {caller.thumbprint}; on the worker: "
             'packfleet cert create -n "CN=<worker>" --store My, then packfleet manager worker add',
         )
+    return state.pinned_in_root(caller.thumbprint)
 
 
 async def lease(call: Call) -> web.StreamResponse:
@@ -405,6 +453,7 @@ ENDPOINTS = (
         "Worker heartbeat; registers an unknown worker (disabled) and says whether it may lease",
         body=protocol.Heartbeat,
         answer=protocol.HeartbeatReply,
+        identify=False,
     ),
     Endpoint(
         "POST",
