@@ -15,6 +15,8 @@ from packfleet.protocol._codes import EventSource, Outcome, WorkerState
 AGENT_ID = {"schema": {"format": "uuid"}}
 #: A time field a sender may leave empty: "" or an RFC 3339 date-time (which always has an offset).
 OPTIONAL_TIME = {"schema": {"anyOf": [{"const": ""}, {"format": "date-time"}]}}
+#: A time field a sender must fill: an RFC 3339 date-time.
+TIME = {"schema": {"format": "date-time"}}
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,8 @@ class EventMessage:
     execution_id: int
     task_id: int
     attempt: int
-    seq: int
-    time: str
+    seq: int = field(metadata={"schema": {"minimum": 1}})
+    time: str = field(metadata=TIME)
     level: int
     source: EventSource
     message: str
