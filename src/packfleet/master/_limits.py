@@ -449,12 +449,15 @@ class GuardedSite(web.SockSite):
                 self.guard.limits.header_timeout + 1.0,
             )
         except (OSError, ssl.SSLError, TimeoutError, RuntimeError, asyncio.CancelledError) as exc:
-            # A failed handshake is counted by the metrics' SSLObject bookkeeping; the transport is
-            # closed by start_tls, and _Tracked.connection_lost releases the connection. Only TLS
+            # A failed handshake is counted here (the metrics' SSLObject finalizer counts the rest);
+            # the transport is closed by start_tls, and _Tracked.connection_lost releases the
+            # connection. Only TLS
             # verdicts are logged: a connection the guard closed was logged by it, and one that
             # merely went away (a port check) or a stopping master says nothing worth a line.
+            ssl_object = _ssl_object_of(used[0] if used else None)
+            self._metrics.handshake_failed(ssl_object)
             if isinstance(exc, ssl.SSLError) and not conn.closed:
-                self.guard.handshake_failed(conn.address, exc, _ssl_object_of(used[0] if used else None))
+                self.guard.handshake_failed(conn.address, exc, ssl_object)
             transport.abort()
             conn.lost()
             return

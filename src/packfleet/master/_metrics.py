@@ -99,6 +99,16 @@ class MasterMetrics:
             self._open[key] = True
             self.handshakes_completed.inc()
 
+    def handshake_failed(self, ssl_object: object | None) -> None:
+        """A handshake that will not complete, counted now.
+
+        The finalizer counts the rest (a client gone mid-handshake), but only once the object is
+        freed: a failed handshake's objects sit in reference cycles, which the master's garbage
+        collector, tuned to run rarely, may leave for minutes on a quiet master.
+        """
+        if ssl_object is not None:
+            self._ended(id(ssl_object))
+
     def _ended(self, key: int) -> None:
         if self._open.pop(key, True) is False:
             self.handshake_failures.inc()
