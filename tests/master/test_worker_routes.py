@@ -23,7 +23,7 @@ from master.support import (
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer, _worker_api
 from packfleet.pki import CertStore, Credential, create_self_signed
-from packfleet.protocol import routes
+from packfleet.protocol import EventPage, Execution, routes
 from packfleet.transport import MasterClient
 
 Connect = Callable[[Credential | None], MasterClient]
@@ -149,9 +149,10 @@ async def test_the_whole_task_protocol_with_idempotent_retries(
     assert log["finished"] is True
 
 
-async def test_following_events_answers_when_the_worker_sends_some(
-    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
-) -> None:
+async def _leased_and_followed(
+    mh: MasterHome, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> tuple[MasterClient, str, Execution, Any, asyncio.Task[EventPage]]:
+    """An execution whose task a worker leased, and a follow long-poll waiting for its news."""
     worker, agent = await enabled_worker(mh, manager, connect)
     await manager.deploy("default", project_archive(tmp_path))
     execution = await manager.run("default", "etl", "load")
@@ -162,6 +163,13 @@ async def test_following_events_answers_when_the_worker_sends_some(
     )
     await asyncio.sleep(0.3)
     assert not follow.done()
+    return worker, agent, execution, task, follow
+
+
+async def test_following_events_answers_when_the_worker_sends_some(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    worker, agent, execution, task, follow = await _leased_and_followed(mh, manager, connect, tmp_path)
     event = {
         "execution_id": task["execution_id"],
         "task_id": task["task_id"],
@@ -283,16 +291,7 @@ def _events(agent: str, task: dict[str, Any], seqs: tuple[int, ...]) -> list[dic
 async def test_one_report_carries_the_last_lines_and_the_end_to_a_follower_at_once(
     mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
 ) -> None:
-    worker, agent = await enabled_worker(mh, manager, connect)
-    await manager.deploy("default", project_archive(tmp_path))
-    execution = await manager.run("default", "etl", "load")
-    [task] = (await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent)))["tasks"]
-    first = await manager.events(execution["execution_id"])
-    follow = asyncio.create_task(
-        manager.events(execution["execution_id"], after_id=first["last_id"], wait=20)
-    )
-    await asyncio.sleep(0.3)
-    assert not follow.done()
+    worker, agent, execution, task, follow = await _leased_and_followed(mh, manager, connect, tmp_path)
     report = {"task_id": task["task_id"], "attempt": task["attempt"], "outcome": "succeeded", "exit_code": 0}
     body = {"agent_id": agent, "events": _events(agent, task, (1, 2)), "reports": [report]}
     reply = await worker.request("POST", routes.WORKER_REPORT, json_body=body)
