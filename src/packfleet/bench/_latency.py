@@ -3,29 +3,50 @@
 submit->start is the execution's creation to its task's lease (``tasks.started_at``), and
 submit->finished its creation to the completion the worker reported (``tasks.ended_at``): both from
 the master's own clock, so no client polling interval is inside them. ``roundtrip`` is what the
-client saw: from sending the run request to the follow long-poll saying the execution ended (what
-``packfleet run --wait`` does; comparable to the peers' "round trip").
+client saw: from sending the run request to holding every event of the ended execution, the way
+``packfleet run --wait`` gets there (comparable to the peers' "round trip"): a run request with
+``wait`` whose answer is the first page of events, then the follow long-poll only while the
+execution has not ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 from packfleet.bench._cluster import PACKAGES, BenchCluster
 from packfleet.bench._stats import Result, load_average, percentile
 from packfleet.manager import ManagerClient
+from packfleet.protocol import ExecutionStatus
+
+#: What ``run --wait`` asks first: its first page's wait (the CLI's ``_EXPLAIN_EVERY``), and the
+#: follow's wait once the execution is running.
+_FIRST_WAIT = 3.0
+_FOLLOW_WAIT = 15.0
+_WAITING = (ExecutionStatus.CREATED, ExecutionStatus.PENDING)
 
 
-async def _wait(manager: ManagerClient, execution_id: int) -> None:
+async def _run_waiting(manager: ManagerClient, package: str) -> int:
+    """One ``packfleet run --wait``'s requests (output aside): the run with wait and an idempotency
+    key, then the follow until every event of the ended execution is in hand. Its execution id."""
+    page = await manager.run_waiting(
+        "default", "bench", package, idempotency_key=str(uuid.uuid4()), wait=_FIRST_WAIT
+    )
+    execution_id = page.execution.execution_id
     after = 0
     deadline = time.monotonic() + 60.0
-    while time.monotonic() < deadline:
-        answer = await manager.events(execution_id, after_id=after, wait=10.0)
-        if answer.finished:
-            return
-        after = answer.last_id
-    raise TimeoutError(f"execution {execution_id} did not end within 60 s")
+    while not page.complete:
+        after = max([after, *(e.id for e in page.events)])
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"execution {execution_id} did not end within 60 s")
+        waiting = page.execution.code in _WAITING
+        if waiting:  # the CLI says why a run is pending, between its follow requests
+            await manager.pending(execution_id)
+        page = await manager.events(
+            execution_id, after_id=after, wait=_FIRST_WAIT if waiting else _FOLLOW_WAIT
+        )
+    return execution_id
 
 
 async def _one_run(bench: BenchCluster, package: str, n: int) -> dict[str, float]:
@@ -34,10 +55,8 @@ async def _one_run(bench: BenchCluster, package: str, n: int) -> dict[str, float
     async with bench.manager() as manager:
         for _ in range(n):
             sent = time.perf_counter()
-            record = await manager.run("default", "bench", package)
-            await _wait(manager, record.execution_id)
+            ids.append(await _run_waiting(manager, package))
             trips.append((time.perf_counter() - sent) * 1000.0)
-            ids.append(record.execution_id)
     rows = bench.timings(ids)
     start = [(s - c) * 1000.0 for c, s, _ in rows]
     done = [(e - c) * 1000.0 for c, _, e in rows]

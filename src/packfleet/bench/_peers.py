@@ -12,8 +12,9 @@ in an order that rotates from round to round so no system always runs right afte
   offers) at ``fresh_n``, on SQLite; and its pooled package at N on PostgreSQL, whose server
   processes count in its CPU.
 - round trip: sequential no-ops, from the submit to the answer "finished" in the client's hands
-  (packfleet: run request then the follow long-poll, as ``packfleet run --wait``; Celery
-  ``apply_async().get()``; Dask ``client.submit().result()``), p50 and p99.
+  (packfleet: the requests ``packfleet run --wait`` makes, a run request with ``wait`` then the
+  follow long-poll while the run has not ended; Celery ``apply_async().get()``; Dask
+  ``client.submit().result()``), p50 and p99.
 
 Each figure is the median of the rounds. The ratios compare packfleet with the *best peer of the
 same run*: the faster peer for tasks/s (and its CPU per task), the quicker one for the round trip.

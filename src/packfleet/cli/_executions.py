@@ -122,25 +122,25 @@ async def _follow(
     quiet_json: bool,
     why: _Why | None = None,
     timeout: float | None = None,
+    first: EventPage | None = None,
+    started: float | None = None,
 ) -> Execution:
     """Stream an execution's events until it finishes; return its final record.
 
     With ``why``, a pending execution's reasons are asked for every few seconds and shown when
-    they change; with ``timeout``, :class:`WaitTimeout` ends the wait (the execution goes on).
+    they change; with ``timeout``, :class:`WaitTimeout` ends the wait (the execution goes on),
+    counted from ``started`` (a monotonic time; default now). ``first``: the first page, already
+    in hand (a run request's answer with ``wait``).
     """
     after = 0
     last_status = None
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout is None else (time.monotonic() if started is None else started) + timeout
     status: ExecutionStatus | None = None
     for _ in range(10_000_000):  # bounded: each turn waits on the master or returns
-        waiting = why is not None and status in _WAITING
-        wait = _EXPLAIN_EVERY if waiting or status is None else 15.0
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _timed_out(execution_id, timeout or 0.0, why)
-            wait = max(0.0, min(wait, left))
-        page = await _page(client, execution_id, after, wait=wait)
+        if first is not None:
+            page, first = first, None
+        else:
+            page = await _page(client, execution_id, after, wait=_turn_wait(status, why, deadline))
         for event in page.events:
             after = max(after, event.id)
             if out is not None and not quiet_json:
@@ -150,11 +150,23 @@ async def _follow(
         if out is not None and not quiet_json and status != last_status:
             out.print(f"[dim]execution {execution_id}: {status.label}[/]")
             last_status = status
-        if status.finished and not page.events:
+        if page.complete:
             return execution
         if why is not None and status in _WAITING:
             why.show(await client.pending(execution_id))
+        if deadline is not None and deadline <= time.monotonic():
+            raise _timed_out(execution_id, timeout or 0.0, why)
     raise _timed_out(execution_id, timeout or 0.0, why)
+
+
+def _turn_wait(status: ExecutionStatus | None, why: _Why | None, deadline: float | None) -> float:
+    """How long one follow request may be held: short while a pending run's reasons are shown
+    (and for the first, which does not know the status yet), never past ``deadline``."""
+    waiting = why is not None and status in _WAITING
+    wait = _EXPLAIN_EVERY if waiting or status is None else 15.0
+    if deadline is not None:
+        wait = max(0.0, min(wait, deadline - time.monotonic()))
+    return wait
 
 
 def _timed_out(execution_id: int, timeout: float, why: _Why | None) -> WaitTimeout:
@@ -176,7 +188,7 @@ async def _stream_ndjson(client: ManagerClient, execution_id: int) -> None:
             after = max(after, event.id)
             sys.stdout.write(json.dumps(event, default=to_jsonable) + "\n")
         sys.stdout.flush()
-        if page.execution.finished and not page.events:
+        if page.complete:
             return
 
 
@@ -264,28 +276,29 @@ def run(
     st = state()
 
     async def action(client: ManagerClient) -> Execution:
-        execution = await client.run(
-            folder,
-            project,
-            package,
-            parameters,
-            list(workers),
-            retry_count,
+        submit = (folder, project, package, parameters, list(workers), retry_count)
+        if not wait:
+            return await client.run(*submit, idempotency_key=key, retry_for=RECONNECT_SECONDS)
+        # The submit's answer is the follow's first page (one request, not a submit and a follow).
+        why = _Why(st.note)
+        deadline = None if timeout is None else started + timeout
+        first = await client.run_waiting(
+            *submit,
             idempotency_key=key,
             retry_for=RECONNECT_SECONDS,
+            wait=_turn_wait(None, why, deadline),
         )
-        if not wait:
-            return execution
-        st.note(
-            f"execution {execution.execution_id} created; following it (Ctrl+C stops following, not the run)"
-        )
+        execution_id = first.execution.execution_id
+        st.note(f"execution {execution_id} created; following it (Ctrl+C stops following, not the run)")
         return await _follow(
             client,
-            execution.execution_id,
+            execution_id,
             st.out,
             quiet_json=st.json,
-            why=_Why(st.note),
+            why=why,
             timeout=timeout,
+            first=first,
+            started=started,
         )
 
     started = time.monotonic()

@@ -132,6 +132,29 @@ async def _retried(call: Callable[[], Awaitable[Any]], retry_for: float) -> Any:
 _BY_STATUS: dict[int, type[RemoteError]] = {403: Refused, 404: RemoteNotFound, 409: RemoteConflict}
 
 
+def _run_body(
+    folder: str,
+    project: str,
+    package: str,
+    parameters: dict[str, str] | None,
+    workers: list[str] | None,
+    retry_count: int,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
+    """A :class:`~packfleet.protocol.RunPackage` as JSON."""
+    body: dict[str, Any] = {
+        "folder": folder,
+        "project": project,
+        "package": package,
+        "parameters": dict(parameters or {}),
+        "workers": list(workers or []),
+        "retry_count": retry_count,
+    }
+    if idempotency_key:
+        body["idempotency_key"] = idempotency_key
+    return body
+
+
 def answered_error(exc: ApiError) -> PackfleetError:
     """The error the master's 4xx problem document stands for; anything else as it came.
 
@@ -440,18 +463,44 @@ class ManagerClient:
         created; then a submit whose answer was lost (connection dropped, master restarting, catalog
         unavailable: 502/503/504) is sent again, with the same key, for up to ``retry_for`` seconds.
         """
-        body: dict[str, Any] = {
-            "folder": folder,
-            "project": project,
-            "package": package,
-            "parameters": dict(parameters or {}),
-            "workers": list(workers or []),
-            "retry_count": retry_count,
-        }
-        if idempotency_key:
-            body["idempotency_key"] = idempotency_key
+        body = _run_body(folder, project, package, parameters, workers, retry_count, idempotency_key)
         call = functools.partial(self._call, "POST", routes.ADMIN_EXECUTIONS, json_body=body)
         return Execution.from_wire(await (_retried(call, retry_for) if idempotency_key else call()))
+
+    async def run_waiting(
+        self,
+        folder: str,
+        project: str,
+        package: str,
+        parameters: dict[str, str] | None = None,
+        workers: list[str] | None = None,
+        retry_count: int = 0,
+        idempotency_key: str | None = None,
+        retry_for: float = 0.0,
+        *,
+        wait: float,
+    ) -> EventPage:
+        """:meth:`run`, answered as the first page of :meth:`events`: the master holds the answer
+        up to ``wait`` seconds (at most 30) until the execution has events or has ended.
+
+        ``run --wait`` in one request where it took two (a submit, then a follow whose first look
+        found nothing). A master that does not know ``wait`` ignores it and answers the execution:
+        that comes back as a page with no events and ``finished`` false (its events are still to
+        be read, even if it has ended), and the caller follows with :meth:`events`.
+        """
+        body = _run_body(folder, project, package, parameters, workers, retry_count, idempotency_key)
+        call = functools.partial(
+            self._call,
+            "POST",
+            routes.ADMIN_EXECUTIONS,
+            json_body=body,
+            params={"wait": str(wait)},
+            timeout=wait + _WAIT_MARGIN,
+        )
+        answer = await (_retried(call, retry_for) if idempotency_key else call())
+        if isinstance(answer, dict) and "execution_id" in answer:  # an older master: the execution
+            return EventPage(Execution.from_wire(answer), [], 0, finished=False)
+        return EventPage.from_wire(answer)
 
     async def list_executions(self, limit: int = 50, status: int | None = None) -> list[Execution]:
         params = {"limit": str(limit)}

@@ -6,12 +6,15 @@ the answer; the call sequences live in the services, which the web console calls
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
+from packfleet import protocol
 from packfleet.errors import PackfleetError, PkiError
 from packfleet.master._api import DEPLOY_MAX_BODY, Endpoint, Param
 from packfleet.master._problems import bad_request
-from packfleet.master._services import EVENTS_LIMIT, services_of
+from packfleet.master._services import EVENTS_LIMIT, EventPage, ExecutionService, services_of
 from packfleet.master._state import Call, json_response, query_float, query_int
 from packfleet.protocol import AddWorker, RunPackage, UpdateWorker, routes
 from packfleet.thumbprint import normalize_thumbprint
@@ -116,14 +119,22 @@ async def list_projects(call: Call) -> web.StreamResponse:
 
 
 async def run(call: Call) -> web.StreamResponse:
-    """Create an execution; its task is ready at once and a waiting worker's long-poll answers."""
+    """Create an execution; its task is ready at once and a waiting worker's long-poll answers.
+
+    With ``wait`` the answer is the events route's page (after id 0), held like its long-poll
+    until the execution has events or has ended: ``run --wait`` in one request instead of two.
+    """
     ask = await call.message(RunPackage)
+    wait = query_float(call.request, "wait", 0.0) if "wait" in call.request.query else None
     executions = services_of(call).executions
-    submitted = await executions.submit(ask, actor=call.caller.actor)
+    if wait is None:
+        submitted = await executions.submit(ask, actor=call.caller.actor)
+        answer = await executions.shown(submitted.execution)
+    else:
+        submitted, page = await executions.submit_waiting(ask, actor=call.caller.actor, wait=wait)
+        answer = await _page_answer(executions, page)
     # A resent submit is answered with what the first one created: 200, not 201.
-    return json_response(
-        await executions.shown(submitted.execution), status=201 if submitted.created else 200
-    )
+    return json_response(answer, status=201 if submitted.created else 200)
 
 
 async def list_executions(call: Call) -> web.StreamResponse:
@@ -162,14 +173,17 @@ async def execution_events(call: Call) -> web.StreamResponse:
     wait = query_float(call.request, "wait", 0.0)
     executions = services_of(call).executions
     page = await executions.events(execution_id, after_id=after_id, limit=limit, wait=wait)
-    return json_response(
-        {
-            "execution": await executions.shown(page.execution),
-            "events": [e.to_dict() for e in page.events],
-            "last_id": page.last_id,
-            "finished": page.execution.status.finished,
-        }
-    )
+    return json_response(await _page_answer(executions, page))
+
+
+async def _page_answer(executions: ExecutionService, page: EventPage) -> dict[str, Any]:
+    """An :class:`~packfleet.protocol.EventPage`: the events route's answer, and a waiting run's."""
+    return {
+        "execution": await executions.shown(page.execution),
+        "events": [e.to_dict() for e in page.events],
+        "last_id": page.last_id,
+        "finished": page.execution.status.finished,
+    }
 
 
 async def cancel(call: Call) -> web.StreamResponse:
@@ -263,9 +277,19 @@ ENDPOINTS = (
         routes.ADMIN_EXECUTIONS,
         run,
         "executor",
-        "Run a package: create an execution whose task is ready at once",
+        "Run a package: create an execution whose task is ready at once; with wait, answer its "
+        "first events or its end (an EventPage) within wait seconds",
         body=RunPackage,
+        answer=protocol.Execution | protocol.EventPage,
         status=201,
+        params=(
+            Param(
+                "wait",
+                "number",
+                "Answer an EventPage (events after id 0): held up to this many seconds (at most 30) "
+                "until the execution has events or has ended. Without it the answer is the Execution",
+            ),
+        ),
     ),
     Endpoint(
         "GET",
@@ -286,6 +310,7 @@ ENDPOINTS = (
         execution_events,
         "executor",
         "Event messages of an execution; long-polls up to wait seconds for new ones or its end",
+        answer=protocol.EventPage,
         params=(
             Param("after_id", "integer", "Only events with a greater id", minimum=0, maximum=2**62),
             Param("wait", "number", "Seconds to wait for news (at most 30)"),

@@ -29,8 +29,9 @@ DEPLOY_MAX_BODY = 64 * MiB
 
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]
 #: A body or answer: a wire dataclass, ``"zip"`` (raw archive bytes), ``"object"``/``"array"`` (the
-#: JSON of catalog records), or None (no body).
-Shape = type | Literal["zip", "object", "array"] | None
+#: JSON of catalog records), or None (no body). An answer may also be a union of wire dataclasses
+#: (``A | B``: one of them, as the request asked).
+Shape = type | types.UnionType | Literal["zip", "object", "array"] | None
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def _content(shape: Shape, defs: dict[str, Any]) -> dict[str, Any]:
         return {"application/json": {"schema": {"type": "object"}}}
     if shape == "array":
         return {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}
-    assert isinstance(shape, type)  # noqa: S101 - Shape is a closed set; None is handled by callers
+    assert isinstance(shape, type | types.UnionType)  # noqa: S101 - a closed set; None is handled by callers
     return {"application/json": {"schema": _schema_of(shape, defs)}}
 
 

@@ -9,6 +9,7 @@ layer speaks (``_codes``: SSIS status codes, outcomes, event sources, worker sta
 
 from packfleet.protocol import _routes as routes
 from packfleet.protocol._admin import (
+    EVENTS_PAGE,
     IDENTITY_NAME_PATTERN,
     IDENTITY_ROLES,
     MAX_IDEMPOTENCY_KEY,
@@ -120,6 +121,7 @@ __all__ = [
     "EventPage",
     "Execution",
     "JoinTokenView",
+    "EVENTS_PAGE",
     "MAX_IDEMPOTENCY_KEY",
     "MAX_RETRY_COUNT",
     "MAX_TOKEN_TTL",

@@ -42,6 +42,9 @@ PEM_CERTIFICATE = {"schema": {"format": "pem-certificate"}}
 MAX_RETRY_COUNT = 1000
 #: Longest idempotency key a client may send (the catalog column's size).
 MAX_IDEMPOTENCY_KEY = 128
+#: Most events in one answer of the events route (unless its ``limit`` asks for fewer), and of a
+#: run request with ``wait``: a page this full may have more behind it.
+EVENTS_PAGE = 1000
 #: How long a join token may live (kubeadm's live 24 h by default; ours one hour, at most a year),
 #: and how many workers one may admit.
 MAX_TOKEN_TTL = timedelta(days=365)
@@ -403,12 +406,19 @@ class Event(AdminAnswer):
 
 @dataclass(frozen=True)
 class EventPage(AdminAnswer):
-    """One answer of the events route: the events after ``after_id``, the execution, whether it ended."""
+    """One answer of the events route (the events after ``after_id``), or of a run request with
+    ``wait`` (its execution's first events): the execution too, and whether it ended."""
 
     execution: Execution
     events: list[Event]
     last_id: int
     finished: bool
+
+    @property
+    def complete(self) -> bool:
+        """Whether a follower has every event: the execution had ended when these were read (one
+        snapshot), and the page is not full (asked without ``limit``), so none are left behind."""
+        return self.finished and len(self.events) < EVENTS_PAGE
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,15 @@ from packfleet.errors import Conflict, InvalidValue, PackfleetError, VersionChan
 from packfleet.master._logsafe import safe
 from packfleet.master._services._base import off_catalog
 from packfleet.master._state import MasterState
-from packfleet.master._wakeup import EVENTS, TASKS
+from packfleet.master._wakeup import EVENTS, TASKS, Ticket
 from packfleet.packages import Project, inspect_archive, mask_parameters, resolve_parameters
-from packfleet.protocol import RunPackage
+from packfleet.protocol import EVENTS_PAGE, RunPackage
 from packfleet.secretbox import open_values
 
 log = logging.getLogger("packfleet.master")
 
-#: Events in one answer of the events route unless the caller asks for fewer.
-EVENTS_LIMIT = 1000
+#: Events in one answer of the events route unless the caller asks for fewer (followers count on it).
+EVENTS_LIMIT = EVENTS_PAGE
 
 
 @dataclass(frozen=True)
@@ -328,15 +328,50 @@ class ExecutionService:
 
         The page carries the execution too, so a follower knows when to stop.
         """
+        return await self._follow(execution_id, after_id=after_id, limit=limit, wait=wait)
+
+    async def submit_waiting(
+        self, ask: RunPackage, *, actor: str, wait: float
+    ) -> tuple[Submitted, EventPage]:
+        """A submit whose answer waits for its execution's first events or its end, up to ``wait``.
+
+        What ``run --wait`` did in two requests (submit, then follow) in one: the follow's first
+        look at the catalog came right after the submit, found nothing, and competed with the
+        worker's lease for the catalog's thread.
+        """
+        # Taken before the execution exists: its lease, events or end cannot come before it.
+        ticket = self._state.wakeups.ticket(EVENTS)
+        submitted = await self.submit(ask, actor=actor)
+        record = submitted.execution
+        if not submitted.created:  # an earlier submit's execution: it may have events or have ended
+            return submitted, await self.events(record.execution_id, wait=wait)
+        return submitted, await self._follow(record.execution_id, wait=wait, created=(ticket, record))
+
+    async def _follow(
+        self,
+        execution_id: int,
+        *,
+        after_id: int = 0,
+        limit: int = EVENTS_LIMIT,
+        wait: float,
+        created: tuple[Ticket, ExecutionRecord] | None = None,
+    ) -> EventPage:
+        """The events route's long-poll. ``created``: the execution was just created (its record
+        and a ticket taken before): the first look is skipped, as it has no events and has not
+        ended, until the ticket is notified."""
         state = self._state
         loop = asyncio.get_running_loop()
         deadline = loop.time() + state.wait_seconds(wait)
         while True:
-            ticket = state.wakeups.ticket(EVENTS)  # taken before looking: a notification between is kept
-            # One catalog call for both (one hop to the catalog's thread, one snapshot).
-            record, found = await state.db(
-                state.catalog.execution_events, execution_id, after_id=after_id, limit=limit
-            )
+            found: list[EventRecord] = []
+            if created is not None:
+                (ticket, record), created = created, None
+            else:
+                ticket = state.wakeups.ticket(EVENTS)  # taken before looking: a notification between is kept
+                # One catalog call for both (one hop to the catalog's thread, one snapshot).
+                record, found = await state.db(
+                    state.catalog.execution_events, execution_id, after_id=after_id, limit=limit
+                )
             remaining = deadline - loop.time()
             if found or record.status.finished or remaining <= 0 or state.closing:
                 return EventPage(record, found, found[-1].id if found else after_id)

@@ -1,0 +1,174 @@
+"""A run request with ``wait``: the submit answered as the first page of the execution's events.
+
+``run --wait`` in one request: held until the execution has events or has ended, or the wait ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from master.support import MasterHome, context_for, project_archive, raw
+from master.test_worker_routes import Connect, enabled_worker, lease_body
+from packfleet.manager import ManagerClient
+from packfleet.master import MasterServer
+from packfleet.protocol import EventPage, routes
+from packfleet.transport import MasterClient
+
+
+def _report(agent: str, task: dict[str, Any], outcome: str = "succeeded") -> dict[str, Any]:
+    """Two lines and the end of ``task``, in one report as a worker sends them."""
+    events = [
+        {
+            "execution_id": task["execution_id"],
+            "task_id": task["task_id"],
+            "attempt": task["attempt"],
+            "seq": seq,
+            "time": "2024-06-01T12:00:00+00:00",
+            "level": 20,
+            "source": "stdout",
+            "message": f"line {seq}",
+        }
+        for seq in (1, 2)
+    ]
+    end = {"task_id": task["task_id"], "attempt": task["attempt"], "outcome": outcome, "exit_code": 0}
+    return {"agent_id": agent, "events": events, "reports": [end]}
+
+
+async def _run_to_the_end(worker: MasterClient, agent: str) -> dict[str, Any]:
+    """Lease the next task (waiting for it) and report it done; the task."""
+    reply = await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=10))
+    [task] = reply["tasks"]
+    await worker.request("POST", routes.WORKER_REPORT, json_body=_report(agent, task))
+    return dict(task)
+
+
+async def test_a_run_with_wait_answers_its_events_and_its_end_once_the_worker_reports(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    catalog = server.state.catalog
+    looks: list[int] = []
+    read = catalog.execution_events
+
+    def counted(execution_id: int, **kwargs: Any) -> Any:
+        looks.append(execution_id)
+        return read(execution_id, **kwargs)
+
+    monkeypatch.setattr(catalog, "execution_events", counted)
+    running = asyncio.create_task(_run_to_the_end(worker, agent))
+    started = time.monotonic()
+    page = await manager.run_waiting("default", "etl", "load", {"password": "s3cret"}, wait=20)
+    task = await asyncio.wait_for(running, 5)
+    assert time.monotonic() - started < 5
+    assert page.execution.execution_id == task["execution_id"]
+    assert [e.message for e in page.events] == ["line 1", "line 2"]
+    assert page.last_id == page.events[-1].id
+    assert page.finished is True and page.complete
+    assert page.execution.status_name == "succeeded"
+    assert page.execution.parameters["password"] == "********"  # shown as every answer shows it
+    # Woken by the report, it looked once: the execution it had just created had nothing to show.
+    assert looks == [task["execution_id"]]
+
+
+async def test_a_run_with_wait_that_ends_first_answers_finished_false(
+    server: MasterServer, manager: ManagerClient, tmp_path: Path
+) -> None:
+    await manager.deploy("default", project_archive(tmp_path))
+    started = time.monotonic()
+    page = await manager.run_waiting("default", "etl", "load", wait=0.3)
+    assert 0.25 < time.monotonic() - started < 3
+    assert page.finished is False and not page.complete
+    assert page.events == [] and page.last_id == 0
+    assert page.execution.status_name in ("created", "pending")
+    # The execution was created all the same; it is the one listed.
+    [listed] = await manager.list_executions()
+    assert listed.execution_id == page.execution.execution_id
+
+
+async def test_a_resent_run_with_wait_answers_the_first_runs_events_200_not_201(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    admin = context_for(mh.admin, mh, tmp_path)
+    body = {"folder": "default", "project": "etl", "package": "load", "idempotency_key": "resend-w"}
+    first = await raw(admin, server, "POST", f"{routes.ADMIN_EXECUTIONS}?wait=0", body=body)
+    assert first.status == 201
+    assert first.body["finished"] is False and first.body["events"] == []
+    await _run_to_the_end(worker, agent)
+    again = await raw(admin, server, "POST", f"{routes.ADMIN_EXECUTIONS}?wait=5", body=body)
+    # The first submit's execution, already ended: its events at once (no wait for news).
+    assert again.status == 200
+    resent = EventPage.from_wire(again.body)
+    assert resent.execution.execution_id == first.body["execution"]["execution_id"]
+    assert resent.finished and [e.message for e in resent.events] == ["line 1", "line 2"]
+    assert resent.execution.idempotency_key == "resend-w"
+    assert len(await manager.list_executions()) == 1
+
+
+async def test_without_wait_a_run_still_answers_the_execution(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, tmp_path: Path
+) -> None:
+    await manager.deploy("default", project_archive(tmp_path))
+    admin = context_for(mh.admin, mh, tmp_path)
+    body = {"folder": "default", "project": "etl", "package": "load"}
+    answer = await raw(admin, server, "POST", routes.ADMIN_EXECUTIONS, body=body)
+    assert answer.status == 201 and answer.body["status_name"] in ("created", "pending")
+    assert "events" not in answer.body
+
+
+@pytest.mark.parametrize("wait", ["soon", "1s", "0x10"])
+async def test_a_wait_that_is_not_a_number_is_refused_before_anything_is_created(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, tmp_path: Path, wait: str
+) -> None:
+    await manager.deploy("default", project_archive(tmp_path))
+    admin = context_for(mh.admin, mh, tmp_path)
+    body = {"folder": "default", "project": "etl", "package": "load"}
+    answer = await raw(admin, server, "POST", f"{routes.ADMIN_EXECUTIONS}?wait={wait}", body=body)
+    assert answer.status == 400
+    assert answer.body["detail"] == f"query parameter wait={wait!r} is not a number"
+    assert await manager.list_executions() == []
+
+
+async def test_a_run_with_wait_is_answered_at_once_when_the_master_stops(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, tmp_path: Path
+) -> None:
+    await manager.deploy("default", project_archive(tmp_path))
+    waiting = asyncio.create_task(manager.run_waiting("default", "etl", "load", wait=20))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    started = time.monotonic()
+    await server.stop()
+    page = await asyncio.wait_for(waiting, 5)
+    assert time.monotonic() - started < 5
+    assert page.finished is False
+
+
+async def test_from_a_master_that_ignores_wait_the_client_gets_a_page_to_follow_from(
+    server: MasterServer, manager: ManagerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await manager.deploy("default", project_archive(tmp_path))
+    call = manager._call
+
+    async def older_master(method: str, path: str, **kwargs: Any) -> Any:
+        # A master before wait ignores the parameter and answers the execution it created.
+        params = {k: v for k, v in (kwargs.pop("params", None) or {}).items() if k != "wait"}
+        return await call(method, path, params=params or None, **kwargs)
+
+    monkeypatch.setattr(manager, "_call", older_master)
+    page = await manager.run_waiting("default", "etl", "load", idempotency_key="old-1", wait=20)
+    assert page.events == [] and page.last_id == 0
+    # Not finished, even had it ended: its events are still to be read with the follow.
+    assert page.finished is False and not page.complete
+    assert page.execution.idempotency_key == "old-1"
