@@ -35,8 +35,14 @@ CONSOLE_ROLES: tuple[str, ...] = ("viewer", "operator", "admin")  # each may do 
 HeartbeatState = WorkerState
 
 
+#: Types that are JSON-ready as they are (exact types: an IntEnum is an int but needs its number).
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
     """Turn a record field into JSON-ready data (ISO times, enum numbers, lists, nested records)."""
+    if type(value) in _AS_IS:
+        return value
     if isinstance(value, _Record):
         return value.to_dict()
     if isinstance(value, datetime):
@@ -59,14 +65,29 @@ class _Record:
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data; enum fields gain a ``<field>_name`` beside the code."""
         out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):  # type: ignore[arg-type]
-            if field.name in self._hidden:
+        for name in _shown(type(self)):
+            value = getattr(self, name)
+            if type(value) in _AS_IS:
+                out[name] = value
                 continue
-            value = getattr(self, field.name)
-            out[field.name] = plain(value)
+            out[name] = plain(value)
             if isinstance(value, ExecutionStatus | TaskStatus | MessageType):
-                out[f"{field.name}_name"] = getattr(value, "label", value.name.lower())
+                out[f"{name}_name"] = getattr(value, "label", value.name.lower())
         return out
+
+
+#: The fields of each record type that go on the wire, looked up once per type: every leased task,
+#: report answer and execution a follower reads is a ``to_dict`` on the master (make bench), and
+#: asking ``dataclasses.fields`` each time was most of what it cost.
+_SHOWN: dict[type, tuple[str, ...]] = {}
+
+
+def _shown(kind: type[_Record]) -> tuple[str, ...]:
+    names = _SHOWN.get(kind)
+    if names is None:
+        fields = dataclasses.fields(kind)  # type: ignore[arg-type]
+        names = _SHOWN[kind] = tuple(f.name for f in fields if f.name not in kind._hidden)
+    return names
 
 
 # --- workers, certificates, principals -------------------------------------------------------
