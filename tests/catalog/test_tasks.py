@@ -402,6 +402,32 @@ def test_store_report_keeps_the_fences_of_events_and_completions(
     assert [e.message_source for e in deployed.get_events(theirs)] == ["system"]  # the refusal, said
 
 
+def test_store_report_stores_the_events_of_tasks_it_does_not_end(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    # The events of the ended task are read with its completion; those of a task still running
+    # (not in the completion lookup) are looked up apart: both land, only the first task ends.
+    me, other = worker("me"), worker("other")
+    ended, running, theirs = _run(deployed), _run(deployed), _run(deployed)
+    [ended_task, running_task] = deployed.lease_tasks(me, 2, 60)
+    [their_task] = deployed.lease_tasks(other, 1, 60)
+    outcome = deployed.store_report(
+        me,
+        [
+            _event(ended, ended_task.task_id, 1, clock),
+            _event(running, running_task.task_id, 1, clock),
+            _event(theirs, their_task.task_id, 1, clock),
+        ],
+        [CompletionReport(ended_task.task_id, 1, "succeeded", 0)],
+    )
+    assert outcome.stored == 2  # not the event of the other worker's lease
+    assert outcome.results == [CompletionResult(ended_task.task_id, True, False)]
+    assert deployed.get_execution(ended).status == ExecutionStatus.SUCCEEDED
+    assert deployed.get_execution(running).status == ExecutionStatus.RUNNING
+    assert [e.seq for e in deployed.get_events(running)] == [1]
+    assert deployed.get_events(theirs) == []
+
+
 def test_store_report_stores_nothing_when_a_part_is_refused_or_fails(
     deployed: Catalog, worker: Register, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

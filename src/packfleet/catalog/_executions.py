@@ -17,7 +17,6 @@ from sqlalchemy import (
     Executable,
     Row,
     Select,
-    String,
     bindparam,
     delete,
     func,
@@ -592,12 +591,22 @@ class ExecutionCatalog(CatalogBase):
             return self._store_events(conn, agent_id, events, received)
 
     def _store_events(
-        self, conn: Connection, agent_id: str, events: Sequence[EventInput], received: datetime
+        self,
+        conn: Connection,
+        agent_id: str,
+        events: Sequence[EventInput],
+        received: datetime,
+        found: Sequence[Row[Any]] | None = None,
     ) -> int:
-        """:meth:`add_events` inside the caller's transaction (events already checked)."""
+        """:meth:`add_events` inside the caller's transaction (events already checked).
+
+        ``found``: the rows of every task the events name (``id``, ``execution_id``, ``attempt``,
+        ``agent_id``), when the caller read them already; else they are looked up here.
+        """
         leases_of, insert = self._event_statements
-        found = conn.execute(leases_of, {"ids": sorted({e.task_id for e in events}), "agent": agent_id})
-        leases = {(row.id, row.attempt): row.execution_id for row in found}
+        if found is None:
+            found = conn.execute(leases_of, {"ids": sorted({e.task_id for e in events})}).all()
+        leases = {(row.id, row.attempt): row.execution_id for row in found if row.agent_id == agent_id}
         rows = [
             {
                 "execution_id": leases[(e.task_id, e.attempt)],
@@ -624,9 +633,8 @@ class ExecutionCatalog(CatalogBase):
         make bench: built on each report, with the task ids as literals, building and keying them
         cost the master more than SQLite running them (half of a no-op's report transaction).
         """
-        leases_of = select(tasks.c.id, tasks.c.execution_id, tasks.c.attempt).where(
-            tasks.c.id.in_(bindparam("ids", expanding=True)),
-            tasks.c.agent_id == bindparam("agent", type_=String),
+        leases_of = select(tasks.c.id, tasks.c.execution_id, tasks.c.attempt, tasks.c.agent_id).where(
+            tasks.c.id.in_(bindparam("ids", expanding=True))
         )
         insert = (
             self._insert(event_messages)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     Executable,
     Integer,
+    Row,
     Select,
     String,
     Text,
@@ -330,11 +331,20 @@ class LeaseCatalog(CatalogBase):
             return self._complete(conn, agent_id, reports, now)
 
     def _complete(
-        self, conn: Connection, agent_id: str, reports: Sequence[CompletionReport], now: datetime
+        self,
+        conn: Connection,
+        agent_id: str,
+        reports: Sequence[CompletionReport],
+        now: datetime,
+        rows: Sequence[Row[Any]] | None = None,
     ) -> list[CompletionResult]:
-        """:meth:`complete_tasks` inside the caller's transaction (outcomes already checked)."""
-        lookup, _, _ = self._completion_statements
-        rows = conn.execute(lookup, {"ids": sorted({r.task_id for r in reports})}).all()
+        """:meth:`complete_tasks` inside the caller's transaction (outcomes already checked).
+
+        ``rows``: what :meth:`_completion_rows` read for these reports' tasks (and maybe more), when
+        the caller read them already.
+        """
+        if rows is None:
+            rows = self._completion_rows(conn, {r.task_id for r in reports})
         by_id = {row.id: row for row in rows}
         final: dict[int, int] = {row.id: row.status for row in rows}
         changes: list[dict[str, Any]] = []
@@ -370,6 +380,11 @@ class LeaseCatalog(CatalogBase):
         # stored once: same task, attempt and sequence number).
         self._system_events(conn, refusals)
         return results
+
+    def _completion_rows(self, conn: Connection, task_ids: set[int]) -> Sequence[Row[Any]]:
+        """The rows of tasks ``task_ids`` as a completion needs them, locked on PostgreSQL."""
+        lookup, _, _ = self._completion_statements
+        return conn.execute(lookup, {"ids": sorted(task_ids)}).all()
 
     @functools.cached_property
     def _completion_statements(self) -> tuple[Executable, Executable, Executable]:
