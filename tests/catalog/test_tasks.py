@@ -8,6 +8,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from packfleet import protocol
 from packfleet.catalog import (
     TASKS_CHANNEL,
     Catalog,
@@ -124,6 +125,16 @@ def test_lease_takes_the_oldest_ready_tasks_up_to_capacity(deployed: Catalog, wo
     assert [t.execution_id for t in second] == ids[2:]
     assert deployed.lease_tasks(agent_id, 10, 60) == []
     assert deployed.lease_tasks(agent_id, 0, 60) == []
+
+
+def test_a_leased_task_as_json_is_the_wire_message_as_it_is(deployed: Catalog, worker: Register) -> None:
+    # The master's lease route sends the record's to_dict() without decoding it into the message.
+    execution_id = _run(deployed)
+    [task] = deployed.lease_tasks(worker(), 1, 60)
+    wire = task.to_dict()
+    message = protocol.decode(protocol.TaskAssignment, wire)
+    assert protocol.encode(message) == wire
+    assert message.execution_id == execution_id and message.parameters == {"rows": 5}
 
 
 def test_disabled_or_unknown_workers_lease_nothing(deployed: Catalog, worker: Register) -> None:
