@@ -249,22 +249,11 @@ class LeaseCatalog(CatalogBase):
         """
         agent_id = canonical_agent_id(agent_id)
         now = self.now()
+        held_rows, worker_row, seen, renew = self._extend_statements
         with self._write() as conn:
-            rows = conn.execute(
-                self._lock(
-                    select(
-                        tasks.c.id,
-                        tasks.c.attempt,
-                        tasks.c.agent_id,
-                        tasks.c.status,
-                        executions.c.status.label("execution_status"),
-                    )
-                    .join(executions, executions.c.id == tasks.c.execution_id)
-                    .where(tasks.c.id.in_(sorted({task_id for task_id, _ in leases})))
-                )
-            ).all()
+            rows = conn.execute(held_rows, {"ids": sorted({task_id for task_id, _ in leases})}).all()
             by_id = {row.id: row for row in rows}
-            known = conn.scalar(select(worker_agents.c.agent_id).where(worker_agents.c.agent_id == agent_id))
+            known = conn.scalar(worker_row, {"agent": agent_id})
             extended: list[int] = []
             cancel: list[int] = []
             lost: list[int] = []
@@ -285,21 +274,41 @@ class LeaseCatalog(CatalogBase):
                     cancel.append(task_id)
             if known is not None:
                 # A task heartbeat shows the worker alive as well as its own heartbeat does.
-                conn.execute(
-                    update(worker_agents)
-                    .where(worker_agents.c.agent_id == agent_id)
-                    .values(last_online_time=now)
-                )
+                conn.execute(seen, {"agent": agent_id, "now": now})
             if extended:
-                conn.execute(
-                    update(tasks)
-                    .where(tasks.c.id.in_(extended))
-                    .values(
-                        status=int(TaskStatus.RUNNING),
-                        lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    )
-                )
+                conn.execute(renew, {"ids": extended, "expires": now + timedelta(seconds=lease_seconds)})
         return LeaseStatus(extended=extended, cancel=cancel, lost=lost)
+
+    @functools.cached_property
+    def _extend_statements(self) -> tuple[Executable, Executable, Executable, Executable]:
+        """The statements of :meth:`extend_leases`, built once (see :attr:`_lease_statements`)."""
+        held_rows = self._lock(
+            select(
+                tasks.c.id,
+                tasks.c.attempt,
+                tasks.c.agent_id,
+                tasks.c.status,
+                executions.c.status.label("execution_status"),
+            )
+            .join(executions, executions.c.id == tasks.c.execution_id)
+            .where(tasks.c.id.in_(bindparam("ids", expanding=True)))
+        )
+        agent = bindparam("agent", type_=String)
+        worker_row = select(worker_agents.c.agent_id).where(worker_agents.c.agent_id == agent)
+        seen = (
+            update(worker_agents)
+            .where(worker_agents.c.agent_id == agent)
+            .values(last_online_time=bindparam("now", type_=UtcDateTime))
+        )
+        renew = (
+            update(tasks)
+            .where(tasks.c.id.in_(bindparam("ids", expanding=True)))
+            .values(
+                status=int(TaskStatus.RUNNING),
+                lease_expires_at=bindparam("expires", type_=UtcDateTime),
+            )
+        )
+        return held_rows, worker_row, seen, renew
 
     def complete_task(
         self,
