@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import select
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +30,10 @@ SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 WRITE_OPTION = "packfleet_write"
 # pg_advisory_xact_lock key serializing schema upgrades when several masters start at once.
 _UPGRADE_LOCK_KEY = 0x7061636B666C6565  # "packflee"
+# A pooled PostgreSQL connection idle longer than this is pinged before use (make_engine, checkout).
+PING_AFTER_IDLE = 1.0
+# Where a pooled connection's record keeps when it was last returned to the pool.
+_CHECKED_IN_AT = "packfleet_checked_in_at"
 
 
 def parse_url(url: str) -> URL:
@@ -88,14 +94,55 @@ def make_engine(url: URL, connect_timeout: float) -> Engine:
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, connect_timeout)
     require_postgresql_driver()
-    return create_engine(
+    engine = create_engine(
         url,
         # libpq takes whole seconds and treats values below 2 as 2.
         connect_args={"connect_timeout": max(2, math.ceil(connect_timeout))},
         pool_timeout=connect_timeout,
-        # A master outlives PostgreSQL restarts and failovers; test each pooled connection first.
-        pool_pre_ping=True,
+        # Last in, first out: a busy master keeps reusing its freshest connection, which needs no
+        # ping (see _on_checkout), while the others age out into being pinged when next used.
+        pool_use_lifo=True,
     )
+
+    # A new connection counts as just checked in: it was proven alive by connecting.
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        # A master outlives PostgreSQL restarts and failovers, so it hands out only live connections.
+        # SQLAlchemy's pool_pre_ping costs a round trip on every checkout (one round trip in eight on a
+        # busy master). A connection returned moments ago is tested locally instead: a server ending
+        # a session (restart, failover, pg_terminate_backend) sends an error and closes the socket,
+        # which then has input although nobody asked anything. Such a connection, or one idle longer
+        # than PING_AFTER_IDLE, is pinged as before.
+        checked_in = record.info.get(_CHECKED_IN_AT)
+        if (
+            checked_in is not None
+            and time.monotonic() - checked_in < PING_AFTER_IDLE
+            and not dbapi_connection.closed
+            and not _has_input(dbapi_connection.pgconn.socket)
+        ):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # whatever failed, fresh connections are the remedy
+            # As pool_pre_ping does: a dead connection means the server went away, so every pooled
+            # connection is replaced, not only this one, and the caller gets a fresh connection.
+            raise exc.InvalidatePoolError(f"the pooled catalog connection is dead: {error}") from error
+
+    return engine
+
+
+def _has_input(fd: int) -> bool:
+    """Whether the socket ``fd`` can be read without blocking (a poll that does not wait)."""
+    if hasattr(select, "poll"):  # not on Windows; select() cannot take descriptors above 1023
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _private_database_file(url: URL) -> None:
