@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from packfleet.errors import ApiError
-from packfleet.protocol import CompletionReport, EventMessage, decode, routes
+from packfleet.protocol import CompletionReport, EventMessage, decode, encode, routes
 from packfleet.worker import LogCache
 from packfleet.worker._reporter import Reporter
 
@@ -66,6 +66,68 @@ async def test_the_linger_is_bounded_when_no_slot_frees(
     await asyncio.wait_for(agent.leases.gather_slots(), 5)
     assert waited and all(0 < seconds <= 0.004 for seconds in waited)
     assert len(waited) <= agent.settings.max_task_count // 2
+
+
+async def test_after_starting_a_task_the_next_lease_waits_for_its_end_and_its_report(
+    home: Path, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    agent = await make_agent(home, sleep=never, timing=dataclasses.replace(FAST, lease_linger=30.0))
+    agent.leases.drained = True  # the master had no more tasks ready
+    agent.tasks.hold(demo.task(1, "hello"), deadline=float("inf"))
+    agent.cache.open_attempt(execution_id=101, task_id=1, attempt=1)  # its report is not delivered
+    holding = asyncio.ensure_future(agent.leases._hold_back(burst=False))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not holding.done()  # the task runs
+
+    agent.running.pop((1, 1))
+    agent.events.wake_lease.set()  # as the attempt's end does
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not holding.done()  # its report has not gone out yet
+
+    agent.cache.finish(1, 1, None)  # everything delivered: nothing is left in the cache
+    agent.events.reported.set()  # as the report pass that delivered it does
+    await asyncio.wait_for(holding, 5)
+
+
+async def test_holding_a_lease_back_is_bounded_and_only_when_the_master_has_no_more(
+    home: Path, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    waited: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waited.append(seconds)
+
+    agent = await make_agent(home, sleep=record, timing=dataclasses.replace(FAST, lease_linger=0.004))
+    agent.tasks.hold(demo.task(1, "hello"), deadline=float("inf"))
+    agent.leases.drained = False  # the answer was full: the master may have more ready
+    await asyncio.wait_for(agent.leases._hold_back(burst=False), 5)
+    assert waited == []
+    agent.leases.drained = True
+    await asyncio.wait_for(agent.leases._hold_back(burst=True), 5)
+    assert waited == []
+    await asyncio.wait_for(agent.leases._hold_back(burst=False), 5)
+    assert waited == [0.004]
+
+
+async def test_a_lease_answer_with_fewer_tasks_than_asked_says_the_master_is_drained(
+    home: Path, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    agent = await make_agent(home, sleep=never)
+    capacity = agent.capacity
+    answers = [[demo.task(task_id, "hello") for task_id in range(capacity)], [demo.task(100, "hello")]]
+
+    async def post(path: str, body: Any, *, timeout: float | None = None) -> Any:
+        return {"tasks": [encode(task) for task in answers.pop(0)]}
+
+    agent.link.post = post  # type: ignore[method-assign]
+    agent.link.state = "enabled"
+    assert len(await agent.leases.lease(wait_seconds=0.0)) == capacity
+    assert not agent.leases.drained
+    agent.running.clear()
+    assert len(await agent.leases.lease(wait_seconds=0.0)) == 1
+    assert agent.leases.drained
 
 
 async def test_records_written_during_a_send_go_in_the_next_pass_not_a_backoff(tmp_path: Path) -> None:

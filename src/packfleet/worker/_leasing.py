@@ -54,6 +54,8 @@ class LeaseLoop:
         self.timing = timing
         self._clock = clock
         self._gate_cause: str | None = None
+        #: The last lease answer held fewer tasks than asked for: the master had no more ready.
+        self.drained = False
 
     # -- the gate ---------------------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class LeaseLoop:
         # The master may hold the request for `wait` seconds: allow that plus a normal answer time.
         raw = await self._link.post(routes.WORKER_LEASE, encode(request), timeout=wait + 30.0)
         reply = decode(LeaseReply, raw)
+        self.drained = len(reply.tasks) < capacity
         if reply.heartbeat_now:
             self._events.wake_heartbeat.set()
         tasks = []
@@ -168,6 +171,31 @@ class LeaseLoop:
             self._events.wake_lease.clear()
             await self._pause(remaining, self._events.wake_lease)
 
+    async def _hold_back(self, burst: bool) -> None:
+        """After starting tasks, let them (and their reports) go first, for up to ``lease_linger`` each.
+
+        Only when the master had no more tasks ready (:attr:`drained`): the next request would
+        only wait there (long-poll), so it is not urgent, and encoding and writing it costs the
+        worker more CPU than a short pooled task costs it. Sent at once, it held back reading the
+        task's end, then competed with its report's commit and request (make bench, latency).
+        When the master has more, the next request goes at once (through :meth:`gather_slots`), so
+        the master prepares the next tasks while these run (make bench, throughput). A burst only
+        lets the attempts reach their package.
+        """
+        if burst or not self.drained or self.timing.lease_linger <= 0:
+            await asyncio.sleep(0)
+            return
+        events, loop = self._events, asyncio.get_running_loop()
+        await self._pause(self.timing.lease_linger, events.wake_lease)
+        # When they ended already, their reports go out before this request competes with them.
+        deadline = loop.time() + self.timing.lease_linger
+        while not self._tasks.running and not self._tasks.cache.idle:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            events.reported.clear()
+            await self._pause(left, events.reported)
+
     # -- the loop ---------------------------------------------------------------------------------
 
     async def run(self, *, burst: bool = False) -> None:
@@ -203,9 +231,7 @@ class LeaseLoop:
             for task in tasks:
                 self._tasks.start(task)
             if tasks:
-                # Let the attempts just started reach their package before the next lease request
-                # is encoded and written: on an idle worker that request is not urgent, the task is.
-                await asyncio.sleep(0)
+                await self._hold_back(burst)
             if burst and not tasks:
                 if not self._tasks.executions:
                     return

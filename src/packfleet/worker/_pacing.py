@@ -76,6 +76,8 @@ class AgentEvents:
     tasks_idle: asyncio.Event = field(default_factory=asyncio.Event)
     #: The master answered after being away: the reporter leaves its backoff at once.
     master_back: asyncio.Event = field(default_factory=asyncio.Event)
+    #: A report pass delivered everything it covered: a lease request held back for it goes out.
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Pause:

@@ -58,6 +58,7 @@ class ReportLoop:
             if await self.report():
                 self.last_pass = time.monotonic() - started
                 backoff.reset()
+                events.reported.set()
                 await self._pause(self.timing.gate_poll, events.wake_report)
                 await self.linger()
                 continue
