@@ -91,6 +91,19 @@ async def test_after_starting_a_task_the_next_lease_waits_for_its_end_and_its_re
     await asyncio.wait_for(holding, 5)
 
 
+async def test_a_report_pass_that_delivered_everything_says_so(
+    home: Path, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    agent = await make_agent(home)
+    agent.events.reported.clear()
+    reporting = asyncio.ensure_future(agent.reporting.run())
+    try:
+        await asyncio.wait_for(agent.events.reported.wait(), 5)
+    finally:
+        reporting.cancel()
+        await asyncio.gather(reporting, return_exceptions=True)
+
+
 async def test_holding_a_lease_back_is_bounded_and_only_when_the_master_has_no_more(
     home: Path, demo: DemoProject, make_agent: MakeAgent
 ) -> None:
