@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from sqlalchemy import event
 
 from packfleet import protocol
 from packfleet.catalog import (
@@ -21,6 +22,7 @@ from packfleet.catalog import (
     MessageType,
     TaskStatus,
 )
+from packfleet.catalog._leases import _PackageSpecs
 from packfleet.errors import CatalogError, NotFound
 
 from .conftest import MANIFEST, FakeClock, empty_database, new_agent
@@ -177,6 +179,46 @@ def test_executions_are_pinned_to_the_version_newest_at_creation(deployed: Catal
     tasks = {t.execution_id: t for t in deployed.lease_tasks(agent_id, 5, 60)}
     assert tasks[first].project_sha256 != v2.sha256
     assert tasks[second].project_sha256 == v2.sha256
+
+
+def test_a_versions_package_specs_are_read_once_and_never_mixed_up(
+    deployed: Catalog, worker: Register
+) -> None:
+    # Leasing reads a version's package specs from the database the first time only: versions
+    # never change. A newer version with other specs gets its own.
+    agent_id = worker()
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "packages.name IN" in statement:  # the lease's read of the specs
+            reads.append(statement)
+
+    event.listen(deployed._engine, "before_cursor_execute", count)
+    _run(deployed)
+    [first] = deployed.lease_tasks(agent_id, 5, 60)
+    _run(deployed, "load")
+    _run(deployed)
+    assert len(deployed.lease_tasks(agent_id, 5, 60)) == 2  # "load" is new, "extract" is known
+    _run(deployed, "load")
+    _run(deployed)
+    assert len(deployed.lease_tasks(agent_id, 5, 60)) == 2
+    assert len(reads) == 2
+    changed = {**MANIFEST, "packages": [{**MANIFEST["packages"][0], "entry": "etl.jobs:extract_v2"}]}
+    v2 = deployed.deploy_project("default", changed, b"version two", actor="admin")
+    _run(deployed)
+    [second] = deployed.lease_tasks(agent_id, 5, 60)
+    assert len(reads) == 3
+    assert first.package_spec["entry"] == "etl.jobs:extract"
+    assert second.package_spec["entry"] == "etl.jobs:extract_v2"
+    assert second.project_sha256 == v2.sha256 != first.project_sha256
+
+
+def test_the_package_spec_cache_is_bounded_least_recently_used_first() -> None:
+    specs = _PackageSpecs(size=2)
+    specs.put({(1, "a"): ({"n": 1}, "x"), (2, "a"): ({"n": 2}, "y")})
+    assert specs.get([(1, "a")]) == {(1, "a"): ({"n": 1}, "x")}  # now (2, "a") is the oldest
+    specs.put({(3, "a"): ({"n": 3}, "z")})
+    assert specs.get([(1, "a"), (2, "a"), (3, "a")]).keys() == {(1, "a"), (3, "a")}
 
 
 def test_create_executions_is_one_transaction(deployed: Catalog, worker: Register) -> None:
