@@ -13,6 +13,7 @@ import pytest
 from packfleet.errors import ApiError
 from packfleet.protocol import CompletionReport, EventMessage, decode, encode, routes
 from packfleet.worker import LogCache
+from packfleet.worker._leasing import REPORT_HOLD
 from packfleet.worker._reporter import Reporter
 
 from .conftest import FAST, DemoProject, MakeAgent
@@ -122,6 +123,24 @@ async def test_holding_a_lease_back_is_bounded_and_only_when_the_master_has_no_m
     assert waited == []
     await asyncio.wait_for(agent.leases._hold_back(burst=False), 5)
     assert waited == [0.004]
+
+
+async def test_the_wait_for_an_ended_tasks_report_outlasts_the_linger_and_is_bounded(
+    home: Path, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    waited: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waited.append(seconds)
+
+    agent = await make_agent(home, sleep=record, timing=dataclasses.replace(FAST, lease_linger=0.004))
+    agent.leases.drained = True
+    agent.cache.open_attempt(execution_id=101, task_id=1, attempt=1)  # ended, its report not delivered
+    await asyncio.wait_for(agent.leases._hold_back(burst=False), 5)
+    assert waited[0] == 0.004  # for the task's end (it has ended: nothing runs)
+    # Then for its report: a report's round trip takes longer than the linger.
+    assert waited[1] > 0.004
+    assert all(seconds <= REPORT_HOLD for seconds in waited[1:])
 
 
 async def test_a_lease_answer_with_fewer_tasks_than_asked_says_the_master_is_drained(

@@ -30,6 +30,12 @@ log = logging.getLogger("packfleet.worker")
 BURST_LEASE_ATTEMPTS = 6
 
 
+#: The longest an idle worker holds its next lease request back for the report of the tasks it
+#: just ran (see LeaseLoop._hold_back); a task submitted meanwhile is leased by another worker's
+#: waiting request, or by this one at most this much later.
+REPORT_HOLD = 0.02
+
+
 class LeaseLoop:
     """Asks the master for tasks when the gate is open and hands them to the :class:`TaskRunner`."""
 
@@ -172,7 +178,8 @@ class LeaseLoop:
             await self._pause(remaining, self._events.wake_lease)
 
     async def _hold_back(self, burst: bool) -> None:
-        """After starting tasks, let them (and their reports) go first, for up to ``lease_linger`` each.
+        """After starting tasks, let them go first (up to ``lease_linger``), then their reports (up to
+        :data:`REPORT_HOLD`).
 
         Only when the master had no more tasks ready (:attr:`drained`): the next request would
         only wait there (long-poll), so it is not urgent, and encoding and writing it costs the
@@ -187,8 +194,12 @@ class LeaseLoop:
             return
         events, loop = self._events, asyncio.get_running_loop()
         await self._pause(self.timing.lease_linger, events.wake_lease)
-        # When they ended already, their reports go out before this request competes with them.
-        deadline = loop.time() + self.timing.lease_linger
+        # When they ended already, their reports go out before this request competes with them: a
+        # report's round trip (commit, request, the master's transaction) takes 2-3 ms on an idle
+        # machine and more under load, so waiting only lease_linger for it often sent the request
+        # in the middle of it, and the master's look for tasks queued beside the report's
+        # transaction on its catalog thread (make bench, latency).
+        deadline = loop.time() + max(self.timing.lease_linger, REPORT_HOLD)
         while not self._tasks.running and not self._tasks.cache.idle:
             left = deadline - loop.time()
             if left <= 0:
