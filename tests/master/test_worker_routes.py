@@ -467,3 +467,45 @@ async def test_a_long_poll_woken_alone_that_leases_nothing_asks_whether_others_a
     await manager.run("default", "etl", "load", workers=[second_agent])
     assert look(handed=True) == _worker_api._Look([], others_ready=True)
     assert look(handed=False) == _worker_api._Look([], others_ready=False)  # not asked
+
+
+async def test_a_workers_next_long_poll_after_a_look_that_left_nothing_waits_without_looking(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    looks = _count_looks(monkeypatch)
+    first = await manager.run("default", "etl", "load")
+    reply = await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, capacity=2))
+    assert [t["execution_id"] for t in reply["tasks"]] == [first["execution_id"]]
+    assert looks == [agent]  # it took fewer tasks than it asked for: nothing else was ready
+    poll = await _park(worker, agent)
+    assert looks == [agent]  # nothing became ready since: no look before waiting
+    second = await manager.run("default", "etl", "load")
+    [task] = (await asyncio.wait_for(poll, 5))["tasks"]
+    assert task["execution_id"] == second["execution_id"] and looks == [agent, agent]
+
+
+async def test_a_task_made_ready_between_two_long_polls_is_looked_for_at_once(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    looks = _count_looks(monkeypatch)
+    assert (await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent)))["tasks"] == []
+    # No long-poll waits: the new task's wake-up goes to every ticket, the one kept for this worker too.
+    execution = await manager.run("default", "etl", "load")
+    started = time.monotonic()
+    reply = await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=20))
+    assert [t["execution_id"] for t in reply["tasks"]] == [execution["execution_id"]]
+    assert time.monotonic() - started < 5 and looks == [agent, agent]

@@ -18,7 +18,7 @@ from packfleet.catalog import Catalog
 from packfleet.errors import CatalogUnavailable, InvalidValue
 from packfleet.master._auth import Caller, ConnectionRegistry, PrincipalCache
 from packfleet.master._problems import Problem, bad_request
-from packfleet.master._wakeup import Wakeups
+from packfleet.master._wakeup import Ticket, Wakeups
 from packfleet.pki import CertStore
 from packfleet.protocol import decode
 from packfleet.secretbox import (
@@ -86,6 +86,9 @@ class MasterState:
     #: unreachable, the last success before that: the outage the lease sweep makes up for.
     catalog_ok_at: datetime | None = None
     catalog_lost_since: datetime | None = None
+    #: By worker (canonical agent id): the wake-up ticket taken before its last lease look, when
+    #: that look left nothing ready it may take (see ``_worker_api.lease``).
+    drained_looks: dict[str, Ticket] = field(default_factory=dict)
 
     async def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous catalog call on the catalog's executor, never on the event loop.

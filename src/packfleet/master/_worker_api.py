@@ -35,7 +35,7 @@ from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._services import services_of
 from packfleet.master._state import Call, MasterState, json_response, off_catalog
 from packfleet.master._times import clock_warning, parse_aware_time
-from packfleet.master._wakeup import EVENTS, TASKS, wait_any, worker_topic
+from packfleet.master._wakeup import EVENTS, TASKS, Ticket, wait_any, worker_topic
 from packfleet.pki import CertStore, Credential, check_usable
 from packfleet.protocol import routes
 
@@ -221,7 +221,8 @@ async def lease(call: Call) -> web.StreamResponse:
     require_agent(caller, ask.agent_id)
     capacity = max(0, min(ask.capacity, MAX_CAPACITY))
     lease_seconds = _lease_seconds(ask.lease_seconds)
-    own_topic = worker_topic(canonical_agent_id(ask.agent_id))
+    agent_key = canonical_agent_id(ask.agent_id)
+    own_topic = worker_topic(agent_key)
     rotation = services_of(call).rotation
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.wait_seconds(ask.wait_seconds)
@@ -231,15 +232,33 @@ async def lease(call: Call) -> web.StreamResponse:
     # The last wait ended with a new task's wake-up handed to this long-poll alone: the task is
     # this long-poll's to take, or its news to pass on, or it waits for another long-poll's timeout.
     handed = False
+    # This worker's previous request looked and left nothing ready that it may take: unless a task
+    # became ready since (its ticket notified), this one waits without looking first.
+    drained = state.drained_looks.pop(agent_key, None)
+    looked: Ticket | None = None  # the ticket of this request's last look, if it left nothing to take
     try:
         while capacity > 0 and not state.closing:
             ticket = state.wakeups.ticket(TASKS)
             own = state.wakeups.ticket(own_topic)
+            looked = None
             # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
             # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
             if rotation is not None and rotation.needs_heartbeat(ask.agent_id):
                 hint = True
                 break
+            if drained is not None and not drained.notified:
+                # An idle worker's next long-poll comes right after its task's report: its look, a
+                # write transaction, found nothing and queued on the catalog's thread beside the
+                # report's follower reading the execution's end (make bench, latency). Waiting on the
+                # earlier ticket misses nothing: every task made ready since notified it.
+                ticket, drained = drained, None
+                await wait_any((ticket, own), max(0.0, deadline - loop.time()))
+                handed = ticket.handed
+                waited = True
+                if _gone(call.request) or not await _still_enabled(state, caller):
+                    break
+                continue
+            drained = None
             # A long-poll outlives a worker that went silent (partitioned, paused): its connection
             # looks open, but a task handed through it would start late or never. Only a worker that
             # heartbeated within its lease gets one through a held request (None: it did not).
@@ -254,6 +273,8 @@ async def lease(call: Call) -> web.StreamResponse:
             )
             if look is None:
                 break
+            if len(look.tasks) < capacity:
+                looked = ticket
             if look.tasks:
                 # Sensitive values are opened here, for this worker's own tasks, inside its TLS channel.
                 # The catalog's record has the fields and types of the wire message, so its JSON form
@@ -281,6 +302,8 @@ async def lease(call: Call) -> web.StreamResponse:
             # Ending without having looked (the worker hung up, went silent, must heartbeat...): the
             # task is still there for the next waiter.
             state.wakeups.notify_one(TASKS)
+    if looked is not None and not state.closing:
+        state.drained_looks[agent_key] = looked
     if tasks:
         leased_text = ", ".join(f"task {t['task_id']}#{t['attempt']}" for t in tasks)
         # DEBUG: one line per lease request is hundreds a second under load (make bench), and the
