@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -203,7 +204,8 @@ def test_a_versions_package_specs_are_read_once_and_never_mixed_up(
     _run(deployed)
     assert len(deployed.lease_tasks(agent_id, 5, 60)) == 2
     assert len(reads) == 2
-    changed = {**MANIFEST, "packages": [{**MANIFEST["packages"][0], "entry": "etl.jobs:extract_v2"}]}
+    extract = cast(list[dict[str, Any]], MANIFEST["packages"])[0]
+    changed = {**MANIFEST, "packages": [{**extract, "entry": "etl.jobs:extract_v2"}]}
     v2 = deployed.deploy_project("default", changed, b"version two", actor="admin")
     _run(deployed)
     [second] = deployed.lease_tasks(agent_id, 5, 60)

@@ -14,6 +14,7 @@ import pytest
 
 from master.support import MasterHome, context_for, project_archive, raw
 from master.test_worker_routes import Connect, enabled_worker, lease_body
+from packfleet.errors import CatalogUnavailable
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
 from packfleet.protocol import EventPage, routes
@@ -81,7 +82,7 @@ async def test_a_run_with_wait_answers_its_events_and_its_end_once_the_worker_re
     assert looks == [task["execution_id"]]
 
 
-async def test_a_run_with_wait_that_ends_first_answers_finished_false(
+async def test_a_run_with_wait_whose_wait_runs_out_answers_finished_false(
     server: MasterServer, manager: ManagerClient, tmp_path: Path
 ) -> None:
     await manager.deploy("default", project_archive(tmp_path))
@@ -92,6 +93,23 @@ async def test_a_run_with_wait_that_ends_first_answers_finished_false(
     assert page.events == [] and page.last_id == 0
     assert page.execution.status_name in ("created", "pending")
     # The execution was created all the same; it is the one listed.
+    [listed] = await manager.list_executions()
+    assert listed.execution_id == page.execution.execution_id
+
+
+async def test_a_run_with_wait_whose_look_fails_is_answered_as_created_not_as_an_error(
+    server: MasterServer, manager: ManagerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The execution exists: an error answer would have a client without a key submit it again."""
+    await manager.deploy("default", project_archive(tmp_path))
+
+    def unavailable(*_args: Any, **_kwargs: Any) -> Any:
+        raise CatalogUnavailable("the catalog database does not answer")
+
+    monkeypatch.setattr(server.state.catalog, "execution_events", unavailable)
+    page = await manager.run_waiting("default", "etl", "load", wait=0.3)  # looks once the wait ends
+    assert page.finished is False and page.events == [] and not page.complete
+    monkeypatch.undo()
     [listed] = await manager.list_executions()
     assert listed.execution_id == page.execution.execution_id
 

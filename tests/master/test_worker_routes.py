@@ -509,3 +509,26 @@ async def test_a_task_made_ready_between_two_long_polls_is_looked_for_at_once(
     reply = await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=20))
     assert [t["execution_id"] for t in reply["tasks"]] == [execution["execution_id"]]
     assert time.monotonic() - started < 5 and looks == [agent, agent]
+
+
+async def test_a_long_poll_that_waits_without_looking_passes_on_a_task_it_may_not_run(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (first, first_agent), (second, second_agent) = await _two_enabled_workers(mh, server, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    looks = _count_looks(monkeypatch)
+    await first.request("POST", routes.WORKER_LEASE, json_body=lease_body(first_agent, capacity=1))
+    # The first waits longest, without looking (its last look left nothing); only the second may
+    # run the task, so the first, handed the wake-up, must look and pass it on.
+    polls = [await _park(first, first_agent), await _park(second, second_agent)]
+    assert looks == [first_agent, second_agent]
+    execution = await manager.run("default", "etl", "load", workers=[second_agent])
+    [task] = (await asyncio.wait_for(polls[1], 5))["tasks"]  # not after its 20 seconds
+    assert task["execution_id"] == execution["execution_id"]
+    assert looks == [first_agent, second_agent, first_agent, second_agent]
+    polls[0].cancel()

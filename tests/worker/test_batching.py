@@ -132,6 +132,7 @@ async def test_the_wait_for_an_ended_tasks_report_outlasts_the_linger_and_is_bou
 
     async def record(seconds: float) -> None:
         waited.append(seconds)
+        await asyncio.sleep(seconds)  # really: the hold's deadline is the loop's clock
 
     agent = await make_agent(home, sleep=record, timing=dataclasses.replace(FAST, lease_linger=0.004))
     agent.leases.drained = True

@@ -117,16 +117,17 @@ def make_engine(url: URL, connect_timeout: float) -> Engine:
         # busy master). A connection returned moments ago is tested locally instead: a server ending
         # a session (restart, failover, pg_terminate_backend) sends an error and closes the socket,
         # which then has input although nobody asked anything. Such a connection, or one idle longer
-        # than PING_AFTER_IDLE, is pinged as before.
+        # than PING_AFTER_IDLE, is pinged as before. (A peer gone without a word, its TCP state
+        # lost, shows nothing locally: the first statement then fails once with CatalogUnavailable.)
         checked_in = record.info.get(_CHECKED_IN_AT)
-        if (
-            checked_in is not None
-            and time.monotonic() - checked_in < PING_AFTER_IDLE
-            and not dbapi_connection.closed
-            and not _has_input(dbapi_connection.pgconn.socket)
-        ):
-            return
         try:
+            if (
+                checked_in is not None
+                and time.monotonic() - checked_in < PING_AFTER_IDLE
+                and not dbapi_connection.closed
+                and not _has_input(dbapi_connection.pgconn.socket)
+            ):
+                return
             engine.dialect.do_ping(dbapi_connection)
         except Exception as error:  # whatever failed, fresh connections are the remedy
             # As pool_pre_ping does: a dead connection means the server went away, so every pooled

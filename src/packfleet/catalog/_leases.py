@@ -299,7 +299,9 @@ class LeaseCatalog(CatalogBase):
         now = self.now()
         held_rows, worker_row, seen, renew = self._extend_statements
         with self._write() as conn:
-            rows = conn.execute(held_rows, {"ids": sorted({task_id for task_id, _ in leases})}).all()
+            rows = conn.execute(
+                held_rows, {"ids": sorted({task_id for task_id, _ in leases}), "agent": agent_id}
+            ).all()
             by_id = {row.id: row for row in rows}
             known = conn.scalar(worker_row, {"agent": agent_id})
             extended: list[int] = []
@@ -330,6 +332,7 @@ class LeaseCatalog(CatalogBase):
     @functools.cached_property
     def _extend_statements(self) -> tuple[Executable, Executable, Executable, Executable]:
         """The statements of :meth:`extend_leases`, built once (see :attr:`_lease_statements`)."""
+        agent = bindparam("agent", type_=String)
         held_rows = self._lock(
             select(
                 tasks.c.id,
@@ -339,9 +342,10 @@ class LeaseCatalog(CatalogBase):
                 executions.c.status.label("execution_status"),
             )
             .join(executions, executions.c.id == tasks.c.execution_id)
-            .where(tasks.c.id.in_(bindparam("ids", expanding=True)))
+            # Only this worker's rows: another's (or a requeued, ready one) is reported lost all the
+            # same, and locking it (PostgreSQL) would make a concurrent lease skip a ready task.
+            .where(tasks.c.id.in_(bindparam("ids", expanding=True)), tasks.c.agent_id == agent)
         )
-        agent = bindparam("agent", type_=String)
         worker_row = select(worker_agents.c.agent_id).where(worker_agents.c.agent_id == agent)
         seen = (
             update(worker_agents)

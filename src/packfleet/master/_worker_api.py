@@ -250,7 +250,9 @@ async def lease(call: Call) -> web.StreamResponse:
                 # An idle worker's next long-poll comes right after its task's report: its look, a
                 # write transaction, found nothing and queued on the catalog's thread beside the
                 # report's follower reading the execution's end (make bench, latency). Waiting on the
-                # earlier ticket misses nothing: every task made ready since notified it.
+                # earlier ticket misses nothing: a task made ready since either fired it (a broadcast,
+                # or no long-poll waiting) or was handed to a waiting long-poll, which takes it or
+                # passes the news on to every ticket (notify_others).
                 ticket, drained = drained, None
                 await wait_any((ticket, own), max(0.0, deadline - loop.time()))
                 handed = ticket.handed

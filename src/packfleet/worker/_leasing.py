@@ -31,8 +31,8 @@ BURST_LEASE_ATTEMPTS = 6
 
 
 #: The longest an idle worker holds its next lease request back for the report of the tasks it
-#: just ran (see LeaseLoop._hold_back); a task submitted meanwhile is leased by another worker's
-#: waiting request, or by this one at most this much later.
+#: just ran, after up to ``lease_linger`` for their end (see LeaseLoop._hold_back); a task submitted
+#: meanwhile is leased by another worker's waiting request, or by this one at most that much later.
 REPORT_HOLD = 0.02
 
 

@@ -345,7 +345,15 @@ class ExecutionService:
         record = submitted.execution
         if not submitted.created:  # an earlier submit's execution: it may have events or have ended
             return submitted, await self.events(record.execution_id, wait=wait)
-        return submitted, await self._follow(record.execution_id, wait=wait, created=(ticket, record))
+        try:
+            page = await self._follow(record.execution_id, wait=wait, created=(ticket, record))
+        except PackfleetError as exc:
+            # The execution exists: an error answer now would have a client without an idempotency
+            # key submit it again. Answered as just created (no events, not finished), the client
+            # follows it with the events route, which says what is wrong if it still is.
+            log.warning("execution %s: waiting for its first events failed: %s", record.execution_id, exc)
+            page = EventPage(record, [], 0)
+        return submitted, page
 
     async def _follow(
         self,

@@ -96,6 +96,7 @@ class WorkerService:
         removed = await remove_from_root(state, thumbprints)
         state.principals.invalidate(thumbprints)
         cut_off(state, thumbprints, f"worker {found.agent_id} deleted")
+        state.drained_looks.pop(found.agent_id, None)
         state.wakeups.notify(TASKS)
         if removed:
             await reload_after_removal(state)
