@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from master.support import MasterHome, context_for, project_archive, raw
-from master.test_worker_routes import Connect, enabled_worker, lease_body
+from master.test_worker_routes import Connect, enabled_worker, lease_body, report_events
 from packfleet.errors import CatalogUnavailable
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
@@ -23,19 +23,7 @@ from packfleet.transport import MasterClient
 
 def _report(agent: str, task: dict[str, Any], outcome: str = "succeeded") -> dict[str, Any]:
     """Two lines and the end of ``task``, in one report as a worker sends them."""
-    events = [
-        {
-            "execution_id": task["execution_id"],
-            "task_id": task["task_id"],
-            "attempt": task["attempt"],
-            "seq": seq,
-            "time": "2024-06-01T12:00:00+00:00",
-            "level": 20,
-            "source": "stdout",
-            "message": f"line {seq}",
-        }
-        for seq in (1, 2)
-    ]
+    events = report_events(task, (1, 2))
     end = {"task_id": task["task_id"], "attempt": task["attempt"], "outcome": outcome, "exit_code": 0}
     return {"agent_id": agent, "events": events, "reports": [end]}
 

@@ -272,7 +272,7 @@ async def test_a_resent_submit_with_its_key_returns_the_same_execution(
     assert sorted(e["execution_id"] for e in listed) == sorted({first["execution_id"], other["execution_id"]})
 
 
-def _events(agent: str, task: dict[str, Any], seqs: tuple[int, ...]) -> list[dict[str, Any]]:
+def report_events(task: dict[str, Any], seqs: tuple[int, ...]) -> list[dict[str, Any]]:
     return [
         {
             "execution_id": task["execution_id"],
@@ -293,7 +293,7 @@ async def test_one_report_carries_the_last_lines_and_the_end_to_a_follower_at_on
 ) -> None:
     worker, agent, execution, task, follow = await _leased_and_followed(mh, manager, connect, tmp_path)
     report = {"task_id": task["task_id"], "attempt": task["attempt"], "outcome": "succeeded", "exit_code": 0}
-    body = {"agent_id": agent, "events": _events(agent, task, (1, 2)), "reports": [report]}
+    body = {"agent_id": agent, "events": report_events(task, (1, 2)), "reports": [report]}
     reply = await worker.request("POST", routes.WORKER_REPORT, json_body=body)
     assert reply == {
         "acknowledged": 2,
@@ -319,7 +319,7 @@ async def test_a_resent_report_is_stored_once_and_an_old_attempts_report_is_stal
     await manager.deploy("default", project_archive(tmp_path))
     execution = await manager.run("default", "etl", "load")
     [task] = (await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent)))["tasks"]
-    events = _events(agent, task, (1,))
+    events = report_events(task, (1,))
     assert await worker.request(
         "POST", routes.WORKER_REPORT, json_body={"agent_id": agent, "events": events}
     ) == {"acknowledged": 1, "stored": 1, "results": []}

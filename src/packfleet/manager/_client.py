@@ -464,8 +464,7 @@ class ManagerClient:
         unavailable: 502/503/504) is sent again, with the same key, for up to ``retry_for`` seconds.
         """
         body = _run_body(folder, project, package, parameters, workers, retry_count, idempotency_key)
-        call = functools.partial(self._call, "POST", routes.ADMIN_EXECUTIONS, json_body=body)
-        return Execution.from_wire(await (_retried(call, retry_for) if idempotency_key else call()))
+        return Execution.from_wire(await self._submit(body, retry_for))
 
     async def run_waiting(
         self,
@@ -489,18 +488,15 @@ class ManagerClient:
         be read, even if it has ended), and the caller follows with :meth:`events`.
         """
         body = _run_body(folder, project, package, parameters, workers, retry_count, idempotency_key)
-        call = functools.partial(
-            self._call,
-            "POST",
-            routes.ADMIN_EXECUTIONS,
-            json_body=body,
-            params={"wait": str(wait)},
-            timeout=wait + _WAIT_MARGIN,
-        )
-        answer = await (_retried(call, retry_for) if idempotency_key else call())
+        answer = await self._submit(body, retry_for, params={"wait": str(wait)}, timeout=wait + _WAIT_MARGIN)
         if isinstance(answer, dict) and "execution_id" in answer:  # an older master: the execution
             return EventPage(Execution.from_wire(answer), [], 0, finished=False)
         return EventPage.from_wire(answer)
+
+    async def _submit(self, body: dict[str, Any], retry_for: float, **options: Any) -> Any:
+        """POST a run; resent for ``retry_for`` seconds only when it carries an idempotency key."""
+        call = functools.partial(self._call, "POST", routes.ADMIN_EXECUTIONS, json_body=body, **options)
+        return await (_retried(call, retry_for) if "idempotency_key" in body else call())
 
     async def list_executions(self, limit: int = 50, status: int | None = None) -> list[Execution]:
         params = {"limit": str(limit)}
