@@ -125,6 +125,7 @@ def test_worker_defaults_match_the_ssis_table() -> None:
         "TasksRootFolder",
         "TaskLogLevel",
         "TaskLogEnabled",
+        "TaskFolderKeepCount",
         "ExecutionLogCacheFolder",
         "ExecutionLogRetryCount",
         "ExecutionLogRetryTimeout",
@@ -141,6 +142,7 @@ def test_worker_defaults_match_the_ssis_table() -> None:
     assert values["ExecutionLogRetryTimeout"] == "7.00:00:00"
     assert (values["TaskRequestMaxCPU"], values["TaskRequestMinMemory"]) == (70.0, 100.0)
     assert (values["MaxTaskCount"], values["TaskLogLevel"], values["TaskLogEnabled"]) == (10, 126, True)
+    assert values["TaskFolderKeepCount"] == 1000
     assert (values["ExecutionLogRetryCount"], values["ExecutionLogMaxBufferLogCount"]) == (3, 10000)
 
 

@@ -96,6 +96,7 @@ class WorkerSettings:
     tasks_root_folder: str = ""
     task_log_level: int = 126
     task_log_enabled: bool = True
+    task_folder_keep_count: int = 1000
     execution_log_cache_folder: str = ""
     execution_log_retry_count: int = 3
     execution_log_retry_timeout: timedelta = timedelta(days=7)
@@ -238,6 +239,7 @@ _WORKER: _Schema[WorkerSettings] = _Schema(
         _Key("TasksRootFolder", "tasks_root_folder", v.read_text),
         _Key("TaskLogLevel", "task_log_level", v.integer(0)),
         _Key("TaskLogEnabled", "task_log_enabled", v.read_bool),
+        _Key("TaskFolderKeepCount", "task_folder_keep_count", v.integer(0)),
         _Key("ExecutionLogCacheFolder", "execution_log_cache_folder", v.read_text),
         _Key("ExecutionLogRetryCount", "execution_log_retry_count", v.integer(0)),
         _Key("ExecutionLogRetryTimeout", "execution_log_retry_timeout", v.read_duration, v.write_duration),

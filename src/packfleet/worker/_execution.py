@@ -32,6 +32,7 @@ from packfleet.packages import PackageEvent, PackageRunner, PackageSpec, RunSpec
 from packfleet.protocol import CompletionReport, EventSource
 from packfleet.worker._logcache import LogCache
 from packfleet.worker._taskbeat import GIVE_UP_REASONS, Running
+from packfleet.worker._taskfolders import TaskFolders
 from packfleet.worker._tasklog import TaskLog, make_private_folder
 
 log = logging.getLogger("packfleet.worker")
@@ -98,6 +99,7 @@ class TaskExecution:
         *,
         home: Path,
         settings: WorkerSettings,
+        folders: TaskFolders,
         worker: str,
         cache: LogCache,
         runner: PackageRunner,
@@ -121,6 +123,9 @@ class TaskExecution:
         self._clock = clock
         a = self.assignment
         self.task_dir = settings.tasks_root(home) / f"{a.execution_id}-{a.attempt}"
+        self._folders = folders
+        #: The folder exists already: a spare was renamed into place (see TaskFolders).
+        self._folder_ready = False
         self.where = f"execution {a.execution_id} task {a.task_id} attempt {a.attempt}"
         self._task_log: TaskLog | None = None
         self._sleep = sleep
@@ -138,7 +143,9 @@ class TaskExecution:
     async def run(self) -> CompletionReport | None:
         a = self.assignment
         self.cache.open_attempt(a.execution_id, a.task_id, a.attempt)
-        # task.log (and a pooled task's folder) are made by the first line it keeps (see TaskLog).
+        # Before anything is written in it: a spare folder can only be renamed into an absent name.
+        self._folder_ready = self._folders.claim(self.task_dir, task_log=self.settings.task_log_enabled)
+        # Else task.log (and a pooled task's folder) are made by the first line it keeps (see TaskLog).
         self._task_log = TaskLog(
             self.task_dir / "task.log",
             enabled=self.settings.task_log_enabled,
@@ -156,6 +163,7 @@ class TaskExecution:
                 report = None
             self._record_loss()
             self._task_log.close()
+            self._folders.ended(self.task_dir)
             self.cache.finish(a.task_id, a.attempt, report)
             self._notify()
         return report
@@ -330,7 +338,7 @@ class TaskExecution:
                 parameters=dict(a.parameters),
                 task_dir=self.task_dir,
             )
-            if spec.package.isolation != "pooled":
+            if spec.package.isolation != "pooled" and not self._folder_ready:
                 self._make_folder()
             handle: TaskHandle = await self.runner.launch(spec, self.on_event)
         except PackageError as exc:

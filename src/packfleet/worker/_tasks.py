@@ -25,6 +25,7 @@ from packfleet.worker._logcache import LogCache
 from packfleet.worker._pacing import AgentEvents, Pause
 from packfleet.worker._projects import ProjectCache
 from packfleet.worker._taskbeat import LeaseKey, Running, TaskBeat, lease_key
+from packfleet.worker._taskfolders import TaskFolders
 from packfleet.worker._timing import AgentTiming
 
 log = logging.getLogger("packfleet.worker")
@@ -63,6 +64,9 @@ class TaskRunner:
         self.running: dict[LeaseKey, Running] = {}
         #: The asyncio task of each attempt this runner started, by lease.
         self.executions: dict[LeaseKey, asyncio.Task[CompletionReport | None]] = {}
+        self._spawn = spawn
+        self._folders: TaskFolders | None = None
+        self._folders = self._task_folders(settings())
         self.taskbeat = TaskBeat(
             self.running,
             link.post,
@@ -71,6 +75,21 @@ class TaskRunner:
             cancel_grace=timing.cancel_grace,
             clock=clock,
         )
+
+    def _task_folders(self, settings: WorkerSettings) -> TaskFolders:
+        """The task folders of the current ``TasksRootFolder`` (a reload may move it)."""
+        root = settings.tasks_root(self.home)
+        folders = self._folders
+        if folders is None or folders.root != root:
+            folders = TaskFolders(
+                root,
+                keep=settings.task_folder_keep_count,
+                spares=settings.max_task_count,
+                spawn=self._spawn,
+            )
+        folders.keep = settings.task_folder_keep_count
+        folders.spares_wanted = settings.max_task_count
+        return folders
 
     @property
     def capacity(self) -> int:
@@ -93,10 +112,13 @@ class TaskRunner:
         try:
             if not await self._supersede(running):
                 return None
+            settings = self._settings()
+            self._folders = self._task_folders(settings)
             execution = TaskExecution(
                 running,
                 home=self.home,
-                settings=self._settings(),
+                settings=settings,
+                folders=self._folders,
                 worker=self._worker_name(),
                 cache=self.cache,
                 runner=self.runner,
