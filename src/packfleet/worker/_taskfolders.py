@@ -61,8 +61,11 @@ class TaskFolders:
         #: Emptied folders ready to become a new attempt's folder.
         self.spares: list[Path] = []
         self._next_spare = 0
-        #: Folders for the thread: (folder, the spare it becomes, or None to delete it).
-        self._slow: deque[tuple[Path, Path | None]] = deque()
+        #: Work for the thread: (folder, the spare it becomes or None to delete it), or (None, a
+        #: spare to make anew).
+        self._slow: deque[tuple[Path | None, Path | None]] = deque()
+        #: Whether a new spare gets an empty task.log: as the last attempt was told (TaskLogEnabled).
+        self._task_log = True
         self._tidying: asyncio.Task[Any] | None = None
         self._scan()
 
@@ -93,6 +96,7 @@ class TaskFolders:
         ``task_log``: keep the spare's empty ``task.log`` (else it is removed, as a folder whose
         task log is switched off has none).
         """
+        self._task_log = task_log
         while self.spares:
             spare = self.spares.pop()
             try:
@@ -108,6 +112,7 @@ class TaskFolders:
                     os.unlink(folder / TASK_LOG)
             self._tidy()
             return True
+        self._tidy()
         return False
 
     def ended(self, folder: Path) -> None:
@@ -124,8 +129,7 @@ class TaskFolders:
         while self.keep > 0 and len(self.ended_folders) > self.keep:
             if len(self.spares) < self.spares_wanted:
                 oldest = self.ended_folders.popleft()
-                spare = self.root / f".spare-{self._next_spare}"
-                self._next_spare += 1
+                spare = self._spare_name()
                 made = make_spare(oldest, spare, quick=True)
                 if made:
                     self.spares.append(spare)
@@ -135,15 +139,30 @@ class TaskFolders:
                 self._slow.append((self.ended_folders.popleft(), None))
             else:
                 break
+        # Nothing to reuse yet (a new worker, or keep 0): new spares are made ahead in the thread,
+        # so an idle worker's next task does not wait for its folder. Under load this is the same
+        # work a task would do itself.
+        if self.keep == 0 or len(self.ended_folders) <= self.keep:
+            coming = sum(1 for _, spare in self._slow if spare is not None)
+            for _ in range(self.spares_wanted - len(self.spares) - coming):
+                self._slow.append((None, self._spare_name()))
         if self._slow and (self._tidying is None or self._tidying.done()):
             self._tidying = self._spawn(self._tidy_slowly())
 
+    def _spare_name(self) -> Path:
+        self._next_spare += 1
+        return self.root / f".spare-{self._next_spare - 1}"
+
     async def _tidy_slowly(self) -> None:
-        """The folders :meth:`_tidy` left to a thread, one per hop (a worker stopping waits for one)."""
+        """The work :meth:`_tidy` left to a thread, one folder per hop (a worker stopping waits for one)."""
         while self._slow:
             folder, spare = self._slow.popleft()
             if spare is None:
-                await asyncio.to_thread(_delete, folder)
+                if folder is not None:
+                    await asyncio.to_thread(_delete, folder)
+            elif folder is None:
+                if await asyncio.to_thread(make_new_spare, spare, task_log=self._task_log):
+                    self.spares.append(spare)
             elif await asyncio.to_thread(make_spare, folder, spare):
                 self.spares.append(spare)
 
@@ -182,6 +201,21 @@ def make_spare(folder: Path, spare: Path, *, quick: bool = False) -> bool | None
         return False
     finally:
         os.close(fd)
+
+
+def make_new_spare(spare: Path, *, task_log: bool) -> bool:
+    """A new empty folder ``spare`` (private), with an empty ``task.log`` if ``task_log``."""
+    try:
+        spare.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.mkdir(spare, 0o700)
+        if task_log:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            os.close(os.open(spare / TASK_LOG, flags, 0o666))
+        return True
+    except OSError as exc:
+        log.warning("cannot make a task folder in %s (%s)", spare.parent, exc)
+        _delete(spare)
+        return False
 
 
 def _empty(fd: int, names: list[str]) -> None:
