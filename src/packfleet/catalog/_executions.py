@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Executable,
     Row,
     Select,
     bindparam,
@@ -30,6 +29,7 @@ from packfleet.catalog._base import (
     SystemEvent,
     canonical_agent_id,
 )
+from packfleet.catalog._prepared import Prepared
 from packfleet.catalog._records import (
     EventInput,
     EventRecord,
@@ -50,6 +50,19 @@ from packfleet.catalog._schema import (
 )
 from packfleet.errors import Conflict, InvalidValue, NotFound, VersionChanged
 from packfleet.protocol import EVENT_SOURCES, FINISHED_EXECUTION, ExecutionStatus, MessageType, TaskStatus
+
+# The columns a worker's event message sets (the id is the database's).
+_EVENT_COLUMNS = (
+    "execution_id",
+    "task_id",
+    "attempt",
+    "seq",
+    "message_time",
+    "message_type",
+    "message_source",
+    "message",
+    "received_at",
+)
 
 
 def _execution_query() -> Select[Any]:
@@ -596,7 +609,7 @@ class ExecutionCatalog(CatalogBase):
         agent_id: str,
         events: Sequence[EventInput],
         received: datetime,
-        found: Sequence[Row[Any]] | None = None,
+        found: Sequence[Any] | None = None,
     ) -> int:
         """:meth:`add_events` inside the caller's transaction (events already checked).
 
@@ -605,7 +618,7 @@ class ExecutionCatalog(CatalogBase):
         """
         leases_of, insert = self._event_statements
         if found is None:
-            found = conn.execute(leases_of, {"ids": sorted({e.task_id for e in events})}).all()
+            found = leases_of.rows(conn, {"ids": sorted({e.task_id for e in events})})
         leases = {(row.id, row.attempt): row.execution_id for row in found if row.agent_id == agent_id}
         rows = [
             {
@@ -624,11 +637,12 @@ class ExecutionCatalog(CatalogBase):
         ]
         if not rows:
             return 0
-        return len(conn.execute(insert, rows).all())
+        # The driver's row count leaves out the resent events ON CONFLICT skipped.
+        return insert.run_many(conn, rows)
 
     @functools.cached_property
-    def _event_statements(self) -> tuple[Executable, Executable]:
-        """The statements of :meth:`add_events`, built once with bound parameters.
+    def _event_statements(self) -> tuple[Prepared, Prepared]:
+        """The statements of :meth:`add_events`, built once with bound parameters, run as :class:`Prepared`.
 
         make bench: built on each report, with the task ids as literals, building and keying them
         cost the master more than SQLite running them (half of a no-op's report transaction).
@@ -636,12 +650,14 @@ class ExecutionCatalog(CatalogBase):
         leases_of = select(tasks.c.id, tasks.c.execution_id, tasks.c.attempt, tasks.c.agent_id).where(
             tasks.c.id.in_(bindparam("ids", expanding=True))
         )
+        # inline(): no RETURNING of the new ids, which PostgreSQL's compiler would otherwise add.
         insert = (
             self._insert(event_messages)
             .on_conflict_do_nothing(index_elements=["task_id", "attempt", "seq"])
-            .returning(event_messages.c.id)
+            .inline()
         )
-        return leases_of, insert
+        dialect = self._engine.dialect
+        return Prepared(leases_of, dialect), Prepared(insert, dialect, column_keys=_EVENT_COLUMNS)
 
     def get_events(self, execution_id: int, *, after_id: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Event messages of an execution in arrival order, paged by ``after_id`` (the last id seen)."""

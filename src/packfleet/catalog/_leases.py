@@ -21,7 +21,6 @@ from sqlalchemy import (
     Connection,
     Executable,
     Integer,
-    Row,
     Select,
     String,
     Text,
@@ -41,6 +40,7 @@ from packfleet.catalog._base import (
     SystemEvent,
     canonical_agent_id,
 )
+from packfleet.catalog._prepared import Prepared
 from packfleet.catalog._records import (
     CompletionReport,
     CompletionResult,
@@ -150,14 +150,15 @@ class LeaseCatalog(CatalogBase):
         return _PackageSpecs()
 
     @functools.cached_property
-    def _lease_statements(self) -> tuple[Executable, Executable, Executable]:
+    def _lease_statements(self) -> tuple[Prepared, Prepared, Executable]:
         """The three statements of :meth:`lease_tasks`, built once with bound parameters.
 
         make bench: the lease was the master's largest catalog cost with five statements, and
         building SQLAlchemy constructs on each call cost more than SQLite running them. Now:
         pick-and-update the tasks with UPDATE ... RETURNING (SQLite >= 3.35 and PostgreSQL), the
         enabled check folded into the pick; the same for their executions; then their packages,
-        only for versions not in :attr:`_package_specs` already.
+        only for versions not in :attr:`_package_specs` already. The first two run on every lease, as
+        :class:`Prepared` statements; the third seldom, through SQLAlchemy.
         """
         agent = bindparam("agent", type_=String)
         enabled = exists().where(worker_agents.c.agent_id == agent, worker_agents.c.is_enabled)
@@ -215,7 +216,8 @@ class LeaseCatalog(CatalogBase):
                 packages.c.name.in_(bindparam("names", expanding=True)),
             )
         )
-        return pick, start, packages_of
+        dialect = self._engine.dialect
+        return Prepared(pick, dialect), Prepared(start, dialect), packages_of
 
     def lease_tasks(self, agent_id: str, capacity: int, lease_seconds: float) -> list[TaskAssignment]:
         """Lease up to ``capacity`` of the oldest ready tasks ``agent_id`` may run.
@@ -240,12 +242,10 @@ class LeaseCatalog(CatalogBase):
                 "now": now,
                 "alive_since": now - timedelta(seconds=lease_seconds),
             }
-            leased = conn.execute(pick, params).all()
+            leased = pick.rows(conn, params)
             if not leased:
                 return []
-            running = conn.execute(
-                start, {"ids": sorted({row.execution_id for row in leased}), "now": now}
-            ).all()
+            running = start.rows(conn, {"ids": sorted({row.execution_id for row in leased}), "now": now})
             by_execution = {row.id: row for row in running}
             wanted = {(row.project_version_id, row.package) for row in running}
             specs = self._package_specs.get(wanted)
@@ -299,11 +299,11 @@ class LeaseCatalog(CatalogBase):
         now = self.now()
         held_rows, worker_row, seen, renew = self._extend_statements
         with self._write() as conn:
-            rows = conn.execute(
-                held_rows, {"ids": sorted({task_id for task_id, _ in leases}), "agent": agent_id}
-            ).all()
+            rows = held_rows.rows(
+                conn, {"ids": sorted({task_id for task_id, _ in leases}), "agent": agent_id}
+            )
             by_id = {row.id: row for row in rows}
-            known = conn.scalar(worker_row, {"agent": agent_id})
+            known = worker_row.scalar(conn, {"agent": agent_id})
             extended: list[int] = []
             cancel: list[int] = []
             lost: list[int] = []
@@ -324,13 +324,13 @@ class LeaseCatalog(CatalogBase):
                     cancel.append(task_id)
             if known is not None:
                 # A task heartbeat shows the worker alive as well as its own heartbeat does.
-                conn.execute(seen, {"agent": agent_id, "now": now})
+                seen.run(conn, {"agent": agent_id, "now": now})
             if extended:
-                conn.execute(renew, {"ids": extended, "expires": now + timedelta(seconds=lease_seconds)})
+                renew.run(conn, {"ids": extended, "expires": now + timedelta(seconds=lease_seconds)})
         return LeaseStatus(extended=extended, cancel=cancel, lost=lost)
 
     @functools.cached_property
-    def _extend_statements(self) -> tuple[Executable, Executable, Executable, Executable]:
+    def _extend_statements(self) -> tuple[Prepared, Prepared, Prepared, Prepared]:
         """The statements of :meth:`extend_leases`, built once (see :attr:`_lease_statements`)."""
         agent = bindparam("agent", type_=String)
         held_rows = self._lock(
@@ -360,7 +360,13 @@ class LeaseCatalog(CatalogBase):
                 lease_expires_at=bindparam("expires", type_=UtcDateTime),
             )
         )
-        return held_rows, worker_row, seen, renew
+        dialect = self._engine.dialect
+        return (
+            Prepared(held_rows, dialect),
+            Prepared(worker_row, dialect),
+            Prepared(seen, dialect),
+            Prepared(renew, dialect),
+        )
 
     def complete_task(
         self,
@@ -397,7 +403,7 @@ class LeaseCatalog(CatalogBase):
         agent_id: str,
         reports: Sequence[CompletionReport],
         now: datetime,
-        rows: Sequence[Row[Any]] | None = None,
+        rows: Sequence[Any] | None = None,
     ) -> list[CompletionResult]:
         """:meth:`complete_tasks` inside the caller's transaction (outcomes already checked).
 
@@ -442,13 +448,13 @@ class LeaseCatalog(CatalogBase):
         self._system_events(conn, refusals)
         return results
 
-    def _completion_rows(self, conn: Connection, task_ids: set[int]) -> Sequence[Row[Any]]:
+    def _completion_rows(self, conn: Connection, task_ids: set[int]) -> list[Any]:
         """The rows of tasks ``task_ids`` as a completion needs them, locked on PostgreSQL."""
         lookup, _, _ = self._completion_statements
-        return conn.execute(lookup, {"ids": sorted(task_ids)}).all()
+        return lookup.rows(conn, {"ids": sorted(task_ids)})
 
     @functools.cached_property
-    def _completion_statements(self) -> tuple[Executable, Executable, Executable]:
+    def _completion_statements(self) -> tuple[Prepared, Prepared, Prepared]:
         """The statements of :meth:`complete_tasks`, built once (see :attr:`_lease_statements`)."""
         lookup = self._lock(
             select(
@@ -480,12 +486,13 @@ class LeaseCatalog(CatalogBase):
                 ended_at=bindparam("_ended", type_=UtcDateTime),
             )
         )
-        return lookup, end_tasks, end_executions
+        dialect = self._engine.dialect
+        return Prepared(lookup, dialect), Prepared(end_tasks, dialect), Prepared(end_executions, dialect)
 
     def _apply_completions(self, conn: Connection, changes: list[dict[str, Any]]) -> None:
         _, end_tasks, end_executions = self._completion_statements
-        conn.execute(end_tasks, changes)
-        conn.execute(end_executions, changes)
+        end_tasks.run_many(conn, changes)
+        end_executions.run_many(conn, changes)
 
     def renew_leases(self, grace: timedelta) -> int:
         """Give every held lease at least ``grace`` from now; return how many were renewed.

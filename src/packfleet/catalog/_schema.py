@@ -8,7 +8,9 @@ create exactly this schema; ``tests/catalog/test_migrations.py`` compares the tw
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -60,6 +62,25 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        """:meth:`process_bind_param`, then on SQLite the text of SQLAlchemy's ``DATETIME``, in one step.
+
+        make bench: a report binds a few datetimes per event message, and the two steps (this type's,
+        then ``DATETIME``'s ``%``-format of a dict) were a tenth of the catalog thread's work. The text
+        is the same, ``YYYY-MM-DD HH:MM:SS.ffffff`` (tests/catalog/test_prepared.py compares them).
+        """
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is not None:
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            return value.isoformat(" ", "microseconds")
+
+        return process
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
