@@ -67,6 +67,8 @@ _OUTCOMES: dict[str, tuple[TaskStatus, ExecutionStatus]] = {
     "canceled": (TaskStatus.CANCELED, ExecutionStatus.CANCELED),
 }
 _LEASED = [int(s) for s in LEASED_TASK]
+# Built once: an idle worker's woken long-poll asks it before every lease (make bench, latency).
+_LAST_ONLINE = select(worker_agents.c.last_online_time).where(worker_agents.c.agent_id == bindparam("agent"))
 
 
 def _allowed_for(agent_id: str | ColumnElement[str]) -> ColumnElement[bool]:
@@ -538,11 +540,7 @@ class LeaseCatalog(CatalogBase):
         """Whether ``agent_id`` heartbeated (agent or task heartbeat) within ``within`` of now."""
         since = self.now() - within
         with self._read() as conn:
-            seen = conn.scalar(
-                select(worker_agents.c.last_online_time).where(
-                    worker_agents.c.agent_id == canonical_agent_id(agent_id)
-                )
-            )
+            seen = conn.scalar(_LAST_ONLINE, {"agent": canonical_agent_id(agent_id)})
         return seen is not None and seen >= since
 
     def sweep_expired_leases(self) -> SweepResult:
