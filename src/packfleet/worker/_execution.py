@@ -97,7 +97,6 @@ class TaskExecution:
         self,
         running: Running,
         *,
-        home: Path,
         settings: WorkerSettings,
         folders: TaskFolders,
         worker: str,
@@ -122,7 +121,7 @@ class TaskExecution:
         self._notify = notify
         self._clock = clock
         a = self.assignment
-        self.task_dir = settings.tasks_root(home) / f"{a.execution_id}-{a.attempt}"
+        self.task_dir = folders.root / f"{a.execution_id}-{a.attempt}"
         self._folders = folders
         #: The folder exists already: a spare was renamed into place (see TaskFolders).
         self._folder_ready = False

@@ -97,22 +97,25 @@ class TaskFolders:
         task log is switched off has none).
         """
         self._task_log = task_log
+        claimed = self._rename_a_spare(folder)
+        if claimed and not task_log:
+            with contextlib.suppress(OSError):
+                os.unlink(folder / TASK_LOG)
+        self._tidy()
+        return claimed
+
+    def _rename_a_spare(self, folder: Path) -> bool:
         while self.spares:
             spare = self.spares.pop()
             try:
                 os.rename(spare, folder)
+                return True
             except FileNotFoundError:  # deleted behind the worker's back: try the next one
                 continue
             except OSError as exc:  # the name is taken (by an attempt run before): made as before
                 self.spares.append(spare)
                 log.debug("task folder %s: a spare could not be used (%s)", folder, exc)
                 return False
-            if not task_log:
-                with contextlib.suppress(OSError):
-                    os.unlink(folder / TASK_LOG)
-            self._tidy()
-            return True
-        self._tidy()
         return False
 
     def ended(self, folder: Path) -> None:

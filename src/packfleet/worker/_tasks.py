@@ -116,7 +116,6 @@ class TaskRunner:
             self._folders = self._task_folders(settings)
             execution = TaskExecution(
                 running,
-                home=self.home,
                 settings=settings,
                 folders=self._folders,
                 worker=self._worker_name(),
