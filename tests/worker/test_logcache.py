@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,44 @@ async def test_a_commit_covers_what_was_written_before_it_only(tmp_path: Path) -
     assert [e.task_id for e in cache.pending_events(10)] == [1]
     await cache.commit()
     assert [e.task_id for e in cache.pending_events(10)] == [1, 2]
+
+
+async def test_what_a_commit_covers_is_sent_while_its_fsync_runs_and_durable_when_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = LogCache(tmp_path)
+    cache.load()
+    fill(cache, 1, 2)
+    report = CompletionReport(task_id=1, attempt=1, outcome="succeeded", exit_code=0, message="ok")
+    cache.finish(1, 1, report)
+    release = threading.Event()
+    synced: list[int] = []
+    real_fsync = cache._fsync
+
+    def slow_fsync(fds: list[int], sync_dir: bool) -> None:
+        assert release.wait(10), "the test never released the fsync"
+        real_fsync(fds, sync_dir)
+        synced.extend(fds)
+
+    monkeypatch.setattr(cache, "_fsync", slow_fsync)
+    durable = await cache.start_commit()
+    # The fsync has not returned, yet what it covers is handed out: events, then the report with them.
+    batch = cache.pending_events(10)
+    assert [e.seq for e in batch] == [1, 2]
+    assert cache.completions_with(batch) == [report]
+    fill(cache, 2, 1)  # written after the commit started: the next commit's
+    assert [e.task_id for e in cache.pending_events(10)] == [1, 1]
+    # The master answers before the fsync ends: the journal may retire its segment meanwhile.
+    cache.acknowledge(cache.pending_events(10))
+    cache.settle(1, 1)
+    assert not durable.done()
+    release.set()
+    await durable
+    assert synced, "the commit fsynced the active segment"
+    await cache.commit()
+    assert [e.task_id for e in cache.pending_events(10)] == [2]
+    cache.close()
+    assert LogCache(tmp_path).load() == 1  # task 2's event, durable and not yet acknowledged
 
 
 def test_segments_rotate_and_are_deleted_once_acknowledged_and_settled(

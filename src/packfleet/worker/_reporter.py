@@ -97,10 +97,19 @@ class Reporter:
             return await self._report()
 
     async def _report(self) -> bool:
-        # One group commit (one fsync) per pass, then rounds until what it covered is sent. What
-        # packages write meanwhile waits for the next pass, after the caller's linger: under load
-        # that gathers many tasks' records into one fsync and one request (make bench).
-        await self.cache.commit()
+        # One group commit (one fsync) per pass, and rounds until what it covers is sent. The
+        # rounds go while its fsync runs: the master keeps what it acknowledges, and the pass ends
+        # only once the rest is durable here. What packages write meanwhile waits for the next
+        # pass, after the caller's linger: under load that gathers many tasks' records into one
+        # fsync and one request (make bench).
+        committing = await self.cache.start_commit()
+        try:
+            return await self._rounds()
+        finally:
+            # Shielded: a cancelled pass still lets its fsync finish and close what it retired.
+            await asyncio.shield(committing)
+
+    async def _rounds(self) -> bool:
         for _ in range(MAX_ROUNDS):
             batch = _within_budget(self.cache.pending_events(self.batch_size))
             if self._clock() >= self._apart_until:
