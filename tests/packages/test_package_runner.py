@@ -9,7 +9,7 @@ import os
 import sqlite3
 import time
 from dataclasses import replace
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +18,7 @@ import pytest
 
 from packfleet.errors import PackageError
 from packfleet.packages import PackageRunner, Project, load_project
+from packfleet.packages._runner import START_LINE_DELAY
 
 from .conftest import Run, launch
 
@@ -74,6 +75,41 @@ async def test_load_succeeds_with_log_and_stdout_events_in_order(
     assert all(e.time.tzinfo is UTC for e in run.events)
     with sqlite3.connect(database) as db:
         assert db.execute("select count(*), sum(quantity) from orders").fetchone()[0] == 38
+
+
+@pytest.mark.parametrize("isolation", ["fresh", "pooled"])
+async def test_a_quick_silent_task_has_one_line_that_says_where_it_ran_and_how_it_ended(
+    runner: PackageRunner, etl_dir: Path, etl: Project, tmp_path: Path, isolation: Isolation
+) -> None:
+    spec = replace(etl.packages["noop"], isolation=isolation)
+    before = datetime.now(UTC)
+    run = await launch(runner, etl_dir, etl, spec, tmp_path)
+
+    result = await run.wait()
+    assert result.outcome == "succeeded"
+    [line] = run.events
+    assert (line.source, line.level) == ("system", logging.INFO)
+    started = f"package 'noop' started in process {run.handle.pid} ({isolation})"
+    assert line.message == f"{started}; {result.message}"
+    assert before <= line.time <= datetime.now(UTC)  # when the process started
+
+
+@pytest.mark.parametrize("isolation", ["fresh", "pooled"])
+async def test_a_running_silent_task_shows_where_it_runs_before_it_ends(
+    runner: PackageRunner, etl_dir: Path, etl: Project, tmp_path: Path, isolation: Isolation
+) -> None:
+    spec = replace(etl.packages["sleep"], isolation=isolation)
+    run = await launch(runner, etl_dir, etl, spec, tmp_path, {"seconds": 5 * START_LINE_DELAY})
+    deadline = time.monotonic() + 10.0
+    while not run.events:
+        assert not run.handle.done, "the task ended before its start line was passed on"
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert run.events[0].message == f"package 'sleep' started in process {run.handle.pid} ({isolation})"
+
+    result = await run.wait()
+    assert result.outcome == "succeeded"
+    assert [e.message for e in run.events[1:]] == [f"slept 1 s of {5 * START_LINE_DELAY:g}", result.message]
 
 
 async def test_default_database_lands_in_the_task_folder(
@@ -362,8 +398,8 @@ async def test_pooled_task_runs_fresh_when_every_slot_is_busy(
         extra = await launch(runner, etl_dir, etl, "noop", tmp_path)
 
         assert (await extra.wait()).outcome == "succeeded"
-        assert "(fresh)" in extra.events[0].message and "(pooled)" in busy.events[0].message
         assert (await busy.wait()).outcome == "succeeded"
+        assert "(fresh)" in extra.events[0].message and "(pooled)" in busy.events[0].message
     finally:
         await runner.close()
 
