@@ -230,22 +230,28 @@ def _nested(hint: Any) -> type | None:
     return None
 
 
+@functools.cache
+def _fields(cls: type) -> tuple[tuple[str, type | None], ...]:
+    """Each field of ``cls`` and the answer dataclass inside it, if any: worked out once per class
+    (walking the type hints for every field of every answer was most of a client's decode)."""
+    hints = _hints(cls)
+    return tuple((f.name, _nested(hints[f.name])) for f in dataclasses.fields(cls))
+
+
 def _known(cls: type, data: Any, where: str) -> Any:
     """``data`` with only the fields ``cls`` declares, recursively (nested answers and lists of them)."""
     if not isinstance(data, dict):
         raise ProtocolError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    hints = _hints(cls)
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
+    for name, inner in _fields(cls):
+        if name not in data:
             continue
-        value = data[f.name]
-        inner = _nested(hints[f.name])
+        value = data[name]
         if inner is not None and isinstance(value, list):
-            value = [_known(inner, v, f"{where}.{f.name}[{i}]") for i, v in enumerate(value)]
+            value = [_known(inner, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
         elif inner is not None and isinstance(value, dict):
-            value = _known(inner, value, f"{where}.{f.name}")
-        out[f.name] = value
+            value = _known(inner, value, f"{where}.{name}")
+        out[name] = value
     return out
 
 
