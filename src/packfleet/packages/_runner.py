@@ -66,7 +66,7 @@ EventCallback = Callable[[PackageEvent], None]
 
 #: How long a task's "started in process" line waits to be written as one line with its end line.
 #: A task that ends sooner, with no output, has one event where it had two: each event costs the
-#: worker's journal, the report and the master's catalog a row (make bench: about 5 % of a pooled
+#: worker's journal, the report and the master's catalog a row (make bench: about 7 % of a pooled
 #: no-op's CPU). A task still running by then, or writing anything, shows the line as before, with
 #: the time its process started.
 START_LINE_DELAY = 0.1
