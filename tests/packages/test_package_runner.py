@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from packfleet.errors import PackageError
-from packfleet.packages import PackageRunner, Project, load_project
+from packfleet.packages import PackageRunner, Project, _runner, load_project
 from packfleet.packages._runner import START_LINE_DELAY
 
 from .conftest import Run, launch
@@ -79,8 +79,15 @@ async def test_load_succeeds_with_log_and_stdout_events_in_order(
 
 @pytest.mark.parametrize("isolation", ["fresh", "pooled"])
 async def test_a_quick_silent_task_has_one_line_that_says_where_it_ran_and_how_it_ended(
-    runner: PackageRunner, etl_dir: Path, etl: Project, tmp_path: Path, isolation: Isolation
+    runner: PackageRunner,
+    etl_dir: Path,
+    etl: Project,
+    tmp_path: Path,
+    isolation: Isolation,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # "Quick" is what ends within the delay: a long one, so a loaded machine cannot make it slow.
+    monkeypatch.setattr(_runner, "START_LINE_DELAY", 30.0)
     spec = replace(etl.packages["noop"], isolation=isolation)
     before = datetime.now(UTC)
     run = await launch(runner, etl_dir, etl, spec, tmp_path)
