@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -89,6 +89,9 @@ async def pair(pg_url: str, tmp_path: Path) -> AsyncIterator[Pair]:
     finally:
         await pair.b.stop()
         await pair.a.stop()
+
+
+T = TypeVar("T")
 
 
 async def _until(what: str, check: Callable[[], Any], timeout: float = 10.0) -> float:
@@ -192,28 +195,43 @@ async def test_a_worker_certificate_added_through_one_master_is_trusted_by_the_o
     assert reply["state"] == "enabled"
 
 
-async def _first_heartbeat(
-    cred: Credential, home: MasterHome, server: MasterServer, folder: Path, *, within: float
-) -> dict[str, Any]:
-    """A new worker's first heartbeat on ``server``: its handshake passes, and it registers.
+async def _retried(call: Callable[[int], Awaitable[T]], accept: Callable[[T], bool], *, within: float) -> T:
+    """``call(attempt)`` again until ``accept`` takes its answer, for up to ``within`` seconds.
 
-    Tried again on a refused handshake for up to ``within`` seconds, each time on a new connection.
+    A master writes its Root store first and serves the new trust after, so a handshake in between
+    sees the old trust; each attempt makes a new connection. After ``within`` the last answer (or
+    the refused handshake's error) stands.
     """
     started = time.monotonic()
     for attempt in range(200):
+        try:
+            answer = await call(attempt)
+        except TransportError:
+            if time.monotonic() - started > within:
+                raise
+        else:
+            if accept(answer) or time.monotonic() - started > within:
+                return answer
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no accepted answer in 200 attempts within {within} s")
+
+
+async def _first_heartbeat(
+    cred: Credential, home: MasterHome, server: MasterServer, folder: Path, *, within: float
+) -> dict[str, Any]:
+    """A new worker's first heartbeat on ``server``: its handshake passes, and it registers."""
+
+    async def beat(attempt: int) -> dict[str, Any]:
         worker = client_for(cred, home, server, folder / str(attempt))
         try:
             reply: dict[str, Any] = await worker.request(
                 "POST", routes.WORKER_HEARTBEAT, json_body=heartbeat_body(new_agent_id())
             )
-            return reply
-        except TransportError:
-            if time.monotonic() - started > within:
-                raise
         finally:
             await worker.close()
-        await asyncio.sleep(0.02)
-    raise AssertionError("no heartbeat got through")
+        return reply
+
+    return await _retried(beat, lambda _: True, within=within)
 
 
 async def _admin_call_on(pair: Pair, server: MasterServer, cred: Credential, folder: str) -> int | None:
@@ -231,15 +249,12 @@ async def _admin_call_on(pair: Pair, server: MasterServer, cred: Credential, fol
 async def _admin_call_until(
     pair: Pair, server: MasterServer, cred: Credential, folder: str, wanted: int | None
 ) -> int | None:
-    """:func:`_admin_call_on` again until it answers ``wanted``, for up to AT_ONCE seconds: a master
-    writes its Root store first, then serves the new trust, and a call in between sees the old."""
-    started = time.monotonic()
-    for attempt in range(100):
-        status = await _admin_call_on(pair, server, cred, f"{folder}-{attempt}")
-        if status == wanted or time.monotonic() - started > AT_ONCE:
-            return status
-        await asyncio.sleep(0.02)
-    return status
+    """:func:`_admin_call_on` again until it answers ``wanted``, for up to AT_ONCE seconds."""
+    return await _retried(
+        lambda attempt: _admin_call_on(pair, server, cred, f"{folder}-{attempt}"),
+        lambda status: status == wanted,
+        within=AT_ONCE,
+    )
 
 
 async def test_an_identity_pinned_on_one_master_administers_the_other_until_revoked(pair: Pair) -> None:

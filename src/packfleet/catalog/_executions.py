@@ -89,10 +89,6 @@ class _SubmitStatements(NamedTuple):
     insert_task: Prepared
 
 
-def _first(rows: list[Any]) -> Any:
-    return rows[0] if rows else None
-
-
 class _ReadStatements(NamedTuple):
     execution: Prepared
     allowed: Prepared
@@ -199,8 +195,7 @@ class ExecutionCatalog(CatalogBase):
         ]
 
     def _load_execution(self, conn: Connection, execution_id: int) -> ExecutionRecord:
-        found = self._read_statements.execution.rows(conn, {"execution_id": execution_id})
-        row = found[0] if found else None
+        row = self._read_statements.execution.first(conn, {"execution_id": execution_id})
         if row is None:
             raise NotFound(
                 f"no execution {execution_id}",
@@ -303,14 +298,14 @@ class ExecutionCatalog(CatalogBase):
         folder, project, wanted = request.folder, request.project, request.project_version_id
         names = {"folder": folder, "project": project, "package": request.package}
         if wanted is None or if_newest:
-            row = _first(self._submit_statements.newest.rows(conn, names))
+            row = self._submit_statements.newest.first(conn, names)
             if if_newest and (row is None or row.id != wanted):
                 raise VersionChanged(
                     f"project {folder}/{project} has a newer version than {wanted}",
                     fix="submit again: the master checks it against the newest version",
                 )
         else:
-            row = _first(self._submit_statements.version_by_id.rows(conn, {**names, "wanted": wanted}))
+            row = self._submit_statements.version_by_id.first(conn, {**names, "wanted": wanted})
             if row is None:
                 raise NotFound(
                     f"project version id {wanted} is not a version of {folder}/{project}",

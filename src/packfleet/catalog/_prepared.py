@@ -103,10 +103,15 @@ class Prepared:
             return list(map(make, fetched))
         return [make([p(v) if p else v for p, v in zip(processors, row, strict=True)]) for row in fetched]
 
+    def first(self, conn: Connection, params: Params) -> Any:
+        """The first result row, or None without rows."""
+        found = self.rows(conn, params)
+        return found[0] if found else None
+
     def scalar(self, conn: Connection, params: Params) -> Any:
         """The first column of the first row, or None without rows."""
-        found = self.rows(conn, params)
-        return found[0][0] if found else None
+        row = self.first(conn, params)
+        return None if row is None else row[0]
 
     def run(self, conn: Connection, params: Params) -> int:
         """Execute with ``params``; return the driver's row count."""
