@@ -1,9 +1,11 @@
 """``bench-peers``: packfleet and its peers (Celery 5 + Redis, Dask distributed) side by side.
 
-All three run at the same time on the same machine, each over mutual TLS: packfleet's bench
+All three are started once on the same machine, each over mutual TLS: packfleet's bench
 cluster (1 master + 2 workers, SQLite; a second one on a throwaway PostgreSQL database), Celery
-with a private Redis (prefork ``-c 2``), and Dask (1 scheduler + 2 workers). Each round measures,
-in an order that rotates from round to round so no system always runs right after another's burst:
+with a private Redis (prefork ``-c 2``), and Dask (1 scheduler + 2 workers). While one system is
+measured the others' processes are stopped, and continued after it (:mod:`packfleet.bench._alone`:
+an idle Dask alone slowed the system beside it by a sixth). Each round measures, in an order that
+rotates from round to round so no system always runs right after another's burst:
 
 - throughput: N no-op tasks submitted at once (packfleet: one bulk request; Celery: one group;
   Dask: one ``client.map``) until the last one finished; tasks/s and CPU ms per task summed over
@@ -23,6 +25,7 @@ same run*: the faster peer for tasks/s (and its CPU per task), the quicker one f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import statistics
 import tempfile
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from packfleet.bench import _latency, _throughput
+from packfleet.bench._alone import stopped
 from packfleet.bench._celery_peer import CeleryPeer
 from packfleet.bench._cluster import PACKAGES, BenchCluster
 from packfleet.bench._dask_peer import DaskPeer
@@ -49,6 +53,8 @@ class Peer(Protocol):
 
     def roundtrips(self, n: int) -> list[float]: ...
 
+    def pids(self) -> list[int]: ...
+
 
 @dataclass
 class System:
@@ -60,6 +66,8 @@ class System:
     roundtrip: Callable[[int], dict[str, float]]
     result: Result
     is_peer: bool
+    #: Its processes' roots (their descendants are its too), stopped while another system runs.
+    pids: Callable[[], list[int]]
 
 
 def _packfleet(bench: BenchCluster, isolation: str, n: int) -> System:
@@ -78,7 +86,7 @@ def _packfleet(bench: BenchCluster, isolation: str, n: int) -> System:
     name = f"packfleet {isolation}" + (" PostgreSQL" if postgres else "")
     result = Result("peers", "tasks/s", catalog=bench.catalog, isolation=isolation)
     result.notes.update(system=name, n=n)
-    return System(name, n, throughput, roundtrip, result, is_peer=False)
+    return System(name, n, throughput, roundtrip, result, is_peer=False, pids=bench.pids)
 
 
 def _peer(peer: Peer, n: int) -> System:
@@ -88,7 +96,7 @@ def _peer(peer: Peer, n: int) -> System:
 
     result = Result("peers", "tasks/s")
     result.notes.update(system=peer.name, n=n)
-    return System(peer.name, n, peer.throughput, roundtrip, result, is_peer=True)
+    return System(peer.name, n, peer.throughput, roundtrip, result, is_peer=True, pids=peer.pids)
 
 
 def _rotated(items: list[System], by: int) -> list[System]:
@@ -96,21 +104,32 @@ def _rotated(items: list[System], by: int) -> list[System]:
     return items[by:] + items[:by]
 
 
+def _alone(system: System, systems: list[System]) -> contextlib.AbstractContextManager[object]:
+    """Every other system's processes stopped (see :mod:`packfleet.bench._alone`); packfleet's
+    pooled and fresh figures come from one cluster, which stays running for both."""
+    own = set(system.pids())
+    return stopped(pid for other in systems for pid in other.pids() if pid not in own)
+
+
 def measure(systems: list[System], *, runs: int, latency_n: int, emit: Callable[[str], None]) -> None:
-    """Warm every system up, then ``runs`` rounds of throughput and round trips, alternating."""
+    """Warm every system up, then ``runs`` rounds of throughput and round trips, alternating, each
+    system measured with the others stopped."""
     for system in systems:
-        system.throughput(min(system.n, WARM_UP))
-        system.roundtrip(min(latency_n, 20))
+        with _alone(system, systems):
+            system.throughput(min(system.n, WARM_UP))
+            system.roundtrip(min(latency_n, 20))
     for r in range(runs):
         figures: dict[str, dict[str, float]] = {s.name: {} for s in systems}
         rates: dict[str, float] = {}
         for system in _rotated(systems, r):
             system.result.loads.append(load_average())
-            rate, cpu_ms = system.throughput(system.n)
+            with _alone(system, systems):
+                rate, cpu_ms = system.throughput(system.n)
             rates[system.name] = rate
             figures[system.name]["cpu_ms_per_task"] = cpu_ms
         for system in _rotated(systems, r):
-            figures[system.name].update(system.roundtrip(latency_n))
+            with _alone(system, systems):
+                figures[system.name].update(system.roundtrip(latency_n))
             system.result.loads.append(load_average())
         for system in systems:
             system.result.add_run(rates[system.name], **figures[system.name])
