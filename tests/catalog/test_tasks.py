@@ -432,6 +432,34 @@ def test_store_report_stores_events_then_ends_the_task_in_one_transaction(
     assert deployed.store_report(agent_id, [], []).results == []
 
 
+def test_store_report_reads_what_the_followers_of_the_executions_it_touched_would_find(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    agent_id = worker()
+    ended, running, untouched = _run(deployed), _run(deployed), _run(deployed)
+    [ended_task, running_task, _] = deployed.lease_tasks(agent_id, 3, 60)
+    deployed.store_report(agent_id, [_event(ended, ended_task.task_id, 1, clock)], [])
+    [first] = deployed.get_events(ended)
+    outcome = deployed.store_report(
+        agent_id,
+        [_event(ended, ended_task.task_id, seq, clock) for seq in (2, 3, 4)]
+        + [_event(running, running_task.task_id, 1, clock)],
+        [CompletionReport(ended_task.task_id, 1, "succeeded", 0)],
+        follows=[(ended, first.id, 2), (running, 0, 1000), (untouched, 0, 1000), (ended, 0, 1000)],
+    )
+    after_first, of_running, of_untouched, of_all = outcome.pages
+    assert of_untouched is None  # its follower reads for itself, if anything wakes it
+    assert after_first is not None
+    record, events = after_first
+    assert record.status == ExecutionStatus.SUCCEEDED
+    assert [e.seq for e in events] == [2, 3]  # after the follow's event id, at most its limit
+    # What each follower's own read finds right after the report.
+    assert of_all == deployed.execution_events(ended)
+    assert of_running == deployed.execution_events(running)
+    assert of_running[0].status == ExecutionStatus.RUNNING
+    assert deployed.store_report(agent_id, [], [], follows=[(ended, 0, 10)]).pages == [None]
+
+
 def test_store_report_keeps_the_fences_of_events_and_completions(
     deployed: Catalog, worker: Register, clock: FakeClock
 ) -> None:

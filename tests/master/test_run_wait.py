@@ -66,8 +66,49 @@ async def test_a_run_with_wait_answers_its_events_and_its_end_once_the_worker_re
     assert page.finished is True and page.complete
     assert page.execution.status_name == "succeeded"
     assert page.execution.parameters["password"] == "********"  # shown as every answer shows it
-    # Woken by the report, it looked once: the execution it had just created had nothing to show.
-    assert looks == [task["execution_id"]]
+    # It never looked itself: the execution it had just created had nothing to show, and the
+    # report's own transaction read what it answers with.
+    assert looks == []
+
+
+async def test_a_follower_gets_the_lines_a_report_brought_and_one_of_another_run_looks_itself(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``executions logs --follow`` of a run still going: the report's lines, read in its transaction.
+    A follower the report did not concern is woken all the same and looks for itself."""
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    mine = (await manager.run("default", "etl", "load")).execution_id
+    other = (await manager.run("default", "etl", "load")).execution_id
+    reply = await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, capacity=1))
+    [task] = reply["tasks"]
+    assert task["execution_id"] == mine
+    looks: list[int] = []
+    read = server.state.catalog.execution_events
+
+    def counted(execution_id: int, **kwargs: Any) -> Any:
+        looks.append(execution_id)
+        return read(execution_id, **kwargs)
+
+    monkeypatch.setattr(server.state.catalog, "execution_events", counted)
+    following = asyncio.create_task(manager.events(mine, after_id=0, wait=20))
+    waiting_other = asyncio.create_task(manager.events(other, after_id=0, wait=1))
+    deadline = time.monotonic() + 5
+    while sorted(looks) != sorted([mine, other]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # both looked once, found nothing and wait
+    assert sorted(looks) == sorted([mine, other])
+    events = report_events(task, (1,))
+    await worker.request("POST", routes.WORKER_REPORT, json_body={"agent_id": agent, "events": events})
+    page = await asyncio.wait_for(following, 5)
+    assert [e.message for e in page.events] == ["line 1"] and not page.finished
+    assert looks.count(mine) == 1  # the first look only: the report read the line for it
+    assert looks.count(other) >= 2  # woken by the report, it looked again and found nothing
+    assert (await asyncio.wait_for(waiting_other, 5)).events == []
 
 
 async def test_a_run_with_wait_whose_wait_runs_out_answers_finished_false(

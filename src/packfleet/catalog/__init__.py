@@ -52,6 +52,7 @@ from packfleet.catalog._records import (
     WorkerInfo,
     WorkerRecord,
 )
+from packfleet.catalog._reports import Follow
 from packfleet.catalog._sealed import SecretKeyRotation, rotate_secrets_key
 from packfleet.protocol import ExecutionStatus, MessageType, TaskStatus
 
@@ -89,6 +90,7 @@ __all__ = [
     "PrincipalCertificate",
     "PrincipalRecord",
     "ProjectVersionRecord",
+    "Follow",
     "ReportOutcome",
     "SecretKeyRotation",
     "SweepResult",

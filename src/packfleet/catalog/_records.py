@@ -371,10 +371,16 @@ class CompletionResult(_Record):
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReportOutcome(_Record):
     """What :meth:`~packfleet.catalog.Catalog.store_report` did: how many events were new, and one
-    result per completion report (as :meth:`~packfleet.catalog.Catalog.complete_tasks` answers)."""
+    result per completion report (as :meth:`~packfleet.catalog.Catalog.complete_tasks` answers).
+
+    ``pages``: one per follow the report was given, what that follower's read would find right
+    after the report (its execution, and its events after the follow's id), or None when the
+    report did not touch its execution.
+    """
 
     stored: int
     results: list[CompletionResult]
+    pages: list[tuple[ExecutionRecord, list[EventRecord]] | None] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

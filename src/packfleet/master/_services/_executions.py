@@ -9,7 +9,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from packfleet.catalog import EventRecord, ExecutionRecord, ExecutionRequest, ProjectVersionRecord
+from packfleet.catalog import (
+    CompletionReport,
+    EventInput,
+    EventRecord,
+    ExecutionRecord,
+    ExecutionRequest,
+    ProjectVersionRecord,
+    ReportOutcome,
+)
 from packfleet.errors import Conflict, InvalidValue, PackfleetError, VersionChanged
 from packfleet.master._logsafe import safe
 from packfleet.master._services._base import off_catalog
@@ -105,11 +113,24 @@ class _Newest:
     project: Project
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """A follower waiting for its execution's next events or its end (see ``_follow``)."""
+
+    execution_id: int
+    after_id: int
+    limit: int
+    #: What the catalog held for it at the end of the report that woke it, read in that report's
+    #: transaction (see :meth:`ExecutionService.store_report`).
+    page: tuple[ExecutionRecord, list[EventRecord]] | None = None
+
+
 class ExecutionService:
     """Create, list, show, follow and cancel executions."""
 
     def __init__(self, state: MasterState) -> None:
         self._state = state
+        self._waiting: set[_Waiting] = set()
         self._manifests: dict[int, Project] = {}
         # By (folder, project). A submit is checked against it and the catalog confirms, in the
         # transaction that creates the execution, that it is still the newest: one catalog call
@@ -383,7 +404,31 @@ class ExecutionService:
             remaining = deadline - loop.time()
             if found or record.status.finished or remaining <= 0 or state.closing:
                 return EventPage(record, found, found[-1].id if found else after_id)
-            await ticket.wait(remaining)
+            waiting = _Waiting(execution_id, after_id, limit)
+            self._waiting.add(waiting)
+            try:
+                await ticket.wait(remaining)
+            finally:
+                self._waiting.discard(waiting)
+            if waiting.page is not None:
+                record, found = waiting.page
+                if found or record.status.finished:  # else a look of its own, as for any wake-up
+                    return EventPage(record, found, found[-1].id if found else after_id)
+
+    async def store_report(
+        self, agent_id: str, events: Sequence[EventInput], reports: Sequence[CompletionReport]
+    ) -> ReportOutcome:
+        """Store a worker's report pass; the followers of the executions it touched get what they
+        would read once woken, read in its transaction (one catalog call each less on the path of
+        ``run --wait``). The caller wakes them."""
+        state = self._state
+        waiting = list(self._waiting)
+        follows = [(w.execution_id, w.after_id, w.limit) for w in waiting]
+        outcome = await state.db(state.catalog.store_report, agent_id, events, reports, follows)
+        for follower, page in zip(waiting, outcome.pages, strict=True):
+            if page is not None:
+                follower.page = page
+        return outcome
 
     async def cancel(self, execution_id: int, *, actor: str) -> ExecutionRecord:
         """Cancel an execution and wake its worker's task heartbeat and every follower."""
