@@ -36,6 +36,19 @@ async def _run_to_the_end(worker: MasterClient, agent: str) -> dict[str, Any]:
     return dict(task)
 
 
+def _count_looks(server: MasterServer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The executions of every follower's own catalog read from now on, in order."""
+    looks: list[int] = []
+    read = server.state.catalog.execution_events
+
+    def counted(execution_id: int, **kwargs: Any) -> Any:
+        looks.append(execution_id)
+        return read(execution_id, **kwargs)
+
+    monkeypatch.setattr(server.state.catalog, "execution_events", counted)
+    return looks
+
+
 async def test_a_run_with_wait_answers_its_events_and_its_end_once_the_worker_reports(
     mh: MasterHome,
     server: MasterServer,
@@ -46,15 +59,7 @@ async def test_a_run_with_wait_answers_its_events_and_its_end_once_the_worker_re
 ) -> None:
     worker, agent = await enabled_worker(mh, manager, connect)
     await manager.deploy("default", project_archive(tmp_path))
-    catalog = server.state.catalog
-    looks: list[int] = []
-    read = catalog.execution_events
-
-    def counted(execution_id: int, **kwargs: Any) -> Any:
-        looks.append(execution_id)
-        return read(execution_id, **kwargs)
-
-    monkeypatch.setattr(catalog, "execution_events", counted)
+    looks = _count_looks(server, monkeypatch)
     running = asyncio.create_task(_run_to_the_end(worker, agent))
     started = time.monotonic()
     page = await manager.run_waiting("default", "etl", "load", {"password": "s3cret"}, wait=20)
@@ -88,14 +93,7 @@ async def test_a_follower_gets_the_lines_a_report_brought_and_one_of_another_run
     reply = await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, capacity=1))
     [task] = reply["tasks"]
     assert task["execution_id"] == mine
-    looks: list[int] = []
-    read = server.state.catalog.execution_events
-
-    def counted(execution_id: int, **kwargs: Any) -> Any:
-        looks.append(execution_id)
-        return read(execution_id, **kwargs)
-
-    monkeypatch.setattr(server.state.catalog, "execution_events", counted)
+    looks = _count_looks(server, monkeypatch)
     following = asyncio.create_task(manager.events(mine, after_id=0, wait=20))
     waiting_other = asyncio.create_task(manager.events(other, after_id=0, wait=1))
     deadline = time.monotonic() + 5
