@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,12 @@ import pytest
 
 from master.support import MasterHome, context_for, project_archive, raw
 from master.test_worker_routes import Connect, enabled_worker, lease_body, report_events
+from packfleet.catalog import EventRecord
 from packfleet.errors import CatalogUnavailable
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer
-from packfleet.protocol import EventPage, routes
+from packfleet.master._services._executions import _later
+from packfleet.protocol import EventPage, ExecutionStatus, MessageType, routes
 from packfleet.transport import MasterClient
 
 
@@ -94,19 +99,54 @@ async def test_a_follower_gets_the_lines_a_report_brought_and_one_of_another_run
     [task] = reply["tasks"]
     assert task["execution_id"] == mine
     looks = _count_looks(server, monkeypatch)
+    assert server.services is not None
+    executions = server.services.executions
     following = asyncio.create_task(manager.events(mine, after_id=0, wait=20))
-    waiting_other = asyncio.create_task(manager.events(other, after_id=0, wait=1))
-    deadline = time.monotonic() + 5
-    while sorted(looks) != sorted([mine, other]) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)  # both looked once, found nothing and wait
-    assert sorted(looks) == sorted([mine, other])
-    events = report_events(task, (1,))
-    await worker.request("POST", routes.WORKER_REPORT, json_body={"agent_id": agent, "events": events})
-    page = await asyncio.wait_for(following, 5)
-    assert [e.message for e in page.events] == ["line 1"] and not page.finished
-    assert looks.count(mine) == 1  # the first look only: the report read the line for it
-    assert looks.count(other) >= 2  # woken by the report, it looked again and found nothing
-    assert (await asyncio.wait_for(waiting_other, 5)).events == []
+    waiting_other = asyncio.create_task(manager.events(other, after_id=0, wait=20))
+    try:
+        await _within(5, lambda: executions.followers() == 2)  # both looked, found nothing and wait
+        assert sorted(looks) == sorted([mine, other])
+        events = report_events(task, (1,))
+        await worker.request("POST", routes.WORKER_REPORT, json_body={"agent_id": agent, "events": events})
+        page = await asyncio.wait_for(following, 5)
+        assert [e.message for e in page.events] == ["line 1"] and not page.finished
+        assert looks.count(mine) == 1  # the first look only: the report read the line for it
+        # Woken by the report (its own wait is far from over), it looked again and waits on.
+        await _within(5, lambda: looks.count(other) == 2 and executions.followers() == 1)
+        assert not waiting_other.done()
+    finally:
+        waiting_other.cancel()
+        await asyncio.gather(following, waiting_other, return_exceptions=True)
+
+
+async def test_of_two_views_of_an_execution_a_follower_keeps_the_later(
+    server: MasterServer, manager: ManagerClient, tmp_path: Path
+) -> None:
+    """On PostgreSQL two reports' transactions can return out of order: the earlier view must not
+    replace the later one a follower already holds."""
+    await manager.deploy("default", project_archive(tmp_path))
+    running = server.state.catalog.get_execution((await manager.run("default", "etl", "load")).execution_id)
+    ended = dataclasses.replace(running, status=ExecutionStatus.SUCCEEDED)
+
+    def line(event_id: int) -> EventRecord:
+        now = datetime.now(UTC)
+        return EventRecord(
+            event_id, running.execution_id, 1, 1, event_id, now, MessageType.INFORMATION, "stdout", ""
+        )
+
+    assert _later((running, []), None)
+    assert _later((ended, []), (running, [line(1), line(2)]))
+    assert not _later((running, [line(1), line(2)]), (ended, []))
+    assert _later((running, [line(1), line(2)]), (running, [line(1)]))
+    assert not _later((running, [line(1)]), (running, [line(1), line(2)]))
+    assert not _later((running, [line(1)]), (running, [line(1)]))
+
+
+async def _within(seconds: float, condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.01)
 
 
 async def test_a_run_with_wait_whose_wait_runs_out_answers_finished_false(

@@ -40,7 +40,7 @@ def _trees(pids: Iterable[int]) -> list[psutil.Process]:
 @contextlib.contextmanager
 def stopped(pids: Iterable[int]) -> Iterator[list[psutil.Process]]:
     """Stop the process trees of ``pids`` for the block; continue every one of them after it,
-    whatever the block raised (a stopped process would ignore the ``SIGTERM`` that ends it)."""
+    whatever the block raised (a stopped process leaves the ``SIGTERM`` that ends it pending)."""
     held: list[psutil.Process] = []
     try:
         for process in _trees(pids):

@@ -153,7 +153,8 @@ class HaBench(BenchCluster):
         return max(before), min(after)
 
     def requeued_count(self, first: int, last: int) -> int:
-        """Tasks leased more than once: their lease expired and a sweep put them back."""
+        """Tasks leased more than once. With no retries and nothing failing, a second lease
+        comes only from a sweep that put a task back after its lease expired."""
         sql = "SELECT count(*) FROM tasks WHERE execution_id BETWEEN :a AND :b AND attempt > 1"
         return int(self._scalar(sql, a=first, b=last))
 

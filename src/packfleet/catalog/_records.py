@@ -375,7 +375,7 @@ class ReportOutcome(_Record):
 
     ``pages``: one per follow the report was given, what that follower's read would find right
     after the report (its execution, and its events after the follow's id), or None when the
-    report did not touch its execution.
+    report did not touch its execution (or the execution is gone).
     """
 
     stored: int

@@ -125,6 +125,18 @@ class _Waiting:
     page: tuple[ExecutionRecord, list[EventRecord]] | None = None
 
 
+def _later(
+    page: tuple[ExecutionRecord, list[EventRecord]], than: tuple[ExecutionRecord, list[EventRecord]] | None
+) -> bool:
+    """Whether ``page`` shows more of its execution than ``than`` (an ended execution, or more lines)."""
+    if than is None:
+        return True
+    (record, events), (earlier, earlier_events) = page, than
+    if record.status.finished != earlier.status.finished:
+        return record.status.finished
+    return (events[-1].id if events else 0) > (earlier_events[-1].id if earlier_events else 0)
+
+
 class ExecutionService:
     """Create, list, show, follow and cancel executions."""
 
@@ -423,12 +435,20 @@ class ExecutionService:
         ``run --wait``). The caller wakes them."""
         state = self._state
         waiting = list(self._waiting)
-        follows = [(w.execution_id, w.after_id, w.limit) for w in waiting]
+        # Followers of one execution from the same event id (a console tab and a CLI) read once.
+        follows = list(dict.fromkeys((w.execution_id, w.after_id, w.limit) for w in waiting))
         outcome = await state.db(state.catalog.store_report, agent_id, events, reports, follows)
-        for follower, page in zip(waiting, outcome.pages, strict=True):
-            if page is not None:
+        pages = dict(zip(follows, outcome.pages, strict=True))
+        for follower in waiting:
+            page = pages[(follower.execution_id, follower.after_id, follower.limit)]
+            # On PostgreSQL two reports' transactions can return out of order: keep the later view.
+            if page is not None and _later(page, follower.page):
                 follower.page = page
         return outcome
+
+    def followers(self) -> int:
+        """How many followers wait on this master now."""
+        return len(self._waiting)
 
     async def cancel(self, execution_id: int, *, actor: str) -> ExecutionRecord:
         """Cancel an execution and wake its worker's task heartbeat and every follower."""
