@@ -35,6 +35,7 @@ from packfleet.catalog._records import (
     EventRecord,
     ExecutionRecord,
     ExecutionRequest,
+    FollowPage,
     TaskRecord,
 )
 from packfleet.catalog._schema import (
@@ -688,17 +689,18 @@ class ExecutionCatalog(CatalogBase):
         with self._read() as conn:
             return self._events_after(conn, execution_id, after_id, limit)
 
-    def execution_events(
-        self, execution_id: int, *, after_id: int = 0, limit: int = 1000
-    ) -> tuple[ExecutionRecord, list[EventRecord]]:
+    def execution_events(self, execution_id: int, *, after_id: int = 0, limit: int = 1000) -> FollowPage:
         """:meth:`get_execution` and :meth:`get_events` in one snapshot: what a follower reads each time.
 
         One call instead of two is one hop to the master's catalog thread less on the path of
         ``run --wait`` (make bench, latency).
         """
         with self._read() as conn:
-            record = self._load_execution(conn, execution_id)
-            return record, self._events_after(conn, execution_id, after_id, limit)
+            return self._follow_page(conn, execution_id, after_id, limit)
+
+    def _follow_page(self, conn: Connection, execution_id: int, after_id: int, limit: int) -> FollowPage:
+        record = self._load_execution(conn, execution_id)
+        return record, self._events_after(conn, execution_id, after_id, limit)
 
     def _events_after(
         self, conn: Connection, execution_id: int, after_id: int, limit: int

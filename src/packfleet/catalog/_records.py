@@ -380,7 +380,7 @@ class ReportOutcome(_Record):
 
     stored: int
     results: list[CompletionResult]
-    pages: list[tuple[ExecutionRecord, list[EventRecord]] | None] = dataclasses.field(default_factory=list)
+    pages: list[FollowPage | None] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -412,6 +412,10 @@ class EventRecord(_Record):
     message: str
     #: When the master stored it; ``message_time`` is the worker's clock, this is the master's.
     received_at: datetime | None = None
+
+
+#: What a follower reads of an execution: its record and its events after the follower's id.
+FollowPage = tuple[ExecutionRecord, list[EventRecord]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

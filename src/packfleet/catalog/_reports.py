@@ -20,13 +20,7 @@ from sqlalchemy import Connection
 from packfleet.catalog._base import canonical_agent_id
 from packfleet.catalog._executions import ExecutionCatalog, check_events
 from packfleet.catalog._leases import LeaseCatalog, check_outcomes
-from packfleet.catalog._records import (
-    CompletionReport,
-    EventInput,
-    EventRecord,
-    ExecutionRecord,
-    ReportOutcome,
-)
+from packfleet.catalog._records import CompletionReport, EventInput, FollowPage, ReportOutcome
 from packfleet.errors import NotFound
 
 #: A follower waiting for an execution's news: the execution, the last event id it has, and how
@@ -76,10 +70,8 @@ class ReportCatalog(ExecutionCatalog, LeaseCatalog):
             pages = [self._page(conn, follow) if follow[0] in touched else None for follow in follows]
         return ReportOutcome(stored=stored, results=results, pages=pages)
 
-    def _page(self, conn: Connection, follow: Follow) -> tuple[ExecutionRecord, list[EventRecord]] | None:
-        execution_id, after_id, limit = follow
+    def _page(self, conn: Connection, follow: Follow) -> FollowPage | None:
         try:
-            record = self._load_execution(conn, execution_id)
+            return self._follow_page(conn, *follow)
         except NotFound:  # named by a worker's event, not there: its follower reads for itself
             return None
-        return record, self._events_after(conn, execution_id, after_id, limit)

@@ -15,6 +15,8 @@ from packfleet.catalog import (
     EventRecord,
     ExecutionRecord,
     ExecutionRequest,
+    Follow,
+    FollowPage,
     ProjectVersionRecord,
     ReportOutcome,
 )
@@ -117,17 +119,13 @@ class _Newest:
 class _Waiting:
     """A follower waiting for its execution's next events or its end (see ``_follow``)."""
 
-    execution_id: int
-    after_id: int
-    limit: int
+    follow: Follow
     #: What the catalog held for it at the end of the report that woke it, read in that report's
     #: transaction (see :meth:`ExecutionService.store_report`).
-    page: tuple[ExecutionRecord, list[EventRecord]] | None = None
+    page: FollowPage | None = None
 
 
-def _later(
-    page: tuple[ExecutionRecord, list[EventRecord]], than: tuple[ExecutionRecord, list[EventRecord]] | None
-) -> bool:
+def _later(page: FollowPage, than: FollowPage | None) -> bool:
     """Whether ``page`` shows more of its execution than ``than`` (an ended execution, or more lines)."""
     if than is None:
         return True
@@ -416,7 +414,7 @@ class ExecutionService:
             remaining = deadline - loop.time()
             if found or record.status.finished or remaining <= 0 or state.closing:
                 return EventPage(record, found, found[-1].id if found else after_id)
-            waiting = _Waiting(execution_id, after_id, limit)
+            waiting = _Waiting((execution_id, after_id, limit))
             self._waiting.add(waiting)
             try:
                 await ticket.wait(remaining)
@@ -436,11 +434,11 @@ class ExecutionService:
         state = self._state
         waiting = list(self._waiting)
         # Followers of one execution from the same event id (a console tab and a CLI) read once.
-        follows = list(dict.fromkeys((w.execution_id, w.after_id, w.limit) for w in waiting))
+        follows = list(dict.fromkeys(w.follow for w in waiting))
         outcome = await state.db(state.catalog.store_report, agent_id, events, reports, follows)
         pages = dict(zip(follows, outcome.pages, strict=True))
         for follower in waiting:
-            page = pages[(follower.execution_id, follower.after_id, follower.limit)]
+            page = pages[follower.follow]
             # On PostgreSQL two reports' transactions can return out of order: keep the later view.
             if page is not None and _later(page, follower.page):
                 follower.page = page
