@@ -191,8 +191,12 @@ class BenchCluster:
         return ManagerClient.from_home(self.master_home)
 
     @staticmethod
-    async def submit_bulk(manager: ManagerClient, package: str, count: int) -> list[int]:
+    async def submit_bulk(
+        manager: ManagerClient, package: str, count: int, *, retry_count: int = 0
+    ) -> list[int]:
         body = {"folder": "default", "project": "bench", "package": package, "count": count}
+        if retry_count:
+            body["retry_count"] = retry_count
         reply = await manager.client.request("POST", routes.ADMIN_EXECUTIONS_BULK, json_body=body)
         return [int(i) for i in reply["execution_ids"]]
 
