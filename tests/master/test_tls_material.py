@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,9 +31,10 @@ from packfleet.config import (
     new_appid,
     save_master_settings,
 )
-from packfleet.errors import CertificateNotFound, SettingsError, TransportError
+from packfleet.errors import CertificateNotFound, PkiError, SettingsError, TransportError
 from packfleet.manager import ManagerClient
-from packfleet.master import MasterServer
+from packfleet.master import MasterServer, load_tls_material
+from packfleet.master import _tls as tls_module
 from packfleet.pki import CertStore, Credential, create_self_signed
 from packfleet.protocol import routes
 from packfleet.transport import MasterClient, fetch_server_certificate
@@ -92,6 +95,67 @@ async def test_a_new_worker_certificate_connects_after_reload_without_restart(
     assert reply["state"] == "disabled"
     assert server.port == port
     assert len(await manager.list_workers()) == 1  # the admin's keep-alive connection still works
+
+
+async def test_a_certificate_added_to_root_is_trusted_without_building_a_context(
+    mh: MasterHome, server: MasterServer, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str] = []
+    build = tls_module.master_server_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append("context")
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(tls_module, "master_server_context", counted)
+    newcomer = create_self_signed(["worker2"])
+    body = heartbeat_body(new_agent_id(), "worker2")
+    CertStore(mh.home, "Root").add(public(newcomer))
+    await server.reload()
+    reply = await connect(newcomer).request("POST", routes.WORKER_HEARTBEAT, json_body=body)
+    assert reply["state"] == "disabled"
+    assert built == []  # the serving context trusts it too: no reload of the whole Root store
+    # Forgetting one needs a new context: the newcomer is refused from its next handshake on.
+    CertStore(mh.home, "Root").delete(newcomer.thumbprint)
+    await server.reload()
+    assert built == ["context"]
+    with pytest.raises(TransportError):
+        await connect(newcomer).request("POST", routes.WORKER_HEARTBEAT, json_body=body)
+    beat = heartbeat_body(new_agent_id())
+    assert (await connect(mh.worker).request("POST", routes.WORKER_HEARTBEAT, json_body=beat))["state"]
+
+
+async def test_an_unreadable_certificate_added_to_root_adds_none_of_its_batch(
+    mh: MasterHome, server: MasterServer, connect: Connect
+) -> None:
+    newcomer = create_self_signed(["worker2"])
+    root = CertStore(mh.home, "Root")
+    root.add(public(newcomer))
+    # Named to sort after the newcomer: OpenSSL would have loaded the newcomer before refusing it.
+    root.cert_path("F" * 40).write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    with pytest.raises(PkiError, match="cannot load the master's Root store"):
+        await server.reload()
+    with pytest.raises(TransportError):
+        body = heartbeat_body(new_agent_id(), "worker2")
+        await connect(newcomer).request("POST", routes.WORKER_HEARTBEAT, json_body=body)
+    beat = heartbeat_body(new_agent_id())
+    assert (await connect(mh.worker).request("POST", routes.WORKER_HEARTBEAT, json_body=beat))["state"]
+
+
+def test_only_trust_added_keeps_the_serving_context(mh: MasterHome) -> None:
+    before = load_tls_material(mh.home)
+    assert before.trust_added_to(before) == ""
+    newcomer = create_self_signed(["worker2"])
+    CertStore(mh.home, "Root").add(public(newcomer))
+    grown = load_tls_material(mh.home)
+    assert grown.trust_added_to(before) == newcomer.cert_pem().decode()
+    assert before.trust_added_to(grown) is None  # a certificate no longer trusted
+    tls13 = before.settings
+    tls12 = dataclasses.replace(grown, settings=dataclasses.replace(tls13, tls_minimum_version="1.2"))
+    assert tls12.trust_added_to(before) is None
+    other = create_self_signed(["127.0.0.1"])
+    moved = dataclasses.replace(grown, binding=dataclasses.replace(grown.binding, certhash=other.thumbprint))
+    assert moved.trust_added_to(before) is None
 
 
 async def test_adding_a_worker_through_the_manager_installs_it_in_root_and_reloads(

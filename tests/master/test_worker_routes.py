@@ -532,3 +532,26 @@ async def test_a_long_poll_that_waits_without_looking_passes_on_a_task_it_may_no
     assert task["execution_id"] == execution["execution_id"]
     assert looks == [first_agent, second_agent, first_agent, second_agent]
     polls[0].cancel()
+
+
+async def test_a_rotation_step_answers_a_long_poll_that_goes_back_to_waiting_without_a_look(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    looks = _count_looks(monkeypatch)
+    poll = await _park(worker, agent)
+    assert looks == [agent]
+    await manager.rotate_master_cert("start")
+    reply = await asyncio.wait_for(poll, 5)  # the step is news for the worker, not for its tasks
+    assert reply == {"tasks": [], "heartbeat_now": True} and looks == [agent]
+    poll = await _park(worker, agent)
+    assert looks == [agent]  # no task became ready: its next long-poll waits without a look
+    execution = await manager.run("default", "etl", "load")
+    [task] = (await asyncio.wait_for(poll, 5))["tasks"]
+    assert task["execution_id"] == execution["execution_id"] and looks == [agent, agent]

@@ -655,7 +655,11 @@ class MasterServer:
             self._fingerprint = await loop.run_in_executor(None, _store_fingerprint, self.home)
             try:
                 material = await loop.run_in_executor(None, load_tls_material, self.home)
-                self._tls.swap(material.context)
+                added = material.trust_added_to(self._material)
+                if added is None:
+                    self._tls.swap(material.context)
+                else:
+                    self._tls.trust_also(added)
             except PackfleetError as exc:
                 log.error(
                     "reload refused, still serving certificate %s: %s",
@@ -700,9 +704,10 @@ class MasterServer:
                 )
             self.state.principals.invalidate()
             await self._jobs.replace(self._job_list())
-            trusted = material.trusted_pem.count("BEGIN CERTIFICATE")
             log.info(
-                "reloaded: serving certificate %s, trusting %d certificate(s)", material.thumbprint, trusted
+                "reloaded: serving certificate %s, trusting %d certificate(s)",
+                material.thumbprint,
+                len(material.trusted),
             )
 
     @contextlib.asynccontextmanager

@@ -26,6 +26,11 @@ from typing import Protocol
 TASKS = "tasks"
 #: Event messages arrived, or an execution ended or was canceled (``logs --follow``, ``run --wait``).
 EVENTS = "events"
+#: A master certificate rotation took a step: every lease long-poll asks whether its worker has a
+#: step left to take (``heartbeat_now``). Not :data:`TASKS`: no task became ready, so a long-poll
+#: with nothing to take goes back to waiting without a look in the catalog (a thousand looks per
+#: step, make bench rotation).
+ROTATION = "rotation"
 
 
 def worker_topic(agent_id: str) -> str:

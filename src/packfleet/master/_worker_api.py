@@ -35,7 +35,7 @@ from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._services import services_of
 from packfleet.master._state import Call, MasterState, json_response, off_catalog
 from packfleet.master._times import clock_warning, parse_aware_time
-from packfleet.master._wakeup import EVENTS, TASKS, Ticket, wait_any, worker_topic
+from packfleet.master._wakeup import EVENTS, ROTATION, TASKS, Ticket, wait_any, worker_topic
 from packfleet.pki import CertStore, Credential, check_usable
 from packfleet.protocol import routes
 
@@ -235,12 +235,13 @@ async def lease(call: Call) -> web.StreamResponse:
     # This worker's previous request looked and left nothing ready that it may take: unless a task
     # became ready since (its ticket notified), this one waits without looking first.
     drained = state.drained_looks.pop(agent_key, None)
-    looked: Ticket | None = None  # the ticket of this request's last look, if it left nothing to take
+    # The ticket of the last look (this request's, or its predecessor's) if it left nothing to take.
+    looked: Ticket | None = drained
     try:
         while capacity > 0 and not state.closing:
             ticket = state.wakeups.ticket(TASKS)
             own = state.wakeups.ticket(own_topic)
-            looked = None
+            step = state.wakeups.ticket(ROTATION)
             # A rotation step waits on this worker: answer now so it heartbeats at once (seconds, not
             # its AgentHeartbeatInterval). At most once per heartbeat of the worker.
             if rotation is not None and rotation.needs_heartbeat(ask.agent_id):
@@ -254,11 +255,12 @@ async def lease(call: Call) -> web.StreamResponse:
                 # or no long-poll waiting) or was handed to a waiting long-poll, which takes it or
                 # passes the news on to every ticket (notify_others).
                 ticket, drained = drained, None
-                await wait_any((ticket, own), max(0.0, deadline - loop.time()))
+                await wait_any((ticket, own, step), max(0.0, deadline - loop.time()))
                 handed = ticket.handed
                 waited = True
                 if _gone(call.request) or not await _still_enabled(state, caller):
                     break
+                drained = _still_drained(ticket, own, step)
                 continue
             drained = None
             # A long-poll outlives a worker that went silent (partitioned, paused): its connection
@@ -275,8 +277,7 @@ async def lease(call: Call) -> web.StreamResponse:
             )
             if look is None:
                 break
-            if len(look.tasks) < capacity:
-                looked = ticket
+            looked = ticket if len(look.tasks) < capacity else None
             if look.tasks:
                 # Sensitive values are opened here, for this worker's own tasks, inside its TLS channel.
                 # The catalog's record has the fields and types of the wire message, so its JSON form
@@ -292,13 +293,14 @@ async def lease(call: Call) -> web.StreamResponse:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await wait_any((ticket, own), remaining)
+            await wait_any((ticket, own, step), remaining)
             handed = ticket.handed
             waited = True
             if _gone(call.request) or not await _still_enabled(state, caller):
                 # The worker hung up, or was disabled or revoked while it waited: leasing now would hand
                 # a task to nobody, to sit until its lease expires.
                 break
+            drained = _still_drained(ticket, own, step)
     finally:
         if handed and not tasks:
             # Ending without having looked (the worker hung up, went silent, must heartbeat...): the
@@ -315,6 +317,17 @@ async def lease(call: Call) -> web.StreamResponse:
     if hint:
         body["heartbeat_now"] = True  # sent only when true: workers before it refuse unknown fields
     return json_response(body)
+
+
+def _still_drained(ticket: Ticket, own: Ticket, step: Ticket) -> Ticket | None:
+    """``ticket`` if the wait ended for the worker's own news or a rotation step, not for tasks.
+
+    Then no task became ready since the last look: the long-poll answers the step, or waits again
+    on the same ticket, without a look in the catalog. None after news of tasks, or a timeout.
+    """
+    if ticket.notified or not (own.notified or step.notified):
+        return None
+    return ticket
 
 
 @dataclass(frozen=True)

@@ -234,13 +234,17 @@ class CertStore:
     def trust_bundle_pem(self) -> str:
         """Every certificate of the store as concatenated PEM (``SSLContext.load_verify_locations``'s
         ``cadata``); empty text for an empty store."""
-        parts = []
+        return "".join(self.trust_pems().values())
+
+    def trust_pems(self) -> dict[str, str]:
+        """Every certificate of the store as PEM, by thumbprint."""
+        pems = {}
         for thumbprint in self.thumbprints():
             try:
-                parts.append(self.cert_path(thumbprint).read_text("ascii"))
+                pems[thumbprint] = self.cert_path(thumbprint).read_text("ascii")
             except (OSError, ValueError) as exc:
                 raise PkiError(f"store {self.name}: cannot read {thumbprint}.cer: {exc}") from exc
-        return "".join(parts)
+        return pems
 
 
 def _can_traverse(folder: Path, entry: pwd.struct_passwd) -> bool:

@@ -185,6 +185,18 @@ class HotSwapServerContext:
             self.base.minimum_version = new.minimum_version
         return new
 
+    def trust_also(self, pem: str) -> None:
+        """Trust ``pem``'s certificates too, from the next handshake on, keeping the current context.
+
+        They are loaded into a scratch context first, so that a certificate OpenSSL refuses leaves
+        the current one as it was (its loading stops at the refused certificate, past the others).
+        """
+        if not pem.strip():
+            return
+        _load_trust(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), pem, "master's Root store")
+        with self._lock:
+            _load_trust(self._current, pem, "master's Root store")
+
     def _select(self, ssl_object: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
         # The one place that sees every handshake begin: the master counts TLS handshakes (and so
         # their failures, which asyncio does not report) from here.
