@@ -34,10 +34,9 @@ from packfleet.config import (
 from packfleet.errors import CertificateNotFound, PkiError, SettingsError, TransportError
 from packfleet.manager import ManagerClient
 from packfleet.master import MasterServer, load_tls_material
-from packfleet.master import _tls as tls_module
 from packfleet.pki import CertStore, Credential, create_self_signed
 from packfleet.protocol import routes
-from packfleet.transport import MasterClient, fetch_server_certificate
+from packfleet.transport import MasterClient, fetch_server_certificate, master_server_context
 
 Connect = Callable[[Credential | None], MasterClient]
 IPPORT = format_ipport("0.0.0.0", PORT_NUMBER)
@@ -101,13 +100,13 @@ async def test_a_certificate_added_to_root_is_trusted_without_building_a_context
     mh: MasterHome, server: MasterServer, connect: Connect, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built: list[str] = []
-    build = tls_module.master_server_context
+    build = master_server_context
 
     def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
         built.append("context")
         return build(*args, **kwargs)
 
-    monkeypatch.setattr(tls_module, "master_server_context", counted)
+    monkeypatch.setattr("packfleet.master._tls.master_server_context", counted)
     newcomer = create_self_signed(["worker2"])
     body = heartbeat_body(new_agent_id(), "worker2")
     CertStore(mh.home, "Root").add(public(newcomer))
