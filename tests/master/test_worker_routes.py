@@ -423,11 +423,13 @@ async def test_a_new_task_wakes_one_waiting_long_poll_not_every_one(
     [task] = done.pop().result()["tasks"]
     assert task["execution_id"] == execution["execution_id"]
     await asyncio.sleep(0.3)
-    assert len(waiting) == 1 and len(looks) == 3  # the other long-poll slept through it
+    # Leased for the first in the submit's own transaction, so no look either; the other long-poll
+    # slept through it ...
+    assert len(waiting) == 1 and len(looks) == 2
     # ... and is still there for the next task.
     again = await manager.run("default", "etl", "load")
     [task] = (await asyncio.wait_for(waiting.pop(), 5))["tasks"]
-    assert task["execution_id"] == again["execution_id"] and len(looks) == 4
+    assert task["execution_id"] == again["execution_id"] and len(looks) == 2
 
 
 async def test_a_long_poll_woken_for_a_task_it_may_not_run_passes_the_wake_up_on(
@@ -488,7 +490,7 @@ async def test_a_workers_next_long_poll_after_a_look_that_left_nothing_waits_wit
     assert looks == [agent]  # nothing became ready since: no look before waiting
     second = await manager.run("default", "etl", "load")
     [task] = (await asyncio.wait_for(poll, 5))["tasks"]
-    assert task["execution_id"] == second["execution_id"] and looks == [agent, agent]
+    assert task["execution_id"] == second["execution_id"] and looks == [agent]  # leased by the submit
 
 
 async def test_a_task_made_ready_between_two_long_polls_is_looked_for_at_once(
@@ -554,4 +556,50 @@ async def test_a_rotation_step_answers_a_long_poll_that_goes_back_to_waiting_wit
     assert looks == [agent]  # no task became ready: its next long-poll waits without a look
     execution = await manager.run("default", "etl", "load")
     [task] = (await asyncio.wait_for(poll, 5))["tasks"]
-    assert task["execution_id"] == execution["execution_id"] and looks == [agent, agent]
+    assert task["execution_id"] == execution["execution_id"] and looks == [agent]
+
+
+async def test_a_long_poll_whose_wait_ends_while_a_submit_leases_for_it_answers_with_the_task(
+    mh: MasterHome,
+    server: MasterServer,
+    manager: ManagerClient,
+    connect: Connect,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    catalog = server.state.catalog
+    real = catalog.submit_leasing
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.0)  # on the catalog's thread: the long-poll's wait ends meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(catalog, "submit_leasing", slow)
+    poll = asyncio.create_task(
+        worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=0.5, capacity=1))
+    )
+    await asyncio.sleep(0.2)
+    execution = await manager.run("default", "etl", "load")
+    [task] = (await asyncio.wait_for(poll, 5))["tasks"]
+    assert task["execution_id"] == execution["execution_id"]
+
+
+async def test_a_submit_that_creates_nothing_leaves_the_long_poll_waiting_for_the_next(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    body = {"folder": "default", "project": "etl", "package": "load", "idempotency_key": "once"}
+    first = await manager.client.request("POST", routes.ADMIN_EXECUTIONS, json_body=body)
+    reply = await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, capacity=1))
+    assert [t["execution_id"] for t in reply["tasks"]] == [first["execution_id"]]
+    poll = await _park(worker, agent)
+    again = await manager.client.request("POST", routes.ADMIN_EXECUTIONS, json_body=body)
+    assert again["execution_id"] == first["execution_id"]
+    await asyncio.sleep(0.3)
+    assert not poll.done()  # the repeat created nothing: no answer, no task
+    execution = await manager.run("default", "etl", "load")
+    [task] = (await asyncio.wait_for(poll, 5))["tasks"]
+    assert task["execution_id"] == execution["execution_id"]

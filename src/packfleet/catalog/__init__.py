@@ -17,6 +17,7 @@ A typical round trip, as the master's handlers make it::
 from packfleet.catalog._base import TASKS_CHANNEL, Clock, canonical_agent_id, utc_now
 from packfleet.catalog._catalog import Catalog
 from packfleet.catalog._console import EVENT_SOURCE_MAX, WORKER_SORTS, WORKER_STATES, WorkerPage
+from packfleet.catalog._handoff import LeaseAsk
 from packfleet.catalog._joins import ConnectOutcome, JoinOutcome, TokenBinding
 from packfleet.catalog._mastercert import (
     CUTOFF_CHANNEL,
@@ -85,6 +86,7 @@ __all__ = [
     "HeartbeatOutcome",
     "JoinOutcome",
     "JoinTokenRecord",
+    "LeaseAsk",
     "LeaseStatus",
     "MasterRotationRecord",
     "MessageType",

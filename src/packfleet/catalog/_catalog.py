@@ -13,6 +13,7 @@ from packfleet.catalog import _engine
 from packfleet.catalog._admin import AdminCatalog
 from packfleet.catalog._base import Clock, utc_now
 from packfleet.catalog._console import ConsoleCatalog
+from packfleet.catalog._handoff import HandoffCatalog
 from packfleet.catalog._joins import JoinCatalog
 from packfleet.catalog._mastercert import MasterCertCatalog
 from packfleet.catalog._projects import ProjectCatalog
@@ -29,6 +30,7 @@ class Catalog(
     WorkerCatalog,
     ProjectCatalog,
     ReportCatalog,
+    HandoffCatalog,
     AdminCatalog,
     RotationCatalog,
     MasterCertCatalog,

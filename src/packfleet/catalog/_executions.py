@@ -259,24 +259,37 @@ class ExecutionCatalog(CatalogBase):
         version it took for the newest without asking the catalog, and this confirms it in the same
         transaction (another master, or a deploy, may have added one since).
         """
-        key = idempotency_key
         with self._write() as conn:
-            versions: dict[_VersionKey, int] = {}
-            if if_newest:
-                # Before the key: a resent submit the master checked against a replaced version is
-                # answered by its checked path, which looks the key up first, as it always did.
-                versions[_version_key(request)] = self._version(conn, request, if_newest=True)
-            existing = self._by_key(conn, actor, key) if key else None
-            if existing is not None:
-                target = f"{existing.folder}/{existing.project}/{existing.package}"
-                if target != f"{request.folder}/{request.project}/{request.package}":
-                    raise Conflict(
-                        f"idempotency key {key!r} was already used by {actor} for "
-                        f"execution {existing.execution_id} of {target}",
-                        fix="send a new key for a new submit (packfleet run makes one when none is given)",
-                    )
-                return existing, False
-            return self._create_one(conn, request, actor, key, versions), True
+            return self._submit(conn, request, actor, idempotency_key, if_newest=if_newest)
+
+    def _submit(
+        self,
+        conn: Connection,
+        request: ExecutionRequest,
+        actor: str,
+        key: str | None,
+        *,
+        if_newest: bool,
+        notify: bool = True,
+    ) -> tuple[ExecutionRecord, bool]:
+        """:meth:`submit_execution` in the transaction of ``conn``; ``notify``: tell the other
+        masters of the ready task (see :meth:`_create_one`)."""
+        versions: dict[_VersionKey, int] = {}
+        if if_newest:
+            # Before the key: a resent submit the master checked against a replaced version is
+            # answered by its checked path, which looks the key up first, as it always did.
+            versions[_version_key(request)] = self._version(conn, request, if_newest=True)
+        existing = self._by_key(conn, actor, key) if key else None
+        if existing is not None:
+            target = f"{existing.folder}/{existing.project}/{existing.package}"
+            if target != f"{request.folder}/{request.project}/{request.package}":
+                raise Conflict(
+                    f"idempotency key {key!r} was already used by {actor} for "
+                    f"execution {existing.execution_id} of {target}",
+                    fix="send a new key for a new submit (packfleet run makes one when none is given)",
+                )
+            return existing, False
+        return self._create_one(conn, request, actor, key, versions, notify=notify), True
 
     def execution_by_key(self, actor: str, idempotency_key: str) -> ExecutionRecord | None:
         """The execution ``actor`` created with ``idempotency_key``, if any."""
@@ -370,9 +383,15 @@ class ExecutionCatalog(CatalogBase):
         actor: str,
         key: str | None,
         versions: dict[_VersionKey, int],
+        *,
+        notify: bool = True,
     ) -> ExecutionRecord:
         """One execution and its task, answered from what was written: reading it back was half
-        the time of a submit's transaction (make bench, latency)."""
+        the time of a submit's transaction (make bench, latency).
+
+        ``notify``: tell the masters sharing a PostgreSQL catalog that a task is ready. False when
+        the caller may lease it in the same transaction and tells them itself if it did not.
+        """
         [version_id], [allowed] = self._checked(conn, [request], versions)
         now = self.now()
         parameters = dict(request.parameters)
@@ -401,7 +420,8 @@ class ExecutionCatalog(CatalogBase):
                 execution_workers.insert(),
                 [{"execution_id": execution_id, "agent_id": agent_id} for agent_id in allowed],
             )
-        self._notify_tasks(conn, 1)
+        if notify:
+            self._notify_tasks(conn, 1)
         task = TaskRecord(task_id, TaskStatus.READY, 0, None, None, now, None, None, None, None)
         return ExecutionRecord(
             execution_id=execution_id,

@@ -233,38 +233,44 @@ class LeaseCatalog(CatalogBase):
         agent_id = canonical_agent_id(agent_id)
         if capacity <= 0:
             return []
+        with self._write() as conn:
+            return self._lease(conn, agent_id, capacity, lease_seconds)
+
+    def _lease(
+        self, conn: Connection, agent_id: str, capacity: int, lease_seconds: float
+    ) -> list[TaskAssignment]:
+        """:meth:`lease_tasks` in the transaction of ``conn`` (``agent_id`` canonical)."""
         now = self.now()
         expires = now + timedelta(seconds=lease_seconds)
         pick, start, packages_of = self._lease_statements
-        with self._write() as conn:
-            params = {
-                "agent": agent_id,
-                "cap": capacity,
-                "expires": expires,
-                "now": now,
-                "alive_since": now - timedelta(seconds=lease_seconds),
+        params = {
+            "agent": agent_id,
+            "cap": capacity,
+            "expires": expires,
+            "now": now,
+            "alive_since": now - timedelta(seconds=lease_seconds),
+        }
+        leased = pick.rows(conn, params)
+        if not leased:
+            return []
+        running = start.rows(conn, {"ids": sorted({row.execution_id for row in leased}), "now": now})
+        by_execution = {row.id: row for row in running}
+        wanted = {(row.project_version_id, row.package) for row in running}
+        specs = self._package_specs.get(wanted)
+        if missing := wanted - specs.keys():
+            loaded = {
+                (row.project_version_id, row.name): (row.spec, row.sha256)
+                for row in conn.execute(
+                    packages_of,
+                    {
+                        "versions": sorted({v for v, _ in missing}),
+                        "names": sorted({n for _, n in missing}),
+                    },
+                )
+                if (row.project_version_id, row.name) in missing
             }
-            leased = pick.rows(conn, params)
-            if not leased:
-                return []
-            running = start.rows(conn, {"ids": sorted({row.execution_id for row in leased}), "now": now})
-            by_execution = {row.id: row for row in running}
-            wanted = {(row.project_version_id, row.package) for row in running}
-            specs = self._package_specs.get(wanted)
-            if missing := wanted - specs.keys():
-                loaded = {
-                    (row.project_version_id, row.name): (row.spec, row.sha256)
-                    for row in conn.execute(
-                        packages_of,
-                        {
-                            "versions": sorted({v for v, _ in missing}),
-                            "names": sorted({n for _, n in missing}),
-                        },
-                    )
-                    if (row.project_version_id, row.name) in missing
-                }
-                self._package_specs.put(loaded)
-                specs.update(loaded)
+            self._package_specs.put(loaded)
+            specs.update(loaded)
         assignments: list[TaskAssignment] = []
         for row in sorted(leased, key=lambda r: r.id):
             execution = by_execution[row.execution_id]
@@ -538,10 +544,12 @@ class LeaseCatalog(CatalogBase):
 
     def worker_alive(self, agent_id: str, within: timedelta) -> bool:
         """Whether ``agent_id`` heartbeated (agent or task heartbeat) within ``within`` of now."""
-        since = self.now() - within
         with self._read() as conn:
-            seen = conn.scalar(_LAST_ONLINE, {"agent": canonical_agent_id(agent_id)})
-        return seen is not None and seen >= since
+            return self._alive(conn, canonical_agent_id(agent_id), within)
+
+    def _alive(self, conn: Connection, agent_id: str, within: timedelta) -> bool:
+        seen = conn.scalar(_LAST_ONLINE, {"agent": agent_id})
+        return seen is not None and seen >= self.now() - within
 
     def sweep_expired_leases(self) -> SweepResult:
         """Deal with tasks whose worker stopped renewing the lease (SSIS DealWithExpiredTasks).

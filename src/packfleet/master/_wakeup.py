@@ -12,13 +12,20 @@ are :meth:`~LocalWakeups.notify`, which wakes them all. A task that became ready
 not both queue a lease on the catalog's single SQLite thread for one task, the loser's delaying the
 winner's answer and every request behind it. A long-poll woken alone that cannot take the task
 passes the news on (see ``_worker_api.lease``).
+
+A submit goes one step further (:meth:`~LocalWakeups.reserve`): it sets the lease long-poll waiting
+longest aside, leases for its worker in the submit's own transaction, and wakes it with the tasks
+(:class:`Reservation`), so an idle worker's task needs no second transaction (``catalog._handoff``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from packfleet.catalog import LeaseAsk, TaskAssignment
 
 #: New tasks may be ready: an execution was created, the sweep requeued a lease, one was canceled,
 #: or a worker's standing changed (its long-poll must re-check its authorization). Only the first
@@ -55,7 +62,7 @@ class Ticket:
     """A topic's generation at one moment; waiting on it returns once a later notification happened,
     or once a wake-up meant for one waiter was handed to this ticket (``handed``)."""
 
-    __slots__ = ("_generation", "_owner", "handed", "topic")
+    __slots__ = ("_generation", "_owner", "ask", "handed", "handoff", "topic")
 
     def __init__(self, topic: str, generation: _Generation, owner: LocalWakeups) -> None:
         self.topic = topic
@@ -64,6 +71,12 @@ class Ticket:
         #: A :meth:`LocalWakeups.notify_one` chose this ticket's holder: it looks for the task, and
         #: passes the wake-up on if it does not take one.
         self.handed = False
+        #: What the holder, a lease long-poll, would lease once woken: a submit may lease it on its
+        #: behalf (:meth:`LocalWakeups.reserve`).
+        self.ask: LeaseAsk | None = None
+        #: Set while a submit leases for the holder: the tasks it leased for it ([]: none, so it
+        #: looks as if handed a wake-up), or None (the submit created nothing: it goes on waiting).
+        self.handoff: asyncio.Future[list[TaskAssignment] | None] | None = None
 
     @property
     def notified(self) -> bool:
@@ -124,6 +137,59 @@ class Wakeups(Protocol):
 
     def notify_all(self) -> None: ...
 
+    def reserve(self, topic: str) -> Reservation | None: ...
+
+
+class Reservation:
+    """A waiting lease long-poll set aside for one submit, which leases for it in its transaction.
+
+    Out of its topic's queue meanwhile, so that no other wake-up is handed to it. Exactly one of
+    :meth:`hand` or :meth:`cancel` must follow.
+    """
+
+    __slots__ = ("_owner", "_waiter", "ask")
+
+    def __init__(self, waiter: _Waiter, ask: LeaseAsk, owner: LocalWakeups) -> None:
+        self._waiter = waiter
+        self._owner = owner
+        self.ask = ask
+
+    def hand(self, tasks: list[TaskAssignment]) -> None:
+        """Wake the long-poll with ``tasks`` leased for it; with none, as :meth:`LocalWakeups.notify_one`
+        would: it looks for the task, and passes the wake-up on if it may not take it."""
+        ticket = self._waiter.ticket
+        if not tasks:
+            ticket.handed = True
+        _settle(ticket, tasks)
+        self._waiter.wake()
+
+    def cancel(self) -> None:
+        """Nothing was created: the long-poll waits on as before (woken if its ticket fired meanwhile)."""
+        ticket = self._waiter.ticket
+        _settle(ticket, None)
+        if ticket.notified:
+            self._waiter.wake()
+        elif not self._waiter.woken.done():
+            self._owner._queue(self._waiter)
+
+
+def _settle(ticket: Ticket, tasks: list[TaskAssignment] | None) -> None:
+    if ticket.handoff is not None and not ticket.handoff.done():
+        ticket.handoff.set_result(tasks)
+
+
+async def handed_over(ticket: Ticket) -> list[TaskAssignment] | None:
+    """After a wait: the tasks a submit leased for ``ticket``'s holder, awaited if it is still at
+    it (None: no submit reserved it, or it created nothing)."""
+    handoff = ticket.handoff
+    if handoff is None:
+        return None
+    try:
+        # Shielded: a long-poll cancelled meanwhile must not cancel what the submit will settle.
+        return await asyncio.shield(handoff)
+    finally:
+        ticket.handoff = None
+
 
 class LocalWakeups:
     """Wake-ups within one master process (enough for SQLite, and for one master on PostgreSQL).
@@ -181,6 +247,19 @@ class LocalWakeups:
         self.notify(ticket.topic)
         if unchanged:
             ticket._generation = self.ticket(ticket.topic)._generation
+
+    def reserve(self, topic: str) -> Reservation | None:
+        """Set aside the lease long-poll of ``topic`` waiting longest (one that said what it would
+        lease), for a submit to lease on its behalf; None when none waits."""
+        waiting = self._waiting.get(topic)
+        for waiter in waiting or ():
+            ticket = waiter.ticket
+            if ticket.ask is None or ticket.notified or ticket.handoff is not None or waiter.woken.done():
+                continue
+            self._unqueue(waiter)
+            ticket.handoff = asyncio.get_running_loop().create_future()
+            return Reservation(waiter, ticket.ask, self)
+        return None
 
     def notify_all(self) -> None:
         """Wake every waiter (used at shutdown so long-polls answer at once instead of holding it up)."""

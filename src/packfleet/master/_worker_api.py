@@ -20,6 +20,7 @@ from packfleet.catalog import (
     CompletionResult,
     EventInput,
     HeartbeatOutcome,
+    LeaseAsk,
     Principal,
     TaskAssignment,
     WorkerInfo,
@@ -35,7 +36,7 @@ from packfleet.master._problems import Problem, bad_request, forbidden
 from packfleet.master._services import services_of
 from packfleet.master._state import Call, MasterState, json_response, off_catalog
 from packfleet.master._times import clock_warning, parse_aware_time
-from packfleet.master._wakeup import EVENTS, ROTATION, TASKS, Ticket, wait_any, worker_topic
+from packfleet.master._wakeup import EVENTS, ROTATION, TASKS, Ticket, handed_over, wait_any, worker_topic
 from packfleet.pki import CertStore, Credential, check_usable
 from packfleet.protocol import routes
 
@@ -223,6 +224,8 @@ async def lease(call: Call) -> web.StreamResponse:
     lease_seconds = _lease_seconds(ask.lease_seconds)
     agent_key = canonical_agent_id(ask.agent_id)
     own_topic = worker_topic(agent_key)
+    # What a submit may lease for this long-poll while it waits (see catalog._handoff).
+    asks = LeaseAsk(ask.agent_id, capacity, lease_seconds)
     rotation = services_of(call).rotation
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.wait_seconds(ask.wait_seconds)
@@ -255,7 +258,14 @@ async def lease(call: Call) -> web.StreamResponse:
                 # or no long-poll waiting) or was handed to a waiting long-poll, which takes it or
                 # passes the news on to every ticket (notify_others).
                 ticket, drained = drained, None
+                ticket.ask = asks
                 await wait_any((ticket, own, step), max(0.0, deadline - loop.time()))
+                if leased := await handed_over(ticket):
+                    # A submit leased for this long-poll: fewer than it asked for means nothing else
+                    # was ready, as after a look.
+                    looked = ticket if len(leased) < capacity else None
+                    tasks = [state.unsealed(t.to_dict()) for t in leased]
+                    break
                 handed = ticket.handed
                 waited = True
                 if _gone(call.request) or not await _still_enabled(state, caller):
@@ -293,7 +303,12 @@ async def lease(call: Call) -> web.StreamResponse:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            ticket.ask = asks
             await wait_any((ticket, own, step), remaining)
+            if leased := await handed_over(ticket):
+                looked = ticket if len(leased) < capacity else None
+                tasks = [state.unsealed(t.to_dict()) for t in leased]
+                break
             handed = ticket.handed
             waited = True
             if _gone(call.request) or not await _still_enabled(state, caller):

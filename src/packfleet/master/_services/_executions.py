@@ -42,6 +42,9 @@ class Submitted:
 
     execution: ExecutionRecord
     created: bool
+    #: A waiting lease long-poll was woken for its task already: leased to its worker in the
+    #: submit's own transaction, or handed the wake-up to look for it (see ``_submit_execution``).
+    woken: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,8 @@ class ExecutionService:
                 raise
             return Submitted(raced, created=False)
         if submitted.created:
-            state.wakeups.notify_one(TASKS)
+            if not submitted.woken:
+                state.wakeups.notify_one(TASKS)
             record = submitted.execution
             log.info(
                 "execution %d of %s/%s/%s created by %s",
@@ -231,10 +235,7 @@ class ExecutionService:
             ask.retry_count,
             newest.version_id,
         )
-        record, created = await state.db(
-            state.catalog.submit_execution, request, actor=actor, idempotency_key=key
-        )
-        return Submitted(record, created)
+        return await self._submit_execution(request, actor=actor, key=key, if_newest=False)
 
     async def _on_newest(
         self,
@@ -265,15 +266,45 @@ class ExecutionService:
         request = ExecutionRequest(
             folder, project, package, parameters, allowed, retry_count, newest.version_id
         )
-        state = self._state
         try:
-            record, created = await state.db(
-                state.catalog.submit_execution, request, actor=actor, idempotency_key=key, if_newest=True
-            )
+            return await self._submit_execution(request, actor=actor, key=key, if_newest=True)
         except VersionChanged:
             self._newest.pop((folder, project), None)
             return None
-        return Submitted(record, created)
+
+    async def _submit_execution(
+        self, request: ExecutionRequest, *, actor: str, key: str | None, if_newest: bool
+    ) -> Submitted:
+        """The catalog's submit; with a lease long-poll waiting, it leases for it in the same
+        transaction and wakes it with the task (see ``catalog._handoff``)."""
+        state = self._state
+        reservation = state.wakeups.reserve(TASKS)
+        if reservation is None:
+            record, created = await state.db(
+                state.catalog.submit_execution, request, actor=actor, idempotency_key=key, if_newest=if_newest
+            )
+            return Submitted(record, created)
+        try:
+            record, created, leased = await state.db(
+                state.catalog.submit_leasing,
+                request,
+                reservation.ask,
+                actor=actor,
+                idempotency_key=key,
+                if_newest=if_newest,
+            )
+        except BaseException:
+            reservation.cancel()
+            raise
+        if not created:
+            reservation.cancel()
+            return Submitted(record, created)
+        reservation.hand(leased)
+        # Leased nothing (its worker may not run the task, or went silent): the long-poll is woken
+        # to look and pass the wake-up on, as notify_one would have. Leased only older tasks: the
+        # new one still needs a wake-up of its own.
+        woken = not leased or any(task.execution_id == record.execution_id for task in leased)
+        return Submitted(record, created, woken=woken)
 
     async def _read_newest(self, folder: str, project: str) -> _Newest:
         """The newest version of ``folder/project`` from the catalog, remembered for the next submits."""
@@ -321,7 +352,8 @@ class ExecutionService:
                 allowed_workers=workers,
                 project_version_id=newest.version_id,
             )
-        state.wakeups.notify_one(TASKS)
+        if submitted is None or not submitted.woken:
+            state.wakeups.notify_one(TASKS)
         return record
 
     async def rerun(self, execution_id: int, *, actor: str) -> tuple[ExecutionRecord, ExecutionRecord]:
