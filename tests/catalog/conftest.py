@@ -7,6 +7,7 @@ fails the tests: CI starts it, and a silent skip would hide the backend that run
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 
 from conftest import pg_database
-from packfleet.catalog import Catalog, WorkerInfo
+from packfleet.catalog import TASKS_CHANNEL, Catalog, WorkerInfo
 from packfleet.catalog._schema import metadata
 from packfleet.pki import create_self_signed
 
@@ -55,6 +56,20 @@ def pg_url() -> Iterator[str]:
 def migrated_pg(pg_url: str) -> str:
     Catalog.open(pg_url).close()
     return pg_url
+
+
+@contextlib.contextmanager
+def listening(url: str, clock: FakeClock) -> Iterator[tuple[Catalog, psycopg.Connection[tuple[object, ...]]]]:
+    """The emptied PostgreSQL catalog at ``url``, and another connection (another master, for all
+    the catalog can tell) LISTENing on its task notifications."""
+    empty_database(url)
+    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    with (
+        Catalog.open(url, clock=clock, connect_timeout=5) as catalog,
+        psycopg.connect(plain, autocommit=True, connect_timeout=5) as listener,
+    ):
+        listener.execute(f"LISTEN {TASKS_CHANNEL}")
+        yield catalog, listener
 
 
 def empty_database(url: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import psycopg
+import pytest
 
 from packfleet.catalog import (
     TASKS_CHANNEL,
@@ -15,7 +15,7 @@ from packfleet.catalog import (
     TaskStatus,
 )
 
-from .conftest import MANIFEST, FakeClock, empty_database, info, new_agent
+from .conftest import MANIFEST, FakeClock, info, listening, new_agent
 
 Register = Callable[..., str]
 
@@ -76,20 +76,15 @@ def test_a_repeated_submit_leases_nothing(deployed: Catalog, worker: Register) -
     assert len(leased) == 1 and not created and more == [] and again.execution_id == first.execution_id
 
 
+@pytest.mark.postgres
 def test_other_masters_hear_of_the_task_only_when_it_was_not_leased(
     migrated_pg: str, clock: FakeClock, make_cert: Callable[[str], bytes]
 ) -> None:
-    empty_database(migrated_pg)
-    plain = migrated_pg.replace("postgresql+psycopg://", "postgresql://")
-    with (
-        Catalog.open(migrated_pg, clock=clock, connect_timeout=5) as catalog,
-        psycopg.connect(plain, autocommit=True, connect_timeout=5) as listener,
-    ):
+    with listening(migrated_pg, clock) as (catalog, listener):
         catalog.deploy_project("default", MANIFEST, b"z", actor="admin")
         agent = new_agent()
         cert = catalog.add_worker_certificate(make_cert("w"), actor="admin", enable=True)
         catalog.worker_heartbeat(cert.thumbprint, info(agent, "w"))
-        listener.execute(f"LISTEN {TASKS_CHANNEL}")
         _, _, leased = catalog.submit_leasing(_request(catalog), LeaseAsk(agent, 1, 60), actor="a")
         assert len(leased) == 1
         assert list(listener.notifies(timeout=0.3)) == []

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import psycopg
 import pytest
 
-from packfleet.catalog import TASKS_CHANNEL, Catalog, ExecutionRequest, TaskStatus
+from packfleet.catalog import Catalog, ExecutionRequest, TaskStatus
 from packfleet.errors import NotFound, VersionChanged
 
-from .conftest import MANIFEST, FakeClock, empty_database
+from .conftest import MANIFEST, FakeClock, listening
 
 Register = Callable[..., str]
 
@@ -81,13 +80,7 @@ def test_task_notifications_name_their_catalog_and_count_the_new_tasks(
     migrated_pg: str, clock: FakeClock
 ) -> None:
     """The master that made them skips its own; another wakes as many long-polls as there are tasks."""
-    empty_database(migrated_pg)
-    plain = migrated_pg.replace("postgresql+psycopg://", "postgresql://")
-    with (
-        Catalog.open(migrated_pg, clock=clock, connect_timeout=5) as catalog,
-        psycopg.connect(plain, autocommit=True, connect_timeout=5) as listener,
-    ):
-        listener.execute(f"LISTEN {TASKS_CHANNEL}")
+    with listening(migrated_pg, clock) as (catalog, listener):
         catalog.deploy_project("default", MANIFEST, b"z", actor="admin")
         catalog.create_execution("default", "etl", "load", parameters={}, actor="admin")
         catalog.create_executions([ExecutionRequest("default", "etl", "load")] * 3, actor="admin")

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
-import psycopg
 import pytest
 from sqlalchemy import event
 
@@ -26,7 +25,7 @@ from packfleet.catalog import (
 from packfleet.catalog._leases import _PackageSpecs
 from packfleet.errors import CatalogError, NotFound
 
-from .conftest import MANIFEST, FakeClock, empty_database, new_agent
+from .conftest import MANIFEST, FakeClock, listening, new_agent
 
 Register = Callable[..., str]
 
@@ -539,13 +538,7 @@ def test_store_report_stores_nothing_when_a_part_is_refused_or_fails(
 @pytest.mark.postgres
 def test_new_ready_tasks_wake_listeners_on_postgresql(migrated_pg: str, clock: FakeClock) -> None:
     """Another master LISTENing on TASKS_CHANNEL hears of each execution created (on commit)."""
-    empty_database(migrated_pg)
-    plain = migrated_pg.replace("postgresql+psycopg://", "postgresql://")
-    with (
-        Catalog.open(migrated_pg, clock=clock, connect_timeout=5) as catalog,
-        psycopg.connect(plain, autocommit=True, connect_timeout=5) as listener,
-    ):
-        listener.execute(f"LISTEN {TASKS_CHANNEL}")
+    with listening(migrated_pg, clock) as (catalog, listener):
         catalog.deploy_project("default", MANIFEST, b"z", actor="admin")
         assert list(listener.notifies(timeout=0.2)) == []  # a deploy readies no task
         catalog.create_execution("default", "etl", "load", parameters={}, actor="admin")
