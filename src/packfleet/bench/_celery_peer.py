@@ -10,10 +10,12 @@ broker and the result backend.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,6 +25,12 @@ from packfleet.bench._peer_tls import PeerTls
 from packfleet.bench._ports import free_port
 from packfleet.bench._services import Service
 from packfleet.errors import ClusterError
+
+log = logging.getLogger("packfleet.bench")
+
+
+class MissedResults(Exception):
+    """Celery's native join waited past its timeout while every result was stored already."""
 
 
 def redis_server() -> str:
@@ -145,7 +153,18 @@ class CeleryPeer:
         return [service.pid for service in self.services]
 
     def throughput(self, n: int) -> tuple[float, float]:
-        """N no-ops sent as one group (as packfleet's one bulk submit), timed until every result is read."""
+        """N no-ops sent as one group (as packfleet's one bulk submit), timed until every result is read.
+
+        Measured again, once, when Celery's native join missed results that were stored (see
+        :func:`join`): that wait is a client's hang, not Celery's throughput.
+        """
+        try:
+            return self._throughput(n)
+        except MissedResults as exc:
+            log.warning("celery: %s; measuring this round again", exc)
+            return self._throughput(n)
+
+    def _throughput(self, n: int) -> tuple[float, float]:
         assert self._tasks is not None  # noqa: S101 - started
         from celery import group
 
@@ -154,7 +173,7 @@ class CeleryPeer:
         meter.start()
         started = time.perf_counter()
         result = group(noop.s() for _ in range(n)).apply_async()
-        result.get(timeout=max(120.0, n / 20))
+        join(result, timeout=max(60.0, n / 20), worker_log=self.services[-1].log_tail)
         elapsed = time.perf_counter() - started
         cpu = meter.stop()
         result.forget()
@@ -170,3 +189,26 @@ class CeleryPeer:
             noop.apply_async().get(timeout=30)
             trips.append((time.perf_counter() - sent) * 1000.0)
         return trips
+
+
+def join(result: Any, *, timeout: float, worker_log: Callable[[], str]) -> None:
+    """Wait for every result of a Celery ``GroupResult``, through its native join (Redis pub/sub).
+
+    That join can miss results already stored and wait on (celery/celery#5359; seen once here, in
+    ``make test`` under load): when it times out with every result stored, this raises
+    :class:`MissedResults`; with some missing, Celery itself did not run them, and this says so.
+    """
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    try:
+        result.get(timeout=timeout)
+    except CeleryTimeout as exc:
+        done, total = result.completed_count(), len(result)
+        if done == total:
+            raise MissedResults(
+                f"its join waited {timeout:.0f} s for {total} results stored already"
+            ) from exc
+        raise ClusterError(
+            f"Celery ran {done} of {total} no-op tasks in {timeout:.0f} s; its worker's log ends:\n"
+            + worker_log()
+        ) from exc
