@@ -149,6 +149,9 @@ def test_only_trust_added_keeps_the_serving_context(mh: MasterHome) -> None:
     grown = load_tls_material(mh.home)
     assert grown.trust_added_to(before) == newcomer.cert_pem().decode()
     assert before.trust_added_to(grown) is None  # a certificate no longer trusted
+    edited = dict(grown.trusted)
+    edited[newcomer.thumbprint] = create_self_signed(["other"]).cert_pem().decode()
+    assert dataclasses.replace(grown, trusted=edited).trust_added_to(grown) is None
     tls13 = before.settings
     tls12 = dataclasses.replace(grown, settings=dataclasses.replace(tls13, tls_minimum_version="1.2"))
     assert tls12.trust_added_to(before) is None

@@ -58,7 +58,10 @@ class TlsMaterial:
             before.key_file,
         )
         same_version = self.settings.tls_minimum_version == before.settings.tls_minimum_version
-        if not (same_serving and same_version) or not before.trusted.keys() <= self.trusted.keys():
+        # Every certificate trusted before still is, with the same text (a file edited in place
+        # under its thumbprint's name is a change like any other).
+        kept = all(self.trusted.get(thumbprint) == pem for thumbprint, pem in before.trusted.items())
+        if not (same_serving and same_version and kept):
             return None
         return "".join(pem for thumbprint, pem in self.trusted.items() if thumbprint not in before.trusted)
 
