@@ -150,8 +150,17 @@ async def test_an_oversized_anonymous_join_is_a_413(peer: Peer) -> None:
         (routes.ADMIN_AUDIT + "?after_id=-1", "out of range"),
         (routes.ADMIN_EXECUTIONS + "/" + "9" * 40, "execution"),
         (routes.ADMIN_EXECUTIONS + "/abc", "execution"),
+        (routes.ADMIN_AUDIT + "?after_id=&limit=", "query parameter limit is empty"),
+        (routes.ADMIN_EXECUTIONS + "?status=&limit=20", "query parameter status is empty"),
     ],
-    ids=["huge-limit", "negative-after-id", "huge-execution-id", "text-execution-id"],
+    ids=[
+        "huge-limit",
+        "negative-after-id",
+        "huge-execution-id",
+        "text-execution-id",
+        "empty-after-id",
+        "empty-status",
+    ],
 )
 async def test_out_of_range_admin_input_is_refused_never_a_500(
     mh: MasterHome, peer: Peer, path: str, says: str

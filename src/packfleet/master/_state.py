@@ -244,10 +244,18 @@ def json_response(data: Any, *, status: int = 200) -> web.Response:
     )
 
 
+def _given(request: web.Request, name: str, what: str) -> str | None:
+    """A query parameter's text, None when it is left out; an empty one is a 400, not the default."""
+    raw = request.query.get(name)
+    if raw == "":
+        raise bad_request(f"query parameter {name} is empty: give {what}, or leave it out for the default")
+    return raw
+
+
 def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0, maximum: int) -> int:
     """An integer query parameter within bounds; anything else is a 400 naming it."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = _given(request, name, "a whole number")
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -259,8 +267,8 @@ def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0
 
 
 def query_float(request: web.Request, name: str, default: float) -> float:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = _given(request, name, "a number")
+    if raw is None:
         return default
     try:
         return float(raw)
