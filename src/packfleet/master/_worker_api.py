@@ -258,9 +258,7 @@ async def lease(call: Call) -> web.StreamResponse:
                 # or no long-poll waiting) or was handed to a waiting long-poll, which takes it or
                 # passes the news on to every ticket (notify_others).
                 ticket, drained = drained, None
-                ticket.ask = asks
-                await wait_any((ticket, own, step), max(0.0, deadline - loop.time()))
-                if leased := await handed_over(ticket):
+                if leased := await _wait(ticket, own, step, asks, max(0.0, deadline - loop.time())):
                     # A submit leased for this long-poll: fewer than it asked for means nothing else
                     # was ready, as after a look.
                     looked = ticket if len(leased) < capacity else None
@@ -303,9 +301,7 @@ async def lease(call: Call) -> web.StreamResponse:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            ticket.ask = asks
-            await wait_any((ticket, own, step), remaining)
-            if leased := await handed_over(ticket):
+            if leased := await _wait(ticket, own, step, asks, remaining):
                 looked = ticket if len(leased) < capacity else None
                 tasks = [state.unsealed(t.to_dict()) for t in leased]
                 break
@@ -332,6 +328,16 @@ async def lease(call: Call) -> web.StreamResponse:
     if hint:
         body["heartbeat_now"] = True  # sent only when true: workers before it refuse unknown fields
     return json_response(body)
+
+
+async def _wait(
+    ticket: Ticket, own: Ticket, step: Ticket, asks: LeaseAsk, timeout: float
+) -> list[TaskAssignment] | None:
+    """Wait for news of tasks, of the worker, or of a rotation step; return the tasks a submit
+    leased for this long-poll meanwhile, if one did (see ``catalog._handoff``)."""
+    ticket.ask = asks
+    await wait_any((ticket, own, step), timeout)
+    return await handed_over(ticket)
 
 
 def _still_drained(ticket: Ticket, own: Ticket, step: Ticket) -> Ticket | None:
