@@ -244,6 +244,35 @@ def test_create_executions_is_one_transaction(deployed: Catalog, worker: Registe
     assert deployed.create_executions([], actor="bulk") == []
 
 
+def test_a_bulk_of_alike_requests_makes_each_execution_with_its_ready_task(
+    deployed: Catalog, worker: Register
+) -> None:
+    """Runs of equal requests are inserted together: every execution still gets its own values,
+    its allowed workers and one ready task, and the ids come back in the order asked."""
+    two = worker("two")
+    alike = ExecutionRequest("default", "etl", "extract", {"rows": 7}, retry_count=2)
+    limited = ExecutionRequest("default", "etl", "load", {}, (two,))
+    asked = [alike] * 3 + [limited] * 2 + [alike]
+    ids = deployed.create_executions(asked, actor="bulk")
+    assert len(ids) == len(set(ids)) == 6 and ids == sorted(ids)
+    records = {r.execution_id: r for r in deployed.list_executions()}
+    for execution_id, request in zip(ids, asked, strict=True):
+        record = records[execution_id]
+        assert (record.package, record.parameters, record.retry_count, record.created_by) == (
+            request.package,
+            dict(request.parameters),
+            request.retry_count,
+            "bulk",
+        )
+        assert record.allowed_workers == request.allowed_workers
+        assert record.task is not None and record.task.status == protocol.TaskStatus.READY
+        assert record.task.attempt == 0 and record.task.created_at == record.created_at
+    assert len({r.task.task_id for r in records.values() if r.task is not None}) == 6
+    # Only the worker allowed gets the limited ones; any worker gets the rest.
+    leased = deployed.lease_tasks(two, 10, 60)
+    assert sorted(t.execution_id for t in leased) == ids
+
+
 def test_list_executions_newest_first_and_by_status(deployed: Catalog, worker: Register) -> None:
     agent_id = worker()
     ids = [_run(deployed) for _ in range(3)]

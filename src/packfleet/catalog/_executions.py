@@ -8,17 +8,24 @@ the project version their parameters were checked against (the newest at creatio
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     Connection,
     Row,
     Select,
+    any_,
     bindparam,
     delete,
     func,
+    literal,
+    literal_column,
     select,
     update,
 )
@@ -444,47 +451,71 @@ class ExecutionCatalog(CatalogBase):
     def _create(self, conn: Connection, requests: Sequence[ExecutionRequest], actor: str) -> list[int]:
         version_ids, allowed = self._checked(conn, requests, {})
         now = self.now()
-        execution_ids = list(
-            conn.scalars(
-                executions.insert().returning(executions.c.id, sort_by_parameter_order=True),
-                [
-                    {
-                        "folder": r.folder,
-                        "project": r.project,
-                        "package": r.package,
-                        "project_version_id": version_id,
-                        "status": int(ExecutionStatus.PENDING),
-                        "parameters": dict(r.parameters),
-                        "retry_count": r.retry_count,
-                        "created_by": actor,
-                        "created_at": now,
-                        "idempotency_key": None,
-                    }
-                    for r, version_id in zip(requests, version_ids, strict=True)
-                ],
-            )
+        execution_ids: list[int] = []
+        # A bulk submit is one request many times: each run of equal requests is one statement.
+        alike = itertools.groupby(
+            zip(requests, version_ids, allowed, strict=True), key=lambda checked: checked
         )
-        conn.execute(
-            tasks.insert(),
-            [
-                {
-                    "execution_id": execution_id,
-                    "status": int(TaskStatus.READY),
-                    "attempt": 0,
-                    "created_at": now,
-                }
-                for execution_id in execution_ids
-            ],
-        )
-        rows = [
-            {"execution_id": execution_id, "agent_id": agent_id}
-            for execution_id, ids in zip(execution_ids, allowed, strict=True)
-            for agent_id in ids
-        ]
-        if rows:
-            conn.execute(execution_workers.insert(), rows)
+        for (request, version_id, workers), run in alike:
+            ids = self._insert_alike(conn, request, version_id, sum(1 for _ in run), actor, now)
+            if workers:
+                conn.execute(
+                    execution_workers.insert(),
+                    [{"execution_id": i, "agent_id": agent_id} for i in ids for agent_id in workers],
+                )
+            execution_ids.extend(ids)
         self._notify_tasks(conn, len(execution_ids))
         return execution_ids
+
+    def _insert_alike(
+        self,
+        conn: Connection,
+        request: ExecutionRequest,
+        version_id: int,
+        count: int,
+        actor: str,
+        now: datetime,
+    ) -> list[int]:
+        """``count`` executions of ``request`` and their ready tasks, in two statements; their ids.
+
+        Row by row (SQLAlchemy's ``executemany`` with ``RETURNING``), 3,000 took 100 ms on SQLite,
+        where each row is a statement of its own, and 300 ms on PostgreSQL, where psycopg parses a
+        statement with a placeholder per value: the rows are alike, so one ``INSERT ... SELECT``
+        over ``count`` numbered rows makes them all.
+        """
+        numbers = select(literal(1).label("n")).cte("numbers", recursive=True)
+        numbers = numbers.union_all(select(numbers.c.n + 1).where(numbers.c.n < count))
+        values = {
+            "folder": request.folder,
+            "project": request.project,
+            "package": request.package,
+            "project_version_id": version_id,
+            "status": int(ExecutionStatus.PENDING),
+            "parameters": dict(request.parameters),
+            "retry_count": request.retry_count,
+            "created_by": actor,
+            "created_at": now,
+        }
+        rows = select(*(bindparam(name, value, executions.c[name].type) for name, value in values.items()))
+        inserted = executions.insert().from_select(list(values), rows.select_from(numbers))
+        # The rows are alike, so which id is which does not matter; they are answered in order.
+        ids = sorted(conn.scalars(inserted.returning(executions.c.id)))
+        if self.dialect == "postgresql":
+            created = executions.c.id == any_(bindparam("ids", ids, ARRAY(BigInteger)))
+        else:
+            created = executions.c.id.in_(
+                select(literal_column("value")).select_from(func.json_each(bindparam("ids", json.dumps(ids))))
+            )
+        task_rows = select(
+            executions.c.id,
+            literal(int(TaskStatus.READY)),
+            literal(0),
+            bindparam("task_created_at", now, tasks.c.created_at.type),
+        ).where(created)
+        conn.execute(
+            tasks.insert().from_select(["execution_id", "status", "attempt", "created_at"], task_rows)
+        )
+        return ids
 
     # --- changing --------------------------------------------------------------------------------
 
