@@ -68,6 +68,27 @@ def test_a_disabled_or_disallowed_worker_does_not_keep_the_task_from_the_one_tha
     assert len(deployed.lease_tasks(silent, 1, 10)) == 1
 
 
+def test_a_worker_allowed_only_for_other_executions_does_not_keep_the_task_from_the_one_that_lost_it(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    """The "someone else may run it" check asks about this task's allowed workers, not any task's."""
+    silent, other = worker("silent"), worker("other")
+    execution_id = deployed.create_execution(
+        "default", "etl", "extract", parameters={}, actor="admin", allowed_workers=[silent], retry_count=2
+    ).execution_id
+    elsewhere = deployed.create_execution(
+        "default", "etl", "extract", parameters={}, actor="admin", allowed_workers=[other]
+    ).execution_id
+    [first] = deployed.lease_tasks(silent, 1, 10)
+    assert first.execution_id == execution_id
+    clock.advance(11)
+    _beat(deployed, other, "other")  # alive and enabled, but not allowed to run this execution
+    assert deployed.sweep_expired_leases().requeued == [execution_id]
+    [again] = deployed.lease_tasks(silent, 1, 10)
+    assert (again.execution_id, again.attempt) == (execution_id, 2)
+    assert [t.execution_id for t in deployed.lease_tasks(other, 5, 10)] == [elsewhere]
+
+
 def test_a_refused_stale_report_leaves_an_event_saying_when_its_lease_expired(
     deployed: Catalog, worker: Register, clock: FakeClock
 ) -> None:

@@ -74,9 +74,13 @@ _LAST_ONLINE = select(worker_agents.c.last_online_time).where(worker_agents.c.ag
 def _allowed_for(agent_id: str | ColumnElement[str]) -> ColumnElement[bool]:
     """No ``execution_workers`` row for the task's execution (any worker), or one for this agent."""
     ew = execution_workers.c
+    # Correlated to every enclosing query: nested in another EXISTS (the lease's "someone else may
+    # run it"), SQLAlchemy would correlate only to the nearest one and add ``tasks`` to this FROM,
+    # asking about any task instead of this one.
+    for_the_task = ew.execution_id == tasks.c.execution_id
     return or_(
-        not_(exists().where(ew.execution_id == tasks.c.execution_id)),
-        exists().where(ew.execution_id == tasks.c.execution_id, ew.agent_id == agent_id),
+        not_(exists().where(for_the_task).correlate_except(execution_workers)),
+        exists().where(for_the_task, ew.agent_id == agent_id).correlate_except(execution_workers),
     )
 
 
