@@ -61,7 +61,9 @@ async def test_the_linger_is_bounded_when_no_slot_frees(
     async def record(seconds: float) -> None:
         waited.append(seconds)
 
-    agent = await make_agent(home, sleep=record, timing=dataclasses.replace(FAST, lease_linger=0.004))
+    # The hold after an emptying answer has its own, shorter bound: not this one.
+    timing = dataclasses.replace(FAST, lease_linger=0.004, hold_back=0.001)
+    agent = await make_agent(home, sleep=record, timing=timing)
     for task_id in range(agent.settings.max_task_count):
         agent.tasks.hold(demo.task(task_id, "hello"), deadline=float("inf"))
     await asyncio.wait_for(agent.leases.gather_slots(), 5)
@@ -72,7 +74,7 @@ async def test_the_linger_is_bounded_when_no_slot_frees(
 async def test_after_starting_a_task_the_next_lease_waits_for_its_end_and_its_report(
     home: Path, demo: DemoProject, make_agent: MakeAgent
 ) -> None:
-    agent = await make_agent(home, sleep=never, timing=dataclasses.replace(FAST, lease_linger=30.0))
+    agent = await make_agent(home, sleep=never, timing=dataclasses.replace(FAST, hold_back=30.0))
     agent.leases.drained = True  # the master had no more tasks ready
     agent.tasks.hold(demo.task(1, "hello"), deadline=float("inf"))
     agent.cache.open_attempt(execution_id=101, task_id=1, attempt=1)  # its report is not delivered
@@ -113,7 +115,9 @@ async def test_holding_a_lease_back_is_bounded_and_only_when_the_master_has_no_m
     async def record(seconds: float) -> None:
         waited.append(seconds)
 
-    agent = await make_agent(home, sleep=record, timing=dataclasses.replace(FAST, lease_linger=0.004))
+    # A busy worker's linger for freed slots is longer; it is not what holds this request back.
+    timing = dataclasses.replace(FAST, lease_linger=0.008, hold_back=0.004)
+    agent = await make_agent(home, sleep=record, timing=timing)
     agent.tasks.hold(demo.task(1, "hello"), deadline=float("inf"))
     agent.leases.drained = False  # the answer was full: the master may have more ready
     await asyncio.wait_for(agent.leases._hold_back(burst=False), 5)
@@ -134,7 +138,7 @@ async def test_the_wait_for_an_ended_tasks_report_outlasts_the_linger_and_is_bou
         waited.append(seconds)
         await asyncio.sleep(seconds)  # really: the hold's deadline is the loop's clock
 
-    agent = await make_agent(home, sleep=record, timing=dataclasses.replace(FAST, lease_linger=0.004))
+    agent = await make_agent(home, sleep=record, timing=dataclasses.replace(FAST, hold_back=0.004))
     agent.leases.drained = True
     agent.cache.open_attempt(execution_id=101, task_id=1, attempt=1)  # ended, its report not delivered
     await asyncio.wait_for(agent.leases._hold_back(burst=False), 5)

@@ -31,7 +31,7 @@ BURST_LEASE_ATTEMPTS = 6
 
 
 #: The longest an idle worker holds its next lease request back for the report of the tasks it
-#: just ran, after up to ``lease_linger`` for their end (see LeaseLoop._hold_back); a task submitted
+#: just ran, after up to ``hold_back`` for their end (see LeaseLoop._hold_back); a task submitted
 #: meanwhile is leased by another worker's waiting request, or by this one at most that much later.
 REPORT_HOLD = 0.02
 
@@ -178,7 +178,7 @@ class LeaseLoop:
             await self._pause(remaining, self._events.wake_lease)
 
     async def _hold_back(self, burst: bool) -> None:
-        """After starting tasks, let them go first (up to ``lease_linger``), then their reports (up to
+        """After starting tasks, let them go first (up to ``hold_back``), then their reports (up to
         :data:`REPORT_HOLD`).
 
         Only when the master had no more tasks ready (:attr:`drained`): the next request would
@@ -189,17 +189,17 @@ class LeaseLoop:
         the master prepares the next tasks while these run (make bench, throughput). A burst only
         lets the attempts reach their package.
         """
-        if burst or not self.drained or self.timing.lease_linger <= 0:
+        if burst or not self.drained or self.timing.hold_back <= 0:
             await asyncio.sleep(0)
             return
         events, loop = self._events, asyncio.get_running_loop()
-        await self._pause(self.timing.lease_linger, events.wake_lease)
+        await self._pause(self.timing.hold_back, events.wake_lease)
         # When they ended already, their reports go out before this request competes with them: a
         # report's round trip (commit, request, the master's transaction) takes 2-3 ms on an idle
-        # machine and more under load, so waiting only lease_linger for it often sent the request
+        # machine and more under load, so waiting only hold_back for it often sent the request
         # in the middle of it, and the master's look for tasks queued beside the report's
         # transaction on its catalog thread (make bench, latency).
-        deadline = loop.time() + max(self.timing.lease_linger, REPORT_HOLD)
+        deadline = loop.time() + max(self.timing.hold_back, REPORT_HOLD)
         while not self._tasks.running and not self._tasks.cache.idle:
             left = deadline - loop.time()
             if left <= 0:
