@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine, text
 from packfleet.errors import ClusterError
 from packfleet.localcluster import LocalCluster
 from packfleet.manager import ManagerClient
-from packfleet.protocol import routes
+from packfleet.protocol import FINISHED_EXECUTION, ExecutionStatus, routes
 
 #: Where ``--catalog postgresql`` creates its throwaway database (override with PACKFLEET_BENCH_PG).
 DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -57,9 +57,11 @@ def noop(ctx):
     return None
 '''
 PACKAGES = {"fresh": "noop", "pooled": "noop_pooled"}
-FINISHED = (3, 4, 6, 7, 9)  # SSIS execution status codes that end an execution
-UNFINISHED = (1, 2, 5, 8)  # and the others: created, running, pending, stopping
-SUCCEEDED = 7
+# The protocol's status codes, as numbers for the bench's SQL.
+FINISHED = tuple(sorted(int(s) for s in FINISHED_EXECUTION))
+UNFINISHED = tuple(sorted(int(s) for s in ExecutionStatus if s not in FINISHED_EXECUTION))
+SUCCEEDED = int(ExecutionStatus.SUCCEEDED)
+_UNFINISHED_SQL = ",".join(str(s) for s in UNFINISHED)
 
 WORKER_SETTINGS = {"TaskRequestMaxCPU": "100", "TaskRequestMinMemory": "1"}
 
@@ -215,11 +217,10 @@ class BenchCluster:
         which its CPU figure counts) that the peers' harnesses, told of each result, never ask.
         """
         deadline = time.monotonic() + timeout
-        unfinished = ",".join(str(s) for s in UNFINISHED)
-        while self._left(first, last, unfinished, quick=True):
+        while self._last_runs(last) or self._left(first, last):
             if time.monotonic() > deadline:
                 wanted = last - first + 1
-                ended = wanted - self._left(first, last, unfinished, quick=False)
+                ended = wanted - self._left(first, last)
                 raise ClusterError(f"only {ended} of {wanted} executions ended within {timeout:.0f} s")
             time.sleep(poll)
         failed = self._scalar(
@@ -231,14 +232,16 @@ class BenchCluster:
         if failed:
             raise ClusterError(f"{failed} of {last - first + 1} bench executions did not succeed")
 
-    def _left(self, first: int, last: int, unfinished: str, *, quick: bool) -> int:
-        """How many executions in ``first..last`` have not ended; ``quick``: the whole range while
-        the last one has not (one row read)."""
-        if quick and self._scalar("SELECT status FROM executions WHERE id = :b", b=last) not in FINISHED:
-            return last - first + 1
+    def _last_runs(self, last: int) -> bool:
+        """Whether execution ``last`` has not ended (one row read)."""
+        return self._scalar("SELECT status FROM executions WHERE id = :b", b=last) not in FINISHED
+
+    def _left(self, first: int, last: int) -> int:
+        """How many executions in ``first..last`` have not ended."""
         return int(
             self._scalar(
-                f"SELECT count(*) FROM executions WHERE status IN ({unfinished}) AND id BETWEEN :a AND :b",  # noqa: S608 - constants
+                f"SELECT count(*) FROM executions WHERE status IN ({_UNFINISHED_SQL})"  # noqa: S608 - constants
+                " AND id BETWEEN :a AND :b",
                 a=first,
                 b=last,
             )
