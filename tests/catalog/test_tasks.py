@@ -460,6 +460,30 @@ def test_store_report_stores_events_then_ends_the_task_in_one_transaction(
     assert deployed.store_report(agent_id, [], []).results == []
 
 
+def test_store_report_leases_the_next_tasks_in_its_transaction_when_asked(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    agent_id, other = worker(), worker("other")
+    first, second, third = _run(deployed), _run(deployed), _run(deployed)
+    [task] = deployed.lease_tasks(agent_id, 1, 60)
+    done = [CompletionReport(task.task_id, 1, "succeeded", 0, "ok")]
+    outcome = deployed.store_report(agent_id, [], done, lease_capacity=5, lease_seconds=60)
+    assert outcome.results == [CompletionResult(task.task_id, True, False)]
+    assert [t.execution_id for t in outcome.leased] == [second, third]
+    assert all(t.attempt == 1 for t in outcome.leased)
+    assert deployed.get_execution(first).status == ExecutionStatus.SUCCEEDED
+    assert deployed.get_execution(third).status == ExecutionStatus.RUNNING
+    # Nothing ready: nothing leased; a report that does not ask leases nothing.
+    assert deployed.store_report(other, [], [], lease_capacity=5, lease_seconds=60).leased == []
+    fourth = _run(deployed)
+    assert deployed.store_report(agent_id, [], done).leased == []
+    # The lease's own rules hold: a disabled worker is leased nothing, even with its report.
+    disabled = worker("off", enabled=False)
+    assert deployed.store_report(disabled, [], [], lease_capacity=5, lease_seconds=60).leased == []
+    [leased] = deployed.store_report(agent_id, [], [], lease_capacity=1, lease_seconds=60).leased
+    assert leased.execution_id == fourth
+
+
 def test_store_report_reads_what_the_followers_of_the_executions_it_touched_would_find(
     deployed: Catalog, worker: Register, clock: FakeClock
 ) -> None:

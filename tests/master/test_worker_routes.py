@@ -308,6 +308,49 @@ async def test_one_report_carries_the_last_lines_and_the_end_to_a_follower_at_on
     assert (await manager.get_execution(execution["execution_id"]))["status_name"] == "succeeded"
 
 
+async def test_a_report_that_asks_for_tasks_gets_them_leased_in_its_answer(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    first, second, third = [await manager.run("default", "etl", "load") for _ in range(3)]
+    [task] = (await worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, capacity=1)))[
+        "tasks"
+    ]
+    assert task["execution_id"] == first["execution_id"]
+    report = {"task_id": task["task_id"], "attempt": task["attempt"], "outcome": "succeeded", "exit_code": 0}
+    body = {"agent_id": agent, "events": [], "reports": [report], "lease_capacity": 5, "lease_seconds": 60}
+    reply = await worker.request("POST", routes.WORKER_REPORT, json_body=body)
+    assert reply["results"] == [{"task_id": task["task_id"], "accepted": True, "stale": False}]
+    assert [t["execution_id"] for t in reply["tasks"]] == [second["execution_id"], third["execution_id"]]
+    assert "heartbeat_now" not in reply
+    assert (await manager.get_execution(first["execution_id"]))["status_name"] == "succeeded"
+    assert (await manager.get_execution(third["execution_id"]))["status_name"] == "running"
+    # A report that does not ask gets no "tasks": workers before the ask refuse unknown fields.
+    plain = await worker.request(
+        "POST", routes.WORKER_REPORT, json_body={"agent_id": agent, "events": [], "reports": [report]}
+    )
+    assert plain == {"acknowledged": 0, "stored": 0, "results": reply["results"]}
+    # Asking with nothing to report, and nothing ready: no tasks, an answer at once (no wait).
+    empty = await asyncio.wait_for(
+        worker.request("POST", routes.WORKER_REPORT, json_body=dict(body, reports=[])), 5
+    )
+    assert empty == {"acknowledged": 0, "stored": 0, "results": [], "tasks": []}
+
+
+async def test_a_report_that_asks_during_a_rotation_step_gets_a_heartbeat_hint_not_tasks(
+    mh: MasterHome, server: MasterServer, manager: ManagerClient, connect: Connect, tmp_path: Path
+) -> None:
+    worker, agent = await enabled_worker(mh, manager, connect)
+    await manager.deploy("default", project_archive(tmp_path))
+    execution = await manager.run("default", "etl", "load")
+    await manager.rotate_master_cert("start")
+    body = {"agent_id": agent, "lease_capacity": 2, "lease_seconds": 60}
+    reply = await worker.request("POST", routes.WORKER_REPORT, json_body=body)
+    assert reply == {"acknowledged": 0, "stored": 0, "results": [], "tasks": [], "heartbeat_now": True}
+    assert (await manager.get_execution(execution["execution_id"]))["status_name"] == "pending"
+
+
 async def test_a_resent_report_is_stored_once_and_an_old_attempts_report_is_stale(
     mh: MasterHome,
     server: MasterServer,

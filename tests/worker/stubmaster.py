@@ -34,7 +34,6 @@ from packfleet.protocol import (
     LeaseReply,
     LeaseRequest,
     ReportBatch,
-    ReportReply,
     TaskAssignment,
     TaskHeartbeat,
     TaskHeartbeatReply,
@@ -78,6 +77,8 @@ class StubMaster:
     overgive: int = 0
     #: False: answer /worker/report 404, as a master older than that route does.
     knows_report: bool = True
+    #: False: answer a report that asks for tasks 400, as a master older than the ask does.
+    knows_report_lease: bool = True
 
     heartbeats: list[Heartbeat] = field(default_factory=list)
     leases: list[LeaseRequest] = field(default_factory=list)
@@ -89,6 +90,9 @@ class StubMaster:
     report_posts: int = 0
     duplicates: int = 0
     completions: list[CompletionReport] = field(default_factory=list)
+    #: ``lease_capacity`` of each report that asked for tasks (refused ones too), and how many it got.
+    report_asks: list[int] = field(default_factory=list)
+    report_leased: int = 0
     downloads: Counter[str] = field(default_factory=Counter)
     peers: set[str] = field(default_factory=set)
     #: Every connection a heartbeat came over (by id): how many TLS handshakes the worker made.
@@ -151,14 +155,16 @@ class StubMaster:
                 await asyncio.wait_for(self._added.wait(), min(ask.wait_seconds, LONG_POLL_CAP))
             except TimeoutError:
                 pass
-        count = ask.capacity + self.overgive
-        given, self.queue = self.queue[:count], self.queue[count:]
-        # Leased now, for what the worker asked, as a master says it on its own clock.
-        expires = (datetime.now(UTC) + timedelta(seconds=ask.lease_seconds)).isoformat()
-        given = [dataclasses.replace(task, lease_expires_at=expires) for task in given]
+        given = self._give(ask.capacity + self.overgive, ask.lease_seconds)
         if given and self.lease_delay:
             await asyncio.sleep(self.lease_delay)
         return web.json_response(encode(LeaseReply(tasks=given)))
+
+    def _give(self, count: int, lease_seconds: float) -> list[TaskAssignment]:
+        given, self.queue = self.queue[:count], self.queue[count:]
+        # Leased now, for what the worker asked, as a master says it on its own clock.
+        expires = (datetime.now(UTC) + timedelta(seconds=lease_seconds)).isoformat()
+        return [dataclasses.replace(task, lease_expires_at=expires) for task in given]
 
     async def task_heartbeat(self, request: web.Request) -> web.Response:
         beat = decode(TaskHeartbeat, await request.json())
@@ -200,7 +206,13 @@ class StubMaster:
         self.report_posts += 1
         if not self.knows_report:
             return problem(404, f"no route {request.path}")
-        batch = decode(ReportBatch, await request.json())
+        raw = await request.json()
+        asked = "lease_capacity" in raw
+        if asked:
+            self.report_asks.append(raw["lease_capacity"])
+            if not self.knows_report_lease:
+                return problem(400, "ReportBatch: unknown field(s) lease_capacity, lease_seconds")
+        batch = decode(ReportBatch, raw)
         actions = []
         if batch.events:
             actions.append(self.event_script.pop(0) if self.event_script else "ok")
@@ -213,8 +225,12 @@ class StubMaster:
         if "cut" in actions:
             assert request.transport is not None
             request.transport.abort()
-        reply = ReportReply(acknowledged=len(batch.events), stored=stored, results=results)
-        return web.json_response(encode(reply))
+        body = {"acknowledged": len(batch.events), "stored": stored, "results": encode(results)}
+        if asked:  # as the master: the tasks only for a report that asked
+            given = self._give(batch.lease_capacity, batch.lease_seconds)
+            self.report_leased += len(given)
+            body["tasks"] = encode(given)
+        return web.json_response(body)
 
     def _store_events(self, events: list[EventMessage]) -> int:
         stored = 0

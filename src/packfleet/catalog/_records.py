@@ -375,12 +375,14 @@ class ReportOutcome(_Record):
 
     ``pages``: one per follow the report was given, what that follower's read would find right
     after the report (its execution, and its events after the follow's id), or None when the
-    report did not touch its execution (or the execution is gone).
+    report did not touch its execution (or the execution is gone). ``leased``: the tasks leased
+    in the same transaction, when the report asked for some.
     """
 
     stored: int
     results: list[CompletionResult]
     pages: list[FollowPage | None] = dataclasses.field(default_factory=list)
+    leased: list[TaskAssignment] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -480,23 +480,43 @@ async def report(call: Call) -> web.StreamResponse:
     What :func:`events` and :func:`complete` do, with their rules and answers, in one request and
     one wake-up: a follower woken here sees the execution's last lines and its end together
     (with two requests it woke on the lines, found the execution running and had to ask again).
+    When the batch asks for tasks (``lease_capacity``), the same transaction leases them, as a
+    lease request that does not wait would.
     """
     state, caller = call.state, call.caller
     batch = await call.message(protocol.ReportBatch)
     require_agent(caller, batch.agent_id)
     inputs = _event_inputs(batch.events, "ReportBatch.events")
     reports = _completion_reports(batch.reports)
-    outcome = await services_of(call).executions.store_report(batch.agent_id, inputs, reports)
+    capacity = max(0, min(batch.lease_capacity, MAX_CAPACITY))
+    rotation = services_of(call).rotation
+    # A rotation step waits on this worker: no tasks, and the answer says to heartbeat now (as a
+    # lease request's would).
+    hint = capacity > 0 and rotation is not None and rotation.needs_heartbeat(batch.agent_id)
+    outcome = await services_of(call).executions.store_report(
+        batch.agent_id,
+        inputs,
+        reports,
+        lease_capacity=0 if hint or state.closing else capacity,
+        lease_seconds=_lease_seconds(batch.lease_seconds),
+    )
     if outcome.stored or reports:
         state.wakeups.notify(EVENTS)
         # Let the followers just woken (a run --wait waiting for its end) answer with what the
         # report's transaction read for them, or send their own catalog reads, before this reply is
         # encoded and written (make bench, latency: 0.3 ms sooner).
         await asyncio.sleep(0)
-    reply = protocol.ReportReply(
-        acknowledged=len(inputs), stored=outcome.stored, results=_results(outcome.results)
+    body = protocol.encode(
+        protocol.ReportReply(
+            acknowledged=len(inputs), stored=outcome.stored, results=_results(outcome.results)
+        )
     )
-    return json_response(protocol.encode(reply))
+    del body["tasks"], body["heartbeat_now"]  # sent only when asked for: see protocol.ReportReply
+    if batch.lease_capacity > 0:
+        body["tasks"] = [state.unsealed(t.to_dict()) for t in outcome.leased]
+        if hint:
+            body["heartbeat_now"] = True
+    return json_response(body)
 
 
 async def project(call: Call) -> web.StreamResponse:

@@ -188,11 +188,18 @@ class ReportBatch:
     transaction, events first: it never closes an execution whose log is still on its way, and a
     follower sees the last lines and the end together. Masters before this message answer the
     route 404; a worker then sends :class:`EventBatch` and :class:`CompletionBatch` apart.
+
+    A busy worker also asks for up to ``lease_capacity`` tasks (its free slots), leased for
+    ``lease_seconds`` in the same transaction, with no wait: what a :class:`LeaseRequest` with
+    ``wait_seconds`` 0 would get. The two fields are sent only when it asks: masters before them
+    refuse unknown fields (400), and the worker then asks with :class:`LeaseRequest` alone.
     """
 
     agent_id: str = field(metadata=AGENT_ID)
     events: list[EventMessage] = field(default_factory=list)
     reports: list[CompletionReport] = field(default_factory=list)
+    lease_capacity: int = 0
+    lease_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +209,11 @@ class ReportReply:
     acknowledged: int
     stored: int
     results: list[CompletionResult] = field(default_factory=list)
+    #: The tasks leased for ``ReportBatch.lease_capacity``; sent only when the batch asked, as is
+    #: ``heartbeat_now`` (see :class:`LeaseReply`), so older workers that refuse unknown fields
+    #: never see them.
+    tasks: list[TaskAssignment] = field(default_factory=list)
+    heartbeat_now: bool = False
 
 
 @dataclass(frozen=True)

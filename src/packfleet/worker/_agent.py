@@ -145,6 +145,7 @@ class WorkerAgent:
             timing=self.timing,
             clock=clock,
         )
+        self.reporter.asks = self.leases
 
     # -- what the parts hold, under the names the agent has always had --------------------------
 

@@ -5,6 +5,12 @@ TaskRequestMaxCPU and its free memory above TaskRequestMinMemory. Serving, the l
 (the master answers as soon as a task is ready) and, while tasks run, lets a few slots free before
 asking so one request fills several. In a burst it asks without waiting and ends once no task is
 left to lease or run.
+
+Under load a report pass asks for the slots it frees (:meth:`LeaseLoop.ask_in_report`): the
+master leases them in the report's own transaction, and one request, not a report and a lease,
+carries a task's end and the next one's start. The loop then asks on its own only when no report
+will (nothing left to report, the master's queue emptied, or a report's ask failed). One ask is
+out at a time, the loop's or a report's, so the worker never holds more leases than MaxTaskCount.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from packfleet.config import WorkerSettings
 from packfleet.errors import TlsError, TransportError
@@ -34,6 +41,22 @@ BURST_LEASE_ATTEMPTS = 6
 #: just ran, after up to ``hold_back`` for their end (see LeaseLoop._hold_back); a task submitted
 #: meanwhile is leased by another worker's waiting request, or by this one at most that much later.
 REPORT_HOLD = 0.02
+
+#: Seconds reports do not ask for tasks after a master refused a report that did (400: a master
+#: before ``ReportBatch.lease_capacity``); then they ask again, in case it was upgraded.
+REPORT_ASK_REPROBE_SECONDS = 600.0
+
+
+@dataclass
+class ReportAsk:
+    """The free slots a report pass asks tasks for (``ReportBatch.lease_capacity``)."""
+
+    capacity: int
+    lease_seconds: float
+    #: When the report was about to be sent: the leases run from some moment after it.
+    sent: float
+    #: Answered or given up: the slots are the lease loop's to ask for again.
+    settled: bool = False
 
 
 class LeaseLoop:
@@ -62,6 +85,14 @@ class LeaseLoop:
         self._gate_cause: str | None = None
         #: The last lease answer held fewer tasks than asked for: the master had no more ready.
         self.drained = False
+        #: Held while an ask is out, the loop's own or a report's (see :meth:`ask_in_report`).
+        self._asking = asyncio.Lock()
+        #: Serving (not a burst): reports may ask for tasks.
+        self._serving = False
+        #: The last report that asked got no answer: the loop asks on its own until one does.
+        self._report_failed = False
+        #: Until when (``clock``) reports do not ask (a master that refused the fields).
+        self._report_refused_until = float("-inf")
 
     # -- the gate ---------------------------------------------------------------------------------
 
@@ -123,6 +154,10 @@ class LeaseLoop:
         """
         if self.check_gate() is not None:
             return []
+        async with self._asking:
+            return await self._lease(wait_seconds)
+
+    async def _lease(self, wait_seconds: float | None) -> list[TaskAssignment]:
         settings = self._settings()
         wait = self.timing.lease_wait if wait_seconds is None else wait_seconds
         capacity = self._tasks.capacity
@@ -137,11 +172,22 @@ class LeaseLoop:
         # The master may hold the request for `wait` seconds: allow that plus a normal answer time.
         raw = await self._link.post(routes.WORKER_LEASE, encode(request), timeout=wait + 30.0)
         reply = decode(LeaseReply, raw)
-        self.drained = len(reply.tasks) < capacity
-        if reply.heartbeat_now:
+        return self._accept(reply.tasks, reply.heartbeat_now, capacity, sent, request.lease_seconds)
+
+    def _accept(
+        self,
+        leased: list[TaskAssignment],
+        heartbeat_now: bool,
+        capacity: int,
+        sent: float,
+        lease_seconds: float,
+    ) -> list[TaskAssignment]:
+        """Count the tasks of a lease answer against the capacity; return those to start."""
+        self.drained = len(leased) < capacity
+        if heartbeat_now:
             self._events.wake_heartbeat.set()
         tasks = []
-        for task in reply.tasks:
+        for task in leased:
             if lease_key(task) in self._tasks.running:
                 # The same lease twice (a repeated answer): running it again would run it twice.
                 log.warning("task %s attempt %s is already running here", task.task_id, task.attempt)
@@ -156,8 +202,76 @@ class LeaseLoop:
             )
             tasks = tasks[:capacity]
         for task in tasks:
-            self._tasks.hold(task, lease_deadline(task, sent, request.lease_seconds, self._link.master_clock))
+            self._tasks.hold(task, lease_deadline(task, sent, lease_seconds, self._link.master_clock))
         return tasks
+
+    # -- asks carried by reports ------------------------------------------------------------------
+
+    async def ask_in_report(self) -> ReportAsk | None:
+        """The free slots a report about to go may ask tasks for, or None when it should not ask.
+
+        It asks only while serving under load (the last answer had as many tasks as asked for: the
+        master has more), with the gate open and no other ask out; an idle worker's report asks
+        nothing, so the round trip of a lone task (``run --wait``) carries no lease. Until the ask
+        is settled (:meth:`answered` or :meth:`settle`) the loop asks nothing itself.
+        """
+        if (
+            not self._serving
+            or self.drained
+            or self._asking.locked()
+            or self._clock() < self._report_refused_until
+            or self.check_gate() is not None
+        ):
+            return None
+        await self._asking.acquire()  # free (checked above): taken at once, no wait
+        return ReportAsk(
+            capacity=self._tasks.capacity,
+            lease_seconds=self._settings().lease_interval.total_seconds(),
+            sent=self._clock(),
+        )
+
+    def answered(self, ask: ReportAsk, leased: list[TaskAssignment], heartbeat_now: bool) -> None:
+        """Start the tasks a report's answer leased, and let the loop ask again."""
+        if ask.settled:
+            return
+        self._report_failed = False
+        try:
+            for task in self._accept(leased, heartbeat_now, ask.capacity, ask.sent, ask.lease_seconds):
+                self._tasks.start(task)
+        finally:
+            self._settled(ask)
+
+    def refused(self, ask: ReportAsk) -> None:
+        """The master refused a report that asked (400): reports ask nothing for a while."""
+        if self._clock() >= self._report_refused_until:
+            log.info(
+                "the master refused a report that asked for tasks (an older master?): asking with "
+                "lease requests alone, reports ask again in %.0f s",
+                REPORT_ASK_REPROBE_SECONDS,
+            )
+        self._report_refused_until = self._clock() + REPORT_ASK_REPROBE_SECONDS
+        self._settled(ask)
+
+    def settle(self, ask: ReportAsk) -> None:
+        """The report's pass is over: an ask still unanswered got nothing (its request failed)."""
+        if not ask.settled:
+            self._report_failed = True
+            self._settled(ask)
+
+    def _settled(self, ask: ReportAsk) -> None:
+        ask.settled = True
+        self._asking.release()
+        self._events.wake_lease.set()
+
+    def _reports_ask(self) -> bool:
+        """Whether a report will ask for the free slots soon, so the loop need not."""
+        return (
+            self._serving
+            and not self.drained
+            and not self._report_failed
+            and self._clock() >= self._report_refused_until
+            and (bool(self._tasks.running) or not self._tasks.cache.idle)
+        )
 
     async def gather_slots(self) -> None:
         """While tasks run, give other slots up to ``lease_linger`` to free before leasing.
@@ -216,6 +330,13 @@ class LeaseLoop:
         raises a TLS failure at once and any other failure after :data:`BURST_LEASE_ATTEMPTS` in a
         row: a script should fail loudly rather than wait on a master that will not answer.
         """
+        self._serving = not burst
+        try:
+            await self._run(burst)
+        finally:
+            self._serving = False
+
+    async def _run(self, burst: bool) -> None:
         backoff = Backoff()
         events = self._events
         while not events.stopping.is_set():
@@ -227,6 +348,12 @@ class LeaseLoop:
                     await self._tasks.wait_one()
                 else:
                     return
+                continue
+            if not burst and (self._asking.locked() or self._reports_ask()):
+                # A report asks for the slots now or will once the tasks running end: wait for
+                # its answer, or for the master's queue to empty (then this loop long-polls).
+                events.reported.clear()
+                await self._pause(self.timing.gate_poll, events.wake_lease, events.reported)
                 continue
             if not burst:
                 await self.gather_slots()

@@ -9,6 +9,9 @@ master that does not know that route (404, an older version) gets them apart, ev
 (``/worker/events``, then ``/worker/tasks/complete``), and is asked again after
 :data:`REPROBE_SECONDS`.
 
+Under load a report also asks for the tasks its pass frees slots for (see
+:meth:`~packfleet.worker._leasing.LeaseLoop.ask_in_report`); the answer carries them.
+
 While the master is away every send fails and the data waits in the cache. SSIS gives up on an
 execution log after ``ExecutionLogRetryCount`` failed sends and ``ExecutionLogRetryTimeout``; here an
 event is dropped (with a warning naming the task) only when both are exceeded, so a short outage
@@ -21,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from packfleet.errors import ApiError, TransportError
 from packfleet.protocol import (
@@ -34,10 +37,12 @@ from packfleet.protocol import (
     EventMessage,
     ReportBatch,
     ReportReply,
+    TaskAssignment,
     decode,
     encode,
     routes,
 )
+from packfleet.worker._leasing import ReportAsk
 from packfleet.worker._logcache import LogCache
 
 log = logging.getLogger("packfleet.worker")
@@ -57,6 +62,18 @@ REPROBE_SECONDS = 600.0
 Send = Callable[[str, Any], Awaitable[Any]]
 
 
+class ReportAsks(Protocol):
+    """Where a report pass gets its ask for tasks and hands their answer (the lease loop)."""
+
+    async def ask_in_report(self) -> ReportAsk | None: ...
+
+    def answered(self, ask: ReportAsk, leased: list[TaskAssignment], heartbeat_now: bool) -> None: ...
+
+    def refused(self, ask: ReportAsk) -> None: ...
+
+    def settle(self, ask: ReportAsk) -> None: ...
+
+
 class Reporter:
     """Sends what :class:`LogCache` holds; :meth:`report` is one pass, safe to call at any time."""
 
@@ -70,8 +87,11 @@ class Reporter:
         retry_count: int,
         retry_timeout: float,
         clock: Callable[[], float],
+        asks: ReportAsks | None = None,
     ) -> None:
         self.cache = cache
+        #: Where reports ask for tasks (the lease loop); None: they never ask.
+        self.asks = asks
         self._send = send
         self.agent_id = agent_id
         self.batch_size = max(1, min(MAX_BATCH, max_buffer))
@@ -127,7 +147,14 @@ class Reporter:
         reports = _reports_within(self.cache.completions_with(batch), _cost(batch))
         if not batch and not reports:
             return None
-        return await self._send_together(batch, reports)
+        ask = await self.asks.ask_in_report() if self.asks is not None else None
+        if ask is None:
+            return await self._send_together(batch, reports)
+        try:
+            return await self._send_together(batch, reports, ask)
+        finally:
+            assert self.asks is not None  # noqa: S101 - it gave the ask
+            self.asks.settle(ask)
 
     async def _round_apart(self, batch: list[EventMessage]) -> bool | None:
         """Send ``batch``, then the reports it unblocked, in two requests; None: nothing to send."""
@@ -143,12 +170,19 @@ class Reporter:
             sent_any = True
         return True if sent_any else None
 
-    async def _send_together(self, batch: list[EventMessage], reports: list[CompletionReport]) -> bool:
-        body = encode(ReportBatch(agent_id=self.agent_id, events=batch, reports=reports))
+    async def _send_together(
+        self, batch: list[EventMessage], reports: list[CompletionReport], ask: ReportAsk | None = None
+    ) -> bool:
+        body = _report_body(self.agent_id, batch, reports, ask)
         what = f"{len(batch)} event message(s) and {len(reports)} completion report(s)"
         try:
             reply = decode(ReportReply, await self._send(routes.WORKER_REPORT, body))
         except ApiError as exc:
+            if ask is not None and exc.status == 400 and self.asks is not None:
+                # A master before ReportBatch.lease_capacity refuses the unknown fields: the same
+                # batch goes again without them (if the batch itself was refused, it is again).
+                self.asks.refused(ask)
+                return await self._send_together(batch, reports)
             if exc.status in (404, 405):
                 return await self._fall_back(batch, exc)
             if exc.status in (400, 413) and batch:
@@ -165,6 +199,8 @@ class Reporter:
             self._give_up_old(batch)
             return False
         self._recovered()
+        if ask is not None and self.asks is not None:
+            self.asks.answered(ask, reply.tasks, reply.heartbeat_now)
         # All of the batch in practice (one transaction stores it), as in _send_events.
         acknowledged = max(0, min(reply.acknowledged, len(batch)))
         self.cache.acknowledge(batch[:acknowledged])
@@ -299,6 +335,23 @@ class Reporter:
                 self.failures,
             )
             self.cache.acknowledge(expired)
+
+
+def _report_body(
+    agent_id: str, batch: list[EventMessage], reports: list[CompletionReport], ask: ReportAsk | None
+) -> Any:
+    """A :class:`ReportBatch`'s wire form; the ask's fields only when it asks (older masters refuse them)."""
+    if ask is None:
+        return {"agent_id": agent_id, "events": encode(batch), "reports": encode(reports)}
+    return encode(
+        ReportBatch(
+            agent_id=agent_id,
+            events=batch,
+            reports=reports,
+            lease_capacity=ask.capacity,
+            lease_seconds=ask.lease_seconds,
+        )
+    )
 
 
 def _within_budget(batch: list[EventMessage]) -> list[EventMessage]:

@@ -458,16 +458,31 @@ class ExecutionService:
                     return EventPage(record, found, found[-1].id if found else after_id)
 
     async def store_report(
-        self, agent_id: str, events: Sequence[EventInput], reports: Sequence[CompletionReport]
+        self,
+        agent_id: str,
+        events: Sequence[EventInput],
+        reports: Sequence[CompletionReport],
+        *,
+        lease_capacity: int = 0,
+        lease_seconds: float = 0.0,
     ) -> ReportOutcome:
         """Store a worker's report pass; the followers of the executions it touched get what they
         would read once woken, read in its transaction (one catalog call each less on the path of
-        ``run --wait``). The caller wakes them."""
+        ``run --wait``). The caller wakes them. With ``lease_capacity``, the same transaction leases
+        up to that many tasks to the worker (the outcome's ``leased``)."""
         state = self._state
         waiting = list(self._waiting)
         # Followers of one execution from the same event id (a console tab and a CLI) read once.
         follows = list(dict.fromkeys(w.follow for w in waiting))
-        outcome = await state.db(state.catalog.store_report, agent_id, events, reports, follows)
+        outcome = await state.db(
+            state.catalog.store_report,
+            agent_id,
+            events,
+            reports,
+            follows,
+            lease_capacity=lease_capacity,
+            lease_seconds=lease_seconds,
+        )
         pages = dict(zip(follows, outcome.pages, strict=True))
         for follower in waiting:
             page = pages[follower.follow]

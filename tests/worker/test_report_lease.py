@@ -1,0 +1,198 @@
+"""Under load a report asks for the slots its pass frees: the next tasks come in its answer, one
+ask is out at a time, an idle worker's report asks nothing, and an older master that refuses the
+ask gets the same report again without it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from packfleet.errors import ApiError
+from packfleet.protocol import CompletionReport, TaskAssignment, encode, routes
+from packfleet.worker import LogCache
+from packfleet.worker._leasing import ReportAsk
+from packfleet.worker._reporter import Reporter
+
+from .conftest import DemoProject, MakeAgent
+from .helpers import eventually
+from .stubmaster import StubMaster
+
+TIME = "2024-01-01T00:00:00+00:00"
+
+
+async def _serve_until_done(agent: Any, stub: StubMaster, count: int) -> int:
+    """Serve until ``count`` tasks completed; the most attempts that ran at once."""
+    most = 0
+    hold = agent.tasks.hold
+
+    def counted(task: TaskAssignment, deadline: float) -> None:
+        nonlocal most
+        hold(task, deadline)
+        most = max(most, len(agent.tasks.running))
+
+    agent.tasks.hold = counted
+    serving = asyncio.ensure_future(agent.run(install_signals=False))
+    try:
+        await eventually(lambda: len(stub.completions) == count, timeout=60, what=f"{count} completions")
+    finally:
+        agent.stop()
+        await asyncio.wait_for(serving, 20)
+    return most
+
+
+async def test_a_busy_worker_takes_its_next_tasks_with_its_reports_never_more_than_its_slots(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = await make_agent(home, sleep=asyncio.sleep)
+    stub.add(*(demo.task(task_id, "hello", lines=1) for task_id in range(1, 41)))
+    with caplog.at_level(logging.INFO, logger="packfleet.worker"):
+        most = await _serve_until_done(agent, stub, 40)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no lease given up
+    assert sorted(c.task_id for c in stub.completions) == list(range(1, 41))
+    assert all(c.outcome == "succeeded" for c in stub.completions)
+    assert stub.report_asks and stub.report_leased > 0  # reports carried some of the tasks
+    assert most == agent.settings.max_task_count  # the loop's ask and a report's never overlap
+    assert all(0 < asked <= agent.settings.max_task_count for asked in stub.report_asks)
+    assert stub.duplicates == 0
+
+
+async def test_an_idle_workers_report_asks_for_nothing(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    agent = await make_agent(home, sleep=asyncio.sleep)
+    serving = asyncio.ensure_future(agent.run(install_signals=False))
+    try:
+        await eventually(lambda: stub.leases, what="a first lease request")
+        stub.add(demo.task(1, "hello", lines=2))  # one task, to a waiting long-poll: nothing more ready
+        await eventually(lambda: stub.completions, what="its completion")
+        await eventually(lambda: len(stub.leases) >= 2, what="the next long-poll")
+    finally:
+        agent.stop()
+        await asyncio.wait_for(serving, 20)
+    assert stub.report_asks == []  # its round trip carries no lease
+
+
+async def test_a_master_that_refuses_the_ask_gets_the_report_without_it_and_leases_still_come(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub.knows_report_lease = False  # a master before ReportBatch.lease_capacity
+    agent = await make_agent(home, sleep=asyncio.sleep)
+    stub.add(*(demo.task(task_id, "hello", lines=2) for task_id in range(1, 21)))
+    with caplog.at_level(logging.INFO, logger="packfleet.worker"):
+        most = await _serve_until_done(agent, stub, 20)
+    assert len(stub.report_asks) == 1  # refused once, then not asked again for a while
+    assert "refused a report that asked for tasks" in caplog.text
+    for task_id in range(1, 21):  # nothing lost to the refusal
+        assert [e.message for e in stub.lines(task_id) if e.source == "stdout"] == ["line 0", "line 1"]
+    assert most <= agent.settings.max_task_count
+
+
+class Asks:
+    """The lease loop's side, recorded: one ask, then what the reporter said of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.leased: list[TaskAssignment] = []
+
+    async def ask_in_report(self) -> ReportAsk | None:
+        self.calls.append("ask")
+        return ReportAsk(capacity=3, lease_seconds=60.0, sent=0.0) if self.calls.count("ask") == 1 else None
+
+    def answered(self, ask: ReportAsk, leased: list[TaskAssignment], heartbeat_now: bool) -> None:
+        self.calls.append("answered")
+        self.leased = leased
+        ask.settled = True
+
+    def refused(self, ask: ReportAsk) -> None:
+        self.calls.append("refused")
+        ask.settled = True
+
+    def settle(self, ask: ReportAsk) -> None:
+        self.calls.append("settle" if ask.settled else "unanswered")
+        ask.settled = True
+
+
+def _reporter(tmp_path: Path, send: Any) -> tuple[Reporter, Asks]:
+    cache = LogCache(tmp_path)
+    cache.load()
+    cache.open_attempt(execution_id=101, task_id=1, attempt=1)
+    cache.append(1, 1, time=TIME, level=20, source="stdout", message="line")
+    cache.finish(1, 1, CompletionReport(task_id=1, attempt=1, outcome="succeeded"))
+    asks = Asks()
+    reporter = Reporter(
+        cache,
+        send,
+        agent_id="a",
+        max_buffer=100,
+        retry_count=3,
+        retry_timeout=3600.0,
+        clock=lambda: 0.0,
+        asks=asks,
+    )
+    return reporter, asks
+
+
+async def test_a_report_that_fails_gives_its_ask_back_unanswered(tmp_path: Path) -> None:
+    async def send(path: str, body: Any) -> Any:
+        raise ApiError("the master is restarting", status=503)
+
+    reporter, asks = _reporter(tmp_path, send)
+    assert not await reporter.report()
+    assert asks.calls == ["ask", "unanswered"]  # the lease loop asks on its own meanwhile
+    assert reporter.cache.pending_completions() or not reporter.cache.idle  # kept for the next pass
+
+
+async def test_a_400_to_a_report_that_asked_sends_it_again_without_the_ask(tmp_path: Path) -> None:
+    bodies: list[dict[str, Any]] = []
+
+    async def send(path: str, body: Any) -> Any:
+        bodies.append(body)
+        if "lease_capacity" in body:
+            raise ApiError("ReportBatch: unknown field(s) lease_capacity, lease_seconds", status=400)
+        results = [{"task_id": r["task_id"], "accepted": True, "stale": False} for r in body["reports"]]
+        return {"acknowledged": len(body["events"]), "stored": len(body["events"]), "results": results}
+
+    reporter, asks = _reporter(tmp_path, send)
+    assert await reporter.report()
+    assert [("lease_capacity" in b, len(b["events"]), len(b["reports"])) for b in bodies] == [
+        (True, 1, 1),
+        (False, 1, 1),
+    ]
+    assert bodies[0]["lease_capacity"] == 3 and bodies[0]["lease_seconds"] == 60.0
+    assert asks.calls == ["ask", "refused", "settle"]
+    assert reporter.cache.idle
+
+
+async def test_the_tasks_a_report_was_answered_with_go_to_the_lease_loop(
+    tmp_path: Path, demo: DemoProject
+) -> None:
+    task = demo.task(7, "hello")
+
+    async def send(path: str, body: Any) -> Any:
+        assert path == routes.WORKER_REPORT
+        return {"acknowledged": 1, "stored": 1, "results": [], "tasks": [encode(task)]}
+
+    reporter, asks = _reporter(tmp_path, send)
+    await reporter.report()
+    assert asks.calls[:2] == ["ask", "answered"] and asks.leased == [task]
+    assert asks.calls[2:] == ["settle"]  # answered: nothing more to give back
+
+
+async def test_a_report_asks_nothing_while_a_lease_request_is_out(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    agent = await make_agent(home, sleep=asyncio.sleep)
+    serving = asyncio.ensure_future(agent.run(install_signals=False))
+    try:
+        await eventually(lambda: stub.leases, what="a long-poll waiting at the master")
+        # Not after the long-poll's answer: at once, and nothing.
+        assert await asyncio.wait_for(agent.leases.ask_in_report(), 0.05) is None
+    finally:
+        agent.stop()
+        await asyncio.wait_for(serving, 20)
+    ask = await agent.leases.ask_in_report()
+    assert ask is None  # stopped: not serving
