@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 
 from packfleet.errors import ApiError
 from packfleet.protocol import CompletionReport, TaskAssignment, encode, routes
-from packfleet.worker import LogCache
+from packfleet.worker import LogCache, WorkerAgent
 from packfleet.worker._leasing import ReportAsk
 from packfleet.worker._reporter import Reporter
 
@@ -24,7 +26,18 @@ from .stubmaster import StubMaster
 TIME = "2024-01-01T00:00:00+00:00"
 
 
-async def _serve_until_done(agent: Any, stub: StubMaster, count: int) -> int:
+@asynccontextmanager
+async def _serving(agent: WorkerAgent) -> AsyncIterator[None]:
+    """The agent serves (as ``worker run``) inside the block, and has stopped after it."""
+    serving = asyncio.ensure_future(agent.run(install_signals=False))
+    try:
+        yield
+    finally:
+        agent.stop()
+        await asyncio.wait_for(serving, 20)
+
+
+async def _serve_until_done(agent: WorkerAgent, stub: StubMaster, count: int) -> int:
     """Serve until ``count`` tasks completed; the most attempts that ran at once."""
     most = 0
     hold = agent.tasks.hold
@@ -34,13 +47,9 @@ async def _serve_until_done(agent: Any, stub: StubMaster, count: int) -> int:
         hold(task, deadline)
         most = max(most, len(agent.tasks.running))
 
-    agent.tasks.hold = counted
-    serving = asyncio.ensure_future(agent.run(install_signals=False))
-    try:
+    agent.tasks.hold = counted  # type: ignore[method-assign]
+    async with _serving(agent):
         await eventually(lambda: len(stub.completions) == count, timeout=60, what=f"{count} completions")
-    finally:
-        agent.stop()
-        await asyncio.wait_for(serving, 20)
     return most
 
 
@@ -60,20 +69,19 @@ async def test_a_busy_worker_takes_its_next_tasks_with_its_reports_never_more_th
     assert stub.duplicates == 0
 
 
-async def test_an_idle_workers_report_asks_for_nothing(
+async def test_an_idle_workers_report_asks_for_nothing_nor_while_its_long_poll_is_out(
     home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
 ) -> None:
     agent = await make_agent(home, sleep=asyncio.sleep)
-    serving = asyncio.ensure_future(agent.run(install_signals=False))
-    try:
-        await eventually(lambda: stub.leases, what="a first lease request")
+    async with _serving(agent):
+        await eventually(lambda: stub.leases, what="a long-poll waiting at the master")
+        # Not after the long-poll's answer: at once, and nothing.
+        assert await asyncio.wait_for(agent.leases.ask_in_report(), 0.05) is None
         stub.add(demo.task(1, "hello", lines=2))  # one task, to a waiting long-poll: nothing more ready
         await eventually(lambda: stub.completions, what="its completion")
         await eventually(lambda: len(stub.leases) >= 2, what="the next long-poll")
-    finally:
-        agent.stop()
-        await asyncio.wait_for(serving, 20)
     assert stub.report_asks == []  # its round trip carries no lease
+    assert await agent.leases.ask_in_report() is None  # stopped: not serving
 
 
 async def test_a_master_that_refuses_the_ask_gets_the_report_without_it_and_leases_still_come(
@@ -180,19 +188,3 @@ async def test_the_tasks_a_report_was_answered_with_go_to_the_lease_loop(
     await reporter.report()
     assert asks.calls[:2] == ["ask", "answered"] and asks.leased == [task]
     assert asks.calls[2:] == ["settle"]  # answered: nothing more to give back
-
-
-async def test_a_report_asks_nothing_while_a_lease_request_is_out(
-    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
-) -> None:
-    agent = await make_agent(home, sleep=asyncio.sleep)
-    serving = asyncio.ensure_future(agent.run(install_signals=False))
-    try:
-        await eventually(lambda: stub.leases, what="a long-poll waiting at the master")
-        # Not after the long-poll's answer: at once, and nothing.
-        assert await asyncio.wait_for(agent.leases.ask_in_report(), 0.05) is None
-    finally:
-        agent.stop()
-        await asyncio.wait_for(serving, 20)
-    ask = await agent.leases.ask_in_report()
-    assert ask is None  # stopped: not serving

@@ -147,14 +147,13 @@ class Reporter:
         reports = _reports_within(self.cache.completions_with(batch), _cost(batch))
         if not batch and not reports:
             return None
-        ask = await self.asks.ask_in_report() if self.asks is not None else None
-        if ask is None:
+        asks = self.asks
+        if asks is None or (ask := await asks.ask_in_report()) is None:
             return await self._send_together(batch, reports)
         try:
             return await self._send_together(batch, reports, ask)
         finally:
-            assert self.asks is not None  # noqa: S101 - it gave the ask
-            self.asks.settle(ask)
+            asks.settle(ask)  # an ask the request did not answer gives its slots back
 
     async def _round_apart(self, batch: list[EventMessage]) -> bool | None:
         """Send ``batch``, then the reports it unblocked, in two requests; None: nothing to send."""
