@@ -188,3 +188,16 @@ async def test_the_tasks_a_report_was_answered_with_go_to_the_lease_loop(
     await reporter.report()
     assert asks.calls[:2] == ["ask", "answered"] and asks.leased == [task]
     assert asks.calls[2:] == ["settle"]  # answered: nothing more to give back
+
+
+async def test_the_loop_asks_itself_when_the_report_it_waits_for_does_not_come(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    agent = await make_agent(home, sleep=asyncio.sleep)
+    # An attempt left open in the cache with nothing running and nothing to send: the loop would
+    # wait for a report that never asks.
+    agent.cache.open_attempt(execution_id=1001, task_id=1, attempt=1)
+    async with _serving(agent):
+        await eventually(lambda: stub.leases, timeout=5, what="a lease request after gate_poll")
+        stub.add(demo.task(2, "hello", lines=1))
+        await eventually(lambda: stub.completions, what="the task it leased")

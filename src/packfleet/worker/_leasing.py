@@ -9,8 +9,9 @@ left to lease or run.
 Under load a report pass asks for the slots it frees (:meth:`LeaseLoop.ask_in_report`): the
 master leases them in the report's own transaction, and one request, not a report and a lease,
 carries a task's end and the next one's start. The loop then asks on its own only when no report
-will (nothing left to report, the master's queue emptied, or a report's ask failed). One ask is
-out at a time, the loop's or a report's, so the worker never holds more leases than MaxTaskCount.
+will (nothing left to report, the master's queue emptied, a report's ask failed, or none came for
+``gate_poll``). One ask is out at a time, the loop's or a report's, so no free slot is asked for
+twice.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class LeaseLoop:
         self._report_failed = False
         #: Until when (``clock``) reports do not ask (a master that refused the fields).
         self._report_refused_until = float("-inf")
+        #: How many asks reports have made: how the waiting loop sees that one did.
+        self._report_asks = 0
 
     # -- the gate ---------------------------------------------------------------------------------
 
@@ -224,6 +227,7 @@ class LeaseLoop:
         ):
             return None
         await self._asking.acquire()  # free (checked above): taken at once, no wait
+        self._report_asks += 1
         return ReportAsk(
             capacity=self._tasks.capacity,
             lease_seconds=self._settings().lease_interval.total_seconds(),
@@ -352,9 +356,13 @@ class LeaseLoop:
             if not burst and (self._asking.locked() or self._reports_ask()):
                 # A report asks for the slots now or will once the tasks running end: wait for
                 # its answer, or for the master's queue to empty (then this loop long-polls).
+                asks = self._report_asks
                 events.reported.clear()
                 await self._pause(self.timing.gate_poll, events.wake_lease, events.reported)
-                continue
+                if events.wake_lease.is_set() or self._report_asks != asks or self._asking.locked():
+                    continue  # a task ended, or a report asked: look again
+                # A report pass went without asking, or none went for gate_poll: the report that
+                # was to ask did not come (nothing it could send), so the loop asks itself.
             if not burst:
                 await self.gather_slots()
             try:
