@@ -68,10 +68,11 @@ ALLOWED: dict[str, frozenset[str]] = {
             "trust",
         },
         "localcluster": {"_lifetime", "pki", "transport", "config"},
-        # The bench fills catalogs directly and drives the console over HTTPS.
+        # The bench fills catalogs directly and drives the console over HTTPS; it reads the worker
+        # settings' defaults to know when its workers reach their steady state.
         "bench": {
             "localcluster", "manager", "packages", "pki", "protocol", "transport", "packfleet", "catalog",
-            "console",
+            "console", "config",
         },
         # cli is on top: it may use every layer below it, none of which imports it back.
         "cli": {

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, create_engine, text
 
+from packfleet.config import WorkerSettings
 from packfleet.errors import ClusterError
 from packfleet.localcluster import LocalCluster
 from packfleet.manager import ManagerClient
@@ -131,6 +132,8 @@ class BenchCluster:
         self.url: str | None = None
         self.cluster: LocalCluster | None = None
         self._engine: Engine | None = None
+        #: A warm-up has run the workers past their first TaskFolderKeepCount tasks.
+        self.steady = False
 
     def __enter__(self) -> BenchCluster:
         try:
@@ -179,6 +182,21 @@ class BenchCluster:
     def master_home(self) -> Path:
         assert self.cluster is not None  # noqa: S101 - set by __enter__
         return self.cluster.master.home
+
+    def tasks_to_steady_state(self) -> int:
+        """Tasks after which every worker reuses its task folders, as a worker does for the rest of
+        its life once it has run its first ``TaskFolderKeepCount`` tasks.
+
+        A worker keeps the folders of its newest ``TaskFolderKeepCount`` attempts (1,000 by
+        default) and, until it has ended that many, makes a new folder and ``task.log`` for each
+        attempt: two new inodes, about 1 ms of CPU per task on this machine's disk. After that an
+        ended folder is emptied and renamed for the next attempt, a few system calls. The margin
+        covers an uneven split of the tasks between the workers.
+        """
+        settings = self.worker_settings
+        keep = int(settings.get("TaskFolderKeepCount", WorkerSettings.task_folder_keep_count))
+        slots = int(settings.get("MaxTaskCount", WorkerSettings.max_task_count))
+        return int(self.worker_count * (keep + 2 * slots) * 1.15)
 
     def pids(self) -> list[int]:
         assert self.cluster is not None  # noqa: S101 - set by __enter__

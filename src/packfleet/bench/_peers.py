@@ -42,8 +42,8 @@ from packfleet.bench._dask_peer import DaskPeer
 from packfleet.bench._peer_tls import make_peer_tls
 from packfleet.bench._stats import Result, load_average, percentile
 
-#: A warm-up before the rounds: connections open, pools and caches filled, code imported.
-WARM_UP = 200
+#: A peer's warm-up before the rounds: connections open, pools and caches filled, code imported.
+WARM_UP = _throughput.WARM_UP
 
 
 class Peer(Protocol):
@@ -68,6 +68,9 @@ class System:
     is_peer: bool
     #: Its processes' roots (their descendants are its too), stopped while another system runs.
     pids: Callable[[], list[int]]
+    #: Its warm-up before the rounds, if not ``WARM_UP`` tasks of its throughput (packfleet's runs
+    #: its workers into their steady state, see ``_throughput.warm_up``).
+    warm_up: Callable[[], None] | None = None
 
 
 def _packfleet(bench: BenchCluster, isolation: str, n: int) -> System:
@@ -86,7 +89,16 @@ def _packfleet(bench: BenchCluster, isolation: str, n: int) -> System:
     name = f"packfleet {isolation}" + (" PostgreSQL" if postgres else "")
     result = Result("peers", "tasks/s", catalog=bench.catalog, isolation=isolation)
     result.notes.update(system=name, n=n)
-    return System(name, n, throughput, roundtrip, result, is_peer=False, pids=bench.pids)
+    return System(
+        name,
+        n,
+        throughput,
+        roundtrip,
+        result,
+        is_peer=False,
+        pids=bench.pids,
+        warm_up=lambda: _throughput.warm_up(bench, package, n),
+    )
 
 
 def _peer(peer: Peer, n: int) -> System:
@@ -116,7 +128,10 @@ def measure(systems: list[System], *, runs: int, latency_n: int, emit: Callable[
     system measured with the others stopped."""
     for system in systems:
         with _alone(system, systems):
-            system.throughput(min(system.n, WARM_UP))
+            if system.warm_up is not None:
+                system.warm_up()
+            else:
+                system.throughput(min(system.n, WARM_UP))
             system.roundtrip(min(latency_n, 20))
     for r in range(runs):
         figures: dict[str, dict[str, float]] = {s.name: {} for s in systems}
