@@ -262,7 +262,7 @@ async def lease(call: Call) -> web.StreamResponse:
                     # A submit leased for this long-poll: fewer than it asked for means nothing else
                     # was ready, as after a look.
                     looked = ticket if len(leased) < capacity else None
-                    tasks = [state.unsealed(t.to_dict()) for t in leased]
+                    tasks = _wire_tasks(state, leased)
                     break
                 handed = ticket.handed
                 waited = True
@@ -287,11 +287,7 @@ async def lease(call: Call) -> web.StreamResponse:
                 break
             looked = ticket if len(look.tasks) < capacity else None
             if look.tasks:
-                # Sensitive values are opened here, for this worker's own tasks, inside its TLS channel.
-                # The catalog's record has the fields and types of the wire message, so its JSON form
-                # is the message: decoding it into protocol.TaskAssignment only to encode it again was
-                # a tenth of the lease route (make bench).
-                tasks = [state.unsealed(t.to_dict()) for t in look.tasks]
+                tasks = _wire_tasks(state, look.tasks)
                 break
             if handed and look.others_ready:
                 # Woken for a task it may not take (allowed_workers): every other waiter looks, so
@@ -303,7 +299,7 @@ async def lease(call: Call) -> web.StreamResponse:
                 break
             if leased := await _wait(ticket, own, step, asks, remaining):
                 looked = ticket if len(leased) < capacity else None
-                tasks = [state.unsealed(t.to_dict()) for t in leased]
+                tasks = _wire_tasks(state, leased)
                 break
             handed = ticket.handed
             waited = True
@@ -328,6 +324,16 @@ async def lease(call: Call) -> web.StreamResponse:
     if hint:
         body["heartbeat_now"] = True  # sent only when true: workers before it refuse unknown fields
     return json_response(body)
+
+
+def _wire_tasks(state: MasterState, leased: list[TaskAssignment]) -> list[dict[str, Any]]:
+    """Leased tasks as the wire's ``protocol.TaskAssignment``, their sensitive values opened.
+
+    Opened here, for this worker's own tasks, inside its TLS channel. The catalog's record has the
+    fields and types of the wire message, so its JSON form is the message: decoding it into
+    protocol.TaskAssignment only to encode it again was a tenth of the lease route (make bench).
+    """
+    return [state.unsealed(t.to_dict()) for t in leased]
 
 
 async def _wait(
@@ -506,14 +512,13 @@ async def report(call: Call) -> web.StreamResponse:
         # report's transaction read for them, or send their own catalog reads, before this reply is
         # encoded and written (make bench, latency: 0.3 ms sooner).
         await asyncio.sleep(0)
-    body = protocol.encode(
-        protocol.ReportReply(
-            acknowledged=len(inputs), stored=outcome.stored, results=_results(outcome.results)
-        )
-    )
-    del body["tasks"], body["heartbeat_now"]  # sent only when asked for: see protocol.ReportReply
-    if batch.lease_capacity > 0:
-        body["tasks"] = [state.unsealed(t.to_dict()) for t in outcome.leased]
+    body: dict[str, Any] = {  # a protocol.ReportReply
+        "acknowledged": len(inputs),
+        "stored": outcome.stored,
+        "results": protocol.encode(_results(outcome.results)),
+    }
+    if batch.lease_capacity > 0:  # tasks and the hint only when asked for: see protocol.ReportReply
+        body["tasks"] = _wire_tasks(state, outcome.leased)
         if hint:
             body["heartbeat_now"] = True
     return json_response(body)

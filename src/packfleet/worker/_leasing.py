@@ -218,13 +218,7 @@ class LeaseLoop:
         nothing, so the round trip of a lone task (``run --wait``) carries no lease. Until the ask
         is settled (:meth:`answered` or :meth:`settle`) the loop asks nothing itself.
         """
-        if (
-            not self._serving
-            or self.drained
-            or self._asking.locked()
-            or self._clock() < self._report_refused_until
-            or self.check_gate() is not None
-        ):
+        if not self._reports_may_ask() or self._asking.locked() or self.check_gate() is not None:
             return None
         await self._asking.acquire()  # free (checked above): taken at once, no wait
         self._report_asks += 1
@@ -236,8 +230,6 @@ class LeaseLoop:
 
     def answered(self, ask: ReportAsk, leased: list[TaskAssignment], heartbeat_now: bool) -> None:
         """Start the tasks a report's answer leased, and let the loop ask again."""
-        if ask.settled:
-            return
         self._report_failed = False
         try:
             for task in self._accept(leased, heartbeat_now, ask.capacity, ask.sent, ask.lease_seconds):
@@ -267,13 +259,15 @@ class LeaseLoop:
         self._asking.release()
         self._events.wake_lease.set()
 
+    def _reports_may_ask(self) -> bool:
+        """Serving under load (the master had more), with a master that takes a report's ask."""
+        return self._serving and not self.drained and self._clock() >= self._report_refused_until
+
     def _reports_ask(self) -> bool:
         """Whether a report will ask for the free slots soon, so the loop need not."""
         return (
-            self._serving
-            and not self.drained
+            self._reports_may_ask()
             and not self._report_failed
-            and self._clock() >= self._report_refused_until
             and (bool(self._tasks.running) or not self._tasks.cache.idle)
         )
 
