@@ -472,6 +472,21 @@ async def test_non_json_parameters_are_refused_before_any_fork(
         await runner.launch(spec, lambda event: None)
 
 
+def test_the_request_text_is_the_request_with_the_package_encoded_once(
+    etl_dir: Path, etl: Project, tmp_path: Path
+) -> None:
+    from packfleet.packages import RunSpec
+
+    load = etl.packages["load"]
+    specs = [
+        RunSpec(1, 10, 1, etl_dir, load, {"batch_size": 5}, tmp_path / "a"),
+        RunSpec(2, 11, 3, etl_dir, load, {"batch_size": 7, "note": 'say "hi"'}, tmp_path / "b"),
+        RunSpec(3, 12, 1, etl_dir, etl.packages["noop"], {}, tmp_path / "c"),
+    ]
+
+    assert [json.loads(s.request_json()) for s in specs] == [s.request() for s in specs]
+
+
 async def test_a_cancel_sent_while_the_child_starts_is_not_lost(
     runner: PackageRunner, etl_dir: Path, etl: Project, tmp_path: Path
 ) -> None:

@@ -53,6 +53,22 @@ def test_project_round_trips_through_json() -> None:
     assert PackageSpec.from_dict(json.loads(json.dumps(load.to_dict()))) == load
 
 
+def test_a_leased_spec_is_checked_once_and_the_same_object_comes_back_for_an_equal_one() -> None:
+    load = load_project(EXAMPLE).packages["load"]
+    wire = json.loads(json.dumps(load.to_dict()))
+
+    first = PackageSpec.from_wire(wire)
+    wire["max_tasks_per_process"] = 7  # the caller's dict changes: what was remembered does not
+    again = PackageSpec.from_wire(json.loads(json.dumps(load.to_dict())))
+    changed = PackageSpec.from_wire(wire)
+
+    assert first == load and again is first
+    assert changed.max_tasks_per_process == 7 and changed is not first
+    wire["isolation"] = "shared"
+    with pytest.raises(PackageError, match="malformed package 'load' document"):
+        PackageSpec.from_wire(wire)
+
+
 @pytest.mark.parametrize(
     "document",
     [

@@ -19,6 +19,7 @@ Every error names the file, the table and key, and what is wrong, e.g. ``packfle
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import re
@@ -64,6 +65,9 @@ _PACKAGE_KEYS = (
     "parameters",
 )
 _TOP_KEYS = ("project", "parameters", "packages")
+# PackageSpec.from_wire's specs, by name, entry and file: the spec as received (a copy) and its object.
+_WIRE_SPECS: dict[tuple[Any, Any, Any], tuple[dict[str, Any], PackageSpec]] = {}
+_WIRE_SPECS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,27 @@ class PackageSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> PackageSpec:
         where = f"package {data.get('name')!r}" if isinstance(data, Mapping) else "package"
         return _from_dict(where, lambda: cls._from_dict(data))
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> PackageSpec:
+        """:meth:`from_dict` of a spec a worker was leased, the same object again for an equal spec.
+
+        Every task of a package version comes with the same spec: checking and building it again
+        for each was about 3% of a busy worker's time (py-spy, ``make bench``). Reusing one object
+        also lets the runner encode it once (:meth:`RunSpec.request_json`). A spec equal to a
+        remembered one (compared whole) is that one; any other is checked as by :meth:`from_dict`.
+        """
+        if not isinstance(data, Mapping):
+            return cls.from_dict(data)
+        key = (data.get("name"), data.get("entry"), data.get("file"))
+        known = _WIRE_SPECS.get(key)
+        if known is not None and known[0] == data:
+            return known[1]
+        spec = cls.from_dict(data)
+        if len(_WIRE_SPECS) >= _WIRE_SPECS_KEPT:
+            _WIRE_SPECS.pop(next(iter(_WIRE_SPECS)))  # the oldest: a worker runs a few packages at a time
+        _WIRE_SPECS[key] = (copy.deepcopy(dict(data)), spec)
+        return spec
 
     @classmethod
     def _from_dict(cls, data: Mapping[str, Any]) -> PackageSpec:

@@ -29,7 +29,6 @@ into each of them, and the task ends when its process has replied and the three 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -455,7 +454,7 @@ class PackageRunner:
             raise PackageError("the package runner is closed")
         server = await self._ensure_server()
         try:
-            request = json.dumps(spec.request())
+            request = spec.request_json()
         except (TypeError, ValueError) as exc:
             raise PackageError(f"task {spec.task_id}: parameters are not JSON values: {exc}") from exc
         # The task's process creates its folder when it is missing (the worker made it already).

@@ -333,7 +333,7 @@ class TaskExecution:
                 task_id=a.task_id,
                 attempt=a.attempt,
                 project_dir=project_dir,
-                package=PackageSpec.from_dict(a.package_spec),
+                package=PackageSpec.from_wire(a.package_spec),
                 parameters=dict(a.parameters),
                 task_dir=self.task_dir,
             )
