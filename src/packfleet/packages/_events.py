@@ -51,12 +51,10 @@ class RunSpec:
     def request_json(self) -> str:
         """:meth:`request` encoded; raises TypeError or ValueError for parameters that are not JSON.
 
-        The package's part is encoded once per :class:`PackageSpec` object (a worker passes the
-        same one with every task of a package version, see ``PackageSpec.from_wire``): encoding it
-        for each task was about 4% of a busy worker's time (py-spy, ``make bench``).
+        The package's part is :attr:`PackageSpec.json_text`, encoded once per spec object.
         """
         fields = json.dumps(self._fields())
-        return f'{fields[:-1]},"package":{_package_json(self.package)}}}'
+        return f'{fields[:-1]},"package":{self.package.json_text}}}'
 
     def _fields(self) -> dict[str, Any]:
         task_dir = os.fspath(self.task_dir)
@@ -69,23 +67,6 @@ class RunSpec:
             "parameters": self.parameters,
             "log_level": self.log_level,
         }
-
-
-# Each package spec's JSON, by the object's id (a spec is not hashable: its parameters are a dict).
-# The entry holds the object, so its id cannot be reused while it is here.
-_PACKAGE_JSON: dict[int, tuple[PackageSpec, str]] = {}
-_PACKAGE_JSON_KEPT = 64
-
-
-def _package_json(package: PackageSpec) -> str:
-    known = _PACKAGE_JSON.get(id(package))
-    if known is not None and known[0] is package:
-        return known[1]
-    text = json.dumps(package.to_dict())
-    if len(_PACKAGE_JSON) >= _PACKAGE_JSON_KEPT:
-        _PACKAGE_JSON.pop(next(iter(_PACKAGE_JSON)))
-    _PACKAGE_JSON[id(package)] = (package, text)
-    return text
 
 
 def _real(folder: str) -> str:
