@@ -460,6 +460,56 @@ def test_store_report_stores_events_then_ends_the_task_in_one_transaction(
     assert deployed.store_report(agent_id, [], []).results == []
 
 
+def test_a_report_of_many_tasks_stores_their_events_in_order_and_ends_each_as_reported(
+    deployed: Catalog, worker: Register, clock: FakeClock
+) -> None:
+    # Events of several tasks interleaved, some resent, and a different outcome for each task: the
+    # events keep their order, the resends are stored once, each task ends as reported.
+    agent_id = worker()
+    ids = [_run(deployed) for _ in range(4)]
+    leased = deployed.lease_tasks(agent_id, 4, 60)
+    by_execution = {t.execution_id: t.task_id for t in leased}
+    first = [_event(e, by_execution[e], 1, clock) for e in ids]
+    assert deployed.store_report(agent_id, first[:2], []).stored == 2
+    events = [_event(e, by_execution[e], seq, clock) for seq in (2, 3) for e in reversed(ids)]
+    events.append(_event(ids[3], by_execution[ids[3]], 4, clock, message=""))
+    outcomes = [
+        ("succeeded", 0, None),
+        ("failed", 3, "bad row"),
+        ("canceled", None, "stopped"),
+        ("succeeded", 0, ""),
+    ]
+    done = [
+        CompletionReport(by_execution[e], 1, outcome, code, message)
+        for e, (outcome, code, message) in zip(ids, outcomes, strict=True)
+    ]
+
+    outcome = deployed.store_report(agent_id, first + events, done)  # the first two are resent
+
+    assert outcome.stored == 2 + len(events)
+    assert all(r.accepted for r in outcome.results)
+    arrived = [(e.execution_id, e.seq) for e in sorted(_all_events(deployed, ids), key=lambda e: e.id)]
+    assert arrived == [(e.execution_id, e.seq) for e in first + events]
+    records = [deployed.get_execution(e) for e in ids]
+    assert [r.status for r in records] == [
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.CANCELED,
+        ExecutionStatus.SUCCEEDED,
+    ]
+    assert [(r.task.exit_code, r.task.message) for r in records if r.task] == [
+        (0, None),
+        (3, "bad row"),
+        (None, "stopped"),
+        (0, ""),
+    ]
+    assert all(r.ended_at is not None and r.task and r.task.ended_at == r.ended_at for r in records)
+
+
+def _all_events(catalog: Catalog, execution_ids: list[int]) -> list[Any]:
+    return [e for execution_id in execution_ids for e in catalog.get_events(execution_id)]
+
+
 def test_store_report_leases_the_next_tasks_in_its_transaction_when_asked(
     deployed: Catalog, worker: Register, clock: FakeClock
 ) -> None:
