@@ -473,15 +473,12 @@ def test_a_report_of_many_tasks_stores_their_events_in_order_and_ends_each_as_re
     assert deployed.store_report(agent_id, first[:2], []).stored == 2
     events = [_event(e, by_execution[e], seq, clock) for seq in (2, 3) for e in reversed(ids)]
     events.append(_event(ids[3], by_execution[ids[3]], 4, clock, message=""))
-    outcomes = [
-        ("succeeded", 0, None),
-        ("failed", 3, "bad row"),
-        ("canceled", None, "stopped"),
-        ("succeeded", 0, ""),
-    ]
+    task_of = [by_execution[e] for e in ids]
     done = [
-        CompletionReport(by_execution[e], 1, outcome, code, message)
-        for e, (outcome, code, message) in zip(ids, outcomes, strict=True)
+        CompletionReport(task_of[0], 1, "succeeded", 0),
+        CompletionReport(task_of[1], 1, "failed", 3, "bad row"),
+        CompletionReport(task_of[2], 1, "canceled", None, "stopped"),
+        CompletionReport(task_of[3], 1, "succeeded", 0, "done"),
     ]
 
     outcome = deployed.store_report(agent_id, first + events, done)  # the first two are resent
@@ -498,10 +495,10 @@ def test_a_report_of_many_tasks_stores_their_events_in_order_and_ends_each_as_re
         ExecutionStatus.SUCCEEDED,
     ]
     assert [(r.task.exit_code, r.task.message) for r in records if r.task] == [
-        (0, None),
+        (0, ""),
         (3, "bad row"),
         (None, "stopped"),
-        (0, ""),
+        (0, "done"),
     ]
     assert all(r.ended_at is not None and r.task and r.task.ended_at == r.ended_at for r in records)
 
