@@ -80,9 +80,9 @@ def test_each_system_is_measured_with_every_other_one_stopped() -> None:
         def held() -> set[int]:
             return {s.pid for s in sleepers if _status(psutil.Process(s.pid)) == psutil.STATUS_STOPPED}
 
-        def throughput(_n: int) -> tuple[float, float]:
+        def throughput(_n: int) -> tuple[float, dict[str, float]]:
             seen.setdefault(name, []).append(held())
-            return 1.0, 1.0
+            return 1.0, {"cpu_ms_per_task": 1.0}
 
         def roundtrip(_n: int) -> dict[str, float]:
             seen.setdefault(name, []).append(held())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from packfleet.bench import CpuMeter, Result, percentile, table
@@ -47,3 +49,46 @@ def test_the_cpu_meter_counts_a_child_that_ran_and_was_reaped_in_between() -> No
     used = meter.stop()
     # The child burned 0.3 s of CPU; the kernel's clock-tick accounting may round it a hair below.
     assert 0.29 <= used < 5.0
+
+
+PARENT_OF_A_BURNER = """
+import subprocess, sys
+sys.stdin.readline()  # once the meter has started
+burn = (
+    "import sys, time\\nend = time.process_time() + 0.3\\n"
+    "while time.process_time() < end: pass\\nsys.stdin.read()"
+)
+child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+sys.stdin.read()  # until told
+child.stdin.close()
+child.wait()
+"""
+
+
+def test_the_cpu_meter_gives_a_named_roots_descendants_their_own_part() -> None:
+    parent = subprocess.Popen(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", PARENT_OF_A_BURNER], stdin=subprocess.PIPE
+    )
+    assert parent.stdin is not None
+    try:
+        meter = CpuMeter([parent.pid], parts={parent.pid: ("parent", "children")})
+        meter.start()
+        parent.stdin.write(b"go\n")
+        parent.stdin.flush()
+        deadline = time.monotonic() + 30
+        while sum(_burned(child) for child in psutil.Process(parent.pid).children()) < 0.29:
+            assert time.monotonic() < deadline, "the child never burned its CPU"
+            time.sleep(0.05)
+        used = meter.stop()
+    finally:
+        parent.stdin.close()
+        parent.wait(10)
+    assert sum(meter.by_part.values()) == pytest.approx(used)
+    assert 0.29 <= meter.by_part["children"] < 5.0
+    assert meter.by_part["parent"] < 0.25  # it started a process and waited
+    assert set(meter.by_part) == {"parent", "children", "client"}
+
+
+def _burned(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)

@@ -28,9 +28,9 @@ class Cluster:
 def runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     counts: list[int] = []
 
-    async def one_run(_bench: Any, _package: str, n: int, _postgres: bool) -> tuple[float, float]:
+    async def one_run(_bench: Any, _package: str, n: int, _postgres: bool) -> tuple[float, dict[str, float]]:
         counts.append(n)
-        return 1.0, 1.0
+        return 1.0, {"cpu_ms_per_task": 1.0}
 
     monkeypatch.setattr(_throughput, "_one_run", one_run)
     return counts

@@ -202,6 +202,13 @@ class BenchCluster:
         assert self.cluster is not None  # noqa: S101 - set by __enter__
         return [p.pid for p in self.cluster.processes()]
 
+    def cpu_parts(self) -> dict[int, tuple[str, str]]:
+        """The :class:`~packfleet.bench._cpu.CpuMeter` parts: the master, the workers and, under
+        them, their package processes (fork servers, pooled and fresh task processes)."""
+        parts = {pid: ("workers", "packages") for pid in self.pids()}
+        parts[self.master_pid()] = ("master", "master")
+        return parts
+
     def master_pid(self) -> int:
         assert self.cluster is not None and self.cluster.master.process is not None  # noqa: S101
         return self.cluster.master.process.pid

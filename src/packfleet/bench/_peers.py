@@ -62,7 +62,8 @@ class System:
 
     name: str
     n: int
-    throughput: Callable[[int], tuple[float, float]]
+    #: tasks/s of N tasks, and the run's other figures: ``cpu_ms_per_task`` at least.
+    throughput: Callable[[int], tuple[float, dict[str, float]]]
     roundtrip: Callable[[int], dict[str, float]]
     result: Result
     is_peer: bool
@@ -77,7 +78,7 @@ def _packfleet(bench: BenchCluster, isolation: str, n: int) -> System:
     package = PACKAGES[isolation]
     postgres = bench.catalog == "postgresql"
 
-    def throughput(count: int) -> tuple[float, float]:
+    def throughput(count: int) -> tuple[float, dict[str, float]]:
         return asyncio.run(_throughput._one_run(bench, package, count, postgres=postgres))
 
     def roundtrip(count: int) -> dict[str, float]:
@@ -106,9 +107,13 @@ def _peer(peer: Peer, n: int) -> System:
         trips = peer.roundtrips(count)
         return {"roundtrip_p50_ms": percentile(trips, 50), "roundtrip_p99_ms": percentile(trips, 99)}
 
+    def throughput(count: int) -> tuple[float, dict[str, float]]:
+        rate, cpu_ms = peer.throughput(count)
+        return rate, {"cpu_ms_per_task": cpu_ms}
+
     result = Result("peers", "tasks/s")
     result.notes.update(system=peer.name, n=n)
-    return System(peer.name, n, peer.throughput, roundtrip, result, is_peer=True, pids=peer.pids)
+    return System(peer.name, n, throughput, roundtrip, result, is_peer=True, pids=peer.pids)
 
 
 def _rotated(items: list[System], by: int) -> list[System]:
@@ -139,9 +144,9 @@ def measure(systems: list[System], *, runs: int, latency_n: int, emit: Callable[
         for system in _rotated(systems, r):
             system.result.loads.append(load_average())
             with _alone(system, systems):
-                rate, cpu_ms = system.throughput(system.n)
+                rate, run_figures = system.throughput(system.n)
             rates[system.name] = rate
-            figures[system.name]["cpu_ms_per_task"] = cpu_ms
+            figures[system.name].update(run_figures)
         for system in _rotated(systems, r):
             with _alone(system, systems):
                 figures[system.name].update(system.roundtrip(latency_n))

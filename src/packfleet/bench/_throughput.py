@@ -2,7 +2,8 @@
 
 tasks/s is N over the time from just before the submit request to the last task's completion as
 the master recorded it. CPU is every process involved (see :mod:`packfleet.bench._cpu`), divided
-by N.
+by N, and also given by part: ``cpu_ms_per_task_master``, ``_workers``, ``_packages`` (their
+package processes), ``_client`` (the bench itself) and, on PostgreSQL, ``_postgresql``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from packfleet.bench._cpu import CpuMeter
 from packfleet.bench._stats import Result, load_average
 
 
-async def _one_run(bench: BenchCluster, package: str, n: int, postgres: bool) -> tuple[float, float]:
-    meter = CpuMeter(bench.pids(), postgres=postgres)
+async def _one_run(
+    bench: BenchCluster, package: str, n: int, postgres: bool
+) -> tuple[float, dict[str, float]]:
+    """tasks/s and the run's CPU figures: ``cpu_ms_per_task`` and its parts."""
+    meter = CpuMeter(bench.pids(), postgres=postgres, parts=bench.cpu_parts())
     async with bench.manager() as manager:
         meter.start()
         started = time.time()
@@ -24,7 +28,9 @@ async def _one_run(bench: BenchCluster, package: str, n: int, postgres: bool) ->
         await asyncio.to_thread(bench.wait_finished, ids[0], ids[-1], timeout=max(120.0, n / 20))
         cpu = meter.stop()
     elapsed = bench.last_ended(ids[0], ids[-1]) - started
-    return n / elapsed, cpu * 1000.0 / n
+    figures = {"cpu_ms_per_task": cpu * 1000.0 / n}
+    figures.update({f"cpu_ms_per_task_{part}": s * 1000.0 / n for part, s in meter.by_part.items()})
+    return n / elapsed, figures
 
 
 #: The usual warm-up: the workers download and unpack the project, the pooled processes start,
@@ -59,7 +65,7 @@ def run(bench: BenchCluster, *, n: int, runs: int, isolation: str) -> Result:
     warm_up(bench, package, n)
     for _ in range(runs):
         result.loads.append(load_average())
-        rate, cpu_ms = asyncio.run(_one_run(bench, package, n, bench.catalog == "postgresql"))
-        result.add_run(rate, cpu_ms_per_task=cpu_ms)
+        rate, figures = asyncio.run(_one_run(bench, package, n, bench.catalog == "postgresql"))
+        result.add_run(rate, **figures)
         result.loads.append(load_average())
     return result
