@@ -62,6 +62,10 @@ entry = "probe:exit3"
 kind = "python"
 entry = "probe:partial"
 
+[packages.late]
+kind = "python"
+entry = "probe:late"
+
 [packages.broken_sql]
 kind = "sql"
 file = "broken.sql"
@@ -164,6 +168,12 @@ def exit3(ctx):
 def partial(ctx):
     os.write(1, b"raw line without its newline")
     os.close(1)  # a pooled process puts its pipes back before the next task
+
+
+def late(ctx):
+    time.sleep(0.2)  # long enough for a test to stop reading the pipes first
+    os.write(1, b"late line without its newline")
+    time.sleep(0.2)  # long enough for a runner still reading to read it before the task ends
 """
 
 BROKEN_SQL = """

@@ -278,6 +278,32 @@ async def test_a_pooled_process_keeps_each_tasks_output_to_that_task(
     ]
 
 
+@pytest.mark.parametrize("reading", ["read before the end", "paused until after the end"])
+async def test_a_pooled_tasks_unfinished_last_line_is_its_own_however_its_pipe_was_read(
+    runner: PackageRunner, probe_dir: Path, probe: Project, tmp_path: Path, reading: str
+) -> None:
+    # Read while the task runs, the line waits in the runner until the task's end mark follows
+    # it. Paused, line and mark wait in the pipe, and the task ends only once reading resumes.
+    late = await launch(
+        runner, probe_dir, probe, replace(probe.packages["late"], isolation="pooled"), tmp_path
+    )
+    if reading == "paused until after the end":
+        late.handle.pause()
+        await asyncio.sleep(0.8)
+        assert not late.handle.done, "a pooled task ended with its output still unread"
+        assert late.messages("stdout") == []
+        late.handle.resume()
+    assert (await asyncio.wait_for(late.wait(), 10)).outcome == "succeeded"
+    after = await launch(
+        runner, probe_dir, probe, replace(probe.packages["order"], isolation="pooled"), tmp_path
+    )
+    assert (await asyncio.wait_for(after.wait(), 10)).outcome == "succeeded"
+
+    assert after.handle.pid == late.handle.pid
+    assert late.messages("stdout") == ["late line without its newline"]
+    assert after.messages("stdout") == [f"out {i}" for i in range(40)]
+
+
 COUNTER_TOML = """
 [project]
 name = "counter"
