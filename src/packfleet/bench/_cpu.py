@@ -73,7 +73,7 @@ class CpuMeter:
         postgres: bool = False,
         parts: Mapping[int, tuple[str, str]] | None = None,
     ) -> None:
-        self.roots = [*roots]
+        self.roots = list(roots)
         self.postgres = postgres
         self.parts = dict(parts or {})
         self._start: dict[tuple[int, float], tuple[str, float]] = {}
@@ -85,10 +85,8 @@ class CpuMeter:
     def _snapshot(self) -> dict[tuple[int, float], tuple[str, float]]:
         # A process is counted once, in the first group it is found in: the cluster's processes are
         # the bench client's children too, so the client's tree comes last.
-        groups = sorted(
-            ((pid, self.parts.get(pid, (OTHER, OTHER))) for pid in self.roots),
-            key=lambda group: group[0] not in self.parts,
-        )
+        groups = [(pid, self.parts[pid]) for pid in self.roots if pid in self.parts]
+        groups += [(pid, (OTHER, OTHER)) for pid in self.roots if pid not in self.parts]
         if self.postgres:
             groups += [(pid, (POSTGRESQL, POSTGRESQL)) for pid in postgres_pids()]
         groups.append((os.getpid(), (CLIENT, OTHER)))
