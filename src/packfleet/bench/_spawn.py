@@ -5,12 +5,16 @@ Each sample is one no-op task run to its end through :class:`~packfleet.packages
 model is responsible for. Fresh tasks are forked from the project version's warm server, as a
 worker's are once the version's first tasks have run. The baseline is ``python -c pass`` started
 the ordinary way (fork + exec of a new interpreter), which is what a runner without a fork server
-pays at least.
+pays at least. The floor is a fork server's bare ``fork()`` and exit: a process with the fork server's
+imports forks (as the fork servers do) a child that exits at once, and reaps it. No fresh task
+starts for less on the machine at hand: its kernel copies the page tables, faults pages in and
+tears them down again whatever the task does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import tempfile
@@ -62,6 +66,31 @@ def _bare_samples(n: int) -> list[float]:
     return samples
 
 
+# Run in a process of its own: one thread, as a fork server (the bench's own may have more).
+_FORK_FLOOR = """
+import json, os, sys, time
+from packfleet.packages import _fork, _forkserver
+raw = _forkserver._RAW_FORK and _fork.single_threaded()
+samples = []
+for _ in range(int(sys.argv[1])):
+    began = time.perf_counter()
+    pid = _fork.fork(raw)
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    samples.append((time.perf_counter() - began) * 1000.0)
+print(json.dumps(samples))
+"""
+
+
+def _fork_floor_samples(n: int) -> list[float]:
+    done = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", _FORK_FLOOR, str(n)], check=True, capture_output=True, text=True
+    )
+    samples: list[float] = json.loads(done.stdout)
+    return samples
+
+
 def run(*, n: int, runs: int) -> Result:
     result = Result("spawn", "ms (fresh task p50)", isolation="fresh")
     result.notes["n"] = n
@@ -72,6 +101,7 @@ def run(*, n: int, runs: int) -> Result:
             fresh = asyncio.run(_runner_samples(project_dir, PACKAGES["fresh"], n, Path(tmp) / f"f{r}"))
             pooled = asyncio.run(_runner_samples(project_dir, PACKAGES["pooled"], n, Path(tmp) / f"p{r}"))
             bare = _bare_samples(n)
+            floor = _fork_floor_samples(n)
             result.add_run(
                 percentile(fresh, 50),
                 fresh_p99_ms=percentile(fresh, 99),
@@ -79,6 +109,7 @@ def run(*, n: int, runs: int) -> Result:
                 pooled_p99_ms=percentile(pooled, 99),
                 bare_python_p50_ms=percentile(bare, 50),
                 bare_python_p99_ms=percentile(bare, 99),
+                fork_floor_p50_ms=percentile(floor, 50),
             )
             result.loads.append(load_average())
     return result
