@@ -70,7 +70,7 @@ def _bare_samples(n: int) -> list[float]:
 _FORK_FLOOR = """
 import json, os, sys, time
 from packfleet.packages import _fork, _forkserver
-raw = _forkserver._RAW_FORK and _fork.single_threaded()
+raw = _forkserver.forks_raw()  # the fork servers' own choice of fork
 samples = []
 for _ in range(int(sys.argv[1])):
     began = time.perf_counter()

@@ -55,6 +55,12 @@ from packfleet.packages import _child, _fork
 # skip threading's and logging's when that is safe (see _fork).
 _RAW_FORK = _fork.record_hooks()
 
+
+def forks_raw() -> bool:
+    """Whether this process forks through libc's ``fork()`` (see ``_fork``): hooks recorded, one thread."""
+    return _RAW_FORK and _fork.single_threaded()
+
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import FrameType
@@ -114,7 +120,7 @@ class ForkServer:
         self._warm = warm
         self._pid = os.getpid()
         # Checked once: nothing this loop runs starts a thread.
-        self._raw = _RAW_FORK and _fork.single_threaded()
+        self._raw = forks_raw()
         self._children: set[int] = set()
         # epoll and recvmsg straight, not selectors and socket.recv_fds: after each fork every page
         # this loop writes is a copy-on-write fault, so it touches as few objects as it can.
