@@ -1,10 +1,12 @@
 """Under load a report asks for the slots its pass frees: the next tasks come in its answer, one
 ask is out at a time, an idle worker's report asks nothing, and an older master that refuses the
-ask gets the same report again without it."""
+ask gets the same report again without it. While tasks are short, a busy worker leases up to
+MaxTaskCount more, which wait for a slot: never more than MaxTaskCount attempts run at once."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +21,7 @@ from packfleet.worker import LogCache, WorkerAgent
 from packfleet.worker._leasing import ReportAsk
 from packfleet.worker._reporter import Reporter
 
-from .conftest import DemoProject, MakeAgent
+from .conftest import FAST, DemoProject, MakeAgent
 from .helpers import eventually
 from .stubmaster import StubMaster
 
@@ -37,36 +39,87 @@ async def _serving(agent: WorkerAgent) -> AsyncIterator[None]:
         await asyncio.wait_for(serving, 20)
 
 
-async def _serve_until_done(agent: WorkerAgent, stub: StubMaster, count: int) -> int:
-    """Serve until ``count`` tasks completed; the most attempts that ran at once."""
-    most = 0
-    hold = agent.tasks.hold
+async def _serve_until_done(agent: WorkerAgent, stub: StubMaster, count: int) -> tuple[int, int]:
+    """Serve until ``count`` tasks completed; the most leases held and attempts run at once."""
+    held = ran = 0
+    hold, take = agent.tasks.hold, agent.tasks.slots.take
 
     def counted(task: TaskAssignment, deadline: float) -> None:
-        nonlocal most
+        nonlocal held
         hold(task, deadline)
-        most = max(most, len(agent.tasks.running))
+        held = max(held, len(agent.tasks.running))
+
+    async def taken() -> None:
+        nonlocal ran
+        await take()
+        ran = max(ran, agent.tasks.slots.taken)
 
     agent.tasks.hold = counted  # type: ignore[method-assign]
+    agent.tasks.slots.take = taken  # type: ignore[method-assign]
     async with _serving(agent):
         await eventually(lambda: len(stub.completions) == count, timeout=60, what=f"{count} completions")
-    return most
+    return held, ran
+
+
+#: Leasing ahead off, and on for any task length.
+NOT_AHEAD = dataclasses.replace(FAST, lease_ahead_below=0.0)
+ALWAYS_AHEAD = dataclasses.replace(FAST, lease_ahead_below=3600.0)
 
 
 async def test_a_busy_worker_takes_its_next_tasks_with_its_reports_never_more_than_its_slots(
     home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent, caplog: pytest.LogCaptureFixture
 ) -> None:
-    agent = await make_agent(home, sleep=asyncio.sleep)
+    agent = await make_agent(home, sleep=asyncio.sleep, timing=NOT_AHEAD)
     stub.add(*(demo.task(task_id, "hello", lines=1) for task_id in range(1, 41)))
     with caplog.at_level(logging.INFO, logger="packfleet.worker"):
-        most = await _serve_until_done(agent, stub, 40)
+        held, ran = await _serve_until_done(agent, stub, 40)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no lease given up
     assert sorted(c.task_id for c in stub.completions) == list(range(1, 41))
     assert all(c.outcome == "succeeded" for c in stub.completions)
     assert stub.report_asks and stub.report_leased > 0  # reports carried some of the tasks
-    assert most == agent.settings.max_task_count  # the loop's ask and a report's never overlap
+    assert held == ran == agent.settings.max_task_count  # the loop's ask and a report's never overlap
     assert all(0 < asked <= agent.settings.max_task_count for asked in stub.report_asks)
     assert stub.duplicates == 0
+
+
+async def test_a_busy_worker_with_short_tasks_leases_ahead_and_still_runs_no_more_than_its_slots(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = await make_agent(home, sleep=asyncio.sleep, timing=ALWAYS_AHEAD)
+    slots = agent.settings.max_task_count
+    stub.add(*(demo.task(task_id, "hello", lines=1) for task_id in range(1, 81)))
+    with caplog.at_level(logging.INFO, logger="packfleet.worker"):
+        held, ran = await _serve_until_done(agent, stub, 80)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no lease given up
+    assert sorted(c.task_id for c in stub.completions) == list(range(1, 81))
+    assert all(c.outcome == "succeeded" for c in stub.completions)
+    assert ran == slots  # the tasks leased ahead waited for a slot
+    assert slots < held <= 2 * slots  # once its last attempts were known to be short
+    assert max(stub.report_asks) > slots and all(0 < asked <= 2 * slots for asked in stub.report_asks)
+    assert stub.duplicates == 0
+
+
+async def test_a_worker_leases_ahead_only_while_the_master_has_more_and_its_tasks_were_short(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    agent = await make_agent(home, timing=dataclasses.replace(FAST, lease_ahead_below=0.5))
+    slots = agent.settings.max_task_count
+    leases = agent.leases
+    leases._serving = True  # as `worker run` does
+    assert leases._room() == slots  # nothing known of its tasks yet
+    for _ in range(16):
+        agent.tasks.lengths.add(0.01)
+    assert leases._room() == 2 * slots
+    leases.drained = True  # the master's queue emptied: the next task is not held from another worker
+    assert leases._room() == slots
+    leases.drained = False
+    for _ in range(9):
+        agent.tasks.lengths.add(2.0)  # tasks turned long
+    assert leases._room() == slots
+    leases._serving = False  # a burst asks for its free slots only
+    for _ in range(16):
+        agent.tasks.lengths.add(0.01)
+    assert leases._room() == slots
 
 
 async def test_an_idle_workers_report_asks_for_nothing_nor_while_its_long_poll_is_out(
@@ -91,12 +144,12 @@ async def test_a_master_that_refuses_the_ask_gets_the_report_without_it_and_leas
     agent = await make_agent(home, sleep=asyncio.sleep)
     stub.add(*(demo.task(task_id, "hello", lines=2) for task_id in range(1, 21)))
     with caplog.at_level(logging.INFO, logger="packfleet.worker"):
-        most = await _serve_until_done(agent, stub, 20)
+        held, ran = await _serve_until_done(agent, stub, 20)
     assert len(stub.report_asks) == 1  # refused once, then not asked again for a while
     assert "refused a report that asked for tasks" in caplog.text
     for task_id in range(1, 21):  # nothing lost to the refusal
         assert [e.message for e in stub.lines(task_id) if e.source == "stdout"] == ["line 0", "line 1"]
-    assert most <= agent.settings.max_task_count
+    assert ran <= agent.settings.max_task_count and held <= 2 * agent.settings.max_task_count
 
 
 class Asks:

@@ -253,7 +253,8 @@ class WorkerAgent:
             ips=self.probe.ips(),
             cpu_percent=self.probe.cpu_percent(),
             memory_free_mb=self.probe.memory_free_mb(),
-            running_tasks=len(self.running),
+            # Tasks leased ahead wait for a slot: at most MaxTaskCount of those held run.
+            running_tasks=min(len(self.running), settings.max_task_count),
             max_tasks=settings.max_task_count,
             version=__version__,
             cert_not_after=self.identity.certificate.not_after.isoformat(),

@@ -115,7 +115,7 @@ class LeaseLoop:
             return "stopping", "stopping"
         if self._link.state != "enabled":
             return "state", f"the master reports this worker as {self._link.state or 'unknown'}"
-        if self._tasks.capacity <= 0:
+        if self._room() <= 0:
             return "MaxTaskCount", f"all {settings.max_task_count} slots (MaxTaskCount) are busy"
         cpu = self._probe.cpu_percent()
         if settings.task_request_max_cpu < 100.0 and cpu >= settings.task_request_max_cpu:
@@ -163,7 +163,7 @@ class LeaseLoop:
     async def _lease(self, wait_seconds: float | None) -> list[TaskAssignment]:
         settings = self._settings()
         wait = self.timing.lease_wait if wait_seconds is None else wait_seconds
-        capacity = self._tasks.capacity
+        capacity = self._room()
         request = LeaseRequest(
             agent_id=settings.agent_id,
             capacity=capacity,
@@ -223,7 +223,7 @@ class LeaseLoop:
         await self._asking.acquire()  # free (checked above): taken at once, no wait
         self._report_asks += 1
         return ReportAsk(
-            capacity=self._tasks.capacity,
+            capacity=self._room(),
             lease_seconds=self._settings().lease_interval.total_seconds(),
             sent=self._clock(),
         )
@@ -258,6 +258,11 @@ class LeaseLoop:
         ask.settled = True
         self._asking.release()
         self._events.wake_lease.set()
+
+    def _room(self) -> int:
+        """How many tasks an ask asks for: the free slots, and while serving under load (the master
+        had more) tasks ahead of them as well (see ``_slots``)."""
+        return self._tasks.room(ahead=self._serving and not self.drained)
 
     def _reports_may_ask(self) -> bool:
         """Serving under load (the master had more), with a master that takes a report's ask."""

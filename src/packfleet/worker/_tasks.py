@@ -24,6 +24,7 @@ from packfleet.worker._link import MasterLink
 from packfleet.worker._logcache import LogCache
 from packfleet.worker._pacing import AgentEvents, Pause
 from packfleet.worker._projects import ProjectCache
+from packfleet.worker._slots import AttemptLengths, Slots
 from packfleet.worker._taskbeat import LeaseKey, Running, TaskBeat, lease_key
 from packfleet.worker._taskfolders import TaskFolders
 from packfleet.worker._timing import AgentTiming
@@ -65,6 +66,9 @@ class TaskRunner:
         #: The asyncio task of each attempt this runner started, by lease.
         self.executions: dict[LeaseKey, asyncio.Task[CompletionReport | None]] = {}
         self._spawn = spawn
+        #: At most MaxTaskCount attempts run; a task leased ahead waits here for a slot.
+        self.slots = Slots(lambda: self._settings().max_task_count)
+        self.lengths = AttemptLengths(timing.lease_ahead_below)
         self._folders: TaskFolders | None = None
         self._folders = self._task_folders(settings())
         self.taskbeat = TaskBeat(
@@ -96,6 +100,13 @@ class TaskRunner:
         """Free slots: MaxTaskCount less the leases held."""
         return self._settings().max_task_count - len(self.running)
 
+    def room(self, *, ahead: bool) -> int:
+        """How many tasks to ask for: the free slots, and with ``ahead`` as many again while the
+        last attempts were short (see ``_slots``)."""
+        max_task_count = self._settings().max_task_count
+        extra = max_task_count if ahead and self.lengths.short else 0
+        return max_task_count + extra - len(self.running)
+
     def hold(self, task: TaskAssignment, deadline: float) -> None:
         """Count a just-leased task against the capacity until its attempt ends."""
         self.running[lease_key(task)] = Running(task, deadline=deadline)
@@ -112,6 +123,21 @@ class TaskRunner:
         try:
             if not await self._supersede(running):
                 return None
+            await self.slots.take()
+            try:
+                return await self._attempt(running)
+            finally:
+                self.slots.give_back()
+        finally:
+            self.running.pop(key, None)
+            self._events.wake_lease.set()
+            if not self.running:
+                self._events.tasks_idle.set()
+
+    async def _attempt(self, running: Running) -> CompletionReport | None:
+        """One attempt in its slot; its length counts towards :attr:`lengths`."""
+        began = self._clock()
+        try:
             settings = self._settings()
             self._folders = self._task_folders(settings)
             execution = TaskExecution(
@@ -131,10 +157,7 @@ class TaskRunner:
             )
             return await execution.run()
         finally:
-            self.running.pop(key, None)
-            self._events.wake_lease.set()
-            if not self.running:
-                self._events.tasks_idle.set()
+            self.lengths.add(self._clock() - began)
 
     async def _supersede(self, running: Running) -> bool:
         """Stop any other attempt of this task first; False when this one must not run."""

@@ -33,6 +33,12 @@ class AgentTiming:
     #: back when the client submits its next run misses the submit's hand-over (make bench,
     #: latency: 8 ms here made the fresh round trip 2 ms longer than 3 ms).
     hold_back: float = 0.003
+    #: A busy worker leases up to MaxTaskCount tasks ahead of its free slots while its last attempts
+    #: took under this long (median) and the master has more ready (see ``_slots``). Short tasks
+    #: only: a task leased ahead waits for a slot, about as long as one of them runs (make bench:
+    #: +9 to +21 % pooled tasks/s and +14 % fresh on SQLite, +50 % on PostgreSQL, where the report
+    #: that leases the next tasks waits longest). 0 turns it off.
+    lease_ahead_below: float = 0.1
     #: How often a closed lease gate (CPU, memory, capacity) is looked at again.
     gate_poll: float = 5.0
     #: How long stopping may spend delivering what the cache holds before leaving it for next time.
