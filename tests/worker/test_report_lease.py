@@ -61,9 +61,8 @@ async def _serve_until_done(agent: WorkerAgent, stub: StubMaster, count: int) ->
     return held, ran
 
 
-#: Leasing ahead off, and on for any task length.
-NOT_AHEAD = dataclasses.replace(FAST, lease_ahead_below=0.0)
-ALWAYS_AHEAD = dataclasses.replace(FAST, lease_ahead_below=3600.0)
+#: Leasing ahead off.
+NOT_AHEAD = dataclasses.replace(FAST, lease_ahead_per_slot=0)
 
 
 async def test_a_busy_worker_takes_its_next_tasks_with_its_reports_never_more_than_its_slots(
@@ -85,8 +84,10 @@ async def test_a_busy_worker_takes_its_next_tasks_with_its_reports_never_more_th
 async def test_a_busy_worker_with_short_tasks_leases_ahead_and_still_runs_no_more_than_its_slots(
     home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent, caplog: pytest.LogCaptureFixture
 ) -> None:
-    agent = await make_agent(home, sleep=asyncio.sleep, timing=ALWAYS_AHEAD)
+    agent = await make_agent(home, sleep=asyncio.sleep)
     slots = agent.settings.max_task_count
+    # As many as the estimate allows, whatever this machine's speed makes of the tasks' length.
+    agent.tasks.ahead.tasks = lambda slots: slots  # type: ignore[method-assign]
     stub.add(*(demo.task(task_id, "hello", lines=1) for task_id in range(1, 81)))
     with caplog.at_level(logging.INFO, logger="packfleet.worker"):
         held, ran = await _serve_until_done(agent, stub, 80)
@@ -99,27 +100,44 @@ async def test_a_busy_worker_with_short_tasks_leases_ahead_and_still_runs_no_mor
     assert stub.duplicates == 0
 
 
-async def test_a_worker_leases_ahead_only_while_the_master_has_more_and_its_tasks_were_short(
+async def test_a_worker_leases_ahead_only_while_the_master_has_more_and_its_tasks_are_short(
     home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
 ) -> None:
-    agent = await make_agent(home, timing=dataclasses.replace(FAST, lease_ahead_below=0.5))
+    agent = await make_agent(home, timing=dataclasses.replace(FAST, lease_ahead_per_slot=1))
     slots = agent.settings.max_task_count
-    leases = agent.leases
+    leases, ahead = agent.leases, agent.tasks.ahead
     leases._serving = True  # as `worker run` does
-    assert leases._room() == slots  # nothing known of its tasks yet
     for _ in range(16):
-        agent.tasks.lengths.add(0.01)
-    assert leases._room() == 2 * slots
+        ahead.attempt(0.001)
+    assert leases._room() == slots  # no report has asked yet: no round trip known
+    ahead.trip(0.05)
+    assert leases._room() == 2 * slots  # 500 tasks end during a round trip: at most MaxTaskCount
     leases.drained = True  # the master's queue emptied: the next task is not held from another worker
     assert leases._room() == slots
     leases.drained = False
     for _ in range(9):
-        agent.tasks.lengths.add(2.0)  # tasks turned long
+        ahead.attempt(2.0)  # tasks turned long: the slots stay busy through a round trip
     assert leases._room() == slots
     leases._serving = False  # a burst asks for its free slots only
     for _ in range(16):
-        agent.tasks.lengths.add(0.01)
+        ahead.attempt(0.001)
     assert leases._room() == slots
+
+
+async def test_a_reports_answered_ask_is_a_round_trip_the_estimate_uses(
+    home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent
+) -> None:
+    agent = await make_agent(home, timing=dataclasses.replace(FAST, lease_ahead_per_slot=1))
+    await agent.heartbeat()  # the master says it is enabled: the gate opens
+    leases = agent.leases
+    leases._serving = True
+    for _ in range(16):
+        agent.tasks.ahead.attempt(1e-9)  # so short that any round trip covers MaxTaskCount of them
+    ask = await leases.ask_in_report()
+    assert ask is not None and ask.capacity == agent.settings.max_task_count  # none known yet
+    assert agent.tasks.ahead.tasks(ask.capacity) == 0
+    leases.answered(ask, [], heartbeat_now=False)
+    assert agent.tasks.ahead.tasks(ask.capacity) == ask.capacity  # its round trip is known now
 
 
 async def test_an_idle_workers_report_asks_for_nothing_nor_while_its_long_poll_is_out(

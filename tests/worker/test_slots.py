@@ -1,5 +1,5 @@
 """MaxTaskCount's slots: taken in the order asked, handed on when freed or when a waiter is
-cancelled, sized by the settings of the moment; and what counts as a run of short attempts."""
+cancelled, sized by the settings of the moment; and how many tasks to lease ahead of them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from packfleet.worker._slots import RECENT_ATTEMPTS, AttemptLengths, Slots
+from packfleet.worker._slots import RECENT, LeaseAhead, Slots
 
 
 async def _settle() -> None:
@@ -69,16 +69,32 @@ async def test_a_larger_size_read_at_the_next_take() -> None:
     assert slots.taken == 2
 
 
-def test_attempts_are_short_when_the_median_of_the_last_ones_is_under_the_bound() -> None:
-    lengths = AttemptLengths(short_below=0.1)
-    for _ in range(RECENT_ATTEMPTS - 1):
-        lengths.add(0.001)
-    assert not lengths.short  # too few to tell
-    lengths.add(0.001)
-    assert lengths.short
-    for _ in range(RECENT_ATTEMPTS // 2 - 1):
-        lengths.add(5.0)
-    assert lengths.short  # a few long ones among short ones
-    lengths.add(5.0)
-    assert not lengths.short  # half of the last ones long: the median is long
-    assert not AttemptLengths(short_below=0.0).short  # off
+def test_as_many_tasks_ahead_as_the_slots_end_during_a_round_trip_within_the_bound() -> None:
+    ahead = LeaseAhead(per_slot=3)
+    for _ in range(RECENT - 1):
+        ahead.attempt(0.020)
+    ahead.trip(0.008)
+    assert ahead.tasks(10) == 0  # too few attempts to tell
+    ahead.attempt(0.020)
+    assert ahead.tasks(10) == 4  # ten slots end 4 tasks of 20 ms in 8 ms
+    for _ in range(RECENT):
+        ahead.attempt(0.001)
+    assert ahead.tasks(10) == 30  # 80, at most three times the slots
+    for _ in range(RECENT):
+        ahead.attempt(0.5)
+    assert ahead.tasks(10) == 0  # tasks this long keep the slots busy through a round trip
+    for _ in range(RECENT):
+        ahead.trip(1.0)  # a slow master: the slots end 20 tasks meanwhile
+    assert ahead.tasks(10) == 20
+
+
+def test_no_tasks_ahead_before_a_round_trip_is_known_or_when_turned_off() -> None:
+    ahead = LeaseAhead(per_slot=3)
+    for _ in range(RECENT):
+        ahead.attempt(0.001)
+    assert ahead.tasks(10) == 0  # no report has asked yet
+    off = LeaseAhead(per_slot=0)
+    for _ in range(RECENT):
+        off.attempt(0.001)
+    off.trip(0.01)
+    assert off.tasks(10) == 0

@@ -231,6 +231,7 @@ class LeaseLoop:
     def answered(self, ask: ReportAsk, leased: list[TaskAssignment], heartbeat_now: bool) -> None:
         """Start the tasks a report's answer leased, and let the loop ask again."""
         self._report_failed = False
+        self._tasks.ahead.trip(self._clock() - ask.sent)
         try:
             for task in self._accept(leased, heartbeat_now, ask.capacity, ask.sent, ask.lease_seconds):
                 self._tasks.start(task)

@@ -1,16 +1,16 @@
-"""The slots of MaxTaskCount, and when a busy worker may lease tasks ahead of its free slots.
+"""The slots of MaxTaskCount, and how many tasks a busy worker leases ahead of its free slots.
 
 A busy worker's report asks for the next tasks when the last ones have ended, so with short tasks
-every slot sits free for the report's round trip (make bench, a pooled run: each worker had no task
+every slot sat free for the report's round trip (make bench, a pooled run: each worker had no task
 in flight 53 % of the time, waiting 8 ms p50 for the answer that held its next ten tasks). Leased
 ahead, the next tasks are already here when a slot frees. A task leased ahead is *picked up* at the
 master and waits here for a slot; at most MaxTaskCount attempts run at once all the same.
 
-Only while it costs nothing measurable: while the master has more tasks ready than it gave (the lease
-loop's ``drained`` is false) and the tasks this worker ran last were short
-(``AgentTiming.lease_ahead_below``), so a task held here waits about as long as a short task runs.
-Tasks that turn long stop it within a few attempts (the median of the last ones), and a worker leases
-ahead at most MaxTaskCount tasks.
+How many: as many as the slots end during one ask's round trip (:class:`LeaseAhead`), so a task
+held here waits about one round trip for its slot. Tasks that take longer than the slots need to
+cover a round trip get none leased ahead: with ten slots and a round trip of 8 ms, tasks of 80 ms
+and more. Only while the master has more ready than it gave (the lease loop's ``drained`` is false),
+so a task is not held here while another worker waits for one.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import statistics
 from collections import deque
 from collections.abc import Callable
 
-#: How many of the last attempts' lengths decide whether tasks are short.
-RECENT_ATTEMPTS = 16
+#: How many of the last attempts, and of the last asks' round trips, the estimate looks at.
+RECENT = 16
 
 
 class Slots:
@@ -65,19 +65,35 @@ class Slots:
                 waiter.set_result(None)
 
 
-class AttemptLengths:
-    """How long this worker's last attempts took, from their slot to their end."""
+class LeaseAhead:
+    """How many tasks to lease ahead of the free slots, from this worker's last attempts and asks.
 
-    def __init__(self, short_below: float) -> None:
-        self.short_below = short_below
-        self._recent: deque[float] = deque(maxlen=RECENT_ATTEMPTS)
+    The slots end ``slots / length`` tasks per second (the median length of the last attempts,
+    from their slot to their end), so during an ask's round trip (the median of the last asks a
+    report carried) they end ``slots * trip / length``: that many, rounded down, at most
+    ``per_slot`` times the slots. None until both are known.
+    """
 
-    def add(self, seconds: float) -> None:
-        self._recent.append(seconds)
+    def __init__(self, per_slot: int) -> None:
+        self.per_slot = per_slot
+        self._lengths: deque[float] = deque(maxlen=RECENT)
+        self._trips: deque[float] = deque(maxlen=RECENT)
 
-    @property
-    def short(self) -> bool:
-        """The last :data:`RECENT_ATTEMPTS` attempts took under ``short_below`` seconds (median)."""
-        if self.short_below <= 0 or len(self._recent) < RECENT_ATTEMPTS:
-            return False
-        return statistics.median(self._recent) < self.short_below
+    def attempt(self, seconds: float) -> None:
+        """An attempt took ``seconds`` from its slot to its end."""
+        self._lengths.append(seconds)
+
+    def trip(self, seconds: float) -> None:
+        """An ask that a report carried was answered ``seconds`` after it was sent."""
+        self._trips.append(seconds)
+
+    def tasks(self, slots: int) -> int:
+        """Tasks to lease ahead of ``slots`` slots (MaxTaskCount), busy or not."""
+        most = self.per_slot * slots
+        if most <= 0 or len(self._lengths) < RECENT or not self._trips:
+            return 0
+        length = statistics.median(self._lengths)
+        trip = statistics.median(self._trips)
+        if length <= 0.0:
+            return most
+        return min(most, int(slots * trip / length))

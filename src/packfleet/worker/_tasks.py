@@ -24,7 +24,7 @@ from packfleet.worker._link import MasterLink
 from packfleet.worker._logcache import LogCache
 from packfleet.worker._pacing import AgentEvents, Pause
 from packfleet.worker._projects import ProjectCache
-from packfleet.worker._slots import AttemptLengths, Slots
+from packfleet.worker._slots import LeaseAhead, Slots
 from packfleet.worker._taskbeat import LeaseKey, Running, TaskBeat, lease_key
 from packfleet.worker._taskfolders import TaskFolders
 from packfleet.worker._timing import AgentTiming
@@ -68,7 +68,7 @@ class TaskRunner:
         self._spawn = spawn
         #: At most MaxTaskCount attempts run; a task leased ahead waits here for a slot.
         self.slots = Slots(lambda: self._settings().max_task_count)
-        self.lengths = AttemptLengths(timing.lease_ahead_below)
+        self.ahead = LeaseAhead(timing.lease_ahead_per_slot)
         self._folders: TaskFolders | None = None
         self._folders = self._task_folders(settings())
         self.taskbeat = TaskBeat(
@@ -101,10 +101,10 @@ class TaskRunner:
         return self._settings().max_task_count - len(self.running)
 
     def room(self, *, ahead: bool) -> int:
-        """How many tasks to ask for: the free slots, and with ``ahead`` as many again while the
-        last attempts were short (see ``_slots``)."""
+        """How many tasks to ask for: the free slots, and with ``ahead`` the tasks to lease ahead of
+        them (:class:`LeaseAhead`)."""
         max_task_count = self._settings().max_task_count
-        extra = max_task_count if ahead and self.lengths.short else 0
+        extra = self.ahead.tasks(max_task_count) if ahead else 0
         return max_task_count + extra - len(self.running)
 
     def hold(self, task: TaskAssignment, deadline: float) -> None:
@@ -135,7 +135,7 @@ class TaskRunner:
                 self._events.tasks_idle.set()
 
     async def _attempt(self, running: Running) -> CompletionReport | None:
-        """One attempt in its slot; its length counts towards :attr:`lengths`."""
+        """One attempt in its slot; its length counts towards :attr:`ahead`."""
         began = self._clock()
         try:
             settings = self._settings()
@@ -157,7 +157,7 @@ class TaskRunner:
             )
             return await execution.run()
         finally:
-            self.lengths.add(self._clock() - began)
+            self.ahead.attempt(self._clock() - began)
 
     async def _supersede(self, running: Running) -> bool:
         """Stop any other attempt of this task first; False when this one must not run."""
