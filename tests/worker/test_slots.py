@@ -60,13 +60,17 @@ async def test_a_cancelled_wait_gives_up_its_place_and_a_slot_handed_to_it() -> 
     await asyncio.wait_for(slots.take(), 5)
 
 
-async def test_a_larger_size_read_at_the_next_take() -> None:
+async def test_a_larger_size_read_at_the_next_take_serves_those_waiting_first() -> None:
     size = 1
     slots = Slots(lambda: size)
     await slots.take()
-    size = 2  # a reload raised MaxTaskCount
+    waiting = asyncio.ensure_future(slots.take())
+    await _settle()
+    assert not waiting.done()
+    size = 3  # a reload raised MaxTaskCount
     await asyncio.wait_for(slots.take(), 5)
-    assert slots.taken == 2
+    await asyncio.wait_for(waiting, 5)
+    assert slots.taken == 3
 
 
 def test_as_many_tasks_ahead_as_the_slots_end_during_a_round_trip_within_the_bound() -> None:

@@ -43,6 +43,7 @@ class Slots:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(waiter)
+        self._hand_on()  # slots a reload added go to those waiting first
         try:
             await waiter
         except asyncio.CancelledError:
