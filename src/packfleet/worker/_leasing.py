@@ -11,7 +11,8 @@ master leases them in the report's own transaction, and one request, not a repor
 carries a task's end and the next one's start. The loop then asks on its own only when no report
 will (nothing left to report, the master's queue emptied, a report's ask failed, or none came for
 ``gate_poll``). One ask is out at a time, the loop's or a report's, so no free slot is asked for
-twice.
+twice. Under load an ask also asks for tasks ahead of the free slots, which wait here for a slot
+(see ``_slots``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ REPORT_ASK_REPROBE_SECONDS = 600.0
 
 @dataclass
 class ReportAsk:
-    """The free slots a report pass asks tasks for (``ReportBatch.lease_capacity``)."""
+    """The tasks a report pass asks for (``ReportBatch.lease_capacity``): free slots and tasks ahead."""
 
     capacity: int
     lease_seconds: float
@@ -211,7 +212,7 @@ class LeaseLoop:
     # -- asks carried by reports ------------------------------------------------------------------
 
     async def ask_in_report(self) -> ReportAsk | None:
-        """The free slots a report about to go may ask tasks for, or None when it should not ask.
+        """What a report about to go may ask tasks for (:meth:`_room`), or None when it should not ask.
 
         It asks only while serving under load (the last answer had as many tasks as asked for: the
         master has more), with the gate open and no other ask out; an idle worker's report asks

@@ -7,8 +7,8 @@ ahead, the next tasks are already here when a slot frees. A task leased ahead is
 master and waits here for a slot; at most MaxTaskCount attempts run at once all the same.
 
 How many: as many as the slots end during one ask's round trip (:class:`LeaseAhead`), so a task
-held here waits about one round trip for its slot. Tasks that take longer than the slots need to
-cover a round trip get none leased ahead: with ten slots and a round trip of 8 ms, tasks of 80 ms
+held here waits about one round trip for its slot. Tasks long enough that the slots stay busy
+through a round trip get none leased ahead: with ten slots and a round trip of 8 ms, tasks of 80 ms
 and more. Only while the master has more ready than it gave (the lease loop's ``drained`` is false),
 so a task is not held here while another worker waits for one.
 """

@@ -37,7 +37,7 @@ class AgentTiming:
     #: trip, up to this many times MaxTaskCount (see ``_slots``); 0 turns it off. Celery prefetches
     #: four tasks per process by default. make bench, one cluster, workers restarted on the other
     #: code before each run, pooled no-ops, medians of alternating runs (tasks/s, CPU ms per task):
-    #: SQLite none 1,633 at 1.02, up to 2x MaxTaskCount 2,359 at 0.71, up to 3x 2,554 at 0.65 (4
+    #: SQLite none 1,633 at 1.02, a fixed 2x MaxTaskCount 2,359 at 0.71, up to 3x 2,554 at 0.65 (4
     #: rounds); PostgreSQL none 925 at 1.78, up to 3x 1,734 at 0.96 (3 pairs). Fresh: 613 -> 633
     #: tasks/s (4 pairs, within the noise: a fork, not the wait, bounds it).
     lease_ahead_per_slot: int = 3
