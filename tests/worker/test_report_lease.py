@@ -61,6 +61,19 @@ async def _serve_until_done(agent: WorkerAgent, stub: StubMaster, count: int) ->
     return held, ran
 
 
+async def _all_succeed(
+    agent: WorkerAgent, stub: StubMaster, demo: DemoProject, caplog: pytest.LogCaptureFixture, count: int
+) -> tuple[int, int]:
+    """Serve ``count`` quick tasks, all of which succeed, no lease given up (:func:`_serve_until_done`)."""
+    stub.add(*(demo.task(task_id, "hello", lines=1) for task_id in range(1, count + 1)))
+    with caplog.at_level(logging.INFO, logger="packfleet.worker"):
+        held, ran = await _serve_until_done(agent, stub, count)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no lease given up
+    assert sorted(c.task_id for c in stub.completions) == list(range(1, count + 1))
+    assert all(c.outcome == "succeeded" for c in stub.completions)
+    return held, ran
+
+
 #: Leasing ahead off.
 NOT_AHEAD = dataclasses.replace(FAST, lease_ahead_per_slot=0)
 
@@ -69,12 +82,7 @@ async def test_a_busy_worker_takes_its_next_tasks_with_its_reports_never_more_th
     home: Path, stub: StubMaster, demo: DemoProject, make_agent: MakeAgent, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent = await make_agent(home, sleep=asyncio.sleep, timing=NOT_AHEAD)
-    stub.add(*(demo.task(task_id, "hello", lines=1) for task_id in range(1, 41)))
-    with caplog.at_level(logging.INFO, logger="packfleet.worker"):
-        held, ran = await _serve_until_done(agent, stub, 40)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no lease given up
-    assert sorted(c.task_id for c in stub.completions) == list(range(1, 41))
-    assert all(c.outcome == "succeeded" for c in stub.completions)
+    held, ran = await _all_succeed(agent, stub, demo, caplog, 40)
     assert stub.report_asks and stub.report_leased > 0  # reports carried some of the tasks
     assert held == ran == agent.settings.max_task_count  # the loop's ask and a report's never overlap
     assert all(0 < asked <= agent.settings.max_task_count for asked in stub.report_asks)
@@ -88,12 +96,7 @@ async def test_a_busy_worker_with_short_tasks_leases_ahead_and_still_runs_no_mor
     slots = agent.settings.max_task_count
     # As many as the estimate allows, whatever this machine's speed makes of the tasks' length.
     agent.tasks.ahead.tasks = lambda slots: slots  # type: ignore[method-assign]
-    stub.add(*(demo.task(task_id, "hello", lines=1) for task_id in range(1, 81)))
-    with caplog.at_level(logging.INFO, logger="packfleet.worker"):
-        held, ran = await _serve_until_done(agent, stub, 80)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no lease given up
-    assert sorted(c.task_id for c in stub.completions) == list(range(1, 81))
-    assert all(c.outcome == "succeeded" for c in stub.completions)
+    held, ran = await _all_succeed(agent, stub, demo, caplog, 80)
     assert ran == slots  # the tasks leased ahead waited for a slot
     assert slots < held <= 2 * slots  # the first ask already asked for tasks ahead
     assert all(0 < asked <= 2 * slots for asked in stub.report_asks)
