@@ -1,7 +1,8 @@
 """Under load a report asks for the slots its pass frees: the next tasks come in its answer, one
 ask is out at a time, an idle worker's report asks nothing, and an older master that refuses the
-ask gets the same report again without it. While tasks are short, a busy worker leases up to
-MaxTaskCount more, which wait for a slot: never more than MaxTaskCount attempts run at once."""
+ask gets the same report again without it. Under load a busy worker also leases tasks ahead of its
+slots, as many as they end during a report's round trip; they wait for a slot, so never more than
+MaxTaskCount attempts run at once."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from packfleet.protocol import CompletionReport, TaskAssignment, encode, routes
 from packfleet.worker import LogCache, WorkerAgent
 from packfleet.worker._leasing import ReportAsk
 from packfleet.worker._reporter import Reporter
+from packfleet.worker._slots import RECENT
 
 from .conftest import FAST, DemoProject, MakeAgent
 from .helpers import eventually
@@ -110,7 +112,7 @@ async def test_a_worker_leases_ahead_only_while_the_master_has_more_and_its_task
     slots = agent.settings.max_task_count
     leases, ahead = agent.leases, agent.tasks.ahead
     leases._serving = True  # as `worker run` does
-    for _ in range(16):
+    for _ in range(RECENT):
         ahead.attempt(0.001)
     assert leases._room() == slots  # no report has asked yet: no round trip known
     ahead.trip(0.05)
@@ -122,7 +124,7 @@ async def test_a_worker_leases_ahead_only_while_the_master_has_more_and_its_task
         ahead.attempt(2.0)  # tasks turned long: the slots stay busy through a round trip
     assert leases._room() == slots
     leases._serving = False  # a burst asks for its free slots only
-    for _ in range(16):
+    for _ in range(RECENT):
         ahead.attempt(0.001)
     assert leases._room() == slots
 
@@ -134,7 +136,7 @@ async def test_a_reports_answered_ask_is_a_round_trip_the_estimate_uses(
     await agent.heartbeat()  # the master says it is enabled: the gate opens
     leases = agent.leases
     leases._serving = True
-    for _ in range(16):
+    for _ in range(RECENT):
         agent.tasks.ahead.attempt(1e-9)  # so short that any round trip covers MaxTaskCount of them
     ask = await leases.ask_in_report()
     assert ask is not None and ask.capacity == agent.settings.max_task_count  # none known yet

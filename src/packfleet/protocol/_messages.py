@@ -190,10 +190,10 @@ class ReportBatch:
     route 404; a worker then sends :class:`EventBatch` and :class:`CompletionBatch` apart.
 
     A busy worker also asks for up to ``lease_capacity`` tasks (its free slots and those it leases
-    ahead of them), leased for
-    ``lease_seconds`` in the same transaction, with no wait: what a :class:`LeaseRequest` with
-    ``wait_seconds`` 0 would get. The two fields are sent only when it asks: masters before them
-    refuse unknown fields (400), and the worker then asks with :class:`LeaseRequest` alone.
+    ahead of them), leased for ``lease_seconds`` in the same transaction, with no wait: what a
+    :class:`LeaseRequest` with ``wait_seconds`` 0 would get. The two fields are sent only when it
+    asks: masters before them refuse unknown fields (400), and the worker then asks with
+    :class:`LeaseRequest` alone.
     """
 
     agent_id: str = field(metadata=AGENT_ID)

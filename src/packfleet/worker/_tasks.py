@@ -103,9 +103,8 @@ class TaskRunner:
     def room(self, *, ahead: bool) -> int:
         """How many tasks to ask for: the free slots, and with ``ahead`` the tasks to lease ahead of
         them (:class:`LeaseAhead`)."""
-        max_task_count = self._settings().max_task_count
-        extra = self.ahead.tasks(max_task_count) if ahead else 0
-        return max_task_count + extra - len(self.running)
+        extra = self.ahead.tasks(self._settings().max_task_count) if ahead else 0
+        return self.capacity + extra
 
     def hold(self, task: TaskAssignment, deadline: float) -> None:
         """Count a just-leased task against the capacity until its attempt ends."""
