@@ -615,15 +615,21 @@ async def test_a_long_poll_whose_wait_ends_while_a_submit_leases_for_it_answers_
     catalog = server.state.catalog
     real = catalog.submit_leasing
 
+    wait = 3.0  # long enough for the submit to reach the catalog on a loaded machine
+    ends = time.monotonic() + wait
+
     def slow(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(1.0)  # on the catalog's thread: the long-poll's wait ends meanwhile
+        # On the catalog's thread: hold the lease until the long-poll's wait has surely ended.
+        assert time.monotonic() < ends, "the submit reached the catalog after the wait ended"
+        time.sleep(ends + 0.5 - time.monotonic())
         return real(*args, **kwargs)
 
     monkeypatch.setattr(catalog, "submit_leasing", slow)
     poll = asyncio.create_task(
-        worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=0.5, capacity=1))
+        worker.request("POST", routes.WORKER_LEASE, json_body=lease_body(agent, wait=wait, capacity=1))
     )
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)  # in its long-poll by now
+    assert not poll.done()
     execution = await manager.run("default", "etl", "load")
     [task] = (await asyncio.wait_for(poll, 5))["tasks"]
     assert task["execution_id"] == execution["execution_id"]
