@@ -13,13 +13,16 @@ import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 from packfleet.bench import _main
 from packfleet.bench._celery_peer import CeleryPeer
 from packfleet.bench._dask_peer import DaskPeer
 from packfleet.bench._peer_tls import PeerTls, make_peer_tls
+from packfleet.errors import ClusterError
 
 pytestmark = pytest.mark.e2e
 
@@ -75,6 +78,44 @@ def test_dask_refuses_a_client_without_a_certificate(tmp_path: Path, tls: PeerTl
             conn.recv(1)
         rate, cpu_ms = dask.throughput(10)
         assert rate > 0 and cpu_ms > 0
+
+
+def test_a_dask_start_whose_client_times_out_is_tried_again_on_new_nodes(
+    tmp_path: Path, tls: PeerTls, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = DaskPeer.client
+    first: list[int] = []
+
+    def client(self: DaskPeer, timeout: float = 30.0) -> Any:
+        if not first:  # the first start's scheduler "does not answer"
+            first.extend(self.pids())
+            raise TimeoutError()
+        return real(self, timeout)
+
+    monkeypatch.setattr(DaskPeer, "client", client)
+    with DaskPeer(tmp_path / "dask", tls) as dask:
+        assert len(first) == 3 and not any(psutil.pid_exists(pid) for pid in first)
+        assert set(dask.pids()).isdisjoint(first)
+        rate, _cpu_ms = dask.throughput(5)
+        assert rate > 0
+    assert "dask: no scheduler with 2 workers (TimeoutError()); starting it again" in caplog.text
+
+
+def test_a_dask_that_fails_to_start_twice_is_an_error_with_every_nodes_log(
+    tmp_path: Path, tls: PeerTls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []
+
+    def client(self: DaskPeer, timeout: float = 30.0) -> Any:
+        started.extend(self.pids())
+        raise TimeoutError()
+
+    monkeypatch.setattr(DaskPeer, "client", client)
+    with pytest.raises(ClusterError, match="dask did not start in 2 tries") as failed:
+        DaskPeer(tmp_path / "dask", tls).__enter__()
+    for name in ("dask-scheduler", "dask-worker1", "dask-worker2"):
+        assert f"--- {name}:" in str(failed.value)
+    assert len(started) == 6 and not any(psutil.pid_exists(pid) for pid in started)
 
 
 def test_bench_peers_prints_every_figure_and_ratio() -> None:

@@ -8,6 +8,7 @@ in memory only and runs them in the workers' own threads: no durability, no proc
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -18,8 +19,13 @@ from packfleet.bench._cpu import CpuMeter
 from packfleet.bench._peer_tls import PeerTls
 from packfleet.bench._ports import free_port
 from packfleet.bench._services import START_TIMEOUT, Service
+from packfleet.errors import ClusterError
+
+log = logging.getLogger("packfleet.bench")
 
 WORKERS = 2
+#: Starts of the scheduler and workers tried before the peer is given up.
+START_TRIES = 2
 
 
 class DaskPeer:
@@ -48,7 +54,30 @@ class DaskPeer:
         return [part for option, path in files.items() for part in (option, str(path))]
 
     def _start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Start the nodes and wait for both workers; on a new port once more if that fails.
+
+        Under ``make test``'s load a client once connected to a scheduler that then did not answer
+        its first request for the whole start timeout. The nodes are stopped and started again, with
+        a warning naming what failed; a second failure is raised with every node's log.
+        """
+        for attempt in range(1, START_TRIES + 1):
+            try:
+                self._start_nodes(attempt)
+                with self.client(timeout=START_TIMEOUT) as client:
+                    client.wait_for_workers(WORKERS, timeout=START_TIMEOUT)
+                return
+            except OSError as exc:  # TimeoutError included: Dask's connect and wait raise them
+                logs = "\n".join(f"--- {s.name}:\n{s.log_tail()}" for s in self.services)
+                self.close()
+                if attempt == START_TRIES:
+                    raise ClusterError(
+                        f"dask did not start in {START_TRIES} tries ({exc!r}); its logs:\n{logs}"
+                    ) from exc
+                log.warning("dask: no scheduler with %d workers (%r); starting it again", WORKERS, exc)
+
+    def _start_nodes(self, attempt: int) -> None:
+        folder = self.folder / f"start{attempt}"
+        folder.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.address = f"tls://127.0.0.1:{port}"
         env = dict(os.environ)
@@ -67,7 +96,7 @@ class DaskPeer:
                 "--no-dashboard",
                 *self._node_tls(),
             ],  # fmt: skip
-            folder=self.folder,
+            folder=folder,
             env=env,
         )
         self.services.append(scheduler)
@@ -88,15 +117,13 @@ class DaskPeer:
                         "1",
                         "--no-dashboard",
                         "--local-directory",
-                        str(self.folder / f"worker{i + 1}"),
+                        str(folder / f"worker{i + 1}"),
                         *self._node_tls(),
                     ],  # fmt: skip
-                    folder=self.folder,
+                    folder=folder,
                     env=env,
                 )
             )
-        with self.client(timeout=START_TIMEOUT) as client:
-            client.wait_for_workers(WORKERS, timeout=START_TIMEOUT)
 
     def client(self, timeout: float = 30.0) -> Any:
         from distributed import Client
