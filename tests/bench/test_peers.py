@@ -111,8 +111,11 @@ def test_a_dask_that_fails_to_start_twice_is_an_error_with_every_nodes_log(
         raise TimeoutError()
 
     monkeypatch.setattr(DaskPeer, "client", client)
-    with pytest.raises(ClusterError, match="dask did not start in 2 tries") as failed:
-        DaskPeer(tmp_path / "dask", tls).__enter__()
+    with (
+        pytest.raises(ClusterError, match="dask did not start in 2 tries") as failed,
+        DaskPeer(tmp_path / "dask", tls),
+    ):
+        pass
     for name in ("dask-scheduler", "dask-worker1", "dask-worker2"):
         assert f"--- {name}:" in str(failed.value)
     assert len(started) == 6 and not any(psutil.pid_exists(pid) for pid in started)
