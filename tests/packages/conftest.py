@@ -86,11 +86,21 @@ entry = "badimport:main"
 
 WARMTH_MODULE = """
 import json
+import logging
 import os
 import random
 import threading
 
 IMPORTED_IN = os.getpid()
+
+
+class MadeIn(logging.Logger):
+    def __init__(self, name, level=logging.NOTSET):
+        super().__init__(name, level)
+        self.made_in = os.getpid()
+
+
+logging.setLoggerClass(MadeIn)  # loggers made from now on say which process made them
 
 
 def report(ctx):
@@ -103,6 +113,8 @@ def report(ctx):
         "random": random.random(),
         "thread_ran": bool(seen),
         "cwd": os.getcwd(),
+        "logger": ctx.log.name,
+        "logger_made_in": getattr(ctx.log, "made_in", None),
     }))
 """
 

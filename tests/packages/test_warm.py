@@ -43,6 +43,22 @@ async def test_fresh_tasks_start_warm_and_each_still_runs_alone(
     assert all(gone(run.handle.pid) for run in runs)
 
 
+async def test_a_warm_task_logs_through_its_package_logger_made_once_in_the_warm_server(
+    runner: PackageRunner, probe_dir: Path, probe: Project, tmp_path: Path
+) -> None:
+    assert await runner.warm(_spec(probe_dir, probe, "warmth", tmp_path))
+
+    runs = [await launch(runner, probe_dir, probe, "warmth", tmp_path) for _ in range(2)]
+    for run in runs:
+        assert (await run.wait()).outcome == "succeeded"
+
+    seen = [json.loads(run.messages("stdout")[0]) for run in runs]
+    assert {s["logger"] for s in seen} == {"package.warmth"}
+    # Made by the process that imported the module (the warm server), not by each task's process.
+    warm_server = {s["logger_made_in"] for s in seen}
+    assert len(warm_server) == 1 and warm_server.isdisjoint(run.handle.pid for run in runs)
+
+
 async def test_a_warm_task_is_a_child_of_the_warm_server_and_dies_with_it(
     runner: PackageRunner, probe_dir: Path, probe: Project, tmp_path: Path
 ) -> None:

@@ -209,6 +209,8 @@ class ForkServer:
             error = f"expected {expected} descriptors, got {len(fds)}"
             self._send({"op": "error", "id": message["id"], "message": error})
             return
+        if self._warm:  # made here once, not in every child (see _child.package_logger)
+            _child.package_logger(message["request"])
         _signal.pthread_sigmask(_SIG_BLOCK, _BLOCKED_NUMBERS)
         try:
             # _fork.fork is a Python function: entering it runs any handler already due, so no
