@@ -115,6 +115,7 @@ def report(ctx):
         "cwd": os.getcwd(),
         "logger": ctx.log.name,
         "logger_made_in": getattr(ctx.log, "made_in", None),
+        "stdin": os.readlink("/proc/self/fd/0"),
     }))
 """
 
@@ -158,6 +159,7 @@ def context(ctx):
         "cwd": os.getcwd(),
         "path0": sys.path[0],
         "session_leader": os.getsid(0) == os.getpid(),
+        "stdin": os.readlink("/proc/self/fd/0"),
     }))
 
 

@@ -144,10 +144,12 @@ async def test_print_log_and_stderr_keep_their_order(
     assert {e.level for e in run.events if e.source == "stderr"} == {logging.WARNING}
 
 
+@pytest.mark.parametrize("isolation", ["fresh", "pooled"])
 async def test_context_holds_parameters_folders_and_ids(
-    runner: PackageRunner, probe_dir: Path, probe: Project, tmp_path: Path
+    runner: PackageRunner, probe_dir: Path, probe: Project, tmp_path: Path, isolation: Isolation
 ) -> None:
-    run = await launch(runner, probe_dir, probe, "context", tmp_path, {"dsn": "sqlite:///x.db"})
+    spec = replace(probe.packages["context"], isolation=isolation)
+    run = await launch(runner, probe_dir, probe, spec, tmp_path, {"dsn": "sqlite:///x.db"})
     assert (await run.wait()).outcome == "succeeded"
 
     seen = json.loads(run.messages("stdout")[0])
@@ -158,6 +160,7 @@ async def test_context_holds_parameters_folders_and_ids(
     assert seen["project_dir"] == seen["path0"] == str(probe_dir.resolve())
     assert seen["ids"] == [100 + seen["ids"][1], seen["ids"][1], 1]
     assert seen["session_leader"] is True
+    assert seen["stdin"] == "/dev/null"  # the server's, inherited: nothing to read from
     assert run.messages("log") == []  # DEBUG is below the default log_level
 
 

@@ -54,6 +54,7 @@ async def test_a_warm_task_logs_through_its_package_logger_made_once_in_the_warm
 
     seen = [json.loads(run.messages("stdout")[0]) for run in runs]
     assert {s["logger"] for s in seen} == {"package.warmth"}
+    assert {s["stdin"] for s in seen} == {"/dev/null"}
     # Made by the process that imported the module (the warm server), not by each task's process.
     warm_server = {s["logger_made_in"] for s in seen}
     assert len(warm_server) == 1 and warm_server.isdisjoint(run.handle.pid for run in runs)

@@ -91,25 +91,33 @@ def _devnull_onto(*fds: int) -> None:
 
 
 def _become_child(onto: dict[int, int], keep: int) -> None:
-    """Start a new session (cancel signals the whole group), place ``onto``'s fds, close the rest."""
+    """Start a new session (cancel signals the whole group), place ``onto``'s fds, close the rest.
+
+    Descriptor 0 is the server's ``/dev/null`` (see :meth:`ForkServer.serve`), inherited as it is.
+    """
     os.setsid()
     _signal.set_wakeup_fd(-1)
     for signum in _BLOCKED_NUMBERS:
         _signal.signal(signum, _signal.SIG_DFL)
     _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     _signal.pthread_sigmask(_SIG_UNBLOCK, _BLOCKED_NUMBERS)
-    if any(source != target for source, target in onto.items()):  # a warm server's are in place
-        # Move sources above every target first, so placing one never overwrites another.
-        above = max(onto.values()) + 1
-        moved = {fcntl.fcntl(source, fcntl.F_DUPFD, above): target for source, target in onto.items()}
-        for source in onto:
-            os.close(source)
-        for source, target in moved.items():
-            os.dup2(source, target)
-            os.close(source)
-    if 0 not in onto.values():
-        _devnull_onto(0)
+    # A loop, not any() over a generator: a new function and generator object per task process.
+    for source, target in onto.items():
+        if source != target:  # a warm server's arrive in place: this is the fork server's case
+            _place(onto)
+            break
     os.closerange(keep, 1 << 16)
+
+
+def _place(onto: dict[int, int]) -> None:
+    # Move sources above every target first, so placing one never overwrites another.
+    above = max(onto.values()) + 1
+    moved = {fcntl.fcntl(source, fcntl.F_DUPFD, above): target for source, target in onto.items()}
+    for source in onto:
+        os.close(source)
+    for source, target in moved.items():
+        os.dup2(source, target)
+        os.close(source)
 
 
 class ForkServer:
@@ -132,6 +140,8 @@ class ForkServer:
         self._connected = True
 
     def serve(self) -> None:
+        # Once here rather than in every child, which inherits it: a task's standard input.
+        _devnull_onto(0)
         signal.set_wakeup_fd(self._wake_w)
         # A Python-level handler is needed for the wakeup fd to be written on SIGCHLD.
         signal.signal(signal.SIGCHLD, self._on_signal)
