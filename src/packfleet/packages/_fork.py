@@ -43,7 +43,11 @@ _SKIPPED = frozenset({"threading", "logging"})
 # The other 3.11 standard library modules that call os.register_at_fork at import.
 _HOOKED = frozenset({"random", "concurrent.futures.thread"})
 
-_recorded: list[tuple[Hook, Hook, Hook]] = []
+# The recorded hooks in the order os.fork runs them: "before" hooks last registered first. Kept as
+# three lists at registration, so a fork builds none (in a child each new object costs page faults).
+_before: list[Hook] = []
+_in_child: list[Hook] = []
+_in_parent: list[Hook] = []
 _register = os.register_at_fork
 _libc_fork: Callable[[], int] | None = None
 
@@ -74,7 +78,9 @@ def record_hooks() -> bool:
 def _recording(*, before: Hook = None, after_in_child: Hook = None, after_in_parent: Hook = None) -> None:
     given = {"before": before, "after_in_child": after_in_child, "after_in_parent": after_in_parent}
     _register(**{name: hook for name, hook in given.items() if hook is not None})
-    _recorded.append((before, after_in_child, after_in_parent))
+    _before.insert(0, before)
+    _in_child.append(after_in_child)
+    _in_parent.append(after_in_parent)
 
 
 def single_threaded() -> bool:
@@ -98,12 +104,12 @@ def fork(raw: bool) -> int:
     """``os.fork()``, or with ``raw`` (after :func:`record_hooks` said True) libc's fork."""
     if not raw or _libc_fork is None:
         return os.fork()
-    _run([before for before, _, _ in reversed(_recorded)])
+    _run(_before)
     pid = _libc_fork()
     if pid == 0:
-        _run([child for _, child, _ in _recorded])
+        _run(_in_child)
         return 0
-    _run([parent for _, _, parent in _recorded])
+    _run(_in_parent)
     if pid < 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))

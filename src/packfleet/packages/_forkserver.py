@@ -170,9 +170,10 @@ class ForkServer:
             self._stopping = True
 
     def _drain_wakeups(self) -> None:
+        # One read, not a loop to EAGAIN: an exception per exit costs more than it saves, and
+        # epoll (level-triggered) reports the pipe again if anything is left in it.
         try:
-            while os.read(self._wake_r, 512):
-                pass
+            os.read(self._wake_r, 512)
         except BlockingIOError:
             pass
 
