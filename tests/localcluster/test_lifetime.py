@@ -6,6 +6,8 @@ so that the test can kill it; the node it starts is a stand-in (``time.sleep``) 
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +16,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
+
+from packfleet._lifetime import die_with_parent
 
 #: Makes a cluster in argv[1] whose nodes are sleepers, starts one, prints its pid.
 PRELUDE = """
@@ -113,3 +118,10 @@ def test_a_child_whose_parent_died_before_prctl_exits_at_once() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
     )
     assert (done.returncode, done.stdout) == (128 + signal.SIGTERM, "")
+
+
+def test_a_signal_the_kernel_refuses_is_an_error_with_its_errno() -> None:
+    with pytest.raises(OSError) as refused:
+        die_with_parent(os.getppid(), 999)  # no such signal: prctl fails and sets nothing
+    assert refused.value.errno == errno.EINVAL
+    assert "prctl(PR_SET_PDEATHSIG) failed" in str(refused.value)

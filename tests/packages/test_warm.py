@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from packfleet.packages import PackageRunner, Project, RunSpec
+from packfleet.packages import PackageRunner, Project, RunSpec, _child
 
 from .conftest import launch
 from .test_package_runner import first_event, gone, grandchild_ends
@@ -58,6 +58,11 @@ async def test_a_warm_task_logs_through_its_package_logger_made_once_in_the_warm
     # Made by the process that imported the module (the warm server), not by each task's process.
     warm_server = {s["logger_made_in"] for s in seen}
     assert len(warm_server) == 1 and warm_server.isdisjoint(run.handle.pid for run in runs)
+
+
+def test_a_request_a_warm_server_cannot_make_a_context_from_is_left_to_its_task() -> None:
+    # The task's process meets the same error and reports it as the task's (as a cold task does).
+    assert _child.warm_context({"package": {"name": "noop"}}) is None
 
 
 async def test_a_warm_task_is_a_child_of_the_warm_server_and_dies_with_it(

@@ -66,6 +66,8 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
 
+    from packfleet.packages._context import PackageContext
+
 MAX_MESSAGE = 256 * 1024
 # Room for the most descriptors a request carries (three pipe ends).
 _FDS_SPACE = socket.CMSG_SPACE(4 * 4)
@@ -80,6 +82,7 @@ _BLOCKED = {signal.SIGTERM, signal.SIGCHLD}
 # touch is a copy-on-write page fault after a fork (about 100 per child, measured).
 _BLOCKED_NUMBERS = tuple(int(signum) for signum in _BLOCKED)
 _SIG_BLOCK, _SIG_UNBLOCK = int(signal.SIG_BLOCK), int(signal.SIG_UNBLOCK)
+_SIGKILL = int(signal.SIGKILL)
 
 
 def _devnull_onto(*fds: int) -> None:
@@ -220,15 +223,15 @@ class ForkServer:
             error = f"expected {expected} descriptors, got {len(fds)}"
             self._send({"op": "error", "id": message["id"], "message": error})
             return
-        if self._warm:  # made here once, not in every child (see _child.package_logger)
-            _child.package_logger(message["request"])
+        # Made here, not in the child, which finds it made (see _child.warm_context).
+        context = _child.warm_context(message["request"]) if self._warm else None
         _signal.pthread_sigmask(_SIG_BLOCK, _BLOCKED_NUMBERS)
         try:
             # _fork.fork is a Python function: entering it runs any handler already due, so no
             # signal tripped before the mask is inherited half-handled by the child.
             pid = _fork.fork(self._raw)
             if pid == 0:
-                self._in_child(message, fds, self._pid)
+                self._in_child(message, fds, self._pid, context)
         except OSError as exc:
             self._send({"op": "error", "id": message["id"], "message": f"fork failed: {exc}"})
             return
@@ -237,12 +240,14 @@ class ForkServer:
         self._children.add(pid)
         self._send(b'{"op":"started","id":%d,"pid":%d}' % (message["id"], pid))
 
-    def _in_child(self, message: dict[str, Any], fds: list[int], server: int) -> None:
+    def _in_child(
+        self, message: dict[str, Any], fds: list[int], server: int, context: PackageContext | None
+    ) -> None:
         code = 70  # EX_SOFTWARE: the child failed before the package could start
         try:
             # SIGKILL, not SIGTERM: with the server gone nobody would collect a graceful ending,
             # and a package's own SIGTERM handler must not keep it running.
-            die_with_parent(server, signal.SIGKILL)
+            die_with_parent(server, _SIGKILL)
             if message["op"] != "spawn":  # a task's process closes them all with closerange
                 self._poll.close()
                 self._sock.close()
@@ -250,7 +255,7 @@ class ForkServer:
                 os.close(self._wake_w)
             if message["op"] == "spawn":
                 _become_child({fds[0]: 1, fds[1]: 2, fds[2]: _child.EVENT_FD}, _child.EVENT_FD + 1)
-                code = _child.run_task(message["request"], reused=False)
+                code = _child.run_task(message["request"], reused=False, context=context)
             elif message["op"] == "warm":
                 _become_child({fds[0]: POOL_CONTROL_FD}, POOL_CONTROL_FD + 1)
                 _devnull_onto(1, 2, _child.EVENT_FD)
