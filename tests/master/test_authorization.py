@@ -176,3 +176,27 @@ async def test_a_certificate_not_in_root_fails_the_handshake(
     assert await _health_over_raw_tls(context_for(stranger, mh, tmp_path), server.port) == b""
     with pytest.raises(TransportError):
         await connect(stranger).request("GET", routes.HEALTH)
+
+
+async def test_health_reads_refused_binds_only_for_a_certificate_bound_to_nobody(
+    mh: MasterHome, server: MasterServer, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = server.state.catalog
+    reads: list[str | None] = []
+    refused_binds = catalog.refused_binds
+
+    def counted(thumbprint: str | None = None) -> list[tuple[str, str, str]]:
+        reads.append(thumbprint)
+        return refused_binds(thumbprint)
+
+    monkeypatch.setattr(catalog, "refused_binds", counted)
+    admin = connect(mh.admin)
+    for _ in range(3):
+        assert (await admin.request("GET", routes.HEALTH))["status"] == "ok"
+    assert reads == []  # a bound certificate: the principal cache says so, no catalog read
+
+    unbound = create_self_signed(["unbound"])
+    CertStore(mh.home, "Root").add(public(unbound))
+    await server.reload()
+    assert "refused_bind" not in await connect(unbound).request("GET", routes.HEALTH)
+    assert reads == [unbound.thumbprint]

@@ -94,11 +94,13 @@ ROTATION_SYNC_INTERVAL = 5.0
 async def _health(call: Call) -> web.StreamResponse:
     # The master's UTC time lets `packfleet doctor` on a worker measure clock skew.
     refused_bind = None
-    caller = call.caller
-    if caller.thumbprint is not None and caller.principal is None:
+    thumbprint = call.caller.thumbprint
+    # An open route does not identify its caller; the principal cache does, without a catalog
+    # call for a bound certificate (the refused binds were read on every health check before).
+    if thumbprint is not None and await call.state.principals.get(thumbprint) is None:
         # A certificate bound to nobody: tell its holder (`doctor` on the worker) if the master
         # refused to bind it to the AgentId it claimed, and which command confirms the binding.
-        refused = await call.state.db(call.state.catalog.refused_binds, caller.thumbprint)
+        refused = await call.state.db(call.state.catalog.refused_binds, thumbprint)
         if refused:
             thumbprint, agent_id, reason = refused[-1]
             refused_bind = RefusedBind(
